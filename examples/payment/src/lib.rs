@@ -1,0 +1,135 @@
+//! Charges an order through an outbound HTTP payment gateway.
+//!
+//! Paths:
+//! - `charge` (default): through the gateway named by the `primary_gateway`
+//!   config value;
+//! - `charge-backup`: the alternative path, through `backup_gateway`;
+//! - `refund`: the compensation path, which refunds a recorded charge.
+//!
+//! Every charge carries the order id as its `idempotency-key`, so a gateway
+//! that honours it never charges an order twice. The charge is recorded in
+//! the `payments` namespace and announced on the `payments` stream.
+
+use serde::{Deserialize, Serialize};
+use txmirror_guest::http::Request;
+use txmirror_guest::validation::Validator;
+use txmirror_guest::{Error, config, events, kv, log};
+
+const PAYMENTS: &str = "payments";
+
+#[derive(Deserialize)]
+struct Charge {
+    order_id: String,
+    amount_cents: u64,
+    currency: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ChargeRecord {
+    order_id: String,
+    charge_id: String,
+    gateway: String,
+    amount_cents: u64,
+    currency: String,
+    refunded: bool,
+}
+
+#[derive(Deserialize)]
+struct GatewayCharge {
+    charge_id: String,
+}
+
+fn charge(input: Charge) -> Result<ChargeRecord, Error> {
+    charge_via("primary_gateway", input)
+}
+
+fn charge_backup(input: Charge) -> Result<ChargeRecord, Error> {
+    charge_via("backup_gateway", input)
+}
+
+fn charge_via(gateway: &str, input: Charge) -> Result<ChargeRecord, Error> {
+    let mut v = Validator::new();
+    v.check(!input.order_id.is_empty(), "order_id", "must not be empty");
+    v.check(input.amount_cents > 0, "amount_cents", "must be positive");
+    v.check(
+        input.currency.len() == 3 && input.currency.bytes().all(|b| b.is_ascii_uppercase()),
+        "currency",
+        "must be an ISO 4217 code such as EUR",
+    );
+    v.finish()?;
+
+    if let Some(existing) = kv::get::<ChargeRecord>(PAYMENTS, &input.order_id)? {
+        log::info(&format!("order {} was already charged as {}", existing.order_id, existing.charge_id));
+        return Ok(existing);
+    }
+
+    let base = config::require(gateway)?;
+    log::info(&format!("charging order {} through {gateway}", input.order_id));
+    let response = Request::post(&format!("{base}/charges"))
+        .header("idempotency-key", &input.order_id)
+        .json(&serde_json::json!({
+            "order_id": input.order_id,
+            "amount_cents": input.amount_cents,
+            "currency": input.currency,
+        }))?
+        .send()?;
+    match response.status {
+        200..=299 => {}
+        402 => return Err(Error::rejected(format!("card declined by {gateway}"))),
+        status => return Err(Error::unavailable(format!("{gateway} answered {status}"))),
+    }
+    let GatewayCharge { charge_id } = response.json()?;
+
+    let record = ChargeRecord {
+        order_id: input.order_id,
+        charge_id,
+        gateway: gateway.to_string(),
+        amount_cents: input.amount_cents,
+        currency: input.currency,
+        refunded: false,
+    };
+    kv::put(PAYMENTS, &record.order_id, &record)?;
+    events::emit("payments", &serde_json::json!({ "charged": record.order_id, "charge_id": record.charge_id }))?;
+    Ok(record)
+}
+
+#[derive(Deserialize)]
+struct Refund {
+    order_id: String,
+}
+
+#[derive(Serialize)]
+struct RefundDone {
+    order_id: String,
+    refunded: bool,
+}
+
+fn refund(input: Refund) -> Result<RefundDone, Error> {
+    let Some(mut record) = kv::get::<ChargeRecord>(PAYMENTS, &input.order_id)? else {
+        log::info(&format!("order {} has no charge to refund", input.order_id));
+        return Ok(RefundDone { order_id: input.order_id, refunded: false });
+    };
+    if record.refunded {
+        return Ok(RefundDone { order_id: input.order_id, refunded: true });
+    }
+    let base = config::require(&record.gateway)?;
+    let response = Request::post(&format!("{base}/refunds"))
+        .header("idempotency-key", &format!("refund-{}", record.order_id))
+        .json(&serde_json::json!({ "charge_id": record.charge_id }))?
+        .send()?;
+    if !response.is_success() {
+        return Err(Error::unavailable(format!("refund answered {}", response.status)));
+    }
+    record.refunded = true;
+    kv::put(PAYMENTS, &record.order_id, &record)?;
+    events::emit("payments", &serde_json::json!({ "refunded": record.order_id }))?;
+    Ok(RefundDone { order_id: input.order_id, refunded: true })
+}
+
+txmirror_guest::transaction_module! {
+    paths: {
+        "charge" => charge,
+        "charge-backup" => charge_backup,
+        "refund" => refund,
+    }
+}

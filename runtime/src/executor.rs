@@ -1,0 +1,155 @@
+//! Runs one instance of a module: limits, the call, and the classification
+//! of how it ended.
+
+use crate::bindings::TxError;
+use crate::host::InstanceSetup;
+use crate::host::InstanceState;
+use crate::module::Module;
+use crate::policy::ResourceRequirements;
+use crate::store::{EventEntry, ReadEntry, WriteEntry};
+use crate::trace::{Role, Trace};
+use crate::transaction::{Failure, FailureKind};
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+
+/// Fuel for running `init` and `paths` at load time.
+pub(crate) const PREINIT_FUEL: u64 = 10_000_000_000;
+
+/// Extra time given to a guest blocked in a host call before the runtime
+/// gives up on it; wasm code itself is stopped at the limit by the epoch.
+const HOST_CALL_GRACE: Duration = Duration::from_millis(250);
+
+/// What one instance did.
+#[derive(Debug)]
+pub(crate) struct InstanceRun {
+    pub(crate) result: Result<Vec<u8>, Failure>,
+    pub(crate) trace: Trace,
+    pub(crate) reads: Vec<ReadEntry>,
+    pub(crate) writes: Vec<WriteEntry>,
+    pub(crate) events: Vec<EventEntry>,
+}
+
+fn guest_failure(error: TxError) -> Failure {
+    match error {
+        TxError::Validation(issues) => {
+            let text: Vec<String> = issues.iter().map(|i| format!("{}: {}", i.field, i.message)).collect();
+            Failure::new(FailureKind::Validation, text.join("; "))
+        }
+        TxError::Rejected(reason) => Failure::new(FailureKind::Rejected, reason),
+        TxError::Unavailable(reason) => Failure::new(FailureKind::Unavailable, reason),
+        TxError::UnknownPath(path) => {
+            Failure::new(FailureKind::UnknownPath, format!("the module has no path `{path}`"))
+        }
+    }
+}
+
+fn classify_trap(error: &wasmtime::Error, state: &InstanceState, limits: &ResourceRequirements) -> Failure {
+    if state.limiter.memory_limit_hit {
+        return Failure::new(
+            FailureKind::MemoryLimit,
+            format!("stopped: memory would grow past its limit of {} MiB", limits.memory_mib),
+        );
+    }
+    if state.deadline_hit {
+        return Failure::new(
+            FailureKind::WallTimeExceeded,
+            format!("stopped: ran past its wall-time limit of {} ms", limits.wall_time_ms),
+        );
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => {
+            Failure::new(FailureKind::FuelExhausted, format!("stopped: burnt all its fuel ({} units)", limits.fuel))
+        }
+        Some(Trap::StackOverflow) => Failure::new(FailureKind::StackOverflow, "stopped: call stack overflow"),
+        Some(Trap::UnreachableCodeReached) => {
+            Failure::new(FailureKind::GuestTrap, "the guest aborted (a panic, or `unreachable` was reached)")
+        }
+        Some(trap) => Failure::new(FailureKind::GuestTrap, format!("the guest trapped: {trap}")),
+        None => Failure::new(FailureKind::GuestTrap, format!("the guest failed: {error:#}")),
+    }
+}
+
+/// Runs `path` on `input` in a fresh instance of `module`.
+pub(crate) async fn run_instance(
+    engine: &Engine,
+    module: &Module,
+    setup: &InstanceSetup,
+    role: Role,
+    path: &str,
+    input: &[u8],
+) -> InstanceRun {
+    let started = Instant::now();
+    let limits = setup.policy.resource_requirements.clone();
+    let state = match InstanceState::new(setup, role, started) {
+        Ok(state) => state,
+        Err(error) => {
+            return InstanceRun {
+                result: Err(Failure::new(FailureKind::Setup, error.to_string())),
+                trace: Trace {
+                    role,
+                    events: Vec::new(),
+                    fuel_consumed: 0,
+                    memory_peak_bytes: 0,
+                    duration_micros: 0,
+                    ended: "not started".into(),
+                    output: None,
+                },
+                reads: Vec::new(),
+                writes: Vec::new(),
+                events: Vec::new(),
+            };
+        }
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limiter);
+    // Fuel can only fail to be set when fuel is disabled, and the engine enables it.
+    let _ = store.set_fuel(limits.fuel);
+    let wall_time = Duration::from_millis(limits.wall_time_ms);
+    let deadline = started + wall_time;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |mut context| {
+        if Instant::now() >= deadline {
+            context.data_mut().deadline_hit = true;
+            Err(wasmtime::format_err!("wall-time limit reached"))
+        } else {
+            // Yield at every tick so that the twins interleave.
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+
+    let call = async {
+        let instance = module.pre.instantiate_async(&mut store).await?;
+        instance.call_run(&mut store, path, input).await
+    };
+    let outcome = tokio::time::timeout(wall_time + HOST_CALL_GRACE, call).await;
+    let fuel_left = store.get_fuel().unwrap_or(0);
+    let result = match outcome {
+        Ok(Ok(Ok(output))) => Ok(output),
+        Ok(Ok(Err(error))) => Err(guest_failure(error)),
+        Ok(Err(trap)) => Err(classify_trap(&trap, store.data(), &limits)),
+        Err(_elapsed) => Err(Failure::new(
+            FailureKind::WallTimeExceeded,
+            format!("stopped: blocked in a host call past its wall-time limit of {} ms", limits.wall_time_ms),
+        )),
+    };
+    let state = store.into_data();
+    let ended = match &result {
+        Ok(output) => format!("returned {} bytes", output.len()),
+        Err(failure) => format!("{}: {}", failure.kind, failure.message),
+    };
+    InstanceRun {
+        trace: Trace {
+            role,
+            events: state.trace.take(),
+            fuel_consumed: limits.fuel.saturating_sub(fuel_left),
+            memory_peak_bytes: state.limiter.peak_memory_bytes as u64,
+            duration_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ended,
+            output: result.as_ref().ok().map(|output| String::from_utf8_lossy(output).into_owned()),
+        },
+        reads: state.kv.read_set(),
+        writes: state.kv.write_set(),
+        events: state.events,
+        result,
+    }
+}

@@ -1,0 +1,47 @@
+//! `log`, `validation` and `config`: the small, read-only capabilities.
+
+use super::InstanceState;
+use crate::bindings::txmirror::transaction::{config, log, types, validation};
+use crate::trace::HostCall;
+
+/// The longest log line kept; longer ones are cut.
+const MAX_LOG_LINE: usize = 4096;
+
+impl types::Host for InstanceState {}
+
+impl log::Host for InstanceState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            log::Level::Debug => "debug",
+            log::Level::Info => "info",
+            log::Level::Warn => "warn",
+            log::Level::Error => "error",
+        };
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut end = MAX_LOG_LINE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        tracing::debug!(target: "txmirror::guest", role = %self.role, level, "{message}");
+        self.trace.record(HostCall::Log { level: level.to_string(), message });
+        Ok(())
+    }
+}
+
+impl validation::Host for InstanceState {
+    fn report(&mut self, issue: types::ValidationIssue) -> wasmtime::Result<()> {
+        self.trace.record(HostCall::Validation { field: issue.field, message: issue.message });
+        Ok(())
+    }
+}
+
+impl config::Host for InstanceState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        let value = self.policy.config.get(&key).cloned();
+        self.trace.record(HostCall::Config { key, found: value.is_some() });
+        Ok(value)
+    }
+}

@@ -1,0 +1,34 @@
+//! `txmirror:transaction/events`: events buffered until the commit (outbox).
+
+use super::{InstanceState, MAX_EVENT_BYTES, MAX_WRITE_SET_BYTES};
+use crate::bindings::txmirror::transaction::events::{EventError, Host};
+use crate::store::{EventEntry, validate_name};
+use crate::trace::{Effect, HostCall, Role};
+
+impl Host for InstanceState {
+    fn emit(&mut self, stream: String, payload: Vec<u8>) -> wasmtime::Result<Result<(), EventError>> {
+        let bytes = payload.len();
+        let refused = if let Err(reason) = validate_name(&stream) {
+            Some(EventError::InvalidStream(format!("stream name {reason}")))
+        } else if bytes > MAX_EVENT_BYTES {
+            Some(EventError::TooLarge(format!("{bytes} bytes; an event may have {MAX_EVENT_BYTES}")))
+        } else if self.kv.written_bytes() + self.event_bytes + bytes > MAX_WRITE_SET_BYTES {
+            Some(EventError::TooLarge(format!("the transaction's writes exceed {MAX_WRITE_SET_BYTES} bytes")))
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            let reason = format!("{error:?}");
+            self.trace.record(HostCall::Emit { stream, bytes, effect: Effect::Denied { reason } });
+            return Ok(Err(error));
+        }
+        let effect = match self.role {
+            Role::Primary => Effect::Buffered,
+            Role::Mirror => Effect::Withheld,
+        };
+        self.trace.record(HostCall::Emit { stream: stream.clone(), bytes, effect });
+        self.event_bytes += bytes;
+        self.events.push(EventEntry { stream, payload });
+        Ok(Ok(()))
+    }
+}

@@ -1,0 +1,185 @@
+//! Outbound HTTP: the host decides per request whether it goes out.
+//!
+//! - A host the policy does not grant is refused (`HTTP-request-denied`).
+//! - The primary sends what is granted, within the policy's timeout.
+//! - The mirror sends safe requests (GET, HEAD) to measure them, and never
+//!   sends an unsafe one: it records it and answers with a stub from the
+//!   policy, else the primary's last real response to the same endpoint,
+//!   else a synthesised `200 {}`.
+
+use crate::policy::{Policy, Stub};
+use crate::trace::{HostCall, HttpOutcome, Role, TraceRecorder};
+use bytes::Bytes;
+use http::{Method, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::MAX_RESPONSE_BYTES;
+
+/// The last real response of primaries to each endpoint, shared by the runtime.
+///
+/// The mirror answers unsafe requests from here when the policy has no stub,
+/// so it follows the primary's control flow as closely as possible.
+#[derive(Debug, Default)]
+pub struct EndpointMemory {
+    last: Mutex<HashMap<String, (u16, Bytes)>>,
+}
+
+/// How many endpoints [`EndpointMemory`] remembers.
+const REMEMBERED_ENDPOINTS: usize = 4096;
+
+impl EndpointMemory {
+    fn endpoint(method: &Method, uri: &http::Uri) -> String {
+        format!(
+            "{method} {}://{}{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority().map_or("", |a| a.as_str()),
+            uri.path()
+        )
+    }
+
+    fn remember(&self, endpoint: String, status: u16, body: Bytes) {
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.len() >= REMEMBERED_ENDPOINTS && !last.contains_key(&endpoint) {
+            last.clear();
+        }
+        last.insert(endpoint, (status, body));
+    }
+
+    fn recall(&self, endpoint: &str) -> Option<(u16, Bytes)> {
+        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(endpoint).cloned()
+    }
+}
+
+/// The `wasi:http` hooks of one instance.
+pub(crate) struct OutboundHooks {
+    pub(crate) role: Role,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) trace: TraceRecorder,
+    pub(crate) memory: Arc<EndpointMemory>,
+}
+
+type ResponseFuture = Box<
+    dyn Future<Output = Result<(Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>>
+        + Send,
+>;
+
+fn full_body(bytes: Bytes) -> WasiBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
+
+fn done() -> Box<dyn Future<Output = Result<(), HttpError>> + Send> {
+    Box::new(async { Ok(()) })
+}
+
+fn is_safe(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
+}
+
+fn find_stub<'a>(stubs: &'a [Stub], method: &Method, url: &str) -> Option<&'a Stub> {
+    stubs.iter().find(|stub| {
+        stub.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+            && url.starts_with(&stub.url_prefix)
+    })
+}
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> ResponseFuture {
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let url = uri.to_string();
+        let safe = is_safe(&method);
+        let at = self.trace.now_micros();
+        let trace = self.trace.clone();
+        let record = move |outcome: HttpOutcome| {
+            trace.record_since(at, HostCall::Http { method: method.to_string(), url: url.clone(), safe, outcome });
+        };
+
+        let authority = uri.authority().map(|a| a.as_str().to_ascii_lowercase()).unwrap_or_default();
+        let host_only = uri.host().unwrap_or_default().to_ascii_lowercase();
+        let granted = self
+            .policy
+            .capabilities
+            .outbound_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&authority) || h.eq_ignore_ascii_case(&host_only));
+        if !granted {
+            record(HttpOutcome::Denied { reason: format!("the policy does not grant host `{authority}`") });
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+
+        let endpoint = EndpointMemory::endpoint(request.method(), &uri);
+        if self.role == Role::Mirror && !safe {
+            // Never sent. Drain the request body so the guest's writes finish,
+            // then answer from a stub.
+            let stub = find_stub(&self.policy.mirror.stubs, request.method(), &uri.to_string()).cloned();
+            let memory = self.memory.clone();
+            return Box::new(async move {
+                let _ = Limited::new(request.into_body(), MAX_RESPONSE_BYTES).collect().await;
+                let (status, body, source) = match stub {
+                    Some(stub) => (stub.status, Bytes::from(stub.body), "policy"),
+                    None => match memory.recall(&endpoint) {
+                        Some((status, body)) => (status, body, "last-response"),
+                        None => (200, Bytes::from_static(b"{}"), "synthesised"),
+                    },
+                };
+                record(HttpOutcome::Stubbed { status, source: source.to_string() });
+                let response = Response::builder()
+                    .status(status)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .header("x-txmirror-stub", source)
+                    .body(full_body(body))
+                    .map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
+                Ok((response, done()))
+            });
+        }
+
+        let policy_timeout = Duration::from_millis(self.policy.resource_requirements.outbound_timeout_ms);
+        let timeout =
+            options.and_then(|o| o.first_byte_timeout).map_or(policy_timeout, |guest| guest.min(policy_timeout));
+        let remember = (self.role == Role::Primary).then(|| self.memory.clone());
+        Box::new(async move {
+            let exchange = async {
+                let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+                // The connection future must run while the body is read.
+                let io = tokio::spawn(io);
+                let (parts, body) = response.into_parts();
+                let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| HttpError::InternalError(Some(format!("response body: {e}"))))?
+                    .to_bytes();
+                Ok::<_, HttpError>((parts, body, io))
+            };
+            match tokio::time::timeout(timeout, exchange).await {
+                Err(_elapsed) => {
+                    record(HttpOutcome::Failed { error: format!("timed out after {} ms", timeout.as_millis()) });
+                    Err(HttpError::ConnectionReadTimeout)
+                }
+                Ok(Err(error)) => {
+                    record(HttpOutcome::Failed { error: error.to_string() });
+                    Err(error)
+                }
+                Ok(Ok((parts, body, io))) => {
+                    let status = parts.status.as_u16();
+                    record(HttpOutcome::Answered { status, response_bytes: body.len() });
+                    if let Some(memory) = remember {
+                        memory.remember(endpoint, status, body.clone());
+                    }
+                    let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                        Box::new(async move { io.await.unwrap_or(Ok(())) });
+                    Ok((Response::from_parts(parts, full_body(body)), io))
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! The data of one instance's store.
+
+use super::KvView;
+use super::outbound::{EndpointMemory, OutboundHooks};
+use crate::limits::InstanceLimiter;
+use crate::policy::{Access, Policy};
+use crate::store::{EventEntry, StateSnapshot};
+use crate::trace::{Role, TraceRecorder};
+use rand::SeedableRng as _;
+use rand::rngs::StdRng;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Everything the host keeps for one running instance.
+pub(crate) struct InstanceState {
+    pub(crate) role: Role,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) trace: TraceRecorder,
+    pub(crate) kv: KvView,
+    pub(crate) events: Vec<EventEntry>,
+    pub(crate) event_bytes: usize,
+    pub(crate) limiter: InstanceLimiter,
+    /// Set when the wall-time limit stopped the instance.
+    pub(crate) deadline_hit: bool,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: OutboundHooks,
+    table: ResourceTable,
+}
+
+impl std::fmt::Debug for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceState").field("role", &self.role).field("kv", &self.kv).finish_non_exhaustive()
+    }
+}
+
+/// What an instance is started with. The primary and the mirror of one
+/// transaction get the same setup except for their role.
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceSetup {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) snapshot: Arc<dyn StateSnapshot>,
+    /// Seeds `wasi:random`; shared by the twins.
+    pub(crate) random_seed: u64,
+    /// What the wall clock reads for the whole transaction.
+    pub(crate) clock: SystemTime,
+    pub(crate) memory: Arc<EndpointMemory>,
+    /// Memory limit of this attempt, in bytes.
+    pub(crate) memory_limit_bytes: usize,
+}
+
+/// A wall clock frozen at the start of the transaction.
+struct FrozenWallClock(Duration);
+
+impl HostWallClock for FrozenWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// A monotonic clock that advances one microsecond per reading, from zero,
+/// so that both twins read the same sequence.
+struct SteppingMonotonicClock(std::sync::atomic::AtomicU64);
+
+impl HostMonotonicClock for SteppingMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000
+    }
+
+    fn now(&self) -> u64 {
+        self.0.fetch_add(1_000, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Why an instance could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot prepare directory {host} for the guest: {reason}")]
+pub(crate) struct SetupError {
+    pub(crate) host: String,
+    pub(crate) reason: String,
+}
+
+impl InstanceState {
+    pub(crate) fn new(setup: &InstanceSetup, role: Role, started: Instant) -> Result<Self, SetupError> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.secure_random(StdRng::seed_from_u64(setup.random_seed))
+            .insecure_random(StdRng::seed_from_u64(setup.random_seed.rotate_left(17)))
+            .insecure_random_seed(u128::from(setup.random_seed))
+            .wall_clock(FrozenWallClock(setup.clock.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()))
+            .monotonic_clock(SteppingMonotonicClock(std::sync::atomic::AtomicU64::new(0)));
+        for grant in &setup.policy.capabilities.files {
+            let perms = match (role, grant.access) {
+                (Role::Primary, Access::ReadWrite) => FsPerms::ReadWrite,
+                _ => FsPerms::ReadOnly,
+            };
+            wasi.preopened_dir(&grant.host, &grant.guest, perms)
+                .map_err(|e| SetupError { host: grant.host.display().to_string(), reason: format!("{e:#}") })?;
+        }
+        let trace = TraceRecorder::new(started);
+        Ok(Self {
+            role,
+            policy: setup.policy.clone(),
+            kv: KvView::new(setup.snapshot.clone()),
+            events: Vec::new(),
+            event_bytes: 0,
+            limiter: InstanceLimiter::new(setup.memory_limit_bytes),
+            deadline_hit: false,
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: OutboundHooks {
+                role,
+                policy: setup.policy.clone(),
+                trace: trace.clone(),
+                memory: setup.memory.clone(),
+            },
+            trace,
+            table: ResourceTable::new(),
+        })
+    }
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for InstanceState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}

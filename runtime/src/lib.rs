@@ -1,0 +1,40 @@
+//! The txmirror transaction runtime.
+//!
+//! A transaction runs a path of a Wasm component twice from one snapshot:
+//! the *primary*, whose effects are committed, and the *mirror*, a
+//! read-only twin whose effects are withheld and whose host calls are
+//! traced. See `docs/ARCHITECTURE.md` for the parts and their invariants.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use txmirror_runtime::{Policy, Runtime, RuntimeConfig, TxRequest};
+//!
+//! let runtime = Runtime::open(RuntimeConfig::new("./data"))?;
+//! let module = runtime.load_module(&std::fs::read("bank_transfer.wasm")?).await?;
+//! let policy = Arc::new(Policy::from_file("bank.toml".as_ref())?);
+//! let report = runtime
+//!     .execute(&module, &policy, TxRequest { input: br#"{"account":"a","amount":5}"#.to_vec(), path: Some("deposit".into()), ..Default::default() })
+//!     .await?;
+//! println!("committed at {:?}", report.commit_version());
+//! # Ok(()) }
+//! ```
+
+mod bindings;
+pub mod engine;
+mod executor;
+mod host;
+mod limits;
+pub mod module;
+pub mod policy;
+mod runtime;
+pub mod store;
+pub mod trace;
+pub mod transaction;
+
+pub use engine::EngineSettings;
+pub use module::{Module, ModuleError};
+pub use policy::{Policy, PolicyError};
+pub use runtime::{ExecuteError, Runtime, RuntimeConfig, StartError};
+pub use trace::{Role, Trace};
+pub use transaction::{DryRun, Failure, FailureKind, TxReport, TxRequest};

@@ -1,0 +1,237 @@
+//! Modules: validated, pre-initialised, compiled once and cached by content hash.
+
+use crate::bindings::{Transaction, TransactionPre};
+use crate::host::InstanceState;
+use std::path::{Path, PathBuf};
+use wasmtime::component::{Component, Linker, types::ComponentItem};
+use wasmtime::{Engine, Store};
+
+/// Why a module was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModuleError {
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly file: {0}")]
+    NotWasm(String),
+    /// A core module, not a component.
+    #[error(
+        "this is a core WebAssembly module, not a component: build the guest for `wasm32-wasip2` \
+         (or wrap it with `wasm-tools component new`) so that it targets the txmirror:transaction world"
+    )]
+    CoreModule,
+    /// The component is malformed or uses features the engine does not allow.
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    /// The component does not target the `txmirror:transaction` world.
+    #[error("the component does not target the txmirror:transaction world: {0}")]
+    WorldMismatch(String),
+    /// The `init` export trapped or could not be snapshotted.
+    #[error("pre-initialisation (`init`) failed: {0}")]
+    Preinit(String),
+    /// The `paths` export failed or returned no paths.
+    #[error("cannot list the module's paths: {0}")]
+    Paths(String),
+    /// The compiled-artifact cache could not be used.
+    #[error("compile cache at {path}: {reason}")]
+    Cache {
+        /// The cache file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A module ready to run: compiled, linked, and its paths known.
+#[derive(Clone)]
+pub struct Module {
+    hash: String,
+    paths: Vec<String>,
+    preinitialized: bool,
+    pub(crate) pre: TransactionPre<InstanceState>,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("hash", &self.hash)
+            .field("paths", &self.paths)
+            .field("preinitialized", &self.preinitialized)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Module {
+    /// The BLAKE3 hash of the uploaded bytes, hex.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The module's paths; the first is the default.
+    pub fn paths(&self) -> &[String] {
+        &self.paths
+    }
+
+    /// Whether `init` ran at load time and its memory was snapshotted.
+    pub fn is_preinitialized(&self) -> bool {
+        self.preinitialized
+    }
+}
+
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
+const COMPONENT_VERSION: [u8; 4] = [0x0d, 0, 1, 0];
+
+/// Tells a component from a core module or anything else, by its header.
+fn check_header(bytes: &[u8]) -> Result<(), ModuleError> {
+    if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+        let hint = if bytes.starts_with(b"(component") || bytes.starts_with(b"(module") {
+            "this looks like the text format (WAT); compile it to binary first"
+        } else {
+            "it does not start with the `\\0asm` magic number"
+        };
+        return Err(ModuleError::NotWasm(hint.to_string()));
+    }
+    match [bytes[4], bytes[5], bytes[6], bytes[7]] {
+        CORE_VERSION => Err(ModuleError::CoreModule),
+        COMPONENT_VERSION => Ok(()),
+        other => Err(ModuleError::NotWasm(format!("unknown WebAssembly version/layer {other:02x?}"))),
+    }
+}
+
+pub(crate) struct ModuleLoader<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) linker: &'a Linker<InstanceState>,
+    pub(crate) cache_dir: &'a Path,
+    pub(crate) new_state: &'a (dyn Fn() -> InstanceState + Send + Sync),
+}
+
+impl ModuleLoader<'_> {
+    pub(crate) async fn load(&self, bytes: &[u8]) -> Result<Module, ModuleError> {
+        check_header(bytes)?;
+        let hash = blake3::hash(bytes).to_hex().to_string();
+        let compat = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut hasher);
+            hasher.finish()
+        };
+        let cache_file = self.cache_dir.join(format!("{hash}-{compat:016x}.cwasm"));
+
+        let (component, preinitialized) = match self.from_cache(&cache_file)? {
+            Some(component) => {
+                let preinitialized = exports_init(self.engine, &component);
+                (component, preinitialized)
+            }
+            None => {
+                let mut compiled = precompile(self.engine, bytes)?;
+                let mut component = deserialize(self.engine, &compiled)?;
+                let preinitialized = exports_init(self.engine, &component);
+                if preinitialized {
+                    let snapshot = self.preinitialize(bytes).await?;
+                    compiled = precompile(self.engine, &snapshot)?;
+                    component = deserialize(self.engine, &compiled)?;
+                }
+                self.to_cache(&cache_file, &compiled)?;
+                (component, preinitialized)
+            }
+        };
+
+        let instance_pre =
+            self.linker.instantiate_pre(&component).map_err(|e| ModuleError::WorldMismatch(format!("{e:#}")))?;
+        let pre = TransactionPre::new(instance_pre).map_err(|e| ModuleError::WorldMismatch(format!("{e:#}")))?;
+        let paths = self.list_paths(&pre).await?;
+        Ok(Module { hash, paths, preinitialized, pre })
+    }
+
+    fn from_cache(&self, file: &Path) -> Result<Option<Component>, ModuleError> {
+        if !file.exists() {
+            return Ok(None);
+        }
+        // SAFETY: the file was written by `to_cache` from the output of
+        // `Engine::precompile_component` of an engine with the same
+        // compatibility hash (it is part of the name), into the runtime's
+        // own cache directory, and is renamed into place only when complete.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Component::deserialize_file(self.engine, file) };
+        match loaded {
+            Ok(component) => Ok(Some(component)),
+            Err(error) => {
+                // A damaged cache entry is not the module's fault: recompile.
+                tracing::warn!(file = %file.display(), "ignoring unreadable cache entry: {error:#}");
+                let _ = std::fs::remove_file(file);
+                Ok(None)
+            }
+        }
+    }
+
+    fn to_cache(&self, file: &Path, compiled: &[u8]) -> Result<(), ModuleError> {
+        let cache_error = |reason: String| ModuleError::Cache { path: file.to_path_buf(), reason };
+        std::fs::create_dir_all(self.cache_dir).map_err(|e| cache_error(e.to_string()))?;
+        let partial = file.with_extension(format!("partial-{}", std::process::id()));
+        std::fs::write(&partial, compiled).map_err(|e| cache_error(e.to_string()))?;
+        std::fs::rename(&partial, file).map_err(|e| cache_error(e.to_string()))
+    }
+
+    async fn preinitialize(&self, bytes: &[u8]) -> Result<Vec<u8>, ModuleError> {
+        let mut store = Store::new(self.engine, (self.new_state)());
+        store.set_fuel(crate::executor::PREINIT_FUEL).map_err(|e| ModuleError::Preinit(format!("{e:#}")))?;
+        store.epoch_deadline_async_yield_and_update(1);
+        let linker = self.linker;
+        let (snapshot, _) = wasmtime_wizer::Wizer::new()
+            .init_func("init")
+            .keep_init_func(true)
+            .run_component(&mut store, bytes, async |store, component| linker.instantiate_async(store, component).await)
+            .await
+            .map_err(|e| ModuleError::Preinit(format!("{e:#}")))?;
+        Ok(snapshot)
+    }
+
+    async fn list_paths(&self, pre: &TransactionPre<InstanceState>) -> Result<Vec<String>, ModuleError> {
+        let mut store = Store::new(self.engine, (self.new_state)());
+        store.set_fuel(crate::executor::PREINIT_FUEL).map_err(|e| ModuleError::Paths(format!("{e:#}")))?;
+        store.epoch_deadline_async_yield_and_update(1);
+        let instance: Transaction =
+            pre.instantiate_async(&mut store).await.map_err(|e| ModuleError::Paths(format!("{e:#}")))?;
+        let paths = instance.call_paths(&mut store).await.map_err(|e| ModuleError::Paths(format!("{e:#}")))?;
+        if paths.is_empty() {
+            return Err(ModuleError::Paths("the module exports no paths".into()));
+        }
+        if let Some(bad) = paths.iter().find(|p| crate::store::validate_name(p).is_err()) {
+            return Err(ModuleError::Paths(format!("invalid path name {bad:?}")));
+        }
+        Ok(paths)
+    }
+}
+
+fn precompile(engine: &Engine, bytes: &[u8]) -> Result<Vec<u8>, ModuleError> {
+    engine.precompile_component(bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))
+}
+
+fn deserialize(engine: &Engine, compiled: &[u8]) -> Result<Component, ModuleError> {
+    // SAFETY: `compiled` was produced a moment ago by
+    // `Engine::precompile_component` of this very engine.
+    #[allow(unsafe_code)]
+    let component = unsafe { Component::deserialize(engine, compiled) };
+    component.map_err(|e| ModuleError::Invalid(format!("{e:#}")))
+}
+
+fn exports_init(engine: &Engine, component: &Component) -> bool {
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(name, item)| name == "init" && matches!(item.ty, ComponentItem::ComponentFunc(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_told_apart() {
+        assert!(matches!(check_header(b"hello world"), Err(ModuleError::NotWasm(_))));
+        assert!(matches!(check_header(b"(module)"), Err(ModuleError::NotWasm(m)) if m.contains("text format")));
+        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(ModuleError::CoreModule)));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(matches!(check_header(b"\0asm\x02\0\0\0"), Err(ModuleError::NotWasm(_))));
+    }
+}

@@ -1,0 +1,450 @@
+//! Policies: the metadata an operator attaches to a module.
+//!
+//! A policy is a TOML document. Its schema is the [`Policy`] type; every
+//! field is documented in `docs/policy.md`. Unknown keys and bad values are
+//! refused with a [`PolicyError`] that names the file, the key and the reason.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The largest memory a policy may ask for, in MiB, unless the operator raises it.
+pub const DEFAULT_MEMORY_CEILING_MIB: u64 = 1024;
+
+/// A validated policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Whether the mirror runs beside the primary and its trace is scored.
+    #[serde(default = "default_true")]
+    pub failure_prediction_enabled: bool,
+    /// The path a transaction runs when it names none; the module's first path if unset.
+    #[serde(default)]
+    pub default_path: Option<String>,
+    /// Alternative paths, in the order they are tried.
+    #[serde(default)]
+    pub alternative_paths: Vec<String>,
+    /// The path that undoes a partly done transaction before it is dead-lettered.
+    #[serde(default)]
+    pub compensation_path: Option<String>,
+    /// Limits for one attempt.
+    #[serde(default)]
+    pub resource_requirements: ResourceRequirements,
+    /// What a successful output must satisfy before it commits.
+    #[serde(default)]
+    pub success_criteria: SuccessCriteria,
+    /// What the module may touch.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// How failed attempts are retried.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Values the guest reads with `config::get`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// How the mirror answers the unsafe calls it does not send.
+    #[serde(default)]
+    pub mirror: MirrorSettings,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            failure_prediction_enabled: true,
+            default_path: None,
+            alternative_paths: Vec::new(),
+            compensation_path: None,
+            resource_requirements: ResourceRequirements::default(),
+            success_criteria: SuccessCriteria::default(),
+            capabilities: Capabilities::default(),
+            retry: RetryPolicy::default(),
+            config: BTreeMap::new(),
+            mirror: MirrorSettings::default(),
+        }
+    }
+}
+
+/// Limits for one attempt of one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRequirements {
+    /// Fuel (roughly, Wasm instructions) one attempt may burn.
+    #[serde(default = "default_fuel")]
+    pub fuel: u64,
+    /// Linear memory one instance may grow to, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    /// Wall-clock time one attempt may take, in milliseconds.
+    #[serde(default = "default_wall_time_ms")]
+    pub wall_time_ms: u64,
+    /// Time one outbound HTTP request may take, in milliseconds.
+    #[serde(default = "default_outbound_timeout_ms")]
+    pub outbound_timeout_ms: u64,
+}
+
+fn default_fuel() -> u64 {
+    500_000_000
+}
+fn default_memory_mib() -> u64 {
+    64
+}
+fn default_wall_time_ms() -> u64 {
+    10_000
+}
+fn default_outbound_timeout_ms() -> u64 {
+    5_000
+}
+
+impl Default for ResourceRequirements {
+    fn default() -> Self {
+        Self {
+            fuel: default_fuel(),
+            memory_mib: default_memory_mib(),
+            wall_time_ms: default_wall_time_ms(),
+            outbound_timeout_ms: default_outbound_timeout_ms(),
+        }
+    }
+}
+
+/// Checks on a path's output before it may commit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessCriteria {
+    /// Top-level fields the JSON output must contain (and not be `null`).
+    #[serde(default)]
+    pub required_output_fields: Vec<String>,
+    /// The longest an attempt may take and still count as a success, in milliseconds.
+    #[serde(default)]
+    pub max_duration_ms: Option<u64>,
+}
+
+/// What a module may touch. Nothing is granted by default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// Key-value namespaces and the access to each.
+    #[serde(default)]
+    pub kv: BTreeMap<String, Access>,
+    /// Hosts (`host` or `host:port`) that outbound HTTP may reach.
+    #[serde(default)]
+    pub outbound_hosts: Vec<String>,
+    /// Host directories made visible to the guest.
+    #[serde(default)]
+    pub files: Vec<FileGrant>,
+}
+
+/// Read-only or read-write access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Reads only.
+    Read,
+    /// Reads and writes.
+    ReadWrite,
+}
+
+/// One directory of the host visible to the guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGrant {
+    /// The directory on the host; relative paths are relative to the policy file.
+    pub host: PathBuf,
+    /// Where the guest sees it, such as `/data`.
+    pub guest: String,
+    /// The primary's access; the mirror always gets read-only access.
+    pub access: Access,
+}
+
+/// How failed attempts are retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_attempts() -> u32 {
+    8
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: default_attempts() }
+    }
+}
+
+/// How the mirror answers the unsafe calls it never sends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorSettings {
+    /// Canned answers, first match wins. Without a match the mirror answers
+    /// with the last real response of the primary to the same endpoint, or
+    /// else `200` with an empty JSON object.
+    #[serde(default)]
+    pub stubs: Vec<Stub>,
+}
+
+/// A canned answer for the mirror's unsafe requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stub {
+    /// The method, such as `POST`; any method if unset.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The request URL must start with this.
+    pub url_prefix: String,
+    /// The status code answered.
+    #[serde(default = "default_stub_status")]
+    pub status: u16,
+    /// The body answered.
+    #[serde(default)]
+    pub body: String,
+}
+
+fn default_stub_status() -> u16 {
+    200
+}
+
+/// Why a policy was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read policy {file}: {source}")]
+    Read {
+        /// The policy file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The document is not TOML, or a key is unknown or of the wrong type.
+    #[error("invalid policy {file}: {key}: {reason}")]
+    Invalid {
+        /// The policy file, or `<inline>`.
+        file: PathBuf,
+        /// The key at fault, as a dotted path (`resource_requirements.fuel`).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Policy {
+    /// Reads and validates a policy file.
+    pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| PolicyError::Read { file: path.to_path_buf(), source })?;
+        let mut policy = Self::parse(&text, path)?;
+        // File grants are relative to the policy file, not to the working directory.
+        if let Some(dir) = path.parent() {
+            for grant in &mut policy.capabilities.files {
+                if grant.host.is_relative() {
+                    grant.host = dir.join(&grant.host);
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Parses and validates a policy; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, PolicyError> {
+        let invalid = |key: String, reason: String| PolicyError::Invalid { file: origin.to_path_buf(), key, reason };
+        let table: toml::Table = toml::from_str(text).map_err(|err| {
+            let key = match err.span() {
+                Some(span) => {
+                    let (line, column) = line_column(text, span.start);
+                    format!("line {line}, column {column}")
+                }
+                None => "document".to_string(),
+            };
+            invalid(key, err.message().to_string())
+        })?;
+        let policy: Policy = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+            let key = err.path().to_string();
+            invalid(if key == "." { "document".to_string() } else { key }, err.into_inner().to_string())
+        })?;
+        policy.validate().map_err(|(key, reason)| invalid(key, reason))?;
+        Ok(policy)
+    }
+
+    /// Checks the values that serde alone cannot.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let r = &self.resource_requirements;
+        let positive = |key: &str, value: u64| {
+            if value == 0 {
+                Err((format!("resource_requirements.{key}"), "must be greater than 0".to_string()))
+            } else {
+                Ok(())
+            }
+        };
+        positive("fuel", r.fuel)?;
+        positive("memory_mib", r.memory_mib)?;
+        positive("wall_time_ms", r.wall_time_ms)?;
+        positive("outbound_timeout_ms", r.outbound_timeout_ms)?;
+        if r.memory_mib > DEFAULT_MEMORY_CEILING_MIB {
+            return Err((
+                "resource_requirements.memory_mib".into(),
+                format!("{} MiB is above the ceiling of {DEFAULT_MEMORY_CEILING_MIB} MiB", r.memory_mib),
+            ));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(("retry.max_attempts".into(), "must be at least 1".into()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (index, path) in self.alternative_paths.iter().enumerate() {
+            if !seen.insert(path) || self.default_path.as_ref() == Some(path) {
+                return Err((format!("alternative_paths[{index}]"), format!("path `{path}` is listed twice")));
+            }
+        }
+        for namespace in self.capabilities.kv.keys() {
+            if let Err(reason) = crate::store::validate_name(namespace) {
+                return Err((format!("capabilities.kv.{namespace}"), reason));
+            }
+        }
+        for (index, host) in self.capabilities.outbound_hosts.iter().enumerate() {
+            let valid = !host.is_empty()
+                && !host.contains('/')
+                && !host.contains("://")
+                && host.parse::<http::uri::Authority>().is_ok();
+            if !valid {
+                return Err((
+                    format!("capabilities.outbound_hosts[{index}]"),
+                    format!("`{host}` is not a host or host:port (no scheme, no path)"),
+                ));
+            }
+        }
+        for (index, grant) in self.capabilities.files.iter().enumerate() {
+            if !grant.guest.starts_with('/') {
+                return Err((
+                    format!("capabilities.files[{index}].guest"),
+                    "must be an absolute path such as /data".into(),
+                ));
+            }
+        }
+        for (index, stub) in self.mirror.stubs.iter().enumerate() {
+            if !(100..=599).contains(&stub.status) {
+                return Err((
+                    format!("mirror.stubs[{index}].status"),
+                    format!("{} is not an HTTP status", stub.status),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The paths a transaction on this policy may run, checked against the module's paths.
+    ///
+    /// Returns the default path first, then the alternatives in order.
+    pub fn resolve_paths(&self, module_paths: &[String]) -> Result<Vec<String>, PolicyError> {
+        let check = |key: String, path: &String| {
+            if module_paths.contains(path) {
+                Ok(())
+            } else {
+                Err(PolicyError::Invalid {
+                    file: PathBuf::from("<policy>"),
+                    key,
+                    reason: format!("the module has no path `{path}`; it has {}", module_paths.join(", ")),
+                })
+            }
+        };
+        let default = match &self.default_path {
+            Some(path) => {
+                check("default_path".into(), path)?;
+                path.clone()
+            }
+            None => module_paths.first().cloned().unwrap_or_default(),
+        };
+        for (index, path) in self.alternative_paths.iter().enumerate() {
+            check(format!("alternative_paths[{index}]"), path)?;
+        }
+        if let Some(path) = &self.compensation_path {
+            check("compensation_path".into(), path)?;
+        }
+        let mut paths = vec![default];
+        paths.extend(self.alternative_paths.iter().cloned());
+        Ok(paths)
+    }
+
+    /// The access granted to a key-value namespace, if any.
+    pub fn kv_access(&self, namespace: &str) -> Option<Access> {
+        self.capabilities.kv.get(namespace).copied()
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(text, Path::new("p.toml"))
+    }
+
+    #[test]
+    fn empty_policy_has_safe_defaults() {
+        let policy = parse("").expect("empty policy is valid");
+        assert!(policy.failure_prediction_enabled);
+        assert!(policy.capabilities.kv.is_empty(), "nothing is granted by default");
+        assert!(policy.capabilities.outbound_hosts.is_empty());
+        assert_eq!(policy.resource_requirements.memory_mib, 64);
+    }
+
+    #[test]
+    fn unknown_key_names_file_key_and_reason() {
+        let err = parse("[resource_requirements]\nfuell = 3\n").expect_err("unknown key");
+        let text = err.to_string();
+        assert!(text.contains("p.toml"), "{text}");
+        assert!(text.contains("resource_requirements"), "{text}");
+        assert!(text.contains("fuell"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = parse("[resource_requirements]\nfuel = \"lots\"\n").expect_err("wrong type");
+        let PolicyError::Invalid { key, .. } = &err else { panic!("{err}") };
+        assert_eq!(key, "resource_requirements.fuel");
+    }
+
+    #[test]
+    fn syntax_error_gives_line() {
+        let err = parse("a = = 3").expect_err("syntax");
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (text, key) in [
+            ("[resource_requirements]\nfuel = 0", "resource_requirements.fuel"),
+            ("[resource_requirements]\nmemory_mib = 100000", "resource_requirements.memory_mib"),
+            ("[capabilities]\noutbound_hosts = [\"http://x/y\"]", "capabilities.outbound_hosts[0]"),
+            ("[capabilities.kv]\n\"\" = \"read\"", "capabilities.kv."),
+            ("[capabilities.kv]\naccounts = \"write-only\"", "capabilities.kv.accounts"),
+            ("alternative_paths = [\"a\", \"a\"]", "alternative_paths[1]"),
+            ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
+        ] {
+            let err = parse(text).expect_err(text);
+            let PolicyError::Invalid { key: got, .. } = &err else { panic!("{err}") };
+            assert_eq!(got, key, "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn paths_are_checked_against_the_module() {
+        let policy = parse("alternative_paths = [\"backup\"]").expect("valid");
+        let module = vec!["main".to_string(), "backup".to_string()];
+        assert_eq!(policy.resolve_paths(&module).expect("ok"), vec!["main", "backup"]);
+        let err = policy.resolve_paths(&["main".to_string()]).expect_err("missing path");
+        assert!(err.to_string().contains("no path `backup`"), "{err}");
+    }
+}

@@ -1,0 +1,406 @@
+//! The runtime: loads modules and runs transactions as primary + mirror.
+
+use crate::engine::{EngineError, EngineSettings, EpochTicker, new_engine};
+use crate::executor::{InstanceRun, run_instance};
+use crate::host::{EndpointMemory, InstanceSetup, InstanceState, add_recording_filesystem};
+use crate::module::{Module, ModuleError, ModuleLoader};
+use crate::policy::{Policy, PolicyError};
+use crate::store::{
+    Attempt, AttemptOutcome, CommitError, CommitRequest, EmptySnapshot, RedbStore, StateStore, StoreError,
+    TransactionOutcome, TransactionRecord,
+};
+use crate::trace::Role;
+use crate::transaction::{AttemptReport, DryRun, Failure, FailureKind, TxReport, TxRequest};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use wasmtime::Engine;
+use wasmtime::component::{HasSelf, Linker};
+
+/// Where and how a runtime keeps its data.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The directory of the embedded store and the compile cache.
+    pub data_dir: PathBuf,
+    /// Where compiled modules are cached; `data_dir/cache` if unset.
+    pub cache_dir: Option<PathBuf>,
+    /// Engine settings.
+    pub engine: EngineSettings,
+}
+
+impl RuntimeConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self { data_dir: data_dir.into(), cache_dir: None, engine: EngineSettings::default() }
+    }
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The engine could not be configured.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The host functions could not be linked.
+    #[error("cannot link host functions: {0}")]
+    Link(String),
+}
+
+/// Why a transaction could not be run at all. A transaction that runs and
+/// fails is not an error: its [`TxReport`] says how it failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecuteError {
+    /// The policy does not fit the module.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The requested path is not one of the module's.
+    #[error("the module has no path `{path}`; it has {available}")]
+    UnknownPath {
+        /// The requested path.
+        path: String,
+        /// The module's paths.
+        available: String,
+    },
+    /// A transaction with this id was already recorded.
+    #[error("transaction `{0}` already exists")]
+    DuplicateId(String),
+    /// The store failed; nothing was committed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    store: Arc<dyn StateStore>,
+    cache_dir: PathBuf,
+    endpoints: Arc<EndpointMemory>,
+    /// One permit per instance the pooling allocator can hold: transactions
+    /// wait here for room instead of failing when the pool is full.
+    instance_permits: Arc<Semaphore>,
+    _ticker: EpochTicker,
+}
+
+/// The txmirror runtime. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("store", &self.inner.store).field("cache_dir", &self.inner.cache_dir).finish()
+    }
+}
+
+fn link(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>> {
+    use crate::bindings::txmirror::transaction::{config, events, kv, log, types, validation};
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    add_recording_filesystem(&mut linker)?;
+    types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    kv::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    events::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    validation::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    config::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+fn new_transaction_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Runtime {
+    /// Opens the embedded store in `config.data_dir` and starts a runtime on it.
+    pub fn open(config: RuntimeConfig) -> Result<Self, StartError> {
+        let store = RedbStore::open(&config.data_dir.join("state.redb"))?;
+        Self::with_store(config, Arc::new(store))
+    }
+
+    /// Starts a runtime on a given store.
+    pub fn with_store(config: RuntimeConfig, store: Arc<dyn StateStore>) -> Result<Self, StartError> {
+        let engine = new_engine(&config.engine)?;
+        let linker = link(&engine).map_err(|e| StartError::Link(format!("{e:#}")))?;
+        let cache_dir = config.cache_dir.unwrap_or_else(|| config.data_dir.join("cache"));
+        let ticker = EpochTicker::start(engine.clone()).map_err(|e| StartError::Link(e.to_string()))?;
+        let instance_permits = Arc::new(Semaphore::new(config.engine.max_instances as usize));
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                store,
+                cache_dir,
+                endpoints: Arc::new(EndpointMemory::default()),
+                instance_permits,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.inner.store
+    }
+
+    /// Waits until `count` instances may exist.
+    async fn admit(&self, count: u32) -> SemaphorePermit<'_> {
+        match self.inner.instance_permits.acquire_many(count).await {
+            Ok(permit) => permit,
+            Err(_) => unreachable!("the semaphore is never closed"),
+        }
+    }
+
+    /// Validates, pre-initialises and compiles a module (or takes it from the cache).
+    pub async fn load_module(&self, bytes: &[u8]) -> Result<Module, ModuleError> {
+        let _permit = self.admit(1).await;
+        let endpoints = self.inner.endpoints.clone();
+        let new_state = move || {
+            let setup = InstanceSetup {
+                policy: Arc::new(Policy::default()),
+                snapshot: Arc::new(EmptySnapshot),
+                random_seed: 0,
+                clock: SystemTime::UNIX_EPOCH,
+                memory: endpoints.clone(),
+                memory_limit_bytes: 256 << 20,
+            };
+            match InstanceState::new(&setup, Role::Primary, Instant::now()) {
+                Ok(state) => state,
+                Err(_) => unreachable!("a policy without file grants cannot fail to set up"),
+            }
+        };
+        ModuleLoader {
+            engine: &self.inner.engine,
+            linker: &self.inner.linker,
+            cache_dir: &self.inner.cache_dir,
+            new_state: &new_state,
+        }
+        .load(bytes)
+        .await
+    }
+
+    /// Runs only the mirror of a transaction: what it would read, write,
+    /// emit and send, with no effect at all. Nothing is recorded.
+    pub async fn dry_run(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        request: TxRequest,
+    ) -> Result<DryRun, ExecuteError> {
+        let path = choose_path(module, policy, request.path)?;
+        let setup = InstanceSetup {
+            policy: policy.clone(),
+            snapshot: self.inner.store.snapshot()?,
+            random_seed: rand::random(),
+            clock: SystemTime::now(),
+            memory: self.inner.endpoints.clone(),
+            memory_limit_bytes: usize::try_from(policy.resource_requirements.memory_mib << 20).unwrap_or(usize::MAX),
+        };
+        let run = {
+            let _permit = self.admit(1).await;
+            run_instance(&self.inner.engine, module, &setup, Role::Mirror, &path, &request.input).await
+        };
+        let result = run.result.map(|output| String::from_utf8_lossy(&output).into_owned());
+        Ok(DryRun { path, trace: run.trace, result })
+    }
+
+    /// Runs one transaction to its end: committed, or failed and recorded.
+    pub async fn execute(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        request: TxRequest,
+    ) -> Result<TxReport, ExecuteError> {
+        let path = choose_path(module, policy, request.path)?;
+        let id = request.transaction_id.unwrap_or_else(new_transaction_id);
+        if self.inner.store.transaction(&id)?.is_some() {
+            return Err(ExecuteError::DuplicateId(id));
+        }
+        let input_hash = blake3::hash(&request.input).to_hex().to_string();
+        let random_seed: u64 = rand::random();
+        let clock = SystemTime::now();
+        let memory_limit_bytes = usize::try_from(policy.resource_requirements.memory_mib << 20).unwrap_or(usize::MAX);
+
+        let mut reports: Vec<AttemptReport> = Vec::new();
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut last_failure = None;
+        for number in 1..=policy.retry.max_attempts {
+            if number > 1 {
+                tokio::time::sleep(conflict_backoff(number)).await;
+            }
+            let snapshot = self.inner.store.snapshot()?;
+            let setup = InstanceSetup {
+                policy: policy.clone(),
+                snapshot: snapshot.clone(),
+                random_seed,
+                clock,
+                memory: self.inner.endpoints.clone(),
+                memory_limit_bytes,
+            };
+            let started = Instant::now();
+            let (primary, mirror) = self.run_twins(module, &setup, &path, &request.input).await;
+            let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let mut attempt = Attempt {
+                number,
+                path: path.clone(),
+                outcome: AttemptOutcome::Committed,
+                snapshot_version: snapshot.version(),
+                duration_micros,
+            };
+
+            let result = match primary.result {
+                Ok(output) => match check_success(policy, &output, duration_micros) {
+                    Ok(()) => {
+                        let mut record_attempts = attempts.clone();
+                        record_attempts.push(attempt.clone());
+                        let record = TransactionRecord {
+                            id: id.clone(),
+                            module: module.hash().to_string(),
+                            path: path.clone(),
+                            input_hash: input_hash.clone(),
+                            outcome: TransactionOutcome::Committed { version: 0, output: output.clone() },
+                            attempts: record_attempts,
+                        };
+                        let commit = CommitRequest {
+                            reads: primary.reads,
+                            writes: primary.writes,
+                            events: primary.events,
+                            record,
+                        };
+                        match self.inner.store.commit(commit) {
+                            Ok(version) => Ok((version, output)),
+                            Err(CommitError::Conflict { namespace, key, read_version, current_version }) => {
+                                Err(Failure::new(
+                                    FailureKind::Conflict,
+                                    format!(
+                                        "{namespace}/{key} was read at version {read_version} and changed at {current_version}"
+                                    ),
+                                ))
+                            }
+                            Err(CommitError::DuplicateId(id)) => return Err(ExecuteError::DuplicateId(id)),
+                            Err(CommitError::Store(error)) => return Err(ExecuteError::Store(error)),
+                        }
+                    }
+                    Err(failure) => Err(failure),
+                },
+                Err(failure) => Err(failure),
+            };
+
+            match result {
+                Ok((version, output)) => {
+                    attempts.push(attempt.clone());
+                    reports.push(AttemptReport { attempt, primary: primary.trace, mirror: mirror.map(|m| m.trace) });
+                    return Ok(TxReport {
+                        transaction_id: id,
+                        module: module.hash().to_string(),
+                        path,
+                        outcome: TransactionOutcome::Committed { version, output },
+                        failure: None,
+                        attempts: reports,
+                    });
+                }
+                Err(failure) => {
+                    attempt.outcome =
+                        AttemptOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
+                    attempts.push(attempt.clone());
+                    reports.push(AttemptReport { attempt, primary: primary.trace, mirror: mirror.map(|m| m.trace) });
+                    let retry = failure.kind == FailureKind::Conflict;
+                    last_failure = Some(failure);
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+
+        let failure = last_failure.unwrap_or_else(|| Failure::new(FailureKind::Conflict, "no attempt was made"));
+        let outcome = TransactionOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
+        self.inner.store.record_outcome(TransactionRecord {
+            id: id.clone(),
+            module: module.hash().to_string(),
+            path: path.clone(),
+            input_hash,
+            outcome: outcome.clone(),
+            attempts,
+        })?;
+        Ok(TxReport {
+            transaction_id: id,
+            module: module.hash().to_string(),
+            path,
+            outcome,
+            failure: Some(failure),
+            attempts: reports,
+        })
+    }
+
+    /// Runs the primary and, if prediction is enabled, the mirror, concurrently
+    /// on the current task: no cross-thread wake-ups for short transactions.
+    async fn run_twins(
+        &self,
+        module: &Module,
+        setup: &InstanceSetup,
+        path: &str,
+        input: &[u8],
+    ) -> (InstanceRun, Option<InstanceRun>) {
+        let engine = &self.inner.engine;
+        let twins = if setup.policy.failure_prediction_enabled { 2 } else { 1 };
+        let _permit = self.admit(twins).await;
+        let primary = run_instance(engine, module, setup, Role::Primary, path, input);
+        if setup.policy.failure_prediction_enabled {
+            let mirror = run_instance(engine, module, setup, Role::Mirror, path, input);
+            let (primary, mirror) = tokio::join!(primary, mirror);
+            (primary, Some(mirror))
+        } else {
+            (primary.await, None)
+        }
+    }
+}
+
+/// How long to wait before attempt `number` (from 2) after a conflict:
+/// exponential from 1 ms, capped at 100 ms, with full jitter so that the
+/// transactions that collided do not collide again.
+fn conflict_backoff(number: u32) -> std::time::Duration {
+    let ceiling_micros = (1_000u64 << number.saturating_sub(2).min(7)).min(100_000);
+    std::time::Duration::from_micros(rand::random_range(0..=ceiling_micros))
+}
+
+/// The path a request runs: the one it names, or the policy's default.
+fn choose_path(module: &Module, policy: &Policy, requested: Option<String>) -> Result<String, ExecuteError> {
+    let paths = policy.resolve_paths(module.paths())?;
+    match requested {
+        Some(path) if module.paths().contains(&path) => Ok(path),
+        Some(path) => Err(ExecuteError::UnknownPath { path, available: module.paths().join(", ") }),
+        None => Ok(paths[0].clone()),
+    }
+}
+
+/// Checks the policy's success criteria on an output.
+fn check_success(policy: &Policy, output: &[u8], duration_micros: u64) -> Result<(), Failure> {
+    let criteria = &policy.success_criteria;
+    if let Some(max) = criteria.max_duration_ms {
+        if duration_micros > max.saturating_mul(1000) {
+            return Err(Failure::new(
+                FailureKind::SuccessCriteria,
+                format!("took {} ms; success requires at most {max} ms", duration_micros / 1000),
+            ));
+        }
+    }
+    if !criteria.required_output_fields.is_empty() {
+        let value: serde_json::Value = serde_json::from_slice(output)
+            .map_err(|e| Failure::new(FailureKind::SuccessCriteria, format!("the output is not JSON: {e}")))?;
+        for field in &criteria.required_output_fields {
+            if value.get(field).is_none_or(serde_json::Value::is_null) {
+                return Err(Failure::new(FailureKind::SuccessCriteria, format!("the output has no field `{field}`")));
+            }
+        }
+    }
+    Ok(())
+}

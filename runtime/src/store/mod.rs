@@ -1,0 +1,198 @@
+//! The transactional key-value store.
+//!
+//! [`StateStore`] is the seam between the runtime and a storage engine. It
+//! is shaped for an embedded engine ([`RedbStore`]) as much as for a
+//! networked SQL database: a snapshot is a consistent read view at one
+//! version, and a commit validates a read set and applies a write set,
+//! events and a transaction record in one atomic, durable step.
+//!
+//! The on-disk format of the embedded store is described in `docs/design.md`.
+
+mod fault;
+mod record;
+mod redb_store;
+
+pub use fault::{FaultInjectingBackend, FaultPlan};
+pub use record::{Attempt, AttemptOutcome, TransactionOutcome, TransactionRecord};
+pub use redb_store::RedbStore;
+
+use std::sync::Arc;
+
+/// The longest namespace or key, in bytes.
+pub const MAX_NAME_LEN: usize = 512;
+
+/// A commit version. Version 0 is the empty store; each commit adds one.
+pub type Version = u64;
+
+/// A value together with the version of the commit that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The version of the commit that last wrote this key.
+    pub version: Version,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// A key read by a transaction, and the version it saw (0 if absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadEntry {
+    /// The namespace.
+    pub namespace: String,
+    /// The key.
+    pub key: String,
+    /// The version seen, or 0 if the key was absent.
+    pub version: Version,
+}
+
+/// A write of a transaction: `None` deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteEntry {
+    /// The namespace.
+    pub namespace: String,
+    /// The key.
+    pub key: String,
+    /// The new value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// An event to append to a stream.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventEntry {
+    /// The stream.
+    pub stream: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// An event as stored, with its position.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredEvent {
+    /// Position in the global event log, from 1.
+    pub sequence: u64,
+    /// The commit that emitted it.
+    pub version: Version,
+    /// The transaction that emitted it.
+    pub transaction_id: String,
+    /// The stream.
+    pub stream: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Everything one transaction commits.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    /// Keys read, with the versions seen; any that moved refuses the commit.
+    pub reads: Vec<ReadEntry>,
+    /// Keys written.
+    pub writes: Vec<WriteEntry>,
+    /// Events emitted.
+    pub events: Vec<EventEntry>,
+    /// The transaction record, stored with the state.
+    pub record: TransactionRecord,
+}
+
+/// A consistent read view of the store at one version.
+pub trait StateSnapshot: Send + Sync + std::fmt::Debug {
+    /// The version this snapshot reads at.
+    fn version(&self) -> Version;
+    /// The value of a key at this version.
+    fn get(&self, namespace: &str, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Up to `limit` entries of `namespace` whose key starts with `prefix`, in key order.
+    fn scan(&self, namespace: &str, prefix: &str, limit: usize) -> Result<Vec<(String, Versioned)>, StoreError>;
+}
+
+/// A transactional, durable key-value store.
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// A read view at the latest committed version.
+    fn snapshot(&self) -> Result<Arc<dyn StateSnapshot>, StoreError>;
+    /// Validates `request.reads` against the current versions and, if none
+    /// moved, applies the writes, events and record atomically and durably.
+    fn commit(&self, request: CommitRequest) -> Result<Version, CommitError>;
+    /// Stores the record of a transaction that changes no state (a failure).
+    fn record_outcome(&self, record: TransactionRecord) -> Result<(), StoreError>;
+    /// The record of a transaction.
+    fn transaction(&self, id: &str) -> Result<Option<TransactionRecord>, StoreError>;
+    /// Events of `stream` from sequence `after` (exclusive), at most `limit`.
+    fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be opened.
+    #[error("cannot open the store at {path}: {reason}")]
+    Open {
+        /// The database file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The storage engine failed (I/O error, corruption).
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// A stored record could not be decoded.
+    #[error("corrupt record {what}: {reason}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a commit did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// A key the transaction read was changed by another commit since.
+    #[error("conflict on {namespace}/{key}: read at version {read_version}, now at {current_version}")]
+    Conflict {
+        /// The namespace.
+        namespace: String,
+        /// The key.
+        key: String,
+        /// The version the transaction read.
+        read_version: Version,
+        /// The version committed since.
+        current_version: Version,
+    },
+    /// A transaction with this id is already recorded.
+    #[error("transaction `{0}` is already recorded")]
+    DuplicateId(String),
+    /// The commit failed in storage; nothing of it was applied.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks a namespace, key or stream name: 1 to [`MAX_NAME_LEN`] bytes, no NUL.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("must not be empty".into())
+    } else if name.len() > MAX_NAME_LEN {
+        Err(format!("is {} bytes long; the limit is {MAX_NAME_LEN}", name.len()))
+    } else if name.contains('\0') {
+        Err("must not contain a NUL byte".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// The view of an empty store, for running `init` and `paths` at load time.
+#[derive(Debug)]
+pub(crate) struct EmptySnapshot;
+
+impl StateSnapshot for EmptySnapshot {
+    fn version(&self) -> Version {
+        0
+    }
+
+    fn get(&self, _namespace: &str, _key: &str) -> Result<Option<Versioned>, StoreError> {
+        Ok(None)
+    }
+
+    fn scan(&self, _namespace: &str, _prefix: &str, _limit: usize) -> Result<Vec<(String, Versioned)>, StoreError> {
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,334 @@
+//! The embedded store, on [redb](https://docs.rs/redb).
+//!
+//! Tables (see `docs/design.md`):
+//! - `kv`: `namespace NUL key` → `version (u64 LE) ++ value`;
+//! - `meta`: `"version"` and `"event_sequence"` → `u64`;
+//! - `events`: sequence → JSON [`StoredEvent`];
+//! - `transactions`: id → JSON [`TransactionRecord`].
+//!
+//! redb gives snapshot isolation to readers and serialises writers, so a
+//! commit validates its read set inside the write transaction and no other
+//! commit can slip in between the check and the write.
+
+use super::{
+    CommitError, CommitRequest, StateSnapshot, StateStore, StoreError, StoredEvent, TransactionRecord, Version,
+    Versioned,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::Path;
+use std::sync::Arc;
+
+const KV: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("kv");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
+const TRANSACTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("transactions");
+
+const VERSION_KEY: &str = "version";
+const EVENT_SEQUENCE_KEY: &str = "event_sequence";
+
+/// The embedded, durable store.
+#[derive(Debug, Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+}
+
+fn storage(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Storage(err.to_string())
+}
+
+fn kv_key(namespace: &str, key: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(namespace.len() + 1 + key.len());
+    bytes.extend_from_slice(namespace.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(key.as_bytes());
+    bytes
+}
+
+fn decode_value(bytes: &[u8]) -> Result<Versioned, StoreError> {
+    let (version, value) = bytes.split_at_checked(8).ok_or_else(|| StoreError::Corrupt {
+        what: "kv value".into(),
+        reason: format!("{} bytes is shorter than its version", bytes.len()),
+    })?;
+    let version = u64::from_le_bytes(version.try_into().map_err(storage)?);
+    Ok(Versioned { version, value: value.to_vec() })
+}
+
+fn encode_value(version: Version, value: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + value.len());
+    bytes.extend_from_slice(&version.to_le_bytes());
+    bytes.extend_from_slice(value);
+    bytes
+}
+
+impl RedbStore {
+    /// Opens the store at `path`, creating it if needed.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
+        }
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
+        Self::init(db)
+    }
+
+    /// Opens a store on a custom storage backend: the I/O seam used for
+    /// crash and fault injection in tests.
+    pub fn open_with_backend(backend: impl redb::StorageBackend) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| StoreError::Open { path: "<backend>".into(), reason: e.to_string() })?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> Result<Self, StoreError> {
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            txn.open_table(KV).map_err(storage)?;
+            txn.open_table(META).map_err(storage)?;
+            txn.open_table(EVENTS).map_err(storage)?;
+            txn.open_table(TRANSACTIONS).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// The latest committed version.
+    pub fn version(&self) -> Result<Version, StoreError> {
+        Ok(self.snapshot()?.version())
+    }
+}
+
+#[derive(Debug)]
+struct RedbSnapshot {
+    version: Version,
+    kv: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl StateSnapshot for RedbSnapshot {
+    fn version(&self) -> Version {
+        self.version
+    }
+
+    fn get(&self, namespace: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        match self.kv.get(kv_key(namespace, key).as_slice()).map_err(storage)? {
+            Some(value) => Ok(Some(decode_value(value.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn scan(&self, namespace: &str, prefix: &str, limit: usize) -> Result<Vec<(String, Versioned)>, StoreError> {
+        let start = kv_key(namespace, prefix);
+        let mut entries = Vec::new();
+        for item in self.kv.range(start.as_slice()..).map_err(storage)? {
+            if entries.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(storage)?;
+            let key = key.value();
+            if !key.starts_with(&start) {
+                break;
+            }
+            let name = String::from_utf8_lossy(&key[namespace.len() + 1..]).into_owned();
+            entries.push((name, decode_value(value.value())?));
+        }
+        Ok(entries)
+    }
+}
+
+impl StateStore for RedbStore {
+    fn snapshot(&self) -> Result<Arc<dyn StateSnapshot>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let version =
+            txn.open_table(META).map_err(storage)?.get(VERSION_KEY).map_err(storage)?.map_or(0, |v| v.value());
+        let kv = txn.open_table(KV).map_err(storage)?;
+        Ok(Arc::new(RedbSnapshot { version, kv }))
+    }
+
+    fn commit(&self, request: CommitRequest) -> Result<Version, CommitError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let version = {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let mut kv = txn.open_table(KV).map_err(storage)?;
+            for read in &request.reads {
+                let current = match kv.get(kv_key(&read.namespace, &read.key).as_slice()).map_err(storage)? {
+                    Some(value) => decode_value(value.value())?.version,
+                    None => 0,
+                };
+                if current != read.version {
+                    return Err(CommitError::Conflict {
+                        namespace: read.namespace.clone(),
+                        key: read.key.clone(),
+                        read_version: read.version,
+                        current_version: current,
+                    });
+                }
+            }
+            let mut transactions = txn.open_table(TRANSACTIONS).map_err(storage)?;
+            if transactions.get(request.record.id.as_str()).map_err(storage)?.is_some() {
+                return Err(CommitError::DuplicateId(request.record.id.clone()));
+            }
+            let version = meta.get(VERSION_KEY).map_err(storage)?.map_or(0, |v| v.value()) + 1;
+            for write in &request.writes {
+                let key = kv_key(&write.namespace, &write.key);
+                match &write.value {
+                    Some(value) => {
+                        kv.insert(key.as_slice(), encode_value(version, value).as_slice()).map_err(storage)?;
+                    }
+                    None => {
+                        kv.remove(key.as_slice()).map_err(storage)?;
+                    }
+                }
+            }
+            if !request.events.is_empty() {
+                let mut events = txn.open_table(EVENTS).map_err(storage)?;
+                let mut sequence = meta.get(EVENT_SEQUENCE_KEY).map_err(storage)?.map_or(0, |v| v.value());
+                for event in &request.events {
+                    sequence += 1;
+                    let stored = StoredEvent {
+                        sequence,
+                        version,
+                        transaction_id: request.record.id.clone(),
+                        stream: event.stream.clone(),
+                        payload: event.payload.clone(),
+                    };
+                    let bytes = serde_json::to_vec(&stored).map_err(storage)?;
+                    events.insert(sequence, bytes.as_slice()).map_err(storage)?;
+                }
+                meta.insert(EVENT_SEQUENCE_KEY, sequence).map_err(storage)?;
+            }
+            meta.insert(VERSION_KEY, version).map_err(storage)?;
+            let mut record = request.record;
+            if let super::TransactionOutcome::Committed { version: v, .. } = &mut record.outcome {
+                *v = version;
+            }
+            let bytes = serde_json::to_vec(&record).map_err(storage)?;
+            transactions.insert(record.id.as_str(), bytes.as_slice()).map_err(storage)?;
+            version
+        };
+        txn.commit().map_err(storage)?;
+        Ok(version)
+    }
+
+    fn record_outcome(&self, record: TransactionRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let bytes = serde_json::to_vec(&record).map_err(storage)?;
+            txn.open_table(TRANSACTIONS)
+                .map_err(storage)?
+                .insert(record.id.as_str(), bytes.as_slice())
+                .map_err(storage)?;
+        }
+        txn.commit().map_err(storage)
+    }
+
+    fn transaction(&self, id: &str) -> Result<Option<TransactionRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(TRANSACTIONS).map_err(storage)?;
+        match table.get(id).map_err(storage)? {
+            Some(bytes) => serde_json::from_slice(bytes.value())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt { what: format!("transaction {id}"), reason: e.to_string() }),
+            None => Ok(None),
+        }
+    }
+
+    fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(EVENTS).map_err(storage)?;
+        let mut events = Vec::new();
+        for item in table.range(after.saturating_add(1)..).map_err(storage)? {
+            if events.len() >= limit {
+                break;
+            }
+            let (sequence, bytes) = item.map_err(storage)?;
+            let event: StoredEvent = serde_json::from_slice(bytes.value()).map_err(|e| StoreError::Corrupt {
+                what: format!("event {}", sequence.value()),
+                reason: e.to_string(),
+            })?;
+            if event.stream == stream {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ReadEntry, TransactionOutcome, WriteEntry};
+    use super::*;
+
+    fn record(id: &str) -> TransactionRecord {
+        TransactionRecord {
+            id: id.into(),
+            module: "m".into(),
+            path: "p".into(),
+            input_hash: "h".into(),
+            outcome: TransactionOutcome::Committed { version: 0, output: vec![] },
+            attempts: vec![],
+        }
+    }
+
+    fn write(key: &str, value: &[u8]) -> WriteEntry {
+        WriteEntry { namespace: "ns".into(), key: key.into(), value: Some(value.to_vec()) }
+    }
+
+    #[test]
+    fn snapshot_isolation_and_conflict_detection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RedbStore::open(&dir.path().join("db")).expect("open");
+        let v1 = store
+            .commit(CommitRequest {
+                reads: vec![],
+                writes: vec![write("a", b"1")],
+                events: vec![],
+                record: record("t1"),
+            })
+            .expect("commit");
+        assert_eq!(v1, 1);
+
+        let snap = store.snapshot().expect("snapshot");
+        let seen = snap.get("ns", "a").expect("get").expect("present");
+        assert_eq!(seen, Versioned { version: 1, value: b"1".to_vec() });
+
+        // Another transaction moves `a`: the old snapshot still reads 1, and a
+        // commit that read `a` at version 1 is refused.
+        store
+            .commit(CommitRequest {
+                reads: vec![],
+                writes: vec![write("a", b"2")],
+                events: vec![],
+                record: record("t2"),
+            })
+            .expect("commit");
+        assert_eq!(snap.get("ns", "a").expect("get").expect("present").value, b"1");
+        let err = store
+            .commit(CommitRequest {
+                reads: vec![ReadEntry { namespace: "ns".into(), key: "a".into(), version: 1 }],
+                writes: vec![write("a", b"3")],
+                events: vec![],
+                record: record("t3"),
+            })
+            .expect_err("conflict");
+        assert!(matches!(err, CommitError::Conflict { read_version: 1, current_version: 2, .. }), "{err}");
+        assert!(store.transaction("t3").expect("read").is_none(), "a refused commit leaves no record");
+    }
+
+    #[test]
+    fn scan_stays_inside_namespace_and_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RedbStore::open(&dir.path().join("db")).expect("open");
+        let writes = vec![
+            write("user/1", b"a"),
+            write("user/2", b"b"),
+            write("zzz", b"c"),
+            WriteEntry { namespace: "ns2".into(), key: "user/3".into(), value: Some(b"d".to_vec()) },
+        ];
+        store.commit(CommitRequest { reads: vec![], writes, events: vec![], record: record("t") }).expect("commit");
+        let snap = store.snapshot().expect("snapshot");
+        let keys: Vec<String> = snap.scan("ns", "user/", 10).expect("scan").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec!["user/1", "user/2"]);
+        assert_eq!(snap.scan("ns", "", 1).expect("scan").len(), 1, "limit is honoured");
+    }
+}

@@ -1,0 +1,312 @@
+//! Traces: what an instance asked of its host, and when.
+//!
+//! Every host call of the mirror (and of the primary, for comparison and for
+//! the latency history) is recorded as a [`TraceEvent`]. A trace ends with
+//! the fuel the instance burnt and the memory it grew to.
+
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// Which twin an instance is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The instance whose effects count.
+    Primary,
+    /// The read-only twin whose effects are withheld.
+    Mirror,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Primary => "primary",
+            Self::Mirror => "mirror",
+        })
+    }
+}
+
+/// What became of a call that would change something.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    /// Buffered in the primary's write set, to be committed at the end.
+    Buffered,
+    /// Kept in the mirror's private overlay and thrown away.
+    Withheld,
+    /// Refused, with the reason given to the guest.
+    Denied {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What became of an outbound HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum HttpOutcome {
+    /// Sent, and answered with this status.
+    Answered {
+        /// The status code.
+        status: u16,
+        /// Size of the response body.
+        response_bytes: usize,
+    },
+    /// Sent, but it failed or timed out.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// Not sent (an unsafe request of the mirror); answered by a stub.
+    Stubbed {
+        /// The status of the stub.
+        status: u16,
+        /// Where the stub came from: `policy`, `last-response` or `synthesised`.
+        source: String,
+    },
+    /// Refused: the policy does not grant the host.
+    Denied {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One host call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HostCall {
+    /// `kv.get`.
+    KvGet {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Version seen (0 if absent); `None` if denied or served from the write set.
+        version: Option<u64>,
+    },
+    /// `kv.put` or `kv.delete` (`bytes` is `None` for a delete).
+    KvWrite {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Size of the new value; `None` for a delete.
+        bytes: Option<usize>,
+        /// What became of it.
+        effect: Effect,
+    },
+    /// `kv.scan`.
+    KvScan {
+        /// Namespace.
+        namespace: String,
+        /// Prefix.
+        prefix: String,
+        /// Entries returned.
+        returned: usize,
+    },
+    /// `events.emit`.
+    Emit {
+        /// Stream.
+        stream: String,
+        /// Payload size.
+        bytes: usize,
+        /// What became of it.
+        effect: Effect,
+    },
+    /// An outbound HTTP request.
+    Http {
+        /// Method.
+        method: String,
+        /// URL.
+        url: String,
+        /// Whether the method is safe (GET, HEAD).
+        safe: bool,
+        /// What became of it.
+        outcome: HttpOutcome,
+    },
+    /// A file opened through a preopened directory.
+    FileOpen {
+        /// The path, relative to its preopen.
+        path: String,
+        /// Whether the open asked for writing, creating or truncating.
+        write: bool,
+        /// `None` if opened; the error code if refused.
+        error: Option<String>,
+    },
+    /// A validation issue reported by the guest.
+    Validation {
+        /// Field.
+        field: String,
+        /// Message.
+        message: String,
+    },
+    /// A log line.
+    Log {
+        /// Level.
+        level: String,
+        /// Message.
+        message: String,
+    },
+    /// `config.get`.
+    Config {
+        /// Key.
+        key: String,
+        /// Whether the policy sets it.
+        found: bool,
+    },
+}
+
+impl HostCall {
+    /// Whether this call would change the world outside the instance.
+    pub fn is_effect(&self) -> bool {
+        match self {
+            Self::KvWrite { .. } | Self::Emit { .. } => true,
+            Self::Http { safe, .. } => !safe,
+            Self::FileOpen { write, .. } => *write,
+            _ => false,
+        }
+    }
+}
+
+/// A host call with its timing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceEvent {
+    /// When the call started, in microseconds since the instance started.
+    pub at_micros: u64,
+    /// How long it took, in microseconds.
+    pub duration_micros: u64,
+    /// The call.
+    #[serde(flatten)]
+    pub call: HostCall,
+}
+
+/// The complete trace of one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trace {
+    /// Which twin.
+    pub role: Role,
+    /// Host calls in the order they started.
+    pub events: Vec<TraceEvent>,
+    /// Fuel burnt.
+    pub fuel_consumed: u64,
+    /// The largest linear memory reached, in bytes.
+    pub memory_peak_bytes: u64,
+    /// Wall time of the instance, in microseconds.
+    pub duration_micros: u64,
+    /// How the instance ended, for a person to read.
+    pub ended: String,
+    /// What the path returned, if it returned (lossy UTF-8).
+    pub output: Option<String>,
+}
+
+impl Trace {
+    /// A one-line-per-call summary for a person.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} trace: {} host calls, {} fuel, {} KiB peak memory, {} µs, ended: {}",
+            self.role,
+            self.events.len(),
+            self.fuel_consumed,
+            self.memory_peak_bytes / 1024,
+            self.duration_micros,
+            self.ended
+        );
+        for event in &self.events {
+            let _ = writeln!(out, "  {:>8} µs  {}", event.at_micros, describe(&event.call));
+        }
+        out
+    }
+}
+
+fn describe_effect(effect: &Effect) -> String {
+    match effect {
+        Effect::Buffered => "buffered".into(),
+        Effect::Withheld => "withheld (mirror overlay)".into(),
+        Effect::Denied { reason } => format!("denied: {reason}"),
+    }
+}
+
+fn describe(call: &HostCall) -> String {
+    match call {
+        HostCall::KvGet { namespace, key, version } => match version {
+            Some(0) => format!("kv.get {namespace}/{key} → absent"),
+            Some(v) => format!("kv.get {namespace}/{key} → version {v}"),
+            None => format!("kv.get {namespace}/{key} → from own writes or denied"),
+        },
+        HostCall::KvWrite { namespace, key, bytes, effect } => match bytes {
+            Some(b) => format!("kv.put {namespace}/{key} ({b} B) → {}", describe_effect(effect)),
+            None => format!("kv.delete {namespace}/{key} → {}", describe_effect(effect)),
+        },
+        HostCall::KvScan { namespace, prefix, returned } => {
+            format!("kv.scan {namespace}/{prefix}* → {returned} entries")
+        }
+        HostCall::Emit { stream, bytes, effect } => format!("emit {stream} ({bytes} B) → {}", describe_effect(effect)),
+        HostCall::Http { method, url, outcome, .. } => {
+            let outcome = match outcome {
+                HttpOutcome::Answered { status, response_bytes } => {
+                    format!("sent, answered {status} ({response_bytes} B)")
+                }
+                HttpOutcome::Failed { error } => format!("sent, failed: {error}"),
+                HttpOutcome::Stubbed { status, source } => format!("NOT sent, stub {status} ({source})"),
+                HttpOutcome::Denied { reason } => format!("denied: {reason}"),
+            };
+            format!("http {method} {url} → {outcome}")
+        }
+        HostCall::FileOpen { path, write, error } => {
+            let mode = if *write { "write" } else { "read" };
+            match error {
+                None => format!("file open {path} for {mode} → ok"),
+                Some(e) => format!("file open {path} for {mode} → refused: {e}"),
+            }
+        }
+        HostCall::Validation { field, message } => format!("validation issue {field}: {message}"),
+        HostCall::Log { level, message } => format!("log {level}: {message}"),
+        HostCall::Config { key, found } => format!("config {key} → {}", if *found { "set" } else { "unset" }),
+    }
+}
+
+/// Records host calls of one instance; cheap to clone into host hooks.
+#[derive(Debug, Clone)]
+pub(crate) struct TraceRecorder {
+    started: Instant,
+    events: Arc<Mutex<Vec<TraceEvent>>>,
+}
+
+impl TraceRecorder {
+    pub(crate) fn new(started: Instant) -> Self {
+        Self { started, events: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    /// Microseconds since the instance started.
+    pub(crate) fn now_micros(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Records a call that started at `at_micros` and ends now.
+    pub(crate) fn record_since(&self, at_micros: u64, call: HostCall) {
+        let duration_micros = self.now_micros().saturating_sub(at_micros);
+        self.lock().push(TraceEvent { at_micros, duration_micros, call });
+    }
+
+    /// Records an instantaneous call.
+    pub(crate) fn record(&self, call: HostCall) {
+        let at_micros = self.now_micros();
+        self.lock().push(TraceEvent { at_micros, duration_micros: 0, call });
+    }
+
+    pub(crate) fn take(&self) -> Vec<TraceEvent> {
+        let mut events = std::mem::take(&mut *self.lock());
+        events.sort_by_key(|e| e.at_micros);
+        events
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<TraceEvent>> {
+        // A panic while holding this lock cannot leave the vector inconsistent.
+        self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,157 @@
+//! The mirror persists nothing and sends no unsafe call; the twins see the
+//! same world.
+
+use serde_json::Value;
+use tempfile::tempdir;
+use txmirror_runtime::store::TransactionOutcome;
+use txmirror_runtime::trace::{Effect, HostCall, HttpOutcome};
+use txmirror_runtime::{Role, TxRequest};
+use txmirror_tests::{Behaviour, TestServer, guests, load, policy, runtime};
+
+fn effects_policy(server: &TestServer, files: &std::path::Path) -> String {
+    format!(
+        r#"
+        [capabilities]
+        kv = {{ scratch = "read-write" }}
+        outbound_hosts = ["{authority}"]
+        files = [{{ host = "{files}", guest = "/data", access = "read-write" }}]
+
+        [config]
+        sink = "{url}/sink"
+        "#,
+        authority = server.authority(),
+        url = server.url(),
+        files = files.display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_persists_nothing_but_traces_every_attempt() {
+    let dir = tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let server =
+        TestServer::start(Behaviour { status: 201, body: r#"{"ok":true}"#.into(), ..Default::default() }).await;
+    let runtime = runtime(&dir.path().join("data"));
+    let module = load(&runtime, guests::EFFECTS).await;
+    let policy = policy(&effects_policy(&server, &files));
+    let request = || TxRequest { path: Some("all-effects".into()), input: b"{}".to_vec(), ..Default::default() };
+
+    // The mirror alone.
+    let version_before = runtime.store().snapshot().unwrap().version();
+    let dry = runtime.dry_run(&module, &policy, request()).await.unwrap();
+    assert_eq!(dry.trace.role, Role::Mirror);
+    assert_eq!(runtime.store().snapshot().unwrap().version(), version_before, "the store did not move");
+    assert!(runtime.store().snapshot().unwrap().get("scratch", "written").unwrap().is_none(), "no key written");
+    assert!(runtime.store().events("effects", 0, 10).unwrap().is_empty(), "no event stored");
+    assert!(!files.join("probe.txt").exists(), "no file written");
+    assert!(server.received().is_empty(), "the server received nothing: {:?}", server.received());
+
+    // ...yet its trace shows all four attempts.
+    let calls: Vec<&HostCall> = dry.trace.events.iter().map(|e| &e.call).collect();
+    assert!(
+        calls.iter().any(
+            |c| matches!(c, HostCall::KvWrite { namespace, effect: Effect::Withheld, .. } if namespace == "scratch")
+        ),
+        "{calls:#?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| matches!(c, HostCall::FileOpen { path, write: true, error: Some(_) } if path == "probe.txt")),
+        "{calls:#?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| matches!(c, HostCall::Emit { stream, effect: Effect::Withheld, .. } if stream == "effects")),
+        "{calls:#?}"
+    );
+    assert!(calls.iter().any(|c| matches!(c, HostCall::Http { method, safe: false, outcome: HttpOutcome::Stubbed { .. }, .. } if method == "POST")), "{calls:#?}");
+    let output: Value = serde_json::from_str(dry.result.as_ref().unwrap()).unwrap();
+    assert!(output["file"].is_string(), "the mirror's file write was refused: {output}");
+
+    // The primary of a mirrored transaction does persist, and the mirror
+    // beside it still sends nothing: exactly one POST arrives.
+    let report = runtime.execute(&module, &policy, request()).await.unwrap();
+    assert!(matches!(report.outcome, TransactionOutcome::Committed { .. }), "{report:#?}");
+    let attempt = &report.attempts[0];
+    assert!(attempt.mirror.is_some(), "the mirror ran");
+    assert_eq!(
+        runtime.store().snapshot().unwrap().get("scratch", "written").unwrap().unwrap().value,
+        br#""by the guest""#
+    );
+    assert_eq!(std::fs::read(files.join("probe.txt")).unwrap(), b"written by the guest");
+    assert_eq!(runtime.store().events("effects", 0, 10).unwrap().len(), 1);
+    let received = server.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].method, "POST");
+    let mirror = attempt.mirror.as_ref().unwrap();
+    assert!(
+        mirror.events.iter().any(|e| matches!(&e.call, HostCall::Http { outcome: HttpOutcome::Stubbed { .. }, .. }))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twins_see_the_same_version_randomness_and_clock() {
+    let dir = tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let server = TestServer::start(Behaviour::default()).await;
+    let runtime = runtime(&dir.path().join("data"));
+    let module = load(&runtime, guests::EFFECTS).await;
+    let policy = policy(&effects_policy(&server, &files));
+    let write = TxRequest { path: Some("all-effects".into()), input: b"{}".to_vec(), ..Default::default() };
+    runtime.execute(&module, &policy, write).await.unwrap();
+
+    let observe = || TxRequest { path: Some("observe".into()), input: b"{}".to_vec(), ..Default::default() };
+    let first = runtime.execute(&module, &policy, observe()).await.unwrap();
+    let attempt = &first.attempts[0];
+    let primary: Value = serde_json::from_str(attempt.primary.output.as_ref().unwrap()).unwrap();
+    let mirror: Value = serde_json::from_str(attempt.mirror.as_ref().unwrap().output.as_ref().unwrap()).unwrap();
+    assert_eq!(primary, mirror, "same random values, clock and stored data");
+    assert_eq!(primary["stored"], "by the guest");
+    let versions = |trace: &txmirror_runtime::Trace| -> Vec<Option<u64>> {
+        trace
+            .events
+            .iter()
+            .filter_map(|e| match &e.call {
+                HostCall::KvGet { version, .. } => Some(*version),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(versions(&attempt.primary), vec![Some(1)]);
+    assert_eq!(versions(&attempt.primary), versions(attempt.mirror.as_ref().unwrap()));
+
+    // Another transaction draws other random values.
+    let second = runtime.execute(&module, &policy, observe()).await.unwrap();
+    let other: Value = serde_json::from_str(second.attempts[0].primary.output.as_ref().unwrap()).unwrap();
+    assert_ne!(primary["random"], other["random"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_granted_by_default() {
+    let dir = tempdir().unwrap();
+    let server = TestServer::start(Behaviour::default()).await;
+    let runtime = runtime(&dir.path().join("data"));
+    let module = load(&runtime, guests::EFFECTS).await;
+    // A policy that sets the sink but grants neither the namespace, nor the
+    // host, nor any directory.
+    let policy = policy(&format!("[config]\nsink = \"{}/sink\"\n", server.url()));
+    let report = runtime
+        .execute(
+            &module,
+            &policy,
+            TxRequest { path: Some("all-effects".into()), input: b"{}".to_vec(), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    let output = report.output_json().expect("the guest reports the refusals and commits nothing else");
+    assert!(output["kv"].as_str().unwrap().contains("denied"), "{output}");
+    assert!(output["file"].is_string(), "{output}");
+    assert!(output["post_error"].as_str().unwrap().contains("does not grant"), "{output}");
+    assert!(output["event"].is_null(), "events need no grant: {output}");
+    assert!(server.received().is_empty());
+    assert!(runtime.store().snapshot().unwrap().get("scratch", "written").unwrap().is_none());
+}

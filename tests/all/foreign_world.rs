@@ -1,0 +1,38 @@
+//! Modules that are not txmirror transaction components are refused with a
+//! clear error that says what is wrong.
+
+use tempfile::tempdir;
+use txmirror_runtime::ModuleError;
+use txmirror_tests::{guests, runtime};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_and_malformed_modules_are_refused() {
+    let dir = tempdir().unwrap();
+    let runtime = runtime(dir.path());
+
+    let garbage = runtime.load_module(b"this is not wasm at all").await.unwrap_err();
+    assert!(matches!(garbage, ModuleError::NotWasm(_)), "{garbage}");
+    assert!(garbage.to_string().contains("magic"), "{garbage}");
+
+    // The smallest valid core module: magic and version 1, no sections.
+    let core = runtime.load_module(b"\0asm\x01\0\0\0").await.unwrap_err();
+    assert!(matches!(core, ModuleError::CoreModule), "{core}");
+    assert!(core.to_string().contains("wasm32-wasip2"), "the error says how to fix it: {core}");
+
+    // A real component of another world (a `wasi:cli` command).
+    let bytes = std::fs::read(guests::FOREIGN_WORLD).unwrap();
+    let foreign = runtime.load_module(&bytes).await.unwrap_err();
+    assert!(matches!(foreign, ModuleError::WorldMismatch(_)), "{foreign}");
+    let text = foreign.to_string();
+    assert!(text.contains("txmirror:transaction"), "{text}");
+    assert!(text.contains("paths") || text.contains("run"), "the error names the missing export: {text}");
+
+    // A truncated component.
+    let real = std::fs::read(guests::BANK_TRANSFER).unwrap();
+    let truncated = runtime.load_module(&real[..real.len() / 2]).await.unwrap_err();
+    assert!(matches!(truncated, ModuleError::Invalid(_)), "{truncated}");
+
+    // The runtime still loads a good module afterwards.
+    let module = runtime.load_module(&real).await.unwrap();
+    assert_eq!(module.paths(), ["transfer", "deposit", "balance"]);
+}

@@ -1,0 +1,24 @@
+//! Integration tests: real guests built from source, a real store on disk,
+//! real HTTP servers on 127.0.0.1.
+//!
+//! One test binary, one module per guest. `foreach_guest!` below makes a
+//! guest without a test module a compile error.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod bank_transfer;
+mod crash_safety;
+mod effects;
+mod foreign_world;
+mod order_import;
+mod payment;
+mod runaway;
+
+/// Fails to compile unless a module named after the guest exists here.
+macro_rules! assert_guest_has_tests {
+    ($name:ident) => {
+        #[allow(unused_imports, reason = "only its existence is checked")]
+        use self::$name as _;
+    };
+}
+txmirror_tests::foreach_guest!(assert_guest_has_tests);

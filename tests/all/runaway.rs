@@ -1,0 +1,57 @@
+//! Runaway guests are stopped by fuel, memory, wall-time and stack limits,
+//! each with its own error, and the runtime keeps serving.
+
+use tempfile::tempdir;
+use txmirror_runtime::{FailureKind, TxRequest};
+use txmirror_tests::{guests, load, policy, runtime};
+
+fn request(path: &str, input: &str) -> TxRequest {
+    TxRequest { path: Some(path.into()), input: input.as_bytes().to_vec(), ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_stop_runaway_guests_with_distinct_errors() {
+    let dir = tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::RUNAWAY).await;
+    let limited = policy("[resource_requirements]\nfuel = 50_000_000\nmemory_mib = 16\nwall_time_ms = 5_000\n");
+    // Fuel so plentiful that only the clock can stop the loop.
+    let timed = policy("[resource_requirements]\nfuel = 1_000_000_000_000_000\nwall_time_ms = 100\n");
+
+    let cases = [
+        ("spin", &limited, FailureKind::FuelExhausted, "fuel"),
+        ("spin", &timed, FailureKind::WallTimeExceeded, "wall-time"),
+        ("memory-bomb", &limited, FailureKind::MemoryLimit, "16 MiB"),
+        ("recurse", &limited, FailureKind::StackOverflow, "stack"),
+        ("panic", &limited, FailureKind::GuestTrap, "aborted"),
+    ];
+    for (path, policy, kind, words) in cases {
+        let report = runtime.execute(&module, policy, request(path, "{}")).await.unwrap();
+        let failure = report.failure.as_ref().unwrap_or_else(|| panic!("{path} must fail: {report:#?}"));
+        assert_eq!(failure.kind, kind, "{path}: {failure:?}");
+        assert!(failure.message.contains(words), "{path}: {}", failure.message);
+        assert_eq!(report.attempts.len(), 1, "{path}: a trap is not retried as a conflict");
+        let mirror = report.attempts[0].mirror.as_ref().unwrap();
+        assert!(mirror.ended.starts_with(kind.as_str()), "the mirror was stopped too: {}", mirror.ended);
+        // The failure is recorded durably.
+        let record = runtime.store().transaction(&report.transaction_id).unwrap().unwrap();
+        assert_eq!(record.attempts.len(), 1);
+
+        // The runtime keeps serving.
+        let ok = runtime.execute(&module, policy, request("ok", "{}")).await.unwrap();
+        assert!(ok.failure.is_none(), "after {path}: {ok:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_use_is_measured() {
+    let dir = tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::RUNAWAY).await;
+    let policy = policy("");
+    let small = runtime.execute(&module, &policy, request("burn", r#"{"rounds": 1000}"#)).await.unwrap();
+    let large = runtime.execute(&module, &policy, request("burn", r#"{"rounds": 1000000}"#)).await.unwrap();
+    let fuel = |r: &txmirror_runtime::TxReport| r.attempts[0].primary.fuel_consumed;
+    assert!(fuel(&large) > fuel(&small) * 100, "{} vs {}", fuel(&large), fuel(&small));
+    assert_eq!(fuel(&small), small.attempts[0].mirror.as_ref().unwrap().fuel_consumed, "the twins burn the same fuel");
+}

@@ -1,0 +1,115 @@
+//! Builds every guest (the examples and the test guests) for wasm32-wasip2
+//! and generates constants with their paths, plus `foreach_guest!`, which
+//! the test suite uses to refuse to compile while a guest has no test.
+//!
+//! The guests get their own target directory under `OUT_DIR`: sharing the
+//! outer build's would deadlock on its lock.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GUEST_WORKSPACES: &[&str] = &["../examples/Cargo.toml", "guests/Cargo.toml"];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let target_dir = out_dir.join("guests-target");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+
+    println!("cargo:rerun-if-changed=../guest-sdk");
+    println!("cargo:rerun-if-changed=../wit");
+    let mut guests: Vec<(String, PathBuf)> = Vec::new();
+    for workspace in GUEST_WORKSPACES {
+        let manifest = manifest_dir.join(workspace);
+        println!("cargo:rerun-if-changed={}", manifest.display());
+        let status = guest_cargo(&cargo, &target_dir)
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(&manifest)
+            .status()
+            .expect("cargo runs");
+        assert!(
+            status.success(),
+            "building the guests of {} failed; is the wasm32-wasip2 target installed? (`cargo xtask test` installs it)",
+            manifest.display()
+        );
+        guests.extend(workspace_guests(&cargo, &manifest));
+    }
+
+    let artifacts = target_dir.join("wasm32-wasip2").join("release");
+    let mut code = String::new();
+    let mut names = Vec::new();
+    for (package, _) in &guests {
+        let file_stem = package.replace('-', "_");
+        let wasm = match artifacts.join(format!("{file_stem}.wasm")) {
+            path if path.exists() => path,
+            _ => artifacts.join(format!("{package}.wasm")),
+        };
+        assert!(wasm.exists(), "guest {package} built no {}", wasm.display());
+        emit_dependencies(&artifacts, &file_stem, package);
+        let constant = file_stem.to_uppercase();
+        writeln!(code, "/// The component built from the `{package}` guest crate.").expect("write to String");
+        writeln!(code, "pub const {constant}: &str = {:?};", wasm.display().to_string()).expect("write to String");
+        names.push(file_stem);
+    }
+    writeln!(code, "/// Calls `$mac!(name)` once per guest.").expect("write to String");
+    writeln!(code, "#[macro_export]\nmacro_rules! foreach_guest {{\n    ($mac:ident) => {{").expect("write to String");
+    for name in &names {
+        writeln!(code, "        $mac!({name});").expect("write to String");
+    }
+    writeln!(code, "    }};\n}}").expect("write to String");
+    std::fs::write(out_dir.join("guests.rs"), code).expect("write guests.rs");
+}
+
+/// A cargo command for the guests, without the outer build's settings.
+fn guest_cargo(cargo: &std::ffi::OsStr, target_dir: &Path) -> Command {
+    let mut command = Command::new(cargo);
+    command.env("CARGO_TARGET_DIR", target_dir);
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_ENCODED_RUSTFLAGS")
+            || key == "RUSTFLAGS"
+            || key.starts_with("CARGO_PROFILE_")
+            || key.starts_with("CARGO_BUILD_")
+            || key == "RUSTC_WORKSPACE_WRAPPER"
+        {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// The guest packages of a workspace: those with a `cdylib` or `bin` target.
+fn workspace_guests(cargo: &std::ffi::OsStr, manifest: &Path) -> Vec<(String, PathBuf)> {
+    let output = Command::new(cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+        .arg(manifest)
+        .output()
+        .expect("cargo metadata runs");
+    assert!(output.status.success(), "cargo metadata failed for {}", manifest.display());
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("cargo metadata is JSON");
+    let mut guests = Vec::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let is_guest = package["targets"].as_array().into_iter().flatten().any(|target| {
+            target["kind"].as_array().into_iter().flatten().any(|kind| kind == "cdylib" || kind == "bin")
+        });
+        if is_guest {
+            let name = package["name"].as_str().expect("package name").to_string();
+            let dir = PathBuf::from(package["manifest_path"].as_str().expect("manifest path"));
+            guests.push((name, dir));
+        }
+    }
+    guests
+}
+
+/// Reruns this script when a source file of the guest changes.
+fn emit_dependencies(artifacts: &Path, file_stem: &str, package: &str) {
+    for name in [format!("{file_stem}.d"), format!("{package}.d")] {
+        let Ok(text) = std::fs::read_to_string(artifacts.join(name)) else { continue };
+        let Some((_, deps)) = text.split_once(':') else { continue };
+        for dep in deps.split_whitespace() {
+            println!("cargo:rerun-if-changed={dep}");
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Attempts every kind of effect, to test that the mirror persists none.
+//!
+//! Path `all-effects` writes a key, writes a file under `/data`, emits an
+//! event and POSTs to the URL in the `sink` config value. It carries on past
+//! each refusal, so that the trace shows all four attempts, and reports
+//! what happened to each. Path `observe` returns what the instance sees of
+//! its environment: random values, the clock and a stored key.
+
+use serde::Serialize;
+use serde_json::Value;
+use txmirror_guest::http::Request;
+use txmirror_guest::{Error, clock, config, events, kv, random};
+
+#[derive(Serialize)]
+struct EffectsReport {
+    kv: Option<String>,
+    file: Option<String>,
+    event: Option<String>,
+    post_status: Option<u16>,
+    post_error: Option<String>,
+}
+
+fn all_effects(_input: Value) -> Result<EffectsReport, Error> {
+    let kv = kv::put("scratch", "written", "by the guest").err().map(|e| e.to_string());
+    let file = std::fs::write("/data/probe.txt", b"written by the guest").err().map(|e| e.to_string());
+    let event = events::emit("effects", &serde_json::json!({ "hello": "world" })).err().map(|e| e.to_string());
+    let sink = config::require("sink")?;
+    let (post_status, post_error) = match Request::post(&sink).json(&serde_json::json!({ "effect": "post" }))?.send() {
+        Ok(response) => (Some(response.status), None),
+        Err(error) => (None, Some(error.to_string())),
+    };
+    Ok(EffectsReport { kv, file, event, post_status, post_error })
+}
+
+#[derive(Serialize)]
+struct Observation {
+    random: u64,
+    random_bytes: Vec<u8>,
+    now_unix_millis: u64,
+    stored: Option<String>,
+}
+
+fn observe(_input: Value) -> Result<Observation, Error> {
+    Ok(Observation {
+        random: random::u64(),
+        random_bytes: random::bytes(8),
+        now_unix_millis: clock::now_unix_millis(),
+        stored: kv::get("scratch", "written")?,
+    })
+}
+
+txmirror_guest::transaction_module! {
+    paths: {
+        "all-effects" => all_effects,
+        "observe" => observe,
+    }
+}

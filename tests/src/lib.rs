@@ -1,0 +1,146 @@
+//! Support for the integration tests: the guests built from source, a real
+//! HTTP server on 127.0.0.1, and a runtime on a temporary directory.
+
+#![allow(clippy::unwrap_used, reason = "test support code")]
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use txmirror_runtime::{Module, Policy, Runtime, RuntimeConfig};
+
+/// Paths of the guest components, built by `build.rs`.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// A request the test server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The method.
+    pub method: String,
+    /// The path and query.
+    pub uri: String,
+    /// The `idempotency-key` header, if any.
+    pub idempotency_key: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// How the test server answers.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// The status code.
+    pub status: u16,
+    /// The body.
+    pub body: String,
+    /// How long to wait before answering.
+    pub delay: Duration,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self { status: 200, body: "{}".into(), delay: Duration::ZERO }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ServerState {
+    received: Mutex<Vec<Received>>,
+    behaviour: Mutex<Behaviour>,
+}
+
+/// A real HTTP server on 127.0.0.1 that records every request.
+///
+/// It answers every path with its [`Behaviour`]; a `{n}` in the body is
+/// replaced by the request's number, from 1. It stops when dropped.
+#[derive(Debug)]
+pub struct TestServer {
+    addr: SocketAddr,
+    state: Arc<ServerState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts a server on an ephemeral port of 127.0.0.1.
+    pub async fn start(behaviour: Behaviour) -> Self {
+        let state = Arc::new(ServerState { received: Mutex::new(Vec::new()), behaviour: Mutex::new(behaviour) });
+        let shared = state.clone();
+        let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let state = shared.clone();
+            async move {
+                let number = {
+                    let mut received = state.received.lock().unwrap();
+                    received.push(Received {
+                        method: method.to_string(),
+                        uri: uri.to_string(),
+                        idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(String::from),
+                        body: body.to_vec(),
+                    });
+                    received.len()
+                };
+                let behaviour = state.behaviour.lock().unwrap().clone();
+                tokio::time::sleep(behaviour.delay).await;
+                let status = StatusCode::from_u16(behaviour.status).unwrap();
+                (status, [("content-type", "application/json")], behaviour.body.replace("{n}", &number.to_string()))
+                    .into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, state, task }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn authority(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// Changes how the server answers from now on.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.state.behaviour.lock().unwrap() = behaviour;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A runtime on a fresh temporary directory, with the compile cache shared
+/// by all tests (under the target directory) so each guest compiles once.
+pub fn runtime(dir: &Path) -> Runtime {
+    let mut config = RuntimeConfig::new(dir);
+    config.cache_dir = Some(Path::new(env!("OUT_DIR")).join("compile-cache"));
+    config.engine.max_instances = 64;
+    Runtime::open(config).unwrap()
+}
+
+/// Loads a guest by its path constant.
+pub async fn load(runtime: &Runtime, guest: &str) -> Module {
+    let bytes = std::fs::read(guest).unwrap();
+    runtime.load_module(&bytes).await.unwrap()
+}
+
+/// Parses a policy written in a test.
+pub fn policy(text: &str) -> Arc<Policy> {
+    Arc::new(Policy::parse(text, Path::new("test-policy.toml")).unwrap())
+}
