@@ -117,7 +117,7 @@ impl ModuleLoader<'_> {
         };
         let cache_file = self.cache_dir.join(format!("{hash}-{compat:016x}.cwasm"));
 
-        let (component, preinitialized) = match self.from_cache(&cache_file)? {
+        let (component, preinitialized) = match self.read_cache(&cache_file)? {
             Some(component) => {
                 let preinitialized = exports_init(self.engine, &component);
                 (component, preinitialized)
@@ -131,7 +131,7 @@ impl ModuleLoader<'_> {
                     compiled = precompile(self.engine, &snapshot)?;
                     component = deserialize(self.engine, &compiled)?;
                 }
-                self.to_cache(&cache_file, &compiled)?;
+                self.write_cache(&cache_file, &compiled)?;
                 (component, preinitialized)
             }
         };
@@ -143,11 +143,11 @@ impl ModuleLoader<'_> {
         Ok(Module { hash, paths, preinitialized, pre })
     }
 
-    fn from_cache(&self, file: &Path) -> Result<Option<Component>, ModuleError> {
+    fn read_cache(&self, file: &Path) -> Result<Option<Component>, ModuleError> {
         if !file.exists() {
             return Ok(None);
         }
-        // SAFETY: the file was written by `to_cache` from the output of
+        // SAFETY: the file was written by `write_cache` from the output of
         // `Engine::precompile_component` of an engine with the same
         // compatibility hash (it is part of the name), into the runtime's
         // own cache directory, and is renamed into place only when complete.
@@ -164,7 +164,7 @@ impl ModuleLoader<'_> {
         }
     }
 
-    fn to_cache(&self, file: &Path, compiled: &[u8]) -> Result<(), ModuleError> {
+    fn write_cache(&self, file: &Path, compiled: &[u8]) -> Result<(), ModuleError> {
         let cache_error = |reason: String| ModuleError::Cache { path: file.to_path_buf(), reason };
         std::fs::create_dir_all(self.cache_dir).map_err(|e| cache_error(e.to_string()))?;
         let partial = file.with_extension(format!("partial-{}", std::process::id()));

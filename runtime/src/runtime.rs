@@ -385,13 +385,13 @@ fn choose_path(module: &Module, policy: &Policy, requested: Option<String>) -> R
 /// Checks the policy's success criteria on an output.
 fn check_success(policy: &Policy, output: &[u8], duration_micros: u64) -> Result<(), Failure> {
     let criteria = &policy.success_criteria;
-    if let Some(max) = criteria.max_duration_ms {
-        if duration_micros > max.saturating_mul(1000) {
-            return Err(Failure::new(
-                FailureKind::SuccessCriteria,
-                format!("took {} ms; success requires at most {max} ms", duration_micros / 1000),
-            ));
-        }
+    if let Some(max) = criteria.max_duration_ms
+        && duration_micros > max.saturating_mul(1000)
+    {
+        return Err(Failure::new(
+            FailureKind::SuccessCriteria,
+            format!("took {} ms; success requires at most {max} ms", duration_micros / 1000),
+        ));
     }
     if !criteria.required_output_fields.is_empty() {
         let value: serde_json::Value = serde_json::from_slice(output)

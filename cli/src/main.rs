@@ -1,0 +1,208 @@
+//! `txmirror`: run transactions and inspect what they did.
+//!
+//! Exit codes:
+//! - 0: the transaction committed (or, with `--dry-run`, the path returned);
+//! - 1: the transaction ran and failed (the report says why);
+//! - 2: the command line is wrong;
+//! - 3: the module was refused;
+//! - 4: the policy was refused, or does not fit the module;
+//! - 5: the store or the runtime failed.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use txmirror_runtime::store::TransactionOutcome;
+use txmirror_runtime::{ExecuteError, ModuleError, Policy, PolicyError, Runtime, RuntimeConfig, TxReport, TxRequest};
+
+mod render;
+
+#[derive(Parser, Debug)]
+#[command(name = "txmirror", version, about = "Run Wasm transactions beside a read-only mirror that predicts their failures.")]
+struct Cli {
+    /// The data directory of the embedded store and the compile cache.
+    #[arg(long, global = true, env = "TXMIRROR_DATA_DIR", default_value = "txmirror-data")]
+    data_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs one transaction and prints its result, commit version and traces.
+    Run {
+        /// The module: a Wasm component targeting txmirror:transaction.
+        module: PathBuf,
+        /// The policy file (TOML).
+        #[arg(long)]
+        policy: PathBuf,
+        /// The input document, or `@FILE` to read it from a file.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// The path to run; the policy's default path if omitted.
+        #[arg(long)]
+        path: Option<String>,
+        /// The transaction id; generated if omitted.
+        #[arg(long)]
+        transaction_id: Option<String>,
+        /// Runs only the mirror: shows what would happen, changes nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Prints the full report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Loads a module and prints its hash and paths.
+    Inspect {
+        /// The module.
+        module: PathBuf,
+    },
+    /// Transactions recorded in the store.
+    Tx {
+        #[command(subcommand)]
+        command: TxCommand,
+    },
+    /// Prints the events of a stream.
+    Events {
+        /// The stream.
+        stream: String,
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TxCommand {
+    /// Prints the durable record of a transaction.
+    Show {
+        /// The transaction id.
+        id: String,
+    },
+}
+
+/// An error with the exit code it maps to.
+struct Failed {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failed {
+    fn from(error: E) -> Self {
+        let error = error.into();
+        let code = match error.downcast_ref::<ExecuteError>() {
+            _ if error.is::<ModuleError>() => 3,
+            _ if error.is::<PolicyError>() => 4,
+            Some(ExecuteError::Policy(_) | ExecuteError::UnknownPath { .. } | ExecuteError::DuplicateId(_)) => 4,
+            _ => 5,
+        };
+        Self { code, error }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TXMIRROR_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(5);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failed { code, error }) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, Failed> {
+    match cli.command {
+        Command::Run { module, policy, input, path, transaction_id, dry_run, json } => {
+            let runtime = open(&cli.data_dir)?;
+            let policy = Arc::new(Policy::from_file(&policy)?);
+            let module = load(&runtime, &module).await?;
+            let input = read_input(&input)?;
+            let request = TxRequest { transaction_id, path, input };
+            if dry_run {
+                let dry = runtime.dry_run(&module, &policy, request).await?;
+                print(&if json { serde_json::to_string_pretty(&dry)? } else { render::dry_run(&dry) });
+                return Ok(if dry.result.is_ok() { 0 } else { 1 });
+            }
+            let report = runtime.execute(&module, &policy, request).await?;
+            print(&if json { serde_json::to_string_pretty(&report)? } else { render::report(&report) });
+            Ok(exit_code(&report))
+        }
+        Command::Inspect { module } => {
+            let runtime = open(&cli.data_dir)?;
+            let module = load(&runtime, &module).await?;
+            print(&format!(
+                "module {}\npaths: {}\npre-initialised: {}",
+                module.hash(),
+                module.paths().join(", "),
+                if module.is_preinitialized() { "yes" } else { "no" }
+            ));
+            Ok(0)
+        }
+        Command::Tx { command: TxCommand::Show { id } } => {
+            let runtime = open(&cli.data_dir)?;
+            match runtime.store().transaction(&id)? {
+                Some(record) => {
+                    print(&serde_json::to_string_pretty(&record)?);
+                    Ok(0)
+                }
+                None => Err(Failed { code: 4, error: anyhow::anyhow!("no transaction `{id}` in {}", cli.data_dir.display()) }),
+            }
+        }
+        Command::Events { stream, after, limit } => {
+            let runtime = open(&cli.data_dir)?;
+            for event in runtime.store().events(&stream, after, limit)? {
+                let payload = String::from_utf8_lossy(&event.payload);
+                print(&format!("#{} v{} {} {payload}", event.sequence, event.version, event.transaction_id));
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn open(data_dir: &Path) -> anyhow::Result<Runtime> {
+    Runtime::open(RuntimeConfig::new(data_dir)).with_context(|| format!("cannot open the data directory {}", data_dir.display()))
+}
+
+async fn load(runtime: &Runtime, path: &Path) -> Result<txmirror_runtime::Module, Failed> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read module {}", path.display()))?;
+    runtime.load_module(&bytes).await.map_err(|error| Failed {
+        code: 3,
+        error: anyhow::Error::new(error).context(format!("module {} refused", path.display())),
+    })
+}
+
+fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {
+    match input.strip_prefix('@') {
+        Some(file) => std::fs::read(file).with_context(|| format!("cannot read input file {file}")),
+        None => Ok(input.as_bytes().to_vec()),
+    }
+}
+
+fn exit_code(report: &TxReport) -> u8 {
+    match report.outcome {
+        TransactionOutcome::Committed { .. } => 0,
+        _ => 1,
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "printing is what the command-line tool is for")]
+fn print(text: &str) {
+    println!("{text}");
+}

@@ -1,0 +1,71 @@
+//! Text rendering of reports for a person at a terminal.
+
+use std::fmt::Write as _;
+use txmirror_runtime::store::{AttemptOutcome, TransactionOutcome};
+use txmirror_runtime::{DryRun, TxReport};
+
+pub(crate) fn report(report: &TxReport) -> String {
+    let mut out = String::new();
+    let attempts = report.attempts.len();
+    match &report.outcome {
+        TransactionOutcome::Committed { version, output } => {
+            let _ = writeln!(
+                out,
+                "transaction {} COMMITTED at version {version} (path {}, {attempts} attempt{})",
+                report.transaction_id,
+                report.path,
+                if attempts == 1 { "" } else { "s" }
+            );
+            let _ = writeln!(out, "output: {}", String::from_utf8_lossy(output));
+        }
+        TransactionOutcome::Failed { kind, message } => {
+            let _ = writeln!(
+                out,
+                "transaction {} FAILED (path {}, {attempts} attempt{}): {kind}: {message}",
+                report.transaction_id,
+                report.path,
+                if attempts == 1 { "" } else { "s" }
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "transaction {}: {:?}", report.transaction_id, report.outcome);
+        }
+    }
+    for attempt in &report.attempts {
+        let a = &attempt.attempt;
+        let outcome = match &a.outcome {
+            AttemptOutcome::Committed => "committed".to_string(),
+            AttemptOutcome::Failed { kind, message } => format!("failed: {kind}: {message}"),
+        };
+        let _ = writeln!(
+            out,
+            "\nattempt {} on `{}` from store version {}: {outcome} ({} µs)",
+            a.number, a.path, a.snapshot_version, a.duration_micros
+        );
+        let _ = write!(out, "{}", attempt.primary.summary());
+        match &attempt.mirror {
+            Some(mirror) => {
+                let _ = write!(out, "{}", mirror.summary());
+            }
+            None => {
+                let _ = writeln!(out, "mirror: not run (failure_prediction_enabled = false)");
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn dry_run(dry: &DryRun) -> String {
+    let mut out = String::new();
+    match &dry.result {
+        Ok(output) => {
+            let _ = writeln!(out, "dry run of `{}` returned: {output}", dry.path);
+        }
+        Err(failure) => {
+            let _ = writeln!(out, "dry run of `{}` failed: {}: {}", dry.path, failure.kind, failure.message);
+        }
+    }
+    let _ = writeln!(out, "nothing was committed, written or sent\n");
+    let _ = write!(out, "{}", dry.trace.summary());
+    out
+}

@@ -1,0 +1,165 @@
+//! The scripted demo: the examples on a fresh embedded store, with a local
+//! payment gateway, through the `txmirror` CLI.
+
+use anyhow::{Context as _, Result, bail};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub(crate) fn run(root: &Path) -> Result<()> {
+    step("building the example modules for wasm32-wasip2");
+    crate::run(Command::new(crate::cargo()).current_dir(root).args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--manifest-path",
+        "examples/Cargo.toml",
+        "--target-dir",
+        "target",
+    ]))?;
+    // The whole workspace, tests included, so that `cargo xtask test` later
+    // reuses these artifacts instead of building wasmtime a second time with
+    // other features.
+    step("building the txmirror CLI (and the rest of the workspace)");
+    crate::run(Command::new(crate::cargo()).current_dir(root).args(["build", "--workspace", "--all-targets"]))?;
+
+    let demo = root.join("target").join("demo");
+    if demo.exists() {
+        std::fs::remove_dir_all(&demo).with_context(|| format!("cannot clear {}", demo.display()))?;
+    }
+    std::fs::create_dir_all(&demo)?;
+    let gateway = Gateway::start()?;
+    let payment_policy = std::fs::read_to_string(root.join("examples/payment/policy.toml"))?
+        .replace("127.0.0.1:18080", &gateway.authority);
+    std::fs::write(demo.join("payment.toml"), payment_policy)?;
+
+    let cli = Cli { root, data_dir: demo.join("data") };
+    let wasm = |name: &str| root.join("target/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    let examples = root.join("examples");
+    let bank = (wasm("bank_transfer"), examples.join("bank-transfer/policy.toml"));
+    let orders = (wasm("order_import"), examples.join("order-import/policy.toml"));
+    let payment = (wasm("payment"), demo.join("payment.toml"));
+
+    step("1. open two accounts (bank-transfer, path `deposit`)");
+    cli.run(&bank, "deposit", r#"{"account":"alice","amount":100}"#, 0)?;
+    cli.run(&bank, "deposit", r#"{"account":"bob","amount":20}"#, 0)?;
+
+    step("2. transfer 30 from alice to bob: the mirror's writes are withheld, the primary's commit");
+    cli.run(&bank, "transfer", r#"{"from":"alice","to":"bob","amount":30}"#, 0)?;
+
+    step("3. an overdraft is rejected and commits nothing");
+    cli.run(&bank, "transfer", r#"{"from":"bob","to":"alice","amount":500}"#, 1)?;
+
+    step("4. import a Shopify order, then the same order again (idempotent)");
+    let order = r#"{"platform":"shopify","store":"berlin","payload":{"id":1001,"currency":"EUR","total_price":"25.50","email":"ann@example.com","line_items":[{"sku":"MUG","quantity":2,"price":"10.00"},{"sku":"TEA","quantity":1,"price":"5.50"}]}}"#;
+    cli.run(&orders, "import", order, 0)?;
+    cli.run(&orders, "import", order, 0)?;
+
+    step("5. an invalid Amazon order: every problem is named, the mirror reported them as it found them");
+    cli.run(
+        &orders,
+        "import",
+        r#"{"platform":"amazon","store":"berlin","payload":{"AmazonOrderId":"","OrderTotal":{"CurrencyCode":"XXX","Amount":"1"},"OrderItems":[]}}"#,
+        1,
+    )?;
+
+    step("6. charge a card through the local gateway: the mirror's POST is stubbed, only the primary's is sent");
+    cli.run(&payment, "charge", r#"{"order_id":"order-1","amount_cents":2550,"currency":"EUR"}"#, 0)?;
+    let charges = gateway.requests.load(Ordering::SeqCst);
+    println!("the gateway received {charges} request(s)");
+    if charges != 1 {
+        bail!("expected exactly one charge at the gateway, got {charges}");
+    }
+
+    step("7. a dry run of another transfer: the mirror alone, nothing changes");
+    cli.command(&bank, "transfer", r#"{"from":"alice","to":"bob","amount":10}"#).arg("--dry-run").status()?;
+
+    step("the events committed with the transfers");
+    crate::run(cli.base().args(["events", "transfers"]))?;
+    println!("\ndemo complete; its store is in {}", cli.data_dir.display());
+    Ok(())
+}
+
+fn step(title: &str) {
+    println!("\n=== {title}");
+}
+
+struct Cli<'a> {
+    root: &'a Path,
+    data_dir: std::path::PathBuf,
+}
+
+impl Cli<'_> {
+    fn base(&self) -> Command {
+        let mut command = Command::new(self.root.join("target/debug/txmirror"));
+        command.arg("--data-dir").arg(&self.data_dir);
+        command
+    }
+
+    fn command(&self, (module, policy): &(std::path::PathBuf, std::path::PathBuf), path: &str, input: &str) -> Command {
+        let mut command = self.base();
+        command.arg("run").arg(module).arg("--policy").arg(policy).args(["--path", path, "--input", input]);
+        command
+    }
+
+    /// Runs a transaction and checks its exit code.
+    fn run(&self, module: &(std::path::PathBuf, std::path::PathBuf), path: &str, input: &str, expected: i32) -> Result<()> {
+        let status = self.command(module, path, input).status()?;
+        if status.code() != Some(expected) {
+            bail!("`txmirror run --path {path}` exited with {status}, expected {expected}");
+        }
+        Ok(())
+    }
+}
+
+/// A tiny payment gateway on 127.0.0.1 that answers every request with a
+/// new charge id. It serves until the demo ends.
+struct Gateway {
+    authority: String,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Gateway {
+    fn start() -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let authority = listener.local_addr()?.to_string();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                let _ = answer(stream, number);
+            }
+        });
+        Ok(Self { authority, requests })
+    }
+}
+
+fn answer(stream: std::net::TcpStream, number: usize) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            content_length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; content_length.min(1 << 20)];
+    reader.read_exact(&mut body)?;
+    let reply = format!(r#"{{"charge_id":"ch_{number}"}}"#);
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+        reply.len()
+    )
+}
