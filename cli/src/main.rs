@@ -19,7 +19,11 @@ use txmirror_runtime::{ExecuteError, ModuleError, Policy, PolicyError, Runtime, 
 mod render;
 
 #[derive(Parser, Debug)]
-#[command(name = "txmirror", version, about = "Run Wasm transactions beside a read-only mirror that predicts their failures.")]
+#[command(
+    name = "txmirror",
+    version,
+    about = "Run Wasm transactions beside a read-only mirror that predicts their failures."
+)]
 struct Cli {
     /// The data directory of the embedded store and the compile cache.
     #[arg(long, global = true, env = "TXMIRROR_DATA_DIR", default_value = "txmirror-data")]
@@ -162,7 +166,10 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
                     print(&serde_json::to_string_pretty(&record)?);
                     Ok(0)
                 }
-                None => Err(Failed { code: 4, error: anyhow::anyhow!("no transaction `{id}` in {}", cli.data_dir.display()) }),
+                None => Err(Failed {
+                    code: 4,
+                    error: anyhow::anyhow!("no transaction `{id}` in {}", cli.data_dir.display()),
+                }),
             }
         }
         Command::Events { stream, after, limit } => {
@@ -177,7 +184,8 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
 }
 
 fn open(data_dir: &Path) -> anyhow::Result<Runtime> {
-    Runtime::open(RuntimeConfig::new(data_dir)).with_context(|| format!("cannot open the data directory {}", data_dir.display()))
+    Runtime::open(RuntimeConfig::new(data_dir))
+        .with_context(|| format!("cannot open the data directory {}", data_dir.display()))
 }
 
 async fn load(runtime: &Runtime, path: &Path) -> Result<txmirror_runtime::Module, Failed> {

@@ -21,6 +21,7 @@
 //! ```
 
 mod bindings;
+mod contention;
 pub mod engine;
 mod executor;
 mod host;

@@ -1,5 +1,6 @@
 //! The runtime: loads modules and runs transactions as primary + mirror.
 
+use crate::contention::{HotKeys, Turn};
 use crate::engine::{EngineError, EngineSettings, EpochTicker, new_engine};
 use crate::executor::{InstanceRun, run_instance};
 use crate::host::{EndpointMemory, InstanceSetup, InstanceState, add_recording_filesystem};
@@ -84,6 +85,7 @@ struct RuntimeInner {
     /// One permit per instance the pooling allocator can hold: transactions
     /// wait here for room instead of failing when the pool is full.
     instance_permits: Arc<Semaphore>,
+    hot_keys: HotKeys,
     _ticker: EpochTicker,
 }
 
@@ -141,6 +143,7 @@ impl Runtime {
                 cache_dir,
                 endpoints: Arc::new(EndpointMemory::default()),
                 instance_permits,
+                hot_keys: HotKeys::default(),
                 _ticker: ticker,
             }),
         })
@@ -232,10 +235,9 @@ impl Runtime {
         let mut reports: Vec<AttemptReport> = Vec::new();
         let mut attempts: Vec<Attempt> = Vec::new();
         let mut last_failure = None;
+        // Held while retrying after a conflict: see `contention.rs`.
+        let mut turn: Option<Turn> = None;
         for number in 1..=policy.retry.max_attempts {
-            if number > 1 {
-                tokio::time::sleep(conflict_backoff(number)).await;
-            }
             let snapshot = self.inner.store.snapshot()?;
             let setup = InstanceSetup {
                 policy: policy.clone(),
@@ -278,6 +280,9 @@ impl Runtime {
                         match self.inner.store.commit(commit) {
                             Ok(version) => Ok((version, output)),
                             Err(CommitError::Conflict { namespace, key, read_version, current_version }) => {
+                                // Release the old turn before waiting for the new one.
+                                drop(turn.take());
+                                turn = Some(self.inner.hot_keys.take_turn(&namespace, &key).await);
                                 Err(Failure::new(
                                     FailureKind::Conflict,
                                     format!(
@@ -313,6 +318,7 @@ impl Runtime {
                     attempts.push(attempt.clone());
                     reports.push(AttemptReport { attempt, primary: primary.trace, mirror: mirror.map(|m| m.trace) });
                     let retry = failure.kind == FailureKind::Conflict;
+                    debug_assert!(!retry || turn.is_some(), "a conflict retry holds a turn");
                     last_failure = Some(failure);
                     if !retry {
                         break;
@@ -362,14 +368,6 @@ impl Runtime {
             (primary.await, None)
         }
     }
-}
-
-/// How long to wait before attempt `number` (from 2) after a conflict:
-/// exponential from 1 ms, capped at 100 ms, with full jitter so that the
-/// transactions that collided do not collide again.
-fn conflict_backoff(number: u32) -> std::time::Duration {
-    let ceiling_micros = (1_000u64 << number.saturating_sub(2).min(7)).min(100_000);
-    std::time::Duration::from_micros(rand::random_range(0..=ceiling_micros))
 }
 
 /// The path a request runs: the one it names, or the policy's default.

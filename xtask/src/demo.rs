@@ -107,7 +107,13 @@ impl Cli<'_> {
     }
 
     /// Runs a transaction and checks its exit code.
-    fn run(&self, module: &(std::path::PathBuf, std::path::PathBuf), path: &str, input: &str, expected: i32) -> Result<()> {
+    fn run(
+        &self,
+        module: &(std::path::PathBuf, std::path::PathBuf),
+        path: &str,
+        input: &str,
+        expected: i32,
+    ) -> Result<()> {
         let status = self.command(module, path, input).status()?;
         if status.code() != Some(expected) {
             bail!("`txmirror run --path {path}` exited with {status}, expected {expected}");
