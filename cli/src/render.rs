@@ -7,25 +7,14 @@ use txmirror_runtime::{DryRun, TxReport};
 pub(crate) fn report(report: &TxReport) -> String {
     let mut out = String::new();
     let attempts = report.attempts.len();
+    let context = format!("path {}, {attempts} attempt{}", report.path, if attempts == 1 { "" } else { "s" });
     match &report.outcome {
         TransactionOutcome::Committed { version, output } => {
-            let _ = writeln!(
-                out,
-                "transaction {} COMMITTED at version {version} (path {}, {attempts} attempt{})",
-                report.transaction_id,
-                report.path,
-                if attempts == 1 { "" } else { "s" }
-            );
+            let _ = writeln!(out, "transaction {} COMMITTED at version {version} ({context})", report.transaction_id);
             let _ = writeln!(out, "output: {}", String::from_utf8_lossy(output));
         }
         TransactionOutcome::Failed { kind, message } => {
-            let _ = writeln!(
-                out,
-                "transaction {} FAILED (path {}, {attempts} attempt{}): {kind}: {message}",
-                report.transaction_id,
-                report.path,
-                if attempts == 1 { "" } else { "s" }
-            );
+            let _ = writeln!(out, "transaction {} FAILED ({context}): {kind}: {message}", report.transaction_id);
         }
         _ => {
             let _ = writeln!(out, "transaction {}: {:?}", report.transaction_id, report.outcome);

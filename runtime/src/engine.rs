@@ -36,6 +36,14 @@ impl Default for EngineSettings {
 pub struct EngineError(String);
 
 pub(crate) fn new_engine(settings: &EngineSettings) -> Result<Engine, EngineError> {
+    Engine::new(&tuned_config(settings)).map_err(|e| EngineError(format!("{e:#}")))
+}
+
+/// The wasmtime configuration of the runtime's engine.
+///
+/// Public so that benchmarks can compare the runtime against raw wasmtime
+/// with exactly the same settings.
+pub fn tuned_config(settings: &EngineSettings) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     // A Rust component has a handful of core instances (its code plus the
     // WASI adapter shims), each with at most a memory and a table.
@@ -62,7 +70,7 @@ pub(crate) fn new_engine(settings: &EngineSettings) -> Result<Engine, EngineErro
         .memory_init_cow(true)
         .concurrency_support(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config).map_err(|e| EngineError(format!("{e:#}")))
+    config
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.

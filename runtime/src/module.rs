@@ -144,15 +144,20 @@ impl ModuleLoader<'_> {
     }
 
     fn read_cache(&self, file: &Path) -> Result<Option<Component>, ModuleError> {
-        if !file.exists() {
-            return Ok(None);
-        }
+        // Read into memory rather than map the file: a mapped cache entry
+        // that someone truncates would crash the process with SIGBUS.
+        let compiled = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(ModuleError::Cache { path: file.to_path_buf(), reason: error.to_string() }),
+        };
         // SAFETY: the file was written by `write_cache` from the output of
         // `Engine::precompile_component` of an engine with the same
         // compatibility hash (it is part of the name), into the runtime's
-        // own cache directory, and is renamed into place only when complete.
+        // own cache directory, and renamed into place only when complete.
+        // wasmtime checks its header and version before using it.
         #[allow(unsafe_code)]
-        let loaded = unsafe { Component::deserialize_file(self.engine, file) };
+        let loaded = unsafe { Component::deserialize(self.engine, &compiled) };
         match loaded {
             Ok(component) => Ok(Some(component)),
             Err(error) => {

@@ -241,11 +241,17 @@ impl Policy {
             std::fs::read_to_string(path).map_err(|source| PolicyError::Read { file: path.to_path_buf(), source })?;
         let mut policy = Self::parse(&text, path)?;
         // File grants are relative to the policy file, not to the working directory.
-        if let Some(dir) = path.parent() {
-            for grant in &mut policy.capabilities.files {
-                if grant.host.is_relative() {
-                    grant.host = dir.join(&grant.host);
-                }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for (index, grant) in policy.capabilities.files.iter_mut().enumerate() {
+            if grant.host.is_relative() {
+                grant.host = dir.join(&grant.host);
+            }
+            if !grant.host.is_dir() {
+                return Err(PolicyError::Invalid {
+                    file: path.to_path_buf(),
+                    key: format!("capabilities.files[{index}].host"),
+                    reason: format!("{} is not a directory", grant.host.display()),
+                });
             }
         }
         Ok(policy)
@@ -437,6 +443,22 @@ mod tests {
             let PolicyError::Invalid { key: got, .. } = &err else { panic!("{err}") };
             assert_eq!(got, key, "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn file_grants_are_relative_to_the_policy_and_must_exist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("data")).expect("mkdir");
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "[capabilities]\nfiles = [{ host = \"data\", guest = \"/data\", access = \"read\" }]\n")
+            .expect("write");
+        let policy = Policy::from_file(&file).expect("valid");
+        assert_eq!(policy.capabilities.files[0].host, dir.path().join("data"));
+
+        std::fs::write(&file, "[capabilities]\nfiles = [{ host = \"nope\", guest = \"/data\", access = \"read\" }]\n")
+            .expect("write");
+        let err = Policy::from_file(&file).expect_err("missing directory");
+        assert!(err.to_string().contains("capabilities.files[0].host"), "{err}");
     }
 
     #[test]

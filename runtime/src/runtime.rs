@@ -167,14 +167,13 @@ impl Runtime {
         let _permit = self.admit(1).await;
         let endpoints = self.inner.endpoints.clone();
         let new_state = move || {
-            let setup = InstanceSetup {
-                policy: Arc::new(Policy::default()),
-                snapshot: Arc::new(EmptySnapshot),
-                random_seed: 0,
-                clock: SystemTime::UNIX_EPOCH,
-                memory: endpoints.clone(),
-                memory_limit_bytes: 256 << 20,
-            };
+            let setup = InstanceSetup::new(
+                Arc::new(Policy::default()),
+                Arc::new(EmptySnapshot),
+                0,
+                SystemTime::UNIX_EPOCH,
+                endpoints.clone(),
+            );
             match InstanceState::new(&setup, Role::Primary, Instant::now()) {
                 Ok(state) => state,
                 Err(_) => unreachable!("a policy without file grants cannot fail to set up"),
@@ -199,14 +198,13 @@ impl Runtime {
         request: TxRequest,
     ) -> Result<DryRun, ExecuteError> {
         let path = choose_path(module, policy, request.path)?;
-        let setup = InstanceSetup {
-            policy: policy.clone(),
-            snapshot: self.inner.store.snapshot()?,
-            random_seed: rand::random(),
-            clock: SystemTime::now(),
-            memory: self.inner.endpoints.clone(),
-            memory_limit_bytes: usize::try_from(policy.resource_requirements.memory_mib << 20).unwrap_or(usize::MAX),
-        };
+        let setup = InstanceSetup::new(
+            policy.clone(),
+            self.inner.store.snapshot()?,
+            rand::random(),
+            SystemTime::now(),
+            self.inner.endpoints.clone(),
+        );
         let run = {
             let _permit = self.admit(1).await;
             run_instance(&self.inner.engine, module, &setup, Role::Mirror, &path, &request.input).await
@@ -230,7 +228,6 @@ impl Runtime {
         let input_hash = blake3::hash(&request.input).to_hex().to_string();
         let random_seed: u64 = rand::random();
         let clock = SystemTime::now();
-        let memory_limit_bytes = usize::try_from(policy.resource_requirements.memory_mib << 20).unwrap_or(usize::MAX);
 
         let mut reports: Vec<AttemptReport> = Vec::new();
         let mut attempts: Vec<Attempt> = Vec::new();
@@ -239,14 +236,8 @@ impl Runtime {
         let mut turn: Option<Turn> = None;
         for number in 1..=policy.retry.max_attempts {
             let snapshot = self.inner.store.snapshot()?;
-            let setup = InstanceSetup {
-                policy: policy.clone(),
-                snapshot: snapshot.clone(),
-                random_seed,
-                clock,
-                memory: self.inner.endpoints.clone(),
-                memory_limit_bytes,
-            };
+            let setup =
+                InstanceSetup::new(policy.clone(), snapshot.clone(), random_seed, clock, self.inner.endpoints.clone());
             let started = Instant::now();
             let (primary, mirror) = self.run_twins(module, &setup, &path, &request.input).await;
             let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);

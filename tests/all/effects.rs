@@ -155,3 +155,34 @@ async fn nothing_is_granted_by_default() {
     assert!(server.received().is_empty());
     assert!(runtime.store().snapshot().unwrap().get("scratch", "written").unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_sends_safe_requests() {
+    let dir = tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let server = TestServer::start(Behaviour { status: 200, body: r#"{"n": {n}}"#.into(), ..Default::default() }).await;
+    let runtime = runtime(&dir.path().join("data"));
+    let module = load(&runtime, guests::EFFECTS).await;
+    let policy = policy(&effects_policy(&server, &files));
+    let report = runtime
+        .execute(
+            &module,
+            &policy,
+            TxRequest { path: Some("fetch".into()), input: b"{}".to_vec(), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    let received = server.received();
+    assert_eq!(received.len(), 2, "both twins sent their GET: {received:?}");
+    assert!(received.iter().all(|r| r.method == "GET"));
+    let mirror = report.attempts[0].mirror.as_ref().unwrap();
+    assert!(
+        mirror.events.iter().any(|e| matches!(
+            &e.call,
+            HostCall::Http { safe: true, outcome: HttpOutcome::Answered { status: 200, .. }, .. }
+        )),
+        "{mirror:#?}"
+    );
+}

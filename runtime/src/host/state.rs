@@ -52,6 +52,20 @@ pub(crate) struct InstanceSetup {
     pub(crate) memory_limit_bytes: usize,
 }
 
+impl InstanceSetup {
+    /// The setup of one attempt; the memory limit comes from the policy.
+    pub(crate) fn new(
+        policy: Arc<Policy>,
+        snapshot: Arc<dyn StateSnapshot>,
+        random_seed: u64,
+        clock: SystemTime,
+        memory: Arc<EndpointMemory>,
+    ) -> Self {
+        let memory_limit_bytes = usize::try_from(policy.resource_requirements.memory_mib << 20).unwrap_or(usize::MAX);
+        Self { policy, snapshot, random_seed, clock, memory, memory_limit_bytes }
+    }
+}
+
 /// A wall clock frozen at the start of the transaction.
 struct FrozenWallClock(Duration);
 

@@ -72,6 +72,12 @@ impl RedbStore {
         Self::init(db)
     }
 
+    /// A store in memory: real redb, no file and no fsync. For benchmarks
+    /// and tests that measure the runtime rather than the disk.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::open_with_backend(redb::backends::InMemoryBackend::new())
+    }
+
     /// Opens a store on a custom storage backend: the I/O seam used for
     /// crash and fault injection in tests.
     pub fn open_with_backend(backend: impl redb::StorageBackend) -> Result<Self, StoreError> {

@@ -4,7 +4,8 @@
 //! event and POSTs to the URL in the `sink` config value. It carries on past
 //! each refusal, so that the trace shows all four attempts, and reports
 //! what happened to each. Path `observe` returns what the instance sees of
-//! its environment: random values, the clock and a stored key.
+//! its environment: random values, the clock and a stored key. Path
+//! `fetch` GETs the sink, which the mirror is allowed to do.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -49,9 +50,22 @@ fn observe(_input: Value) -> Result<Observation, Error> {
     })
 }
 
+#[derive(Serialize)]
+struct Fetched {
+    status: u16,
+    body: String,
+}
+
+/// A safe request: the mirror may send it too.
+fn fetch(_input: Value) -> Result<Fetched, Error> {
+    let response = Request::get(&config::require("sink")?).send()?;
+    Ok(Fetched { status: response.status, body: String::from_utf8_lossy(&response.body).into_owned() })
+}
+
 txmirror_guest::transaction_module! {
     paths: {
         "all-effects" => all_effects,
         "observe" => observe,
+        "fetch" => fetch,
     }
 }

@@ -1,0 +1,146 @@
+//! The `txmirror` binary: outputs, errors and exit codes.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use txmirror_tests::guests;
+
+fn txmirror(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_txmirror")).arg("--data-dir").arg(data).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn bank_policy(dir: &Path) -> String {
+    let file = dir.join("bank.toml");
+    std::fs::write(&file, "[capabilities]\nkv = { accounts = \"read-write\" }\n").unwrap();
+    file.display().to_string()
+}
+
+#[test]
+fn run_commits_and_prints_both_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let policy = bank_policy(dir.path());
+    let out = txmirror(
+        &data,
+        &[
+            "run",
+            guests::BANK_TRANSFER,
+            "--policy",
+            &policy,
+            "--path",
+            "deposit",
+            "--input",
+            r#"{"account":"a","amount":5}"#,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("COMMITTED at version 1"), "{stdout}");
+    assert!(stdout.contains("primary trace") && stdout.contains("mirror trace"), "{stdout}");
+    assert!(stdout.contains("withheld (mirror overlay)"), "{stdout}");
+
+    // Machine output, and the durable record.
+    let out = txmirror(
+        &data,
+        &[
+            "run",
+            guests::BANK_TRANSFER,
+            "--policy",
+            &policy,
+            "--path",
+            "balance",
+            "--input",
+            r#"{"account":"a"}"#,
+            "--json",
+            "--transaction-id",
+            "tx-42",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["transaction_id"], "tx-42");
+    assert_eq!(report["outcome"]["status"], "committed");
+    let out = txmirror(&data, &["tx", "show", "tx-42"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("\"path\": \"balance\""));
+}
+
+#[test]
+fn exit_codes_tell_what_went_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let policy = bank_policy(dir.path());
+
+    // 1: the transaction ran and failed.
+    let out = txmirror(
+        &data,
+        &[
+            "run",
+            guests::BANK_TRANSFER,
+            "--policy",
+            &policy,
+            "--path",
+            "transfer",
+            "--input",
+            r#"{"from":"x","to":"y","amount":1}"#,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("FAILED") && text(&out.stdout).contains("no account `x`"));
+
+    // 2: the command line is wrong.
+    assert_eq!(txmirror(&data, &["run"]).status.code(), Some(2));
+
+    // 3: the module is refused.
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"garbage").unwrap();
+    let out = txmirror(&data, &["run", garbage.to_str().unwrap(), "--policy", &policy]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("not a WebAssembly file"), "{}", text(&out.stderr));
+
+    // 4: the policy is refused, naming the file, the key and the reason.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[resource_requirements]\nfuel = -1\n").unwrap();
+    let out = txmirror(&data, &["run", guests::BANK_TRANSFER, "--policy", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("bad.toml") && stderr.contains("resource_requirements.fuel"), "{stderr}");
+
+    // 4: an unknown path.
+    let out = txmirror(&data, &["run", guests::BANK_TRANSFER, "--policy", &policy, "--path", "steal"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out.stderr).contains("no path `steal`"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let policy = bank_policy(dir.path());
+    let out = txmirror(
+        &data,
+        &[
+            "run",
+            guests::BANK_TRANSFER,
+            "--policy",
+            &policy,
+            "--path",
+            "deposit",
+            "--input",
+            r#"{"account":"a","amount":5}"#,
+            "--dry-run",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("nothing was committed"));
+    let out = txmirror(
+        &data,
+        &["run", guests::BANK_TRANSFER, "--policy", &policy, "--path", "balance", "--input", r#"{"account":"a"}"#],
+    );
+    assert_eq!(out.status.code(), Some(1), "the dry run opened no account");
+}
