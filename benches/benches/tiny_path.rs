@@ -1,14 +1,17 @@
-//! Instantiate + run of a tiny path (the `ok` path of the runaway guest,
-//! which makes no host call), from the snapshot image:
+//! A tiny path (the `ok` path of the runaway guest, which makes no host
+//! call), from the snapshot image:
 //!
-//! - `raw_wasmtime`: tuned raw wasmtime, the baseline;
-//! - `primary_only`: a txmirror transaction with mirroring off;
-//! - `mirrored`: a txmirror transaction with its mirror;
-//! - `dry_run`: the mirror alone.
+//! - `raw_wasmtime`: new store, instantiate, call, drop, in raw wasmtime
+//!   with the runtime's engine configuration: the baseline;
+//! - `instance_from_snapshot`: the same through txmirror (`Runtime::dry_run`:
+//!   store snapshot, instance setup with seeded randomness, limits and
+//!   trace, the call, the report), no commit;
+//! - `transaction_primary_only`: a whole transaction with mirroring off,
+//!   including its commit and durable record;
+//! - `transaction_mirrored`: the same with the mirror beside the primary.
 //!
-//! The txmirror transactions run on redb's in-memory backend so that
-//! fsync does not hide the runtime's own cost; each still takes a snapshot,
-//! and commits its (empty) write set and its record in a redb transaction.
+//! Transactions run on redb's in-memory backend so that fsync does not hide
+//! the runtime's own cost.
 //!
 //! Run with `cargo bench -p txmirror-benches --bench tiny_path`.
 
@@ -38,14 +41,15 @@ fn tiny_path(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("tiny_path");
     group.bench_function("raw_wasmtime", |b| b.iter(|| rt.block_on(raw.run("ok", b"{}")).unwrap()));
-    group.bench_function("primary_only", |b| {
+    group.bench_function("instance_from_snapshot", |b| {
+        b.iter(|| rt.block_on(runtime.dry_run(&module, &mirrored, request())).unwrap())
+    });
+    group.bench_function("transaction_primary_only", |b| {
         b.iter(|| rt.block_on(runtime.execute(&module, &primary_only, request())).unwrap())
     });
-    group.bench_function("mirrored", |b| {
+    group.bench_function("transaction_mirrored", |b| {
         b.iter(|| rt.block_on(runtime.execute(&module, &mirrored, request())).unwrap())
     });
-    group
-        .bench_function("dry_run", |b| b.iter(|| rt.block_on(runtime.dry_run(&module, &mirrored, request())).unwrap()));
     group.finish();
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -221,10 +221,13 @@ impl Runtime {
         request: TxRequest,
     ) -> Result<TxReport, ExecuteError> {
         let path = choose_path(module, policy, request.path)?;
-        let id = request.transaction_id.unwrap_or_else(new_transaction_id);
-        if self.inner.store.transaction(&id)?.is_some() {
-            return Err(ExecuteError::DuplicateId(id));
-        }
+        // A caller's id may repeat; a generated one (128 random bits) cannot,
+        // and the commit refuses duplicates in any case.
+        let id = match request.transaction_id {
+            Some(id) if self.inner.store.transaction(&id)?.is_some() => return Err(ExecuteError::DuplicateId(id)),
+            Some(id) => id,
+            None => new_transaction_id(),
+        };
         let input_hash = blake3::hash(&request.input).to_hex().to_string();
         let random_seed: u64 = rand::random();
         let clock = SystemTime::now();
