@@ -40,6 +40,19 @@ pub(crate) fn report(report: &TxReport) -> String {
                 let _ = writeln!(out, "mirror: not run (failure_prediction_enabled = false)");
             }
         }
+        if let Some(prediction) = &attempt.prediction {
+            let _ = writeln!(
+                out,
+                "prediction ({}): failure probability {:.2}{}",
+                prediction.source,
+                prediction.failure_probability,
+                if prediction.reasons.is_empty() { ", no rule held" } else { "" }
+            );
+            for reason in &prediction.reasons {
+                let _ =
+                    writeln!(out, "  {:+.2} {} ({:?}): {}", reason.weight, reason.rule, reason.action, reason.reason);
+            }
+        }
     }
     out
 }

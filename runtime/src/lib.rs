@@ -28,6 +28,7 @@ mod host;
 mod limits;
 pub mod module;
 pub mod policy;
+pub mod predict;
 mod runtime;
 pub mod store;
 pub mod trace;

@@ -4,6 +4,7 @@
 //! field is documented in `docs/policy.md`. Unknown keys and bad values are
 //! refused with a [`PolicyError`] that names the file, the key and the reason.
 
+use crate::predict::{Rule, RuleSet};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,12 @@ pub struct Policy {
     /// How the mirror answers the unsafe calls it does not send.
     #[serde(default)]
     pub mirror: MirrorSettings,
+    /// How the mirror's trace is scored.
+    #[serde(default)]
+    pub prediction: PredictionSettings,
+    /// `prediction.rules` (or the defaults), checked and compiled.
+    #[serde(skip)]
+    rules: RuleSet,
 }
 
 fn default_true() -> bool {
@@ -64,8 +71,19 @@ impl Default for Policy {
             retry: RetryPolicy::default(),
             config: BTreeMap::new(),
             mirror: MirrorSettings::default(),
+            prediction: PredictionSettings::default(),
+            rules: RuleSet::defaults(),
         }
     }
+}
+
+/// How the mirror's trace is scored (`[prediction]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictionSettings {
+    /// Operator rules; the default rules (see `docs/features.md`) if unset.
+    #[serde(default)]
+    pub rules: Option<Vec<Rule>>,
 }
 
 /// Limits for one attempt of one instance.
@@ -270,11 +288,19 @@ impl Policy {
             };
             invalid(key, err.message().to_string())
         })?;
-        let policy: Policy = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+        let mut policy: Policy = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
             let key = err.path().to_string();
             invalid(if key == "." { "document".to_string() } else { key }, err.into_inner().to_string())
         })?;
         policy.validate().map_err(|(key, reason)| invalid(key, reason))?;
+        if let Some(rules) = &policy.prediction.rules {
+            for (index, rule) in rules.iter().enumerate() {
+                RuleSet::new(std::slice::from_ref(rule))
+                    .map_err(|error| invalid(format!("prediction.rules[{index}]"), error.to_string()))?;
+            }
+            policy.rules =
+                RuleSet::new(rules).map_err(|error| invalid("prediction.rules".into(), error.to_string()))?;
+        }
         Ok(policy)
     }
 
@@ -376,6 +402,11 @@ impl Policy {
         Ok(paths)
     }
 
+    /// The rules that score the mirror's trace.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
     /// The access granted to a key-value namespace, if any.
     pub fn kv_access(&self, namespace: &str) -> Option<Access> {
         self.capabilities.kv.get(namespace).copied()
@@ -438,6 +469,11 @@ mod tests {
             ("[capabilities.kv]\naccounts = \"write-only\"", "capabilities.kv.accounts"),
             ("alternative_paths = [\"a\", \"a\"]", "alternative_paths[1]"),
             ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
+            (
+                "[[prediction.rules]]\nname = \"x\"\nwhen = \"latency > 1\"\nweight = 0.1\nreason = \"r\"",
+                "prediction.rules[0]",
+            ),
+            ("[[prediction.rules]]\nname = \"x\"\nwhen = \"fuel_ratio > 1\"\nweight = 0.1", "prediction.rules[0]"),
         ] {
             let err = parse(text).expect_err(text);
             let PolicyError::Invalid { key: got, .. } = &err else { panic!("{err}") };

@@ -6,11 +6,12 @@ use crate::executor::{InstanceRun, run_instance};
 use crate::host::{EndpointMemory, InstanceSetup, InstanceState, add_recording_filesystem};
 use crate::module::{Module, ModuleError, ModuleLoader};
 use crate::policy::{Policy, PolicyError};
+use crate::predict::{FeatureContext, Features, Prediction};
 use crate::store::{
     Attempt, AttemptOutcome, CommitError, CommitRequest, EmptySnapshot, RedbStore, StateStore, StoreError,
     TransactionOutcome, TransactionRecord,
 };
-use crate::trace::Role;
+use crate::trace::{Role, Trace};
 use crate::transaction::{AttemptReport, DryRun, Failure, FailureKind, TxReport, TxRequest};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -243,6 +244,7 @@ impl Runtime {
                 InstanceSetup::new(policy.clone(), snapshot.clone(), random_seed, clock, self.inner.endpoints.clone());
             let started = Instant::now();
             let (primary, mirror) = self.run_twins(module, &setup, &path, &request.input).await;
+            let prediction = mirror.as_ref().map(|mirror| self.predict(policy, &mirror.trace, number));
             let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             let mut attempt = Attempt {
                 number,
@@ -296,7 +298,12 @@ impl Runtime {
             match result {
                 Ok((version, output)) => {
                     attempts.push(attempt.clone());
-                    reports.push(AttemptReport { attempt, primary: primary.trace, mirror: mirror.map(|m| m.trace) });
+                    reports.push(AttemptReport {
+                        attempt,
+                        primary: primary.trace,
+                        mirror: mirror.map(|m| m.trace),
+                        prediction,
+                    });
                     return Ok(TxReport {
                         transaction_id: id,
                         module: module.hash().to_string(),
@@ -310,7 +317,12 @@ impl Runtime {
                     attempt.outcome =
                         AttemptOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
                     attempts.push(attempt.clone());
-                    reports.push(AttemptReport { attempt, primary: primary.trace, mirror: mirror.map(|m| m.trace) });
+                    reports.push(AttemptReport {
+                        attempt,
+                        primary: primary.trace,
+                        mirror: mirror.map(|m| m.trace),
+                        prediction,
+                    });
                     let retry = failure.kind == FailureKind::Conflict;
                     debug_assert!(!retry || turn.is_some(), "a conflict retry holds a turn");
                     last_failure = Some(failure);
@@ -339,6 +351,30 @@ impl Runtime {
             failure: Some(failure),
             attempts: reports,
         })
+    }
+
+    /// Scores a mirror's trace with the policy's rules.
+    ///
+    /// A key the mirror read counts as contended when another commit has
+    /// moved it since the attempt's snapshot.
+    fn predict(&self, policy: &Policy, trace: &Trace, attempt: u32) -> Prediction {
+        let latest = std::cell::OnceCell::new();
+        let contended = |namespace: &str, key: &str, version: u64| {
+            let latest = latest.get_or_init(|| self.inner.store.snapshot().ok());
+            latest
+                .as_ref()
+                .and_then(|s| s.get(namespace, key).ok())
+                .is_some_and(|now| now.map_or(0, |v| v.version) != version)
+        };
+        let context = FeatureContext {
+            limits: &policy.resource_requirements,
+            attempt,
+            contended: &contended,
+            endpoint: &|_| None,
+            deviation: &|_, _, _| None,
+            path_failure_rate: 0.0,
+        };
+        policy.rules().score(&Features::from_trace(trace, &context))
     }
 
     /// Runs the primary and, if prediction is enabled, the mirror, concurrently

@@ -199,6 +199,8 @@ pub struct Trace {
     pub ended: String,
     /// What the path returned, if it returned (lossy UTF-8).
     pub output: Option<String>,
+    /// Why the instance failed, if it did.
+    pub failure: Option<crate::transaction::FailureKind>,
 }
 
 impl Trace {

@@ -106,6 +106,8 @@ pub struct AttemptReport {
     pub primary: Trace,
     /// The mirror's trace, if the mirror ran.
     pub mirror: Option<Trace>,
+    /// The predictor's verdict on the mirror's trace, if the mirror ran.
+    pub prediction: Option<crate::predict::Prediction>,
 }
 
 /// The whole story of one transaction.

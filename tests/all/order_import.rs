@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 use tempfile::tempdir;
+use txmirror_runtime::predict::Action;
 use txmirror_runtime::trace::HostCall;
 use txmirror_runtime::{FailureKind, TxRequest};
 use txmirror_tests::{guests, load, policy, runtime};
@@ -53,6 +54,8 @@ async fn three_platforms_normalise_to_one_schema_once() {
         let report = runtime.execute(&module, &policy, import(platform, "berlin", payload)).await.unwrap();
         let output = report.output_json().unwrap_or_else(|| panic!("{platform}: {report:#?}"));
         assert_eq!(output["status"], "imported", "{platform}");
+        let prediction = report.attempts[0].prediction.as_ref().unwrap();
+        assert_eq!(prediction.failure_probability, 0.0, "{platform}: {prediction:?}");
         orders.push(output["order"].clone());
     }
     for (order, platform) in orders.iter().zip(["shopify", "woocommerce", "amazon"]) {
@@ -100,6 +103,12 @@ async fn invalid_orders_name_every_problem_and_write_nothing() {
     let mirror = report.attempts[0].mirror.as_ref().unwrap();
     let reported = mirror.events.iter().filter(|e| matches!(e.call, HostCall::Validation { .. })).count();
     assert!(reported >= 6, "{mirror:#?}");
+    // ...and the default rules read it as a certain failure to stop early.
+    let prediction = report.attempts[0].prediction.as_ref().unwrap();
+    assert_eq!(prediction.features.validation_errors, reported as f32);
+    assert_eq!(prediction.reasons[0].rule, "validation");
+    assert_eq!(prediction.reasons[0].action, Action::FailFast);
+    assert!(prediction.failure_probability >= 0.4);
 
     let unknown = runtime.execute(&module, &policy, import("ebay", "berlin", json!({}))).await.unwrap();
     assert!(unknown.failure.unwrap().message.contains("unknown platform `ebay`"));

@@ -33,6 +33,15 @@ async fn limits_stop_runaway_guests_with_distinct_errors() {
         assert_eq!(report.attempts.len(), 1, "{path}: a trap is not retried as a conflict");
         let mirror = report.attempts[0].mirror.as_ref().unwrap();
         assert!(mirror.ended.starts_with(kind.as_str()), "the mirror was stopped too: {}", mirror.ended);
+        assert_eq!(mirror.failure, Some(kind));
+        let prediction = report.attempts[0].prediction.as_ref().unwrap();
+        assert_eq!(prediction.features.mirror_failed, 1.0);
+        let rules: Vec<&str> = prediction.reasons.iter().map(|r| r.rule.as_str()).collect();
+        match kind {
+            FailureKind::FuelExhausted => assert_eq!(rules, ["fuel"], "{prediction:?}"),
+            FailureKind::MemoryLimit => assert_eq!(rules, ["memory"], "{prediction:?}"),
+            _ => {}
+        }
         // The failure is recorded durably.
         let record = runtime.store().transaction(&report.transaction_id).unwrap().unwrap();
         assert_eq!(record.attempts.len(), 1);

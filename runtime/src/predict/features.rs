@@ -1,0 +1,231 @@
+//! The feature schema: what the predictor knows about an attempt.
+//!
+//! The schema is versioned. A model trained on one version is refused by a
+//! runtime of another, so the names and their order below are a contract:
+//! add a feature, bump [`SCHEMA_VERSION`]. `docs/features.md` describes each.
+
+use crate::policy::ResourceRequirements;
+use crate::trace::{HostCall, HttpOutcome, Trace};
+use crate::transaction::FailureKind;
+use serde::{Deserialize, Serialize};
+
+/// The version of the feature schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+macro_rules! feature_schema {
+    ($( $(#[doc = $doc:literal])* $name:ident ),+ $(,)?) => {
+        /// The features of one attempt, computed from its mirror's trace.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+        pub struct Features {
+            $( $(#[doc = $doc])* pub $name: f32, )+
+        }
+
+        /// The names of the features, in the order of [`Features::to_array`].
+        pub const FEATURE_NAMES: &[&str] = &[$( stringify!($name) ),+];
+
+        impl Features {
+            /// The values in the order of [`FEATURE_NAMES`].
+            pub fn to_array(&self) -> Vec<f32> {
+                vec![$( self.$name ),+]
+            }
+
+            /// The value of the feature called `name`.
+            pub fn get(&self, name: &str) -> Option<f32> {
+                match name {
+                    $( stringify!($name) => Some(self.$name), )+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+feature_schema! {
+    /// Keys the mirror read that another transaction has changed since the
+    /// snapshot, or is about to change.
+    contended_keys,
+    /// Validation issues the guest reported.
+    validation_errors,
+    /// The slowest outbound call seen or predicted, over the policy's timeout
+    /// (1.0 or more predicts a timeout).
+    outbound_latency_ratio,
+    /// 1 if an outbound call is predicted to time out, else 0.
+    predicted_timeout,
+    /// The worst recent error rate among the endpoints called, in `[0, 1]`.
+    endpoint_error_rate,
+    /// Fuel burnt over the fuel limit (1.0 means the limit was hit).
+    fuel_ratio,
+    /// Peak memory over the memory limit.
+    memory_ratio,
+    /// How far the attempt strays from its path's baseline, in standard deviations.
+    baseline_deviation,
+    /// The attempt number, from 1.
+    attempt,
+    /// The path's recent failure rate, in `[0, 1]`.
+    path_failure_rate,
+    /// Unsafe outbound calls the mirror made (not sent).
+    unsafe_calls,
+    /// 1 if the mirror itself failed, else 0.
+    mirror_failed,
+}
+
+/// What the predictor knows besides the trace.
+pub struct FeatureContext<'a> {
+    /// The attempt's limits.
+    pub limits: &'a ResourceRequirements,
+    /// The attempt number, from 1.
+    pub attempt: u32,
+    /// Whether a key read at a version is contended.
+    pub contended: &'a dyn Fn(&str, &str, u64) -> bool,
+    /// The recent latency (ms) and error rate of an endpoint, if known.
+    pub endpoint: &'a dyn Fn(&str) -> Option<(f32, f32)>,
+    /// How far `(fuel, host calls, duration µs)` are from the path's
+    /// baseline, in standard deviations, if there is a baseline.
+    pub deviation: &'a dyn Fn(u64, usize, u64) -> Option<f32>,
+    /// The path's recent failure rate.
+    pub path_failure_rate: f32,
+}
+
+impl std::fmt::Debug for FeatureContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeatureContext").field("attempt", &self.attempt).finish_non_exhaustive()
+    }
+}
+
+/// The endpoint of a URL, as the endpoint statistics key it: method, scheme,
+/// authority and path, without the query.
+pub fn endpoint_key(method: &str, url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or(url);
+    format!("{method} {without_query}")
+}
+
+impl Features {
+    /// Computes the features of a (possibly unfinished) trace.
+    pub fn from_trace(trace: &Trace, context: &FeatureContext<'_>) -> Self {
+        let limits = context.limits;
+        let timeout_ms = limits.outbound_timeout_ms.max(1) as f32;
+        let mut features = Features {
+            attempt: context.attempt as f32,
+            path_failure_rate: context.path_failure_rate,
+            ..Default::default()
+        };
+        for event in &trace.events {
+            match &event.call {
+                HostCall::KvGet { namespace, key, version: Some(version) }
+                    if (context.contended)(namespace, key, *version) =>
+                {
+                    features.contended_keys += 1.0;
+                }
+                HostCall::Validation { .. } => features.validation_errors += 1.0,
+                HostCall::Http { method, url, safe, outcome } => {
+                    let endpoint = endpoint_key(method, url);
+                    let known = (context.endpoint)(&endpoint);
+                    // A real answer of the mirror is a measurement; a stub
+                    // says nothing about latency, so the history speaks.
+                    let latency_ms = match outcome {
+                        HttpOutcome::Answered { .. } => Some(event.duration_micros as f32 / 1000.0),
+                        HttpOutcome::Failed { .. } => Some(timeout_ms),
+                        _ => known.map(|(latency, _)| latency),
+                    };
+                    if let Some(latency) = latency_ms {
+                        features.outbound_latency_ratio = features.outbound_latency_ratio.max(latency / timeout_ms);
+                    }
+                    if let Some((_, error_rate)) = known {
+                        features.endpoint_error_rate = features.endpoint_error_rate.max(error_rate);
+                    }
+                    if !safe {
+                        features.unsafe_calls += 1.0;
+                    }
+                }
+                _ => {}
+            }
+        }
+        features.predicted_timeout = if features.outbound_latency_ratio >= 1.0 { 1.0 } else { 0.0 };
+        features.fuel_ratio = trace.fuel_consumed as f32 / limits.fuel.max(1) as f32;
+        features.memory_ratio = trace.memory_peak_bytes as f32 / (limits.memory_mib.max(1) << 20) as f32;
+        if trace.failure == Some(FailureKind::MemoryLimit) {
+            // The refused growth is not in the peak; it asked for the limit or more.
+            features.memory_ratio = features.memory_ratio.max(1.0);
+        }
+        features.baseline_deviation =
+            (context.deviation)(trace.fuel_consumed, trace.events.len(), trace.duration_micros).unwrap_or(0.0);
+        features.mirror_failed = if trace.failure.is_some() { 1.0 } else { 0.0 };
+        features
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{Role, TraceEvent};
+
+    fn trace(events: Vec<HostCall>) -> Trace {
+        Trace {
+            role: Role::Mirror,
+            events: events
+                .into_iter()
+                .map(|call| TraceEvent { at_micros: 0, duration_micros: 2_500_000, call })
+                .collect(),
+            fuel_consumed: 600,
+            memory_peak_bytes: 32 << 20,
+            duration_micros: 10,
+            ended: "returned 2 bytes".into(),
+            output: Some("{}".into()),
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn schema_names_match_the_struct() {
+        let features = Features::default();
+        assert_eq!(FEATURE_NAMES.len(), features.to_array().len());
+        for name in FEATURE_NAMES {
+            assert_eq!(features.get(name), Some(0.0), "{name}");
+        }
+        assert_eq!(features.get("no_such_feature"), None);
+    }
+
+    #[test]
+    fn features_come_from_the_trace_and_the_context() {
+        let limits = ResourceRequirements { fuel: 1000, memory_mib: 64, wall_time_ms: 1000, outbound_timeout_ms: 2000 };
+        let t = trace(vec![
+            HostCall::KvGet { namespace: "a".into(), key: "hot".into(), version: Some(3) },
+            HostCall::KvGet { namespace: "a".into(), key: "cold".into(), version: Some(3) },
+            HostCall::Validation { field: "x".into(), message: "bad".into() },
+            HostCall::Http {
+                method: "GET".into(),
+                url: "http://h/slow?q=1".into(),
+                safe: true,
+                outcome: HttpOutcome::Answered { status: 200, response_bytes: 2 },
+            },
+            HostCall::Http {
+                method: "POST".into(),
+                url: "http://h/charge".into(),
+                safe: false,
+                outcome: HttpOutcome::Stubbed { status: 201, source: "policy".into() },
+            },
+        ]);
+        let context = FeatureContext {
+            limits: &limits,
+            attempt: 2,
+            contended: &|_, key, _| key == "hot",
+            endpoint: &|endpoint| (endpoint == "POST http://h/charge").then_some((100.0, 0.5)),
+            deviation: &|_, _, _| Some(1.5),
+            path_failure_rate: 0.25,
+        };
+        let f = Features::from_trace(&t, &context);
+        assert_eq!(f.contended_keys, 1.0);
+        assert_eq!(f.validation_errors, 1.0);
+        assert_eq!(f.outbound_latency_ratio, 1.25, "2.5 s measured against a 2 s timeout");
+        assert_eq!(f.predicted_timeout, 1.0);
+        assert_eq!(f.endpoint_error_rate, 0.5);
+        assert_eq!(f.unsafe_calls, 1.0);
+        assert_eq!(f.fuel_ratio, 0.6);
+        assert_eq!(f.memory_ratio, 0.5);
+        assert_eq!(f.baseline_deviation, 1.5);
+        assert_eq!(f.attempt, 2.0);
+        assert_eq!(f.path_failure_rate, 0.25);
+        assert_eq!(f.mirror_failed, 0.0);
+        assert_eq!(endpoint_key("GET", "http://h/slow?q=1"), "GET http://h/slow");
+    }
+}
