@@ -51,6 +51,10 @@ enum Command {
         /// The transaction id; generated if omitted.
         #[arg(long)]
         transaction_id: Option<String>,
+        /// Makes the request idempotent: a repeat with the same key runs
+        /// nothing and prints the first one's outcome.
+        #[arg(long)]
+        idempotency_key: Option<String>,
         /// Runs only the mirror: shows what would happen, changes nothing.
         #[arg(long)]
         dry_run: bool,
@@ -102,7 +106,12 @@ impl<E: Into<anyhow::Error>> From<E> for Failed {
         let code = match error.downcast_ref::<ExecuteError>() {
             _ if error.is::<ModuleError>() => 3,
             _ if error.is::<PolicyError>() => 4,
-            Some(ExecuteError::Policy(_) | ExecuteError::UnknownPath { .. } | ExecuteError::DuplicateId(_)) => 4,
+            Some(
+                ExecuteError::Policy(_)
+                | ExecuteError::UnknownPath { .. }
+                | ExecuteError::DuplicateId(_)
+                | ExecuteError::InvalidIdempotencyKey(_),
+            ) => 4,
             _ => 5,
         };
         Self { code, error }
@@ -133,12 +142,12 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<u8, Failed> {
     match cli.command {
-        Command::Run { module, policy, input, path, transaction_id, dry_run, json } => {
+        Command::Run { module, policy, input, path, transaction_id, idempotency_key, dry_run, json } => {
             let runtime = open(&cli.data_dir)?;
             let policy = Arc::new(Policy::from_file(&policy)?);
             let module = load(&runtime, &module).await?;
             let input = read_input(&input)?;
-            let request = TxRequest { transaction_id, path, input };
+            let request = TxRequest { transaction_id, path, input, idempotency_key };
             if dry_run {
                 let dry = runtime.dry_run(&module, &policy, request).await?;
                 print(&if json { serde_json::to_string_pretty(&dry)? } else { render::dry_run(&dry) });

@@ -8,6 +8,9 @@ pub(crate) fn report(report: &TxReport) -> String {
     let mut out = String::new();
     let attempts = report.attempts.len();
     let context = format!("path {}, {attempts} attempt{}", report.path, if attempts == 1 { "" } else { "s" });
+    if report.deduplicated {
+        let _ = writeln!(out, "(a repeat of an earlier request with the same idempotency key: nothing ran)");
+    }
     match &report.outcome {
         TransactionOutcome::Committed { version, output } => {
             let _ = writeln!(out, "transaction {} COMMITTED at version {version} ({context})", report.transaction_id);

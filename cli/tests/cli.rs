@@ -68,6 +68,29 @@ fn run_commits_and_prints_both_traces() {
     let out = txmirror(&data, &["tx", "show", "tx-42"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("\"path\": \"balance\""));
+
+    // The same idempotency key twice: the second run changes nothing.
+    let keyed = [
+        "run",
+        guests::BANK_TRANSFER,
+        "--policy",
+        &policy,
+        "--path",
+        "deposit",
+        "--input",
+        r#"{"account":"a","amount":5}"#,
+        "--idempotency-key",
+        "dep-1",
+    ];
+    let first = txmirror(&data, &keyed);
+    let second = txmirror(&data, &keyed);
+    assert_eq!((first.status.code(), second.status.code()), (Some(0), Some(0)));
+    assert!(text(&second.stdout).contains("nothing ran"), "{}", text(&second.stdout));
+    let out = txmirror(
+        &data,
+        &["run", guests::BANK_TRANSFER, "--policy", &policy, "--path", "balance", "--input", r#"{"account":"a"}"#],
+    );
+    assert!(text(&out.stdout).contains(r#""balance":10"#), "5 + 5, not 5 + 5 + 5: {}", text(&out.stdout));
 }
 
 #[test]

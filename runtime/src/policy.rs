@@ -49,6 +49,9 @@ pub struct Policy {
     /// How the mirror's trace is scored.
     #[serde(default)]
     pub prediction: PredictionSettings,
+    /// How long idempotency keys are remembered.
+    #[serde(default)]
+    pub idempotency: IdempotencySettings,
     /// `prediction.rules` (or the defaults), checked and compiled.
     #[serde(skip)]
     rules: RuleSet,
@@ -72,8 +75,28 @@ impl Default for Policy {
             config: BTreeMap::new(),
             mirror: MirrorSettings::default(),
             prediction: PredictionSettings::default(),
+            idempotency: IdempotencySettings::default(),
             rules: RuleSet::defaults(),
         }
+    }
+}
+
+/// How long idempotency keys are remembered (`[idempotency]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySettings {
+    /// Seconds a key stays bound to its transaction's outcome.
+    #[serde(default = "default_retention_secs")]
+    pub retention_secs: u64,
+}
+
+fn default_retention_secs() -> u64 {
+    24 * 60 * 60
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self { retention_secs: default_retention_secs() }
     }
 }
 

@@ -8,15 +8,17 @@ use crate::module::{Module, ModuleError, ModuleLoader};
 use crate::policy::{Policy, PolicyError};
 use crate::predict::{FeatureContext, Features, Prediction};
 use crate::store::{
-    Attempt, AttemptOutcome, CommitError, CommitRequest, EmptySnapshot, RedbStore, StateStore, StoreError,
-    TransactionOutcome, TransactionRecord,
+    Attempt, AttemptOutcome, CommitError, CommitRequest, EmptySnapshot, IdempotencyClaim, RedbStore, StateStore,
+    StoreError, TransactionOutcome, TransactionRecord, validate_name,
 };
 use crate::trace::{Role, Trace};
 use crate::transaction::{AttemptReport, DryRun, Failure, FailureKind, TxReport, TxRequest};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -72,6 +74,9 @@ pub enum ExecuteError {
     /// A transaction with this id was already recorded.
     #[error("transaction `{0}` already exists")]
     DuplicateId(String),
+    /// The idempotency key is not acceptable.
+    #[error("invalid idempotency key: {0}")]
+    InvalidIdempotencyKey(String),
     /// The store failed; nothing was committed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -87,6 +92,8 @@ struct RuntimeInner {
     /// wait here for room instead of failing when the pool is full.
     instance_permits: Arc<Semaphore>,
     hot_keys: HotKeys,
+    /// Transactions running per idempotency key, for requests that share one.
+    in_flight: Mutex<HashMap<String, Arc<OnceCell<TxReport>>>>,
     _ticker: EpochTicker,
 }
 
@@ -117,6 +124,10 @@ fn link(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>> {
     Ok(linker)
 }
 
+fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn new_transaction_id() -> String {
     let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -145,6 +156,7 @@ impl Runtime {
                 endpoints: Arc::new(EndpointMemory::default()),
                 instance_permits,
                 hot_keys: HotKeys::default(),
+                in_flight: Mutex::new(HashMap::new()),
                 _ticker: ticker,
             }),
         })
@@ -215,11 +227,73 @@ impl Runtime {
     }
 
     /// Runs one transaction to its end: committed, or failed and recorded.
+    ///
+    /// With an idempotency key, a request whose key is already bound to a
+    /// transaction runs nothing and gets that transaction's outcome, and
+    /// concurrent requests with one key run the transaction once.
     pub async fn execute(
         &self,
         module: &Module,
         policy: &Arc<Policy>,
         request: TxRequest,
+    ) -> Result<TxReport, ExecuteError> {
+        let Some(key) = request.idempotency_key.clone() else {
+            return self.execute_once(module, policy, request, None).await;
+        };
+        validate_name(&key).map_err(|reason| ExecuteError::InvalidIdempotencyKey(format!("the key {reason}")))?;
+        let now_unix_ms = unix_millis(SystemTime::now());
+        if let Some(report) = self.recorded(&key, now_unix_ms)? {
+            return Ok(report);
+        }
+        let claim = IdempotencyClaim {
+            key: key.clone(),
+            now_unix_ms,
+            retention_ms: policy.idempotency.retention_secs.saturating_mul(1000),
+        };
+
+        // Requests with the same key wait for the one that runs it.
+        let cell = {
+            let mut in_flight = self.inner.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            in_flight.entry(key.clone()).or_default().clone()
+        };
+        let mut ran = false;
+        let result = cell
+            .get_or_try_init(|| async {
+                // The one before may have finished between the check above and now.
+                if let Some(report) = self.recorded(&key, now_unix_ms)? {
+                    return Ok(report);
+                }
+                ran = true;
+                self.execute_once(module, policy, request, Some(claim)).await
+            })
+            .await
+            .cloned();
+        {
+            let mut in_flight = self.inner.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if in_flight.get(&key).is_some_and(|current| Arc::ptr_eq(current, &cell)) {
+                in_flight.remove(&key);
+            }
+        }
+        let mut report = result?;
+        report.deduplicated = report.deduplicated || !ran;
+        Ok(report)
+    }
+
+    /// The recorded outcome bound to an idempotency key, if its claim lasts.
+    fn recorded(&self, key: &str, now_unix_ms: u64) -> Result<Option<TxReport>, StoreError> {
+        let Some(entry) = self.inner.store.idempotency(key)? else { return Ok(None) };
+        if entry.expires_unix_ms <= now_unix_ms {
+            return Ok(None);
+        }
+        Ok(self.inner.store.transaction(&entry.transaction_id)?.map(TxReport::from_record))
+    }
+
+    async fn execute_once(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        request: TxRequest,
+        claim: Option<IdempotencyClaim>,
     ) -> Result<TxReport, ExecuteError> {
         let path = choose_path(module, policy, request.path)?;
         // A caller's id may repeat; a generated one (128 random bits) cannot,
@@ -272,6 +346,7 @@ impl Runtime {
                             writes: primary.writes,
                             events: primary.events,
                             record,
+                            idempotency: claim.clone(),
                         };
                         match self.inner.store.commit(commit) {
                             Ok(version) => Ok((version, output)),
@@ -287,6 +362,16 @@ impl Runtime {
                                 ))
                             }
                             Err(CommitError::DuplicateId(id)) => return Err(ExecuteError::DuplicateId(id)),
+                            // Another process ran the same key first: answer with its outcome.
+                            Err(CommitError::DuplicateIdempotencyKey { transaction_id, .. }) => {
+                                return match self.inner.store.transaction(&transaction_id)? {
+                                    Some(record) => Ok(TxReport::from_record(record)),
+                                    None => Err(ExecuteError::Store(StoreError::Corrupt {
+                                        what: format!("transaction {transaction_id}"),
+                                        reason: "its idempotency key is recorded, the transaction is not".into(),
+                                    })),
+                                };
+                            }
                             Err(CommitError::Store(error)) => return Err(ExecuteError::Store(error)),
                         }
                     }
@@ -311,6 +396,7 @@ impl Runtime {
                         outcome: TransactionOutcome::Committed { version, output },
                         failure: None,
                         attempts: reports,
+                        deduplicated: false,
                     });
                 }
                 Err(failure) => {
@@ -335,14 +421,17 @@ impl Runtime {
 
         let failure = last_failure.unwrap_or_else(|| Failure::new(FailureKind::Conflict, "no attempt was made"));
         let outcome = TransactionOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
-        self.inner.store.record_outcome(TransactionRecord {
-            id: id.clone(),
-            module: module.hash().to_string(),
-            path: path.clone(),
-            input_hash,
-            outcome: outcome.clone(),
-            attempts,
-        })?;
+        self.inner.store.record_outcome(
+            TransactionRecord {
+                id: id.clone(),
+                module: module.hash().to_string(),
+                path: path.clone(),
+                input_hash,
+                outcome: outcome.clone(),
+                attempts,
+            },
+            claim,
+        )?;
         Ok(TxReport {
             transaction_id: id,
             module: module.hash().to_string(),
@@ -350,6 +439,7 @@ impl Runtime {
             outcome,
             failure: Some(failure),
             attempts: reports,
+            deduplicated: false,
         })
     }
 

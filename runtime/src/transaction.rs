@@ -13,6 +13,10 @@ pub struct TxRequest {
     pub path: Option<String>,
     /// The input document (JSON for guests built with the Rust SDK).
     pub input: Vec<u8>,
+    /// A key that makes the request idempotent: while the key's claim lasts
+    /// (`idempotency.retention_secs`), a request with the same key runs
+    /// nothing and gets the first one's outcome.
+    pub idempotency_key: Option<String>,
 }
 
 /// Why an attempt failed. Traps (the first six kinds after `Rejected`…)
@@ -49,6 +53,26 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    const ALL: [Self; 12] = [
+        Self::Validation,
+        Self::Rejected,
+        Self::Unavailable,
+        Self::UnknownPath,
+        Self::FuelExhausted,
+        Self::MemoryLimit,
+        Self::WallTimeExceeded,
+        Self::StackOverflow,
+        Self::GuestTrap,
+        Self::SuccessCriteria,
+        Self::Conflict,
+        Self::Setup,
+    ];
+
+    /// The kind with this stable name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
     /// The kind's stable name, as stored and printed.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -123,11 +147,35 @@ pub struct TxReport {
     pub outcome: TransactionOutcome,
     /// The kind of the last failure, if it failed.
     pub failure: Option<Failure>,
-    /// Every attempt.
+    /// Every attempt (empty when `deduplicated`: traces are not durable).
     pub attempts: Vec<AttemptReport>,
+    /// Whether this is the recorded outcome of an earlier request with the
+    /// same idempotency key, rather than an execution of its own.
+    #[serde(default)]
+    pub deduplicated: bool,
 }
 
 impl TxReport {
+    /// The report of a recorded transaction, as answered to a duplicate.
+    pub fn from_record(record: crate::store::TransactionRecord) -> Self {
+        let failure = match &record.outcome {
+            TransactionOutcome::Failed { kind, message } => Some(Failure {
+                kind: FailureKind::from_name(kind).unwrap_or(FailureKind::GuestTrap),
+                message: message.clone(),
+            }),
+            _ => None,
+        };
+        Self {
+            transaction_id: record.id,
+            module: record.module,
+            path: record.path,
+            outcome: record.outcome,
+            failure,
+            attempts: Vec::new(),
+            deduplicated: true,
+        }
+    }
+
     /// The commit version, if it committed.
     pub fn commit_version(&self) -> Option<u64> {
         match &self.outcome {

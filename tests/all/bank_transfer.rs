@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use tempfile::tempdir;
 use txmirror_runtime::store::{
-    AttemptOutcome, CommitError, CommitRequest, RedbStore, StateSnapshot, StateStore, StoreError, StoredEvent,
-    TransactionRecord,
+    AttemptOutcome, CommitError, CommitRequest, IdempotencyClaim, IdempotencyEntry, RedbStore, StateSnapshot,
+    StateStore, StoreError, StoredEvent, TransactionRecord,
 };
 use txmirror_runtime::{FailureKind, Module, Policy, Runtime, RuntimeConfig, TxReport, TxRequest};
 use txmirror_tests::{guests, load, policy, runtime};
@@ -89,8 +89,11 @@ impl StateStore for RacingStore {
     fn commit(&self, request: CommitRequest) -> Result<u64, CommitError> {
         self.inner.commit(request)
     }
-    fn record_outcome(&self, record: TransactionRecord) -> Result<(), StoreError> {
-        self.inner.record_outcome(record)
+    fn record_outcome(&self, record: TransactionRecord, claim: Option<IdempotencyClaim>) -> Result<(), StoreError> {
+        self.inner.record_outcome(record, claim)
+    }
+    fn idempotency(&self, key: &str) -> Result<Option<IdempotencyEntry>, StoreError> {
+        self.inner.idempotency(key)
     }
     fn transaction(&self, id: &str) -> Result<Option<TransactionRecord>, StoreError> {
         self.inner.transaction(id)

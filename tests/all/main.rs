@@ -10,6 +10,7 @@ mod bank_transfer;
 mod crash_safety;
 mod effects;
 mod foreign_world;
+mod idempotency;
 mod module_cache;
 mod order_import;
 mod payment;

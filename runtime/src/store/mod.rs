@@ -90,6 +90,28 @@ pub struct CommitRequest {
     pub events: Vec<EventEntry>,
     /// The transaction record, stored with the state.
     pub record: TransactionRecord,
+    /// The idempotency key the transaction claims, stored with the state.
+    pub idempotency: Option<IdempotencyClaim>,
+}
+
+/// A transaction's claim on an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// The key.
+    pub key: String,
+    /// Now, in milliseconds since the Unix epoch.
+    pub now_unix_ms: u64,
+    /// How long the key stays claimed, in milliseconds.
+    pub retention_ms: u64,
+}
+
+/// What an idempotency key is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdempotencyEntry {
+    /// The transaction that claimed the key.
+    pub transaction_id: String,
+    /// When the claim lapses, in milliseconds since the Unix epoch.
+    pub expires_unix_ms: u64,
 }
 
 /// A consistent read view of the store at one version.
@@ -109,8 +131,15 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Validates `request.reads` against the current versions and, if none
     /// moved, applies the writes, events and record atomically and durably.
     fn commit(&self, request: CommitRequest) -> Result<Version, CommitError>;
-    /// Stores the record of a transaction that changes no state (a failure).
-    fn record_outcome(&self, record: TransactionRecord) -> Result<(), StoreError>;
+    /// Stores the record of a transaction that changes no state (a failure),
+    /// with its idempotency claim unless the key is claimed already.
+    fn record_outcome(
+        &self,
+        record: TransactionRecord,
+        idempotency: Option<IdempotencyClaim>,
+    ) -> Result<(), StoreError>;
+    /// What an idempotency key is bound to, lapsed or not.
+    fn idempotency(&self, key: &str) -> Result<Option<IdempotencyEntry>, StoreError>;
     /// The record of a transaction.
     fn transaction(&self, id: &str) -> Result<Option<TransactionRecord>, StoreError>;
     /// Events of `stream` from sequence `after` (exclusive), at most `limit`.
@@ -161,6 +190,14 @@ pub enum CommitError {
     /// A transaction with this id is already recorded.
     #[error("transaction `{0}` is already recorded")]
     DuplicateId(String),
+    /// Another transaction holds the idempotency key.
+    #[error("idempotency key `{key}` is held by transaction `{transaction_id}`")]
+    DuplicateIdempotencyKey {
+        /// The key.
+        key: String,
+        /// The transaction holding it.
+        transaction_id: String,
+    },
     /// The commit failed in storage; nothing of it was applied.
     #[error(transparent)]
     Store(#[from] StoreError),

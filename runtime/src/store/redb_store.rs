@@ -11,8 +11,8 @@
 //! commit can slip in between the check and the write.
 
 use super::{
-    CommitError, CommitRequest, StateSnapshot, StateStore, StoreError, StoredEvent, TransactionRecord, Version,
-    Versioned,
+    CommitError, CommitRequest, IdempotencyClaim, IdempotencyEntry, StateSnapshot, StateStore, StoreError, StoredEvent,
+    TransactionRecord, Version, Versioned,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -22,6 +22,7 @@ const KV: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 const TRANSACTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("transactions");
+const IDEMPOTENCY: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("idempotency");
 
 const VERSION_KEY: &str = "version";
 const EVENT_SEQUENCE_KEY: &str = "event_sequence";
@@ -60,6 +61,39 @@ fn encode_value(version: Version, value: &[u8]) -> Vec<u8> {
     bytes
 }
 
+fn decode_claim(key: &str, bytes: &[u8]) -> Result<IdempotencyEntry, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { what: format!("idempotency key {key}"), reason: e.to_string() })
+}
+
+/// The transaction holding `claim.key`, if its claim has not lapsed.
+fn live_claim(
+    keys: &redb::Table<'_, &'static str, &'static [u8]>,
+    claim: &IdempotencyClaim,
+) -> Result<Option<String>, StoreError> {
+    match keys.get(claim.key.as_str()).map_err(storage)? {
+        Some(bytes) => {
+            let entry = decode_claim(&claim.key, bytes.value())?;
+            Ok((entry.expires_unix_ms > claim.now_unix_ms).then_some(entry.transaction_id))
+        }
+        None => Ok(None),
+    }
+}
+
+fn put_claim(
+    keys: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    claim: &IdempotencyClaim,
+    transaction_id: &str,
+) -> Result<(), StoreError> {
+    let entry = IdempotencyEntry {
+        transaction_id: transaction_id.to_string(),
+        expires_unix_ms: claim.now_unix_ms.saturating_add(claim.retention_ms),
+    };
+    let bytes = serde_json::to_vec(&entry).map_err(storage)?;
+    keys.insert(claim.key.as_str(), bytes.as_slice()).map_err(storage)?;
+    Ok(())
+}
+
 impl RedbStore {
     /// Opens the store at `path`, creating it if needed.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -94,6 +128,7 @@ impl RedbStore {
             txn.open_table(META).map_err(storage)?;
             txn.open_table(EVENTS).map_err(storage)?;
             txn.open_table(TRANSACTIONS).map_err(storage)?;
+            txn.open_table(IDEMPOTENCY).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         Ok(Self { db: Arc::new(db) })
@@ -174,6 +209,16 @@ impl StateStore for RedbStore {
             if transactions.get(request.record.id.as_str()).map_err(storage)?.is_some() {
                 return Err(CommitError::DuplicateId(request.record.id.clone()));
             }
+            if let Some(claim) = &request.idempotency {
+                let mut keys = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+                if let Some(holder) = live_claim(&keys, claim)? {
+                    return Err(CommitError::DuplicateIdempotencyKey {
+                        key: claim.key.clone(),
+                        transaction_id: holder,
+                    });
+                }
+                put_claim(&mut keys, claim, &request.record.id)?;
+            }
             let version = meta.get(VERSION_KEY).map_err(storage)?.map_or(0, |v| v.value()) + 1;
             for write in &request.writes {
                 let key = kv_key(&write.namespace, &write.key);
@@ -216,9 +261,19 @@ impl StateStore for RedbStore {
         Ok(version)
     }
 
-    fn record_outcome(&self, record: TransactionRecord) -> Result<(), StoreError> {
+    fn record_outcome(
+        &self,
+        record: TransactionRecord,
+        idempotency: Option<IdempotencyClaim>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(storage)?;
         {
+            if let Some(claim) = &idempotency {
+                let mut keys = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+                if live_claim(&keys, claim)?.is_none() {
+                    put_claim(&mut keys, claim, &record.id)?;
+                }
+            }
             let bytes = serde_json::to_vec(&record).map_err(storage)?;
             txn.open_table(TRANSACTIONS)
                 .map_err(storage)?
@@ -226,6 +281,15 @@ impl StateStore for RedbStore {
                 .map_err(storage)?;
         }
         txn.commit().map_err(storage)
+    }
+
+    fn idempotency(&self, key: &str) -> Result<Option<IdempotencyEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+        match table.get(key).map_err(storage)? {
+            Some(bytes) => decode_claim(key, bytes.value()).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn transaction(&self, id: &str) -> Result<Option<TransactionRecord>, StoreError> {
@@ -290,6 +354,7 @@ mod tests {
                 writes: vec![write("a", b"1")],
                 events: vec![],
                 record: record("t1"),
+                idempotency: None,
             })
             .expect("commit");
         assert_eq!(v1, 1);
@@ -306,6 +371,7 @@ mod tests {
                 writes: vec![write("a", b"2")],
                 events: vec![],
                 record: record("t2"),
+                idempotency: None,
             })
             .expect("commit");
         assert_eq!(snap.get("ns", "a").expect("get").expect("present").value, b"1");
@@ -315,10 +381,37 @@ mod tests {
                 writes: vec![write("a", b"3")],
                 events: vec![],
                 record: record("t3"),
+                idempotency: None,
             })
             .expect_err("conflict");
         assert!(matches!(err, CommitError::Conflict { read_version: 1, current_version: 2, .. }), "{err}");
         assert!(store.transaction("t3").expect("read").is_none(), "a refused commit leaves no record");
+    }
+
+    #[test]
+    fn idempotency_claims_are_exclusive_until_they_lapse() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RedbStore::open(&dir.path().join("db")).expect("open");
+        let claim = |now| Some(IdempotencyClaim { key: "k".into(), now_unix_ms: now, retention_ms: 100 });
+        let commit = |id: &str, now| {
+            store.commit(CommitRequest {
+                reads: vec![],
+                writes: vec![write(id, b"1")],
+                events: vec![],
+                record: record(id),
+                idempotency: claim(now),
+            })
+        };
+        commit("first", 1_000).expect("first claim");
+        let err = commit("second", 1_050).expect_err("key held");
+        assert!(
+            matches!(&err, CommitError::DuplicateIdempotencyKey { transaction_id, .. } if transaction_id == "first"),
+            "{err}"
+        );
+        assert!(store.snapshot().expect("snapshot").get("ns", "second").expect("get").is_none(), "nothing applied");
+        commit("third", 1_100).expect("the claim lapsed at 1,100");
+        let entry = store.idempotency("k").expect("read").expect("claimed");
+        assert_eq!(entry, IdempotencyEntry { transaction_id: "third".into(), expires_unix_ms: 1_200 });
     }
 
     #[test]
@@ -331,7 +424,9 @@ mod tests {
             write("zzz", b"c"),
             WriteEntry { namespace: "ns2".into(), key: "user/3".into(), value: Some(b"d".to_vec()) },
         ];
-        store.commit(CommitRequest { reads: vec![], writes, events: vec![], record: record("t") }).expect("commit");
+        store
+            .commit(CommitRequest { reads: vec![], writes, events: vec![], record: record("t"), idempotency: None })
+            .expect("commit");
         let snap = store.snapshot().expect("snapshot");
         let keys: Vec<String> = snap.scan("ns", "user/", 10).expect("scan").into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, vec!["user/1", "user/2"]);
