@@ -72,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         command: TxCommand,
     },
+    /// The dead-letter queue: transactions that failed on every path.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Prints the events of a stream.
     Events {
         /// The stream.
@@ -82,6 +87,39 @@ enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqCommand {
+    /// Lists dead letters, oldest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Prints a dead letter with its whole history.
+    Show {
+        /// The transaction id.
+        id: String,
+    },
+    /// Runs a dead letter again (once); removes it if it commits.
+    Replay {
+        /// The transaction id.
+        id: String,
+        /// The module it failed on (its hash must match).
+        module: PathBuf,
+        /// The policy to run it under.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Prints the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes a dead letter without running it.
+    Drop {
+        /// The transaction id.
+        id: String,
     },
 }
 
@@ -110,7 +148,9 @@ impl<E: Into<anyhow::Error>> From<E> for Failed {
                 ExecuteError::Policy(_)
                 | ExecuteError::UnknownPath { .. }
                 | ExecuteError::DuplicateId(_)
-                | ExecuteError::InvalidIdempotencyKey(_),
+                | ExecuteError::InvalidIdempotencyKey(_)
+                | ExecuteError::NoSuchDeadLetter(_)
+                | ExecuteError::ModuleMismatch { .. },
             ) => 4,
             _ => 5,
         };
@@ -181,6 +221,7 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
                 }),
             }
         }
+        Command::Dlq { command } => dlq(&cli.data_dir, command).await,
         Command::Events { stream, after, limit } => {
             let runtime = open(&cli.data_dir)?;
             for event in runtime.store().events(&stream, after, limit)? {
@@ -188,6 +229,50 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
                 print(&format!("#{} v{} {} {payload}", event.sequence, event.version, event.transaction_id));
             }
             Ok(0)
+        }
+    }
+}
+
+async fn dlq(data_dir: &Path, command: DlqCommand) -> Result<u8, Failed> {
+    let runtime = open(data_dir)?;
+    let missing =
+        |id: &str| Failed { code: 4, error: anyhow::anyhow!("no dead letter `{id}` in {}", data_dir.display()) };
+    match command {
+        DlqCommand::List { limit } => {
+            for letter in runtime.store().dead_letters(limit)? {
+                print(&format!(
+                    "{}  path {}  {} attempts  {}: {}",
+                    letter.transaction_id,
+                    letter.path,
+                    letter.attempts.len(),
+                    letter.failure.kind,
+                    letter.failure.message
+                ));
+            }
+            Ok(0)
+        }
+        DlqCommand::Show { id } => {
+            let letter = runtime.store().dead_letter(&id)?.ok_or_else(|| missing(&id))?;
+            print(&serde_json::to_string_pretty(&letter)?);
+            Ok(0)
+        }
+        DlqCommand::Replay { id, module, policy, json } => {
+            let policy = Arc::new(Policy::from_file(&policy)?);
+            let module = load(&runtime, &module).await?;
+            let report = runtime.replay_dead_letter(&module, &policy, &id).await.map_err(|error| match error {
+                ExecuteError::NoSuchDeadLetter(_) => missing(&id),
+                other => Failed::from(other),
+            })?;
+            print(&if json { serde_json::to_string_pretty(&report)? } else { render::report(&report) });
+            Ok(exit_code(&report))
+        }
+        DlqCommand::Drop { id } => {
+            if runtime.store().remove_dead_letter(&id)? {
+                print(&format!("dropped {id}"));
+                Ok(0)
+            } else {
+                Err(missing(&id))
+            }
         }
     }
 }

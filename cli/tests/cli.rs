@@ -167,3 +167,51 @@ fn dry_run_changes_nothing() {
     );
     assert_eq!(out.status.code(), Some(1), "the dry run opened no account");
 }
+
+#[test]
+fn dead_letters_can_be_listed_shown_replayed_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Fuel so short that every attempt traps: the transaction is dead-lettered.
+    let starved = dir.path().join("starved.toml");
+    std::fs::write(
+        &starved,
+        "[resource_requirements]\nfuel = 1000\n[capabilities]\nkv = { accounts = \"read-write\" }\n",
+    )
+    .unwrap();
+    let policy = bank_policy(dir.path());
+    let deposit = |policy: &str, id: &str| {
+        txmirror(
+            &data,
+            &[
+                "run",
+                guests::BANK_TRANSFER,
+                "--policy",
+                policy,
+                "--path",
+                "deposit",
+                "--transaction-id",
+                id,
+                "--input",
+                r#"{"account":"a","amount":5}"#,
+            ],
+        )
+    };
+    assert_eq!(deposit(starved.to_str().unwrap(), "dead-1").status.code(), Some(1));
+    assert_eq!(deposit(starved.to_str().unwrap(), "dead-2").status.code(), Some(1));
+
+    let list = text(&txmirror(&data, &["dlq", "list"]).stdout);
+    assert!(list.contains("dead-1") && list.contains("dead-2") && list.contains("fuel_exhausted"), "{list}");
+    let show = txmirror(&data, &["dlq", "show", "dead-1"]);
+    let letter: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(letter["failure"]["kind"], "fuel_exhausted");
+
+    // Replayed under a policy with enough fuel, it commits and leaves the queue.
+    let out = txmirror(&data, &["dlq", "replay", "dead-1", guests::BANK_TRANSFER, "--policy", &policy]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(txmirror(&data, &["dlq", "drop", "dead-2"]).status.code(), Some(0));
+    assert_eq!(text(&txmirror(&data, &["dlq", "list"]).stdout).trim(), "");
+    let out = txmirror(&data, &["dlq", "show", "dead-1"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out.stderr).contains("no dead letter `dead-1`"));
+}

@@ -5,6 +5,7 @@
 //! refused with a [`PolicyError`] that names the file, the key and the reason.
 
 use crate::predict::{Rule, RuleSet};
+use crate::transaction::FailureKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -200,22 +201,123 @@ pub struct FileGrant {
     pub access: Access,
 }
 
-/// How failed attempts are retried.
+/// How failed attempts are retried (`[retry]`).
+///
+/// Each path gets `max_attempts`; when they are spent, or the failure's
+/// kind is not retried, the next alternative path starts. A failure of a
+/// kind in `final_kinds` (invalid input, a business rejection) ends the
+/// transaction at once: no other path can fix the input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first included.
+    /// Attempts per path, the first included.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// Wait before the first retry, in milliseconds.
+    #[serde(default = "default_initial_interval_ms")]
+    pub initial_interval_ms: u64,
+    /// Each wait is the previous one times this.
+    #[serde(default = "default_backoff_coefficient")]
+    pub backoff_coefficient: f64,
+    /// The longest wait, in milliseconds.
+    #[serde(default = "default_max_interval_ms")]
+    pub max_interval_ms: u64,
+    /// Each wait varies by up to this fraction, either way (0 to 1).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Failure kinds not retried on the same path (the next path is tried).
+    #[serde(default = "default_non_retryable")]
+    pub non_retryable: Vec<FailureKind>,
+    /// Failure kinds that end the transaction: no retry, no other path.
+    #[serde(default = "default_final_kinds")]
+    pub final_kinds: Vec<FailureKind>,
+    /// Attempts after commit conflicts, which retry at once, queued on the hot key.
+    #[serde(default = "default_conflict_attempts")]
+    pub conflict_attempts: u32,
+    /// Per failure kind: other attempts or first interval.
+    #[serde(default)]
+    pub overrides: BTreeMap<FailureKind, RetryOverride>,
+}
+
+/// A retry setting for one failure kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryOverride {
+    /// Attempts per path after a failure of this kind.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Wait before the first retry after a failure of this kind.
+    #[serde(default)]
+    pub initial_interval_ms: Option<u64>,
 }
 
 fn default_attempts() -> u32 {
-    8
+    3
+}
+fn default_initial_interval_ms() -> u64 {
+    50
+}
+fn default_backoff_coefficient() -> f64 {
+    2.0
+}
+fn default_max_interval_ms() -> u64 {
+    5_000
+}
+fn default_jitter() -> f64 {
+    0.2
+}
+fn default_non_retryable() -> Vec<FailureKind> {
+    vec![
+        FailureKind::FuelExhausted,
+        FailureKind::MemoryLimit,
+        FailureKind::StackOverflow,
+        FailureKind::GuestTrap,
+        FailureKind::Setup,
+    ]
+}
+fn default_final_kinds() -> Vec<FailureKind> {
+    vec![FailureKind::Validation, FailureKind::Rejected, FailureKind::UnknownPath]
+}
+fn default_conflict_attempts() -> u32 {
+    20
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: default_attempts() }
+        Self {
+            max_attempts: default_attempts(),
+            initial_interval_ms: default_initial_interval_ms(),
+            backoff_coefficient: default_backoff_coefficient(),
+            max_interval_ms: default_max_interval_ms(),
+            jitter: default_jitter(),
+            non_retryable: default_non_retryable(),
+            final_kinds: default_final_kinds(),
+            conflict_attempts: default_conflict_attempts(),
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Attempts per path after a failure of `kind`.
+    pub fn attempts_for(&self, kind: FailureKind) -> u32 {
+        if kind == FailureKind::Conflict {
+            return self.conflict_attempts;
+        }
+        if self.non_retryable.contains(&kind) || self.final_kinds.contains(&kind) {
+            return 1;
+        }
+        self.overrides.get(&kind).and_then(|o| o.max_attempts).unwrap_or(self.max_attempts)
+    }
+
+    /// The wait before retry number `retry` (from 1) after a failure of
+    /// `kind`, with `unit` in `[0, 1)` drawing the jitter.
+    pub fn delay(&self, kind: FailureKind, retry: u32, unit: f64) -> std::time::Duration {
+        let initial = self.overrides.get(&kind).and_then(|o| o.initial_interval_ms).unwrap_or(self.initial_interval_ms);
+        let exponent = i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX);
+        let base = (initial as f64 * self.backoff_coefficient.powi(exponent)).min(self.max_interval_ms as f64);
+        let jittered = base * (1.0 + self.jitter * (2.0 * unit - 1.0));
+        std::time::Duration::from_micros((jittered.max(0.0) * 1000.0) as u64)
     }
 }
 
@@ -347,8 +449,26 @@ impl Policy {
                 format!("{} MiB is above the ceiling of {DEFAULT_MEMORY_CEILING_MIB} MiB", r.memory_mib),
             ));
         }
-        if self.retry.max_attempts == 0 {
+        let retry = &self.retry;
+        if retry.max_attempts == 0 {
             return Err(("retry.max_attempts".into(), "must be at least 1".into()));
+        }
+        if retry.conflict_attempts == 0 {
+            return Err(("retry.conflict_attempts".into(), "must be at least 1".into()));
+        }
+        if !(retry.backoff_coefficient.is_finite() && retry.backoff_coefficient >= 1.0) {
+            return Err(("retry.backoff_coefficient".into(), "must be a number of at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&retry.jitter) {
+            return Err(("retry.jitter".into(), "must be between 0 and 1".into()));
+        }
+        if retry.max_interval_ms < retry.initial_interval_ms {
+            return Err(("retry.max_interval_ms".into(), "must be at least retry.initial_interval_ms".into()));
+        }
+        for (kind, retry_override) in &retry.overrides {
+            if retry_override.max_attempts == Some(0) {
+                return Err((format!("retry.overrides.{kind}.max_attempts"), "must be at least 1".into()));
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         for (index, path) in self.alternative_paths.iter().enumerate() {
@@ -492,6 +612,9 @@ mod tests {
             ("[capabilities.kv]\naccounts = \"write-only\"", "capabilities.kv.accounts"),
             ("alternative_paths = [\"a\", \"a\"]", "alternative_paths[1]"),
             ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
+            ("[retry]\njitter = 2.0", "retry.jitter"),
+            ("[retry]\nnon_retryable = [\"tired\"]", "retry.non_retryable[0]"),
+            ("[retry.overrides.unavailable]\nmax_attempts = 0", "retry.overrides.unavailable.max_attempts"),
             (
                 "[[prediction.rules]]\nname = \"x\"\nwhen = \"latency > 1\"\nweight = 0.1\nreason = \"r\"",
                 "prediction.rules[0]",
@@ -518,6 +641,22 @@ mod tests {
             .expect("write");
         let err = Policy::from_file(&file).expect_err("missing directory");
         assert!(err.to_string().contains("capabilities.files[0].host"), "{err}");
+    }
+
+    #[test]
+    fn retry_delays_grow_are_capped_and_jittered() {
+        let policy = parse("[retry]\ninitial_interval_ms = 100\nmax_interval_ms = 300\njitter = 0.5").expect("valid");
+        let retry = &policy.retry;
+        let ms = |n, unit| retry.delay(FailureKind::Unavailable, n, unit).as_millis();
+        assert_eq!((ms(1, 0.5), ms(2, 0.5), ms(3, 0.5)), (100, 200, 300), "doubling, capped at 300");
+        assert_eq!((ms(1, 0.0), ms(1, 0.999_999)), (50, 149), "half the interval either way");
+        assert_eq!(retry.attempts_for(FailureKind::Unavailable), 3);
+        assert_eq!(retry.attempts_for(FailureKind::FuelExhausted), 1);
+        assert_eq!(retry.attempts_for(FailureKind::Conflict), 20);
+        let with_override =
+            parse("[retry.overrides.unavailable]\nmax_attempts = 5\ninitial_interval_ms = 10").expect("valid");
+        assert_eq!(with_override.retry.attempts_for(FailureKind::Unavailable), 5);
+        assert_eq!(with_override.retry.delay(FailureKind::Unavailable, 1, 0.5).as_millis(), 10);
     }
 
     #[test]

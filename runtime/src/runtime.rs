@@ -8,8 +8,8 @@ use crate::module::{Module, ModuleError, ModuleLoader};
 use crate::policy::{Policy, PolicyError};
 use crate::predict::{FeatureContext, Features, Prediction};
 use crate::store::{
-    Attempt, AttemptOutcome, CommitError, CommitRequest, EmptySnapshot, IdempotencyClaim, RedbStore, StateStore,
-    StoreError, TransactionOutcome, TransactionRecord, validate_name,
+    Attempt, AttemptOutcome, CommitError, CommitRequest, Compensation, DeadLetter, EmptySnapshot, IdempotencyClaim,
+    RedbStore, StateStore, StoreError, TransactionOutcome, TransactionRecord, validate_name,
 };
 use crate::trace::{Role, Trace};
 use crate::transaction::{AttemptReport, DryRun, Failure, FailureKind, TxReport, TxRequest};
@@ -77,6 +77,17 @@ pub enum ExecuteError {
     /// The idempotency key is not acceptable.
     #[error("invalid idempotency key: {0}")]
     InvalidIdempotencyKey(String),
+    /// No dead letter has this transaction id.
+    #[error("no dead letter for transaction `{0}`")]
+    NoSuchDeadLetter(String),
+    /// A replay was given another module than the one that failed.
+    #[error("the dead letter is for module {expected}, not {given}")]
+    ModuleMismatch {
+        /// The module that failed.
+        expected: String,
+        /// The module given.
+        given: String,
+    },
     /// The store failed; nothing was committed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -122,6 +133,25 @@ fn link(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>> {
     validation::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     config::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
+}
+
+/// The state of one transaction across its attempts.
+struct TransactionRun {
+    id: String,
+    input_hash: String,
+    random_seed: u64,
+    clock: SystemTime,
+    claim: Option<IdempotencyClaim>,
+    attempts: Vec<Attempt>,
+    reports: Vec<AttemptReport>,
+}
+
+/// How an attempt ended.
+enum AttemptEnd {
+    /// The transaction is done: committed (or answered by a duplicate key's outcome).
+    Committed(TxReport),
+    /// This attempt failed.
+    Failed(Failure),
 }
 
 fn unix_millis(time: SystemTime) -> u64 {
@@ -295,7 +325,7 @@ impl Runtime {
         request: TxRequest,
         claim: Option<IdempotencyClaim>,
     ) -> Result<TxReport, ExecuteError> {
-        let path = choose_path(module, policy, request.path)?;
+        let requested = choose_path(module, policy, request.path.clone())?;
         // A caller's id may repeat; a generated one (128 random bits) cannot,
         // and the commit refuses duplicates in any case.
         let id = match request.transaction_id {
@@ -303,144 +333,266 @@ impl Runtime {
             Some(id) => id,
             None => new_transaction_id(),
         };
-        let input_hash = blake3::hash(&request.input).to_hex().to_string();
-        let random_seed: u64 = rand::random();
-        let clock = SystemTime::now();
+        let mut run = TransactionRun {
+            id,
+            input_hash: blake3::hash(&request.input).to_hex().to_string(),
+            random_seed: rand::random(),
+            clock: SystemTime::now(),
+            claim,
+            attempts: Vec::new(),
+            reports: Vec::new(),
+        };
 
-        let mut reports: Vec<AttemptReport> = Vec::new();
-        let mut attempts: Vec<Attempt> = Vec::new();
+        // The default path falls back on the alternatives, in order; a path
+        // asked for by name runs alone.
+        let mut paths = vec![requested.clone()];
+        if request.path.is_none() || policy.resolve_paths(module.paths())?.first() == Some(&requested) {
+            paths.extend(policy.alternative_paths.iter().filter(|p| **p != requested).cloned());
+        }
+        let retry = &policy.retry;
         let mut last_failure = None;
-        // Held while retrying after a conflict: see `contention.rs`.
-        let mut turn: Option<Turn> = None;
-        for number in 1..=policy.retry.max_attempts {
-            let snapshot = self.inner.store.snapshot()?;
-            let setup =
-                InstanceSetup::new(policy.clone(), snapshot.clone(), random_seed, clock, self.inner.endpoints.clone());
-            let started = Instant::now();
-            let (primary, mirror) = self.run_twins(module, &setup, &path, &request.input).await;
-            let prediction = mirror.as_ref().map(|mirror| self.predict(policy, &mirror.trace, number));
-            let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let mut attempt = Attempt {
-                number,
-                path: path.clone(),
-                outcome: AttemptOutcome::Committed,
-                snapshot_version: snapshot.version(),
-                duration_micros,
-            };
-
-            let result = match primary.result {
-                Ok(output) => match check_success(policy, &output, duration_micros) {
-                    Ok(()) => {
-                        let mut record_attempts = attempts.clone();
-                        record_attempts.push(attempt.clone());
-                        let record = TransactionRecord {
-                            id: id.clone(),
-                            module: module.hash().to_string(),
-                            path: path.clone(),
-                            input_hash: input_hash.clone(),
-                            outcome: TransactionOutcome::Committed { version: 0, output: output.clone() },
-                            attempts: record_attempts,
-                        };
-                        let commit = CommitRequest {
-                            reads: primary.reads,
-                            writes: primary.writes,
-                            events: primary.events,
-                            record,
-                            idempotency: claim.clone(),
-                        };
-                        match self.inner.store.commit(commit) {
-                            Ok(version) => Ok((version, output)),
-                            Err(CommitError::Conflict { namespace, key, read_version, current_version }) => {
-                                // Release the old turn before waiting for the new one.
-                                drop(turn.take());
-                                turn = Some(self.inner.hot_keys.take_turn(&namespace, &key).await);
-                                Err(Failure::new(
-                                    FailureKind::Conflict,
-                                    format!(
-                                        "{namespace}/{key} was read at version {read_version} and changed at {current_version}"
-                                    ),
-                                ))
-                            }
-                            Err(CommitError::DuplicateId(id)) => return Err(ExecuteError::DuplicateId(id)),
-                            // Another process ran the same key first: answer with its outcome.
-                            Err(CommitError::DuplicateIdempotencyKey { transaction_id, .. }) => {
-                                return match self.inner.store.transaction(&transaction_id)? {
-                                    Some(record) => Ok(TxReport::from_record(record)),
-                                    None => Err(ExecuteError::Store(StoreError::Corrupt {
-                                        what: format!("transaction {transaction_id}"),
-                                        reason: "its idempotency key is recorded, the transaction is not".into(),
-                                    })),
-                                };
-                            }
-                            Err(CommitError::Store(error)) => return Err(ExecuteError::Store(error)),
-                        }
-                    }
-                    Err(failure) => Err(failure),
-                },
-                Err(failure) => Err(failure),
-            };
-
-            match result {
-                Ok((version, output)) => {
-                    attempts.push(attempt.clone());
-                    reports.push(AttemptReport {
-                        attempt,
-                        primary: primary.trace,
-                        mirror: mirror.map(|m| m.trace),
-                        prediction,
-                    });
-                    return Ok(TxReport {
-                        transaction_id: id,
-                        module: module.hash().to_string(),
-                        path,
-                        outcome: TransactionOutcome::Committed { version, output },
-                        failure: None,
-                        attempts: reports,
-                        deduplicated: false,
-                    });
+        let mut ended_by_final_failure = false;
+        'paths: for path in &paths {
+            // Held while retrying after a conflict: see `contention.rs`.
+            let mut turn: Option<Turn> = None;
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let failure = match self.attempt(module, policy, path, &request.input, &mut run, &mut turn).await? {
+                    AttemptEnd::Committed(report) => return Ok(report),
+                    AttemptEnd::Failed(failure) => failure,
+                };
+                let kind = failure.kind;
+                last_failure = Some(failure);
+                if retry.final_kinds.contains(&kind) {
+                    ended_by_final_failure = true;
+                    break 'paths;
                 }
-                Err(failure) => {
-                    attempt.outcome =
-                        AttemptOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
-                    attempts.push(attempt.clone());
-                    reports.push(AttemptReport {
-                        attempt,
-                        primary: primary.trace,
-                        mirror: mirror.map(|m| m.trace),
-                        prediction,
-                    });
-                    let retry = failure.kind == FailureKind::Conflict;
-                    debug_assert!(!retry || turn.is_some(), "a conflict retry holds a turn");
-                    last_failure = Some(failure);
-                    if !retry {
-                        break;
-                    }
+                if tries >= retry.attempts_for(kind) {
+                    continue 'paths;
+                }
+                if kind != FailureKind::Conflict {
+                    tokio::time::sleep(retry.delay(kind, tries, rand::random())).await;
                 }
             }
         }
 
         let failure = last_failure.unwrap_or_else(|| Failure::new(FailureKind::Conflict, "no attempt was made"));
+        let dead_letter = if ended_by_final_failure {
+            None
+        } else {
+            Some(self.dead_letter(module, policy, &request.input, &requested, &run, &failure).await?)
+        };
         let outcome = TransactionOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
+        let last_path = run.attempts.last().map_or(requested, |a| a.path.clone());
         self.inner.store.record_outcome(
             TransactionRecord {
-                id: id.clone(),
+                id: run.id.clone(),
                 module: module.hash().to_string(),
-                path: path.clone(),
-                input_hash,
+                path: last_path.clone(),
+                input_hash: run.input_hash,
                 outcome: outcome.clone(),
-                attempts,
+                attempts: run.attempts,
             },
-            claim,
+            run.claim,
+            dead_letter,
         )?;
         Ok(TxReport {
-            transaction_id: id,
+            transaction_id: run.id,
             module: module.hash().to_string(),
-            path,
+            path: last_path,
             outcome,
             failure: Some(failure),
-            attempts: reports,
+            attempts: run.reports,
             deduplicated: false,
         })
+    }
+
+    /// One attempt: the twins from a fresh snapshot, the prediction, the
+    /// success criteria and the commit.
+    async fn attempt(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        path: &str,
+        input: &[u8],
+        run: &mut TransactionRun,
+        turn: &mut Option<Turn>,
+    ) -> Result<AttemptEnd, ExecuteError> {
+        let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
+        let snapshot = self.inner.store.snapshot()?;
+        let setup = InstanceSetup::new(
+            policy.clone(),
+            snapshot.clone(),
+            run.random_seed,
+            run.clock,
+            self.inner.endpoints.clone(),
+        );
+        let started = Instant::now();
+        let (primary, mirror) = self.run_twins(module, &setup, path, input).await;
+        let prediction = mirror.as_ref().map(|mirror| self.predict(policy, &mirror.trace, number));
+        let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let mut attempt = Attempt {
+            number,
+            path: path.to_string(),
+            outcome: AttemptOutcome::Committed,
+            snapshot_version: snapshot.version(),
+            duration_micros,
+        };
+
+        let result = match primary
+            .result
+            .and_then(|output| check_success(policy, &output, duration_micros).map(|()| output))
+        {
+            Err(failure) => Err(failure),
+            Ok(output) => {
+                let mut record_attempts = run.attempts.clone();
+                record_attempts.push(attempt.clone());
+                let record = TransactionRecord {
+                    id: run.id.clone(),
+                    module: module.hash().to_string(),
+                    path: path.to_string(),
+                    input_hash: run.input_hash.clone(),
+                    outcome: TransactionOutcome::Committed { version: 0, output: output.clone() },
+                    attempts: record_attempts,
+                };
+                let commit = CommitRequest {
+                    reads: primary.reads,
+                    writes: primary.writes,
+                    events: primary.events,
+                    record,
+                    idempotency: run.claim.clone(),
+                };
+                match self.inner.store.commit(commit) {
+                    Ok(version) => Ok((version, output)),
+                    Err(CommitError::Conflict { namespace, key, read_version, current_version }) => {
+                        // Release the old turn before waiting for the new one.
+                        drop(turn.take());
+                        *turn = Some(self.inner.hot_keys.take_turn(&namespace, &key).await);
+                        Err(Failure::new(
+                            FailureKind::Conflict,
+                            format!(
+                                "{namespace}/{key} was read at version {read_version} and changed at {current_version}"
+                            ),
+                        ))
+                    }
+                    Err(CommitError::DuplicateId(id)) => return Err(ExecuteError::DuplicateId(id)),
+                    // Another process ran the same key first: answer with its outcome.
+                    Err(CommitError::DuplicateIdempotencyKey { transaction_id, .. }) => {
+                        return match self.inner.store.transaction(&transaction_id)? {
+                            Some(record) => Ok(AttemptEnd::Committed(TxReport::from_record(record))),
+                            None => Err(ExecuteError::Store(StoreError::Corrupt {
+                                what: format!("transaction {transaction_id}"),
+                                reason: "its idempotency key is recorded, the transaction is not".into(),
+                            })),
+                        };
+                    }
+                    Err(CommitError::Store(error)) => return Err(ExecuteError::Store(error)),
+                }
+            }
+        };
+
+        let end = match result {
+            Ok((version, output)) => {
+                run.attempts.push(attempt.clone());
+                run.reports.push(AttemptReport {
+                    attempt,
+                    primary: primary.trace,
+                    mirror: mirror.map(|m| m.trace),
+                    prediction,
+                });
+                AttemptEnd::Committed(TxReport {
+                    transaction_id: run.id.clone(),
+                    module: module.hash().to_string(),
+                    path: path.to_string(),
+                    outcome: TransactionOutcome::Committed { version, output },
+                    failure: None,
+                    attempts: std::mem::take(&mut run.reports),
+                    deduplicated: false,
+                })
+            }
+            Err(failure) => {
+                attempt.outcome =
+                    AttemptOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
+                run.attempts.push(attempt.clone());
+                run.reports.push(AttemptReport {
+                    attempt,
+                    primary: primary.trace,
+                    mirror: mirror.map(|m| m.trace),
+                    prediction,
+                });
+                AttemptEnd::Failed(failure)
+            }
+        };
+        Ok(end)
+    }
+
+    /// Runs the compensation path, if any, and builds the dead letter of a
+    /// transaction that failed on every path.
+    async fn dead_letter(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        input: &[u8],
+        requested: &str,
+        run: &TransactionRun,
+        failure: &Failure,
+    ) -> Result<DeadLetter, ExecuteError> {
+        let compensation = match &policy.compensation_path {
+            Some(path) => {
+                let request = TxRequest {
+                    transaction_id: Some(format!("{}.compensation", run.id)),
+                    path: Some(path.clone()),
+                    input: input.to_vec(),
+                    idempotency_key: None,
+                };
+                let report = Box::pin(self.execute_once(module, policy, request, None)).await?;
+                Some(Compensation {
+                    path: path.clone(),
+                    transaction_id: report.transaction_id,
+                    outcome: report.outcome,
+                })
+            }
+            None => None,
+        };
+        Ok(DeadLetter {
+            transaction_id: run.id.clone(),
+            module: module.hash().to_string(),
+            path: requested.to_string(),
+            input: input.to_vec(),
+            failure: failure.clone(),
+            attempts: run.reports.clone(),
+            compensation,
+            dead_lettered_unix_ms: unix_millis(SystemTime::now()),
+        })
+    }
+
+    /// Runs a dead-lettered transaction again, once: a second replay of the
+    /// same letter answers with the first replay's outcome. A replay that
+    /// commits removes the letter.
+    pub async fn replay_dead_letter(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        transaction_id: &str,
+    ) -> Result<TxReport, ExecuteError> {
+        let Some(letter) = self.inner.store.dead_letter(transaction_id)? else {
+            return Err(ExecuteError::NoSuchDeadLetter(transaction_id.to_string()));
+        };
+        if letter.module != module.hash() {
+            return Err(ExecuteError::ModuleMismatch { expected: letter.module, given: module.hash().to_string() });
+        }
+        let request = TxRequest {
+            transaction_id: None,
+            path: Some(letter.path),
+            input: letter.input,
+            idempotency_key: Some(format!("replay-of:{transaction_id}")),
+        };
+        let report = self.execute(module, policy, request).await?;
+        if report.commit_version().is_some() {
+            self.inner.store.remove_dead_letter(transaction_id)?;
+        }
+        Ok(report)
     }
 
     /// Scores a mirror's trace with the policy's rules.

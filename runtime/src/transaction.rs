@@ -22,7 +22,7 @@ pub struct TxRequest {
 /// Why an attempt failed. Traps (the first six kinds after `Rejected`…)
 /// are detected by the runtime; the others are reported by the guest or by
 /// the commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FailureKind {

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use tempfile::tempdir;
 use txmirror_runtime::store::{
-    AttemptOutcome, CommitError, CommitRequest, IdempotencyClaim, IdempotencyEntry, RedbStore, StateSnapshot,
-    StateStore, StoreError, StoredEvent, TransactionRecord,
+    AttemptOutcome, CommitError, CommitRequest, DeadLetter, IdempotencyClaim, IdempotencyEntry, RedbStore,
+    StateSnapshot, StateStore, StoreError, StoredEvent, TransactionRecord,
 };
 use txmirror_runtime::{FailureKind, Module, Policy, Runtime, RuntimeConfig, TxReport, TxRequest};
 use txmirror_tests::{guests, load, policy, runtime};
@@ -89,8 +89,22 @@ impl StateStore for RacingStore {
     fn commit(&self, request: CommitRequest) -> Result<u64, CommitError> {
         self.inner.commit(request)
     }
-    fn record_outcome(&self, record: TransactionRecord, claim: Option<IdempotencyClaim>) -> Result<(), StoreError> {
-        self.inner.record_outcome(record, claim)
+    fn record_outcome(
+        &self,
+        record: TransactionRecord,
+        claim: Option<IdempotencyClaim>,
+        letter: Option<DeadLetter>,
+    ) -> Result<(), StoreError> {
+        self.inner.record_outcome(record, claim, letter)
+    }
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters(limit)
+    }
+    fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        self.inner.dead_letter(id)
+    }
+    fn remove_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.remove_dead_letter(id)
     }
     fn idempotency(&self, key: &str) -> Result<Option<IdempotencyEntry>, StoreError> {
         self.inner.idempotency(key)
@@ -111,7 +125,7 @@ async fn racing_pair(max_attempts: u32) -> (Runtime, [TxReport; 2]) {
     config.engine.max_instances = 16;
     let runtime = Runtime::with_store(config, store.clone()).unwrap();
     let module = load(&runtime, guests::BANK_TRANSFER).await;
-    let policy = policy(&format!("{POLICY}[retry]\nmax_attempts = {max_attempts}\n"));
+    let policy = policy(&format!("{POLICY}[retry]\nconflict_attempts = {max_attempts}\n"));
     deposit(&runtime, &module, &policy, "alice", 100).await;
     deposit(&runtime, &module, &policy, "bob", 100).await;
     deposit(&runtime, &module, &policy, "carol", 100).await;
@@ -160,7 +174,7 @@ async fn concurrent_transfers_conserve_money() {
     let dir = tempdir().unwrap();
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::BANK_TRANSFER).await;
-    let policy = policy(&format!("{POLICY}[retry]\nmax_attempts = 50\n"));
+    let policy = policy(&format!("{POLICY}[retry]\nconflict_attempts = 50\n"));
     let accounts = ["a", "b", "c", "d"];
     for account in accounts {
         deposit(&runtime, &module, &policy, account, 1_000).await;

@@ -2,8 +2,9 @@
 
 use serde_json::{Value, json};
 use tempfile::tempdir;
+use txmirror_runtime::store::TransactionOutcome;
 use txmirror_runtime::trace::{HostCall, HttpOutcome};
-use txmirror_runtime::{FailureKind, TxRequest};
+use txmirror_runtime::{ExecuteError, FailureKind, TxRequest};
 use txmirror_tests::{Behaviour, TestServer, guests, load, policy, runtime};
 
 fn charge(path: &str, order: &str) -> TxRequest {
@@ -88,7 +89,7 @@ async fn a_charge_is_sent_once_by_the_primary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_and_ungranted_gateways_commit_nothing() {
+async fn a_failing_gateway_falls_back_to_the_backup_path() {
     let dir = tempdir().unwrap();
     let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
     let runtime = runtime(dir.path());
@@ -97,17 +98,21 @@ async fn failing_and_ungranted_gateways_commit_nothing() {
 
     primary.set_behaviour(Behaviour { status: 503, body: "{}".into(), ..Default::default() });
     let report = runtime.execute(&module, &policy(&policy_text), charge("charge", "order-9")).await.unwrap();
-    let failure = report.failure.unwrap();
-    assert_eq!(failure.kind, FailureKind::Unavailable);
-    assert!(failure.message.contains("503"), "{}", failure.message);
-    assert!(runtime.store().snapshot().unwrap().get("payments", "order-9").unwrap().is_none());
+    assert!(report.failure.is_none(), "{report:#?}");
+    assert_eq!(report.path, "charge-backup");
+    let paths: Vec<&str> = report.attempts.iter().map(|a| a.attempt.path.as_str()).collect();
+    assert_eq!(paths, ["charge", "charge", "charge", "charge-backup"], "three tries, then the alternative");
+    assert_eq!(primary.received().len(), 3, "one POST per primary attempt, none from the mirrors");
+    assert_eq!(backup.received().len(), 1);
+    assert_eq!(report.output_json().unwrap()["gateway"], "backup_gateway");
 
-    // Without the grant, the request never leaves the host.
+    // Without the grant, the request never leaves the host, and the backup path takes over.
     let ungranted = policy_text.replace(&format!("\"{}\", ", primary.authority()), "");
     let before = primary.received().len();
     let report = runtime.execute(&module, &policy(&ungranted), charge("charge", "order-10")).await.unwrap();
-    let failure = report.failure.unwrap();
-    assert!(failure.message.contains("does not grant"), "{}", failure.message);
+    let first = &report.attempts[0].attempt.outcome;
+    assert!(format!("{first:?}").contains("does not grant"), "{first:?}");
+    assert_eq!(report.path, "charge-backup");
     assert_eq!(primary.received().len(), before);
 }
 
@@ -121,8 +126,6 @@ async fn a_slow_gateway_times_out_at_the_policy_limit() {
     let text = format!("{}\n", gateway_policy(&primary, &backup))
         .replace("alternative_paths", "resource_requirements = { outbound_timeout_ms = 200 }\nalternative_paths");
     let report = runtime.execute(&module, &policy(&text), charge("charge", "order-slow")).await.unwrap();
-    let failure = report.failure.unwrap();
-    assert_eq!(failure.kind, FailureKind::Unavailable, "{failure:?}");
     let trace = &report.attempts[0].primary;
     assert!(
         trace.events.iter().any(|e| matches!(
@@ -132,4 +135,46 @@ async fn a_slow_gateway_times_out_at_the_policy_limit() {
         "{trace:#?}"
     );
     assert!(trace.duration_micros < 2_000_000, "the primary did not wait for the slow gateway");
+    assert_eq!(report.path, "charge-backup", "{report:#?}");
+    assert!(report.failure.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_path_fails_it_compensates_dead_letters_and_replays_once() {
+    let dir = tempdir().unwrap();
+    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
+    let down = Behaviour { status: 503, body: "{}".into(), ..Default::default() };
+    primary.set_behaviour(down.clone());
+    backup.set_behaviour(down);
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    let policy = policy(&gateway_policy(&primary, &backup));
+
+    let report = runtime.execute(&module, &policy, charge("charge", "order-dlq")).await.unwrap();
+    let failure = report.failure.as_ref().unwrap();
+    assert_eq!(failure.kind, FailureKind::Unavailable);
+    assert_eq!(report.attempts.len(), 6, "three on each path");
+    let letters = runtime.store().dead_letters(10).unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.transaction_id, report.transaction_id);
+    assert_eq!(letter.attempts.len(), 6, "the whole history, traces included");
+    assert!(letter.attempts.iter().all(|a| a.mirror.is_some() && a.prediction.is_some()));
+    let compensation = letter.compensation.as_ref().expect("the compensation path ran");
+    assert_eq!(compensation.path, "refund");
+    assert!(matches!(compensation.outcome, TransactionOutcome::Committed { .. }), "{compensation:?}");
+    assert!(runtime.store().transaction(&compensation.transaction_id).unwrap().is_some());
+
+    // The fault is removed; the replay commits, once.
+    primary.set_behaviour(gateway());
+    let replayed = runtime.replay_dead_letter(&module, &policy, &report.transaction_id).await.unwrap();
+    assert!(replayed.failure.is_none(), "{replayed:#?}");
+    assert!(runtime.store().dead_letter(&report.transaction_id).unwrap().is_none(), "the letter is gone");
+    let again = runtime.replay_dead_letter(&module, &policy, &report.transaction_id).await.unwrap_err();
+    assert!(matches!(again, ExecuteError::NoSuchDeadLetter(_)), "{again}");
+    let successes: Vec<_> = primary.received().into_iter().filter(|r| r.uri == "/charges").collect();
+    assert_eq!(successes.len(), 4, "three refused charges, then one accepted");
+    let stored = runtime.store().snapshot().unwrap().get("payments", "order-dlq").unwrap().unwrap();
+    let stored: Value = serde_json::from_slice(&stored.value).unwrap();
+    assert_eq!(stored["charge_id"], "ch_4");
 }

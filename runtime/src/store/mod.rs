@@ -8,10 +8,12 @@
 //!
 //! The on-disk format of the embedded store is described in `docs/design.md`.
 
+mod dead_letter;
 mod fault;
 mod record;
 mod redb_store;
 
+pub use dead_letter::{Compensation, DeadLetter};
 pub use fault::{FaultInjectingBackend, FaultPlan};
 pub use record::{Attempt, AttemptOutcome, TransactionOutcome, TransactionRecord};
 pub use redb_store::RedbStore;
@@ -132,12 +134,20 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// moved, applies the writes, events and record atomically and durably.
     fn commit(&self, request: CommitRequest) -> Result<Version, CommitError>;
     /// Stores the record of a transaction that changes no state (a failure),
-    /// with its idempotency claim unless the key is claimed already.
+    /// with its idempotency claim unless the key is claimed already, and its
+    /// dead letter if it has one, atomically.
     fn record_outcome(
         &self,
         record: TransactionRecord,
         idempotency: Option<IdempotencyClaim>,
+        dead_letter: Option<DeadLetter>,
     ) -> Result<(), StoreError>;
+    /// Dead letters, oldest first, at most `limit`.
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+    /// One dead letter.
+    fn dead_letter(&self, transaction_id: &str) -> Result<Option<DeadLetter>, StoreError>;
+    /// Removes a dead letter; whether it was there.
+    fn remove_dead_letter(&self, transaction_id: &str) -> Result<bool, StoreError>;
     /// What an idempotency key is bound to, lapsed or not.
     fn idempotency(&self, key: &str) -> Result<Option<IdempotencyEntry>, StoreError>;
     /// The record of a transaction.

@@ -11,8 +11,8 @@
 //! commit can slip in between the check and the write.
 
 use super::{
-    CommitError, CommitRequest, IdempotencyClaim, IdempotencyEntry, StateSnapshot, StateStore, StoreError, StoredEvent,
-    TransactionRecord, Version, Versioned,
+    CommitError, CommitRequest, DeadLetter, IdempotencyClaim, IdempotencyEntry, StateSnapshot, StateStore, StoreError,
+    StoredEvent, TransactionRecord, Version, Versioned,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -23,6 +23,7 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 const TRANSACTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("transactions");
 const IDEMPOTENCY: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("idempotency");
+const DEAD_LETTERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("dead_letters");
 
 const VERSION_KEY: &str = "version";
 const EVENT_SEQUENCE_KEY: &str = "event_sequence";
@@ -59,6 +60,11 @@ fn encode_value(version: Version, value: &[u8]) -> Vec<u8> {
     bytes.extend_from_slice(&version.to_le_bytes());
     bytes.extend_from_slice(value);
     bytes
+}
+
+fn decode_dead_letter(id: &str, bytes: &[u8]) -> Result<DeadLetter, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { what: format!("dead letter {id}"), reason: e.to_string() })
 }
 
 fn decode_claim(key: &str, bytes: &[u8]) -> Result<IdempotencyEntry, StoreError> {
@@ -129,6 +135,7 @@ impl RedbStore {
             txn.open_table(EVENTS).map_err(storage)?;
             txn.open_table(TRANSACTIONS).map_err(storage)?;
             txn.open_table(IDEMPOTENCY).map_err(storage)?;
+            txn.open_table(DEAD_LETTERS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         Ok(Self { db: Arc::new(db) })
@@ -265,9 +272,15 @@ impl StateStore for RedbStore {
         &self,
         record: TransactionRecord,
         idempotency: Option<IdempotencyClaim>,
+        dead_letter: Option<DeadLetter>,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(storage)?;
         {
+            if let Some(letter) = &dead_letter {
+                let bytes = serde_json::to_vec(letter).map_err(storage)?;
+                let mut letters = txn.open_table(DEAD_LETTERS).map_err(storage)?;
+                letters.insert(letter.transaction_id.as_str(), bytes.as_slice()).map_err(storage)?;
+            }
             if let Some(claim) = &idempotency {
                 let mut keys = txn.open_table(IDEMPOTENCY).map_err(storage)?;
                 if live_claim(&keys, claim)?.is_none() {
@@ -281,6 +294,35 @@ impl StateStore for RedbStore {
                 .map_err(storage)?;
         }
         txn.commit().map_err(storage)
+    }
+
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(DEAD_LETTERS).map_err(storage)?;
+        let mut letters = Vec::new();
+        for item in table.iter().map_err(storage)? {
+            let (id, bytes) = item.map_err(storage)?;
+            letters.push(decode_dead_letter(id.value(), bytes.value())?);
+        }
+        letters.sort_by_key(|l| l.dead_lettered_unix_ms);
+        letters.truncate(limit);
+        Ok(letters)
+    }
+
+    fn dead_letter(&self, transaction_id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(DEAD_LETTERS).map_err(storage)?;
+        match table.get(transaction_id).map_err(storage)? {
+            Some(bytes) => decode_dead_letter(transaction_id, bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn remove_dead_letter(&self, transaction_id: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let removed = txn.open_table(DEAD_LETTERS).map_err(storage)?.remove(transaction_id).map_err(storage)?.is_some();
+        txn.commit().map_err(storage)?;
+        Ok(removed)
     }
 
     fn idempotency(&self, key: &str) -> Result<Option<IdempotencyEntry>, StoreError> {

@@ -1,0 +1,38 @@
+//! The dead-letter queue: transactions that failed on every path.
+
+use super::TransactionOutcome;
+use crate::transaction::{AttemptReport, Failure};
+use serde::{Deserialize, Serialize};
+
+/// What became of the compensation path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Compensation {
+    /// The compensation path.
+    pub path: String,
+    /// Its own transaction id.
+    pub transaction_id: String,
+    /// How it ended.
+    pub outcome: TransactionOutcome,
+}
+
+/// A transaction that failed on every path and every retry, kept with its
+/// whole history so that an operator can inspect and replay it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The transaction id.
+    pub transaction_id: String,
+    /// The module's content hash; a replay needs the same module.
+    pub module: String,
+    /// The path the transaction was asked to run.
+    pub path: String,
+    /// The input, as received.
+    pub input: Vec<u8>,
+    /// The last failure.
+    pub failure: Failure,
+    /// Every attempt, with traces and predictions.
+    pub attempts: Vec<AttemptReport>,
+    /// The compensation path's run, if the policy names one.
+    pub compensation: Option<Compensation>,
+    /// When it was dead-lettered, in milliseconds since the Unix epoch.
+    pub dead_lettered_unix_ms: u64,
+}
