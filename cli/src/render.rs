@@ -52,8 +52,7 @@ pub(crate) fn report(report: &TxReport) -> String {
                 if prediction.reasons.is_empty() { ", no rule held" } else { "" }
             );
             for reason in &prediction.reasons {
-                let _ =
-                    writeln!(out, "  {:+.2} {} ({:?}): {}", reason.weight, reason.rule, reason.action, reason.reason);
+                let _ = writeln!(out, "  {:+.2} {} ({}): {}", reason.weight, reason.rule, reason.action, reason.reason);
             }
         }
     }

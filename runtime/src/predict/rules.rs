@@ -48,6 +48,27 @@ pub struct Rule {
     pub action: Action,
 }
 
+impl Action {
+    /// The action's name, as written in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Divert => "divert",
+            Self::AdjustTimeouts => "adjust_timeouts",
+            Self::GrantFuel => "grant_fuel",
+            Self::GrantMemory => "grant_memory",
+            Self::Hedge => "hedge",
+            Self::FailFast => "fail_fast",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 fn no_action() -> Action {
     Action::None
 }
@@ -205,7 +226,8 @@ impl RuleSet {
             })
             .collect();
         reasons.sort_by(|a, b| b.weight.total_cmp(&a.weight));
-        let failure_probability = reasons.iter().map(|r| r.weight).sum::<f32>().clamp(0.0, 1.0);
+        // A fold from +0.0: `sum` of no floats is -0.0.
+        let failure_probability = reasons.iter().fold(0.0_f32, |total, r| total + r.weight).clamp(0.0, 1.0);
         Prediction { failure_probability, reasons, source: "rules".into(), features: *features }
     }
 }
@@ -218,7 +240,7 @@ mod tests {
     fn default_rules_reproduce_seed_002() {
         let rules = RuleSet::defaults();
         let quiet = rules.score(&Features::default());
-        assert_eq!(quiet.failure_probability, 0.0);
+        assert_eq!(quiet.failure_probability.to_bits(), 0.0_f32.to_bits(), "+0.0, not -0.0");
         assert!(quiet.reasons.is_empty());
 
         let features = Features {
