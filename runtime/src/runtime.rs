@@ -3,6 +3,7 @@
 use crate::contention::{HotKeys, Turn};
 use crate::engine::{EngineError, EngineSettings, EpochTicker, new_engine};
 use crate::executor::{InstanceRun, run_instance};
+use crate::history::PathHistory;
 use crate::host::{EndpointMemory, InstanceSetup, InstanceState, add_recording_filesystem};
 use crate::module::{Module, ModuleError, ModuleLoader};
 use crate::policy::{Policy, PolicyError};
@@ -103,6 +104,8 @@ struct RuntimeInner {
     /// wait here for room instead of failing when the pool is full.
     instance_permits: Arc<Semaphore>,
     hot_keys: HotKeys,
+    /// Baselines and failure rates of paths, for the predictor.
+    paths: PathHistory,
     /// Transactions running per idempotency key, for requests that share one.
     in_flight: Mutex<HashMap<String, Arc<OnceCell<TxReport>>>>,
     _ticker: EpochTicker,
@@ -186,6 +189,7 @@ impl Runtime {
                 endpoints: Arc::new(EndpointMemory::default()),
                 instance_permits,
                 hot_keys: HotKeys::default(),
+                paths: PathHistory::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 _ticker: ticker,
             }),
@@ -430,8 +434,9 @@ impl Runtime {
         );
         let started = Instant::now();
         let (primary, mirror) = self.run_twins(module, &setup, path, input).await;
-        let prediction = mirror.as_ref().map(|mirror| self.predict(policy, &mirror.trace, number));
+        let prediction = mirror.as_ref().map(|mirror| self.predict(module, path, policy, &mirror.trace, number));
         let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let observed = (primary.trace.fuel_consumed, primary.trace.events.len(), primary.trace.duration_micros);
         let mut attempt = Attempt {
             number,
             path: path.to_string(),
@@ -492,6 +497,8 @@ impl Runtime {
             }
         };
 
+        let (fuel, host_calls, micros) = observed;
+        self.inner.paths.observe(module.hash(), path, fuel, host_calls, micros, result.is_err());
         let end = match result {
             Ok((version, output)) => {
                 run.attempts.push(attempt.clone());
@@ -599,7 +606,7 @@ impl Runtime {
     ///
     /// A key the mirror read counts as contended when another commit has
     /// moved it since the attempt's snapshot.
-    fn predict(&self, policy: &Policy, trace: &Trace, attempt: u32) -> Prediction {
+    fn predict(&self, module: &Module, path: &str, policy: &Policy, trace: &Trace, attempt: u32) -> Prediction {
         let latest = std::cell::OnceCell::new();
         let contended = |namespace: &str, key: &str, version: u64| {
             let latest = latest.get_or_init(|| self.inner.store.snapshot().ok());
@@ -612,9 +619,9 @@ impl Runtime {
             limits: &policy.resource_requirements,
             attempt,
             contended: &contended,
-            endpoint: &|_| None,
-            deviation: &|_, _, _| None,
-            path_failure_rate: 0.0,
+            endpoint: &|endpoint| self.inner.endpoints.health.get(endpoint),
+            deviation: &|fuel, host_calls, _| self.inner.paths.deviation(module.hash(), path, fuel, host_calls),
+            path_failure_rate: self.inner.paths.failure_rate(module.hash(), path),
         };
         policy.rules().score(&Features::from_trace(trace, &context))
     }

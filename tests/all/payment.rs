@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 use tempfile::tempdir;
+use txmirror_runtime::predict::Action;
 use txmirror_runtime::store::TransactionOutcome;
 use txmirror_runtime::trace::{HostCall, HttpOutcome};
 use txmirror_runtime::{ExecuteError, FailureKind, TxRequest};
@@ -105,6 +106,13 @@ async fn a_failing_gateway_falls_back_to_the_backup_path() {
     assert_eq!(primary.received().len(), 3, "one POST per primary attempt, none from the mirrors");
     assert_eq!(backup.received().len(), 1);
     assert_eq!(report.output_json().unwrap()["gateway"], "backup_gateway");
+    // From the second attempt on, the predictor knows the endpoint and the path are failing.
+    // (Attempts are scored after their twins end, so the first already sees its own 503.)
+    let first = report.attempts[0].prediction.as_ref().unwrap();
+    assert_eq!(first.features.path_failure_rate, 0.0, "{first:?}");
+    let second = report.attempts[1].prediction.as_ref().unwrap();
+    assert_eq!(second.features.endpoint_error_rate, 1.0, "{second:?}");
+    assert!(second.features.path_failure_rate > 0.0, "{second:?}");
 
     // Without the grant, the request never leaves the host, and the backup path takes over.
     let ungranted = policy_text.replace(&format!("\"{}\", ", primary.authority()), "");
@@ -135,6 +143,11 @@ async fn a_slow_gateway_times_out_at_the_policy_limit() {
         "{trace:#?}"
     );
     assert!(trace.duration_micros < 2_000_000, "the primary did not wait for the slow gateway");
+    // The first timeout taught the predictor: the next attempt's mirror,
+    // whose POST is stubbed, is predicted to time out, and the rule says divert.
+    let second = report.attempts[1].prediction.as_ref().unwrap();
+    assert_eq!(second.features.predicted_timeout, 1.0, "{second:?}");
+    assert!(second.reasons.iter().any(|r| r.rule == "timeout" && r.action == Action::Divert), "{second:?}");
     assert_eq!(report.path, "charge-backup", "{report:#?}");
     assert!(report.failure.is_none());
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::MAX_RESPONSE_BYTES;
+use crate::history::EndpointHealth;
 
 /// The last real response of primaries to each endpoint, shared by the runtime.
 ///
@@ -27,6 +28,8 @@ use super::MAX_RESPONSE_BYTES;
 #[derive(Debug, Default)]
 pub struct EndpointMemory {
     last: Mutex<HashMap<String, (u16, Bytes)>>,
+    /// Latency and error rate of every endpoint really called.
+    pub(crate) health: EndpointHealth,
 }
 
 /// How many endpoints [`EndpointMemory`] remembers.
@@ -147,6 +150,9 @@ impl WasiHttpHooks for OutboundHooks {
         let timeout =
             options.and_then(|o| o.first_byte_timeout).map_or(policy_timeout, |guest| guest.min(policy_timeout));
         let remember = (self.role == Role::Primary).then(|| self.memory.clone());
+        // Every request really sent teaches the endpoint's health.
+        let health = self.memory.clone();
+        let started = std::time::Instant::now();
         Box::new(async move {
             let exchange = async {
                 let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
@@ -160,17 +166,22 @@ impl WasiHttpHooks for OutboundHooks {
                     .to_bytes();
                 Ok::<_, HttpError>((parts, body, io))
             };
-            match tokio::time::timeout(timeout, exchange).await {
+            let outcome = tokio::time::timeout(timeout, exchange).await;
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            match outcome {
                 Err(_elapsed) => {
+                    health.health.observe(&endpoint, latency_ms, true);
                     record(HttpOutcome::Failed { error: format!("timed out after {} ms", timeout.as_millis()) });
                     Err(HttpError::ConnectionReadTimeout)
                 }
                 Ok(Err(error)) => {
+                    health.health.observe(&endpoint, latency_ms, true);
                     record(HttpOutcome::Failed { error: error.to_string() });
                     Err(error)
                 }
                 Ok(Ok((parts, body, io))) => {
                     let status = parts.status.as_u16();
+                    health.health.observe(&endpoint, latency_ms, status >= 500);
                     record(HttpOutcome::Answered { status, response_bytes: body.len() });
                     if let Some(memory) = remember {
                         memory.remember(endpoint, status, body.clone());

@@ -1,0 +1,201 @@
+//! What the runtime has learnt from earlier transactions, for the predictor:
+//! per endpoint, recent latency and error rate; per path, a baseline of
+//! fuel, host calls and duration, and a recent failure rate.
+//!
+//! Statistics live in memory and start empty at each start of the runtime.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+/// Weight of the newest sample in the moving averages.
+const ALPHA: f64 = 0.2;
+/// Samples a baseline needs before it judges deviation.
+const MIN_BASELINE_SAMPLES: u64 = 5;
+/// How many endpoints or paths are remembered; beyond it, the oldest go.
+const MAX_ENTRIES: usize = 4096;
+
+/// An exponentially weighted moving average.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ewma {
+    value: Option<f64>,
+}
+
+impl Ewma {
+    pub(crate) fn add(&mut self, sample: f64) {
+        self.value = Some(match self.value {
+            Some(value) => value + ALPHA * (sample - value),
+            None => sample,
+        });
+    }
+
+    pub(crate) fn get(&self) -> Option<f64> {
+        self.value
+    }
+}
+
+/// Running mean and variance (Welford's method).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Running {
+    count: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Running {
+    pub(crate) fn add(&mut self, sample: f64) {
+        self.count += 1;
+        let delta = sample - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (sample - self.mean);
+    }
+
+    /// How many standard deviations `sample` is from the mean, once there
+    /// are enough samples.
+    pub(crate) fn z_score(&self, sample: f64) -> Option<f64> {
+        if self.count < MIN_BASELINE_SAMPLES {
+            return None;
+        }
+        let std = (self.m2 / (self.count - 1) as f64).sqrt();
+        // A perfectly stable baseline: any change is a large deviation, none is none.
+        let std = if std > 0.0 { std } else { self.mean.abs().max(1.0) * 0.01 };
+        Some(((sample - self.mean) / std).abs())
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct EndpointStats {
+    latency_ms: Ewma,
+    error_rate: Ewma,
+}
+
+/// Recent latency and error rate of outbound endpoints, from real responses.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointHealth {
+    endpoints: Mutex<HashMap<String, EndpointStats>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The maps stay consistent even if a holder panicked.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl EndpointHealth {
+    /// Records a request that was really sent: its latency, and whether it
+    /// failed (no answer, a timeout, or a 5xx).
+    pub(crate) fn observe(&self, endpoint: &str, latency_ms: f64, failed: bool) {
+        let mut endpoints = lock(&self.endpoints);
+        if endpoints.len() >= MAX_ENTRIES && !endpoints.contains_key(endpoint) {
+            endpoints.clear();
+        }
+        let stats = endpoints.entry(endpoint.to_string()).or_default();
+        stats.latency_ms.add(latency_ms);
+        stats.error_rate.add(if failed { 1.0 } else { 0.0 });
+    }
+
+    /// `(latency in ms, error rate)` of an endpoint, if it was ever called.
+    pub(crate) fn get(&self, endpoint: &str) -> Option<(f32, f32)> {
+        let endpoints = lock(&self.endpoints);
+        let stats = endpoints.get(endpoint)?;
+        Some((stats.latency_ms.get()? as f32, stats.error_rate.get()? as f32))
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PathStats {
+    fuel: Running,
+    host_calls: Running,
+    duration_micros: Running,
+    failure_rate: Ewma,
+}
+
+/// Baselines and failure rates of (module, path) pairs.
+#[derive(Debug, Default)]
+pub(crate) struct PathHistory {
+    paths: Mutex<HashMap<(String, String), PathStats>>,
+}
+
+impl PathHistory {
+    /// Records a primary's attempt; only successes feed the baseline.
+    pub(crate) fn observe(
+        &self,
+        module: &str,
+        path: &str,
+        fuel: u64,
+        host_calls: usize,
+        duration_micros: u64,
+        failed: bool,
+    ) {
+        let mut paths = lock(&self.paths);
+        let key = (module.to_string(), path.to_string());
+        if paths.len() >= MAX_ENTRIES && !paths.contains_key(&key) {
+            paths.clear();
+        }
+        let stats = paths.entry(key).or_default();
+        stats.failure_rate.add(if failed { 1.0 } else { 0.0 });
+        if !failed {
+            stats.fuel.add(fuel as f64);
+            stats.host_calls.add(host_calls as f64);
+            stats.duration_micros.add(duration_micros as f64);
+        }
+    }
+
+    /// The largest deviation, in standard deviations, of fuel and host calls
+    /// from the path's baseline. (Duration is recorded but not judged: on a
+    /// shared machine it deviates for reasons of its own.)
+    pub(crate) fn deviation(&self, module: &str, path: &str, fuel: u64, host_calls: usize) -> Option<f32> {
+        let paths = lock(&self.paths);
+        let stats = paths.get(&(module.to_string(), path.to_string()))?;
+        let fuel = stats.fuel.z_score(fuel as f64)?;
+        let calls = stats.host_calls.z_score(host_calls as f64)?;
+        Some(fuel.max(calls) as f32)
+    }
+
+    /// The path's recent failure rate, 0 if never run.
+    pub(crate) fn failure_rate(&self, module: &str, path: &str) -> f32 {
+        let paths = lock(&self.paths);
+        paths.get(&(module.to_string(), path.to_string())).and_then(|s| s.failure_rate.get()).unwrap_or(0.0) as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn averages_and_baselines() {
+        let mut ewma = Ewma::default();
+        assert_eq!(ewma.get(), None);
+        ewma.add(10.0);
+        ewma.add(20.0);
+        assert_eq!(ewma.get(), Some(12.0));
+
+        let mut running = Running::default();
+        for sample in [10.0, 12.0, 8.0, 10.0] {
+            running.add(sample);
+        }
+        assert_eq!(running.z_score(10.0), None, "four samples are too few");
+        running.add(10.0);
+        let z = running.z_score(14.0).expect("five samples");
+        assert!((z - 4.0 / 2f64.sqrt()).abs() < 1e-9, "{z}");
+    }
+
+    #[test]
+    fn endpoints_and_paths_learn_from_observations() {
+        let endpoints = EndpointHealth::default();
+        assert_eq!(endpoints.get("GET x"), None);
+        endpoints.observe("GET x", 100.0, false);
+        endpoints.observe("GET x", 200.0, true);
+        assert_eq!(endpoints.get("GET x"), Some((120.0, 0.2)));
+
+        let paths = PathHistory::default();
+        for _ in 0..5 {
+            paths.observe("m", "p", 1000, 3, 50, false);
+        }
+        assert_eq!(paths.deviation("m", "p", 1000, 3), Some(0.0));
+        assert!(paths.deviation("m", "p", 5000, 3).expect("baseline") > 3.0, "five times the fuel is far off");
+        assert_eq!(paths.failure_rate("m", "p"), 0.0);
+        paths.observe("m", "p", 0, 0, 0, true);
+        assert!((paths.failure_rate("m", "p") - 0.2).abs() < 1e-6);
+        assert_eq!(paths.deviation("m", "other", 1, 1), None);
+    }
+}
