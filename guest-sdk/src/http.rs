@@ -37,7 +37,8 @@ pub enum HttpError {
     InvalidUrl(String),
     /// A header name or value was refused.
     InvalidHeader(String),
-    /// The host refused the request: the policy does not grant it.
+    /// The host refused the request: the policy does not grant its host, or
+    /// the runtime stopped it (for example, to divert the transaction).
     Denied,
     /// No response arrived within the timeout.
     Timeout,
@@ -52,7 +53,7 @@ impl std::fmt::Display for HttpError {
         match self {
             Self::InvalidUrl(m) => write!(f, "invalid URL: {m}"),
             Self::InvalidHeader(m) => write!(f, "invalid header: {m}"),
-            Self::Denied => write!(f, "the policy does not grant this host"),
+            Self::Denied => write!(f, "refused by the host (not granted by the policy, or stopped by the runtime)"),
             Self::Timeout => write!(f, "timed out"),
             Self::Transport(m) => write!(f, "transport error: {m}"),
             Self::Body(m) => write!(f, "body error: {m}"),

@@ -7,7 +7,7 @@ use crate::host::InstanceState;
 use crate::module::Module;
 use crate::policy::ResourceRequirements;
 use crate::store::{EventEntry, ReadEntry, WriteEntry};
-use crate::trace::{Role, Trace};
+use crate::trace::{Role, Trace, TraceRecorder};
 use crate::transaction::{Failure, FailureKind};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -75,12 +75,13 @@ pub(crate) async fn run_instance(
     module: &Module,
     setup: &InstanceSetup,
     role: Role,
+    trace: TraceRecorder,
     path: &str,
     input: &[u8],
 ) -> InstanceRun {
     let started = Instant::now();
     let limits = setup.policy.resource_requirements.clone();
-    let state = match InstanceState::new(setup, role, started) {
+    let state = match InstanceState::new(setup, role, trace) {
         Ok(state) => state,
         Err(error) => {
             return InstanceRun {
@@ -141,7 +142,7 @@ pub(crate) async fn run_instance(
     InstanceRun {
         trace: Trace {
             role,
-            events: state.trace.take(),
+            events: state.trace.events_so_far(),
             fuel_consumed: limits.fuel.saturating_sub(fuel_left),
             memory_peak_bytes: state.limiter.peak_memory_bytes as u64,
             duration_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),

@@ -24,6 +24,7 @@ mod bindings;
 mod contention;
 pub mod engine;
 mod executor;
+mod gate;
 mod history;
 mod host;
 mod limits;

@@ -102,12 +102,32 @@ impl Default for IdempotencySettings {
 }
 
 /// How the mirror's trace is scored (`[prediction]`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PredictionSettings {
     /// Operator rules; the default rules (see `docs/features.md`) if unset.
     #[serde(default)]
     pub rules: Option<Vec<Rule>>,
+    /// The failure probability from which the gate acts.
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    /// How long the primary waits at the gate for the mirror, in milliseconds.
+    #[serde(default = "default_gate_timeout_ms")]
+    pub gate_timeout_ms: u64,
+}
+
+fn default_threshold() -> f32 {
+    0.3
+}
+
+fn default_gate_timeout_ms() -> u64 {
+    1_000
+}
+
+impl Default for PredictionSettings {
+    fn default() -> Self {
+        Self { rules: None, threshold: default_threshold(), gate_timeout_ms: default_gate_timeout_ms() }
+    }
 }
 
 /// Limits for one attempt of one instance.
@@ -276,7 +296,7 @@ fn default_non_retryable() -> Vec<FailureKind> {
     ]
 }
 fn default_final_kinds() -> Vec<FailureKind> {
-    vec![FailureKind::Validation, FailureKind::Rejected, FailureKind::UnknownPath]
+    vec![FailureKind::Validation, FailureKind::Rejected, FailureKind::UnknownPath, FailureKind::PredictedFailure]
 }
 fn default_conflict_attempts() -> u32 {
     20
@@ -452,6 +472,9 @@ impl Policy {
         let retry = &self.retry;
         if retry.max_attempts == 0 {
             return Err(("retry.max_attempts".into(), "must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.prediction.threshold) {
+            return Err(("prediction.threshold".into(), "must be between 0 and 1".into()));
         }
         if retry.conflict_attempts == 0 {
             return Err(("retry.conflict_attempts".into(), "must be at least 1".into()));

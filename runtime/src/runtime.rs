@@ -3,6 +3,7 @@
 use crate::contention::{HotKeys, Turn};
 use crate::engine::{EngineError, EngineSettings, EpochTicker, new_engine};
 use crate::executor::{InstanceRun, run_instance};
+use crate::gate::{Gate, GateDecision, Scorer};
 use crate::history::PathHistory;
 use crate::host::{EndpointMemory, InstanceSetup, InstanceState, add_recording_filesystem};
 use crate::module::{Module, ModuleError, ModuleLoader};
@@ -12,7 +13,7 @@ use crate::store::{
     Attempt, AttemptOutcome, CommitError, CommitRequest, Compensation, DeadLetter, EmptySnapshot, IdempotencyClaim,
     RedbStore, StateStore, StoreError, TransactionOutcome, TransactionRecord, validate_name,
 };
-use crate::trace::{Role, Trace};
+use crate::trace::{Role, Trace, TraceRecorder};
 use crate::transaction::{AttemptReport, DryRun, Failure, FailureKind, TxReport, TxRequest};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -221,7 +222,7 @@ impl Runtime {
                 SystemTime::UNIX_EPOCH,
                 endpoints.clone(),
             );
-            match InstanceState::new(&setup, Role::Primary, Instant::now()) {
+            match InstanceState::new(&setup, Role::Primary, TraceRecorder::new(Instant::now())) {
                 Ok(state) => state,
                 Err(_) => unreachable!("a policy without file grants cannot fail to set up"),
             }
@@ -254,7 +255,8 @@ impl Runtime {
         );
         let run = {
             let _permit = self.admit(1).await;
-            run_instance(&self.inner.engine, module, &setup, Role::Mirror, &path, &request.input).await
+            let trace = TraceRecorder::new(Instant::now());
+            run_instance(&self.inner.engine, module, &setup, Role::Mirror, trace, &path, &request.input).await
         };
         let result = run.result.map(|output| String::from_utf8_lossy(&output).into_owned());
         Ok(DryRun { path, trace: run.trace, result })
@@ -356,18 +358,23 @@ impl Runtime {
         let retry = &policy.retry;
         let mut last_failure = None;
         let mut ended_by_final_failure = false;
-        'paths: for path in &paths {
+        'paths: for (index, path) in paths.iter().enumerate() {
+            let can_divert = index + 1 < paths.len();
             // Held while retrying after a conflict: see `contention.rs`.
             let mut turn: Option<Turn> = None;
             let mut tries = 0;
             loop {
                 tries += 1;
-                let failure = match self.attempt(module, policy, path, &request.input, &mut run, &mut turn).await? {
-                    AttemptEnd::Committed(report) => return Ok(report),
-                    AttemptEnd::Failed(failure) => failure,
-                };
+                let failure =
+                    match self.attempt(module, policy, path, can_divert, &request.input, &mut run, &mut turn).await? {
+                        AttemptEnd::Committed(report) => return Ok(report),
+                        AttemptEnd::Failed(failure) => failure,
+                    };
                 let kind = failure.kind;
                 last_failure = Some(failure);
+                if kind == FailureKind::Diverted {
+                    continue 'paths;
+                }
                 if retry.final_kinds.contains(&kind) {
                     ended_by_final_failure = true;
                     break 'paths;
@@ -414,18 +421,20 @@ impl Runtime {
 
     /// One attempt: the twins from a fresh snapshot, the prediction, the
     /// success criteria and the commit.
+    #[allow(clippy::too_many_arguments, reason = "the attempt's whole context, passed once")]
     async fn attempt(
         &self,
         module: &Module,
         policy: &Arc<Policy>,
         path: &str,
+        can_divert: bool,
         input: &[u8],
         run: &mut TransactionRun,
         turn: &mut Option<Turn>,
     ) -> Result<AttemptEnd, ExecuteError> {
         let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
         let snapshot = self.inner.store.snapshot()?;
-        let setup = InstanceSetup::new(
+        let mut setup = InstanceSetup::new(
             policy.clone(),
             snapshot.clone(),
             run.random_seed,
@@ -433,7 +442,35 @@ impl Runtime {
             self.inner.endpoints.clone(),
         );
         let started = Instant::now();
-        let (primary, mirror) = self.run_twins(module, &setup, path, input).await;
+        let mirror_trace = if policy.failure_prediction_enabled {
+            let scorer: Scorer = {
+                let (runtime, module, path, policy) = (self.clone(), module.clone(), path.to_string(), policy.clone());
+                Box::new(move |trace: &Trace| runtime.predict(&module, &path, &policy, trace, number))
+            };
+            let timeout = std::time::Duration::from_millis(policy.prediction.gate_timeout_ms);
+            let (gate, mirror_trace) = Gate::new(started, scorer, policy.prediction.threshold, timeout, can_divert);
+            setup.gate = Some(gate);
+            Some(mirror_trace)
+        } else {
+            None
+        };
+        let (mut primary, mirror) = self.run_twins(module, &setup, path, input, mirror_trace).await;
+        // The gate's decision overrides how the primary, stopped by it, ended.
+        if let Some(decision) = setup.gate.as_ref().and_then(|gate| gate.decision()) {
+            let (kind, what, prediction) = match decision {
+                GateDecision::Divert(p) => (FailureKind::Diverted, "diverted to the next path", p),
+                GateDecision::FailFast(p) => (FailureKind::PredictedFailure, "stopped", p),
+            };
+            let reasons: Vec<String> = prediction.reasons.iter().map(|r| r.reason.clone()).collect();
+            primary.result = Err(Failure::new(
+                kind,
+                format!(
+                    "{what} before an unsafe call (failure probability {:.2}): {}",
+                    prediction.failure_probability,
+                    reasons.join("; ")
+                ),
+            ));
+        }
         let prediction = mirror.as_ref().map(|mirror| self.predict(module, path, policy, &mirror.trace, number));
         let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let observed = (primary.trace.fuel_consumed, primary.trace.events.len(), primary.trace.duration_micros);
@@ -634,17 +671,26 @@ impl Runtime {
         setup: &InstanceSetup,
         path: &str,
         input: &[u8],
+        mirror_trace: Option<TraceRecorder>,
     ) -> (InstanceRun, Option<InstanceRun>) {
         let engine = &self.inner.engine;
-        let twins = if setup.policy.failure_prediction_enabled { 2 } else { 1 };
+        let twins = if mirror_trace.is_some() { 2 } else { 1 };
         let _permit = self.admit(twins).await;
-        let primary = run_instance(engine, module, setup, Role::Primary, path, input);
-        if setup.policy.failure_prediction_enabled {
-            let mirror = run_instance(engine, module, setup, Role::Mirror, path, input);
-            let (primary, mirror) = tokio::join!(primary, mirror);
-            (primary, Some(mirror))
-        } else {
-            (primary.await, None)
+        let primary =
+            run_instance(engine, module, setup, Role::Primary, TraceRecorder::new(Instant::now()), path, input);
+        match mirror_trace {
+            Some(trace) => {
+                let mirror = async {
+                    let run = run_instance(engine, module, setup, Role::Mirror, trace, path, input).await;
+                    if let Some(gate) = &setup.gate {
+                        gate.mirror_ended();
+                    }
+                    run
+                };
+                let (primary, mirror) = tokio::join!(primary, mirror);
+                (primary, Some(mirror))
+            }
+            None => (primary.await, None),
         }
     }
 }

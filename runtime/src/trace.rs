@@ -73,7 +73,7 @@ pub enum HttpOutcome {
 }
 
 /// One host call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "call", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum HostCall {
@@ -149,6 +149,19 @@ pub enum HostCall {
         /// Message.
         message: String,
     },
+    /// The effect gate, before one of the primary's unsafe calls.
+    Gate {
+        /// How long the primary waited for the mirror, in microseconds.
+        waited_micros: u64,
+        /// Whether it stopped waiting at the gate's timeout.
+        timed_out: bool,
+        /// The failure probability of the mirror's trace so far.
+        failure_probability: f32,
+        /// The rules that held.
+        reasons: Vec<String>,
+        /// `pass`, `divert` or `fail_fast`.
+        decision: String,
+    },
     /// `config.get`.
     Config {
         /// Key.
@@ -171,7 +184,7 @@ impl HostCall {
 }
 
 /// A host call with its timing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceEvent {
     /// When the call started, in microseconds since the instance started.
     pub at_micros: u64,
@@ -183,7 +196,7 @@ pub struct TraceEvent {
 }
 
 /// The complete trace of one instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trace {
     /// Which twin.
     pub role: Role,
@@ -269,6 +282,11 @@ fn describe(call: &HostCall) -> String {
         HostCall::Validation { field, message } => format!("validation issue {field}: {message}"),
         HostCall::Log { level, message } => format!("log {level}: {message}"),
         HostCall::Config { key, found } => format!("config {key} → {}", if *found { "set" } else { "unset" }),
+        HostCall::Gate { waited_micros, timed_out, failure_probability, reasons, decision } => format!(
+            "gate: waited {waited_micros} µs for the mirror{}, failure probability {failure_probability:.2} [{}] → {decision}",
+            if *timed_out { " (timed out)" } else { "" },
+            reasons.join(", ")
+        ),
     }
 }
 
@@ -277,11 +295,33 @@ fn describe(call: &HostCall) -> String {
 pub(crate) struct TraceRecorder {
     started: Instant,
     events: Arc<Mutex<Vec<TraceEvent>>>,
+    /// Woken at every recorded call, for whoever watches this trace grow.
+    progress: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl TraceRecorder {
     pub(crate) fn new(started: Instant) -> Self {
-        Self { started, events: Arc::new(Mutex::new(Vec::new())) }
+        Self { started, events: Arc::new(Mutex::new(Vec::new())), progress: None }
+    }
+
+    /// A recorder that wakes `progress` at every call it records.
+    pub(crate) fn watched(started: Instant, progress: Arc<tokio::sync::Notify>) -> Self {
+        Self { started, events: Arc::new(Mutex::new(Vec::new())), progress: Some(progress) }
+    }
+
+    /// The calls recorded so far, in the order they started. This copies:
+    /// the effect gate may still be reading a finished mirror's trace.
+    pub(crate) fn events_so_far(&self) -> Vec<TraceEvent> {
+        let mut events = self.lock().clone();
+        events.sort_by_key(|e| e.at_micros);
+        events
+    }
+
+    fn push(&self, event: TraceEvent) {
+        self.lock().push(event);
+        if let Some(progress) = &self.progress {
+            progress.notify_waiters();
+        }
     }
 
     /// Microseconds since the instance started.
@@ -292,19 +332,13 @@ impl TraceRecorder {
     /// Records a call that started at `at_micros` and ends now.
     pub(crate) fn record_since(&self, at_micros: u64, call: HostCall) {
         let duration_micros = self.now_micros().saturating_sub(at_micros);
-        self.lock().push(TraceEvent { at_micros, duration_micros, call });
+        self.push(TraceEvent { at_micros, duration_micros, call });
     }
 
     /// Records an instantaneous call.
     pub(crate) fn record(&self, call: HostCall) {
         let at_micros = self.now_micros();
-        self.lock().push(TraceEvent { at_micros, duration_micros: 0, call });
-    }
-
-    pub(crate) fn take(&self) -> Vec<TraceEvent> {
-        let mut events = std::mem::take(&mut *self.lock());
-        events.sort_by_key(|e| e.at_micros);
-        events
+        self.push(TraceEvent { at_micros, duration_micros: 0, call });
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<TraceEvent>> {

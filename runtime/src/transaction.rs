@@ -50,10 +50,16 @@ pub enum FailureKind {
     Conflict,
     /// The instance could not be set up (for example a granted directory is missing).
     Setup,
+    /// The effect gate stopped the primary before an unsafe call, to restart
+    /// it on the next alternative path.
+    Diverted,
+    /// The effect gate stopped the primary before an unsafe call: the
+    /// predictor found the failure certain.
+    PredictedFailure,
 }
 
 impl FailureKind {
-    const ALL: [Self; 12] = [
+    const ALL: [Self; 14] = [
         Self::Validation,
         Self::Rejected,
         Self::Unavailable,
@@ -66,6 +72,8 @@ impl FailureKind {
         Self::SuccessCriteria,
         Self::Conflict,
         Self::Setup,
+        Self::Diverted,
+        Self::PredictedFailure,
     ];
 
     /// The kind with this stable name.
@@ -88,6 +96,8 @@ impl FailureKind {
             Self::SuccessCriteria => "success_criteria",
             Self::Conflict => "conflict",
             Self::Setup => "setup",
+            Self::Diverted => "diverted",
+            Self::PredictedFailure => "predicted_failure",
         }
     }
 

@@ -150,7 +150,7 @@ async fn nothing_is_granted_by_default() {
     let output = report.output_json().expect("the guest reports the refusals and commits nothing else");
     assert!(output["kv"].as_str().unwrap().contains("denied"), "{output}");
     assert!(output["file"].is_string(), "{output}");
-    assert!(output["post_error"].as_str().unwrap().contains("does not grant"), "{output}");
+    assert!(output["post_error"].as_str().unwrap().contains("refused by the host"), "{output}");
     assert!(output["event"].is_null(), "events need no grant: {output}");
     assert!(server.received().is_empty());
     assert!(runtime.store().snapshot().unwrap().get("scratch", "written").unwrap().is_none());
@@ -185,4 +185,35 @@ async fn the_mirror_sends_safe_requests() {
         )),
         "{mirror:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_stops_a_certain_failure_before_its_first_unsafe_call() {
+    let dir = tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let server = TestServer::start(Behaviour::default()).await;
+    let runtime = runtime(&dir.path().join("data"));
+    let module = load(&runtime, guests::EFFECTS).await;
+    let policy = policy(&effects_policy(&server, &files));
+    let report = runtime
+        .execute(
+            &module,
+            &policy,
+            TxRequest { path: Some("careless".into()), input: b"{}".to_vec(), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    let failure = report.failure.as_ref().expect("stopped");
+    assert_eq!(failure.kind, txmirror_runtime::FailureKind::PredictedFailure, "{failure:?}");
+    assert!(failure.message.contains("the guest found the input invalid"), "{}", failure.message);
+    assert!(server.received().is_empty(), "nothing was sent: {:?}", server.received());
+    assert_eq!(runtime.store().snapshot().unwrap().version(), 0, "nothing was committed");
+    assert_eq!(report.attempts.len(), 1, "a certain failure is final");
+    assert!(runtime.store().dead_letter(&report.transaction_id).unwrap().is_none(), "and not a dead letter");
+    let gate = report.attempts[0].primary.events.iter().find_map(|e| match &e.call {
+        HostCall::Gate { decision, .. } => Some(decision.clone()),
+        _ => None,
+    });
+    assert_eq!(gate.as_deref(), Some("fail_fast"));
 }

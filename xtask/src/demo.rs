@@ -67,10 +67,10 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         1,
     )?;
 
-    step("6. charge a card through the local gateway: the mirror's POST is stubbed, only the primary's is sent");
+    step("6. charge a card through the local gateway: the effect gate waits for the mirror, whose POST is stubbed");
     cli.run(&payment, "charge", r#"{"order_id":"order-1","amount_cents":2550,"currency":"EUR"}"#, 0)?;
-    let charges = gateway.requests.load(Ordering::SeqCst);
-    println!("the gateway received {charges} request(s)");
+    let charges = gateway.charges.load(Ordering::SeqCst);
+    println!("the gateway received {charges} charge(s); the mirror's was stubbed, the health checks of both were sent");
     if charges != 1 {
         bail!("expected exactly one charge at the gateway, got {charges}");
     }
@@ -123,30 +123,35 @@ impl Cli<'_> {
 }
 
 /// A tiny payment gateway on 127.0.0.1 that answers every request with a
-/// new charge id. It serves until the demo ends.
+/// new charge id, and counts the charges (POST requests) it receives. It
+/// serves until the demo ends.
 struct Gateway {
     authority: String,
-    requests: Arc<AtomicUsize>,
+    charges: Arc<AtomicUsize>,
 }
 
 impl Gateway {
     fn start() -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let authority = listener.local_addr()?.to_string();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
+        let charges = Arc::new(AtomicUsize::new(0));
+        let counter = charges.clone();
         std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                let _ = answer(stream, number);
+            for (number, stream) in listener.incoming().flatten().enumerate() {
+                let _ = answer(stream, number + 1, &counter);
             }
         });
-        Ok(Self { authority, requests })
+        Ok(Self { authority, charges })
     }
 }
 
-fn answer(stream: std::net::TcpStream, number: usize) -> std::io::Result<()> {
+fn answer(stream: std::net::TcpStream, number: usize, charges: &AtomicUsize) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    if request_line.starts_with("POST ") {
+        charges.fetch_add(1, Ordering::SeqCst);
+    }
     let mut content_length = 0usize;
     loop {
         let mut line = String::new();

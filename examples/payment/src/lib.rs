@@ -6,6 +6,9 @@
 //! - `charge-backup`: the alternative path, through `backup_gateway`;
 //! - `refund`: the compensation path, which refunds a recorded charge.
 //!
+//! Before charging, the path checks the gateway's `/health` (a safe GET,
+//! which lets the runtime measure the gateway from the mirror).
+//!
 //! Every charge carries the order id as its `idempotency-key`, so a gateway
 //! that honours it never charges an order twice. The charge is recorded in
 //! the `payments` namespace and announced on the `payments` stream.
@@ -64,6 +67,15 @@ fn charge_via(gateway: &str, input: Charge) -> Result<ChargeRecord, Error> {
     }
 
     let base = config::require(gateway)?;
+    // Ask the gateway how it is first. This is a safe request, which the
+    // runtime's mirror sends too: the gateway is measured before anything
+    // is charged, and a slow or failing gateway can be avoided. The check
+    // is advisory; the charge is what counts.
+    match Request::get(&format!("{base}/health")).send() {
+        Ok(response) if response.is_success() => {}
+        Ok(response) => log::warn(&format!("{gateway} health check answered {}", response.status)),
+        Err(error) => log::warn(&format!("{gateway} health check failed: {error}")),
+    }
     log::info(&format!("charging order {} through {gateway}", input.order_id));
     let response = Request::post(&format!("{base}/charges"))
         .header("idempotency-key", &input.order_id)

@@ -19,6 +19,7 @@ use std::time::Duration;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::MAX_RESPONSE_BYTES;
+use crate::gate::{Gate, Verdict};
 use crate::history::EndpointHealth;
 
 /// The last real response of primaries to each endpoint, shared by the runtime.
@@ -64,6 +65,10 @@ pub(crate) struct OutboundHooks {
     pub(crate) policy: Arc<Policy>,
     pub(crate) trace: TraceRecorder,
     pub(crate) memory: Arc<EndpointMemory>,
+    /// The primary's effect gate.
+    pub(crate) gate: Option<Arc<Gate>>,
+    /// Unsafe requests the primary has made so far.
+    pub(crate) unsafe_calls: usize,
 }
 
 type ResponseFuture = Box<
@@ -152,8 +157,22 @@ impl WasiHttpHooks for OutboundHooks {
         let remember = (self.role == Role::Primary).then(|| self.memory.clone());
         // Every request really sent teaches the endpoint's health.
         let health = self.memory.clone();
-        let started = std::time::Instant::now();
+        // The primary's unsafe calls pass the effect gate first.
+        let gate = match (&self.gate, self.role, safe) {
+            (Some(gate), Role::Primary, false) => {
+                self.unsafe_calls += 1;
+                Some((gate.clone(), self.unsafe_calls, self.trace.clone()))
+            }
+            _ => None,
+        };
         Box::new(async move {
+            if let Some((gate, nth, primary)) = gate
+                && let Verdict::Stop(reason) = gate.before_unsafe_call(nth, &primary).await
+            {
+                record(HttpOutcome::Denied { reason });
+                return Err(HttpError::HttpRequestDenied);
+            }
+            let started = std::time::Instant::now();
             let exchange = async {
                 let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
                 // The connection future must run while the body is read.

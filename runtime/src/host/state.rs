@@ -2,6 +2,7 @@
 
 use super::KvView;
 use super::outbound::{EndpointMemory, OutboundHooks};
+use crate::gate::Gate;
 use crate::limits::InstanceLimiter;
 use crate::policy::{Access, Policy};
 use crate::store::{EventEntry, StateSnapshot};
@@ -9,7 +10,7 @@ use crate::trace::{Role, TraceRecorder};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -50,6 +51,8 @@ pub(crate) struct InstanceSetup {
     pub(crate) memory: Arc<EndpointMemory>,
     /// Memory limit of this attempt, in bytes.
     pub(crate) memory_limit_bytes: usize,
+    /// The effect gate the primary passes before unsafe calls, if the mirror runs.
+    pub(crate) gate: Option<Arc<Gate>>,
 }
 
 impl InstanceSetup {
@@ -62,7 +65,7 @@ impl InstanceSetup {
         memory: Arc<EndpointMemory>,
     ) -> Self {
         let memory_limit_bytes = usize::try_from(policy.resource_requirements.memory_mib << 20).unwrap_or(usize::MAX);
-        Self { policy, snapshot, random_seed, clock, memory, memory_limit_bytes }
+        Self { policy, snapshot, random_seed, clock, memory, memory_limit_bytes, gate: None }
     }
 }
 
@@ -102,7 +105,7 @@ pub(crate) struct SetupError {
 }
 
 impl InstanceState {
-    pub(crate) fn new(setup: &InstanceSetup, role: Role, started: Instant) -> Result<Self, SetupError> {
+    pub(crate) fn new(setup: &InstanceSetup, role: Role, trace: TraceRecorder) -> Result<Self, SetupError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.secure_random(StdRng::seed_from_u64(setup.random_seed))
             .insecure_random(StdRng::seed_from_u64(setup.random_seed.rotate_left(17)))
@@ -117,7 +120,7 @@ impl InstanceState {
             wasi.preopened_dir(&grant.host, &grant.guest, perms)
                 .map_err(|e| SetupError { host: grant.host.display().to_string(), reason: format!("{e:#}") })?;
         }
-        let trace = TraceRecorder::new(started);
+        let gate = if role == Role::Primary { setup.gate.clone() } else { None };
         Ok(Self {
             role,
             policy: setup.policy.clone(),
@@ -133,6 +136,8 @@ impl InstanceState {
                 policy: setup.policy.clone(),
                 trace: trace.clone(),
                 memory: setup.memory.clone(),
+                gate,
+                unsafe_calls: 0,
             },
             trace,
             table: ResourceTable::new(),

@@ -120,18 +120,20 @@ impl Features {
                 HostCall::Http { method, url, safe, outcome } => {
                     let endpoint = endpoint_key(method, url);
                     let known = (context.endpoint)(&endpoint);
-                    // A real answer of the mirror is a measurement; a stub
-                    // says nothing about latency, so the history speaks.
-                    let latency_ms = match outcome {
-                        HttpOutcome::Answered { .. } => Some(event.duration_micros as f32 / 1000.0),
-                        HttpOutcome::Failed { .. } => Some(timeout_ms),
-                        _ => known.map(|(latency, _)| latency),
+                    // A call the mirror really made is a fresh measurement of
+                    // its endpoint; for a stubbed one, the history speaks.
+                    let (latency_ms, error) = match outcome {
+                        HttpOutcome::Answered { status, .. } => {
+                            (Some(event.duration_micros as f32 / 1000.0), Some(if *status >= 500 { 1.0 } else { 0.0 }))
+                        }
+                        HttpOutcome::Failed { .. } => (Some(timeout_ms), Some(1.0)),
+                        _ => (known.map(|(latency, _)| latency), known.map(|(_, error_rate)| error_rate)),
                     };
                     if let Some(latency) = latency_ms {
                         features.outbound_latency_ratio = features.outbound_latency_ratio.max(latency / timeout_ms);
                     }
-                    if let Some((_, error_rate)) = known {
-                        features.endpoint_error_rate = features.endpoint_error_rate.max(error_rate);
+                    if let Some(error) = error {
+                        features.endpoint_error_rate = features.endpoint_error_rate.max(error);
                     }
                     if !safe {
                         features.unsafe_calls += 1.0;

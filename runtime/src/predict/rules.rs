@@ -203,6 +203,13 @@ impl RuleSet {
                 Action::Divert,
             ),
             rule("deviation", "baseline_deviation > 3", 0.1, "it strays far from the path's baseline", Action::None),
+            rule(
+                "failing_endpoint",
+                "endpoint_error_rate >= 0.5",
+                0.3,
+                "an endpoint it calls is failing",
+                Action::Divert,
+            ),
             rule("fuel", "fuel_ratio >= 1", 0.5, "it needs more fuel than its limit", Action::GrantFuel),
             rule("memory", "memory_ratio >= 1", 0.5, "it needs more memory than its limit", Action::GrantMemory),
         ];

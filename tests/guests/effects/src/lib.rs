@@ -5,7 +5,8 @@
 //! each refusal, so that the trace shows all four attempts, and reports
 //! what happened to each. Path `observe` returns what the instance sees of
 //! its environment: random values, the clock and a stored key. Path
-//! `fetch` GETs the sink, which the mirror is allowed to do.
+//! `fetch` GETs the sink, which the mirror is allowed to do. Path
+//! `careless` reports a validation issue and carries on regardless.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -62,10 +63,18 @@ fn fetch(_input: Value) -> Result<Fetched, Error> {
     Ok(Fetched { status: response.status, body: String::from_utf8_lossy(&response.body).into_owned() })
 }
 
+/// Reports a validation issue, yet goes on to write and POST: the runtime's
+/// gate must stop it before the POST leaves.
+fn careless(_input: Value) -> Result<EffectsReport, Error> {
+    txmirror_guest::validation::report(&txmirror_guest::Issue::new("amount", "must be positive"));
+    all_effects(Value::Null)
+}
+
 txmirror_guest::transaction_module! {
     paths: {
         "all-effects" => all_effects,
         "observe" => observe,
         "fetch" => fetch,
+        "careless" => careless,
     }
 }
