@@ -125,10 +125,14 @@ enum DlqCommand {
 
 #[derive(Subcommand, Debug)]
 enum TxCommand {
-    /// Prints the durable record of a transaction.
+    /// Prints the whole story of a transaction: attempts, paths, traces,
+    /// predictions, gate decisions and outcome.
     Show {
         /// The transaction id.
         id: String,
+        /// Prints the durable record as JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -208,11 +212,17 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
             ));
             Ok(0)
         }
-        Command::Tx { command: TxCommand::Show { id } } => {
+        Command::Tx { command: TxCommand::Show { id, json } } => {
             let runtime = open(&cli.data_dir)?;
             match runtime.store().transaction(&id)? {
-                Some(record) => {
+                Some(record) if json => {
                     print(&serde_json::to_string_pretty(&record)?);
+                    Ok(0)
+                }
+                Some(record) => {
+                    let mut report = TxReport::from_record(record);
+                    report.deduplicated = false;
+                    print(&render::report(&report));
                     Ok(0)
                 }
                 None => Err(Failed {

@@ -65,9 +65,14 @@ fn run_commits_and_prints_both_traces() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["transaction_id"], "tx-42");
     assert_eq!(report["outcome"]["status"], "committed");
-    let out = txmirror(&data, &["tx", "show", "tx-42"]);
+    let out = txmirror(&data, &["tx", "show", "tx-42", "--json"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("\"path\": \"balance\""));
+    // The whole story, after the fact.
+    let story = text(&txmirror(&data, &["tx", "show", "tx-42"]).stdout);
+    for part in ["COMMITTED", "attempt 1 on `balance`", "primary trace", "mirror trace", "prediction (rules)"] {
+        assert!(story.contains(part), "{part} missing from:\n{story}");
+    }
 
     // The same idempotency key twice: the second run changes nothing.
     let keyed = [

@@ -404,6 +404,7 @@ impl Runtime {
                 input_hash: run.input_hash,
                 outcome: outcome.clone(),
                 attempts: run.attempts,
+                history: run.reports.clone(),
             },
             run.claim,
             dead_letter,
@@ -490,6 +491,13 @@ impl Runtime {
             Ok(output) => {
                 let mut record_attempts = run.attempts.clone();
                 record_attempts.push(attempt.clone());
+                let mut history = run.reports.clone();
+                history.push(AttemptReport {
+                    attempt: attempt.clone(),
+                    primary: primary.trace.clone(),
+                    mirror: mirror.as_ref().map(|m| m.trace.clone()),
+                    prediction: prediction.clone(),
+                });
                 let record = TransactionRecord {
                     id: run.id.clone(),
                     module: module.hash().to_string(),
@@ -497,6 +505,7 @@ impl Runtime {
                     input_hash: run.input_hash.clone(),
                     outcome: TransactionOutcome::Committed { version: 0, output: output.clone() },
                     attempts: record_attempts,
+                    history,
                 };
                 let commit = CommitRequest {
                     reads: primary.reads,

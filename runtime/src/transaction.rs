@@ -132,7 +132,7 @@ impl Failure {
 }
 
 /// One attempt, with the traces of both twins.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptReport {
     /// What is stored durably about the attempt.
     pub attempt: Attempt,
@@ -157,7 +157,7 @@ pub struct TxReport {
     pub outcome: TransactionOutcome,
     /// The kind of the last failure, if it failed.
     pub failure: Option<Failure>,
-    /// Every attempt (empty when `deduplicated`: traces are not durable).
+    /// Every attempt, with the traces of both twins.
     pub attempts: Vec<AttemptReport>,
     /// Whether this is the recorded outcome of an earlier request with the
     /// same idempotency key, rather than an execution of its own.
@@ -181,7 +181,7 @@ impl TxReport {
             path: record.path,
             outcome: record.outcome,
             failure,
-            attempts: Vec::new(),
+            attempts: record.history,
             deduplicated: true,
         }
     }

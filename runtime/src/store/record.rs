@@ -54,7 +54,7 @@ pub enum AttemptOutcome {
 }
 
 /// The durable record of a transaction, written atomically with its state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransactionRecord {
     /// The transaction id.
     pub id: String,
@@ -68,4 +68,8 @@ pub struct TransactionRecord {
     pub outcome: TransactionOutcome,
     /// Every attempt, in order.
     pub attempts: Vec<Attempt>,
+    /// Every attempt's report: traces of both twins, predictions and gate
+    /// decisions, so that `txmirror tx show` can tell the whole story.
+    #[serde(default)]
+    pub history: Vec<crate::transaction::AttemptReport>,
 }

@@ -379,6 +379,7 @@ mod tests {
             input_hash: "h".into(),
             outcome: TransactionOutcome::Committed { version: 0, output: vec![] },
             attempts: vec![],
+            history: vec![],
         }
     }
 

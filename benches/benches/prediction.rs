@@ -1,0 +1,87 @@
+//! The cost of a prediction: features from a mirror's trace, scored by the
+//! default rules. The trace is the payment path's (ten host calls, one
+//! stubbed POST), the size a gate scores.
+//!
+//! Run with `cargo bench -p txmirror-benches --bench prediction`.
+
+#![allow(clippy::unwrap_used, reason = "benchmark")]
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use txmirror_runtime::policy::ResourceRequirements;
+use txmirror_runtime::predict::{FeatureContext, Features, RuleSet};
+use txmirror_runtime::trace::{Effect, HostCall, HttpOutcome, Role, Trace, TraceEvent};
+
+fn payment_trace() -> Trace {
+    let event = |at_micros, call| TraceEvent { at_micros, duration_micros: 20, call };
+    Trace {
+        role: Role::Mirror,
+        events: vec![
+            event(10, HostCall::KvGet { namespace: "payments".into(), key: "order-1".into(), version: Some(0) }),
+            event(20, HostCall::Config { key: "primary_gateway".into(), found: true }),
+            event(
+                30,
+                HostCall::Http {
+                    method: "GET".into(),
+                    url: "http://gateway:8080/health".into(),
+                    safe: true,
+                    outcome: HttpOutcome::Answered { status: 200, response_bytes: 2 },
+                },
+            ),
+            event(40, HostCall::Log { level: "info".into(), message: "charging order order-1".into() }),
+            event(
+                50,
+                HostCall::Http {
+                    method: "POST".into(),
+                    url: "http://gateway:8080/charges".into(),
+                    safe: false,
+                    outcome: HttpOutcome::Stubbed { status: 201, source: "policy".into() },
+                },
+            ),
+            event(
+                60,
+                HostCall::KvWrite {
+                    namespace: "payments".into(),
+                    key: "order-1".into(),
+                    bytes: Some(120),
+                    effect: Effect::Withheld,
+                },
+            ),
+            event(70, HostCall::Emit { stream: "payments".into(), bytes: 40, effect: Effect::Withheld }),
+            event(80, HostCall::Validation { field: "currency".into(), message: "must be ISO 4217".into() }),
+            event(90, HostCall::KvGet { namespace: "payments".into(), key: "order-2".into(), version: Some(7) }),
+            event(95, HostCall::KvScan { namespace: "payments".into(), prefix: "order-".into(), returned: 3 }),
+        ],
+        fuel_consumed: 40_000,
+        memory_peak_bytes: 1 << 20,
+        duration_micros: 900,
+        ended: "returned 123 bytes".into(),
+        output: Some("{}".into()),
+        failure: None,
+    }
+}
+
+fn prediction(c: &mut Criterion) {
+    let trace = payment_trace();
+    let limits = ResourceRequirements::default();
+    let rules = RuleSet::defaults();
+    let mut group = c.benchmark_group("prediction");
+    group.bench_function("features_and_rules", |b| {
+        b.iter(|| {
+            let context = FeatureContext {
+                limits: &limits,
+                attempt: 1,
+                contended: &|_, key, _| key == "order-2",
+                endpoint: &|endpoint| endpoint.ends_with("/charges").then_some((40.0, 0.1)),
+                deviation: &|_, _, _| Some(0.5),
+                path_failure_rate: 0.05,
+            };
+            let features = Features::from_trace(black_box(&trace), &context);
+            black_box(rules.score(&features))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, prediction);
+criterion_main!(benches);
