@@ -2,13 +2,17 @@
 //! of how it ended.
 
 use crate::bindings::TxError;
+use crate::grants::{FuelStep, WAIT_FOR_MIRROR, fuel_step};
 use crate::host::InstanceSetup;
 use crate::host::InstanceState;
 use crate::module::Module;
 use crate::policy::ResourceRequirements;
 use crate::store::{EventEntry, ReadEntry, WriteEntry};
+use crate::trace::HostCall;
 use crate::trace::{Role, Trace, TraceRecorder};
 use crate::transaction::{Failure, FailureKind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
@@ -43,7 +47,12 @@ fn guest_failure(error: TxError) -> Failure {
     }
 }
 
-fn classify_trap(error: &wasmtime::Error, state: &InstanceState, limits: &ResourceRequirements) -> Failure {
+fn classify_trap(
+    error: &wasmtime::Error,
+    state: &InstanceState,
+    limits: &ResourceRequirements,
+    fuel_limit: u64,
+) -> Failure {
     if state.limiter.memory_limit_hit {
         return Failure::new(
             FailureKind::MemoryLimit,
@@ -58,7 +67,7 @@ fn classify_trap(error: &wasmtime::Error, state: &InstanceState, limits: &Resour
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => {
-            Failure::new(FailureKind::FuelExhausted, format!("stopped: burnt all its fuel ({} units)", limits.fuel))
+            Failure::new(FailureKind::FuelExhausted, format!("stopped: burnt all its fuel ({fuel_limit} units)"))
         }
         Some(Trap::StackOverflow) => Failure::new(FailureKind::StackOverflow, "stopped: call stack overflow"),
         Some(Trap::UnreachableCodeReached) => {
@@ -105,18 +114,68 @@ pub(crate) async fn run_instance(
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
     // Fuel can only fail to be set when fuel is disabled, and the engine enables it.
-    let _ = store.set_fuel(limits.fuel);
+    // In a mirrored attempt the mirror gets the ceiling, to show the real need.
+    let fuel_watch = setup.fuel_watch.clone();
+    let ceiling = limits.fuel_ceiling();
+    let initial_fuel = if role == Role::Mirror && fuel_watch.is_some() { ceiling } else { limits.fuel };
+    // The limit in force; grants raise it. Shared with the epoch callback.
+    let granted = Arc::new(AtomicU64::new(initial_fuel));
+    let _ = store.set_fuel(initial_fuel);
+    if fuel_watch.is_some() {
+        // Compiled code keeps fuel in a register inside hot loops; handing it
+        // out in chunks makes the count the epoch callback reads accurate to
+        // one chunk. Each chunk boundary is also a yield point.
+        let _ = store.fuel_async_yield_interval(Some((initial_fuel / 64).max(100_000)));
+    }
     let wall_time = Duration::from_millis(limits.wall_time_ms);
     let deadline = started + wall_time;
     store.set_epoch_deadline(1);
+    let limit = granted.clone();
+    let watch = fuel_watch.clone();
     store.epoch_deadline_callback(move |mut context| {
         if Instant::now() >= deadline {
             context.data_mut().deadline_hit = true;
-            Err(wasmtime::format_err!("wall-time limit reached"))
-        } else {
-            // Yield at every tick so that the twins interleave.
-            Ok(UpdateDeadline::Yield(1))
+            return Err(wasmtime::format_err!("wall-time limit reached"));
         }
+        if let Some(watch) = &watch {
+            let current = limit.load(Ordering::SeqCst);
+            let remaining = context.get_fuel().unwrap_or(0);
+            match role {
+                Role::Mirror => watch.publish(current.saturating_sub(remaining)),
+                Role::Primary => match fuel_step(watch, current, remaining, ceiling) {
+                    FuelStep::Carry => {}
+                    FuelStep::Grant(to) => {
+                        context.set_fuel(remaining.saturating_add(to - current))?;
+                        limit.store(to, Ordering::SeqCst);
+                        let mirror_needed = watch.mirror_consumed();
+                        let grant = HostCall::Grant { resource: "fuel".into(), from: current, to, mirror_needed };
+                        context.data().trace.record(grant);
+                    }
+                    FuelStep::Wait => {
+                        // Pause until the mirror has burnt past this limit (or
+                        // ended): then the next tick knows what to grant.
+                        let watch = watch.clone();
+                        return Ok(UpdateDeadline::YieldCustom(
+                            1,
+                            Box::pin(async move {
+                                let ahead = async {
+                                    loop {
+                                        let progressed = watch.progress.notified();
+                                        if watch.mirror_consumed() > current || watch.mirror_ended() {
+                                            break;
+                                        }
+                                        progressed.await;
+                                    }
+                                };
+                                let _ = tokio::time::timeout(WAIT_FOR_MIRROR, ahead).await;
+                            }),
+                        ));
+                    }
+                },
+            }
+        }
+        // Yield at every tick so that the twins interleave.
+        Ok(UpdateDeadline::Yield(1))
     });
 
     let call = async {
@@ -125,10 +184,15 @@ pub(crate) async fn run_instance(
     };
     let outcome = tokio::time::timeout(wall_time + HOST_CALL_GRACE, call).await;
     let fuel_left = store.get_fuel().unwrap_or(0);
+    let fuel_limit = granted.load(Ordering::SeqCst);
+    let fuel_consumed = fuel_limit.saturating_sub(fuel_left);
+    if let (Role::Mirror, Some(watch)) = (role, &fuel_watch) {
+        watch.end(fuel_consumed);
+    }
     let result = match outcome {
         Ok(Ok(Ok(output))) => Ok(output),
         Ok(Ok(Err(error))) => Err(guest_failure(error)),
-        Ok(Err(trap)) => Err(classify_trap(&trap, store.data(), &limits)),
+        Ok(Err(trap)) => Err(classify_trap(&trap, store.data(), &limits, fuel_limit)),
         Err(_elapsed) => Err(Failure::new(
             FailureKind::WallTimeExceeded,
             format!("stopped: blocked in a host call past its wall-time limit of {} ms", limits.wall_time_ms),
@@ -143,7 +207,7 @@ pub(crate) async fn run_instance(
         trace: Trace {
             role,
             events: state.trace.events_so_far(),
-            fuel_consumed: limits.fuel.saturating_sub(fuel_left),
+            fuel_consumed,
             memory_peak_bytes: state.limiter.peak_memory_bytes as u64,
             duration_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             ended,

@@ -25,6 +25,7 @@ mod contention;
 pub mod engine;
 mod executor;
 mod gate;
+mod grants;
 mod history;
 mod host;
 mod limits;

@@ -137,6 +137,10 @@ pub struct ResourceRequirements {
     /// Fuel (roughly, Wasm instructions) one attempt may burn.
     #[serde(default = "default_fuel")]
     pub fuel: u64,
+    /// The most fuel the primary may be granted when its mirror shows it
+    /// needs more than `fuel`; four times `fuel` if unset.
+    #[serde(default)]
+    pub fuel_ceiling: Option<u64>,
     /// Linear memory one instance may grow to, in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
@@ -161,10 +165,18 @@ fn default_outbound_timeout_ms() -> u64 {
     5_000
 }
 
+impl ResourceRequirements {
+    /// The most fuel an attempt may be granted.
+    pub fn fuel_ceiling(&self) -> u64 {
+        self.fuel_ceiling.unwrap_or(self.fuel.saturating_mul(4)).max(self.fuel)
+    }
+}
+
 impl Default for ResourceRequirements {
     fn default() -> Self {
         Self {
             fuel: default_fuel(),
+            fuel_ceiling: None,
             memory_mib: default_memory_mib(),
             wall_time_ms: default_wall_time_ms(),
             outbound_timeout_ms: default_outbound_timeout_ms(),
@@ -463,6 +475,12 @@ impl Policy {
         positive("memory_mib", r.memory_mib)?;
         positive("wall_time_ms", r.wall_time_ms)?;
         positive("outbound_timeout_ms", r.outbound_timeout_ms)?;
+        if r.fuel_ceiling.is_some_and(|ceiling| ceiling < r.fuel) {
+            return Err((
+                "resource_requirements.fuel_ceiling".into(),
+                "must be at least resource_requirements.fuel".into(),
+            ));
+        }
         if r.memory_mib > DEFAULT_MEMORY_CEILING_MIB {
             return Err((
                 "resource_requirements.memory_mib".into(),

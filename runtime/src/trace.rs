@@ -162,6 +162,17 @@ pub enum HostCall {
         /// `pass`, `divert` or `fail_fast`.
         decision: String,
     },
+    /// More of a resource granted to the running primary.
+    Grant {
+        /// `fuel`.
+        resource: String,
+        /// The limit before.
+        from: u64,
+        /// The limit after.
+        to: u64,
+        /// What the mirror had burnt when the grant was made.
+        mirror_needed: u64,
+    },
     /// `config.get`.
     Config {
         /// Key.
@@ -282,6 +293,9 @@ fn describe(call: &HostCall) -> String {
         HostCall::Validation { field, message } => format!("validation issue {field}: {message}"),
         HostCall::Log { level, message } => format!("log {level}: {message}"),
         HostCall::Config { key, found } => format!("config {key} → {}", if *found { "set" } else { "unset" }),
+        HostCall::Grant { resource, from, to, mirror_needed } => {
+            format!("grant {resource}: {from} → {to} (the mirror needed {mirror_needed})")
+        }
         HostCall::Gate { waited_micros, timed_out, failure_probability, reasons, decision } => format!(
             "gate: waited {waited_micros} µs for the mirror{}, failure probability {failure_probability:.2} [{}] → {decision}",
             if *timed_out { " (timed out)" } else { "" },

@@ -2,6 +2,7 @@
 //! each with its own error, and the runtime keeps serving.
 
 use tempfile::tempdir;
+use txmirror_runtime::trace::HostCall;
 use txmirror_runtime::{FailureKind, TxRequest};
 use txmirror_tests::{guests, load, policy, runtime};
 
@@ -67,4 +68,45 @@ async fn fuel_use_is_measured() {
     let fuel = |r: &txmirror_runtime::TxReport| r.attempts[0].primary.fuel_consumed;
     assert!(fuel(&large) > fuel(&small) * 100, "{} vs {}", fuel(&large), fuel(&small));
     assert_eq!(fuel(&small), small.attempts[0].mirror.as_ref().unwrap().fuel_consumed, "the twins burn the same fuel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_needs_more_fuel_is_granted_it_without_a_restart() {
+    let dir = tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::RUNAWAY).await;
+    let work = r#"{"rounds": 20000000}"#;
+
+    // What the work really needs, measured without a mirror.
+    let measured =
+        runtime.execute(&module, &policy("failure_prediction_enabled = false"), request("burn", work)).await.unwrap();
+    let need = measured.attempts[0].primary.fuel_consumed;
+
+    // A limit of 60% of the need: the mirror, running with the ceiling,
+    // shows the need, and the primary is granted the rest as it runs.
+    let limit = need * 6 / 10;
+    let granted = policy(&format!("[resource_requirements]\nfuel = {limit}\n"));
+    let report = runtime.execute(&module, &granted, request("burn", work)).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    assert_eq!(report.attempts.len(), 1, "no restart");
+    let primary = &report.attempts[0].primary;
+    assert_eq!(primary.fuel_consumed, need, "the same work, done once");
+    let grants: Vec<(u64, u64)> = primary
+        .events
+        .iter()
+        .filter_map(|e| match &e.call {
+            HostCall::Grant { resource, from, to, .. } if resource == "fuel" => Some((*from, *to)),
+            _ => None,
+        })
+        .collect();
+    assert!(!grants.is_empty(), "{primary:#?}");
+    assert_eq!(grants[0].0, limit);
+    assert!(grants.iter().all(|(_, to)| *to <= limit * 4), "within the ceiling: {grants:?}");
+    let prediction = report.attempts[0].prediction.as_ref().unwrap();
+    assert!(prediction.reasons.iter().any(|r| r.rule == "fuel"), "{prediction:?}");
+
+    // With the ceiling at the limit, nothing can be granted.
+    let capped = policy(&format!("[resource_requirements]\nfuel = {limit}\nfuel_ceiling = {limit}\n"));
+    let report = runtime.execute(&module, &capped, request("burn", work)).await.unwrap();
+    assert_eq!(report.failure.map(|f| f.kind), Some(FailureKind::FuelExhausted));
 }

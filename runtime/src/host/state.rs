@@ -3,6 +3,7 @@
 use super::KvView;
 use super::outbound::{EndpointMemory, OutboundHooks};
 use crate::gate::Gate;
+use crate::grants::FuelWatch;
 use crate::limits::InstanceLimiter;
 use crate::policy::{Access, Policy};
 use crate::store::{EventEntry, StateSnapshot};
@@ -53,6 +54,8 @@ pub(crate) struct InstanceSetup {
     pub(crate) memory_limit_bytes: usize,
     /// The effect gate the primary passes before unsafe calls, if the mirror runs.
     pub(crate) gate: Option<Arc<Gate>>,
+    /// The mirror's fuel as the primary sees it, if the mirror runs.
+    pub(crate) fuel_watch: Option<Arc<FuelWatch>>,
 }
 
 impl InstanceSetup {
@@ -65,7 +68,7 @@ impl InstanceSetup {
         memory: Arc<EndpointMemory>,
     ) -> Self {
         let memory_limit_bytes = usize::try_from(policy.resource_requirements.memory_mib << 20).unwrap_or(usize::MAX);
-        Self { policy, snapshot, random_seed, clock, memory, memory_limit_bytes, gate: None }
+        Self { policy, snapshot, random_seed, clock, memory, memory_limit_bytes, gate: None, fuel_watch: None }
     }
 }
 

@@ -189,7 +189,13 @@ mod tests {
 
     #[test]
     fn features_come_from_the_trace_and_the_context() {
-        let limits = ResourceRequirements { fuel: 1000, memory_mib: 64, wall_time_ms: 1000, outbound_timeout_ms: 2000 };
+        let limits = ResourceRequirements {
+            fuel: 1000,
+            fuel_ceiling: None,
+            memory_mib: 64,
+            wall_time_ms: 1000,
+            outbound_timeout_ms: 2000,
+        };
         let t = trace(vec![
             HostCall::KvGet { namespace: "a".into(), key: "hot".into(), version: Some(3) },
             HostCall::KvGet { namespace: "a".into(), key: "cold".into(), version: Some(3) },
