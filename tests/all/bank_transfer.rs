@@ -196,9 +196,14 @@ async fn concurrent_transfers_conserve_money() {
         }));
     }
     let mut expected: std::collections::HashMap<&str, i64> = accounts.iter().map(|a| (*a, 1_000)).collect();
-    let (mut committed, mut conflicts, mut gave_up) = (0, 0, 0);
+    let (mut committed, mut conflicts, mut gave_up, mut contended) = (0, 0, 0, 0);
     for task in tasks {
         let (from, to, amount, report) = task.await.unwrap();
+        contended += report
+            .attempts
+            .iter()
+            .filter(|a| a.prediction.as_ref().is_some_and(|p| p.reasons.iter().any(|r| r.rule == "contention")))
+            .count();
         conflicts += report
             .attempts
             .iter()
@@ -225,7 +230,11 @@ async fn concurrent_transfers_conserve_money() {
         assert_eq!(balance(&runtime, account) as i64, expected[account], "no lost update on {account}");
     }
     assert_eq!(runtime.store().events("transfers", 0, 10_000).unwrap().len(), committed);
-    eprintln!("{committed} of {transfers} transfers committed, {gave_up} gave up; {conflicts} conflicts were retried");
+    eprintln!(
+        "{committed} of {transfers} transfers committed, {gave_up} gave up; {conflicts} conflicts were retried; \
+         the predictor saw contention in {contended} attempts"
+    );
     assert!(conflicts > 0, "the hot accounts were contended");
+    assert!(contended > 0, "and the predictor saw it");
     assert_eq!(gave_up, 0, "with backoff, every transfer commits within its retry budget");
 }
