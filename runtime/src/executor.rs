@@ -2,7 +2,7 @@
 //! of how it ended.
 
 use crate::bindings::TxError;
-use crate::grants::{FuelStep, WAIT_FOR_MIRROR, fuel_step};
+use crate::grants::{FuelStep, fuel_step};
 use crate::host::InstanceSetup;
 use crate::host::InstanceState;
 use crate::module::Module;
@@ -56,7 +56,7 @@ fn classify_trap(
     if state.limiter.memory_limit_hit {
         return Failure::new(
             FailureKind::MemoryLimit,
-            format!("stopped: memory would grow past its limit of {} MiB", limits.memory_mib),
+            format!("stopped: memory would grow past its limit of {} MiB", state.limiter.memory_limit_bytes >> 20),
         );
     }
     if state.deadline_hit {
@@ -112,16 +112,16 @@ pub(crate) async fn run_instance(
         }
     };
     let mut store = Store::new(engine, state);
-    store.limiter(|state| &mut state.limiter);
+    store.limiter_async(|state| &mut state.limiter);
     // Fuel can only fail to be set when fuel is disabled, and the engine enables it.
     // In a mirrored attempt the mirror gets the ceiling, to show the real need.
-    let fuel_watch = setup.fuel_watch.clone();
+    let resource_watch = setup.resource_watch.clone();
     let ceiling = limits.fuel_ceiling();
-    let initial_fuel = if role == Role::Mirror && fuel_watch.is_some() { ceiling } else { limits.fuel };
+    let initial_fuel = if role == Role::Mirror && resource_watch.is_some() { ceiling } else { limits.fuel };
     // The limit in force; grants raise it. Shared with the epoch callback.
     let granted = Arc::new(AtomicU64::new(initial_fuel));
     let _ = store.set_fuel(initial_fuel);
-    if fuel_watch.is_some() {
+    if resource_watch.is_some() {
         // Compiled code keeps fuel in a register inside hot loops; handing it
         // out in chunks makes the count the epoch callback reads accurate to
         // one chunk. Each chunk boundary is also a yield point.
@@ -131,7 +131,7 @@ pub(crate) async fn run_instance(
     let deadline = started + wall_time;
     store.set_epoch_deadline(1);
     let limit = granted.clone();
-    let watch = fuel_watch.clone();
+    let watch = resource_watch.clone();
     store.epoch_deadline_callback(move |mut context| {
         if Instant::now() >= deadline {
             context.data_mut().deadline_hit = true;
@@ -157,18 +157,7 @@ pub(crate) async fn run_instance(
                         let watch = watch.clone();
                         return Ok(UpdateDeadline::YieldCustom(
                             1,
-                            Box::pin(async move {
-                                let ahead = async {
-                                    loop {
-                                        let progressed = watch.progress.notified();
-                                        if watch.mirror_consumed() > current || watch.mirror_ended() {
-                                            break;
-                                        }
-                                        progressed.await;
-                                    }
-                                };
-                                let _ = tokio::time::timeout(WAIT_FOR_MIRROR, ahead).await;
-                            }),
+                            Box::pin(async move { watch.wait_for(|w| w.mirror_consumed() > current).await }),
                         ));
                     }
                 },
@@ -186,7 +175,7 @@ pub(crate) async fn run_instance(
     let fuel_left = store.get_fuel().unwrap_or(0);
     let fuel_limit = granted.load(Ordering::SeqCst);
     let fuel_consumed = fuel_limit.saturating_sub(fuel_left);
-    if let (Role::Mirror, Some(watch)) = (role, &fuel_watch) {
+    if let (Role::Mirror, Some(watch)) = (role, &resource_watch) {
         watch.end(fuel_consumed);
     }
     let result = match outcome {

@@ -144,6 +144,11 @@ pub struct ResourceRequirements {
     /// Linear memory one instance may grow to, in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
+    /// The most memory the primary may be granted when its mirror shows it
+    /// needs more than `memory_mib`, in MiB; four times `memory_mib` (at most
+    /// the runtime's ceiling) if unset.
+    #[serde(default)]
+    pub memory_ceiling_mib: Option<u64>,
     /// Wall-clock time one attempt may take, in milliseconds.
     #[serde(default = "default_wall_time_ms")]
     pub wall_time_ms: u64,
@@ -170,6 +175,13 @@ impl ResourceRequirements {
     pub fn fuel_ceiling(&self) -> u64 {
         self.fuel_ceiling.unwrap_or(self.fuel.saturating_mul(4)).max(self.fuel)
     }
+
+    /// The most memory an attempt may be granted, in MiB.
+    pub fn memory_ceiling_mib(&self) -> u64 {
+        self.memory_ceiling_mib
+            .unwrap_or(self.memory_mib.saturating_mul(4).min(DEFAULT_MEMORY_CEILING_MIB))
+            .max(self.memory_mib)
+    }
 }
 
 impl Default for ResourceRequirements {
@@ -178,6 +190,7 @@ impl Default for ResourceRequirements {
             fuel: default_fuel(),
             fuel_ceiling: None,
             memory_mib: default_memory_mib(),
+            memory_ceiling_mib: None,
             wall_time_ms: default_wall_time_ms(),
             outbound_timeout_ms: default_outbound_timeout_ms(),
         }
@@ -475,6 +488,14 @@ impl Policy {
         positive("memory_mib", r.memory_mib)?;
         positive("wall_time_ms", r.wall_time_ms)?;
         positive("outbound_timeout_ms", r.outbound_timeout_ms)?;
+        if let Some(ceiling) = r.memory_ceiling_mib
+            && !(r.memory_mib..=DEFAULT_MEMORY_CEILING_MIB).contains(&ceiling)
+        {
+            return Err((
+                "resource_requirements.memory_ceiling_mib".into(),
+                format!("must be between memory_mib and {DEFAULT_MEMORY_CEILING_MIB}"),
+            ));
+        }
         if r.fuel_ceiling.is_some_and(|ceiling| ceiling < r.fuel) {
             return Err((
                 "resource_requirements.fuel_ceiling".into(),

@@ -4,7 +4,7 @@ use crate::contention::{HotKeys, Turn};
 use crate::engine::{EngineError, EngineSettings, EpochTicker, new_engine};
 use crate::executor::{InstanceRun, run_instance};
 use crate::gate::{Gate, GateDecision, Scorer};
-use crate::grants::FuelWatch;
+use crate::grants::ResourceWatch;
 use crate::history::PathHistory;
 use crate::host::{EndpointMemory, InstanceSetup, InstanceState, add_recording_filesystem};
 use crate::module::{Module, ModuleError, ModuleLoader};
@@ -452,7 +452,7 @@ impl Runtime {
             let timeout = std::time::Duration::from_millis(policy.prediction.gate_timeout_ms);
             let (gate, mirror_trace) = Gate::new(started, scorer, policy.prediction.threshold, timeout, can_divert);
             setup.gate = Some(gate);
-            setup.fuel_watch = Some(Arc::new(FuelWatch::default()));
+            setup.resource_watch = Some(Arc::new(ResourceWatch::default()));
             Some(mirror_trace)
         } else {
             None

@@ -3,7 +3,7 @@
 use super::KvView;
 use super::outbound::{EndpointMemory, OutboundHooks};
 use crate::gate::Gate;
-use crate::grants::FuelWatch;
+use crate::grants::ResourceWatch;
 use crate::limits::InstanceLimiter;
 use crate::policy::{Access, Policy};
 use crate::store::{EventEntry, StateSnapshot};
@@ -55,7 +55,7 @@ pub(crate) struct InstanceSetup {
     /// The effect gate the primary passes before unsafe calls, if the mirror runs.
     pub(crate) gate: Option<Arc<Gate>>,
     /// The mirror's fuel as the primary sees it, if the mirror runs.
-    pub(crate) fuel_watch: Option<Arc<FuelWatch>>,
+    pub(crate) resource_watch: Option<Arc<ResourceWatch>>,
 }
 
 impl InstanceSetup {
@@ -68,7 +68,7 @@ impl InstanceSetup {
         memory: Arc<EndpointMemory>,
     ) -> Self {
         let memory_limit_bytes = usize::try_from(policy.resource_requirements.memory_mib << 20).unwrap_or(usize::MAX);
-        Self { policy, snapshot, random_seed, clock, memory, memory_limit_bytes, gate: None, fuel_watch: None }
+        Self { policy, snapshot, random_seed, clock, memory, memory_limit_bytes, gate: None, resource_watch: None }
     }
 }
 
@@ -130,7 +130,17 @@ impl InstanceState {
             kv: KvView::new(setup.snapshot.clone()),
             events: Vec::new(),
             event_bytes: 0,
-            limiter: InstanceLimiter::new(setup.memory_limit_bytes),
+            limiter: match &setup.resource_watch {
+                Some(watch) => InstanceLimiter::mirrored(
+                    setup.memory_limit_bytes,
+                    usize::try_from(setup.policy.resource_requirements.memory_ceiling_mib() << 20)
+                        .unwrap_or(usize::MAX),
+                    role,
+                    watch.clone(),
+                    trace.clone(),
+                ),
+                None => InstanceLimiter::new(setup.memory_limit_bytes),
+            },
             deadline_hit: false,
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),

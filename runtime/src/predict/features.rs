@@ -193,6 +193,7 @@ mod tests {
             fuel: 1000,
             fuel_ceiling: None,
             memory_mib: 64,
+            memory_ceiling_mib: None,
             wall_time_ms: 1000,
             outbound_timeout_ms: 2000,
         };

@@ -4,6 +4,7 @@
 //! - `memory-bomb`: allocates until something stops it;
 //! - `recurse`: recursion without end (stopped by the stack limit);
 //! - `burn`: `{"rounds": n}` of arithmetic, to size fuel needs;
+//! - `allocate`: `{"mib": n}` held at once, to size memory needs;
 //! - `panic`: panics;
 //! - `ok`: does nothing and succeeds.
 
@@ -42,6 +43,20 @@ fn recurse(_input: Value) -> Result<Value, Error> {
 }
 
 #[derive(Deserialize)]
+struct Allocate {
+    mib: usize,
+}
+
+/// Holds `mib` MiB at once, then succeeds.
+fn allocate(input: Allocate) -> Result<Value, Error> {
+    let mut block = vec![0u8; input.mib << 20];
+    for page in block.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    Ok(Value::from(std::hint::black_box(block).iter().map(|b| u64::from(*b)).sum::<u64>()))
+}
+
+#[derive(Deserialize)]
 struct Burn {
     rounds: u64,
 }
@@ -69,6 +84,7 @@ txmirror_guest::transaction_module! {
         "memory-bomb" => memory_bomb,
         "recurse" => recurse,
         "burn" => burn,
+        "allocate" => allocate,
         "panic" => panic,
     }
 }
