@@ -98,10 +98,10 @@ impl Gate {
         self.decision.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// Waits before the primary's `nth` unsafe call (from 1), scores, decides,
-    /// and records the decision in the primary's trace.
-    pub(crate) async fn before_unsafe_call(&self, nth: usize, primary: &TraceRecorder) -> Verdict {
-        let at = primary.now_micros();
+    /// Waits before the primary's `nth` unsafe call (from 1), which started
+    /// at `at` (µs), scores, decides, and records the decision in the
+    /// primary's trace, where it sorts just before the call it guards.
+    pub(crate) async fn before_unsafe_call(&self, nth: usize, at: u64, primary: &TraceRecorder) -> Verdict {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut timed_out = false;
         loop {

@@ -32,10 +32,42 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         std::fs::remove_dir_all(&demo).with_context(|| format!("cannot clear {}", demo.display()))?;
     }
     std::fs::create_dir_all(&demo)?;
-    let gateway = Gateway::start()?;
+    let gateway = Gateway::start(201)?;
+    let failing = Gateway::start(503)?;
+    let backup = Gateway::start(201)?;
     let payment_policy = std::fs::read_to_string(root.join("examples/payment/policy.toml"))?
         .replace("127.0.0.1:18080", &gateway.authority);
     std::fs::write(demo.join("payment.toml"), payment_policy)?;
+    std::fs::write(
+        demo.join("payment-failover.toml"),
+        format!(
+            r#"alternative_paths = ["charge-backup"]
+compensation_path = "refund"
+
+[capabilities]
+kv = {{ payments = "read-write" }}
+outbound_hosts = ["{failing}", "{backup}"]
+
+[config]
+primary_gateway = "http://{failing}"
+backup_gateway = "http://{backup}"
+
+[[mirror.stubs]]
+method = "POST"
+url_prefix = "http://{failing}/charges"
+status = 201
+body = '{{"charge_id": "mirror-stub"}}'
+
+[[mirror.stubs]]
+method = "POST"
+url_prefix = "http://{backup}/charges"
+status = 201
+body = '{{"charge_id": "mirror-stub"}}'
+"#,
+            failing = failing.authority,
+            backup = backup.authority
+        ),
+    )?;
 
     let cli = Cli { root, data_dir: demo.join("data") };
     let wasm = |name: &str| root.join("target/wasm32-wasip2/release").join(format!("{name}.wasm"));
@@ -43,6 +75,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     let bank = (wasm("bank_transfer"), examples.join("bank-transfer/policy.toml"));
     let orders = (wasm("order_import"), examples.join("order-import/policy.toml"));
     let payment = (wasm("payment"), demo.join("payment.toml"));
+    let failover = (wasm("payment"), demo.join("payment-failover.toml"));
 
     step("1. open two accounts (bank-transfer, path `deposit`)");
     cli.run(&bank, "deposit", r#"{"account":"alice","amount":100}"#, 0)?;
@@ -75,7 +108,17 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         bail!("expected exactly one charge at the gateway, got {charges}");
     }
 
-    step("7. a dry run of another transfer: the mirror alone, nothing changes");
+    step(
+        "7. the primary gateway is failing: the mirror's health check shows it, the gate diverts the primary before it charges",
+    );
+    cli.run(&failover, "charge", r#"{"order_id":"order-2","amount_cents":990,"currency":"EUR"}"#, 0)?;
+    let (refused, charged) = (failing.charges.load(Ordering::SeqCst), backup.charges.load(Ordering::SeqCst));
+    println!("the failing gateway received {refused} charge(s); the backup received {charged}");
+    if (refused, charged) != (0, 1) {
+        bail!("expected no charge at the failing gateway and one at the backup, got {refused} and {charged}");
+    }
+
+    step("8. a dry run of another transfer: the mirror alone, nothing changes");
     cli.command(&bank, "transfer", r#"{"from":"alice","to":"bob","amount":10}"#).arg("--dry-run").status()?;
 
     step("the events committed with the transfers");
@@ -122,30 +165,30 @@ impl Cli<'_> {
     }
 }
 
-/// A tiny payment gateway on 127.0.0.1 that answers every request with a
-/// new charge id, and counts the charges (POST requests) it receives. It
-/// serves until the demo ends.
+/// A tiny payment gateway on 127.0.0.1 that answers every request with
+/// `status` (and a new charge id when it succeeds), and counts the charges
+/// (POST requests) it receives. It serves until the demo ends.
 struct Gateway {
     authority: String,
     charges: Arc<AtomicUsize>,
 }
 
 impl Gateway {
-    fn start() -> Result<Self> {
+    fn start(status: u16) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let authority = listener.local_addr()?.to_string();
         let charges = Arc::new(AtomicUsize::new(0));
         let counter = charges.clone();
         std::thread::spawn(move || {
             for (number, stream) in listener.incoming().flatten().enumerate() {
-                let _ = answer(stream, number + 1, &counter);
+                let _ = answer(stream, number + 1, status, &counter);
             }
         });
         Ok(Self { authority, charges })
     }
 }
 
-fn answer(stream: std::net::TcpStream, number: usize, charges: &AtomicUsize) -> std::io::Result<()> {
+fn answer(stream: std::net::TcpStream, number: usize, status: u16, charges: &AtomicUsize) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -166,11 +209,12 @@ fn answer(stream: std::net::TcpStream, number: usize, charges: &AtomicUsize) -> 
     }
     let mut body = vec![0; content_length.min(1 << 20)];
     reader.read_exact(&mut body)?;
-    let reply = format!(r#"{{"charge_id":"ch_{number}"}}"#);
+    let reply = if status < 300 { format!(r#"{{"charge_id":"ch_{number}"}}"#) } else { "{}".to_string() };
+    let reason = if status < 300 { "OK" } else { "Service Unavailable" };
     let mut stream = stream;
     write!(
         stream,
-        "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
         reply.len()
     )
 }

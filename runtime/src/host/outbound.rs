@@ -167,7 +167,7 @@ impl WasiHttpHooks for OutboundHooks {
         };
         Box::new(async move {
             if let Some((gate, nth, primary)) = gate
-                && let Verdict::Stop(reason) = gate.before_unsafe_call(nth, &primary).await
+                && let Verdict::Stop(reason) = gate.before_unsafe_call(nth, at, &primary).await
             {
                 record(HttpOutcome::Denied { reason });
                 return Err(HttpError::HttpRequestDenied);
