@@ -547,37 +547,28 @@ impl Runtime {
 
         let (fuel, host_calls, micros) = observed;
         self.inner.paths.observe(module.hash(), path, fuel, host_calls, micros, result.is_err());
+        if let Err(failure) = &result {
+            attempt.outcome =
+                AttemptOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
+        }
+        run.attempts.push(attempt.clone());
+        run.reports.push(AttemptReport {
+            attempt,
+            primary: primary.trace,
+            mirror: mirror.map(|m| m.trace),
+            prediction,
+        });
         let end = match result {
-            Ok((version, output)) => {
-                run.attempts.push(attempt.clone());
-                run.reports.push(AttemptReport {
-                    attempt,
-                    primary: primary.trace,
-                    mirror: mirror.map(|m| m.trace),
-                    prediction,
-                });
-                AttemptEnd::Committed(TxReport {
-                    transaction_id: run.id.clone(),
-                    module: module.hash().to_string(),
-                    path: path.to_string(),
-                    outcome: TransactionOutcome::Committed { version, output },
-                    failure: None,
-                    attempts: std::mem::take(&mut run.reports),
-                    deduplicated: false,
-                })
-            }
-            Err(failure) => {
-                attempt.outcome =
-                    AttemptOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
-                run.attempts.push(attempt.clone());
-                run.reports.push(AttemptReport {
-                    attempt,
-                    primary: primary.trace,
-                    mirror: mirror.map(|m| m.trace),
-                    prediction,
-                });
-                AttemptEnd::Failed(failure)
-            }
+            Ok((version, output)) => AttemptEnd::Committed(TxReport {
+                transaction_id: run.id.clone(),
+                module: module.hash().to_string(),
+                path: path.to_string(),
+                outcome: TransactionOutcome::Committed { version, output },
+                failure: None,
+                attempts: std::mem::take(&mut run.reports),
+                deduplicated: false,
+            }),
+            Err(failure) => AttemptEnd::Failed(failure),
         };
         Ok(end)
     }

@@ -8,6 +8,33 @@ use txmirror_runtime::trace::{Effect, HostCall, HttpOutcome};
 use txmirror_runtime::{Role, TxRequest};
 use txmirror_tests::{Behaviour, TestServer, guests, load, policy, runtime};
 
+/// A runtime with the effects guest, a sink server and a granted directory.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    server: TestServer,
+    runtime: txmirror_runtime::Runtime,
+    module: txmirror_runtime::Module,
+    policy: std::sync::Arc<txmirror_runtime::Policy>,
+}
+
+impl Fixture {
+    async fn new(behaviour: Behaviour) -> Self {
+        let dir = tempdir().unwrap();
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        let server = TestServer::start(behaviour).await;
+        let runtime = runtime(&dir.path().join("data"));
+        let module = load(&runtime, guests::EFFECTS).await;
+        let policy = policy(&effects_policy(&server, &files));
+        Self { _dir: dir, server, runtime, module, policy }
+    }
+
+    async fn execute(&self, path: &str) -> txmirror_runtime::TxReport {
+        let request = TxRequest { path: Some(path.into()), input: b"{}".to_vec(), ..Default::default() };
+        self.runtime.execute(&self.module, &self.policy, request).await.unwrap()
+    }
+}
+
 fn effects_policy(server: &TestServer, files: &std::path::Path) -> String {
     format!(
         r#"
@@ -158,23 +185,10 @@ async fn nothing_is_granted_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mirror_sends_safe_requests() {
-    let dir = tempdir().unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let server = TestServer::start(Behaviour { status: 200, body: r#"{"n": {n}}"#.into(), ..Default::default() }).await;
-    let runtime = runtime(&dir.path().join("data"));
-    let module = load(&runtime, guests::EFFECTS).await;
-    let policy = policy(&effects_policy(&server, &files));
-    let report = runtime
-        .execute(
-            &module,
-            &policy,
-            TxRequest { path: Some("fetch".into()), input: b"{}".to_vec(), ..Default::default() },
-        )
-        .await
-        .unwrap();
+    let fx = Fixture::new(Behaviour { status: 200, body: r#"{"n": {n}}"#.into(), ..Default::default() }).await;
+    let report = fx.execute("fetch").await;
     assert!(report.failure.is_none(), "{report:#?}");
-    let received = server.received();
+    let received = fx.server.received();
     assert_eq!(received.len(), 2, "both twins sent their GET: {received:?}");
     assert!(received.iter().all(|r| r.method == "GET"));
     let mirror = report.attempts[0].mirror.as_ref().unwrap();
@@ -189,28 +203,15 @@ async fn the_mirror_sends_safe_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gate_stops_a_certain_failure_before_its_first_unsafe_call() {
-    let dir = tempdir().unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let server = TestServer::start(Behaviour::default()).await;
-    let runtime = runtime(&dir.path().join("data"));
-    let module = load(&runtime, guests::EFFECTS).await;
-    let policy = policy(&effects_policy(&server, &files));
-    let report = runtime
-        .execute(
-            &module,
-            &policy,
-            TxRequest { path: Some("careless".into()), input: b"{}".to_vec(), ..Default::default() },
-        )
-        .await
-        .unwrap();
+    let fx = Fixture::new(Behaviour::default()).await;
+    let report = fx.execute("careless").await;
     let failure = report.failure.as_ref().expect("stopped");
     assert_eq!(failure.kind, txmirror_runtime::FailureKind::PredictedFailure, "{failure:?}");
     assert!(failure.message.contains("the guest found the input invalid"), "{}", failure.message);
-    assert!(server.received().is_empty(), "nothing was sent: {:?}", server.received());
-    assert_eq!(runtime.store().snapshot().unwrap().version(), 0, "nothing was committed");
+    assert!(fx.server.received().is_empty(), "nothing was sent: {:?}", fx.server.received());
+    assert_eq!(fx.runtime.store().snapshot().unwrap().version(), 0, "nothing was committed");
     assert_eq!(report.attempts.len(), 1, "a certain failure is final");
-    assert!(runtime.store().dead_letter(&report.transaction_id).unwrap().is_none(), "and not a dead letter");
+    assert!(fx.runtime.store().dead_letter(&report.transaction_id).unwrap().is_none(), "and not a dead letter");
     let gate = report.attempts[0].primary.events.iter().find_map(|e| match &e.call {
         HostCall::Gate { decision, .. } => Some(decision.clone()),
         _ => None,
