@@ -136,7 +136,13 @@ impl Request {
     }
 
     /// Sends the request and waits for the whole response.
-    pub fn send(self) -> Result<Response, HttpError> {
+    pub fn send(mut self) -> Result<Response, HttpError> {
+        // The whole body is known: say how long it is, rather than let the
+        // host stream it chunked, which not every server reads.
+        let has_length = self.headers.iter().any(|(name, _)| name == "content-length");
+        if !has_length && (!self.body.is_empty() || !matches!(self.method, Method::Get | Method::Head)) {
+            self.headers.push(("content-length".into(), self.body.len().to_string().into_bytes()));
+        }
         let (scheme, authority, path) = split_url(&self.url)?;
         let headers = Fields::from_list(&self.headers).map_err(|e| HttpError::InvalidHeader(format!("{e:?}")))?;
         let request = OutgoingRequest::new(headers);

@@ -61,6 +61,8 @@ async fn a_charge_is_sent_once_by_the_primary() {
     let received = charges(&primary);
     assert_eq!(received.len(), 1, "the mirror's POST was not sent: {received:?}");
     assert_eq!(received[0].idempotency_key.as_deref(), Some("order-1"));
+    let length = received[0].body.len().to_string();
+    assert_eq!(received[0].content_length.as_deref(), Some(length.as_str()), "a known length, not chunked");
     let health = primary.received().into_iter().filter(|r| r.uri == "/health").count();
     assert_eq!(health, 2, "the health check is safe: both twins sent it");
     let body: Value = serde_json::from_slice(&received[0].body).unwrap();

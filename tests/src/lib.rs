@@ -27,6 +27,8 @@ pub struct Received {
     pub uri: String,
     /// The `idempotency-key` header, if any.
     pub idempotency_key: Option<String>,
+    /// The `content-length` header, if any.
+    pub content_length: Option<String>,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -79,6 +81,7 @@ impl TestServer {
                         method: method.to_string(),
                         uri: uri.to_string(),
                         idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(String::from),
+                        content_length: headers.get("content-length").and_then(|v| v.to_str().ok()).map(String::from),
                         body: body.to_vec(),
                     });
                     received.len()

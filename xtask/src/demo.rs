@@ -196,19 +196,37 @@ fn answer(stream: std::net::TcpStream, number: usize, status: u16, charges: &Ato
         charges.fetch_add(1, Ordering::SeqCst);
     }
     let mut content_length = 0usize;
+    let mut chunked = false;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" {
             break;
         }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            content_length = value.trim().parse().unwrap_or(0);
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") && value.trim().eq_ignore_ascii_case("chunked") {
+                chunked = true;
+            }
         }
     }
-    let mut body = vec![0; content_length.min(1 << 20)];
-    reader.read_exact(&mut body)?;
+    // Read the whole body before answering: closing early would cut off a
+    // client still sending it.
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        let mut body = vec![0; content_length.min(1 << 20)];
+        reader.read_exact(&mut body)?;
+    }
     let reply = if status < 300 { format!(r#"{{"charge_id":"ch_{number}"}}"#) } else { "{}".to_string() };
     let reason = if status < 300 { "OK" } else { "Service Unavailable" };
     let mut stream = stream;
