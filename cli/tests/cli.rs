@@ -20,24 +20,19 @@ fn bank_policy(dir: &Path) -> String {
     file.display().to_string()
 }
 
+/// `txmirror run` of a bank-transfer path, with extra arguments.
+fn run_bank(data: &Path, policy: &str, path: &str, input: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["run", guests::BANK_TRANSFER, "--policy", policy, "--path", path, "--input", input];
+    args.extend_from_slice(extra);
+    txmirror(data, &args)
+}
+
 #[test]
 fn run_commits_and_prints_both_traces() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let policy = bank_policy(dir.path());
-    let out = txmirror(
-        &data,
-        &[
-            "run",
-            guests::BANK_TRANSFER,
-            "--policy",
-            &policy,
-            "--path",
-            "deposit",
-            "--input",
-            r#"{"account":"a","amount":5}"#,
-        ],
-    );
+    let out = run_bank(&data, &policy, "deposit", r#"{"account":"a","amount":5}"#, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("COMMITTED at version 1"), "{stdout}");
@@ -45,22 +40,7 @@ fn run_commits_and_prints_both_traces() {
     assert!(stdout.contains("withheld (mirror overlay)"), "{stdout}");
 
     // Machine output, and the durable record.
-    let out = txmirror(
-        &data,
-        &[
-            "run",
-            guests::BANK_TRANSFER,
-            "--policy",
-            &policy,
-            "--path",
-            "balance",
-            "--input",
-            r#"{"account":"a"}"#,
-            "--json",
-            "--transaction-id",
-            "tx-42",
-        ],
-    );
+    let out = run_bank(&data, &policy, "balance", r#"{"account":"a"}"#, &["--json", "--transaction-id", "tx-42"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["transaction_id"], "tx-42");
@@ -75,26 +55,12 @@ fn run_commits_and_prints_both_traces() {
     }
 
     // The same idempotency key twice: the second run changes nothing.
-    let keyed = [
-        "run",
-        guests::BANK_TRANSFER,
-        "--policy",
-        &policy,
-        "--path",
-        "deposit",
-        "--input",
-        r#"{"account":"a","amount":5}"#,
-        "--idempotency-key",
-        "dep-1",
-    ];
-    let first = txmirror(&data, &keyed);
-    let second = txmirror(&data, &keyed);
+    let keyed =
+        || run_bank(&data, &policy, "deposit", r#"{"account":"a","amount":5}"#, &["--idempotency-key", "dep-1"]);
+    let (first, second) = (keyed(), keyed());
     assert_eq!((first.status.code(), second.status.code()), (Some(0), Some(0)));
     assert!(text(&second.stdout).contains("nothing ran"), "{}", text(&second.stdout));
-    let out = txmirror(
-        &data,
-        &["run", guests::BANK_TRANSFER, "--policy", &policy, "--path", "balance", "--input", r#"{"account":"a"}"#],
-    );
+    let out = run_bank(&data, &policy, "balance", r#"{"account":"a"}"#, &[]);
     assert!(text(&out.stdout).contains(r#""balance":10"#), "5 + 5, not 5 + 5 + 5: {}", text(&out.stdout));
 }
 
@@ -105,19 +71,7 @@ fn exit_codes_tell_what_went_wrong() {
     let policy = bank_policy(dir.path());
 
     // 1: the transaction ran and failed.
-    let out = txmirror(
-        &data,
-        &[
-            "run",
-            guests::BANK_TRANSFER,
-            "--policy",
-            &policy,
-            "--path",
-            "transfer",
-            "--input",
-            r#"{"from":"x","to":"y","amount":1}"#,
-        ],
-    );
+    let out = run_bank(&data, &policy, "transfer", r#"{"from":"x","to":"y","amount":1}"#, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("FAILED") && text(&out.stdout).contains("no account `x`"));
 
@@ -150,26 +104,10 @@ fn dry_run_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let policy = bank_policy(dir.path());
-    let out = txmirror(
-        &data,
-        &[
-            "run",
-            guests::BANK_TRANSFER,
-            "--policy",
-            &policy,
-            "--path",
-            "deposit",
-            "--input",
-            r#"{"account":"a","amount":5}"#,
-            "--dry-run",
-        ],
-    );
+    let out = run_bank(&data, &policy, "deposit", r#"{"account":"a","amount":5}"#, &["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("nothing was committed"));
-    let out = txmirror(
-        &data,
-        &["run", guests::BANK_TRANSFER, "--policy", &policy, "--path", "balance", "--input", r#"{"account":"a"}"#],
-    );
+    let out = run_bank(&data, &policy, "balance", r#"{"account":"a"}"#, &[]);
     assert_eq!(out.status.code(), Some(1), "the dry run opened no account");
 }
 
@@ -186,21 +124,7 @@ fn dead_letters_can_be_listed_shown_replayed_and_dropped() {
     .unwrap();
     let policy = bank_policy(dir.path());
     let deposit = |policy: &str, id: &str| {
-        txmirror(
-            &data,
-            &[
-                "run",
-                guests::BANK_TRANSFER,
-                "--policy",
-                policy,
-                "--path",
-                "deposit",
-                "--transaction-id",
-                id,
-                "--input",
-                r#"{"account":"a","amount":5}"#,
-            ],
-        )
+        run_bank(&data, policy, "deposit", r#"{"account":"a","amount":5}"#, &["--transaction-id", id])
     };
     assert_eq!(deposit(starved.to_str().unwrap(), "dead-1").status.code(), Some(1));
     assert_eq!(deposit(starved.to_str().unwrap(), "dead-2").status.code(), Some(1));

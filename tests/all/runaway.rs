@@ -10,6 +10,18 @@ fn request(path: &str, input: &str) -> TxRequest {
     TxRequest { path: Some(path.into()), input: input.as_bytes().to_vec(), ..Default::default() }
 }
 
+/// The `(from, to)` of every grant of `resource` in a trace.
+fn grants(trace: &txmirror_runtime::Trace, resource: &str) -> Vec<(u64, u64)> {
+    trace
+        .events
+        .iter()
+        .filter_map(|e| match &e.call {
+            HostCall::Grant { resource: granted, from, to, .. } if granted == resource => Some((*from, *to)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_stop_runaway_guests_with_distinct_errors() {
     let dir = tempdir().unwrap();
@@ -94,14 +106,7 @@ async fn a_primary_that_needs_more_fuel_is_granted_it_without_a_restart() {
     assert_eq!(report.attempts.len(), 1, "no restart");
     let primary = &report.attempts[0].primary;
     assert_eq!(primary.fuel_consumed, need, "the same work, done once");
-    let grants: Vec<(u64, u64)> = primary
-        .events
-        .iter()
-        .filter_map(|e| match &e.call {
-            HostCall::Grant { resource, from, to, .. } if resource == "fuel" => Some((*from, *to)),
-            _ => None,
-        })
-        .collect();
+    let grants = grants(primary, "fuel");
     assert!(!grants.is_empty(), "{primary:#?}");
     assert_eq!(grants[0].0, limit);
     assert!(grants.iter().all(|(_, to)| *to <= limit * 4), "within the ceiling: {grants:?}");
@@ -125,15 +130,7 @@ async fn a_primary_that_needs_more_memory_is_granted_it_within_the_ceiling() {
     let report = runtime.execute(&module, &granted, request("allocate", work)).await.unwrap();
     assert!(report.failure.is_none(), "{report:#?}");
     assert_eq!(report.attempts.len(), 1, "no restart");
-    let grants: Vec<(u64, u64)> = report.attempts[0]
-        .primary
-        .events
-        .iter()
-        .filter_map(|e| match &e.call {
-            HostCall::Grant { resource, from, to, .. } if resource == "memory" => Some((*from, *to)),
-            _ => None,
-        })
-        .collect();
+    let grants = grants(&report.attempts[0].primary, "memory");
     assert!(!grants.is_empty(), "{:#?}", report.attempts[0].primary);
     assert_eq!(grants[0].0, 16 << 20);
     assert!(grants.iter().all(|(_, to)| *to <= 64 << 20), "{grants:?}");
