@@ -4,6 +4,10 @@
 //!
 //! The guests get their own target directory under `OUT_DIR`: sharing the
 //! outer build's would deadlock on its lock.
+//!
+//! It also trains the test models with `models/train.py` (the training
+//! packages come from `cargo xtask setup`, found through
+//! `TXMIRROR_PYTHONPATH`) and generates constants with their paths.
 
 use std::env;
 use std::fmt::Write as _;
@@ -60,6 +64,56 @@ fn main() {
     }
     writeln!(code, "    }};\n}}").expect("write to String");
     std::fs::write(out_dir.join("guests.rs"), code).expect("write guests.rs");
+
+    let models = build_models(&manifest_dir, &out_dir.join("models"));
+    std::fs::write(out_dir.join("models.rs"), models).expect("write models.rs");
+}
+
+/// The test models: `(constant, what it is, train.py arguments)`.
+const MODELS: &[(&str, &str, &[&str])] = &[
+    ("PLACEHOLDER", "The placeholder model, as `cargo xtask setup` trains it.", &[]),
+    (
+        "PESSIMIST",
+        "A model that expects failure far more often (trained with a shifted hidden logit).",
+        &["--failure-shift", "3", "--name", "pessimist", "--version", "2"],
+    ),
+    ("SCHEMA_V0", "A model that claims feature schema version 0.", &["--schema-version", "0", "--name", "old"]),
+    (
+        "RENAMED_FEATURE",
+        "A model whose third feature has another name.",
+        &["--rename-feature", "outbound_latency_ratio", "latency", "--name", "renamed"],
+    ),
+    ("NO_METADATA", "A model without txmirror metadata.", &["--no-metadata", "--name", "bare"]),
+];
+
+fn build_models(manifest_dir: &Path, models_dir: &Path) -> String {
+    let train = manifest_dir.join("../models/train.py");
+    println!("cargo:rerun-if-changed={}", train.display());
+    println!("cargo:rerun-if-changed={}", manifest_dir.join("../models/feature_schema.json").display());
+    println!("cargo:rerun-if-env-changed=TXMIRROR_PYTHONPATH");
+    let python_path = env::var_os("TXMIRROR_PYTHONPATH").unwrap_or_default();
+    let mut code = String::new();
+    for (constant, doc, args) in MODELS {
+        let file = models_dir.join(format!("{}.onnx", constant.to_lowercase()));
+        let output = Command::new(env::var_os("PYTHON").unwrap_or_else(|| "python3".into()))
+            .env("PYTHONPATH", &python_path)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .arg(&train)
+            .arg("--out")
+            .arg(&file)
+            .args(*args)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            output.status.success(),
+            "models/train.py failed for the {constant} test model (are the training packages installed? \
+             `cargo xtask setup` installs them):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        writeln!(code, "/// {doc}").expect("write to String");
+        writeln!(code, "pub const {constant}: &str = {:?};", file.display().to_string()).expect("write to String");
+    }
+    code
 }
 
 /// A cargo command for the guests, without the outer build's settings.

@@ -1,6 +1,7 @@
 //! The cost of a prediction: features from a mirror's trace, scored by the
-//! default rules. The trace is the payment path's (ten host calls, one
-//! stubbed POST), the size a gate scores.
+//! default rules, and by the rules plus the placeholder ONNX model (the real
+//! ONNX Runtime, one intra-op thread). The trace is the payment path's (ten
+//! host calls, one stubbed POST), the size a gate scores.
 //!
 //! Run with `cargo bench -p txmirror-benches --bench prediction`.
 
@@ -9,7 +10,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use txmirror_runtime::policy::ResourceRequirements;
-use txmirror_runtime::predict::{FeatureContext, Features, RuleSet};
+use txmirror_runtime::predict::{Action, FeatureContext, Features, Model, RuleSet};
 use txmirror_runtime::trace::{Effect, HostCall, HttpOutcome, Role, Trace, TraceEvent};
 
 fn payment_trace() -> Trace {
@@ -65,21 +66,29 @@ fn prediction(c: &mut Criterion) {
     let trace = payment_trace();
     let limits = ResourceRequirements::default();
     let rules = RuleSet::defaults();
+    let model = Model::load(std::path::Path::new(txmirror_tests::models::PLACEHOLDER), None).unwrap();
+    let features = || {
+        let context = FeatureContext {
+            limits: &limits,
+            attempt: 1,
+            contended: &|_, key, _| key == "order-2",
+            endpoint: &|endpoint| endpoint.ends_with("/charges").then_some((40.0, 0.1)),
+            deviation: &|_, _, _| Some(0.5),
+            path_failure_rate: 0.05,
+        };
+        Features::from_trace(black_box(&trace), &context)
+    };
     let mut group = c.benchmark_group("prediction");
-    group.bench_function("features_and_rules", |b| {
+    group.bench_function("features_and_rules", |b| b.iter(|| black_box(rules.score(&features()))));
+    group.bench_function("features_rules_and_model", |b| {
         b.iter(|| {
-            let context = FeatureContext {
-                limits: &limits,
-                attempt: 1,
-                contended: &|_, key, _| key == "order-2",
-                endpoint: &|endpoint| endpoint.ends_with("/charges").then_some((40.0, 0.1)),
-                deviation: &|_, _, _| Some(0.5),
-                path_failure_rate: 0.05,
-            };
-            let features = Features::from_trace(black_box(&trace), &context);
-            black_box(rules.score(&features))
+            let prediction = rules.score(&features());
+            let p = model.score(&prediction.features).unwrap();
+            black_box(prediction.with_model(model.info(), p, 1.0, Action::Divert))
         })
     });
+    let fixed = features();
+    group.bench_function("model_alone", |b| b.iter(|| black_box(model.score(black_box(&fixed)).unwrap())));
     group.finish();
 }
 

@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use txmirror_runtime::store::TransactionOutcome;
-use txmirror_runtime::{ExecuteError, ModuleError, Policy, PolicyError, Runtime, RuntimeConfig, TxReport, TxRequest};
+use txmirror_runtime::{
+    ExecuteError, ModelConfig, ModuleError, Policy, PolicyError, Runtime, RuntimeConfig, StartError, TxReport,
+    TxRequest,
+};
 
 mod render;
 
@@ -28,6 +31,13 @@ struct Cli {
     /// The data directory of the embedded store and the compile cache.
     #[arg(long, global = true, env = "TXMIRROR_DATA_DIR", default_value = "txmirror-data")]
     data_dir: PathBuf,
+
+    /// An ONNX failure-prediction model (see models/README.md) that scores
+    /// beside the policy's rules; replacing the file swaps the model in.
+    /// Without one, the rules decide alone. The ONNX Runtime library is
+    /// found through ORT_DYLIB_PATH.
+    #[arg(long, global = true, env = "TXMIRROR_MODEL")]
+    model: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -187,7 +197,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<u8, Failed> {
     match cli.command {
         Command::Run { module, policy, input, path, transaction_id, idempotency_key, dry_run, json } => {
-            let runtime = open(&cli.data_dir)?;
+            let runtime = open_with_model(&cli.data_dir, cli.model.as_deref())?;
             let policy = Arc::new(Policy::from_file(&policy)?);
             let module = load(&runtime, &module).await?;
             let input = read_input(&input)?;
@@ -231,7 +241,7 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
                 }),
             }
         }
-        Command::Dlq { command } => dlq(&cli.data_dir, command).await,
+        Command::Dlq { command } => dlq(&cli.data_dir, cli.model.as_deref(), command).await,
         Command::Events { stream, after, limit } => {
             let runtime = open(&cli.data_dir)?;
             for event in runtime.store().events(&stream, after, limit)? {
@@ -243,8 +253,11 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
     }
 }
 
-async fn dlq(data_dir: &Path, command: DlqCommand) -> Result<u8, Failed> {
-    let runtime = open(data_dir)?;
+async fn dlq(data_dir: &Path, model: Option<&Path>, command: DlqCommand) -> Result<u8, Failed> {
+    let runtime = match command {
+        DlqCommand::Replay { .. } => open_with_model(data_dir, model)?,
+        _ => open(data_dir)?,
+    };
     let missing =
         |id: &str| Failed { code: 4, error: anyhow::anyhow!("no dead letter `{id}` in {}", data_dir.display()) };
     match command {
@@ -288,8 +301,17 @@ async fn dlq(data_dir: &Path, command: DlqCommand) -> Result<u8, Failed> {
 }
 
 fn open(data_dir: &Path) -> anyhow::Result<Runtime> {
-    Runtime::open(RuntimeConfig::new(data_dir))
-        .with_context(|| format!("cannot open the data directory {}", data_dir.display()))
+    open_with_model(data_dir, None)
+}
+
+/// Opens the runtime, with the prediction model if one is given.
+fn open_with_model(data_dir: &Path, model: Option<&Path>) -> anyhow::Result<Runtime> {
+    let mut config = RuntimeConfig::new(data_dir);
+    config.model = model.map(ModelConfig::new);
+    Runtime::open(config).map_err(|error| match error {
+        StartError::Model(error) => anyhow::Error::new(error).context("the prediction model was refused"),
+        other => anyhow::Error::new(other).context(format!("cannot open the data directory {}", data_dir.display())),
+    })
 }
 
 async fn load(runtime: &Runtime, path: &Path) -> Result<txmirror_runtime::Module, Failed> {

@@ -1,6 +1,7 @@
 //! Text rendering of reports for a person at a terminal.
 
 use std::fmt::Write as _;
+use txmirror_runtime::predict::MODEL_REASON;
 use txmirror_runtime::store::{AttemptOutcome, TransactionOutcome};
 use txmirror_runtime::{DryRun, TxReport};
 
@@ -44,12 +45,15 @@ pub(crate) fn report(report: &TxReport) -> String {
             }
         }
         if let Some(prediction) = &attempt.prediction {
+            let parts = match prediction.model_probability {
+                Some(model) => format!(" (rules {:.2}, model {model:.2})", prediction.rules_probability),
+                None => String::new(),
+            };
+            let quiet = if prediction.reasons.iter().all(|r| r.rule == MODEL_REASON) { ", no rule held" } else { "" };
             let _ = writeln!(
                 out,
-                "prediction ({}): failure probability {:.2}{}",
-                prediction.source,
-                prediction.failure_probability,
-                if prediction.reasons.is_empty() { ", no rule held" } else { "" }
+                "prediction by {}: failure probability {:.2}{parts}{quiet}",
+                prediction.source, prediction.failure_probability,
             );
             for reason in &prediction.reasons {
                 let _ = writeln!(out, "  {:+.2} {} ({}): {}", reason.weight, reason.rule, reason.action, reason.reason);

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use txmirror_tests::guests;
+use txmirror_tests::{guests, models};
 
 fn txmirror(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_txmirror")).arg("--data-dir").arg(data).args(args).output().unwrap()
@@ -50,7 +50,7 @@ fn run_commits_and_prints_both_traces() {
     assert!(text(&out.stdout).contains("\"path\": \"balance\""));
     // The whole story, after the fact.
     let story = text(&txmirror(&data, &["tx", "show", "tx-42"]).stdout);
-    for part in ["COMMITTED", "attempt 1 on `balance`", "primary trace", "mirror trace", "prediction (rules)"] {
+    for part in ["COMMITTED", "attempt 1 on `balance`", "primary trace", "mirror trace", "prediction by rules alone"] {
         assert!(story.contains(part), "{part} missing from:\n{story}");
     }
 
@@ -143,4 +143,35 @@ fn dead_letters_can_be_listed_shown_replayed_and_dropped() {
     let out = txmirror(&data, &["dlq", "show", "dead-1"]);
     assert_eq!(out.status.code(), Some(4));
     assert!(text(&out.stderr).contains("no dead letter `dead-1`"));
+}
+
+#[test]
+fn a_model_scores_beside_the_rules_and_a_bad_one_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let policy = bank_policy(dir.path());
+    let input = r#"{"account":"a","amount":5}"#;
+    let out = run_bank(&data, &policy, "deposit", input, &["--model", models::PLACEHOLDER]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("prediction by rules + model placeholder 1: failure probability"), "{stdout}");
+    assert!(stdout.contains("(rules 0.00, model 0."), "{stdout}");
+
+    let out = run_bank(&data, &policy, "deposit", input, &["--model", models::SCHEMA_V0]);
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("the prediction model was refused"), "{stderr}");
+    assert!(stderr.contains("reads feature schema version 0, but this runtime computes version 1"), "{stderr}");
+
+    // Without the ONNX Runtime library: a clear error, not a panic.
+    let out = Command::new(env!("CARGO_BIN_EXE_txmirror"))
+        .env_remove("ORT_DYLIB_PATH")
+        .args(["--data-dir", data.to_str().unwrap(), "--model", models::PLACEHOLDER])
+        .args(["run", guests::BANK_TRANSFER, "--policy", &policy, "--path", "deposit", "--input", input])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("no ONNX Runtime library: set ORT_DYLIB_PATH"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

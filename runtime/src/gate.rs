@@ -126,13 +126,12 @@ impl Gate {
             failure: None,
         };
         let prediction = (self.scorer)(&trace);
-        let action = prediction.reasons.first().map(|r| r.action);
         let decision = if prediction.failure_probability < self.threshold {
             None
         } else {
-            match action {
-                Some(Action::Divert) if self.can_divert => Some(GateDecision::Divert(prediction.clone())),
-                Some(Action::FailFast) => Some(GateDecision::FailFast(prediction.clone())),
+            match prediction.suggested_action() {
+                Action::Divert if self.can_divert => Some(GateDecision::Divert(prediction.clone())),
+                Action::FailFast => Some(GateDecision::FailFast(prediction.clone())),
                 _ => None,
             }
         };

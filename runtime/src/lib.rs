@@ -40,6 +40,6 @@ pub mod transaction;
 pub use engine::EngineSettings;
 pub use module::{Module, ModuleError};
 pub use policy::{Policy, PolicyError};
-pub use runtime::{ExecuteError, Runtime, RuntimeConfig, StartError};
+pub use runtime::{ExecuteError, ModelConfig, Runtime, RuntimeConfig, StartError};
 pub use trace::{Role, Trace};
 pub use transaction::{DryRun, Failure, FailureKind, TxReport, TxRequest};

@@ -4,7 +4,7 @@
 //! field is documented in `docs/policy.md`. Unknown keys and bad values are
 //! refused with a [`PolicyError`] that names the file, the key and the reason.
 
-use crate::predict::{Rule, RuleSet};
+use crate::predict::{Action, Rule, RuleSet};
 use crate::transaction::FailureKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -114,6 +114,20 @@ pub struct PredictionSettings {
     /// How long the primary waits at the gate for the mirror, in milliseconds.
     #[serde(default = "default_gate_timeout_ms")]
     pub gate_timeout_ms: u64,
+    /// How much the runtime's model counts, from 0 (not at all) to 1.
+    #[serde(default = "default_model_weight")]
+    pub model_weight: f32,
+    /// What to do when the model's share is what crosses the threshold.
+    #[serde(default = "default_model_action")]
+    pub model_action: Action,
+}
+
+fn default_model_weight() -> f32 {
+    1.0
+}
+
+fn default_model_action() -> Action {
+    Action::Divert
 }
 
 fn default_threshold() -> f32 {
@@ -126,7 +140,13 @@ fn default_gate_timeout_ms() -> u64 {
 
 impl Default for PredictionSettings {
     fn default() -> Self {
-        Self { rules: None, threshold: default_threshold(), gate_timeout_ms: default_gate_timeout_ms() }
+        Self {
+            rules: None,
+            threshold: default_threshold(),
+            gate_timeout_ms: default_gate_timeout_ms(),
+            model_weight: default_model_weight(),
+            model_action: default_model_action(),
+        }
     }
 }
 
@@ -514,6 +534,9 @@ impl Policy {
         }
         if !(0.0..=1.0).contains(&self.prediction.threshold) {
             return Err(("prediction.threshold".into(), "must be between 0 and 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.prediction.model_weight) {
+            return Err(("prediction.model_weight".into(), "must be between 0 and 1".into()));
         }
         if retry.conflict_attempts == 0 {
             return Err(("retry.conflict_attempts".into(), "must be at least 1".into()));

@@ -9,7 +9,8 @@ use crate::history::PathHistory;
 use crate::host::{EndpointMemory, InstanceSetup, InstanceState, add_recording_filesystem};
 use crate::module::{Module, ModuleError, ModuleLoader};
 use crate::policy::{Policy, PolicyError};
-use crate::predict::{FeatureContext, Features, Prediction};
+use crate::predict::model_slot::ModelSlot;
+use crate::predict::{FeatureContext, Features, ModelError, ModelInfo, Prediction, Reloaded};
 use crate::store::{
     Attempt, AttemptOutcome, CommitError, CommitRequest, Compensation, DeadLetter, EmptySnapshot, IdempotencyClaim,
     RedbStore, StateStore, StoreError, TransactionOutcome, TransactionRecord, validate_name,
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
@@ -34,12 +35,32 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Engine settings.
     pub engine: EngineSettings,
+    /// The failure-prediction model; the rules decide alone without one.
+    pub model: Option<ModelConfig>,
 }
 
 impl RuntimeConfig {
     /// Defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self { data_dir: data_dir.into(), cache_dir: None, engine: EngineSettings::default() }
+        Self { data_dir: data_dir.into(), cache_dir: None, engine: EngineSettings::default(), model: None }
+    }
+}
+
+/// Where the failure-prediction model comes from.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// The ONNX file (see `predict::model` for what it must contain).
+    pub path: PathBuf,
+    /// The ONNX Runtime library; `$ORT_DYLIB_PATH` if unset.
+    pub onnxruntime_library: Option<PathBuf>,
+    /// How often the file is checked for a new model; never if `None`.
+    pub reload_interval: Option<Duration>,
+}
+
+impl ModelConfig {
+    /// A model file, checked for changes every second.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), onnxruntime_library: None, reload_interval: Some(Duration::from_secs(1)) }
     }
 }
 
@@ -56,6 +77,12 @@ pub enum StartError {
     /// The host functions could not be linked.
     #[error("cannot link host functions: {0}")]
     Link(String),
+    /// The model could not be loaded.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The model's watcher could not be started.
+    #[error("cannot watch the model file: {0}")]
+    ModelWatch(#[source] std::io::Error),
 }
 
 /// Why a transaction could not be run at all. A transaction that runs and
@@ -110,6 +137,8 @@ struct RuntimeInner {
     paths: PathHistory,
     /// Transactions running per idempotency key, for requests that share one.
     in_flight: Mutex<HashMap<String, Arc<OnceCell<TxReport>>>>,
+    /// The failure-prediction model, if one is configured.
+    model: Option<Arc<ModelSlot>>,
     _ticker: EpochTicker,
 }
 
@@ -182,6 +211,16 @@ impl Runtime {
         let cache_dir = config.cache_dir.unwrap_or_else(|| config.data_dir.join("cache"));
         let ticker = EpochTicker::start(engine.clone()).map_err(|e| StartError::Link(e.to_string()))?;
         let instance_permits = Arc::new(Semaphore::new(config.engine.max_instances as usize));
+        let model = match &config.model {
+            Some(model) => {
+                let slot = ModelSlot::open(&model.path, model.onnxruntime_library.as_deref())?;
+                if let Some(interval) = model.reload_interval {
+                    slot.watch(interval).map_err(StartError::ModelWatch)?;
+                }
+                Some(slot)
+            }
+            None => None,
+        };
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -193,6 +232,7 @@ impl Runtime {
                 hot_keys: HotKeys::default(),
                 paths: PathHistory::default(),
                 in_flight: Mutex::new(HashMap::new()),
+                model,
                 _ticker: ticker,
             }),
         })
@@ -201,6 +241,24 @@ impl Runtime {
     /// The store.
     pub fn store(&self) -> &Arc<dyn StateStore> {
         &self.inner.store
+    }
+
+    /// The model scoring now, if one is configured.
+    pub fn model(&self) -> Option<ModelInfo> {
+        self.inner.model.as_ref().map(|slot| slot.current().info().clone())
+    }
+
+    /// Why the model file last failed to replace the model, if it did.
+    pub fn model_reload_error(&self) -> Option<String> {
+        self.inner.model.as_ref().and_then(|slot| slot.last_error())
+    }
+
+    /// Loads the model file again now, and swaps the new model in if it
+    /// changed; transactions already scoring finish with the old one.
+    /// `Ok(None)` if no model is configured. A model that fails to load
+    /// leaves the current one in place.
+    pub fn reload_model(&self) -> Result<Option<Reloaded>, ModelError> {
+        self.inner.model.as_ref().map(|slot| slot.reload()).transpose()
     }
 
     /// Waits until `count` instances may exist.
@@ -449,7 +507,7 @@ impl Runtime {
                 let (runtime, module, path, policy) = (self.clone(), module.clone(), path.to_string(), policy.clone());
                 Box::new(move |trace: &Trace| runtime.predict(&module, &path, &policy, trace, number))
             };
-            let timeout = std::time::Duration::from_millis(policy.prediction.gate_timeout_ms);
+            let timeout = Duration::from_millis(policy.prediction.gate_timeout_ms);
             let (gate, mirror_trace) = Gate::new(started, scorer, policy.prediction.threshold, timeout, can_divert);
             setup.gate = Some(gate);
             setup.resource_watch = Some(Arc::new(ResourceWatch::default()));
@@ -662,7 +720,20 @@ impl Runtime {
             deviation: &|fuel, host_calls, _| self.inner.paths.deviation(module.hash(), path, fuel, host_calls),
             path_failure_rate: self.inner.paths.failure_rate(module.hash(), path),
         };
-        policy.rules().score(&Features::from_trace(trace, &context))
+        let prediction = policy.rules().score(&Features::from_trace(trace, &context));
+        let Some(slot) = &self.inner.model else { return prediction };
+        let settings = &policy.prediction;
+        if settings.model_weight <= 0.0 {
+            return prediction.without_model("the policy gives the model no weight".into());
+        }
+        let model = slot.current();
+        match model.score(&prediction.features) {
+            Ok(p) => prediction.with_model(model.info(), p, settings.model_weight, settings.model_action),
+            Err(error) => {
+                tracing::warn!(%error, "the model could not score; the rules decide alone");
+                prediction.without_model(error.to_string())
+            }
+        }
     }
 
     /// Runs the primary and, if prediction is enabled, the mirror, concurrently

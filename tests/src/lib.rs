@@ -18,6 +18,11 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 
+/// The test models, trained from source by `models/train.py` at build time.
+pub mod models {
+    include!(concat!(env!("OUT_DIR"), "/models.rs"));
+}
+
 /// A request the test server received.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -131,10 +136,15 @@ impl Drop for TestServer {
 /// A runtime on a fresh temporary directory, with the compile cache shared
 /// by all tests (under the target directory) so each guest compiles once.
 pub fn runtime(dir: &Path) -> Runtime {
+    Runtime::open(config(dir)).unwrap()
+}
+
+/// The configuration [`runtime`] uses, to adjust before opening.
+pub fn config(dir: &Path) -> RuntimeConfig {
     let mut config = RuntimeConfig::new(dir);
     config.cache_dir = Some(Path::new(env!("OUT_DIR")).join("compile-cache"));
     config.engine.max_instances = 64;
-    Runtime::open(config).unwrap()
+    config
 }
 
 /// Loads a guest by its path constant.

@@ -139,7 +139,11 @@ struct Cli<'a> {
 impl Cli<'_> {
     fn base(&self) -> Command {
         let mut command = Command::new(self.root.join("target/debug/txmirror"));
-        command.arg("--data-dir").arg(&self.data_dir);
+        // The placeholder model scores beside the rules, in the real ONNX Runtime.
+        command.arg("--data-dir").arg(&self.data_dir).arg("--model").arg(crate::setup::placeholder_model(self.root));
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            command.env("ORT_DYLIB_PATH", crate::setup::onnxruntime_library(self.root));
+        }
         command
     }
 

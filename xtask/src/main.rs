@@ -5,8 +5,12 @@
 //!   and the mirror's traces.
 //! - `test`: installs what is missing and runs the whole test suite.
 //!
-//! Both start by checking the machine: a fresh one has only Rust, Python
-//! and pip.
+//! - `setup`: installs what is missing (see `setup.rs`): the wasm32-wasip2
+//!   target, the ONNX Runtime library, the training packages and the
+//!   placeholder model.
+//!
+//! `demo` and `test` start with `setup`: a fresh machine has only Rust,
+//! Python and pip.
 
 #![allow(clippy::print_stdout, reason = "a chore runner talks to its user")]
 
@@ -32,14 +36,14 @@ fn run_chore() -> Result<()> {
     let root = project_root();
     match args.first().map(String::as_str) {
         Some("demo") => {
-            setup::ensure_wasm_target()?;
+            setup::ensure_all(&root)?;
             demo::run(&root)
         }
         Some("test") => {
-            setup::ensure_wasm_target()?;
+            setup::ensure_all(&root)?;
             run(Command::new(cargo()).current_dir(&root).args(["test", "--workspace"]).args(&args[1..]))
         }
-        Some("setup") => setup::ensure_wasm_target(),
+        Some("setup") => setup::ensure_all(&root),
         _ => {
             println!("usage: cargo xtask <demo | test [cargo test args] | setup>");
             if args.is_empty() { Ok(()) } else { bail!("unknown command {:?}", args[0]) }

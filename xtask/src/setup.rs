@@ -1,9 +1,33 @@
-//! Installs what a fresh machine lacks.
+//! Installs what a fresh machine lacks, each piece only once:
+//!
+//! - the `wasm32-wasip2` target, through rustup;
+//! - the ONNX Runtime library, taken from the PyPI wheel of `onnxruntime`
+//!   (its own download host is out of reach) into `target/onnxruntime/`;
+//! - the training pipeline's Python packages (`models/requirements.txt`)
+//!   into `target/python/`, without touching the system;
+//! - the placeholder model, trained by `models/train.py` into
+//!   `target/models/placeholder.onnx`.
+//!
+//! `.cargo/config.toml` points `ORT_DYLIB_PATH` and `TXMIRROR_PYTHONPATH` at
+//! these places for everything cargo runs.
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// The ONNX Runtime release the runtime is built against (`ort`'s `api-31`).
+pub(crate) const ONNXRUNTIME_VERSION: &str = "1.31.1";
+
+/// Everything, in order.
+pub(crate) fn ensure_all(root: &Path) -> Result<()> {
+    ensure_wasm_target()?;
+    ensure_onnxruntime(root)?;
+    ensure_python_packages(root)?;
+    ensure_placeholder_model(root)?;
+    Ok(())
+}
 
 /// Adds the `wasm32-wasip2` target through rustup if it is missing.
 pub(crate) fn ensure_wasm_target() -> Result<()> {
@@ -16,4 +40,108 @@ pub(crate) fn ensure_wasm_target() -> Result<()> {
     }
     println!("installing the {WASM_TARGET} target with rustup");
     crate::run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+/// Where the ONNX Runtime library goes.
+pub(crate) fn onnxruntime_library(root: &Path) -> PathBuf {
+    root.join("target/onnxruntime").join(format!("libonnxruntime.so.{ONNXRUNTIME_VERSION}"))
+}
+
+/// Where the placeholder model goes.
+pub(crate) fn placeholder_model(root: &Path) -> PathBuf {
+    root.join("target/models/placeholder.onnx")
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Extracts `libonnxruntime.so` from the `onnxruntime` wheel on PyPI.
+fn ensure_onnxruntime(root: &Path) -> Result<()> {
+    let library = onnxruntime_library(root);
+    if library.exists() {
+        return Ok(());
+    }
+    println!("installing ONNX Runtime {ONNXRUNTIME_VERSION} (from the PyPI wheel) into {}", library.display());
+    let downloads = root.join("target/onnxruntime/wheel");
+    std::fs::create_dir_all(&downloads).with_context(|| format!("cannot create {}", downloads.display()))?;
+    crate::run(
+        Command::new(python())
+            .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "-d"])
+            .arg(&downloads)
+            .arg(format!("onnxruntime=={ONNXRUNTIME_VERSION}")),
+    )
+    .context("pip could not download the onnxruntime wheel")?;
+    let wheel = std::fs::read_dir(&downloads)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("onnxruntime-{ONNXRUNTIME_VERSION}-")) && n.ends_with(".whl"))
+        })
+        .with_context(|| format!("no onnxruntime wheel in {}", downloads.display()))?;
+    // A wheel is a zip file; Python's zipfile reads it on any machine.
+    let member = format!("onnxruntime/capi/libonnxruntime.so.{ONNXRUNTIME_VERSION}");
+    let partial = library.with_extension("partial");
+    let script = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1]) as wheel, open(sys.argv[3], 'wb') as out:\n    out.write(wheel.read(sys.argv[2]))\n";
+    crate::run(Command::new(python()).arg("-c").arg(script).arg(&wheel).arg(&member).arg(&partial))
+        .with_context(|| format!("cannot extract {member} from {}", wheel.display()))?;
+    std::fs::rename(&partial, &library).with_context(|| format!("cannot move the library to {}", library.display()))?;
+    std::fs::remove_dir_all(&downloads).ok();
+    Ok(())
+}
+
+/// Installs the pinned training packages into `target/python`, again when
+/// `models/requirements.txt` changes.
+fn ensure_python_packages(root: &Path) -> Result<()> {
+    let requirements = root.join("models/requirements.txt");
+    let wanted =
+        std::fs::read_to_string(&requirements).with_context(|| format!("cannot read {}", requirements.display()))?;
+    let target = root.join("target/python");
+    let stamp = target.join(".requirements.txt");
+    if std::fs::read_to_string(&stamp).is_ok_and(|installed| installed == wanted) {
+        return Ok(());
+    }
+    println!("installing the training packages of models/requirements.txt into {}", target.display());
+    if target.exists() {
+        std::fs::remove_dir_all(&target).with_context(|| format!("cannot clear {}", target.display()))?;
+    }
+    crate::run(
+        Command::new(python())
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-script-location"])
+            .env("PIP_ROOT_USER_ACTION", "ignore")
+            .arg("--target")
+            .arg(&target)
+            .arg("-r")
+            .arg(&requirements),
+    )
+    .context("pip could not install the training packages")?;
+    std::fs::write(&stamp, wanted).with_context(|| format!("cannot write {}", stamp.display()))?;
+    Ok(())
+}
+
+/// A Python command that sees the training packages.
+pub(crate) fn training_python(root: &Path) -> Command {
+    let mut command = Command::new(python());
+    command.env("PYTHONPATH", root.join("target/python")).env("PYTHONDONTWRITEBYTECODE", "1");
+    command
+}
+
+/// Trains the placeholder model, again when the training script or the
+/// feature schema is newer than the model.
+fn ensure_placeholder_model(root: &Path) -> Result<()> {
+    let model = placeholder_model(root);
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let inputs = [root.join("models/train.py"), root.join("models/feature_schema.json")];
+    if let Some(built) = modified(&model)
+        && inputs.iter().all(|input| modified(input).is_some_and(|m| m <= built))
+    {
+        return Ok(());
+    }
+    println!("training the placeholder model");
+    crate::run(training_python(root).arg(root.join("models/train.py")).arg("--out").arg(&model))?;
+    if !model.exists() {
+        bail!("models/train.py wrote no {}", model.display());
+    }
+    Ok(())
 }

@@ -188,6 +188,16 @@ mod tests {
     }
 
     #[test]
+    fn the_training_pipeline_knows_the_same_schema() {
+        let text = include_str!("../../../models/feature_schema.json");
+        let schema: serde_json::Value = serde_json::from_str(text).expect("JSON");
+        assert_eq!(schema["version"], SCHEMA_VERSION, "models/feature_schema.json has another version");
+        let names: Vec<&str> =
+            schema["features"].as_array().expect("a list").iter().filter_map(|n| n.as_str()).collect();
+        assert_eq!(names, FEATURE_NAMES, "models/feature_schema.json lists other features");
+    }
+
+    #[test]
     fn features_come_from_the_trace_and_the_context() {
         let limits = ResourceRequirements {
             fuel: 1000,

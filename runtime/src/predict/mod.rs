@@ -2,15 +2,42 @@
 //!
 //! - [`features`]: the versioned feature schema, computed from a trace.
 //! - [`rules`]: operator rules over features (weights, reasons, actions).
+//! - [`model`]: an ONNX model over the same features, run by ONNX Runtime.
+//! - [`model_slot`]: the runtime's current model, replaceable while it runs.
 //!
-//! A [`Prediction`] is the sum of the weights of the rules that hold,
-//! clamped to `[0, 1]`, with the reason and suggested action of each.
+//! ## How rules and model combine
+//!
+//! The rules give `p_rules`: the sum of the weights of the rules that hold,
+//! clamped to `[0, 1]`. The model, if one is configured, gives `p_model`,
+//! which the policy scales by `prediction.model_weight` (`w`, default 1).
+//! The two are independent pieces of evidence of failure, combined as a
+//! noisy OR:
+//!
+//! ```text
+//! p = 1 - (1 - p_rules) * (1 - w * p_model)
+//! ```
+//!
+//! So the model can raise what the rules say but never lower it: a rule an
+//! operator wrote always counts in full. The model's share appears among the
+//! reasons as `model`, with `w * p_model` as its weight and the policy's
+//! `prediction.model_action` as its action. The action taken is that of the
+//! heaviest rule that suggests one, else the model's. Without a model, the
+//! rules alone decide, and [`Prediction::source`] says so.
 
 pub mod features;
+pub mod model;
+pub(crate) mod model_slot;
 pub mod rules;
 
 pub use features::{FEATURE_NAMES, FeatureContext, Features, SCHEMA_VERSION};
+pub use model::{Model, ModelError, ModelInfo};
+pub use model_slot::Reloaded;
 pub use rules::{Action, Rule, RuleError, RuleSet};
+
+/// The name under which the model's share appears among the reasons.
+pub const MODEL_REASON: &str = "model";
+/// [`Prediction::source`] when no model is configured.
+pub const RULES_ALONE: &str = "rules alone (no model configured)";
 
 use serde::{Deserialize, Serialize};
 
@@ -34,8 +61,99 @@ pub struct Prediction {
     pub failure_probability: f32,
     /// The rules that held, heaviest first.
     pub reasons: Vec<Reason>,
-    /// What produced the probability: `rules` until a model is configured.
+    /// What produced the probability: [`RULES_ALONE`], `rules + model NAME
+    /// VERSION`, or why the configured model did not take part.
     pub source: String,
     /// The features it was computed from.
     pub features: Features,
+    /// The rules' probability alone.
+    #[serde(default)]
+    pub rules_probability: f32,
+    /// The model's probability, before the policy's weight, if it scored.
+    #[serde(default)]
+    pub model_probability: Option<f32>,
+}
+
+impl Prediction {
+    /// Adds the model's probability (see the module's documentation).
+    pub fn with_model(mut self, model: &ModelInfo, probability: f32, weight: f32, action: Action) -> Self {
+        let share = (weight * probability).clamp(0.0, 1.0);
+        self.failure_probability = (1.0 - (1.0 - self.rules_probability) * (1.0 - share)).clamp(0.0, 1.0);
+        self.model_probability = Some(probability);
+        self.source = format!("rules + model {}", model.label());
+        let reason = Reason {
+            rule: MODEL_REASON.into(),
+            weight: share,
+            reason: format!("the model {} puts the chance of failure at {:.0}%", model.label(), probability * 100.0),
+            action,
+        };
+        let at = self.reasons.iter().position(|r| r.weight < share).unwrap_or(self.reasons.len());
+        self.reasons.insert(at, reason);
+        self
+    }
+
+    /// Records why the configured model did not take part.
+    pub fn without_model(mut self, why: String) -> Self {
+        self.source = format!("rules alone ({why})");
+        self
+    }
+
+    /// The action to take: the heaviest rule's that suggests one, else the model's.
+    pub fn suggested_action(&self) -> Action {
+        let suggests = |r: &&Reason| r.action != Action::None;
+        self.reasons
+            .iter()
+            .filter(|r| r.rule != MODEL_REASON)
+            .find(suggests)
+            .or_else(|| self.reasons.iter().find(suggests))
+            .map_or(Action::None, |r| r.action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> ModelInfo {
+        ModelInfo {
+            path: "m.onnx".into(),
+            name: "m".into(),
+            version: "7".into(),
+            trained_on: None,
+            digest: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_model_adds_evidence_as_a_noisy_or() {
+        let rules = RuleSet::defaults();
+        let alone = rules.score(&Features { contended_keys: 1.0, ..Default::default() });
+        assert_eq!(alone.source, RULES_ALONE);
+        assert!((alone.failure_probability - 0.2).abs() < 1e-6);
+
+        let combined = alone.clone().with_model(&info(), 0.5, 1.0, Action::Hedge);
+        assert!((combined.failure_probability - 0.6).abs() < 1e-6, "1 - 0.8 * 0.5");
+        assert_eq!(combined.rules_probability, alone.failure_probability);
+        assert_eq!(combined.model_probability, Some(0.5));
+        assert_eq!(combined.source, "rules + model m 7");
+        assert_eq!(combined.reasons[0].rule, MODEL_REASON, "heaviest first");
+        assert_eq!(combined.suggested_action(), Action::Hedge, "no rule suggests an action");
+
+        let halved = alone.with_model(&info(), 0.5, 0.5, Action::Hedge);
+        assert!((halved.failure_probability - 0.4).abs() < 1e-6, "1 - 0.8 * 0.75");
+    }
+
+    #[test]
+    fn a_rule_that_suggests_an_action_outranks_the_model() {
+        let rules = RuleSet::defaults();
+        let p = rules.score(&Features { validation_errors: 1.0, ..Default::default() }).with_model(
+            &info(),
+            0.9,
+            1.0,
+            Action::Hedge,
+        );
+        assert_eq!(p.reasons[0].rule, MODEL_REASON);
+        assert_eq!(p.suggested_action(), Action::FailFast);
+        assert!(p.failure_probability >= p.rules_probability, "the model never lowers the rules");
+    }
 }

@@ -166,6 +166,9 @@ impl RuleSet {
             if rule.name.trim().is_empty() {
                 return Err(error("a rule needs a name".into()));
             }
+            if rule.name == super::MODEL_REASON {
+                return Err(error(format!("`{}` is reserved for the model's share", super::MODEL_REASON)));
+            }
             if !(rule.weight.is_finite() && (-1.0..=1.0).contains(&rule.weight)) {
                 return Err(error(format!("weight {} is not between -1 and 1", rule.weight)));
             }
@@ -235,7 +238,14 @@ impl RuleSet {
         reasons.sort_by(|a, b| b.weight.total_cmp(&a.weight));
         // A fold from +0.0: `sum` of no floats is -0.0.
         let failure_probability = reasons.iter().fold(0.0_f32, |total, r| total + r.weight).clamp(0.0, 1.0);
-        Prediction { failure_probability, reasons, source: "rules".into(), features: *features }
+        Prediction {
+            failure_probability,
+            reasons,
+            source: super::RULES_ALONE.into(),
+            features: *features,
+            rules_probability: failure_probability,
+            model_probability: None,
+        }
     }
 }
 

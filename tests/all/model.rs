@@ -1,0 +1,139 @@
+//! The ONNX model: checked against the feature schema at load, combined
+//! with the rules, and replaceable while the runtime runs. The models are
+//! trained from source by `models/train.py` (see `tests/build.rs`) and run
+//! by the real ONNX Runtime library that `cargo xtask setup` installs.
+
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+use tempfile::tempdir;
+use txmirror_runtime::predict::{MODEL_REASON, ModelError, Prediction, RULES_ALONE, Reloaded};
+use txmirror_runtime::{ModelConfig, Module, Policy, Runtime, StartError, TxRequest};
+use txmirror_tests::{config, guests, load, models, policy};
+
+const POLICY: &str = "[capabilities]\nkv = { accounts = \"read-write\" }\n";
+
+fn with_model(dir: &Path, model: &Path, reload_interval: Option<Duration>) -> Result<Runtime, StartError> {
+    let mut config = config(dir);
+    config.model = Some(ModelConfig { reload_interval, ..ModelConfig::new(model) });
+    Runtime::open(config)
+}
+
+/// Deposits into an account and returns the committed attempt's prediction.
+async fn deposit(runtime: &Runtime, module: &Module, policy: &std::sync::Arc<Policy>) -> Prediction {
+    let input = json!({"account": "alice", "amount": 5}).to_string().into_bytes();
+    let request = TxRequest { path: Some("deposit".into()), input, ..Default::default() };
+    let report = runtime.execute(module, policy, request).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    report.attempts.last().and_then(|a| a.prediction.clone()).expect("a mirrored attempt is scored")
+}
+
+#[test]
+fn a_model_for_another_feature_schema_is_refused_with_the_reason() {
+    let dir = tempdir().unwrap();
+    let refusal = |model: &str| match with_model(dir.path(), Path::new(model), None) {
+        Err(StartError::Model(error)) => error,
+        Err(other) => panic!("{model}: refused for another reason: {other}"),
+        Ok(_) => panic!("{model} was accepted"),
+    };
+
+    let error = refusal(models::SCHEMA_V0);
+    assert!(matches!(error, ModelError::SchemaVersion { expected: 1, ref found, .. } if found == "0"), "{error:?}");
+    let text = error.to_string();
+    assert!(text.contains("feature schema version 0") && text.contains("computes version 1"), "{text}");
+    assert!(text.contains("retrain it with models/train.py"), "{text}");
+
+    let error = refusal(models::RENAMED_FEATURE);
+    assert!(matches!(error, ModelError::FeatureNames { .. }), "{error:?}");
+    assert!(error.to_string().contains("latency, predicted_timeout"), "names the model's features: {error}");
+
+    let error = refusal(models::NO_METADATA);
+    assert!(matches!(error, ModelError::MissingMetadata { key: "txmirror.feature_schema_version", .. }), "{error:?}");
+
+    let garbage = dir.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"not a model").unwrap();
+    let error = refusal(garbage.to_str().unwrap());
+    assert!(matches!(error, ModelError::Invalid { .. }), "{error:?}");
+
+    let error = refusal(dir.path().join("missing.onnx").to_str().unwrap());
+    assert!(matches!(error, ModelError::Read { .. }), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_adds_to_the_rules_and_the_prediction_says_so() {
+    let dir = tempdir().unwrap();
+    let runtime = with_model(&dir.path().join("a"), Path::new(models::PLACEHOLDER), None).unwrap();
+    let module = load(&runtime, guests::BANK_TRANSFER).await;
+    let info = runtime.model().unwrap();
+    assert_eq!((info.name.as_str(), info.version.as_str()), ("placeholder", "1"));
+    assert!(info.trained_on.as_deref().is_some_and(|t| t.contains("generated set")), "{info:?}");
+
+    let prediction = deposit(&runtime, &module, &policy(POLICY)).await;
+    assert_eq!(prediction.source, "rules + model placeholder 1");
+    let p_model = prediction.model_probability.unwrap();
+    assert!(p_model > 0.0 && p_model < 0.3, "a quiet deposit looks safe to the placeholder: {p_model}");
+    let expected = 1.0 - (1.0 - prediction.rules_probability) * (1.0 - p_model);
+    assert!((prediction.failure_probability - expected).abs() < 1e-6, "{prediction:?}");
+    assert!(prediction.reasons.iter().any(|r| r.rule == MODEL_REASON), "{prediction:?}");
+
+    // The policy can take the model out of its transactions.
+    let weightless = policy(&format!("{POLICY}[prediction]\nmodel_weight = 0\n"));
+    let prediction = deposit(&runtime, &module, &weightless).await;
+    assert_eq!(prediction.model_probability, None);
+    assert_eq!(prediction.source, "rules alone (the policy gives the model no weight)");
+
+    // Without a model, the rules decide alone, and say so.
+    let plain = txmirror_tests::runtime(&dir.path().join("b"));
+    assert!(plain.model().is_none());
+    let module = load(&plain, guests::BANK_TRANSFER).await;
+    let prediction = deposit(&plain, &module, &policy(POLICY)).await;
+    assert_eq!(prediction.source, RULES_ALONE);
+    assert_eq!(prediction.model_probability, None);
+    assert!(plain.reload_model().unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_model_file_changes_scores_without_a_restart() {
+    let dir = tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    std::fs::copy(models::PLACEHOLDER, &model).unwrap();
+    let runtime = with_model(&dir.path().join("data"), &model, Some(Duration::from_millis(20))).unwrap();
+    let module = load(&runtime, guests::BANK_TRANSFER).await;
+    let policy = policy(POLICY);
+    let before = deposit(&runtime, &module, &policy).await;
+
+    // Replace the file the way a deployment would: write aside, rename over.
+    let staged = dir.path().join("model.onnx.new");
+    std::fs::copy(models::PESSIMIST, &staged).unwrap();
+    std::fs::rename(&staged, &model).unwrap();
+    let mut waited = 0;
+    while runtime.model().unwrap().name != "pessimist" {
+        assert!(waited < 250, "the watcher did not pick up the new model in 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    let after = deposit(&runtime, &module, &policy).await;
+    assert_eq!(after.source, "rules + model pessimist 2");
+    let (p_before, p_after) = (before.model_probability.unwrap(), after.model_probability.unwrap());
+    assert!(p_after > p_before + 0.2, "the pessimist scores the same deposit higher: {p_before} -> {p_after}");
+
+    // A broken file does not replace a working model.
+    std::fs::write(&model, b"half a model").unwrap();
+    let error = runtime.reload_model().unwrap_err();
+    assert!(matches!(error, ModelError::Invalid { .. }), "{error:?}");
+    assert_eq!(runtime.model().unwrap().name, "pessimist");
+    assert!(
+        runtime.model_reload_error().is_some_and(|e| e.contains("not a model")),
+        "{:?}",
+        runtime.model_reload_error()
+    );
+
+    // Putting the first model back swaps it in again, on demand too.
+    std::fs::copy(models::PLACEHOLDER, &model).unwrap();
+    match runtime.reload_model().unwrap() {
+        Some(Reloaded::Replaced { new, .. }) => assert_eq!(new.name, "placeholder"),
+        Some(Reloaded::Unchanged(info)) => assert_eq!(info.name, "placeholder", "the watcher was first"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(runtime.model_reload_error(), None);
+}
