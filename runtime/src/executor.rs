@@ -6,7 +6,6 @@ use crate::grants::{FuelStep, fuel_step};
 use crate::host::InstanceSetup;
 use crate::host::InstanceState;
 use crate::module::Module;
-use crate::policy::ResourceRequirements;
 use crate::store::{EventEntry, ReadEntry, WriteEntry};
 use crate::trace::HostCall;
 use crate::trace::{Role, Trace, TraceRecorder};
@@ -47,12 +46,10 @@ fn guest_failure(error: TxError) -> Failure {
     }
 }
 
-fn classify_trap(
-    error: &wasmtime::Error,
-    state: &InstanceState,
-    limits: &ResourceRequirements,
-    fuel_limit: u64,
-) -> Failure {
+fn classify_trap(error: &wasmtime::Error, state: &InstanceState, wall_time: Duration, fuel_limit: u64) -> Failure {
+    if state.cancelled {
+        return Failure::new(FailureKind::Cancelled, "stopped: the other path of the hedge won");
+    }
     if state.limiter.memory_limit_hit {
         return Failure::new(
             FailureKind::MemoryLimit,
@@ -62,7 +59,7 @@ fn classify_trap(
     if state.deadline_hit {
         return Failure::new(
             FailureKind::WallTimeExceeded,
-            format!("stopped: ran past its wall-time limit of {} ms", limits.wall_time_ms),
+            format!("stopped: ran past its wall-time limit of {} ms", wall_time.as_millis()),
         );
     }
     match error.downcast_ref::<Trap>() {
@@ -127,15 +124,21 @@ pub(crate) async fn run_instance(
         // one chunk. Each chunk boundary is also a yield point.
         let _ = store.fuel_async_yield_interval(Some((initial_fuel / 64).max(100_000)));
     }
-    let wall_time = Duration::from_millis(limits.wall_time_ms);
-    let deadline = started + wall_time;
+    // The wall time is read at every tick: the predictor may raise it.
+    let timeouts = setup.timeouts.clone();
+    let cancelled = setup.cancelled.clone();
     store.set_epoch_deadline(1);
     let limit = granted.clone();
     let watch = resource_watch.clone();
+    let wall = timeouts.clone();
     store.epoch_deadline_callback(move |mut context| {
-        if Instant::now() >= deadline {
+        if Instant::now() >= started + wall.wall() {
             context.data_mut().deadline_hit = true;
             return Err(wasmtime::format_err!("wall-time limit reached"));
+        }
+        if cancelled.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
+            context.data_mut().cancelled = true;
+            return Err(wasmtime::format_err!("cancelled: the other path of the hedge won"));
         }
         if let Some(watch) = &watch {
             let current = limit.load(Ordering::SeqCst);
@@ -171,7 +174,20 @@ pub(crate) async fn run_instance(
         let instance = module.pre.instantiate_async(&mut store).await?;
         instance.call_run(&mut store, path, input).await
     };
-    let outcome = tokio::time::timeout(wall_time + HOST_CALL_GRACE, call).await;
+    // A guest blocked in a host call is not stopped by the epoch; this is
+    // the backstop, re-armed whenever the wall time was raised meanwhile.
+    let outcome = {
+        let mut call = std::pin::pin!(call);
+        let start = tokio::time::Instant::from_std(started);
+        loop {
+            let limit = timeouts.wall() + HOST_CALL_GRACE;
+            match tokio::time::timeout_at(start + limit, &mut call).await {
+                Err(_) if timeouts.wall() + HOST_CALL_GRACE > limit => continue,
+                outcome => break outcome,
+            }
+        }
+    };
+    let wall_time = timeouts.wall();
     let fuel_left = store.get_fuel().unwrap_or(0);
     let fuel_limit = granted.load(Ordering::SeqCst);
     let fuel_consumed = fuel_limit.saturating_sub(fuel_left);
@@ -181,10 +197,10 @@ pub(crate) async fn run_instance(
     let result = match outcome {
         Ok(Ok(Ok(output))) => Ok(output),
         Ok(Ok(Err(error))) => Err(guest_failure(error)),
-        Ok(Err(trap)) => Err(classify_trap(&trap, store.data(), &limits, fuel_limit)),
+        Ok(Err(trap)) => Err(classify_trap(&trap, store.data(), wall_time, fuel_limit)),
         Err(_elapsed) => Err(Failure::new(
             FailureKind::WallTimeExceeded,
-            format!("stopped: blocked in a host call past its wall-time limit of {} ms", limits.wall_time_ms),
+            format!("stopped: blocked in a host call past its wall-time limit of {} ms", wall_time.as_millis()),
         )),
     };
     let state = store.into_data();

@@ -5,13 +5,23 @@
 //! the mirror has made the same call (its n-th unsafe call) or has ended,
 //! bounded by `prediction.gate_timeout_ms`. It then scores the mirror's
 //! trace so far. When the failure probability reaches
-//! `prediction.threshold` and the heaviest reason's action is `divert`
-//! (and an alternative path exists) or `fail_fast`, the call is refused and
-//! never sent: the primary's other effects are still only buffered, so
-//! stopping it undoes nothing. The decision is recorded in the primary's
-//! trace and read by the runtime when the attempt ends.
+//! `prediction.threshold`, the suggested action decides:
+//!
+//! - `divert` (when an alternative path exists) and `fail_fast`: the call is
+//!   refused and never sent; the primary's other effects are still only
+//!   buffered, so stopping it undoes nothing;
+//! - `hedge` (when an alternative path exists): the runtime starts the next
+//!   path beside the primary, and the two race (see `hedge.rs`);
+//! - `adjust_timeouts`: the outbound timeout (and the wall time) are raised
+//!   to cover the predicted latency, up to the policy's ceilings.
+//!
+//! In a hedge race, the call then waits for the race's token. The decision
+//! is recorded in the primary's trace and read by the runtime when the
+//! attempt ends.
 
+use crate::hedge::HedgeSeat;
 use crate::predict::{Action, Prediction};
+use crate::timeouts::AttemptTimeouts;
 use crate::trace::{HostCall, Role, Trace, TraceEvent, TraceRecorder};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +35,21 @@ pub(crate) enum GateDecision {
     Divert(Prediction),
     /// Stop: the transaction is certain to fail.
     FailFast(Prediction),
+    /// Stop: the other path of the hedge won.
+    Cancelled,
+}
+
+/// What the gate may do besides refusing calls.
+#[derive(Debug, Clone)]
+pub(crate) struct GateActions {
+    /// An alternative path exists: the gate may divert or hedge.
+    pub(crate) can_divert: bool,
+    /// The attempt's seat in a hedge race, if it may race.
+    pub(crate) seat: Option<HedgeSeat>,
+    /// The attempt's timeouts, which `adjust_timeouts` raises.
+    pub(crate) timeouts: Arc<AttemptTimeouts>,
+    /// The policy's outbound timeout, which latency features are relative to, in ms.
+    pub(crate) base_outbound_timeout_ms: u64,
 }
 
 /// Scores a mirror's trace so far.
@@ -38,7 +63,7 @@ pub(crate) struct Gate {
     scorer: Scorer,
     threshold: f32,
     timeout: Duration,
-    can_divert: bool,
+    actions: GateActions,
     decision: Mutex<Option<GateDecision>>,
 }
 
@@ -70,7 +95,7 @@ impl Gate {
         scorer: Scorer,
         threshold: f32,
         timeout: Duration,
-        can_divert: bool,
+        actions: GateActions,
     ) -> (Arc<Self>, TraceRecorder) {
         let progress = Arc::new(Notify::new());
         let mirror = TraceRecorder::watched(started, progress.clone());
@@ -81,7 +106,7 @@ impl Gate {
             scorer,
             threshold,
             timeout,
-            can_divert,
+            actions,
             decision: Mutex::new(None),
         });
         (gate, mirror)
@@ -126,20 +151,54 @@ impl Gate {
             failure: None,
         };
         let prediction = (self.scorer)(&trace);
-        let decision = if prediction.failure_probability < self.threshold {
-            None
-        } else {
+        let actions = &self.actions;
+        let mut decision = None;
+        let mut name = "pass";
+        if prediction.failure_probability >= self.threshold {
             match prediction.suggested_action() {
-                Action::Divert if self.can_divert => Some(GateDecision::Divert(prediction.clone())),
-                Action::FailFast => Some(GateDecision::FailFast(prediction.clone())),
-                _ => None,
+                Action::Divert if actions.can_divert => {
+                    decision = Some(GateDecision::Divert(prediction.clone()));
+                    name = "divert";
+                }
+                Action::FailFast => {
+                    decision = Some(GateDecision::FailFast(prediction.clone()));
+                    name = "fail_fast";
+                }
+                Action::Hedge if actions.can_divert => {
+                    if let Some(seat) = actions.seat.as_ref().filter(|seat| seat.is_primary()) {
+                        seat.request_hedge();
+                        name = "hedge";
+                    }
+                }
+                Action::AdjustTimeouts => {
+                    let predicted_ms =
+                        f64::from(prediction.features.outbound_latency_ratio) * actions.base_outbound_timeout_ms as f64;
+                    if let Some(raised) = actions.timeouts.raise_for(predicted_ms) {
+                        for (resource, (from, to)) in
+                            [("outbound_timeout_ms", raised.outbound), ("wall_time_ms", raised.wall)]
+                        {
+                            let needed = predicted_ms as u64;
+                            primary.record(HostCall::Grant {
+                                resource: resource.into(),
+                                from,
+                                to,
+                                mirror_needed: needed,
+                            });
+                        }
+                        name = "adjust_timeouts";
+                    }
+                }
+                _ => {}
             }
-        };
-        let name = match &decision {
-            None => "pass",
-            Some(GateDecision::Divert(_)) => "divert",
-            Some(GateDecision::FailFast(_)) => "fail_fast",
-        };
+        }
+        // In a hedge race, nothing irreversible happens without the token.
+        if decision.is_none()
+            && let Some(seat) = &actions.seat
+            && seat.claim().await.is_err()
+        {
+            decision = Some(GateDecision::Cancelled);
+            name = "cancelled";
+        }
         primary.record_since(
             at,
             HostCall::Gate {
@@ -153,8 +212,13 @@ impl Gate {
         match decision {
             None => Verdict::Pass,
             Some(decision) => {
-                let reasons: Vec<&str> = prediction.reasons.iter().map(|r| r.reason.as_str()).collect();
-                let text = format!("stopped by the predictor ({name}): {}", reasons.join("; "));
+                let text = match &decision {
+                    GateDecision::Cancelled => "cancelled: the other path of the hedge won".to_string(),
+                    _ => {
+                        let reasons: Vec<&str> = prediction.reasons.iter().map(|r| r.reason.as_str()).collect();
+                        format!("stopped by the predictor ({name}): {}", reasons.join("; "))
+                    }
+                };
                 *self.decision.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(decision);
                 Verdict::Stop(text)
             }

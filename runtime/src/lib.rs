@@ -26,6 +26,7 @@ pub mod engine;
 mod executor;
 mod gate;
 mod grants;
+mod hedge;
 mod history;
 mod host;
 mod limits;
@@ -34,6 +35,7 @@ pub mod policy;
 pub mod predict;
 mod runtime;
 pub mod store;
+mod timeouts;
 pub mod trace;
 pub mod transaction;
 

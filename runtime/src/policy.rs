@@ -127,7 +127,9 @@ fn default_model_weight() -> f32 {
 }
 
 fn default_model_action() -> Action {
-    Action::Divert
+    // A model gives no reason to act on: race an alternative rather than
+    // abandon the primary.
+    Action::Hedge
 }
 
 fn default_threshold() -> f32 {
@@ -175,6 +177,13 @@ pub struct ResourceRequirements {
     /// Time one outbound HTTP request may take, in milliseconds.
     #[serde(default = "default_outbound_timeout_ms")]
     pub outbound_timeout_ms: u64,
+    /// The longest the predictor may raise `outbound_timeout_ms` to (the
+    /// `adjust_timeouts` action); three times it if unset.
+    #[serde(default)]
+    pub outbound_timeout_ceiling_ms: Option<u64>,
+    /// The longest the predictor may raise `wall_time_ms` to; three times it if unset.
+    #[serde(default)]
+    pub wall_time_ceiling_ms: Option<u64>,
 }
 
 fn default_fuel() -> u64 {
@@ -196,6 +205,18 @@ impl ResourceRequirements {
         self.fuel_ceiling.unwrap_or(self.fuel.saturating_mul(4)).max(self.fuel)
     }
 
+    /// The longest an outbound request's timeout may be raised to, in milliseconds.
+    pub fn outbound_timeout_ceiling_ms(&self) -> u64 {
+        self.outbound_timeout_ceiling_ms
+            .unwrap_or(self.outbound_timeout_ms.saturating_mul(3))
+            .max(self.outbound_timeout_ms)
+    }
+
+    /// The longest an attempt's wall time may be raised to, in milliseconds.
+    pub fn wall_time_ceiling_ms(&self) -> u64 {
+        self.wall_time_ceiling_ms.unwrap_or(self.wall_time_ms.saturating_mul(3)).max(self.wall_time_ms)
+    }
+
     /// The most memory an attempt may be granted, in MiB.
     pub fn memory_ceiling_mib(&self) -> u64 {
         self.memory_ceiling_mib
@@ -213,6 +234,8 @@ impl Default for ResourceRequirements {
             memory_ceiling_mib: None,
             wall_time_ms: default_wall_time_ms(),
             outbound_timeout_ms: default_outbound_timeout_ms(),
+            outbound_timeout_ceiling_ms: None,
+            wall_time_ceiling_ms: None,
         }
     }
 }
@@ -299,6 +322,10 @@ pub struct RetryPolicy {
     /// Attempts after commit conflicts, which retry at once, queued on the hot key.
     #[serde(default = "default_conflict_attempts")]
     pub conflict_attempts: u32,
+    /// Attempts added to a path's budget once the predictor has raised its
+    /// timeouts (the `adjust_timeouts` action).
+    #[serde(default = "default_adjusted_extra_attempts")]
+    pub adjusted_extra_attempts: u32,
     /// Per failure kind: other attempts or first interval.
     #[serde(default)]
     pub overrides: BTreeMap<FailureKind, RetryOverride>,
@@ -343,6 +370,10 @@ fn default_non_retryable() -> Vec<FailureKind> {
 fn default_final_kinds() -> Vec<FailureKind> {
     vec![FailureKind::Validation, FailureKind::Rejected, FailureKind::UnknownPath, FailureKind::PredictedFailure]
 }
+fn default_adjusted_extra_attempts() -> u32 {
+    2
+}
+
 fn default_conflict_attempts() -> u32 {
     20
 }
@@ -358,6 +389,7 @@ impl Default for RetryPolicy {
             non_retryable: default_non_retryable(),
             final_kinds: default_final_kinds(),
             conflict_attempts: default_conflict_attempts(),
+            adjusted_extra_attempts: default_adjusted_extra_attempts(),
             overrides: BTreeMap::new(),
         }
     }

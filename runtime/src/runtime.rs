@@ -3,8 +3,9 @@
 use crate::contention::{HotKeys, Turn};
 use crate::engine::{EngineError, EngineSettings, EpochTicker, new_engine};
 use crate::executor::{InstanceRun, run_instance};
-use crate::gate::{Gate, GateDecision, Scorer};
+use crate::gate::{Gate, GateActions, GateDecision, Scorer};
 use crate::grants::ResourceWatch;
+use crate::hedge::{HedgeRace, HedgeSeat};
 use crate::history::PathHistory;
 use crate::host::{EndpointMemory, InstanceSetup, InstanceState, add_recording_filesystem};
 use crate::module::{Module, ModuleError, ModuleLoader};
@@ -15,6 +16,7 @@ use crate::store::{
     Attempt, AttemptOutcome, CommitError, CommitRequest, Compensation, DeadLetter, EmptySnapshot, IdempotencyClaim,
     RedbStore, StateStore, StoreError, TransactionOutcome, TransactionRecord, validate_name,
 };
+use crate::timeouts::AttemptTimeouts;
 use crate::trace::{Role, Trace, TraceRecorder};
 use crate::transaction::{AttemptReport, DryRun, Failure, FailureKind, TxReport, TxRequest};
 use std::collections::HashMap;
@@ -178,6 +180,55 @@ struct TransactionRun {
     claim: Option<IdempotencyClaim>,
     attempts: Vec<Attempt>,
     reports: Vec<AttemptReport>,
+    /// Timeouts the predictor raised, per path, for the path's next attempts.
+    raised_timeouts: HashMap<String, (u64, u64)>,
+}
+
+/// An attempt that has run, before its commit.
+struct Prepared {
+    report: AttemptReport,
+    /// The primary's effects and output, or why the attempt failed.
+    result: Result<Ready, Failure>,
+    /// `(fuel, host calls, duration µs)` of the primary, for the path's baseline.
+    observed: (u64, usize, u64),
+    /// The timeouts, if the predictor raised them.
+    raised_timeouts: Option<(u64, u64)>,
+}
+
+/// What a successful primary leaves to commit.
+struct Ready {
+    reads: Vec<crate::store::ReadEntry>,
+    writes: Vec<crate::store::WriteEntry>,
+    events: Vec<crate::store::EventEntry>,
+    output: Vec<u8>,
+}
+
+/// What an attempt inherits from its transaction.
+#[derive(Clone, Copy)]
+struct AttemptSeed<'a> {
+    number: u32,
+    random_seed: u64,
+    clock: SystemTime,
+    input: &'a [u8],
+    carried_timeouts: Option<(u64, u64)>,
+}
+
+/// The failure of a primary the gate stopped.
+fn gate_failure(kind: FailureKind, what: &str, prediction: &Prediction) -> Failure {
+    let reasons: Vec<&str> = prediction.reasons.iter().map(|r| r.reason.as_str()).collect();
+    Failure::new(
+        kind,
+        format!(
+            "{what} before an unsafe call (failure probability {:.2}): {}",
+            prediction.failure_probability,
+            reasons.join("; ")
+        ),
+    )
+}
+
+/// The failure of an attempt that lost a hedge race.
+fn cancelled() -> Failure {
+    Failure::new(FailureKind::Cancelled, "cancelled before any unsafe call: the other path of the hedge won")
 }
 
 /// How an attempt ended.
@@ -406,6 +457,7 @@ impl Runtime {
             claim,
             attempts: Vec::new(),
             reports: Vec::new(),
+            raised_timeouts: HashMap::new(),
         };
 
         // The default path falls back on the alternatives, in order; a path
@@ -418,14 +470,15 @@ impl Runtime {
         let mut last_failure = None;
         let mut ended_by_final_failure = false;
         'paths: for (index, path) in paths.iter().enumerate() {
-            let can_divert = index + 1 < paths.len();
+            // The next path is where a divert goes and what a hedge runs.
+            let next_path = paths.get(index + 1).map(String::as_str);
             // Held while retrying after a conflict: see `contention.rs`.
             let mut turn: Option<Turn> = None;
             let mut tries = 0;
             loop {
                 tries += 1;
                 let failure =
-                    match self.attempt(module, policy, path, can_divert, &request.input, &mut run, &mut turn).await? {
+                    match self.try_path(module, policy, path, next_path, &request.input, &mut run, &mut turn).await? {
                         AttemptEnd::Committed(report) => return Ok(report),
                         AttemptEnd::Failed(failure) => failure,
                     };
@@ -438,7 +491,9 @@ impl Runtime {
                     ended_by_final_failure = true;
                     break 'paths;
                 }
-                if tries >= retry.attempts_for(kind) {
+                // A path whose timeouts the predictor raised earns more attempts.
+                let extra = if run.raised_timeouts.contains_key(path) { retry.adjusted_extra_attempts } else { 0 };
+                if tries >= retry.attempts_for(kind).saturating_add(extra) {
                     continue 'paths;
                 }
                 if kind != FailureKind::Conflict {
@@ -479,28 +534,81 @@ impl Runtime {
         })
     }
 
-    /// One attempt: the twins from a fresh snapshot, the prediction, the
-    /// success criteria and the commit.
-    #[allow(clippy::too_many_arguments, reason = "the attempt's whole context, passed once")]
-    async fn attempt(
+    /// One try of a path: an attempt, or, when the gate asks for a hedge,
+    /// the attempt and a hedge on `next_path` racing (see `hedge.rs`).
+    #[allow(clippy::too_many_arguments, reason = "the try's whole context, passed once")]
+    async fn try_path(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        path: &str,
+        next_path: Option<&str>,
+        input: &[u8],
+        run: &mut TransactionRun,
+        turn: &mut Option<Turn>,
+    ) -> Result<AttemptEnd, ExecuteError> {
+        let seed = AttemptSeed {
+            number: u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX),
+            random_seed: run.random_seed,
+            clock: run.clock,
+            input,
+            carried_timeouts: run.raised_timeouts.get(path).copied(),
+        };
+        let can_divert = next_path.is_some();
+        let hedge_path = next_path.filter(|_| policy.failure_prediction_enabled);
+        let Some(hedge_path) = hedge_path else {
+            let prepared = self.prepare(module, policy, path, can_divert, seed, None).await?;
+            return self.conclude(module, prepared, run, turn).await;
+        };
+
+        let (primary_seat, hedge_seat) = HedgeRace::start();
+        let primary = self.prepare(module, policy, path, can_divert, seed, Some(primary_seat.clone()));
+        let mut primary = std::pin::pin!(primary);
+        let alone = tokio::select! {
+            biased;
+            prepared = &mut primary => Some(prepared?),
+            () = primary_seat.hedge_requested() => None,
+        };
+        if let Some(prepared) = alone {
+            return self.conclude(module, prepared, run, turn).await;
+        }
+        let hedge_seed = AttemptSeed {
+            number: seed.number.saturating_add(1),
+            carried_timeouts: run.raised_timeouts.get(hedge_path).copied(),
+            ..seed
+        };
+        let hedge = self.prepare(module, policy, hedge_path, false, hedge_seed, Some(hedge_seat));
+        let (primary, hedge) = tokio::join!(primary, hedge);
+        let (primary, hedge) = (primary?, hedge?);
+        // At most one is ready to commit: the race's winner.
+        let (winner, loser) = if hedge.result.is_ok() { (hedge, primary) } else { (primary, hedge) };
+        // The loser only goes into the history: its result is a failure.
+        self.conclude(module, loser, run, turn).await?;
+        self.conclude(module, winner, run, turn).await
+    }
+
+    /// Runs one attempt up to its commit: the twins from a fresh snapshot,
+    /// the gate's decisions, the prediction and the success criteria.
+    async fn prepare(
         &self,
         module: &Module,
         policy: &Arc<Policy>,
         path: &str,
         can_divert: bool,
-        input: &[u8],
-        run: &mut TransactionRun,
-        turn: &mut Option<Turn>,
-    ) -> Result<AttemptEnd, ExecuteError> {
-        let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
+        seed: AttemptSeed<'_>,
+        seat: Option<HedgeSeat>,
+    ) -> Result<Prepared, ExecuteError> {
+        let number = seed.number;
         let snapshot = self.inner.store.snapshot()?;
         let mut setup = InstanceSetup::new(
             policy.clone(),
             snapshot.clone(),
-            run.random_seed,
-            run.clock,
+            seed.random_seed,
+            seed.clock,
             self.inner.endpoints.clone(),
         );
+        setup.timeouts = Arc::new(AttemptTimeouts::new(&policy.resource_requirements, seed.carried_timeouts));
+        setup.cancelled = seat.as_ref().map(HedgeSeat::cancelled);
         let started = Instant::now();
         let mirror_trace = if policy.failure_prediction_enabled {
             let scorer: Scorer = {
@@ -508,74 +616,99 @@ impl Runtime {
                 Box::new(move |trace: &Trace| runtime.predict(&module, &path, &policy, trace, number))
             };
             let timeout = Duration::from_millis(policy.prediction.gate_timeout_ms);
-            let (gate, mirror_trace) = Gate::new(started, scorer, policy.prediction.threshold, timeout, can_divert);
+            let actions = GateActions {
+                can_divert,
+                seat: seat.clone(),
+                timeouts: setup.timeouts.clone(),
+                base_outbound_timeout_ms: policy.resource_requirements.outbound_timeout_ms,
+            };
+            let (gate, mirror_trace) = Gate::new(started, scorer, policy.prediction.threshold, timeout, actions);
             setup.gate = Some(gate);
             setup.resource_watch = Some(Arc::new(ResourceWatch::default()));
             Some(mirror_trace)
         } else {
             None
         };
-        let (mut primary, mirror) = self.run_twins(module, &setup, path, input, mirror_trace).await;
+        let (mut primary, mirror) = self.run_twins(module, &setup, path, seed.input, mirror_trace).await;
         // The gate's decision overrides how the primary, stopped by it, ended.
-        if let Some(decision) = setup.gate.as_ref().and_then(|gate| gate.decision()) {
-            let (kind, what, prediction) = match decision {
-                GateDecision::Divert(p) => (FailureKind::Diverted, "diverted to the next path", p),
-                GateDecision::FailFast(p) => (FailureKind::PredictedFailure, "stopped", p),
-            };
-            let reasons: Vec<String> = prediction.reasons.iter().map(|r| r.reason.clone()).collect();
-            primary.result = Err(Failure::new(
-                kind,
-                format!(
-                    "{what} before an unsafe call (failure probability {:.2}): {}",
-                    prediction.failure_probability,
-                    reasons.join("; ")
-                ),
-            ));
+        match setup.gate.as_ref().and_then(|gate| gate.decision()) {
+            Some(GateDecision::Divert(p)) => {
+                primary.result = Err(gate_failure(FailureKind::Diverted, "diverted to the next path", &p))
+            }
+            Some(GateDecision::FailFast(p)) => {
+                primary.result = Err(gate_failure(FailureKind::PredictedFailure, "stopped", &p))
+            }
+            Some(GateDecision::Cancelled) => primary.result = Err(cancelled()),
+            None => {}
         }
         let prediction = mirror.as_ref().map(|mirror| self.predict(module, path, policy, &mirror.trace, number));
         let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let observed = (primary.trace.fuel_consumed, primary.trace.events.len(), primary.trace.duration_micros);
-        let mut attempt = Attempt {
-            number,
-            path: path.to_string(),
-            outcome: AttemptOutcome::Committed,
-            snapshot_version: snapshot.version(),
-            duration_micros,
-        };
-
-        let result = match primary
+        let mut result = primary
             .result
             .and_then(|output| check_success(policy, &output, duration_micros).map(|()| output))
-        {
+            .map(|output| Ready { reads: primary.reads, writes: primary.writes, events: primary.events, output });
+        if let Some(seat) = &seat {
+            // Ready to commit: win the race, or learn that the other won.
+            match &result {
+                Ok(_) if seat.win().await.is_err() => result = Err(cancelled()),
+                Ok(_) => {}
+                Err(_) if seat.cancelled().load(std::sync::atomic::Ordering::SeqCst) => result = Err(cancelled()),
+                Err(_) => seat.release(),
+            }
+        }
+        let outcome = match &result {
+            Ok(_) => AttemptOutcome::Committed,
+            Err(failure) => AttemptOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() },
+        };
+        let attempt =
+            Attempt { number, path: path.to_string(), outcome, snapshot_version: snapshot.version(), duration_micros };
+        Ok(Prepared {
+            report: AttemptReport { attempt, primary: primary.trace, mirror: mirror.map(|m| m.trace), prediction },
+            result,
+            observed,
+            raised_timeouts: setup.timeouts.raised().then(|| setup.timeouts.current()),
+        })
+    }
+
+    /// Commits a prepared attempt if it succeeded, and records it in the
+    /// transaction's history either way.
+    async fn conclude(
+        &self,
+        module: &Module,
+        prepared: Prepared,
+        run: &mut TransactionRun,
+        turn: &mut Option<Turn>,
+    ) -> Result<AttemptEnd, ExecuteError> {
+        let Prepared { mut report, result, observed, raised_timeouts } = prepared;
+        let path = report.attempt.path.clone();
+        if let Some(raised) = raised_timeouts {
+            run.raised_timeouts.insert(path.clone(), raised);
+        }
+        let result = match result {
             Err(failure) => Err(failure),
-            Ok(output) => {
-                let mut record_attempts = run.attempts.clone();
-                record_attempts.push(attempt.clone());
+            Ok(ready) => {
                 let mut history = run.reports.clone();
-                history.push(AttemptReport {
-                    attempt: attempt.clone(),
-                    primary: primary.trace.clone(),
-                    mirror: mirror.as_ref().map(|m| m.trace.clone()),
-                    prediction: prediction.clone(),
-                });
+                history.push(report.clone());
+                history.sort_by_key(|r| r.attempt.number);
                 let record = TransactionRecord {
                     id: run.id.clone(),
                     module: module.hash().to_string(),
-                    path: path.to_string(),
+                    path: path.clone(),
                     input_hash: run.input_hash.clone(),
-                    outcome: TransactionOutcome::Committed { version: 0, output: output.clone() },
-                    attempts: record_attempts,
+                    outcome: TransactionOutcome::Committed { version: 0, output: ready.output.clone() },
+                    attempts: history.iter().map(|r| r.attempt.clone()).collect(),
                     history,
                 };
                 let commit = CommitRequest {
-                    reads: primary.reads,
-                    writes: primary.writes,
-                    events: primary.events,
+                    reads: ready.reads,
+                    writes: ready.writes,
+                    events: ready.events,
                     record,
                     idempotency: run.claim.clone(),
                 };
                 match self.inner.store.commit(commit) {
-                    Ok(version) => Ok((version, output)),
+                    Ok(version) => Ok((version, ready.output)),
                     Err(CommitError::Conflict { namespace, key, read_version, current_version }) => {
                         // Release the old turn before waiting for the new one.
                         drop(turn.take());
@@ -604,23 +737,20 @@ impl Runtime {
         };
 
         let (fuel, host_calls, micros) = observed;
-        self.inner.paths.observe(module.hash(), path, fuel, host_calls, micros, result.is_err());
+        self.inner.paths.observe(module.hash(), &path, fuel, host_calls, micros, result.is_err());
         if let Err(failure) = &result {
-            attempt.outcome =
+            report.attempt.outcome =
                 AttemptOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
         }
-        run.attempts.push(attempt.clone());
-        run.reports.push(AttemptReport {
-            attempt,
-            primary: primary.trace,
-            mirror: mirror.map(|m| m.trace),
-            prediction,
-        });
+        run.attempts.push(report.attempt.clone());
+        run.reports.push(report);
+        run.attempts.sort_by_key(|a| a.number);
+        run.reports.sort_by_key(|r| r.attempt.number);
         let end = match result {
             Ok((version, output)) => AttemptEnd::Committed(TxReport {
                 transaction_id: run.id.clone(),
                 module: module.hash().to_string(),
-                path: path.to_string(),
+                path,
                 outcome: TransactionOutcome::Committed { version, output },
                 failure: None,
                 attempts: std::mem::take(&mut run.reports),

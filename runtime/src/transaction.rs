@@ -56,10 +56,13 @@ pub enum FailureKind {
     /// The effect gate stopped the primary before an unsafe call: the
     /// predictor found the failure certain.
     PredictedFailure,
+    /// The attempt ran as a hedge (or was hedged) and the other path won:
+    /// it was stopped before any unsafe call and committed nothing.
+    Cancelled,
 }
 
 impl FailureKind {
-    const ALL: [Self; 14] = [
+    const ALL: [Self; 15] = [
         Self::Validation,
         Self::Rejected,
         Self::Unavailable,
@@ -74,6 +77,7 @@ impl FailureKind {
         Self::Setup,
         Self::Diverted,
         Self::PredictedFailure,
+        Self::Cancelled,
     ];
 
     /// The kind with this stable name.
@@ -98,6 +102,7 @@ impl FailureKind {
             Self::Setup => "setup",
             Self::Diverted => "diverted",
             Self::PredictedFailure => "predicted_failure",
+            Self::Cancelled => "cancelled",
         }
     }
 

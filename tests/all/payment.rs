@@ -221,3 +221,165 @@ async fn when_every_path_fails_it_compensates_dead_letters_and_replays_once() {
     let stored: Value = serde_json::from_slice(&stored.value).unwrap();
     assert!(stored["charge_id"].as_str().unwrap().starts_with("ch_"));
 }
+
+/// A policy whose only rule always holds, with the given action: every
+/// charge is doubted, so the gate acts on every attempt.
+fn doubting_policy(primary: &TestServer, backup: &TestServer, action: &str, extra: &str) -> String {
+    format!(
+        "{extra}\n{}\n[[prediction.rules]]\nname = \"doubt\"\nwhen = \"attempt >= 1\"\nweight = 0.5\n\
+         reason = \"every charge is doubted\"\naction = \"{action}\"\n",
+        gateway_policy(primary, backup)
+    )
+}
+
+fn gate_decisions(trace: &txmirror_runtime::Trace) -> Vec<String> {
+    trace
+        .events
+        .iter()
+        .filter_map(|e| match &e.call {
+            HostCall::Gate { decision, .. } => Some(decision.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failed_kind(outcome: &AttemptOutcome) -> Option<&str> {
+    match outcome {
+        AttemptOutcome::Failed { kind, .. } => Some(kind),
+        AttemptOutcome::Committed => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedge_runs_beside_the_primary_and_exactly_one_commits() {
+    let dir = tempdir().unwrap();
+    // The primary gateway is slow enough that the hedge reaches its gate first.
+    let slow = Behaviour { delay: std::time::Duration::from_millis(300), ..gateway() };
+    let (primary, backup) = (TestServer::start(slow).await, TestServer::start(gateway()).await);
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    let policy = policy(&doubting_policy(&primary, &backup, "hedge", ""));
+
+    let report = runtime.execute(&module, &policy, charge("charge", "order-hedged")).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    assert_eq!(report.path, "charge", "the primary held the token first and won");
+    let [first, hedge] = report.attempts.as_slice() else { panic!("two attempts: {report:#?}") };
+    assert_eq!(gate_decisions(&first.primary), ["hedge"], "the gate asked for the hedge and passed");
+    assert_eq!((hedge.attempt.number, hedge.attempt.path.as_str()), (2, "charge-backup"));
+    assert_eq!(failed_kind(&hedge.attempt.outcome), Some("cancelled"), "{:?}", hedge.attempt.outcome);
+    // Both paths ran: the hedge checked its gateway's health, twice (primary and mirror).
+    assert!(hedge.mirror.is_some());
+    assert_eq!(backup.received().iter().filter(|r| r.uri == "/health").count(), 2, "{:?}", backup.received());
+    assert_eq!(gate_decisions(&hedge.primary), ["cancelled"], "it waited at its gate and lost");
+    assert!(
+        !hedge
+            .primary
+            .events
+            .iter()
+            .any(|e| matches!(&e.call, HostCall::Http { safe: false, outcome: HttpOutcome::Answered { .. }, .. })),
+        "the loser sent no unsafe call: {:#?}",
+        hedge.primary
+    );
+    assert!(charges(&backup).is_empty(), "nothing charged by the loser");
+    assert_eq!(charges(&primary).len(), 1, "one charge in all");
+
+    // The durable record tells both sides of the race.
+    let record = runtime.store().transaction(&report.transaction_id).unwrap().unwrap();
+    assert_eq!(record.history.len(), 2);
+    assert!(matches!(record.outcome, TransactionOutcome::Committed { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedge_takes_over_when_the_primary_fails() {
+    let dir = tempdir().unwrap();
+    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
+    primary.set_behaviour(Behaviour { status: 503, body: "{}".into(), ..Default::default() });
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    let policy = policy(&doubting_policy(&primary, &backup, "hedge", ""));
+
+    let report = runtime.execute(&module, &policy, charge("charge", "order-rescued")).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    assert_eq!(report.path, "charge-backup");
+    let [first, hedge] = report.attempts.as_slice() else { panic!("two attempts: {report:#?}") };
+    assert_eq!(failed_kind(&first.attempt.outcome), Some("unavailable"), "{:?}", first.attempt.outcome);
+    assert_eq!(hedge.attempt.outcome, AttemptOutcome::Committed);
+    assert_eq!(charges(&primary).len(), 1, "the failed charge");
+    assert_eq!(charges(&backup).len(), 1, "the hedge charged once, after the primary gave the token back");
+    let stored = runtime.store().snapshot().unwrap().get("payments", "order-rescued").unwrap().unwrap();
+    let stored: Value = serde_json::from_slice(&stored.value).unwrap();
+    assert_eq!(stored["gateway"], "backup_gateway");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raised_timeouts_let_a_slow_gateway_answer() {
+    let dir = tempdir().unwrap();
+    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
+    // Slower than the policy's 400 ms timeout, faster than twice it.
+    primary.set_behaviour(Behaviour { delay: std::time::Duration::from_millis(600), ..gateway() });
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    let limits = "resource_requirements = { outbound_timeout_ms = 400 }";
+    let text = doubting_policy(&primary, &backup, "adjust_timeouts", limits)
+        .replace("when = \"attempt >= 1\"", "when = \"predicted_timeout > 0\"");
+    let report = runtime.execute(&module, &policy(&text), charge("charge", "order-patient")).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    assert_eq!(report.path, "charge", "adjusted, not diverted");
+    assert_eq!(report.attempts.len(), 1);
+    let trace = &report.attempts[0].primary;
+    assert_eq!(gate_decisions(trace), ["adjust_timeouts"]);
+    let grants: Vec<(String, u64, u64)> = trace
+        .events
+        .iter()
+        .filter_map(|e| match &e.call {
+            HostCall::Grant { resource, from, to, .. } => Some((resource.clone(), *from, *to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(grants, [("outbound_timeout_ms".into(), 400, 800), ("wall_time_ms".into(), 10_000, 10_400)]);
+    assert_eq!(charges(&primary).len(), 1);
+    assert!(charges(&backup).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raised_timeouts_earn_the_path_more_attempts_and_carry_over() {
+    let dir = tempdir().unwrap();
+    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
+    // Slower than the ceiling: raising the timeouts cannot save it.
+    primary.set_behaviour(Behaviour { delay: std::time::Duration::from_millis(1_500), ..gateway() });
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    let text = doubting_policy(
+        &primary,
+        &backup,
+        "adjust_timeouts",
+        "resource_requirements = { outbound_timeout_ms = 400, outbound_timeout_ceiling_ms = 800 }\n\
+         retry = { max_attempts = 1, adjusted_extra_attempts = 1, initial_interval_ms = 10 }",
+    )
+    .replace("when = \"attempt >= 1\"", "when = \"predicted_timeout > 0\"")
+    .replace("alternative_paths = [\"charge-backup\"]", "alternative_paths = []")
+    .replace("compensation_path = \"refund\"", "");
+    let report = runtime.execute(&module, &policy(&text), charge("charge", "order-hopeless")).await.unwrap();
+    assert_eq!(report.failure.as_ref().map(|f| f.kind), Some(FailureKind::Unavailable), "{report:#?}");
+    assert_eq!(report.attempts.len(), 2, "one attempt, plus one for the raised timeouts");
+    let timed_out_after = |trace: &txmirror_runtime::Trace| -> Vec<String> {
+        trace
+            .events
+            .iter()
+            .filter_map(|e| match &e.call {
+                HostCall::Http { outcome: HttpOutcome::Failed { error }, .. } => Some(error.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        timed_out_after(&report.attempts[0].primary),
+        ["timed out after 400 ms", "timed out after 800 ms"],
+        "the health check at the policy's timeout, the charge at the raised one"
+    );
+    assert_eq!(
+        timed_out_after(&report.attempts[1].primary),
+        ["timed out after 800 ms", "timed out after 800 ms"],
+        "the next attempt starts with the raised timeouts"
+    );
+}

@@ -15,12 +15,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::MAX_RESPONSE_BYTES;
 use crate::gate::{Gate, Verdict};
 use crate::history::EndpointHealth;
+use crate::timeouts::AttemptTimeouts;
 
 /// The last real response of primaries to each endpoint, shared by the runtime.
 ///
@@ -67,6 +67,8 @@ pub(crate) struct OutboundHooks {
     pub(crate) memory: Arc<EndpointMemory>,
     /// The primary's effect gate.
     pub(crate) gate: Option<Arc<Gate>>,
+    /// The attempt's timeouts, which the gate may raise.
+    pub(crate) timeouts: Arc<AttemptTimeouts>,
     /// Unsafe requests the primary has made so far.
     pub(crate) unsafe_calls: usize,
 }
@@ -151,9 +153,7 @@ impl WasiHttpHooks for OutboundHooks {
             });
         }
 
-        let policy_timeout = Duration::from_millis(self.policy.resource_requirements.outbound_timeout_ms);
-        let timeout =
-            options.and_then(|o| o.first_byte_timeout).map_or(policy_timeout, |guest| guest.min(policy_timeout));
+        let timeouts = self.timeouts.clone();
         let remember = (self.role == Role::Primary).then(|| self.memory.clone());
         // Every request really sent teaches the endpoint's health.
         let health = self.memory.clone();
@@ -172,6 +172,9 @@ impl WasiHttpHooks for OutboundHooks {
                 record(HttpOutcome::Denied { reason });
                 return Err(HttpError::HttpRequestDenied);
             }
+            // Read after the gate, which may have raised it.
+            let limit = timeouts.outbound();
+            let timeout = options.as_ref().and_then(|o| o.first_byte_timeout).map_or(limit, |guest| guest.min(limit));
             let started = std::time::Instant::now();
             let exchange = async {
                 let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;

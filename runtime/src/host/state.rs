@@ -7,10 +7,12 @@ use crate::grants::ResourceWatch;
 use crate::limits::InstanceLimiter;
 use crate::policy::{Access, Policy};
 use crate::store::{EventEntry, StateSnapshot};
+use crate::timeouts::AttemptTimeouts;
 use crate::trace::{Role, TraceRecorder};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -27,6 +29,8 @@ pub(crate) struct InstanceState {
     pub(crate) limiter: InstanceLimiter,
     /// Set when the wall-time limit stopped the instance.
     pub(crate) deadline_hit: bool,
+    /// Set when the instance was stopped because its attempt lost a hedge race.
+    pub(crate) cancelled: bool,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: OutboundHooks,
@@ -56,6 +60,10 @@ pub(crate) struct InstanceSetup {
     pub(crate) gate: Option<Arc<Gate>>,
     /// The mirror's fuel as the primary sees it, if the mirror runs.
     pub(crate) resource_watch: Option<Arc<ResourceWatch>>,
+    /// The attempt's timeouts, which the predictor may raise.
+    pub(crate) timeouts: Arc<AttemptTimeouts>,
+    /// Set when the attempt lost a hedge race: its instances stop.
+    pub(crate) cancelled: Option<Arc<AtomicBool>>,
 }
 
 impl InstanceSetup {
@@ -68,7 +76,19 @@ impl InstanceSetup {
         memory: Arc<EndpointMemory>,
     ) -> Self {
         let memory_limit_bytes = usize::try_from(policy.resource_requirements.memory_mib << 20).unwrap_or(usize::MAX);
-        Self { policy, snapshot, random_seed, clock, memory, memory_limit_bytes, gate: None, resource_watch: None }
+        let timeouts = Arc::new(AttemptTimeouts::new(&policy.resource_requirements, None));
+        Self {
+            policy,
+            snapshot,
+            random_seed,
+            clock,
+            memory,
+            memory_limit_bytes,
+            gate: None,
+            resource_watch: None,
+            timeouts,
+            cancelled: None,
+        }
     }
 }
 
@@ -142,6 +162,7 @@ impl InstanceState {
                 None => InstanceLimiter::new(setup.memory_limit_bytes),
             },
             deadline_hit: false,
+            cancelled: false,
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks: OutboundHooks {
@@ -150,6 +171,7 @@ impl InstanceState {
                 trace: trace.clone(),
                 memory: setup.memory.clone(),
                 gate,
+                timeouts: setup.timeouts.clone(),
                 unsafe_calls: 0,
             },
             trace,

@@ -206,6 +206,7 @@ mod tests {
             memory_ceiling_mib: None,
             wall_time_ms: 1000,
             outbound_timeout_ms: 2000,
+            ..Default::default()
         };
         let t = trace(vec![
             HostCall::KvGet { namespace: "a".into(), key: "hot".into(), version: Some(3) },
