@@ -1,3 +1,9 @@
+//! Contention: what the predictor sees of it, and how retries handle it.
+//!
+//! [`InFlightWrites`] knows which keys running attempts have in their
+//! (still buffered) write sets, so that the predictor can count a key the
+//! mirror read as contended before the other transaction commits.
+//!
 //! Contention-aware retries: optimistic first, then queue on the hot key.
 //!
 //! Optimistic concurrency is cheap when keys are cold and starves when they
@@ -45,9 +51,88 @@ impl HotKeys {
     }
 }
 
+/// The keys in the write sets of attempts that are running, by attempt.
+#[derive(Debug, Default)]
+pub(crate) struct InFlightWrites {
+    keys: Mutex<HashMap<KeyId, Vec<u64>>>,
+    next_owner: std::sync::atomic::AtomicU64,
+}
+
+/// One attempt's claims on the keys it writes; released when dropped, after
+/// the attempt committed or failed.
+#[derive(Debug)]
+pub(crate) struct WriteClaims {
+    registry: Arc<InFlightWrites>,
+    owner: u64,
+    held: Mutex<Vec<KeyId>>,
+}
+
+impl InFlightWrites {
+    /// Claims for a new attempt.
+    pub(crate) fn claims(self: &Arc<Self>) -> Arc<WriteClaims> {
+        let owner = self.next_owner.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(WriteClaims { registry: self.clone(), owner, held: Mutex::new(Vec::new()) })
+    }
+
+    /// Whether an attempt other than `owner` is about to write the key.
+    pub(crate) fn held_by_other(&self, owner: u64, namespace: &str, key: &str) -> bool {
+        let keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Allocation-free lookup is not possible with a tuple of Strings; keys are short.
+        keys.get(&(namespace.to_string(), key.to_string())).is_some_and(|owners| owners.iter().any(|o| *o != owner))
+    }
+}
+
+impl WriteClaims {
+    /// The attempt this is.
+    pub(crate) fn owner(&self) -> u64 {
+        self.owner
+    }
+
+    /// Records that the attempt writes the key (once per key).
+    pub(crate) fn claim(&self, namespace: &str, key: &str) {
+        let id = (namespace.to_string(), key.to_string());
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.contains(&id) {
+            return;
+        }
+        let mut keys = self.registry.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.entry(id.clone()).or_default().push(self.owner);
+        held.push(id);
+    }
+}
+
+impl Drop for WriteClaims {
+    fn drop(&mut self) {
+        let held = std::mem::take(self.held.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let mut keys = self.registry.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in held {
+            if let Some(owners) = keys.get_mut(&id) {
+                owners.retain(|o| *o != self.owner);
+                if owners.is_empty() {
+                    keys.remove(&id);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_flight_writes_are_seen_by_others_until_released() {
+        let registry = Arc::new(InFlightWrites::default());
+        let (writer, reader) = (registry.claims(), registry.claims());
+        writer.claim("accounts", "alice");
+        writer.claim("accounts", "alice");
+        assert!(registry.held_by_other(reader.owner(), "accounts", "alice"));
+        assert!(!registry.held_by_other(writer.owner(), "accounts", "alice"), "its own write is no contention");
+        assert!(!registry.held_by_other(reader.owner(), "accounts", "bob"));
+        drop(writer);
+        assert!(!registry.held_by_other(reader.owner(), "accounts", "alice"), "released when the attempt ends");
+        assert!(registry.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty());
+    }
 
     #[tokio::test]
     async fn turns_on_one_key_are_exclusive_and_keys_are_independent() {

@@ -1,6 +1,6 @@
 //! The runtime: loads modules and runs transactions as primary + mirror.
 
-use crate::contention::{HotKeys, Turn};
+use crate::contention::{HotKeys, InFlightWrites, Turn, WriteClaims};
 use crate::engine::{EngineError, EngineSettings, EpochTicker, new_engine};
 use crate::executor::{InstanceRun, run_instance};
 use crate::gate::{Gate, GateActions, GateDecision, Scorer};
@@ -135,6 +135,8 @@ struct RuntimeInner {
     /// wait here for room instead of failing when the pool is full.
     instance_permits: Arc<Semaphore>,
     hot_keys: HotKeys,
+    /// Keys in the write sets of running attempts, for the predictor.
+    in_flight_writes: Arc<InFlightWrites>,
     /// Baselines and failure rates of paths, for the predictor.
     paths: PathHistory,
     /// Transactions running per idempotency key, for requests that share one.
@@ -193,6 +195,8 @@ struct Prepared {
     observed: (u64, usize, u64),
     /// The timeouts, if the predictor raised them.
     raised_timeouts: Option<(u64, u64)>,
+    /// The primary's write set stays announced until the attempt is concluded.
+    write_claims: Arc<WriteClaims>,
 }
 
 /// What a successful primary leaves to commit.
@@ -281,6 +285,7 @@ impl Runtime {
                 endpoints: Arc::new(EndpointMemory::default()),
                 instance_permits,
                 hot_keys: HotKeys::default(),
+                in_flight_writes: Arc::default(),
                 paths: PathHistory::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 model,
@@ -609,11 +614,14 @@ impl Runtime {
         );
         setup.timeouts = Arc::new(AttemptTimeouts::new(&policy.resource_requirements, seed.carried_timeouts));
         setup.cancelled = seat.as_ref().map(HedgeSeat::cancelled);
+        let write_claims = self.inner.in_flight_writes.claims();
+        let owner = write_claims.owner();
+        setup.write_claims = Some(write_claims.clone());
         let started = Instant::now();
         let mirror_trace = if policy.failure_prediction_enabled {
             let scorer: Scorer = {
                 let (runtime, module, path, policy) = (self.clone(), module.clone(), path.to_string(), policy.clone());
-                Box::new(move |trace: &Trace| runtime.predict(&module, &path, &policy, trace, number))
+                Box::new(move |trace: &Trace| runtime.predict(&module, &path, &policy, trace, number, owner))
             };
             let timeout = Duration::from_millis(policy.prediction.gate_timeout_ms);
             let actions = GateActions {
@@ -641,7 +649,7 @@ impl Runtime {
             Some(GateDecision::Cancelled) => primary.result = Err(cancelled()),
             None => {}
         }
-        let prediction = mirror.as_ref().map(|mirror| self.predict(module, path, policy, &mirror.trace, number));
+        let prediction = mirror.as_ref().map(|mirror| self.predict(module, path, policy, &mirror.trace, number, owner));
         let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let observed = (primary.trace.fuel_consumed, primary.trace.events.len(), primary.trace.duration_micros);
         let mut result = primary
@@ -668,6 +676,7 @@ impl Runtime {
             result,
             observed,
             raised_timeouts: setup.timeouts.raised().then(|| setup.timeouts.current()),
+            write_claims,
         })
     }
 
@@ -680,7 +689,8 @@ impl Runtime {
         run: &mut TransactionRun,
         turn: &mut Option<Turn>,
     ) -> Result<AttemptEnd, ExecuteError> {
-        let Prepared { mut report, result, observed, raised_timeouts } = prepared;
+        // The claims are released when this returns, after the commit.
+        let Prepared { mut report, result, observed, raised_timeouts, write_claims: _claims } = prepared;
         let path = report.attempt.path.clone();
         if let Some(raised) = raised_timeouts {
             run.raised_timeouts.insert(path.clone(), raised);
@@ -829,18 +839,28 @@ impl Runtime {
         Ok(report)
     }
 
-    /// Scores a mirror's trace with the policy's rules.
+    /// Scores a mirror's trace with the policy's rules and the model.
     ///
     /// A key the mirror read counts as contended when another commit has
-    /// moved it since the attempt's snapshot.
-    fn predict(&self, module: &Module, path: &str, policy: &Policy, trace: &Trace, attempt: u32) -> Prediction {
+    /// moved it since the attempt's snapshot, or when another running
+    /// attempt (not `owner`) has it in its write set.
+    fn predict(
+        &self,
+        module: &Module,
+        path: &str,
+        policy: &Policy,
+        trace: &Trace,
+        attempt: u32,
+        owner: u64,
+    ) -> Prediction {
         let latest = std::cell::OnceCell::new();
         let contended = |namespace: &str, key: &str, version: u64| {
             let latest = latest.get_or_init(|| self.inner.store.snapshot().ok());
-            latest
+            let moved = latest
                 .as_ref()
                 .and_then(|s| s.get(namespace, key).ok())
-                .is_some_and(|now| now.map_or(0, |v| v.version) != version)
+                .is_some_and(|now| now.map_or(0, |v| v.version) != version);
+            moved || self.inner.in_flight_writes.held_by_other(owner, namespace, key)
         };
         let context = FeatureContext {
             limits: &policy.resource_requirements,

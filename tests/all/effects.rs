@@ -218,3 +218,38 @@ async fn the_gate_stops_a_certain_failure_before_its_first_unsafe_call() {
     });
     assert_eq!(gate.as_deref(), Some("fail_fast"));
 }
+
+/// The contention the predictor saw in a report's last attempt.
+fn contended_keys(report: &txmirror_runtime::TxReport) -> f32 {
+    report.attempts.last().and_then(|a| a.prediction.as_ref()).map_or(-1.0, |p| p.features.contended_keys)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_in_a_running_transactions_write_set_counts_as_contended() {
+    // The sink holds the writer's POST, so the writer's primary sits with
+    // `scratch/written` in its buffered write set, uncommitted.
+    let fixture = std::sync::Arc::new(
+        Fixture::new(Behaviour { delay: std::time::Duration::from_millis(600), ..Default::default() }).await,
+    );
+    let writer = tokio::spawn({
+        let fixture = fixture.clone();
+        async move { fixture.execute("all-effects").await }
+    });
+    let mut polls = 0;
+    while !fixture.server.received().iter().any(|r| r.method == "POST") {
+        assert!(polls < 500, "the writer never reached its POST");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        polls += 1;
+    }
+    let reader = fixture.execute("observe").await;
+    assert_eq!(reader.output_json().unwrap()["stored"], Value::Null, "nothing is committed yet");
+    assert_eq!(contended_keys(&reader), 1.0, "the writer's buffered write is seen: {reader:#?}");
+    let prediction = reader.attempts[0].prediction.as_ref().unwrap();
+    assert!(prediction.reasons.iter().any(|r| r.rule == "contention"), "{prediction:?}");
+
+    let writer = writer.await.unwrap();
+    assert!(writer.failure.is_none(), "{writer:#?}");
+    let after = fixture.execute("observe").await;
+    assert_eq!(after.output_json().unwrap()["stored"], "by the guest");
+    assert_eq!(contended_keys(&after), 0.0, "committed and released: no contention left");
+}

@@ -97,6 +97,9 @@ impl InstanceState {
         self.kv.written_bytes += size + key.len();
         let effect = self.write_effect();
         self.trace.record(HostCall::KvWrite { namespace: namespace.clone(), key: key.clone(), bytes, effect });
+        if let Some(claims) = &self.write_claims {
+            claims.claim(&namespace, &key);
+        }
         self.kv.writes.insert((namespace, key), value);
         Ok(())
     }

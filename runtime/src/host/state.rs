@@ -2,6 +2,7 @@
 
 use super::KvView;
 use super::outbound::{EndpointMemory, OutboundHooks};
+use crate::contention::WriteClaims;
 use crate::gate::Gate;
 use crate::grants::ResourceWatch;
 use crate::limits::InstanceLimiter;
@@ -31,6 +32,8 @@ pub(crate) struct InstanceState {
     pub(crate) deadline_hit: bool,
     /// Set when the instance was stopped because its attempt lost a hedge race.
     pub(crate) cancelled: bool,
+    /// The primary's claims on the keys it writes, for other transactions' predictors.
+    pub(crate) write_claims: Option<Arc<WriteClaims>>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: OutboundHooks,
@@ -64,6 +67,8 @@ pub(crate) struct InstanceSetup {
     pub(crate) timeouts: Arc<AttemptTimeouts>,
     /// Set when the attempt lost a hedge race: its instances stop.
     pub(crate) cancelled: Option<Arc<AtomicBool>>,
+    /// Where the primary's writes are announced while the attempt runs.
+    pub(crate) write_claims: Option<Arc<WriteClaims>>,
 }
 
 impl InstanceSetup {
@@ -88,6 +93,7 @@ impl InstanceSetup {
             resource_watch: None,
             timeouts,
             cancelled: None,
+            write_claims: None,
         }
     }
 }
@@ -163,6 +169,7 @@ impl InstanceState {
             },
             deadline_hit: false,
             cancelled: false,
+            write_claims: if role == Role::Primary { setup.write_claims.clone() } else { None },
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks: OutboundHooks {

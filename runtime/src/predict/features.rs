@@ -75,7 +75,7 @@ pub struct FeatureContext<'a> {
     pub limits: &'a ResourceRequirements,
     /// The attempt number, from 1.
     pub attempt: u32,
-    /// Whether a key read at a version is contended.
+    /// Whether a key read from the snapshot at a version (0: absent) is contended.
     pub contended: &'a dyn Fn(&str, &str, u64) -> bool,
     /// The recent latency (ms) and error rate of an endpoint, if known.
     pub endpoint: &'a dyn Fn(&str) -> Option<(f32, f32)>,
@@ -111,6 +111,7 @@ impl Features {
         };
         for event in &trace.events {
             match &event.call {
+                // A read of the store, not of the instance's own write.
                 HostCall::KvGet { namespace, key, version: Some(version) }
                     if (context.contended)(namespace, key, *version) =>
                 {
