@@ -32,6 +32,31 @@ pub(crate) struct InstanceRun {
     pub(crate) events: Vec<EventEntry>,
 }
 
+impl InstanceRun {
+    /// A mirror stopped before it ended (the primary would not wait longer
+    /// at the gate before its commit): its calls so far, and no effects.
+    pub(crate) fn cut_short(trace: TraceRecorder, after_micros: u64) -> Self {
+        let ended =
+            format!("stopped at the gate before the commit, {} ms after the primary ended", after_micros / 1000);
+        Self {
+            result: Err(Failure::new(FailureKind::Cancelled, ended.clone())),
+            trace: Trace {
+                role: Role::Mirror,
+                events: trace.events_so_far(),
+                fuel_consumed: 0,
+                memory_peak_bytes: 0,
+                duration_micros: trace.now_micros(),
+                ended,
+                output: None,
+                failure: None,
+            },
+            reads: Vec::new(),
+            writes: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
 fn guest_failure(error: TxError) -> Failure {
     match error {
         TxError::Validation(issues) => {

@@ -20,9 +20,9 @@
 //! attempt ends.
 
 use crate::hedge::HedgeSeat;
-use crate::predict::{Action, Prediction};
+use crate::predict::{Action, FeatureAccumulator, Prediction, TraceTotals};
 use crate::timeouts::AttemptTimeouts;
-use crate::trace::{HostCall, Role, Trace, TraceEvent, TraceRecorder};
+use crate::trace::{GATE_BEFORE_UNSAFE_CALL, HostCall, Trace, TraceEvent, TraceRecorder};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,8 +52,9 @@ pub(crate) struct GateActions {
     pub(crate) base_outbound_timeout_ms: u64,
 }
 
-/// Scores a mirror's trace so far.
-pub(crate) type Scorer = Box<dyn Fn(&Trace) -> Prediction + Send + Sync>;
+/// Scores a mirror's trace so far: folds the new calls into the
+/// accumulator, then scores its features with the totals.
+pub(crate) type Scorer = Box<dyn Fn(&mut FeatureAccumulator, &[TraceEvent], &TraceTotals) -> Prediction + Send + Sync>;
 
 /// The gate of one attempt, shared by its primary and its mirror.
 pub(crate) struct Gate {
@@ -61,6 +62,8 @@ pub(crate) struct Gate {
     progress: Arc<Notify>,
     mirror_ended: AtomicBool,
     scorer: Scorer,
+    /// The mirror's features so far: each call is folded in once.
+    accumulator: Mutex<FeatureAccumulator>,
     threshold: f32,
     timeout: Duration,
     actions: GateActions,
@@ -84,8 +87,8 @@ pub(crate) enum Verdict {
     Stop(String),
 }
 
-fn unsafe_calls(events: &[TraceEvent]) -> usize {
-    events.iter().filter(|e| matches!(e.call, HostCall::Http { safe: false, .. })).count()
+fn is_unsafe_call(event: &TraceEvent) -> bool {
+    matches!(event.call, HostCall::Http { safe: false, .. })
 }
 
 impl Gate {
@@ -104,6 +107,7 @@ impl Gate {
             progress,
             mirror_ended: AtomicBool::new(false),
             scorer,
+            accumulator: Mutex::new(FeatureAccumulator::default()),
             threshold,
             timeout,
             actions,
@@ -123,6 +127,39 @@ impl Gate {
         self.decision.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    /// Scores the mirror's calls so far, folding in only the new ones. The
+    /// totals are the mirror's once it has ended; before, only its calls count.
+    fn score(&self, totals: Option<TraceTotals>) -> Prediction {
+        let mut accumulator = self.accumulator.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let new = self.mirror.events_since(accumulator.seen());
+        let totals = totals.unwrap_or(TraceTotals { host_calls: accumulator.seen() + new.len(), ..Default::default() });
+        (self.scorer)(&mut accumulator, &new, &totals)
+    }
+
+    /// The prediction on the mirror's whole trace, once the twins are done.
+    pub(crate) fn score_final(&self, mirror: &Trace) -> Prediction {
+        self.score(Some(TraceTotals::of(mirror)))
+    }
+
+    /// The gate before the commit, given the final prediction: a primary that
+    /// has sent no unsafe call yet may still be diverted or failed fast, as
+    /// nothing it did has left the host. Returns the decision's name and the
+    /// decision, if it stops the commit.
+    pub(crate) fn before_commit(
+        &self,
+        prediction: &Prediction,
+        sent_unsafe: bool,
+    ) -> (&'static str, Option<GateDecision>) {
+        if prediction.failure_probability < self.threshold || sent_unsafe {
+            return ("pass", None);
+        }
+        match prediction.suggested_action() {
+            Action::Divert if self.actions.can_divert => ("divert", Some(GateDecision::Divert(prediction.clone()))),
+            Action::FailFast => ("fail_fast", Some(GateDecision::FailFast(prediction.clone()))),
+            _ => ("pass", None),
+        }
+    }
+
     /// Waits before the primary's `nth` unsafe call (from 1), which started
     /// at `at` (µs), scores, decides, and records the decision in the
     /// primary's trace, where it sorts just before the call it guards.
@@ -132,7 +169,7 @@ impl Gate {
         loop {
             // Register before checking, so that no wake-up is missed.
             let woken = self.progress.notified();
-            if self.mirror_ended.load(Ordering::SeqCst) || unsafe_calls(&self.mirror.events_so_far()) >= nth {
+            if self.mirror_ended.load(Ordering::SeqCst) || self.mirror.count(is_unsafe_call) >= nth {
                 break;
             }
             if tokio::time::timeout_at(deadline, woken).await.is_err() {
@@ -140,17 +177,7 @@ impl Gate {
                 break;
             }
         }
-        let trace = Trace {
-            role: Role::Mirror,
-            events: self.mirror.events_so_far(),
-            fuel_consumed: 0,
-            memory_peak_bytes: 0,
-            duration_micros: 0,
-            ended: String::new(),
-            output: None,
-            failure: None,
-        };
-        let prediction = (self.scorer)(&trace);
+        let prediction = self.score(None);
         let actions = &self.actions;
         let mut decision = None;
         let mut name = "pass";
@@ -207,6 +234,7 @@ impl Gate {
                 failure_probability: prediction.failure_probability,
                 reasons: prediction.reasons.iter().map(|r| r.rule.clone()).collect(),
                 decision: name.to_string(),
+                before: GATE_BEFORE_UNSAFE_CALL.into(),
             },
         );
         match decision {

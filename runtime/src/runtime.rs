@@ -11,13 +11,13 @@ use crate::host::{EndpointMemory, InstanceSetup, InstanceState, add_recording_fi
 use crate::module::{Module, ModuleError, ModuleLoader};
 use crate::policy::{Policy, PolicyError};
 use crate::predict::model_slot::ModelSlot;
-use crate::predict::{FeatureContext, Features, ModelError, ModelInfo, Prediction, Reloaded};
+use crate::predict::{FeatureAccumulator, FeatureContext, ModelError, ModelInfo, Prediction, Reloaded, TraceTotals};
 use crate::store::{
     Attempt, AttemptOutcome, CommitError, CommitRequest, Compensation, DeadLetter, EmptySnapshot, IdempotencyClaim,
     RedbStore, StateStore, StoreError, TransactionOutcome, TransactionRecord, validate_name,
 };
 use crate::timeouts::AttemptTimeouts;
-use crate::trace::{Role, Trace, TraceRecorder};
+use crate::trace::{GATE_BEFORE_COMMIT, HostCall, HttpOutcome, Role, TraceEvent, TraceRecorder};
 use crate::transaction::{AttemptReport, DryRun, Failure, FailureKind, TxReport, TxRequest};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -223,7 +223,7 @@ fn gate_failure(kind: FailureKind, what: &str, prediction: &Prediction) -> Failu
     Failure::new(
         kind,
         format!(
-            "{what} before an unsafe call (failure probability {:.2}): {}",
+            "{what} before any effect (failure probability {:.2}): {}",
             prediction.failure_probability,
             reasons.join("; ")
         ),
@@ -621,7 +621,9 @@ impl Runtime {
         let mirror_trace = if policy.failure_prediction_enabled {
             let scorer: Scorer = {
                 let (runtime, module, path, policy) = (self.clone(), module.clone(), path.to_string(), policy.clone());
-                Box::new(move |trace: &Trace| runtime.predict(&module, &path, &policy, trace, number, owner))
+                Box::new(move |accumulator: &mut FeatureAccumulator, new: &[TraceEvent], totals: &TraceTotals| {
+                    runtime.predict(&module, &path, &policy, (accumulator, new, totals), number, owner)
+                })
             };
             let timeout = Duration::from_millis(policy.prediction.gate_timeout_ms);
             let actions = GateActions {
@@ -637,7 +639,7 @@ impl Runtime {
         } else {
             None
         };
-        let (mut primary, mirror) = self.run_twins(module, &setup, path, seed.input, mirror_trace).await;
+        let (mut primary, mirror, commit_wait) = self.run_twins(module, &setup, path, seed.input, mirror_trace).await;
         // The gate's decision overrides how the primary, stopped by it, ended.
         match setup.gate.as_ref().and_then(|gate| gate.decision()) {
             Some(GateDecision::Divert(p)) => {
@@ -649,7 +651,43 @@ impl Runtime {
             Some(GateDecision::Cancelled) => primary.result = Err(cancelled()),
             None => {}
         }
-        let prediction = mirror.as_ref().map(|mirror| self.predict(module, path, policy, &mirror.trace, number, owner));
+        let prediction = match (&setup.gate, &mirror) {
+            (Some(gate), Some(mirror)) => Some(gate.score_final(&mirror.trace)),
+            _ => None,
+        };
+        // The gate before the commit: recorded, and acting while nothing the
+        // primary did has left the host.
+        if let (Some(gate), Some(prediction), Some((waited_micros, timed_out))) =
+            (&setup.gate, &prediction, commit_wait)
+            && primary.result.is_ok()
+        {
+            let sent_unsafe = primary.trace.events.iter().any(|e| {
+                matches!(&e.call, HostCall::Http { safe: false, outcome, .. }
+                    if matches!(outcome, HttpOutcome::Answered { .. } | HttpOutcome::Failed { .. }))
+            });
+            let (name, decision) = gate.before_commit(prediction, sent_unsafe);
+            primary.trace.events.push(TraceEvent {
+                at_micros: primary.trace.duration_micros,
+                duration_micros: waited_micros,
+                call: HostCall::Gate {
+                    waited_micros,
+                    timed_out,
+                    failure_probability: prediction.failure_probability,
+                    reasons: prediction.reasons.iter().map(|r| r.rule.clone()).collect(),
+                    decision: name.into(),
+                    before: GATE_BEFORE_COMMIT.into(),
+                },
+            });
+            match decision {
+                Some(GateDecision::Divert(p)) => {
+                    primary.result = Err(gate_failure(FailureKind::Diverted, "diverted to the next path", &p));
+                }
+                Some(GateDecision::FailFast(p)) => {
+                    primary.result = Err(gate_failure(FailureKind::PredictedFailure, "stopped", &p));
+                }
+                _ => {}
+            }
+        }
         let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let observed = (primary.trace.fuel_consumed, primary.trace.events.len(), primary.trace.duration_micros);
         let mut result = primary
@@ -849,7 +887,7 @@ impl Runtime {
         module: &Module,
         path: &str,
         policy: &Policy,
-        trace: &Trace,
+        (accumulator, new, totals): (&mut FeatureAccumulator, &[TraceEvent], &TraceTotals),
         attempt: u32,
         owner: u64,
     ) -> Prediction {
@@ -870,7 +908,8 @@ impl Runtime {
             deviation: &|fuel, host_calls, _| self.inner.paths.deviation(module.hash(), path, fuel, host_calls),
             path_failure_rate: self.inner.paths.failure_rate(module.hash(), path),
         };
-        let prediction = policy.rules().score(&Features::from_trace(trace, &context));
+        accumulator.observe(new, &context);
+        let prediction = policy.rules().score(&accumulator.features(totals, &context));
         let Some(slot) = &self.inner.model else { return prediction };
         let settings = &policy.prediction;
         if settings.model_weight <= 0.0 {
@@ -888,6 +927,11 @@ impl Runtime {
 
     /// Runs the primary and, if prediction is enabled, the mirror, concurrently
     /// on the current task: no cross-thread wake-ups for short transactions.
+    ///
+    /// Once the primary has ended, the mirror gets at most the gate's
+    /// timeout to end too (the gate before the commit); a mirror still
+    /// running then is stopped and its trace so far is what is scored. The
+    /// third value is that wait, in microseconds, and whether it timed out.
     async fn run_twins(
         &self,
         module: &Module,
@@ -895,25 +939,34 @@ impl Runtime {
         path: &str,
         input: &[u8],
         mirror_trace: Option<TraceRecorder>,
-    ) -> (InstanceRun, Option<InstanceRun>) {
+    ) -> (InstanceRun, Option<InstanceRun>, Option<(u64, bool)>) {
         let engine = &self.inner.engine;
         let twins = if mirror_trace.is_some() { 2 } else { 1 };
         let _permit = self.admit(twins).await;
         let primary =
             run_instance(engine, module, setup, Role::Primary, TraceRecorder::new(Instant::now()), path, input);
-        match mirror_trace {
-            Some(trace) => {
-                let mirror = async {
-                    let run = run_instance(engine, module, setup, Role::Mirror, trace, path, input).await;
-                    if let Some(gate) = &setup.gate {
-                        gate.mirror_ended();
-                    }
-                    run
-                };
-                let (primary, mirror) = tokio::join!(primary, mirror);
-                (primary, Some(mirror))
+        let Some(trace) = mirror_trace else { return (primary.await, None, None) };
+        let recorder = trace.clone();
+        let mirror = async {
+            let run = run_instance(engine, module, setup, Role::Mirror, trace, path, input).await;
+            if let Some(gate) = &setup.gate {
+                gate.mirror_ended();
             }
-            None => (primary.await, None),
+            run
+        };
+        let (mut primary, mut mirror) = (std::pin::pin!(primary), std::pin::pin!(mirror));
+        tokio::select! {
+            mirror = &mut mirror => (primary.await, Some(mirror), Some((0, false))),
+            primary = &mut primary => {
+                let waiting = Instant::now();
+                let limit = Duration::from_millis(setup.policy.prediction.gate_timeout_ms);
+                let mirror = tokio::time::timeout(limit, &mut mirror).await;
+                let waited = u64::try_from(waiting.elapsed().as_micros()).unwrap_or(u64::MAX);
+                match mirror {
+                    Ok(mirror) => (primary, Some(mirror), Some((waited, false))),
+                    Err(_) => (primary, Some(InstanceRun::cut_short(recorder, waited)), Some((waited, true))),
+                }
+            }
         }
     }
 }

@@ -159,8 +159,11 @@ pub enum HostCall {
         failure_probability: f32,
         /// The rules that held.
         reasons: Vec<String>,
-        /// `pass`, `divert` or `fail_fast`.
+        /// `pass`, `divert`, `fail_fast`, `hedge`, `adjust_timeouts` or `cancelled`.
         decision: String,
+        /// What the gate stood before: [`GATE_BEFORE_UNSAFE_CALL`] or [`GATE_BEFORE_COMMIT`].
+        #[serde(default = "unsafe_call_gate")]
+        before: String,
     },
     /// More of a resource granted to the running primary.
     Grant {
@@ -296,12 +299,22 @@ fn describe(call: &HostCall) -> String {
         HostCall::Grant { resource, from, to, mirror_needed } => {
             format!("grant {resource}: {from} → {to} (the mirror needed {mirror_needed})")
         }
-        HostCall::Gate { waited_micros, timed_out, failure_probability, reasons, decision } => format!(
-            "gate: waited {waited_micros} µs for the mirror{}, failure probability {failure_probability:.2} [{}] → {decision}",
+        HostCall::Gate { waited_micros, timed_out, failure_probability, reasons, decision, before } => format!(
+            "gate before {before}: waited {waited_micros} µs for the mirror{}, failure probability \
+             {failure_probability:.2} [{}] → {decision}",
             if *timed_out { " (timed out)" } else { "" },
             reasons.join(", ")
         ),
     }
+}
+
+/// [`HostCall::Gate`] before an unsafe outbound call.
+pub const GATE_BEFORE_UNSAFE_CALL: &str = "unsafe call";
+/// [`HostCall::Gate`] before the commit.
+pub const GATE_BEFORE_COMMIT: &str = "commit";
+
+fn unsafe_call_gate() -> String {
+    GATE_BEFORE_UNSAFE_CALL.into()
 }
 
 /// Records host calls of one instance; cheap to clone into host hooks.
@@ -329,6 +342,17 @@ impl TraceRecorder {
         let mut events = self.lock().clone();
         events.sort_by_key(|e| e.at_micros);
         events
+    }
+
+    /// The calls recorded after the first `seen`, in the order they were
+    /// recorded (which is the order they ended).
+    pub(crate) fn events_since(&self, seen: usize) -> Vec<TraceEvent> {
+        self.lock().get(seen..).map(<[TraceEvent]>::to_vec).unwrap_or_default()
+    }
+
+    /// How many recorded calls match, without copying them.
+    pub(crate) fn count(&self, matches: impl Fn(&TraceEvent) -> bool) -> usize {
+        self.lock().iter().filter(|e| matches(e)).count()
     }
 
     fn push(&self, event: TraceEvent) {

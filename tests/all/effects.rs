@@ -4,7 +4,7 @@
 use serde_json::Value;
 use tempfile::tempdir;
 use txmirror_runtime::store::TransactionOutcome;
-use txmirror_runtime::trace::{Effect, HostCall, HttpOutcome};
+use txmirror_runtime::trace::{Effect, GATE_BEFORE_COMMIT, HostCall, HttpOutcome};
 use txmirror_runtime::{Role, TxRequest};
 use txmirror_tests::{Behaviour, TestServer, guests, load, policy, runtime};
 
@@ -252,4 +252,61 @@ async fn a_key_in_a_running_transactions_write_set_counts_as_contended() {
     let after = fixture.execute("observe").await;
     assert_eq!(after.output_json().unwrap()["stored"], "by the guest");
     assert_eq!(contended_keys(&after), 0.0, "committed and released: no contention left");
+}
+
+/// The gate before the commit of the primary's last attempt: `(waited, timed out, decision)`.
+fn commit_gate(report: &txmirror_runtime::TxReport) -> Option<(u64, bool, String)> {
+    report.attempts.last()?.primary.events.iter().find_map(|e| match &e.call {
+        HostCall::Gate { waited_micros, timed_out, decision, before, .. } if before == GATE_BEFORE_COMMIT => {
+            Some((*waited_micros, *timed_out, decision.clone()))
+        }
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_before_the_commit_stops_a_certain_failure_with_nothing_written() {
+    let fx = Fixture::new(Behaviour::default()).await;
+    let report = fx.execute("sloppy").await;
+    let failure = report.failure.as_ref().expect("stopped");
+    assert_eq!(failure.kind, txmirror_runtime::FailureKind::PredictedFailure, "{failure:?}");
+    assert!(failure.message.contains("before any effect"), "{}", failure.message);
+    assert_eq!(fx.runtime.store().snapshot().unwrap().version(), 0, "nothing was committed");
+    assert!(fx.runtime.store().events("effects", 0, 10).unwrap().is_empty(), "no event");
+    let (_, timed_out, decision) = commit_gate(&report).expect("the commit was gated");
+    assert_eq!((timed_out, decision.as_str()), (false, "fail_fast"));
+
+    // A clean transaction passes the same gate, and the pass is recorded.
+    let report = fx.execute("observe").await;
+    assert!(report.failure.is_none(), "{report:#?}");
+    assert_eq!(commit_gate(&report).map(|(_, timed_out, d)| (timed_out, d)), Some((false, "pass".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_before_the_commit_waits_for_a_slow_mirror_no_longer_than_the_policy_says() {
+    // The mirror's stubbed answer sends it into a long loop; the real sink's does not.
+    let dir = tempdir().unwrap();
+    let server = TestServer::start(Behaviour::default()).await;
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::EFFECTS).await;
+    let policy = policy(&format!(
+        "[capabilities]\noutbound_hosts = [\"{}\"]\n[config]\nsink = \"{}/sink\"\n\
+         [prediction]\ngate_timeout_ms = 100\n\
+         [[mirror.stubs]]\nmethod = \"POST\"\nurl_prefix = \"{}/sink\"\nstatus = 200\nbody = '{{\"spin\": 100000000000}}'\n",
+        server.authority(),
+        server.url(),
+        server.url()
+    ));
+    let request = TxRequest { path: Some("diverge".into()), input: b"{}".to_vec(), ..Default::default() };
+    let started = std::time::Instant::now();
+    let report = runtime.execute(&module, &policy, request).await.unwrap();
+    assert!(report.failure.is_none(), "the primary commits: {report:#?}");
+    assert_eq!(report.output_json().unwrap()["spins"], 0);
+    let (waited, timed_out, decision) = commit_gate(&report).expect("the commit was gated");
+    assert!(timed_out, "the mirror was still looping");
+    assert_eq!(decision, "pass", "a gate that times out lets the primary pass");
+    assert!((100_000..2_000_000).contains(&waited), "waited about the policy's 100 ms: {waited} µs");
+    let mirror = report.attempts[0].mirror.as_ref().unwrap();
+    assert!(mirror.ended.contains("stopped at the gate before the commit"), "{}", mirror.ended);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "the mirror's loop did not hold the transaction");
 }

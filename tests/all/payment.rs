@@ -232,12 +232,13 @@ fn doubting_policy(primary: &TestServer, backup: &TestServer, action: &str, extr
     )
 }
 
+/// `before: decision` of every gate the primary passed, in order.
 fn gate_decisions(trace: &txmirror_runtime::Trace) -> Vec<String> {
     trace
         .events
         .iter()
         .filter_map(|e| match &e.call {
-            HostCall::Gate { decision, .. } => Some(decision.clone()),
+            HostCall::Gate { decision, before, .. } => Some(format!("{before}: {decision}")),
             _ => None,
         })
         .collect()
@@ -264,13 +265,17 @@ async fn a_hedge_runs_beside_the_primary_and_exactly_one_commits() {
     assert!(report.failure.is_none(), "{report:#?}");
     assert_eq!(report.path, "charge", "the primary held the token first and won");
     let [first, hedge] = report.attempts.as_slice() else { panic!("two attempts: {report:#?}") };
-    assert_eq!(gate_decisions(&first.primary), ["hedge"], "the gate asked for the hedge and passed");
+    assert_eq!(
+        gate_decisions(&first.primary),
+        ["unsafe call: hedge", "commit: pass"],
+        "the gate asked for the hedge and passed"
+    );
     assert_eq!((hedge.attempt.number, hedge.attempt.path.as_str()), (2, "charge-backup"));
     assert_eq!(failed_kind(&hedge.attempt.outcome), Some("cancelled"), "{:?}", hedge.attempt.outcome);
     // Both paths ran: the hedge checked its gateway's health, twice (primary and mirror).
     assert!(hedge.mirror.is_some());
     assert_eq!(backup.received().iter().filter(|r| r.uri == "/health").count(), 2, "{:?}", backup.received());
-    assert_eq!(gate_decisions(&hedge.primary), ["cancelled"], "it waited at its gate and lost");
+    assert_eq!(gate_decisions(&hedge.primary), ["unsafe call: cancelled"], "it waited at its gate and lost");
     assert!(
         !hedge
             .primary
@@ -327,7 +332,7 @@ async fn raised_timeouts_let_a_slow_gateway_answer() {
     assert_eq!(report.path, "charge", "adjusted, not diverted");
     assert_eq!(report.attempts.len(), 1);
     let trace = &report.attempts[0].primary;
-    assert_eq!(gate_decisions(trace), ["adjust_timeouts"]);
+    assert_eq!(gate_decisions(trace), ["unsafe call: adjust_timeouts", "commit: pass"]);
     let grants: Vec<(String, u64, u64)> = trace
         .events
         .iter()

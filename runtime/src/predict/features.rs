@@ -5,7 +5,7 @@
 //! add a feature, bump [`SCHEMA_VERSION`]. `docs/features.md` describes each.
 
 use crate::policy::ResourceRequirements;
-use crate::trace::{HostCall, HttpOutcome, Trace};
+use crate::trace::{HostCall, HttpOutcome, Trace, TraceEvent};
 use crate::transaction::FailureKind;
 use serde::{Deserialize, Serialize};
 
@@ -99,17 +99,57 @@ pub fn endpoint_key(method: &str, url: &str) -> String {
     format!("{method} {without_query}")
 }
 
-impl Features {
-    /// Computes the features of a (possibly unfinished) trace.
-    pub fn from_trace(trace: &Trace, context: &FeatureContext<'_>) -> Self {
-        let limits = context.limits;
-        let timeout_ms = limits.outbound_timeout_ms.max(1) as f32;
-        let mut features = Features {
-            attempt: context.attempt as f32,
-            path_failure_rate: context.path_failure_rate,
-            ..Default::default()
-        };
-        for event in &trace.events {
+/// What is known of an instance besides its host calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TraceTotals {
+    /// Fuel burnt so far.
+    pub fuel_consumed: u64,
+    /// The largest linear memory so far, in bytes.
+    pub memory_peak_bytes: u64,
+    /// Host calls so far.
+    pub host_calls: usize,
+    /// Wall time so far, in microseconds.
+    pub duration_micros: u64,
+    /// How the instance failed, if it has ended and failed.
+    pub failure: Option<FailureKind>,
+}
+
+impl TraceTotals {
+    /// The totals of a finished trace.
+    pub fn of(trace: &Trace) -> Self {
+        Self {
+            fuel_consumed: trace.fuel_consumed,
+            memory_peak_bytes: trace.memory_peak_bytes,
+            host_calls: trace.events.len(),
+            duration_micros: trace.duration_micros,
+            failure: trace.failure,
+        }
+    }
+}
+
+/// The features of a trace, computed as it grows: each host call is folded
+/// in once, when it is first seen ([`FeatureAccumulator::observe`]), and
+/// [`FeatureAccumulator::features`] adds what depends on the instance as a
+/// whole. The effect gate keeps one per attempt, so scoring at the n-th
+/// unsafe call costs only the calls made since the last score.
+#[derive(Debug, Clone, Default)]
+pub struct FeatureAccumulator {
+    seen: usize,
+    /// The features that come from host calls.
+    from_calls: Features,
+}
+
+impl FeatureAccumulator {
+    /// How many host calls have been folded in.
+    pub fn seen(&self) -> usize {
+        self.seen
+    }
+
+    /// Folds in host calls made since the last call, in any order.
+    pub fn observe(&mut self, events: &[TraceEvent], context: &FeatureContext<'_>) {
+        let timeout_ms = context.limits.outbound_timeout_ms.max(1) as f32;
+        let features = &mut self.from_calls;
+        for event in events {
             match &event.call {
                 // A read of the store, not of the instance's own write.
                 HostCall::KvGet { namespace, key, version: Some(version) }
@@ -143,17 +183,37 @@ impl Features {
                 _ => {}
             }
         }
+        self.seen += events.len();
+    }
+
+    /// The features so far, given what is known of the instance as a whole.
+    pub fn features(&self, totals: &TraceTotals, context: &FeatureContext<'_>) -> Features {
+        let limits = context.limits;
+        let mut features = Features {
+            attempt: context.attempt as f32,
+            path_failure_rate: context.path_failure_rate,
+            ..self.from_calls
+        };
         features.predicted_timeout = if features.outbound_latency_ratio >= 1.0 { 1.0 } else { 0.0 };
-        features.fuel_ratio = trace.fuel_consumed as f32 / limits.fuel.max(1) as f32;
-        features.memory_ratio = trace.memory_peak_bytes as f32 / (limits.memory_mib.max(1) << 20) as f32;
-        if trace.failure == Some(FailureKind::MemoryLimit) {
+        features.fuel_ratio = totals.fuel_consumed as f32 / limits.fuel.max(1) as f32;
+        features.memory_ratio = totals.memory_peak_bytes as f32 / (limits.memory_mib.max(1) << 20) as f32;
+        if totals.failure == Some(FailureKind::MemoryLimit) {
             // The refused growth is not in the peak; it asked for the limit or more.
             features.memory_ratio = features.memory_ratio.max(1.0);
         }
         features.baseline_deviation =
-            (context.deviation)(trace.fuel_consumed, trace.events.len(), trace.duration_micros).unwrap_or(0.0);
-        features.mirror_failed = if trace.failure.is_some() { 1.0 } else { 0.0 };
+            (context.deviation)(totals.fuel_consumed, totals.host_calls, totals.duration_micros).unwrap_or(0.0);
+        features.mirror_failed = if totals.failure.is_some() { 1.0 } else { 0.0 };
         features
+    }
+}
+
+impl Features {
+    /// Computes the features of a whole trace at once.
+    pub fn from_trace(trace: &Trace, context: &FeatureContext<'_>) -> Self {
+        let mut accumulator = FeatureAccumulator::default();
+        accumulator.observe(&trace.events, context);
+        accumulator.features(&TraceTotals::of(trace), context)
     }
 }
 
@@ -248,5 +308,13 @@ mod tests {
         assert_eq!(f.path_failure_rate, 0.25);
         assert_eq!(f.mirror_failed, 0.0);
         assert_eq!(endpoint_key("GET", "http://h/slow?q=1"), "GET http://h/slow");
+
+        // Folding the calls in as they come gives the same features.
+        let mut accumulator = FeatureAccumulator::default();
+        for chunk in t.events.chunks(2) {
+            accumulator.observe(chunk, &context);
+        }
+        assert_eq!(accumulator.seen(), t.events.len());
+        assert_eq!(accumulator.features(&TraceTotals::of(&t), &context), f);
     }
 }

@@ -29,7 +29,7 @@ pub mod model;
 pub(crate) mod model_slot;
 pub mod rules;
 
-pub use features::{FEATURE_NAMES, FeatureContext, Features, SCHEMA_VERSION};
+pub use features::{FEATURE_NAMES, FeatureAccumulator, FeatureContext, Features, SCHEMA_VERSION, TraceTotals};
 pub use model::{Model, ModelError, ModelInfo};
 pub use model_slot::Reloaded;
 pub use rules::{Action, Rule, RuleError, RuleSet};

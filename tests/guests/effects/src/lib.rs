@@ -6,7 +6,11 @@
 //! what happened to each. Path `observe` returns what the instance sees of
 //! its environment: random values, the clock and a stored key. Path
 //! `fetch` GETs the sink, which the mirror is allowed to do. Path
-//! `careless` reports a validation issue and carries on regardless.
+//! `careless` reports a validation issue and carries on regardless. Path
+//! `sloppy` does the same without any outbound call: only the gate before
+//! the commit can stop it. Path `diverge` POSTs to the sink and, if the
+//! answer asks for it (`{"spin": n}`), loops n times before returning: a
+//! stubbed answer can send the mirror down a longer road than the primary.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -70,9 +74,31 @@ fn careless(_input: Value) -> Result<EffectsReport, Error> {
     all_effects(Value::Null)
 }
 
+/// A validation issue, then a write and an event, and no outbound call.
+fn sloppy(_input: Value) -> Result<Value, Error> {
+    txmirror_guest::validation::report(&txmirror_guest::Issue::new("amount", "must be positive"));
+    kv::put("scratch", "sloppy", "written anyway")?;
+    events::emit("effects", &serde_json::json!({ "sloppy": true }))?;
+    Ok(serde_json::json!({ "written": true }))
+}
+
+/// Loops as long as the sink's answer says.
+fn diverge(_input: Value) -> Result<Value, Error> {
+    let response = Request::post(&config::require("sink")?).json(&serde_json::json!({ "effect": "post" }))?.send()?;
+    let answer: Value = response.json().unwrap_or(Value::Null);
+    let spins = answer.get("spin").and_then(Value::as_u64).unwrap_or(0);
+    let mut total = 0_u64;
+    for i in 0..spins {
+        total = std::hint::black_box(total.wrapping_add(i));
+    }
+    Ok(serde_json::json!({ "spins": spins, "total": total }))
+}
+
 txmirror_guest::transaction_module! {
     paths: {
         "all-effects" => all_effects,
+        "sloppy" => sloppy,
+        "diverge" => diverge,
         "observe" => observe,
         "fetch" => fetch,
         "careless" => careless,
