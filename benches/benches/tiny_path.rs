@@ -8,7 +8,9 @@
 //!   trace, the call, the report), no commit;
 //! - `transaction_primary_only`: a whole transaction with mirroring off,
 //!   including its commit and durable record;
-//! - `transaction_mirrored`: the same with the mirror beside the primary.
+//! - `transaction_mirrored`: the same with the mirror beside the primary;
+//! - `transaction_mirrored_with_model`: the same, scored by the placeholder
+//!   ONNX model besides the rules.
 //!
 //! Transactions run on redb's in-memory backend so that fsync does not hide
 //! the runtime's own cost.
@@ -22,8 +24,8 @@ use std::path::Path;
 use std::sync::Arc;
 use txmirror_benches::RawWasmtime;
 use txmirror_runtime::store::RedbStore;
-use txmirror_runtime::{Policy, Runtime, RuntimeConfig, TxRequest};
-use txmirror_tests::guests;
+use txmirror_runtime::{ModelConfig, Policy, Runtime, RuntimeConfig, TxRequest};
+use txmirror_tests::{guests, models};
 
 fn tiny_path(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -49,6 +51,13 @@ fn tiny_path(c: &mut Criterion) {
     });
     group.bench_function("transaction_mirrored", |b| {
         b.iter(|| rt.block_on(runtime.execute(&module, &mirrored, request())).unwrap())
+    });
+    let mut config = RuntimeConfig::new(dir.join("with-model"));
+    config.model = Some(ModelConfig { reload_interval: None, ..ModelConfig::new(models::PLACEHOLDER) });
+    let with_model = Runtime::with_store(config, Arc::new(RedbStore::in_memory().unwrap())).unwrap();
+    let module = rt.block_on(with_model.load_module(&wasm)).unwrap();
+    group.bench_function("transaction_mirrored_with_model", |b| {
+        b.iter(|| rt.block_on(with_model.execute(&module, &mirrored, request())).unwrap())
     });
     group.finish();
     let _ = std::fs::remove_dir_all(dir);
