@@ -152,6 +152,7 @@ pub(crate) async fn run_instance(
     // The wall time is read at every tick: the predictor may raise it.
     let timeouts = setup.timeouts.clone();
     let cancelled = setup.cancelled.clone();
+    let adjust = setup.adjust;
     store.set_epoch_deadline(1);
     let limit = granted.clone();
     let watch = resource_watch.clone();
@@ -170,6 +171,8 @@ pub(crate) async fn run_instance(
             let remaining = context.get_fuel().unwrap_or(0);
             match role {
                 Role::Mirror => watch.publish(current.saturating_sub(remaining)),
+                // An explored attempt's primary runs as it would unadjusted.
+                Role::Primary if !adjust => {}
                 Role::Primary => match fuel_step(watch, current, remaining, ceiling) {
                     FuelStep::Carry => {}
                     FuelStep::Grant(to) => {

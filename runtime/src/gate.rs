@@ -50,6 +50,9 @@ pub(crate) struct GateActions {
     pub(crate) timeouts: Arc<AttemptTimeouts>,
     /// The policy's outbound timeout, which latency features are relative to, in ms.
     pub(crate) base_outbound_timeout_ms: u64,
+    /// The attempt is in the exploration share: the gate decides and records
+    /// as usual, but carries nothing out, so that its label stays honest.
+    pub(crate) explore: bool,
 }
 
 /// Scores a mirror's trace so far: folds the new calls into the
@@ -145,18 +148,36 @@ impl Gate {
     /// has sent no unsafe call yet may still be diverted or failed fast, as
     /// nothing it did has left the host. Returns the decision's name and the
     /// decision, if it stops the commit.
-    pub(crate) fn before_commit(
-        &self,
-        prediction: &Prediction,
-        sent_unsafe: bool,
-    ) -> (&'static str, Option<GateDecision>) {
-        if prediction.failure_probability < self.threshold || sent_unsafe {
-            return ("pass", None);
+    pub(crate) fn before_commit(&self, prediction: &Prediction, sent_unsafe: bool) -> (String, Option<GateDecision>) {
+        match self.intended(prediction, false) {
+            _ if sent_unsafe => ("pass".into(), None),
+            Some(action) if self.actions.explore => (format!("explored:{action}"), None),
+            Some(Action::Divert) => ("divert".into(), Some(GateDecision::Divert(prediction.clone()))),
+            Some(Action::FailFast) => ("fail_fast".into(), Some(GateDecision::FailFast(prediction.clone()))),
+            _ => ("pass".into(), None),
         }
+    }
+
+    /// The action the gate takes on a prediction, if any: the suggested one,
+    /// when the probability reaches the threshold and the action is possible
+    /// here (a hedge and timeouts only before an unsafe call).
+    fn intended(&self, prediction: &Prediction, before_unsafe_call: bool) -> Option<Action> {
+        if prediction.failure_probability < self.threshold {
+            return None;
+        }
+        let actions = &self.actions;
         match prediction.suggested_action() {
-            Action::Divert if self.actions.can_divert => ("divert", Some(GateDecision::Divert(prediction.clone()))),
-            Action::FailFast => ("fail_fast", Some(GateDecision::FailFast(prediction.clone()))),
-            _ => ("pass", None),
+            Action::Divert if actions.can_divert => Some(Action::Divert),
+            Action::FailFast => Some(Action::FailFast),
+            Action::Hedge
+                if before_unsafe_call
+                    && actions.can_divert
+                    && actions.seat.as_ref().is_some_and(HedgeSeat::is_primary) =>
+            {
+                Some(Action::Hedge)
+            }
+            Action::AdjustTimeouts if before_unsafe_call => Some(Action::AdjustTimeouts),
+            _ => None,
         }
     }
 
@@ -180,43 +201,38 @@ impl Gate {
         let prediction = self.score(None);
         let actions = &self.actions;
         let mut decision = None;
-        let mut name = "pass";
-        if prediction.failure_probability >= self.threshold {
-            match prediction.suggested_action() {
-                Action::Divert if actions.can_divert => {
-                    decision = Some(GateDecision::Divert(prediction.clone()));
-                    name = "divert";
-                }
-                Action::FailFast => {
-                    decision = Some(GateDecision::FailFast(prediction.clone()));
-                    name = "fail_fast";
-                }
-                Action::Hedge if actions.can_divert => {
-                    if let Some(seat) = actions.seat.as_ref().filter(|seat| seat.is_primary()) {
-                        seat.request_hedge();
-                        name = "hedge";
-                    }
-                }
-                Action::AdjustTimeouts => {
-                    let predicted_ms =
-                        f64::from(prediction.features.outbound_latency_ratio) * actions.base_outbound_timeout_ms as f64;
-                    if let Some(raised) = actions.timeouts.raise_for(predicted_ms) {
-                        for (resource, (from, to)) in
-                            [("outbound_timeout_ms", raised.outbound), ("wall_time_ms", raised.wall)]
-                        {
-                            let needed = predicted_ms as u64;
-                            primary.record(HostCall::Grant {
-                                resource: resource.into(),
-                                from,
-                                to,
-                                mirror_needed: needed,
-                            });
-                        }
-                        name = "adjust_timeouts";
-                    }
-                }
-                _ => {}
+        let mut name = String::from("pass");
+        match self.intended(&prediction, true) {
+            None => {}
+            Some(action) if actions.explore => name = format!("explored:{action}"),
+            Some(Action::Divert) => {
+                decision = Some(GateDecision::Divert(prediction.clone()));
+                name = "divert".into();
             }
+            Some(Action::FailFast) => {
+                decision = Some(GateDecision::FailFast(prediction.clone()));
+                name = "fail_fast".into();
+            }
+            Some(Action::Hedge) => {
+                if let Some(seat) = &actions.seat {
+                    seat.request_hedge();
+                    name = "hedge".into();
+                }
+            }
+            Some(Action::AdjustTimeouts) => {
+                let predicted_ms =
+                    f64::from(prediction.features.outbound_latency_ratio) * actions.base_outbound_timeout_ms as f64;
+                if let Some(raised) = actions.timeouts.raise_for(predicted_ms) {
+                    for (resource, (from, to)) in
+                        [("outbound_timeout_ms", raised.outbound), ("wall_time_ms", raised.wall)]
+                    {
+                        let needed = predicted_ms as u64;
+                        primary.record(HostCall::Grant { resource: resource.into(), from, to, mirror_needed: needed });
+                    }
+                    name = "adjust_timeouts".into();
+                }
+            }
+            Some(_) => {}
         }
         // In a hedge race, nothing irreversible happens without the token.
         if decision.is_none()
@@ -224,7 +240,7 @@ impl Gate {
             && seat.claim().await.is_err()
         {
             decision = Some(GateDecision::Cancelled);
-            name = "cancelled";
+            name = "cancelled".into();
         }
         primary.record_since(
             at,
@@ -233,7 +249,7 @@ impl Gate {
                 timed_out,
                 failure_probability: prediction.failure_probability,
                 reasons: prediction.reasons.iter().map(|r| r.rule.clone()).collect(),
-                decision: name.to_string(),
+                decision: name.clone(),
                 before: GATE_BEFORE_UNSAFE_CALL.into(),
             },
         );

@@ -120,6 +120,13 @@ pub struct PredictionSettings {
     /// What to do when the model's share is what crosses the threshold.
     #[serde(default = "default_model_action")]
     pub model_action: Action,
+    /// The share of attempts, from 0 to 1, that run without any adjustment
+    /// (no divert, fail fast, hedge, raised timeouts or grants), whatever
+    /// the prediction, so that the outcomes of flagged attempts stay honest
+    /// labels for training. Which attempts is decided from the transaction
+    /// id and the attempt number. They are marked `explored`.
+    #[serde(default)]
+    pub exploration_share: f32,
 }
 
 fn default_model_weight() -> f32 {
@@ -148,6 +155,7 @@ impl Default for PredictionSettings {
             gate_timeout_ms: default_gate_timeout_ms(),
             model_weight: default_model_weight(),
             model_action: default_model_action(),
+            exploration_share: 0.0,
         }
     }
 }
@@ -569,6 +577,9 @@ impl Policy {
         }
         if !(0.0..=1.0).contains(&self.prediction.model_weight) {
             return Err(("prediction.model_weight".into(), "must be between 0 and 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.prediction.exploration_share) {
+            return Err(("prediction.exploration_share".into(), "must be between 0 and 1".into()));
         }
         if retry.conflict_attempts == 0 {
             return Err(("retry.conflict_attempts".into(), "must be at least 1".into()));

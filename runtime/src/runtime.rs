@@ -215,6 +215,22 @@ struct AttemptSeed<'a> {
     clock: SystemTime,
     input: &'a [u8],
     carried_timeouts: Option<(u64, u64)>,
+    /// The attempt is in the policy's exploration share: nothing is adjusted.
+    explore: bool,
+}
+
+/// Whether an attempt falls in an exploration share: a uniform draw from
+/// the transaction id and the attempt number, so a replayed workload
+/// explores the same attempts.
+fn explores(transaction_id: &str, attempt: u32, share: f32) -> bool {
+    if share <= 0.0 {
+        return false;
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(transaction_id.as_bytes()).update(&attempt.to_le_bytes());
+    let mut bytes = [0_u8; 8];
+    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    (u64::from_le_bytes(bytes) as f64 / u64::MAX as f64) < f64::from(share)
 }
 
 /// The failure of a primary the gate stopped.
@@ -552,12 +568,15 @@ impl Runtime {
         run: &mut TransactionRun,
         turn: &mut Option<Turn>,
     ) -> Result<AttemptEnd, ExecuteError> {
+        let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
+        let share = policy.prediction.exploration_share;
         let seed = AttemptSeed {
-            number: u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX),
+            number,
             random_seed: run.random_seed,
             clock: run.clock,
             input,
             carried_timeouts: run.raised_timeouts.get(path).copied(),
+            explore: policy.failure_prediction_enabled && explores(&run.id, number, share),
         };
         let can_divert = next_path.is_some();
         let hedge_path = next_path.filter(|_| policy.failure_prediction_enabled);
@@ -577,9 +596,11 @@ impl Runtime {
         if let Some(prepared) = alone {
             return self.conclude(module, prepared, run, turn).await;
         }
+        let hedge_number = seed.number.saturating_add(1);
         let hedge_seed = AttemptSeed {
-            number: seed.number.saturating_add(1),
+            number: hedge_number,
             carried_timeouts: run.raised_timeouts.get(hedge_path).copied(),
+            explore: explores(&run.id, hedge_number, share),
             ..seed
         };
         let hedge = self.prepare(module, policy, hedge_path, false, hedge_seed, Some(hedge_seat));
@@ -614,6 +635,7 @@ impl Runtime {
         );
         setup.timeouts = Arc::new(AttemptTimeouts::new(&policy.resource_requirements, seed.carried_timeouts));
         setup.cancelled = seat.as_ref().map(HedgeSeat::cancelled);
+        setup.adjust = !seed.explore;
         let write_claims = self.inner.in_flight_writes.claims();
         let owner = write_claims.owner();
         setup.write_claims = Some(write_claims.clone());
@@ -631,6 +653,7 @@ impl Runtime {
                 seat: seat.clone(),
                 timeouts: setup.timeouts.clone(),
                 base_outbound_timeout_ms: policy.resource_requirements.outbound_timeout_ms,
+                explore: seed.explore,
             };
             let (gate, mirror_trace) = Gate::new(started, scorer, policy.prediction.threshold, timeout, actions);
             setup.gate = Some(gate);
@@ -674,7 +697,7 @@ impl Runtime {
                     timed_out,
                     failure_probability: prediction.failure_probability,
                     reasons: prediction.reasons.iter().map(|r| r.rule.clone()).collect(),
-                    decision: name.into(),
+                    decision: name,
                     before: GATE_BEFORE_COMMIT.into(),
                 },
             });
@@ -710,7 +733,13 @@ impl Runtime {
         let attempt =
             Attempt { number, path: path.to_string(), outcome, snapshot_version: snapshot.version(), duration_micros };
         Ok(Prepared {
-            report: AttemptReport { attempt, primary: primary.trace, mirror: mirror.map(|m| m.trace), prediction },
+            report: AttemptReport {
+                attempt,
+                primary: primary.trace,
+                mirror: mirror.map(|m| m.trace),
+                prediction,
+                explored: seed.explore,
+            },
             result,
             observed,
             raised_timeouts: setup.timeouts.raised().then(|| setup.timeouts.current()),

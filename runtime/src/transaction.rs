@@ -147,6 +147,10 @@ pub struct AttemptReport {
     pub mirror: Option<Trace>,
     /// The predictor's verdict on the mirror's trace, if the mirror ran.
     pub prediction: Option<crate::predict::Prediction>,
+    /// The attempt was in the policy's exploration share: it ran without any
+    /// adjustment, so its outcome is an honest label.
+    #[serde(default)]
+    pub explored: bool,
 }
 
 /// The whole story of one transaction.

@@ -310,3 +310,49 @@ async fn the_gate_before_the_commit_waits_for_a_slow_mirror_no_longer_than_the_p
     assert!(mirror.ended.contains("stopped at the gate before the commit"), "{}", mirror.ended);
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "the mirror's loop did not hold the transaction");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exploration_share_runs_flagged_attempts_unadjusted() {
+    // Every `sloppy` transaction is flagged (a validation issue), and the
+    // gate before the commit fails it fast, unless it is explored.
+    let dir = tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::EFFECTS).await;
+    let policy = policy("[capabilities]\nkv = { scratch = \"read-write\" }\n[prediction]\nexploration_share = 0.25\n");
+    let transactions = 400;
+    let mut explored = 0;
+    for i in 0..transactions {
+        let request = TxRequest {
+            transaction_id: Some(format!("explore-{i}")),
+            path: Some("sloppy".into()),
+            input: b"{}".to_vec(),
+            ..Default::default()
+        };
+        let report = runtime.execute(&module, &policy, request).await.unwrap();
+        let attempt = &report.attempts[0];
+        let (_, _, decision) = commit_gate(&report).expect("gated");
+        if attempt.explored {
+            explored += 1;
+            assert!(report.failure.is_none(), "an explored attempt runs unadjusted and commits: {report:#?}");
+            assert_eq!(decision, "explored:fail_fast", "the gate records what it would have done");
+        } else {
+            assert_eq!(report.failure.as_ref().map(|f| f.kind), Some(txmirror_runtime::FailureKind::PredictedFailure));
+            assert_eq!(decision, "fail_fast");
+        }
+    }
+    // Binomial(400, 0.25): mean 100, standard deviation 8.7; four of them either side.
+    assert!((65..=135).contains(&explored), "{explored} of {transactions} explored, expected about 100");
+
+    // The draw depends on the transaction id alone: the same ids explore the same attempts.
+    let again = TxRequest {
+        transaction_id: Some("explore-again".into()),
+        path: Some("sloppy".into()),
+        input: b"{}".to_vec(),
+        ..Default::default()
+    };
+    let first = runtime.execute(&module, &policy, again.clone()).await.unwrap().attempts[0].explored;
+    let dir2 = tempdir().unwrap();
+    let other = txmirror_tests::runtime(dir2.path());
+    let module2 = load(&other, guests::EFFECTS).await;
+    assert_eq!(other.execute(&module2, &policy, again).await.unwrap().attempts[0].explored, first);
+}

@@ -69,6 +69,9 @@ pub(crate) struct InstanceSetup {
     pub(crate) cancelled: Option<Arc<AtomicBool>>,
     /// Where the primary's writes are announced while the attempt runs.
     pub(crate) write_claims: Option<Arc<WriteClaims>>,
+    /// Whether the predictor may adjust the primary (grants); false for an
+    /// attempt in the exploration share.
+    pub(crate) adjust: bool,
 }
 
 impl InstanceSetup {
@@ -94,6 +97,7 @@ impl InstanceSetup {
             timeouts,
             cancelled: None,
             write_claims: None,
+            adjust: true,
         }
     }
 }
@@ -157,6 +161,8 @@ impl InstanceState {
             events: Vec::new(),
             event_bytes: 0,
             limiter: match &setup.resource_watch {
+                // An explored attempt's primary gets no memory grant.
+                Some(_) if role == Role::Primary && !setup.adjust => InstanceLimiter::new(setup.memory_limit_bytes),
                 Some(watch) => InstanceLimiter::mirrored(
                     setup.memory_limit_bytes,
                     usize::try_from(setup.policy.resource_requirements.memory_ceiling_mib() << 20)
