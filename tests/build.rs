@@ -69,22 +69,54 @@ fn main() {
     std::fs::write(out_dir.join("models.rs"), models).expect("write models.rs");
 }
 
-/// The test models: `(constant, what it is, train.py arguments)`.
-const MODELS: &[(&str, &str, &[&str])] = &[
-    ("PLACEHOLDER", "The placeholder model, as `cargo xtask setup` trains it.", &[]),
+/// The test models: `(constant, what it is, dataset seed, failure shift, train.py train arguments)`.
+const MODELS: &[(&str, &str, u64, &str, &[&str])] = &[
+    ("PLACEHOLDER", "The placeholder model, as `cargo xtask setup` trains it.", 2026, "0", &[]),
     (
         "PESSIMIST",
-        "A model that expects failure far more often (trained with a shifted hidden logit).",
-        &["--failure-shift", "3", "--name", "pessimist", "--version", "2"],
+        "A model that expects failure far more often (trained where failure is likelier).",
+        2026,
+        "3",
+        &["--name", "pessimist", "--version", "2"],
     ),
-    ("SCHEMA_V0", "A model that claims feature schema version 0.", &["--schema-version", "0", "--name", "old"]),
+    (
+        "SCHEMA_V0",
+        "A model that claims feature schema version 0.",
+        2026,
+        "0",
+        &["--schema-version", "0", "--name", "old"],
+    ),
     (
         "RENAMED_FEATURE",
         "A model whose third feature has another name.",
+        2026,
+        "0",
         &["--rename-feature", "outbound_latency_ratio", "latency", "--name", "renamed"],
     ),
-    ("NO_METADATA", "A model without txmirror metadata.", &["--no-metadata", "--name", "bare"]),
+    ("NO_METADATA", "A model without txmirror metadata.", 2026, "0", &["--no-metadata", "--name", "bare"]),
+    (
+        "PIPELINE",
+        "A model trained on a small generated dataset and evaluated on another seed's; see `PIPELINE_*`.",
+        11,
+        "0",
+        &["--name", "pipeline"],
+    ),
 ];
+
+fn train_py(python_path: &std::ffi::OsStr, train: &Path, args: &[&std::ffi::OsStr]) {
+    let output = Command::new(env::var_os("PYTHON").unwrap_or_else(|| "python3".into()))
+        .env("PYTHONPATH", python_path)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .arg(train)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "models/train.py {args:?} failed (are the training packages installed? `cargo xtask setup` installs them):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
 
 fn build_models(manifest_dir: &Path, models_dir: &Path) -> String {
     let train = manifest_dir.join("../models/train.py");
@@ -92,26 +124,54 @@ fn build_models(manifest_dir: &Path, models_dir: &Path) -> String {
     println!("cargo:rerun-if-changed={}", manifest_dir.join("../models/feature_schema.json").display());
     println!("cargo:rerun-if-env-changed=TXMIRROR_PYTHONPATH");
     let python_path = env::var_os("TXMIRROR_PYTHONPATH").unwrap_or_default();
+    // Datasets are reused within one run of this script, never across runs.
+    let _ = std::fs::remove_dir_all(models_dir);
     let mut code = String::new();
-    for (constant, doc, args) in MODELS {
+    let dataset = |seed: u64, shift: &str, rows: &str| {
+        let file = models_dir.join(format!("dataset-{seed}-{shift}-{rows}.csv"));
+        if !file.exists() {
+            let seed = seed.to_string();
+            let words = ["generate", "--rows", rows, "--seed", &seed, "--failure-shift", shift, "--out"];
+            let args: Vec<&std::ffi::OsStr> =
+                words.iter().map(std::ffi::OsStr::new).chain([file.as_os_str()]).collect();
+            train_py(&python_path, &train, &args);
+        }
+        file
+    };
+    for (constant, doc, seed, shift, extra) in MODELS {
+        let pipeline = *constant == "PIPELINE";
+        let rows = if pipeline { "600" } else { "4000" };
+        let training = dataset(*seed, shift, rows);
         let file = models_dir.join(format!("{}.onnx", constant.to_lowercase()));
-        let output = Command::new(env::var_os("PYTHON").unwrap_or_else(|| "python3".into()))
-            .env("PYTHONPATH", &python_path)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .arg(&train)
-            .arg("--out")
-            .arg(&file)
-            .args(*args)
-            .output()
-            .expect("python3 runs");
-        assert!(
-            output.status.success(),
-            "models/train.py failed for the {constant} test model (are the training packages installed? \
-             `cargo xtask setup` installs them):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["train".as_ref(), "--dataset".as_ref(), training.as_os_str(), "--out".as_ref(), file.as_os_str()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        let (holdout, predictions, card) =
+            (dataset(12, "0", "300"), models_dir.join("pipeline-predictions.csv"), models_dir.join("pipeline-card"));
+        if pipeline {
+            args.extend([
+                "--holdout".as_ref(),
+                holdout.as_os_str(),
+                "--predictions-out".as_ref(),
+                predictions.as_os_str(),
+                "--card".as_ref(),
+                card.as_os_str(),
+            ]);
+        }
+        train_py(&python_path, &train, &args);
         writeln!(code, "/// {doc}").expect("write to String");
         writeln!(code, "pub const {constant}: &str = {:?};", file.display().to_string()).expect("write to String");
+        if pipeline {
+            for (name, path, what) in [
+                ("PIPELINE_DATASET", &training, "The generated training dataset of `PIPELINE` (seed 11)."),
+                ("PIPELINE_HOLDOUT", &holdout, "The held-out dataset of `PIPELINE` (seed 12)."),
+                ("PIPELINE_PREDICTIONS", &predictions, "scikit-learn's probabilities for the held-out rows."),
+                ("PIPELINE_CARD", &card, "The model card of `PIPELINE`, without its `.json` / `.md` suffix."),
+            ] {
+                writeln!(code, "/// {what}").expect("write to String");
+                writeln!(code, "pub const {name}: &str = {:?};", path.display().to_string()).expect("write to String");
+            }
+        }
     }
     code
 }

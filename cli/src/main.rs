@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use txmirror_runtime::dataset;
 use txmirror_runtime::store::TransactionOutcome;
 use txmirror_runtime::{
     ExecuteError, ModelConfig, ModuleError, Policy, PolicyError, Runtime, RuntimeConfig, StartError, TxReport,
@@ -97,6 +98,22 @@ enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// The learning loop: datasets of labelled attempts.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCommand {
+    /// Writes every scored attempt in the store as a labelled example
+    /// (CSV with a format line; see docs/learning.md).
+    ExportDataset {
+        /// The file to write; `-` for standard output.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -242,6 +259,12 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
             }
         }
         Command::Dlq { command } => dlq(&cli.data_dir, cli.model.as_deref(), command).await,
+        Command::Model { command: ModelCommand::ExportDataset { out } } => {
+            let runtime = open(&cli.data_dir)?;
+            let count = export_dataset(&runtime, &out)?;
+            eprintln!("wrote {count} examples to {}", out.display());
+            Ok(0)
+        }
         Command::Events { stream, after, limit } => {
             let runtime = open(&cli.data_dir)?;
             for event in runtime.store().events(&stream, after, limit)? {
@@ -298,6 +321,25 @@ async fn dlq(data_dir: &Path, model: Option<&Path>, command: DlqCommand) -> Resu
             }
         }
     }
+}
+
+/// Writes the dataset of every transaction in the store, page by page.
+fn export_dataset(runtime: &Runtime, out: &Path) -> anyhow::Result<usize> {
+    let mut examples = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = runtime.store().transactions(after.as_deref(), 1_000)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        examples.extend(page.iter().flat_map(dataset::examples));
+    }
+    let count = if out == Path::new("-") {
+        dataset::write_csv(std::io::stdout().lock(), examples)?
+    } else {
+        let file = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+        dataset::write_csv(std::io::BufWriter::new(file), examples)?
+    };
+    Ok(count)
 }
 
 fn open(data_dir: &Path) -> anyhow::Result<Runtime> {

@@ -175,3 +175,30 @@ fn a_model_scores_beside_the_rules_and_a_bad_one_is_refused_clearly() {
     assert!(stderr.contains("no ONNX Runtime library: set ORT_DYLIB_PATH"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn export_dataset_writes_one_labelled_example_per_scored_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let policy = bank_policy(dir.path());
+    for _ in 0..2 {
+        let out = run_bank(&data, &policy, "deposit", r#"{"account":"a","amount":5}"#, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let out = run_bank(&data, &policy, "transfer", r#"{"from":"a","to":"b","amount":500}"#, &[]);
+    assert_eq!(out.status.code(), Some(1), "an overdraft is rejected");
+
+    let file = dir.path().join("dataset.csv");
+    let out = txmirror(&data, &["model", "export-dataset", "--out", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("wrote 3 examples"), "{}", text(&out.stderr));
+    let examples =
+        txmirror_runtime::dataset::read_csv(std::io::BufReader::new(std::fs::File::open(&file).unwrap())).unwrap();
+    let mut labels: Vec<(String, Option<bool>)> = examples.iter().map(|e| (e.path.clone(), e.failed)).collect();
+    labels.sort();
+    assert_eq!(
+        labels,
+        [("deposit".into(), Some(false)), ("deposit".into(), Some(false)), ("transfer".into(), Some(true))]
+    );
+    assert!(examples.iter().all(|e| e.action == "pass" && !e.explored), "{examples:?}");
+}

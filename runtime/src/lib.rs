@@ -22,6 +22,7 @@
 
 mod bindings;
 mod contention;
+pub mod dataset;
 pub mod engine;
 mod executor;
 mod gate;

@@ -112,6 +112,9 @@ impl StateStore for RacingStore {
     fn transaction(&self, id: &str) -> Result<Option<TransactionRecord>, StoreError> {
         self.inner.transaction(id)
     }
+    fn transactions(&self, after: Option<&str>, limit: usize) -> Result<Vec<TransactionRecord>, StoreError> {
+        self.inner.transactions(after, limit)
+    }
     fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.events(stream, after, limit)
     }

@@ -66,7 +66,7 @@ async fn the_model_adds_to_the_rules_and_the_prediction_says_so() {
     let module = load(&runtime, guests::BANK_TRANSFER).await;
     let info = runtime.model().unwrap();
     assert_eq!((info.name.as_str(), info.version.as_str()), ("placeholder", "1"));
-    assert!(info.trained_on.as_deref().is_some_and(|t| t.contains("generated set")), "{info:?}");
+    assert!(info.trained_on.as_deref().is_some_and(|t| t.contains("4000 rows")), "{info:?}");
 
     let prediction = deposit(&runtime, &module, &policy(POLICY)).await;
     assert_eq!(prediction.source, "rules + model placeholder 1");
@@ -136,4 +136,98 @@ async fn replacing_the_model_file_changes_scores_without_a_restart() {
         other => panic!("{other:?}"),
     }
     assert_eq!(runtime.model_reload_error(), None);
+}
+
+fn read_dataset(path: &str) -> Vec<txmirror_runtime::dataset::Example> {
+    txmirror_runtime::dataset::read_csv(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap()
+}
+
+#[test]
+fn the_pipeline_trains_on_a_dataset_and_the_runtime_scores_like_scikit_learn() {
+    // `tests/build.rs` ran models/train.py: `generate` wrote two datasets in
+    // the runtime's format (seeds 11 and 12), `train` fitted on the first,
+    // evaluated on the second, exported the ONNX file and its card.
+    let training = read_dataset(models::PIPELINE_DATASET);
+    assert_eq!(training.len(), 600);
+    assert!(training.iter().all(|e| e.failed.is_some() && e.explored));
+    assert_eq!(read_dataset(models::PIPELINE_HOLDOUT).len(), 300);
+
+    let model = txmirror_runtime::predict::Model::load(Path::new(models::PIPELINE), None).unwrap();
+    assert_eq!(model.info().name, "pipeline");
+    let predictions = std::fs::read_to_string(models::PIPELINE_PREDICTIONS).unwrap();
+    let mut lines = predictions.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(&header[..12], txmirror_runtime::predict::FEATURE_NAMES);
+    let mut compared = 0;
+    let mut worst: f64 = 0.0;
+    for line in lines {
+        let values: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
+        let features: Vec<f32> = values[..12].iter().map(|v| *v as f32).collect();
+        let features = txmirror_runtime::predict::Features::from_slice(&features).unwrap();
+        let onnx = f64::from(model.score(&features).unwrap());
+        worst = worst.max((onnx - values[12]).abs());
+        compared += 1;
+    }
+    assert_eq!(compared, 300);
+    assert!(worst <= 1e-5, "the runtime's ONNX scores differ from scikit-learn's by up to {worst}");
+
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}.json", models::PIPELINE_CARD)).unwrap()).unwrap();
+    assert_eq!(card["feature_schema_version"], 1);
+    assert_eq!(card["training_rows"], 600);
+    assert_eq!(card["holdout"]["rows"], 300);
+    for metric in ["auc", "precision", "recall", "false_positive_rate", "calibration_error"] {
+        let value = card["holdout"][metric].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&value), "{metric} = {value}");
+        assert!(card["rules_alone"][metric].is_number(), "the card compares with the rules: {metric}");
+    }
+    assert!(card["holdout"]["auc"].as_f64().unwrap() > 0.7, "it learnt something: {card}");
+    let markdown = std::fs::read_to_string(format!("{}.md", models::PIPELINE_CARD)).unwrap();
+    assert!(markdown.contains("| AUC |") && markdown.contains("rules alone"), "{markdown}");
+}
+
+#[test]
+fn training_refuses_a_dataset_with_a_missing_or_extra_feature_column() {
+    let dir = tempdir().unwrap();
+    let text = std::fs::read_to_string(models::PIPELINE_DATASET).unwrap();
+    let train = |name: &str, text: String| {
+        let dataset = dir.path().join(name);
+        std::fs::write(&dataset, text).unwrap();
+        let output = std::process::Command::new("python3")
+            .env("PYTHONPATH", std::env::var_os("TXMIRROR_PYTHONPATH").expect("set by .cargo/config.toml"))
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/train.py"))
+            .args(["train", "--dataset"])
+            .arg(&dataset)
+            .arg("--out")
+            .arg(dir.path().join("never.onnx"))
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{name} was accepted");
+        assert!(!dir.path().join("never.onnx").exists());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // Drop the `mirror_failed` column from the header and every row.
+    let without: String = text
+        .lines()
+        .map(|line| {
+            if line.starts_with('#') {
+                return format!("{line}\n");
+            }
+            let mut cells: Vec<&str> = line.split(',').collect();
+            cells.remove(14);
+            format!("{}\n", cells.join(","))
+        })
+        .collect();
+    assert!(without.lines().nth(1).unwrap().contains("unsafe_calls,rules_probability"), "column 14 is mirror_failed");
+    let error = train("missing.csv", without);
+    assert!(error.contains("no `mirror_failed` column"), "{error}");
+    let extra = text
+        .replacen(",mirror_failed,", ",mirror_failed,queue_depth,", 1)
+        .replace(",explored:none,", ",0,explored:none,");
+    let error = train("extra.csv", extra);
+    assert!(error.contains("column `queue_depth` is neither a feature of schema version 1"), "{error}");
+    // The runtime's own reader refuses them the same way.
+    let extra = text.replacen(",mirror_failed,", ",mirror_failed,queue_depth,", 1);
+    let error = txmirror_runtime::dataset::read_csv(extra.as_bytes()).unwrap_err();
+    assert!(error.to_string().contains("`queue_depth`"), "{error}");
 }

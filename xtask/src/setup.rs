@@ -139,7 +139,12 @@ fn ensure_placeholder_model(root: &Path) -> Result<()> {
         return Ok(());
     }
     println!("training the placeholder model");
-    crate::run(training_python(root).arg(root.join("models/train.py")).arg("--out").arg(&model))?;
+    let dataset = root.join("target/models/placeholder-dataset.csv");
+    let train = root.join("models/train.py");
+    crate::run(
+        training_python(root).arg(&train).args(["generate", "--rows", "4000", "--seed", "2026", "--out"]).arg(&dataset),
+    )?;
+    crate::run(training_python(root).arg(&train).args(["train", "--dataset"]).arg(&dataset).arg("--out").arg(&model))?;
     if !model.exists() {
         bail!("models/train.py wrote no {}", model.display());
     }

@@ -29,6 +29,14 @@ macro_rules! feature_schema {
                 vec![$( self.$name ),+]
             }
 
+            /// Features from values in the order of [`FEATURE_NAMES`];
+            /// `None` unless there is exactly one value per feature.
+            pub fn from_slice(values: &[f32]) -> Option<Self> {
+                let mut values = values.iter().copied();
+                let features = Self { $( $name: values.next()?, )+ };
+                values.next().is_none().then_some(features)
+            }
+
             /// The value of the feature called `name`.
             pub fn get(&self, name: &str) -> Option<f32> {
                 match name {

@@ -152,6 +152,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn idempotency(&self, key: &str) -> Result<Option<IdempotencyEntry>, StoreError>;
     /// The record of a transaction.
     fn transaction(&self, id: &str) -> Result<Option<TransactionRecord>, StoreError>;
+    /// Transaction records in id order, after `after` (exclusive) if given,
+    /// at most `limit`: page through them by passing the last id back.
+    fn transactions(&self, after: Option<&str>, limit: usize) -> Result<Vec<TransactionRecord>, StoreError>;
     /// Events of `stream` from sequence `after` (exclusive), at most `limit`.
     fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
 }

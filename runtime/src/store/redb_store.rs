@@ -345,6 +345,25 @@ impl StateStore for RedbStore {
         }
     }
 
+    fn transactions(&self, after: Option<&str>, limit: usize) -> Result<Vec<TransactionRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(TRANSACTIONS).map_err(storage)?;
+        let range = match after {
+            Some(after) => table.range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => table.range::<&str>(..),
+        }
+        .map_err(storage)?;
+        let mut records = Vec::new();
+        for item in range.take(limit) {
+            let (id, bytes) = item.map_err(storage)?;
+            records.push(serde_json::from_slice(bytes.value()).map_err(|e| StoreError::Corrupt {
+                what: format!("transaction {}", id.value()),
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(records)
+    }
+
     fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(EVENTS).map_err(storage)?;
