@@ -184,6 +184,19 @@ struct TransactionRun {
     reports: Vec<AttemptReport>,
     /// Timeouts the predictor raised, per path, for the path's next attempts.
     raised_timeouts: HashMap<String, (u64, u64)>,
+    /// Why the transaction runs.
+    purpose: Purpose,
+}
+
+/// Why a transaction runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A caller asked for it.
+    Request,
+    /// It compensates a transaction that failed on every path: the policy's
+    /// success criteria (written for the transaction's own paths) do not
+    /// apply, and its own failure is not compensated again.
+    Compensation,
 }
 
 /// An attempt that has run, before its commit.
@@ -217,6 +230,8 @@ struct AttemptSeed<'a> {
     carried_timeouts: Option<(u64, u64)>,
     /// The attempt is in the policy's exploration share: nothing is adjusted.
     explore: bool,
+    /// Why the transaction runs.
+    purpose: Purpose,
 }
 
 /// Whether an attempt falls in an exploration share: a uniform draw from
@@ -405,7 +420,7 @@ impl Runtime {
         request: TxRequest,
     ) -> Result<TxReport, ExecuteError> {
         let Some(key) = request.idempotency_key.clone() else {
-            return self.execute_once(module, policy, request, None).await;
+            return self.execute_once(module, policy, request, None, Purpose::Request).await;
         };
         validate_name(&key).map_err(|reason| ExecuteError::InvalidIdempotencyKey(format!("the key {reason}")))?;
         let now_unix_ms = unix_millis(SystemTime::now());
@@ -431,7 +446,7 @@ impl Runtime {
                     return Ok(report);
                 }
                 ran = true;
-                self.execute_once(module, policy, request, Some(claim)).await
+                self.execute_once(module, policy, request, Some(claim), Purpose::Request).await
             })
             .await
             .cloned();
@@ -461,6 +476,7 @@ impl Runtime {
         policy: &Arc<Policy>,
         request: TxRequest,
         claim: Option<IdempotencyClaim>,
+        purpose: Purpose,
     ) -> Result<TxReport, ExecuteError> {
         let requested = choose_path(module, policy, request.path.clone())?;
         // A caller's id may repeat; a generated one (128 random bits) cannot,
@@ -479,6 +495,7 @@ impl Runtime {
             attempts: Vec::new(),
             reports: Vec::new(),
             raised_timeouts: HashMap::new(),
+            purpose,
         };
 
         // The default path falls back on the alternatives, in order; a path
@@ -577,6 +594,7 @@ impl Runtime {
             input,
             carried_timeouts: run.raised_timeouts.get(path).copied(),
             explore: policy.failure_prediction_enabled && explores(&run.id, number, share),
+            purpose: run.purpose,
         };
         let can_divert = next_path.is_some();
         let hedge_path = next_path.filter(|_| policy.failure_prediction_enabled);
@@ -715,7 +733,10 @@ impl Runtime {
         let observed = (primary.trace.fuel_consumed, primary.trace.events.len(), primary.trace.duration_micros);
         let mut result = primary
             .result
-            .and_then(|output| check_success(policy, &output, duration_micros).map(|()| output))
+            .and_then(|output| match seed.purpose {
+                Purpose::Request => check_success(policy, &output, duration_micros).map(|()| output),
+                Purpose::Compensation => Ok(output),
+            })
             .map(|output| Ready { reads: primary.reads, writes: primary.writes, events: primary.events, output });
         if let Some(seat) = &seat {
             // Ready to commit: win the race, or learn that the other won.
@@ -849,22 +870,24 @@ impl Runtime {
         run: &TransactionRun,
         failure: &Failure,
     ) -> Result<DeadLetter, ExecuteError> {
+        // A compensation that fails is dead-lettered without compensating
+        // again: that way lies a loop.
         let compensation = match &policy.compensation_path {
-            Some(path) => {
+            Some(path) if run.purpose == Purpose::Request => {
                 let request = TxRequest {
                     transaction_id: Some(format!("{}.compensation", run.id)),
                     path: Some(path.clone()),
                     input: input.to_vec(),
                     idempotency_key: None,
                 };
-                let report = Box::pin(self.execute_once(module, policy, request, None)).await?;
+                let report = Box::pin(self.execute_once(module, policy, request, None, Purpose::Compensation)).await?;
                 Some(Compensation {
                     path: path.clone(),
                     transaction_id: report.transaction_id,
                     outcome: report.outcome,
                 })
             }
-            None => None,
+            _ => None,
         };
         Ok(DeadLetter {
             transaction_id: run.id.clone(),

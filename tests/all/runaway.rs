@@ -143,3 +143,47 @@ async fn a_primary_that_needs_more_memory_is_granted_it_within_the_ceiling() {
     let report = runtime.execute(&module, &capped, request("allocate", work)).await.unwrap();
     assert_eq!(report.failure.map(|f| f.kind), Some(FailureKind::MemoryLimit));
 }
+
+/// Regression: a compensation path that failed on every try was itself
+/// dead-lettered and compensated, again and again, until the runtime's
+/// stack overflowed and the process died (found by the fault workload,
+/// where the payment policy's success criteria failed every refund).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_compensation_is_dead_lettered_once_and_not_compensated_again() {
+    let dir = tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::RUNAWAY).await;
+    let policy = policy("compensation_path = \"panic\"\n[retry]\nmax_attempts = 1\n");
+    let report = runtime.execute(&module, &policy, request("panic", "{}")).await.unwrap();
+    assert_eq!(report.failure.as_ref().map(|f| f.kind), Some(FailureKind::GuestTrap));
+    let letter = runtime.store().dead_letter(&report.transaction_id).unwrap().expect("dead-lettered");
+    let compensation = letter.compensation.expect("the compensation ran");
+    assert!(
+        matches!(compensation.outcome, txmirror_runtime::store::TransactionOutcome::Failed { .. }),
+        "{compensation:?}"
+    );
+    let compensated = runtime.store().dead_letter(&compensation.transaction_id).unwrap().expect("its own letter");
+    assert!(compensated.compensation.is_none(), "a compensation is not compensated");
+    assert_eq!(runtime.store().dead_letters(100).unwrap().len(), 2, "the transaction and its compensation, no more");
+}
+
+/// The policy's success criteria are written for the transaction's paths;
+/// a compensation path's output need not meet them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_criteria_do_not_apply_to_the_compensation() {
+    let dir = tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::RUNAWAY).await;
+    let policy = policy(
+        "compensation_path = \"ok\"\n[retry]\nmax_attempts = 1\n\
+         [success_criteria]\nrequired_output_fields = [\"charge_id\"]\n",
+    );
+    let report = runtime.execute(&module, &policy, request("ok", "{}")).await.unwrap();
+    assert_eq!(report.failure.as_ref().map(|f| f.kind), Some(FailureKind::SuccessCriteria));
+    let letter = runtime.store().dead_letter(&report.transaction_id).unwrap().expect("dead-lettered");
+    let compensation = letter.compensation.expect("the compensation ran");
+    assert!(
+        matches!(compensation.outcome, txmirror_runtime::store::TransactionOutcome::Committed { .. }),
+        "`ok` has no charge_id, and compensates anyway: {compensation:?}"
+    );
+}
