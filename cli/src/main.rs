@@ -21,6 +21,7 @@ use txmirror_runtime::{
 };
 
 mod render;
+mod workload;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -98,6 +99,35 @@ enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Drives the example modules through the runtime against local
+    /// gateways with injected faults (see docs/learning.md).
+    Workload {
+        /// The seed: one seed, one workload.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How many transactions.
+        #[arg(long, default_value_t = 500)]
+        size: usize,
+        /// `observe`: predictions recorded, no action taken; `act`: the
+        /// predictor acts; `retry-only`: no mirror at all.
+        #[arg(long, value_enum, default_value = "observe")]
+        mode: workload::Mode,
+        /// Where the example modules were built.
+        #[arg(long, default_value = "target/wasm32-wasip2/release")]
+        modules: PathBuf,
+        /// Transactions in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Stops starting transactions after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        time_limit_secs: u64,
+        /// In `act` mode, the share of attempts left unadjusted for honest labels.
+        #[arg(long, default_value_t = 0.05)]
+        exploration_share: f32,
+        /// Also writes the summary and every outcome as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// The learning loop: datasets of labelled attempts.
     Model {
@@ -259,6 +289,25 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
             }
         }
         Command::Dlq { command } => dlq(&cli.data_dir, cli.model.as_deref(), command).await,
+        Command::Workload { seed, size, mode, modules, concurrency, time_limit_secs, exploration_share, report } => {
+            let runtime = open_with_model(&cli.data_dir, cli.model.as_deref())?;
+            let options = workload::Options {
+                seed,
+                size,
+                mode,
+                modules,
+                concurrency,
+                time_limit: std::time::Duration::from_secs(time_limit_secs),
+                exploration_share,
+            };
+            let summary = workload::run(&runtime, &options).await?;
+            print(&summary.text());
+            if let Some(report) = report {
+                std::fs::write(&report, serde_json::to_string_pretty(&summary)?)
+                    .with_context(|| format!("cannot write {}", report.display()))?;
+            }
+            Ok(0)
+        }
         Command::Model { command: ModelCommand::ExportDataset { out } } => {
             let runtime = open(&cli.data_dir)?;
             let count = export_dataset(&runtime, &out)?;

@@ -202,3 +202,49 @@ fn export_dataset_writes_one_labelled_example_per_scored_attempt() {
     );
     assert!(examples.iter().all(|e| e.action == "pass" && !e.explored), "{examples:?}");
 }
+
+#[test]
+fn a_seeded_workload_in_observe_mode_yields_an_honestly_labelled_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let modules = Path::new(guests::PAYMENT).parent().unwrap().to_str().unwrap().to_string();
+    let report = dir.path().join("report.json");
+    let out = txmirror(
+        &data,
+        &["workload", "--seed", "3", "--size", "40", "--mode", "observe", "--modules", &modules, "--report"],
+    );
+    assert_eq!(out.status.code(), Some(2), "--report needs a value");
+    let out = txmirror(
+        &data,
+        &[
+            "workload",
+            "--seed",
+            "3",
+            "--size",
+            "40",
+            "--mode",
+            "observe",
+            "--modules",
+            &modules,
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("workload seed 3 mode Observe: 40 transactions"), "{}", text(&out.stdout));
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(summary["transactions"], 40);
+    assert_eq!(summary["false_diversions"], 0, "observing never diverts");
+    let outcomes = summary["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 40);
+    assert!(outcomes.iter().all(|o| o["explored"] == true), "observe mode explores every attempt");
+
+    let file = dir.path().join("dataset.csv");
+    let out = txmirror(&data, &["model", "export-dataset", "--out", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let examples =
+        txmirror_runtime::dataset::read_csv(std::io::BufReader::new(std::fs::File::open(&file).unwrap())).unwrap();
+    let workload: Vec<_> = examples.iter().filter(|e| e.transaction_id.starts_with("w3-")).collect();
+    assert!(workload.len() >= 40, "at least one example per transaction: {}", workload.len());
+    assert!(workload.iter().all(|e| e.explored && e.failed.is_some()), "observed attempts are all labelled");
+}

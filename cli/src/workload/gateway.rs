@@ -1,0 +1,142 @@
+//! A payment gateway on 127.0.0.1 whose health the workload steers: it
+//! answers `GET /health` and `POST /charges` according to its current phase.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How the gateway behaves for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Answers at once.
+    Healthy,
+    /// Charges take longer than the runtime's outbound timeout; the health
+    /// check is slow too, but within it.
+    Slow,
+    /// Charges fail with 503; the health check says so only some of the time.
+    Failing,
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    /// Milliseconds a charge takes in the slow phase (the health check: 60% of it).
+    slow_ms: u64,
+    /// Seeded draws for the health check in the failing phase.
+    health_draws: u64,
+    /// Charges received, by idempotency key, and how many were answered 2xx.
+    charges: HashMap<String, (u32, u32)>,
+}
+
+/// A gateway and its counters. Stops when dropped.
+#[derive(Debug)]
+pub(crate) struct Gateway {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a gateway received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Charges {
+    /// Charge requests received (unsafe calls that left a runtime).
+    pub(crate) received: u32,
+    /// Successful charges, by idempotency key (the order).
+    pub(crate) booked: HashMap<String, u32>,
+}
+
+impl Gateway {
+    /// Starts a gateway on an ephemeral port of 127.0.0.1.
+    pub(crate) async fn start(seed: u64, slow_ms: u64) -> std::io::Result<Self> {
+        let state =
+            Arc::new(Mutex::new(State { phase: Phase::Healthy, slow_ms, health_draws: seed, charges: HashMap::new() }));
+        let shared = state.clone();
+        let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, _body: Bytes| {
+            let state = shared.clone();
+            async move { answer(&state, &method, &uri, &headers).await }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, state, task })
+    }
+
+    /// `127.0.0.1:port`.
+    pub(crate) fn authority(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Sets the phase from now on.
+    pub(crate) fn set_phase(&self, phase: Phase) {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).phase = phase;
+    }
+
+    /// What it received so far.
+    pub(crate) fn charges(&self) -> Charges {
+        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Charges {
+            received: state.charges.values().map(|(received, _)| received).sum(),
+            booked: state
+                .charges
+                .iter()
+                .filter(|(_, (_, ok))| *ok > 0)
+                .map(|(key, (_, ok))| (key.clone(), *ok))
+                .collect(),
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A splitmix64 step: the failing phase's health checks, reproducible.
+fn draw(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) as f64 / u64::MAX as f64
+}
+
+async fn answer(state: &Mutex<State>, method: &Method, uri: &Uri, headers: &HeaderMap) -> axum::response::Response {
+    let charge = method == Method::POST && uri.path() == "/charges";
+    // A charge is booked when it arrives, even if its answer comes too late
+    // for the client: as with a real gateway.
+    let (status, delay_ms, body) = {
+        let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let failing_health = draw(&mut state.health_draws) < 0.6;
+        let (status, delay_ms) = match (state.phase, charge) {
+            (Phase::Healthy, true) => (StatusCode::CREATED, 0),
+            (Phase::Healthy, false) => (StatusCode::OK, 0),
+            (Phase::Slow, true) => (StatusCode::CREATED, state.slow_ms),
+            (Phase::Slow, false) => (StatusCode::OK, state.slow_ms * 6 / 10),
+            (Phase::Failing, true) => (StatusCode::SERVICE_UNAVAILABLE, 0),
+            (Phase::Failing, false) if failing_health => (StatusCode::SERVICE_UNAVAILABLE, 0),
+            (Phase::Failing, false) => (StatusCode::OK, 0),
+        };
+        let body = if charge {
+            let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let entry = state.charges.entry(key.to_string()).or_default();
+            entry.0 += 1;
+            if status.is_success() {
+                entry.1 += 1;
+            }
+            format!(r#"{{"charge_id":"ch_{}_{}"}}"#, key, entry.0)
+        } else {
+            "{}".to_string()
+        };
+        (status, delay_ms, body)
+    };
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    (status, [("content-type", "application/json")], body).into_response()
+}

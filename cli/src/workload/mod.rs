@@ -1,0 +1,416 @@
+//! The fault-injection workload (`txmirror workload`): the example modules
+//! driven through the runtime against payment gateways on 127.0.0.1 whose
+//! health changes in windows, with hot keys, invalid orders and orders too
+//! big for their fuel.
+//!
+//! Everything is drawn from the seed, so a seed is a workload. Each planned
+//! transaction carries its ground truth, `would_fail`: whether its primary
+//! path would fail if nothing were adjusted (a charge while the primary
+//! gateway is slow or failing, an invalid order, an order beyond its fuel).
+//! Transfers between hot accounts are contended but carry no ground truth.
+//!
+//! Modes: `observe` runs every attempt unadjusted (exploration share 1), so
+//! predictions are recorded and nothing acts on them; `act` lets the
+//! predictor act, with the given exploration share; `retry-only` turns the
+//! mirror off (the baseline).
+
+mod gateway;
+
+use anyhow::{Context as _, bail};
+use gateway::{Gateway, Phase};
+use rand::rngs::StdRng;
+use rand::{RngExt as _, SeedableRng as _};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use txmirror_runtime::store::AttemptOutcome;
+use txmirror_runtime::{Module, Policy, Runtime, TxRequest};
+
+/// How the predictor may act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Mode {
+    /// Predictions recorded, no action taken.
+    Observe,
+    /// The predictor acts, but for the exploration share.
+    Act,
+    /// No mirror, no prediction: retries and alternative paths only.
+    RetryOnly,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) seed: u64,
+    pub(crate) size: usize,
+    pub(crate) mode: Mode,
+    /// Where `payment.wasm`, `bank_transfer.wasm` and `order_import.wasm` are.
+    pub(crate) modules: PathBuf,
+    pub(crate) concurrency: usize,
+    pub(crate) time_limit: Duration,
+    pub(crate) exploration_share: f32,
+}
+
+/// The outbound timeout of the payment policy; slow charges take twice as long.
+const OUTBOUND_TIMEOUT_MS: u64 = 300;
+const HOT_ACCOUNTS: usize = 4;
+const COLD_ACCOUNTS: usize = 40;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Charge,
+    Transfer,
+    Order,
+}
+
+#[derive(Debug)]
+struct Planned {
+    kind: Kind,
+    id: String,
+    path: &'static str,
+    input: serde_json::Value,
+    would_fail: bool,
+    primary_phase: Phase,
+    backup_phase: Phase,
+}
+
+/// One transaction's result.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Outcome {
+    id: String,
+    kind: Kind,
+    would_fail: bool,
+    committed: bool,
+    failure: Option<String>,
+    latency_ms: f64,
+    attempts: usize,
+    diverted: bool,
+    explored: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Summary {
+    seed: u64,
+    size: usize,
+    mode: Mode,
+    model: Option<String>,
+    transactions: usize,
+    committed: usize,
+    /// Transactions that ended failed: the failures that reach the client.
+    failed: usize,
+    success_rate: f64,
+    would_fail: usize,
+    would_fail_committed: usize,
+    latency_ms_p50: f64,
+    latency_ms_p99: f64,
+    /// Charge requests that reached a gateway.
+    unsafe_calls_sent: u32,
+    /// Orders charged successfully more than once, across both gateways.
+    double_charged: usize,
+    /// Transactions diverted although their primary path would not have failed.
+    false_diversions: usize,
+    elapsed_s: f64,
+    outcomes: Vec<Outcome>,
+}
+
+impl Summary {
+    /// A few lines for a person.
+    pub(crate) fn text(&self) -> String {
+        format!(
+            "workload seed {} mode {:?}{}: {} transactions in {:.1} s\n\
+             committed {} ({:.1}%), failed {}; would fail unadjusted {}, of which committed {}\n\
+             latency p50 {:.1} ms, p99 {:.1} ms; charges sent {}, double-charged orders {}, false diversions {}",
+            self.seed,
+            self.mode,
+            self.model.as_deref().map(|m| format!(" model {m}")).unwrap_or_default(),
+            self.transactions,
+            self.elapsed_s,
+            self.committed,
+            self.success_rate * 100.0,
+            self.failed,
+            self.would_fail,
+            self.would_fail_committed,
+            self.latency_ms_p50,
+            self.latency_ms_p99,
+            self.unsafe_calls_sent,
+            self.double_charged,
+            self.false_diversions,
+        )
+    }
+}
+
+/// A gateway's phases over the transactions: healthy, with windows of
+/// slowness or failure that start at random and last a while.
+struct Weather {
+    phase: Phase,
+    left: u32,
+    start_chance: f64,
+}
+
+impl Weather {
+    fn next(&mut self, rng: &mut StdRng) -> Phase {
+        if self.left > 0 {
+            self.left -= 1;
+        } else {
+            self.phase = Phase::Healthy;
+            let draw: f64 = rng.random();
+            if draw < self.start_chance {
+                self.phase = if rng.random_bool(0.5) { Phase::Slow } else { Phase::Failing };
+                self.left = rng.random_range(10..40);
+            }
+        }
+        self.phase
+    }
+}
+
+fn plan(seed: u64, size: usize) -> Vec<Planned> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut primary = Weather { phase: Phase::Healthy, left: 0, start_chance: 0.04 };
+    let mut backup = Weather { phase: Phase::Healthy, left: 0, start_chance: 0.01 };
+    let account = |rng: &mut StdRng| {
+        if rng.random_bool(0.3) {
+            format!("hot-{}", rng.random_range(0..HOT_ACCOUNTS))
+        } else {
+            format!("cold-{}", rng.random_range(0..COLD_ACCOUNTS))
+        }
+    };
+    (0..size)
+        .map(|i| {
+            let (primary_phase, backup_phase) = (primary.next(&mut rng), backup.next(&mut rng));
+            let id = format!("w{seed}-{i}");
+            let draw: f64 = rng.random();
+            let (kind, path, input, would_fail) = if draw < 0.5 {
+                let input = json!({ "order_id": id, "amount_cents": rng.random_range(100..50_000), "currency": "EUR" });
+                (Kind::Charge, "charge", input, primary_phase != Phase::Healthy)
+            } else if draw < 0.75 {
+                let from = account(&mut rng);
+                let mut to = account(&mut rng);
+                if to == from {
+                    to = "cold-0".into();
+                }
+                let input = json!({ "from": from, "to": to, "amount": rng.random_range(1..30) });
+                (Kind::Transfer, "transfer", input, false)
+            } else {
+                let roll: f64 = rng.random();
+                let (lines, invalid) = if roll < 0.1 {
+                    (2, true)
+                } else if roll < 0.15 {
+                    (6_000, false)
+                } else {
+                    (rng.random_range(1..6), false)
+                };
+                let line_items: Vec<serde_json::Value> =
+                    (0..lines).map(|n| json!({ "sku": format!("SKU-{n}"), "quantity": 1, "price": "1.00" })).collect();
+                let total = format!("{lines}.00");
+                let payload = json!({
+                    "id": i,
+                    "currency": if invalid { "XXX" } else { "EUR" },
+                    "total_price": total,
+                    "email": "buyer@example.com",
+                    "line_items": line_items,
+                });
+                let input = json!({ "platform": "shopify", "store": format!("s{seed}"), "payload": payload });
+                (Kind::Order, "import", input, invalid || lines > 1_000)
+            };
+            Planned { kind, id, path, input, would_fail, primary_phase, backup_phase }
+        })
+        .collect()
+}
+
+fn policies(options: &Options, primary: &Gateway, backup: &Gateway) -> anyhow::Result<[Arc<Policy>; 3]> {
+    // `top` goes before the tables, `table` after them.
+    let (top, table) = match options.mode {
+        Mode::RetryOnly => ("failure_prediction_enabled = false\n", String::new()),
+        Mode::Observe => ("failure_prediction_enabled = true\n", "[prediction]\nexploration_share = 1.0\n".into()),
+        Mode::Act => (
+            "failure_prediction_enabled = true\n",
+            format!("[prediction]\nexploration_share = {}\n", options.exploration_share),
+        ),
+    };
+    let (p, b) = (primary.authority(), backup.authority());
+    let payment = format!(
+        r#"alternative_paths = ["charge-backup"]
+compensation_path = "refund"
+[resource_requirements]
+outbound_timeout_ms = {OUTBOUND_TIMEOUT_MS}
+wall_time_ms = 5000
+[success_criteria]
+required_output_fields = ["charge_id"]
+[capabilities]
+kv = {{ payments = "read-write" }}
+outbound_hosts = ["{p}", "{b}"]
+[config]
+primary_gateway = "http://{p}"
+backup_gateway = "http://{b}"
+[retry]
+max_attempts = 2
+initial_interval_ms = 10
+[[mirror.stubs]]
+method = "POST"
+url_prefix = "http://{p}/charges"
+status = 201
+body = '{{"charge_id": "mirror-stub"}}'
+[[mirror.stubs]]
+method = "POST"
+url_prefix = "http://{b}/charges"
+status = 201
+body = '{{"charge_id": "mirror-stub"}}'
+"#
+    );
+    let bank = "[capabilities]\nkv = { accounts = \"read-write\" }\n[retry]\nconflict_attempts = 30\n".to_string();
+    let orders = "[resource_requirements]\nfuel = 20_000_000\nmemory_mib = 32\n\
+                  [capabilities]\nkv = { orders = \"read-write\" }\n"
+        .to_string();
+    let parse = |name: &str, text: String| {
+        Policy::parse(&format!("{top}{text}{table}"), std::path::Path::new(name))
+            .map(Arc::new)
+            .map_err(anyhow::Error::from)
+    };
+    Ok([parse("payment.toml", payment)?, parse("bank.toml", bank)?, parse("orders.toml", orders)?])
+}
+
+async fn load(runtime: &Runtime, dir: &std::path::Path, name: &str) -> anyhow::Result<Module> {
+    let path = dir.join(format!("{name}.wasm"));
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("cannot read {} (build the examples: `cargo xtask demo` does)", path.display()))?;
+    Ok(runtime.load_module(&bytes).await?)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Runs the workload on a runtime and reports what happened.
+pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<Summary> {
+    if options.size == 0 || options.concurrency == 0 {
+        bail!("--size and --concurrency must be at least 1");
+    }
+    let started = Instant::now();
+    let primary = Gateway::start(options.seed, OUTBOUND_TIMEOUT_MS * 2).await?;
+    let backup = Gateway::start(options.seed.rotate_left(32), OUTBOUND_TIMEOUT_MS * 2).await?;
+    let [payment_policy, bank_policy, order_policy] = policies(options, &primary, &backup)?;
+    let payment = load(runtime, &options.modules, "payment").await?;
+    let bank = load(runtime, &options.modules, "bank_transfer").await?;
+    let orders = load(runtime, &options.modules, "order_import").await?;
+
+    // Every account starts with money; the deposits are set-up, not workload.
+    for account in (0..HOT_ACCOUNTS).map(|i| format!("hot-{i}")).chain((0..COLD_ACCOUNTS).map(|i| format!("cold-{i}")))
+    {
+        let input = json!({ "account": account, "amount": 1_000 }).to_string().into_bytes();
+        let request = TxRequest { path: Some("deposit".into()), input, ..Default::default() };
+        let report = runtime.execute(&bank, &bank_policy, request).await?;
+        if report.failure.is_some() {
+            bail!("the set-up deposit into {account} failed: {:?}", report.failure);
+        }
+    }
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for planned in plan(options.seed, options.size) {
+        if started.elapsed() > options.time_limit {
+            break;
+        }
+        let permit = permits.clone().acquire_owned().await?;
+        primary.set_phase(planned.primary_phase);
+        backup.set_phase(planned.backup_phase);
+        let (module, policy) = match planned.kind {
+            Kind::Charge => (payment.clone(), payment_policy.clone()),
+            Kind::Transfer => (bank.clone(), bank_policy.clone()),
+            Kind::Order => (orders.clone(), order_policy.clone()),
+        };
+        let runtime = runtime.clone();
+        tasks.spawn(async move {
+            let request = TxRequest {
+                transaction_id: Some(planned.id.clone()),
+                path: Some(planned.path.into()),
+                input: planned.input.to_string().into_bytes(),
+                idempotency_key: None,
+            };
+            let sent = Instant::now();
+            let report = runtime.execute(&module, &policy, request).await;
+            drop(permit);
+            let report = report?;
+            let attempt_failed = |kind: &str| {
+                report
+                    .attempts
+                    .iter()
+                    .any(|a| matches!(&a.attempt.outcome, AttemptOutcome::Failed { kind: k, .. } if k == kind))
+            };
+            Ok::<_, anyhow::Error>(Outcome {
+                id: planned.id,
+                kind: planned.kind,
+                would_fail: planned.would_fail,
+                committed: report.failure.is_none(),
+                failure: report.failure.as_ref().map(|f| f.kind.to_string()),
+                latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
+                attempts: report.attempts.len(),
+                diverted: attempt_failed("diverted"),
+                explored: report.attempts.iter().any(|a| a.explored),
+            })
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        outcomes.push(joined??);
+    }
+    outcomes.sort_by(|a, b| a.id.cmp(&b.id));
+
+    let mut latencies: Vec<f64> = outcomes.iter().map(|o| o.latency_ms).collect();
+    latencies.sort_by(f64::total_cmp);
+    let (primary_charges, backup_charges) = (primary.charges(), backup.charges());
+    let mut booked: HashMap<String, u32> = primary_charges.booked;
+    for (key, count) in backup_charges.booked {
+        *booked.entry(key).or_default() += count;
+    }
+    let committed = outcomes.iter().filter(|o| o.committed).count();
+    Ok(Summary {
+        seed: options.seed,
+        size: options.size,
+        mode: options.mode,
+        model: runtime.model().map(|m| m.label()),
+        transactions: outcomes.len(),
+        committed,
+        failed: outcomes.len() - committed,
+        success_rate: committed as f64 / outcomes.len().max(1) as f64,
+        would_fail: outcomes.iter().filter(|o| o.would_fail).count(),
+        would_fail_committed: outcomes.iter().filter(|o| o.would_fail && o.committed).count(),
+        latency_ms_p50: percentile(&latencies, 0.5),
+        latency_ms_p99: percentile(&latencies, 0.99),
+        unsafe_calls_sent: primary_charges.received + backup_charges.received,
+        double_charged: booked.values().filter(|count| **count > 1).count(),
+        false_diversions: outcomes.iter().filter(|o| o.diverted && !o.would_fail).count(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+        outcomes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_is_a_workload() {
+        let (a, b) = (plan(7, 300), plan(7, 300));
+        let ids =
+            |p: &[Planned]| p.iter().map(|t| (t.id.clone(), t.input.to_string(), t.would_fail)).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ids(&b));
+        assert_ne!(ids(&a), ids(&plan(8, 300)));
+        // Failure comes in windows: bad phases follow each other.
+        let bad: Vec<bool> = a.iter().map(|t| t.primary_phase != Phase::Healthy).collect();
+        let runs = bad.windows(2).filter(|w| w[0] != w[1]).count();
+        let bad_count = bad.iter().filter(|b| **b).count();
+        assert!(bad_count > 20, "some bad weather in 300 transactions: {bad_count}");
+        assert!(runs * 5 < bad_count, "in windows, not coin flips: {runs} changes for {bad_count} bad transactions");
+        let kinds = |k: Kind| a.iter().filter(|t| t.kind == k).count();
+        assert!(kinds(Kind::Charge) > 100 && kinds(Kind::Transfer) > 40 && kinds(Kind::Order) > 40);
+    }
+}
