@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use txmirror_runtime::dataset;
+use txmirror_runtime::predict::Model;
+use txmirror_runtime::predict::evaluation::evaluate;
 use txmirror_runtime::store::TransactionOutcome;
 use txmirror_runtime::{
     ExecuteError, ModelConfig, ModuleError, Policy, PolicyError, Runtime, RuntimeConfig, StartError, TxReport,
@@ -144,6 +146,22 @@ enum ModelCommand {
         /// The file to write; `-` for standard output.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Scores a dataset's labelled examples with the model (`--model`) and
+    /// prints the numbers of its model card, beside the rules alone.
+    Evaluate {
+        /// A dataset file (see docs/learning.md).
+        #[arg(long)]
+        dataset: PathBuf,
+        /// The threshold; the one the model was trained with if omitted.
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also writes every labelled example's model score and label (CSV).
+        #[arg(long)]
+        scores_out: Option<PathBuf>,
     },
 }
 
@@ -305,6 +323,44 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
             if let Some(report) = report {
                 std::fs::write(&report, serde_json::to_string_pretty(&summary)?)
                     .with_context(|| format!("cannot write {}", report.display()))?;
+            }
+            Ok(0)
+        }
+        Command::Model { command: ModelCommand::Evaluate { dataset, threshold, json, scores_out } } => {
+            let Some(model_path) = cli.model.as_deref() else {
+                return Err(Failed { code: 2, error: anyhow::anyhow!("`model evaluate` needs --model FILE.onnx") });
+            };
+            let model = Model::load(model_path, None)
+                .map_err(|error| anyhow::Error::new(error).context("the prediction model was refused"))?;
+            let file = std::fs::File::open(&dataset).with_context(|| format!("cannot open {}", dataset.display()))?;
+            let examples = dataset::read_csv(std::io::BufReader::new(file))
+                .with_context(|| format!("cannot read the dataset {}", dataset.display()))?;
+            let threshold = threshold.or(model.info().threshold).unwrap_or(0.5);
+            let mut by_model = Vec::new();
+            let mut by_rules = Vec::new();
+            for example in examples.iter() {
+                let Some(failed) = example.failed else { continue };
+                by_model.push((f64::from(model.score(&example.features)?), failed));
+                by_rules.push((f64::from(example.rules_probability), failed));
+            }
+            let (model_numbers, rules_numbers) = (evaluate(&by_model, threshold), evaluate(&by_rules, 0.3));
+            if let Some(path) = scores_out {
+                let mut text = String::from("model_probability,rules_probability,failed\n");
+                for ((model, failed), (rules, _)) in by_model.iter().zip(&by_rules) {
+                    text.push_str(&format!("{model},{rules},{}\n", u8::from(*failed)));
+                }
+                std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if json {
+                let value = serde_json::json!({
+                    "model": model.info().label(),
+                    "threshold": threshold,
+                    "holdout": model_numbers,
+                    "rules_alone": rules_numbers,
+                });
+                print(&serde_json::to_string_pretty(&value)?);
+            } else {
+                print(&render::evaluation(&model.info().label(), threshold, &model_numbers, &rules_numbers));
             }
             Ok(0)
         }

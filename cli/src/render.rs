@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use txmirror_runtime::predict::MODEL_REASON;
+use txmirror_runtime::predict::evaluation::Evaluation;
 use txmirror_runtime::store::{AttemptOutcome, TransactionOutcome};
 use txmirror_runtime::{DryRun, TxReport};
 
@@ -75,5 +76,26 @@ pub(crate) fn dry_run(dry: &DryRun) -> String {
     }
     let _ = writeln!(out, "nothing was committed, written or sent\n");
     let _ = write!(out, "{}", dry.trace.summary());
+    out
+}
+
+pub(crate) fn evaluation(model: &str, threshold: f64, model_numbers: &Evaluation, rules: &Evaluation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} labelled examples, {:.1}% failed; model {model} at threshold {threshold:.4}, rules alone at 0.3",
+        model_numbers.rows,
+        model_numbers.failure_rate * 100.0
+    );
+    let _ = writeln!(out, "{:<40} {:>8} {:>12}", "", "model", "rules alone");
+    for (name, m, r) in [
+        ("AUC", model_numbers.auc, rules.auc),
+        ("precision", model_numbers.precision, rules.precision),
+        ("recall", model_numbers.recall, rules.recall),
+        ("false-positive rate (false diversions)", model_numbers.false_positive_rate, rules.false_positive_rate),
+        ("expected calibration error", model_numbers.calibration_error, rules.calibration_error),
+    ] {
+        let _ = writeln!(out, "{name:<40} {m:>8.3} {r:>12.3}");
+    }
     out
 }

@@ -248,3 +248,27 @@ fn a_seeded_workload_in_observe_mode_yields_an_honestly_labelled_dataset() {
     assert!(workload.len() >= 40, "at least one example per transaction: {}", workload.len());
     assert!(workload.iter().all(|e| e.explored && e.failed.is_some()), "observed attempts are all labelled");
 }
+
+#[test]
+fn model_evaluate_reproduces_the_model_cards_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = txmirror(
+        &dir.path().join("data"),
+        &["--model", models::PIPELINE, "model", "evaluate", "--dataset", models::PIPELINE_HOLDOUT, "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let evaluated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}.json", models::PIPELINE_CARD)).unwrap()).unwrap();
+    assert_eq!(evaluated["threshold"].as_f64(), card["threshold"].as_f64(), "the threshold travels in the model");
+    for side in ["holdout", "rules_alone"] {
+        assert_eq!(evaluated[side]["rows"], card["holdout"]["rows"]);
+        for metric in ["auc", "precision", "recall", "false_positive_rate", "calibration_error"] {
+            let (ours, theirs) = (evaluated[side][metric].as_f64().unwrap(), card[side][metric].as_f64().unwrap());
+            assert!((ours - theirs).abs() < 1e-4, "{side}.{metric}: txmirror {ours}, scikit-learn {theirs}");
+        }
+    }
+    let out = txmirror(&dir.path().join("data"), &["model", "evaluate", "--dataset", models::PIPELINE_HOLDOUT]);
+    assert_eq!(out.status.code(), Some(2), "no model given");
+    assert!(text(&out.stderr).contains("needs --model"), "{}", text(&out.stderr));
+}

@@ -231,3 +231,16 @@ fn training_refuses_a_dataset_with_a_missing_or_extra_feature_column() {
     let error = txmirror_runtime::dataset::read_csv(extra.as_bytes()).unwrap_err();
     assert!(error.to_string().contains("`queue_depth`"), "{error}");
 }
+
+#[test]
+fn the_shipped_model_fits_this_runtime_and_its_card() {
+    // If the feature schema changes, `cargo xtask train-model` must ship a new model.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = txmirror_runtime::predict::Model::load(&root.join("models/txmirror-v1.onnx"), None).unwrap();
+    assert_eq!((model.info().name.as_str(), model.info().version.as_str()), ("txmirror", "1"));
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("models/txmirror-v1-card.json")).unwrap()).unwrap();
+    assert_eq!(card["feature_schema_version"], txmirror_runtime::predict::SCHEMA_VERSION);
+    assert_eq!(model.info().threshold, card["threshold"].as_f64(), "the card describes this file");
+    assert!(card["training_rows"].as_u64().unwrap() > 1_000, "{card}");
+}

@@ -10,6 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) fn run(root: &Path) -> Result<()> {
+    build(root)?;
+    run_scenario(root)
+}
+
+/// Builds the example modules and the whole workspace.
+pub(crate) fn build(root: &Path) -> Result<()> {
     step("building the example modules for wasm32-wasip2");
     crate::run(Command::new(crate::cargo()).current_dir(root).args([
         "build",
@@ -25,8 +31,10 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     // reuses these artifacts instead of building wasmtime a second time with
     // other features.
     step("building the txmirror CLI (and the rest of the workspace)");
-    crate::run(Command::new(crate::cargo()).current_dir(root).args(["build", "--workspace", "--all-targets"]))?;
+    crate::run(Command::new(crate::cargo()).current_dir(root).args(["build", "--workspace", "--all-targets"]))
+}
 
+fn run_scenario(root: &Path) -> Result<()> {
     let demo = root.join("target").join("demo");
     if demo.exists() {
         std::fs::remove_dir_all(&demo).with_context(|| format!("cannot clear {}", demo.display()))?;
@@ -127,7 +135,7 @@ body = '{{"charge_id": "mirror-stub"}}'
     Ok(())
 }
 
-fn step(title: &str) {
+pub(crate) fn step(title: &str) {
     println!("\n=== {title}");
 }
 
@@ -139,8 +147,8 @@ struct Cli<'a> {
 impl Cli<'_> {
     fn base(&self) -> Command {
         let mut command = Command::new(self.root.join("target/debug/txmirror"));
-        // The placeholder model scores beside the rules, in the real ONNX Runtime.
-        command.arg("--data-dir").arg(&self.data_dir).arg("--model").arg(crate::setup::placeholder_model(self.root));
+        // The shipped model scores beside the rules, in the real ONNX Runtime.
+        command.arg("--data-dir").arg(&self.data_dir).arg("--model").arg(self.root.join(crate::learning::MODEL));
         if std::env::var_os("ORT_DYLIB_PATH").is_none() {
             command.env("ORT_DYLIB_PATH", crate::setup::onnxruntime_library(self.root));
         }

@@ -6,8 +6,12 @@
 //! - `test`: installs what is missing and runs the whole test suite.
 //!
 //! - `setup`: installs what is missing (see `setup.rs`): the wasm32-wasip2
-//!   target, the ONNX Runtime library, the training packages and the
-//!   placeholder model.
+//!   target, the ONNX Runtime library and the training packages.
+//!
+//! - `train-model`: the shipped model from two seeded fault workloads
+//!   (`learning.rs`).
+//! - `effectiveness`: `docs/effectiveness.md`, the fault workload with and
+//!   without the predictor.
 //!
 //! `demo` and `test` start with `setup`: a fresh machine has only Rust,
 //! Python and pip.
@@ -19,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod demo;
+mod learning;
 mod setup;
 
 fn main() -> std::process::ExitCode {
@@ -44,8 +49,16 @@ fn run_chore() -> Result<()> {
             run(Command::new(cargo()).current_dir(&root).args(["test", "--workspace"]).args(&args[1..]))
         }
         Some("setup") => setup::ensure_all(&root),
+        Some("train-model") => {
+            setup::ensure_all(&root)?;
+            learning::train_model(&root)
+        }
+        Some("effectiveness") => {
+            setup::ensure_all(&root)?;
+            learning::effectiveness(&root)
+        }
         _ => {
-            println!("usage: cargo xtask <demo | test [cargo test args] | setup>");
+            println!("usage: cargo xtask <demo | test [cargo test args] | setup | train-model | effectiveness>");
             if args.is_empty() { Ok(()) } else { bail!("unknown command {:?}", args[0]) }
         }
     }

@@ -4,14 +4,13 @@
 //! - the ONNX Runtime library, taken from the PyPI wheel of `onnxruntime`
 //!   (its own download host is out of reach) into `target/onnxruntime/`;
 //! - the training pipeline's Python packages (`models/requirements.txt`)
-//!   into `target/python/`, without touching the system;
-//! - the placeholder model, trained by `models/train.py` into
-//!   `target/models/placeholder.onnx`.
+//!   into `target/python/`, without touching the system (the tests train
+//!   their model fixtures with them).
 //!
 //! `.cargo/config.toml` points `ORT_DYLIB_PATH` and `TXMIRROR_PYTHONPATH` at
 //! these places for everything cargo runs.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,7 +24,6 @@ pub(crate) fn ensure_all(root: &Path) -> Result<()> {
     ensure_wasm_target()?;
     ensure_onnxruntime(root)?;
     ensure_python_packages(root)?;
-    ensure_placeholder_model(root)?;
     Ok(())
 }
 
@@ -45,11 +43,6 @@ pub(crate) fn ensure_wasm_target() -> Result<()> {
 /// Where the ONNX Runtime library goes.
 pub(crate) fn onnxruntime_library(root: &Path) -> PathBuf {
     root.join("target/onnxruntime").join(format!("libonnxruntime.so.{ONNXRUNTIME_VERSION}"))
-}
-
-/// Where the placeholder model goes.
-pub(crate) fn placeholder_model(root: &Path) -> PathBuf {
-    root.join("target/models/placeholder.onnx")
 }
 
 fn python() -> String {
@@ -125,28 +118,4 @@ pub(crate) fn training_python(root: &Path) -> Command {
     let mut command = Command::new(python());
     command.env("PYTHONPATH", root.join("target/python")).env("PYTHONDONTWRITEBYTECODE", "1");
     command
-}
-
-/// Trains the placeholder model, again when the training script or the
-/// feature schema is newer than the model.
-fn ensure_placeholder_model(root: &Path) -> Result<()> {
-    let model = placeholder_model(root);
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let inputs = [root.join("models/train.py"), root.join("models/feature_schema.json")];
-    if let Some(built) = modified(&model)
-        && inputs.iter().all(|input| modified(input).is_some_and(|m| m <= built))
-    {
-        return Ok(());
-    }
-    println!("training the placeholder model");
-    let dataset = root.join("target/models/placeholder-dataset.csv");
-    let train = root.join("models/train.py");
-    crate::run(
-        training_python(root).arg(&train).args(["generate", "--rows", "4000", "--seed", "2026", "--out"]).arg(&dataset),
-    )?;
-    crate::run(training_python(root).arg(&train).args(["train", "--dataset"]).arg(&dataset).arg("--out").arg(&model))?;
-    if !model.exists() {
-        bail!("models/train.py wrote no {}", model.display());
-    }
-    Ok(())
 }

@@ -227,9 +227,11 @@ fn policies(options: &Options, primary: &Gateway, backup: &Gateway) -> anyhow::R
     let (top, table) = match options.mode {
         Mode::RetryOnly => ("failure_prediction_enabled = false\n", String::new()),
         Mode::Observe => ("failure_prediction_enabled = true\n", "[prediction]\nexploration_share = 1.0\n".into()),
+        // The faults are the gateways': a doubtful charge is best sent to the
+        // backup at once, so the model's share diverts (the default hedges).
         Mode::Act => (
             "failure_prediction_enabled = true\n",
-            format!("[prediction]\nexploration_share = {}\n", options.exploration_share),
+            format!("[prediction]\nexploration_share = {}\nmodel_action = \"divert\"\n", options.exploration_share),
         ),
     };
     let (p, b) = (primary.authority(), backup.authority());

@@ -24,6 +24,7 @@
 //! heaviest rule that suggests one, else the model's. Without a model, the
 //! rules alone decide, and [`Prediction::source`] says so.
 
+pub mod evaluation;
 pub mod features;
 pub mod model;
 pub(crate) mod model_slot;
@@ -120,6 +121,7 @@ mod tests {
             name: "m".into(),
             version: "7".into(),
             trained_on: None,
+            threshold: None,
             digest: String::new(),
         }
     }

@@ -36,6 +36,8 @@ pub const METADATA_MODEL_NAME: &str = "txmirror.model_name";
 pub const METADATA_MODEL_VERSION: &str = "txmirror.model_version";
 /// The metadata key of what the model learnt from.
 pub const METADATA_TRAINED_ON: &str = "txmirror.trained_on";
+/// The metadata key of the threshold chosen in training (see the model card).
+pub const METADATA_THRESHOLD: &str = "txmirror.threshold";
 /// The output read: the probability of each class, failure second.
 pub const PROBABILITIES_OUTPUT: &str = "probabilities";
 
@@ -125,7 +127,7 @@ pub enum ModelError {
 }
 
 /// What a loaded model is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// The file it was loaded from.
     pub path: PathBuf,
@@ -135,6 +137,9 @@ pub struct ModelInfo {
     pub version: String,
     /// What it learnt from (`txmirror.trained_on`), if it says.
     pub trained_on: Option<String>,
+    /// The threshold chosen in training (`txmirror.threshold`), if it says.
+    #[serde(default)]
+    pub threshold: Option<f64>,
     /// The BLAKE3 hash of the file, hex.
     pub digest: String,
 }
@@ -214,7 +219,7 @@ impl Model {
         let environment = onnx_runtime(library)?;
         let invalid = |e: ort::Error| ModelError::Invalid { path: path.to_path_buf(), reason: e.to_string() };
         let session = new_session(&environment, &bytes).map_err(invalid)?;
-        let (name, version, trained_on) = check_metadata(path, &session)?;
+        let (name, version, trained_on, threshold) = check_metadata(path, &session)?;
         check_signature(path, &session)?;
         let model = Self {
             info: ModelInfo {
@@ -222,6 +227,7 @@ impl Model {
                 name,
                 version,
                 trained_on,
+                threshold,
                 digest: blake3::hash(&bytes).to_hex().to_string(),
             },
             bytes,
@@ -268,7 +274,9 @@ fn run(session: &mut Session, features: &Features) -> Result<f32, String> {
     }
 }
 
-fn check_metadata(path: &Path, session: &Session) -> Result<(String, String, Option<String>), ModelError> {
+type Described = (String, String, Option<String>, Option<f64>);
+
+fn check_metadata(path: &Path, session: &Session) -> Result<Described, ModelError> {
     let metadata = session
         .metadata()
         .map_err(|e| ModelError::Invalid { path: path.to_path_buf(), reason: format!("unreadable metadata: {e}") })?;
@@ -288,7 +296,13 @@ fn check_metadata(path: &Path, session: &Session) -> Result<(String, String, Opt
             found: found.join(", "),
         });
     }
-    Ok((required(METADATA_MODEL_NAME)?, required(METADATA_MODEL_VERSION)?, metadata.custom(METADATA_TRAINED_ON)))
+    let threshold = metadata.custom(METADATA_THRESHOLD).and_then(|t| t.trim().parse::<f64>().ok());
+    Ok((
+        required(METADATA_MODEL_NAME)?,
+        required(METADATA_MODEL_VERSION)?,
+        metadata.custom(METADATA_TRAINED_ON),
+        threshold,
+    ))
 }
 
 fn check_signature(path: &Path, session: &Session) -> Result<(), ModelError> {

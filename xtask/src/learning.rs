@@ -1,0 +1,118 @@
+//! The learning loop's chores:
+//!
+//! - `train-model`: two fault workloads in observe mode (a training seed and
+//!   a held-out seed), their datasets, and the model trained on the first
+//!   and evaluated on the second: `models/txmirror-v1.onnx` and its card.
+//! - `effectiveness`: the held-out workload run retry-only, with the rules
+//!   alone and with the rules and the model; `docs/effectiveness.md` and its
+//!   plots, written by `models/report.py`.
+
+use anyhow::Result;
+use std::path::Path;
+use std::process::Command;
+
+/// The training workload.
+const TRAIN: (u64, usize) = (101, 2_000);
+/// The held-out workload: another seed.
+const HOLDOUT: (u64, usize) = (202, 1_000);
+/// The shipped model, relative to the root.
+pub(crate) const MODEL: &str = "models/txmirror-v1.onnx";
+const CARD: &str = "models/txmirror-v1-card";
+
+fn txmirror(root: &Path) -> Command {
+    let mut command = Command::new(root.join("target/debug/txmirror"));
+    command.current_dir(root);
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        command.env("ORT_DYLIB_PATH", crate::setup::onnxruntime_library(root));
+    }
+    command
+}
+
+/// Runs a workload on a fresh data directory; returns the directory.
+fn workload(root: &Path, name: &str, (seed, size): (u64, usize), mode: &str, model: bool) -> Result<String> {
+    let data = format!("target/learning/{name}");
+    let _ = std::fs::remove_dir_all(root.join(&data));
+    let mut command = txmirror(root);
+    command.args(["--data-dir", &data]);
+    if model {
+        command.args(["--model", MODEL]);
+    }
+    let (seed, size) = (seed.to_string(), size.to_string());
+    let report = format!("target/learning/{name}.json");
+    command.args(["workload", "--seed", &seed, "--size", &size, "--mode", mode, "--report", &report]);
+    crate::run(&mut command)?;
+    Ok(data)
+}
+
+fn export(root: &Path, data: &str, out: &str) -> Result<()> {
+    crate::run(txmirror(root).args(["--data-dir", data, "model", "export-dataset", "--out", out]))
+}
+
+/// `cargo xtask train-model`.
+pub(crate) fn train_model(root: &Path) -> Result<()> {
+    crate::demo::build(root)?;
+    crate::demo::step("the training workload (observe mode) and its dataset");
+    let data = workload(root, "train", TRAIN, "observe", false)?;
+    export(root, &data, "target/learning/train.csv")?;
+    crate::demo::step("the held-out workload (another seed) and its dataset");
+    let data = workload(root, "holdout", HOLDOUT, "observe", false)?;
+    export(root, &data, "target/learning/holdout.csv")?;
+    crate::demo::step("training and evaluating the model");
+    crate::run(crate::setup::training_python(root).current_dir(root).args([
+        "models/train.py",
+        "train",
+        "--dataset",
+        "target/learning/train.csv",
+        "--holdout",
+        "target/learning/holdout.csv",
+        "--out",
+        MODEL,
+        "--card",
+        CARD,
+        "--name",
+        "txmirror",
+        "--version",
+        "1",
+    ]))?;
+    crate::run(txmirror(root).args(["--model", MODEL, "model", "evaluate", "--dataset", "target/learning/holdout.csv"]))
+}
+
+/// `cargo xtask effectiveness`.
+pub(crate) fn effectiveness(root: &Path) -> Result<()> {
+    crate::demo::build(root)?;
+    if !root.join("target/learning/holdout.csv").exists() {
+        crate::demo::step("the held-out dataset, for the precision-recall curve");
+        let data = workload(root, "holdout", HOLDOUT, "observe", false)?;
+        export(root, &data, "target/learning/holdout.csv")?;
+    }
+    for (name, mode, model) in
+        [("effect-retry-only", "retry-only", false), ("effect-rules", "act", false), ("effect-model", "act", true)]
+    {
+        crate::demo::step(&format!("the held-out workload: {name}"));
+        workload(root, name, HOLDOUT, mode, model)?;
+    }
+    crate::run(txmirror(root).args([
+        "--model",
+        MODEL,
+        "model",
+        "evaluate",
+        "--dataset",
+        "target/learning/holdout.csv",
+        "--scores-out",
+        "target/learning/holdout-scores.csv",
+    ]))?;
+    crate::demo::step("writing docs/effectiveness.md");
+    crate::run(crate::setup::training_python(root).current_dir(root).args([
+        "models/report.py",
+        "--runs",
+        "target/learning/effect-retry-only.json",
+        "target/learning/effect-rules.json",
+        "target/learning/effect-model.json",
+        "--scores",
+        "target/learning/holdout-scores.csv",
+        "--card",
+        &format!("{CARD}.json"),
+        "--out",
+        "docs/effectiveness.md",
+    ]))
+}
