@@ -6,6 +6,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How fast what is known of an endpoint fades once nothing new is heard
+/// from it: its error rate and latency halve every this long. Without it,
+/// an endpoint the runtime diverts away from would never be called again,
+/// so never re-measured, and would look failing forever.
+pub(crate) const ENDPOINT_EVIDENCE_HALF_LIFE: Duration = Duration::from_secs(1);
 
 /// Weight of the newest sample in the moving averages.
 const ALPHA: f64 = 0.2;
@@ -31,6 +38,18 @@ impl Ewma {
     pub(crate) fn get(&self) -> Option<f64> {
         self.value
     }
+
+    /// Multiplies the average by `factor` (evidence fading with time).
+    pub(crate) fn scale(&mut self, factor: f64) {
+        if let Some(value) = &mut self.value {
+            *value *= factor;
+        }
+    }
+}
+
+/// What share of the evidence is left after `elapsed`.
+fn fade(elapsed: Duration) -> f64 {
+    0.5_f64.powf(elapsed.as_secs_f64() / ENDPOINT_EVIDENCE_HALF_LIFE.as_secs_f64())
 }
 
 /// Running mean and variance (Welford's method).
@@ -62,10 +81,12 @@ impl Running {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct EndpointStats {
     latency_ms: Ewma,
     error_rate: Ewma,
+    /// When a response last arrived.
+    heard: Instant,
 }
 
 /// Recent latency and error rate of outbound endpoints, from real responses.
@@ -87,16 +108,32 @@ impl EndpointHealth {
         if endpoints.len() >= MAX_ENTRIES && !endpoints.contains_key(endpoint) {
             endpoints.clear();
         }
-        let stats = endpoints.entry(endpoint.to_string()).or_default();
+        let now = Instant::now();
+        let stats = endpoints.entry(endpoint.to_string()).or_insert(EndpointStats {
+            latency_ms: Ewma::default(),
+            error_rate: Ewma::default(),
+            heard: now,
+        });
+        // The old evidence has faded meanwhile: start from what is left of it.
+        let fade = fade(now.saturating_duration_since(stats.heard));
+        stats.latency_ms.scale(fade);
+        stats.error_rate.scale(fade);
         stats.latency_ms.add(latency_ms);
         stats.error_rate.add(if failed { 1.0 } else { 0.0 });
+        stats.heard = now;
     }
 
-    /// `(latency in ms, error rate)` of an endpoint, if it was ever called.
+    /// `(latency in ms, error rate)` of an endpoint, if it was ever called,
+    /// faded by the time since it was last heard from.
     pub(crate) fn get(&self, endpoint: &str) -> Option<(f32, f32)> {
+        self.get_at(endpoint, Instant::now())
+    }
+
+    fn get_at(&self, endpoint: &str, now: Instant) -> Option<(f32, f32)> {
         let endpoints = lock(&self.endpoints);
         let stats = endpoints.get(endpoint)?;
-        Some((stats.latency_ms.get()? as f32, stats.error_rate.get()? as f32))
+        let fade = fade(now.saturating_duration_since(stats.heard));
+        Some(((stats.latency_ms.get()? * fade) as f32, (stats.error_rate.get()? * fade) as f32))
     }
 }
 
@@ -185,7 +222,14 @@ mod tests {
         assert_eq!(endpoints.get("GET x"), None);
         endpoints.observe("GET x", 100.0, false);
         endpoints.observe("GET x", 200.0, true);
-        assert_eq!(endpoints.get("GET x"), Some((120.0, 0.2)));
+        let (latency, errors) = endpoints.get("GET x").expect("observed");
+        // Microseconds passed between the calls: the evidence faded a hair.
+        assert!((latency - 120.0).abs() < 0.01 && (errors - 0.2).abs() < 1e-4, "{latency} {errors}");
+
+        // An endpoint not heard from fades: half after the half-life.
+        let later = Instant::now() + ENDPOINT_EVIDENCE_HALF_LIFE;
+        let (latency, errors) = endpoints.get_at("GET x", later).expect("observed");
+        assert!((latency - 60.0).abs() < 0.01 && (errors - 0.1).abs() < 1e-4, "{latency} {errors}");
 
         let paths = PathHistory::default();
         for _ in 0..5 {

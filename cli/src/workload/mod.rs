@@ -265,7 +265,8 @@ body = '{{"charge_id": "mirror-stub"}}'
 "#
     );
     let bank = "[capabilities]\nkv = { accounts = \"read-write\" }\n[retry]\nconflict_attempts = 30\n".to_string();
-    let orders = "[resource_requirements]\nfuel = 20_000_000\nmemory_mib = 32\n\
+    // An oversized order needs about 140 M fuel: beyond its limit, within the ceiling.
+    let orders = "[resource_requirements]\nfuel = 20_000_000\nfuel_ceiling = 400_000_000\nmemory_mib = 32\n\
                   [capabilities]\nkv = { orders = \"read-write\" }\n"
         .to_string();
     let parse = |name: &str, text: String| {
