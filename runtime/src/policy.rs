@@ -115,8 +115,11 @@ pub struct PredictionSettings {
     #[serde(default = "default_gate_timeout_ms")]
     pub gate_timeout_ms: u64,
     /// How much the runtime's model counts, from 0 (not at all) to 1.
-    #[serde(default = "default_model_weight")]
-    pub model_weight: f32,
+    /// Unset: the prediction threshold over the model's own (from its
+    /// card), so that the model alone crosses the gate's threshold exactly
+    /// where its training chose to flag; 1 for a model without one.
+    #[serde(default)]
+    pub model_weight: Option<f32>,
     /// What to do when the model's share is what crosses the threshold.
     #[serde(default = "default_model_action")]
     pub model_action: Action,
@@ -127,10 +130,6 @@ pub struct PredictionSettings {
     /// id and the attempt number. They are marked `explored`.
     #[serde(default)]
     pub exploration_share: f32,
-}
-
-fn default_model_weight() -> f32 {
-    1.0
 }
 
 fn default_model_action() -> Action {
@@ -153,7 +152,7 @@ impl Default for PredictionSettings {
             rules: None,
             threshold: default_threshold(),
             gate_timeout_ms: default_gate_timeout_ms(),
-            model_weight: default_model_weight(),
+            model_weight: None,
             model_action: default_model_action(),
             exploration_share: 0.0,
         }
@@ -575,7 +574,7 @@ impl Policy {
         if !(0.0..=1.0).contains(&self.prediction.threshold) {
             return Err(("prediction.threshold".into(), "must be between 0 and 1".into()));
         }
-        if !(0.0..=1.0).contains(&self.prediction.model_weight) {
+        if self.prediction.model_weight.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
             return Err(("prediction.model_weight".into(), "must be between 0 and 1".into()));
         }
         if !(0.0..=1.0).contains(&self.prediction.exploration_share) {

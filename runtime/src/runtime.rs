@@ -964,12 +964,18 @@ impl Runtime {
         let prediction = policy.rules().score(&accumulator.features(totals, &context));
         let Some(slot) = &self.inner.model else { return prediction };
         let settings = &policy.prediction;
-        if settings.model_weight <= 0.0 {
+        if settings.model_weight.is_some_and(|w| w <= 0.0) {
             return prediction.without_model("the policy gives the model no weight".into());
         }
         let model = slot.current();
         match model.score(&prediction.features) {
-            Ok(p) => prediction.with_model(model.info(), p, settings.model_weight, settings.model_action),
+            Ok(p) => {
+                let weight = settings.model_weight.unwrap_or_else(|| match model.info().threshold {
+                    Some(own) if own > 0.0 => (f64::from(settings.threshold) / own).min(1.0) as f32,
+                    _ => 1.0,
+                });
+                prediction.with_model(model.info(), p, weight, settings.model_action)
+            }
             Err(error) => {
                 tracing::warn!(%error, "the model could not score; the rules decide alone");
                 prediction.without_model(error.to_string())

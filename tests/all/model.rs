@@ -72,7 +72,9 @@ async fn the_model_adds_to_the_rules_and_the_prediction_says_so() {
     assert_eq!(prediction.source, "rules + model placeholder 1");
     let p_model = prediction.model_probability.unwrap();
     assert!(p_model > 0.0 && p_model < 0.3, "a quiet deposit looks safe to the placeholder: {p_model}");
-    let expected = 1.0 - (1.0 - prediction.rules_probability) * (1.0 - p_model);
+    // Unset, the model's weight puts its own threshold on the gate's (0.3).
+    let weight = (0.3 / runtime.model().unwrap().threshold.expect("train.py records it")).min(1.0) as f32;
+    let expected = 1.0 - (1.0 - prediction.rules_probability) * (1.0 - weight * p_model);
     assert!((prediction.failure_probability - expected).abs() < 1e-6, "{prediction:?}");
     assert!(prediction.reasons.iter().any(|r| r.rule == MODEL_REASON), "{prediction:?}");
 

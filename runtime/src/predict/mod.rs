@@ -9,7 +9,11 @@
 //!
 //! The rules give `p_rules`: the sum of the weights of the rules that hold,
 //! clamped to `[0, 1]`. The model, if one is configured, gives `p_model`,
-//! which the policy scales by `prediction.model_weight` (`w`, default 1).
+//! which the policy scales by `prediction.model_weight` (`w`). Unset, `w` is
+//! the gate's threshold over the model's own (`txmirror.threshold`, chosen
+//! in training), at most 1: the model alone then crosses the gate's
+//! threshold exactly where its training chose to flag; a model without a
+//! threshold counts in full.
 //! The two are independent pieces of evidence of failure, combined as a
 //! noisy OR:
 //!
