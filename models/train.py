@@ -48,6 +48,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 FORMAT_VERSION = 1
 LEADING = ["transaction_id", "attempt_number", "path"]
 TRAILING = [
+    "scored_at",
     "rules_probability",
     "model_probability",
     "failure_probability",
@@ -177,6 +178,7 @@ def generate(names: list[str], rows: int, seed: int, failure_shift: float) -> li
         row.update({name: float(np.float32(f[name][i])) for name in names})
         row.update(
             {
+                "scored_at": "end",
                 "rules_probability": float(np.float32(rules[i])),
                 "model_probability": "",
                 "failure_probability": float(np.float32(rules[i])),

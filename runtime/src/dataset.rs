@@ -1,8 +1,10 @@
 //! Labelled examples for the learning loop: one per mirrored attempt, taken
 //! from the durable transaction records, and their file format.
 //!
-//! An example is the attempt's features (as the predictor saw them when the
-//! attempt ended), its prediction, what the gate did, and the real outcome.
+//! An example is the attempt's features and prediction as the gate acted on
+//! them (at the primary's first unsafe call if it made one, else when the
+//! attempt ended, before its commit), what the gate did, and the real
+//! outcome.
 //! The label, `failed`, is left empty (censored) when the runtime's own
 //! adjustment decided the outcome: a diverted, failed-fast or cancelled
 //! primary never had the chance to fail or succeed, and one granted more
@@ -35,8 +37,16 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The columns before the features.
 pub const LEADING_COLUMNS: [&str; 3] = ["transaction_id", "attempt_number", "path"];
 /// The columns after the features.
-pub const TRAILING_COLUMNS: [&str; 7] =
-    ["rules_probability", "model_probability", "failure_probability", "action", "explored", "outcome", "failed"];
+pub const TRAILING_COLUMNS: [&str; 8] = [
+    "scored_at",
+    "rules_probability",
+    "model_probability",
+    "failure_probability",
+    "action",
+    "explored",
+    "outcome",
+    "failed",
+];
 
 /// One labelled attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,7 +57,9 @@ pub struct Example {
     pub attempt: u32,
     /// The path it ran.
     pub path: String,
-    /// What the predictor knew when the attempt ended.
+    /// Where the prediction was made: `unsafe call` or `end`.
+    pub scored_at: String,
+    /// What the predictor knew there.
     pub features: Features,
     /// The rules' probability.
     pub rules_probability: f32,
@@ -127,7 +139,11 @@ pub fn examples(record: &TransactionRecord) -> Vec<Example> {
         .history
         .iter()
         .filter_map(|report| {
-            let prediction = report.prediction.as_ref()?;
+            let (scored_at, prediction) = match (&report.gate_prediction, &report.prediction) {
+                (Some(at_gate), _) => ("unsafe call", at_gate),
+                (None, Some(at_end)) => ("end", at_end),
+                (None, None) => return None,
+            };
             let outcome = match &report.attempt.outcome {
                 AttemptOutcome::Committed => "committed".to_string(),
                 AttemptOutcome::Failed { kind, .. } => kind.clone(),
@@ -140,6 +156,7 @@ pub fn examples(record: &TransactionRecord) -> Vec<Example> {
                 transaction_id: record.id.clone(),
                 attempt: report.attempt.number,
                 path: report.attempt.path.clone(),
+                scored_at: scored_at.into(),
                 features: prediction.features,
                 rules_probability: prediction.rules_probability,
                 model_probability: prediction.model_probability,
@@ -168,6 +185,7 @@ pub fn write_csv(mut out: impl Write, examples: impl IntoIterator<Item = Example
     for example in examples {
         let mut row = vec![example.transaction_id, example.attempt.to_string(), example.path];
         row.extend(example.features.to_array().iter().map(f32::to_string));
+        row.push(example.scored_at);
         row.push(example.rules_probability.to_string());
         row.push(example.model_probability.map(|p| p.to_string()).unwrap_or_default());
         row.push(example.failure_probability.to_string());
@@ -232,6 +250,7 @@ pub fn read_csv(mut input: impl BufRead) -> Result<Vec<Example>, DatasetError> {
             transaction_id: text("transaction_id").to_string(),
             attempt: text("attempt_number").parse().map_err(|_| bad("`attempt_number` is not a number".into()))?,
             path: text("path").to_string(),
+            scored_at: text("scored_at").to_string(),
             features,
             rules_probability: number("rules_probability")?,
             model_probability: match text("model_probability") {
@@ -257,6 +276,7 @@ mod tests {
             transaction_id: "tx, with a comma".into(),
             attempt: 2,
             path: "charge".into(),
+            scored_at: "unsafe call".into(),
             features: Features {
                 contended_keys: 1.0,
                 attempt: 2.0,

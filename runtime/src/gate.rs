@@ -19,6 +19,7 @@
 //! is recorded in the primary's trace and read by the runtime when the
 //! attempt ends.
 
+use crate::grants::ResourceWatch;
 use crate::hedge::HedgeSeat;
 use crate::predict::{Action, FeatureAccumulator, Prediction, TraceTotals};
 use crate::timeouts::AttemptTimeouts;
@@ -53,6 +54,8 @@ pub(crate) struct GateActions {
     /// The attempt is in the exploration share: the gate decides and records
     /// as usual, but carries nothing out, so that its label stays honest.
     pub(crate) explore: bool,
+    /// The mirror's fuel so far, for scoring before it has ended.
+    pub(crate) watch: Option<Arc<ResourceWatch>>,
 }
 
 /// Scores a mirror's trace so far: folds the new calls into the
@@ -67,6 +70,8 @@ pub(crate) struct Gate {
     scorer: Scorer,
     /// The mirror's features so far: each call is folded in once.
     accumulator: Mutex<FeatureAccumulator>,
+    /// The prediction at the first unsafe call: the one decisions were made on.
+    first: Mutex<Option<Prediction>>,
     threshold: f32,
     timeout: Duration,
     actions: GateActions,
@@ -111,6 +116,7 @@ impl Gate {
             mirror_ended: AtomicBool::new(false),
             scorer,
             accumulator: Mutex::new(FeatureAccumulator::default()),
+            first: Mutex::new(None),
             threshold,
             timeout,
             actions,
@@ -135,8 +141,18 @@ impl Gate {
     fn score(&self, totals: Option<TraceTotals>) -> Prediction {
         let mut accumulator = self.accumulator.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let new = self.mirror.events_since(accumulator.seen());
-        let totals = totals.unwrap_or(TraceTotals { host_calls: accumulator.seen() + new.len(), ..Default::default() });
+        let totals = totals.unwrap_or_else(|| TraceTotals {
+            host_calls: accumulator.seen() + new.len(),
+            fuel_consumed: self.actions.watch.as_ref().map_or(0, |w| w.mirror_consumed()),
+            memory_peak_bytes: self.actions.watch.as_ref().map_or(0, |w| w.mirror_memory()),
+            ..Default::default()
+        });
         (self.scorer)(&mut accumulator, &new, &totals)
+    }
+
+    /// The prediction the first unsafe call's gate made, if there was one.
+    pub(crate) fn first_prediction(&self) -> Option<Prediction> {
+        self.first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The prediction on the mirror's whole trace, once the twins are done.
@@ -199,6 +215,7 @@ impl Gate {
             }
         }
         let prediction = self.score(None);
+        self.first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert_with(|| prediction.clone());
         let actions = &self.actions;
         let mut decision = None;
         let mut name = String::from("pass");

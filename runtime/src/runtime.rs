@@ -672,10 +672,13 @@ impl Runtime {
                 timeouts: setup.timeouts.clone(),
                 base_outbound_timeout_ms: policy.resource_requirements.outbound_timeout_ms,
                 explore: seed.explore,
+                watch: None,
             };
+            let watch = Arc::new(ResourceWatch::default());
+            let actions = GateActions { watch: Some(watch.clone()), ..actions };
             let (gate, mirror_trace) = Gate::new(started, scorer, policy.prediction.threshold, timeout, actions);
             setup.gate = Some(gate);
-            setup.resource_watch = Some(Arc::new(ResourceWatch::default()));
+            setup.resource_watch = Some(watch);
             Some(mirror_trace)
         } else {
             None
@@ -759,6 +762,7 @@ impl Runtime {
                 primary: primary.trace,
                 mirror: mirror.map(|m| m.trace),
                 prediction,
+                gate_prediction: setup.gate.as_ref().and_then(|gate| gate.first_prediction()),
                 explored: seed.explore,
             },
             result,

@@ -147,6 +147,10 @@ pub struct AttemptReport {
     pub mirror: Option<Trace>,
     /// The predictor's verdict on the mirror's trace, if the mirror ran.
     pub prediction: Option<crate::predict::Prediction>,
+    /// The prediction at the gate before the primary's first unsafe call,
+    /// on the mirror's trace so far: the one the gate acted on.
+    #[serde(default)]
+    pub gate_prediction: Option<crate::predict::Prediction>,
     /// The attempt was in the policy's exploration share: it ran without any
     /// adjustment, so its outcome is an honest label.
     #[serde(default)]

@@ -220,7 +220,7 @@ fn training_refuses_a_dataset_with_a_missing_or_extra_feature_column() {
             format!("{}\n", cells.join(","))
         })
         .collect();
-    assert!(without.lines().nth(1).unwrap().contains("unsafe_calls,rules_probability"), "column 14 is mirror_failed");
+    assert!(without.lines().nth(1).unwrap().contains("unsafe_calls,scored_at"), "column 14 is mirror_failed");
     let error = train("missing.csv", without);
     assert!(error.contains("no `mirror_failed` column"), "{error}");
     let extra = text

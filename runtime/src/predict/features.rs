@@ -120,6 +120,9 @@ pub struct TraceTotals {
     pub duration_micros: u64,
     /// How the instance failed, if it has ended and failed.
     pub failure: Option<FailureKind>,
+    /// Whether the instance has ended. Until then, fuel and memory are what
+    /// it used so far, and the deviation from the baseline is not judged.
+    pub complete: bool,
 }
 
 impl TraceTotals {
@@ -131,6 +134,7 @@ impl TraceTotals {
             host_calls: trace.events.len(),
             duration_micros: trace.duration_micros,
             failure: trace.failure,
+            complete: true,
         }
     }
 }
@@ -209,8 +213,12 @@ impl FeatureAccumulator {
             // The refused growth is not in the peak; it asked for the limit or more.
             features.memory_ratio = features.memory_ratio.max(1.0);
         }
-        features.baseline_deviation =
-            (context.deviation)(totals.fuel_consumed, totals.host_calls, totals.duration_micros).unwrap_or(0.0);
+        // A run cut short is always far from a baseline of whole runs.
+        features.baseline_deviation = if totals.complete {
+            (context.deviation)(totals.fuel_consumed, totals.host_calls, totals.duration_micros).unwrap_or(0.0)
+        } else {
+            0.0
+        };
         features.mirror_failed = if totals.failure.is_some() { 1.0 } else { 0.0 };
         features
     }
