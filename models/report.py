@@ -94,7 +94,7 @@ def main() -> None:
         return f"{a * 100:.1f}%"
 
     would_fail = [r["would_fail"] for r in runs]
-    rescued = [r["would_fail_committed"] / max(r["would_fail"], 1) for r in runs]
+    rescued = [r["rescuable_committed"] / max(r["rescuable"], 1) for r in runs]
     h, rules = card["holdout"], card["rules_alone"]
     lines = [
         "# Effectiveness",
@@ -110,7 +110,9 @@ def main() -> None:
         row("success rate", [pct(r["success_rate"]) for r in runs]),
         row("failures reaching the client", [str(r["failed"]) for r in runs]),
         row("would fail unadjusted", [str(w) for w in would_fail]),
-        row("... of which committed", [f"{r['would_fail_committed']} ({pct(x)})" for r, x in zip(runs, rescued)]),
+        row("... of which committed", [f"{r['would_fail_committed']}" for r in runs]),
+        row("... of which rescuable (not invalid input)", [str(r["rescuable"]) for r in runs]),
+        row("... ... committed", [f"{r['rescuable_committed']} ({pct(x)})" for r, x in zip(runs, rescued)]),
         row("latency p50", [f"{r['latency_ms_p50']:.1f} ms" for r in runs]),
         row("latency p99", [f"{r['latency_ms_p99']:.1f} ms" for r in runs]),
         row("unsafe calls sent (charges)", [str(r["unsafe_calls_sent"]) for r in runs]),
@@ -140,8 +142,10 @@ def main() -> None:
         f"- Recall ≥ 0.9 at ≤ 2% false diversions on the held-out seed: recall {h['recall']:.3f} at a",
         f"  false-positive rate of {h['false_positive_rate']:.3f}: "
         + ("met." if h["recall"] >= 0.9 and h["false_positive_rate"] <= 0.02 else "**not met**."),
-        f"- (c) ends at least 90% of would-fail transactions committed: {pct(rescued[2])}: "
-        + ("met." if rescued[2] >= 0.9 else "**not met**."),
+        f"- (c) ends at least 90% of would-fail transactions committed: {pct(rescued[2])} of those that can be "
+        "(an invalid order must fail fast, and counts out): "
+        + ("met." if rescued[2] >= 0.9 else "**not met**.")
+        + f" Counting invalid orders in: {pct(runs[2]['would_fail_committed'] / max(runs[2]['would_fail'], 1))}.",
         "",
     ]
     args.out.write_text("\n".join(lines))

@@ -74,6 +74,9 @@ struct Planned {
     path: &'static str,
     input: serde_json::Value,
     would_fail: bool,
+    /// The failure is certain whatever the runtime does (invalid input):
+    /// the right outcome is to fail fast.
+    certain: bool,
     primary_phase: Phase,
     backup_phase: Phase,
 }
@@ -84,6 +87,7 @@ pub(crate) struct Outcome {
     id: String,
     kind: Kind,
     would_fail: bool,
+    certain_failure: bool,
     committed: bool,
     failure: Option<String>,
     latency_ms: f64,
@@ -106,6 +110,9 @@ pub(crate) struct Summary {
     success_rate: f64,
     would_fail: usize,
     would_fail_committed: usize,
+    /// Would fail unadjusted, but not for invalid input: what the runtime can save.
+    rescuable: usize,
+    rescuable_committed: usize,
     latency_ms_p50: f64,
     latency_ms_p99: f64,
     /// Charge requests that reached a gateway.
@@ -123,7 +130,8 @@ impl Summary {
     pub(crate) fn text(&self) -> String {
         format!(
             "workload seed {} mode {:?}{}: {} transactions in {:.1} s\n\
-             committed {} ({:.1}%), failed {}; would fail unadjusted {}, of which committed {}\n\
+             committed {} ({:.1}%), failed {}; would fail unadjusted {}, of which committed {} \
+             (rescuable {}, committed {})\n\
              latency p50 {:.1} ms, p99 {:.1} ms; charges sent {}, double-charged orders {}, false diversions {}",
             self.seed,
             self.mode,
@@ -135,6 +143,8 @@ impl Summary {
             self.failed,
             self.would_fail,
             self.would_fail_committed,
+            self.rescuable,
+            self.rescuable_committed,
             self.latency_ms_p50,
             self.latency_ms_p99,
             self.unsafe_calls_sent,
@@ -184,9 +194,9 @@ fn plan(seed: u64, size: usize) -> Vec<Planned> {
             let (primary_phase, backup_phase) = (primary.next(&mut rng), backup.next(&mut rng));
             let id = format!("w{seed}-{i}");
             let draw: f64 = rng.random();
-            let (kind, path, input, would_fail) = if draw < 0.5 {
+            let (kind, path, input, would_fail, certain) = if draw < 0.5 {
                 let input = json!({ "order_id": id, "amount_cents": rng.random_range(100..50_000), "currency": "EUR" });
-                (Kind::Charge, "charge", input, primary_phase != Phase::Healthy)
+                (Kind::Charge, "charge", input, primary_phase != Phase::Healthy, false)
             } else if draw < 0.75 {
                 let from = account(&mut rng);
                 let mut to = account(&mut rng);
@@ -194,7 +204,7 @@ fn plan(seed: u64, size: usize) -> Vec<Planned> {
                     to = "cold-0".into();
                 }
                 let input = json!({ "from": from, "to": to, "amount": rng.random_range(1..30) });
-                (Kind::Transfer, "transfer", input, false)
+                (Kind::Transfer, "transfer", input, false, false)
             } else {
                 let roll: f64 = rng.random();
                 let (lines, invalid) = if roll < 0.1 {
@@ -215,9 +225,9 @@ fn plan(seed: u64, size: usize) -> Vec<Planned> {
                     "line_items": line_items,
                 });
                 let input = json!({ "platform": "shopify", "store": format!("s{seed}"), "payload": payload });
-                (Kind::Order, "import", input, invalid || lines > 1_000)
+                (Kind::Order, "import", input, invalid || lines > 1_000, invalid)
             };
-            Planned { kind, id, path, input, would_fail, primary_phase, backup_phase }
+            Planned { kind, id, path, input, would_fail, certain, primary_phase, backup_phase }
         })
         .collect()
 }
@@ -352,6 +362,7 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
                 id: planned.id,
                 kind: planned.kind,
                 would_fail: planned.would_fail,
+                certain_failure: planned.certain,
                 committed: report.failure.is_none(),
                 failure: report.failure.as_ref().map(|f| f.kind.to_string()),
                 latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
@@ -386,6 +397,8 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
         success_rate: committed as f64 / outcomes.len().max(1) as f64,
         would_fail: outcomes.iter().filter(|o| o.would_fail).count(),
         would_fail_committed: outcomes.iter().filter(|o| o.would_fail && o.committed).count(),
+        rescuable: outcomes.iter().filter(|o| o.would_fail && !o.certain_failure).count(),
+        rescuable_committed: outcomes.iter().filter(|o| o.would_fail && !o.certain_failure && o.committed).count(),
         latency_ms_p50: percentile(&latencies, 0.5),
         latency_ms_p99: percentile(&latencies, 0.99),
         unsafe_calls_sent: primary_charges.received + backup_charges.received,
