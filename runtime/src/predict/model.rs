@@ -154,9 +154,10 @@ impl ModelInfo {
 /// The process's ONNX Runtime environment, once the library is loaded.
 static ENVIRONMENT: Mutex<Option<Environment>> = Mutex::new(None);
 
-/// Loads the ONNX Runtime library (`library`, else `$ORT_DYLIB_PATH`) and
-/// creates the environment, once per process: the library cannot be
-/// swapped once loaded, so later calls reuse the first.
+/// Loads the ONNX Runtime library (`library`, else `$ORT_DYLIB_PATH`, else
+/// the one `cargo xtask setup` installs beside the build's binaries, in
+/// `target/onnxruntime/`) and creates the environment, once per process:
+/// the library cannot be swapped once loaded, so later calls reuse the first.
 pub fn onnx_runtime(library: Option<&Path>) -> Result<Environment, ModelError> {
     let mut environment = ENVIRONMENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(environment) = environment.as_ref() {
@@ -166,7 +167,7 @@ pub fn onnx_runtime(library: Option<&Path>) -> Result<Environment, ModelError> {
         Some(path) => path.to_path_buf(),
         None => match std::env::var_os(LIBRARY_VARIABLE) {
             Some(path) if !path.is_empty() => PathBuf::from(path),
-            _ => return Err(ModelError::NoLibrary),
+            _ => beside_the_binaries().ok_or(ModelError::NoLibrary)?,
         },
     };
     // Never `ort::init()`: it panics when the library is missing.
@@ -184,6 +185,23 @@ pub fn onnx_runtime(library: Option<&Path>) -> Result<Environment, ModelError> {
         .map_err(|e| ModelError::Library(e.to_string()))?;
     *environment = Some(built.clone());
     Ok(built)
+}
+
+/// `target/onnxruntime/libonnxruntime.so.*` for a binary in `target/debug/`
+/// or `target/release/` (or their `deps/`), if there is one.
+fn beside_the_binaries() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors().skip(1).take(3).find_map(|dir| {
+        let entries = std::fs::read_dir(dir.join("onnxruntime")).ok()?;
+        let mut libraries: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| {
+                path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so"))
+            })
+            .collect();
+        libraries.sort();
+        libraries.pop()
+    })
 }
 
 /// A model checked against the feature schema, ready to score.
