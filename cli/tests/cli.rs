@@ -272,3 +272,19 @@ fn model_evaluate_reproduces_the_model_cards_numbers() {
     assert_eq!(out.status.code(), Some(2), "no model given");
     assert!(text(&out.stderr).contains("needs --model"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_workload_refuses_bad_options_and_missing_modules_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = txmirror(&data, &["workload", "--size", "0"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(text(&out.stderr).contains("--size and --concurrency must be at least 1"), "{}", text(&out.stderr));
+    let out = txmirror(&data, &["workload", "--size", "3", "--modules", dir.path().to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("cannot read") && stderr.contains("payment.wasm"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let out = txmirror(&data, &["workload", "--mode", "sometimes"]);
+    assert_eq!(out.status.code(), Some(2), "clap refuses an unknown mode");
+}

@@ -740,6 +740,9 @@ mod tests {
             ("alternative_paths = [\"a\", \"a\"]", "alternative_paths[1]"),
             ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
             ("[retry]\njitter = 2.0", "retry.jitter"),
+            ("[prediction]\nthreshold = 1.5", "prediction.threshold"),
+            ("[prediction]\nmodel_weight = -0.1", "prediction.model_weight"),
+            ("[prediction]\nexploration_share = 2", "prediction.exploration_share"),
             ("[retry]\nnon_retryable = [\"tired\"]", "retry.non_retryable[0]"),
             ("[retry.overrides.unavailable]\nmax_attempts = 0", "retry.overrides.unavailable.max_attempts"),
             (
@@ -747,6 +750,10 @@ mod tests {
                 "prediction.rules[0]",
             ),
             ("[[prediction.rules]]\nname = \"x\"\nwhen = \"fuel_ratio > 1\"\nweight = 0.1", "prediction.rules[0]"),
+            (
+                "[[prediction.rules]]\nname = \"model\"\nwhen = \"fuel_ratio > 1\"\nweight = 0.1\nreason = \"r\"",
+                "prediction.rules[0]",
+            ),
         ] {
             let err = parse(text).expect_err(text);
             let PolicyError::Invalid { key: got, .. } = &err else { panic!("{err}") };
