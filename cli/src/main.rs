@@ -131,6 +131,12 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Serves the runtime over HTTP (see the txmirror-service crate for the API).
+    Serve {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
     /// The learning loop: datasets of labelled attempts.
     Model {
         #[command(subcommand)]
@@ -324,6 +330,20 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
                 std::fs::write(&report, serde_json::to_string_pretty(&summary)?)
                     .with_context(|| format!("cannot write {}", report.display()))?;
             }
+            Ok(0)
+        }
+        Command::Serve { listen } => {
+            let runtime = open_with_model(&cli.data_dir, cli.model.as_deref())?;
+            let listener =
+                tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            eprintln!("txmirror serving on http://{}", listener.local_addr()?);
+            let app = txmirror_service::app(txmirror_service::AppState::new(runtime));
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .context("the server failed")?;
             Ok(0)
         }
         Command::Model { command: ModelCommand::Evaluate { dataset, threshold, json, scores_out } } => {
