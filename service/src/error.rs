@@ -20,6 +20,9 @@ pub enum ServiceError {
     /// The policy was refused.
     #[error("{0}")]
     PolicyRefused(String),
+    /// The model file was refused; the current model stays.
+    #[error("{0}")]
+    ModelRefused(String),
     /// No such module, transaction or path.
     #[error("{0}")]
     NotFound(String),
@@ -44,6 +47,7 @@ impl ServiceError {
             Self::BadRequest(_) => "bad_request",
             Self::ModuleRefused(_) => "module_refused",
             Self::PolicyRefused(_) => "policy_refused",
+            Self::ModelRefused(_) => "model_refused",
             Self::NotFound(_) => "not_found",
             Self::NoPolicy(_) => "no_policy",
             Self::Conflict(_) => "conflict",
@@ -54,7 +58,9 @@ impl ServiceError {
 
     fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::ModuleRefused(_) | Self::PolicyRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::BadRequest(_) | Self::ModuleRefused(_) | Self::PolicyRefused(_) | Self::ModelRefused(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::NoPolicy(_) | Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -96,6 +102,8 @@ impl From<ExecuteError> for ServiceError {
                 Self::BadRequest(error.to_string())
             }
             ExecuteError::DuplicateId(_) => Self::Conflict(error.to_string()),
+            ExecuteError::NoSuchDeadLetter(_) => Self::NotFound(error.to_string()),
+            ExecuteError::ModuleMismatch { .. } => Self::Conflict(error.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -11,6 +11,9 @@
 //! | `PUT /v1/modules/{hash}/policy` | the module's policy (TOML body), validated as the CLI does |
 //! | `POST /v1/modules/{hash}/transactions` | runs a transaction and waits for its report; `Idempotency-Key` header |
 //! | `GET /v1/transactions/{id}` | the durable record of a transaction |
+//! | `GET /v1/dlq`, `GET /v1/dlq/{id}` | dead letters (a summary each), one dead letter whole |
+//! | `POST /v1/dlq/{id}/replay`, `DELETE /v1/dlq/{id}` | runs a dead letter again, once; drops it |
+//! | `GET /v1/model`, `POST /v1/model/reload` | the prediction model; loads its file again |
 //!
 //! This is the service's first increment: modules and policies live in
 //! memory (uploaded again after a restart); tokens, tenants, asynchronous
@@ -30,6 +33,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use txmirror_runtime::predict::Reloaded;
 use txmirror_runtime::{Module, Policy, Runtime, TxReport, TxRequest};
 
 /// The largest module upload, in bytes.
@@ -99,6 +103,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/modules/{hash}/policy", put(put_policy))
         .route("/v1/modules/{hash}/transactions", post(submit).layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES)))
         .route("/v1/transactions/{id}", get(transaction))
+        .route("/v1/dlq", get(dead_letters))
+        .route("/v1/dlq/{id}", get(dead_letter).delete(drop_dead_letter))
+        .route("/v1/dlq/{id}/replay", post(replay))
+        .route("/v1/model", get(model))
+        .route("/v1/model/reload", post(reload_model))
         .with_state(state)
 }
 
@@ -192,5 +201,76 @@ async fn transaction(State(state): State<AppState>, Path(id): Path<String>) -> R
     match state.runtime.store().transaction(&id).map_err(|e| ServiceError::Internal(e.to_string()))? {
         Some(record) => Ok(Json(record)),
         None => Err(ServiceError::NotFound(format!("no transaction {id}"))),
+    }
+}
+
+fn store_error(error: txmirror_runtime::store::StoreError) -> ServiceError {
+    ServiceError::Internal(error.to_string())
+}
+
+async fn dead_letters(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ServiceError> {
+    let letters = state.runtime.store().dead_letters(100).map_err(store_error)?;
+    let summaries: Vec<serde_json::Value> = letters
+        .iter()
+        .map(|letter| {
+            serde_json::json!({
+                "transaction_id": letter.transaction_id,
+                "module": letter.module,
+                "path": letter.path,
+                "failure": letter.failure,
+                "attempts": letter.attempts.len(),
+                "dead_lettered_unix_ms": letter.dead_lettered_unix_ms,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::Value::Array(summaries)))
+}
+
+async fn dead_letter(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ServiceError> {
+    match state.runtime.store().dead_letter(&id).map_err(store_error)? {
+        Some(letter) => Ok(Json(letter)),
+        None => Err(ServiceError::NotFound(format!("no dead letter {id}"))),
+    }
+}
+
+async fn drop_dead_letter(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ServiceError> {
+    if state.runtime.store().remove_dead_letter(&id).map_err(store_error)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ServiceError::NotFound(format!("no dead letter {id}")))
+    }
+}
+
+async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TxReport>, ServiceError> {
+    let letter = state
+        .runtime
+        .store()
+        .dead_letter(&id)
+        .map_err(store_error)?
+        .ok_or_else(|| ServiceError::NotFound(format!("no dead letter {id}")))?;
+    let registered = state.module(&letter.module)?;
+    let policy = registered.policy.clone().ok_or_else(|| ServiceError::NoPolicy(letter.module.clone()))?;
+    Ok(Json(state.runtime.replay_dead_letter(&registered.module, &policy, &id).await?))
+}
+
+async fn model(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "configured": state.runtime.model().is_some(),
+        "model": state.runtime.model(),
+        "reload_error": state.runtime.model_reload_error(),
+    }))
+}
+
+async fn reload_model(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ServiceError> {
+    match state.runtime.reload_model() {
+        Ok(None) => Err(ServiceError::NotFound("no model is configured (txmirror --model FILE serve)".into())),
+        Ok(Some(Reloaded::Unchanged(model))) => {
+            Ok(Json(serde_json::json!({ "reloaded": "unchanged", "model": model })))
+        }
+        Ok(Some(Reloaded::Replaced { old, new })) => {
+            Ok(Json(serde_json::json!({ "reloaded": "replaced", "old": old, "model": new })))
+        }
+        Ok(Some(_)) => Err(ServiceError::Internal("an unknown reload outcome".into())),
+        Err(error) => Err(ServiceError::ModelRefused(error.to_string())),
     }
 }

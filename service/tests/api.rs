@@ -96,3 +96,54 @@ async fn modules_policies_and_transactions_through_the_api() {
     assert_eq!(first["transaction_id"], second["transaction_id"]);
     assert_eq!((first["deduplicated"].clone(), second["deduplicated"].clone()), (json!(false), json!(true)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_queue_and_the_model_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::new(txmirror_tests::runtime(dir.path()));
+    let (_, module) = call(&state, "POST", "/v1/modules", std::fs::read(guests::RUNAWAY).unwrap()).await;
+    let hash = module["hash"].as_str().unwrap().to_string();
+    let policy = "[retry]\nmax_attempts = 1\n";
+    assert_eq!(call(&state, "PUT", &format!("/v1/modules/{hash}/policy"), policy).await.0, StatusCode::OK);
+    let submit = format!("/v1/modules/{hash}/transactions");
+    let body = json!({ "path": "panic", "input": {}, "transaction_id": "doomed" }).to_string();
+    let (status, report) = call(&state, "POST", &submit, body).await;
+    assert_eq!((status, report["failure"]["kind"].clone()), (StatusCode::OK, json!("guest_trap")), "{report}");
+
+    let (status, letters) = call(&state, "GET", "/v1/dlq", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(letters[0]["transaction_id"], "doomed", "{letters}");
+    assert_eq!(letters[0]["attempts"], 1);
+    let (status, letter) = call(&state, "GET", "/v1/dlq/doomed", Body::empty()).await;
+    assert_eq!((status, letter["path"].clone()), (StatusCode::OK, json!("panic")), "{letter}");
+    let (status, replayed) = call(&state, "POST", "/v1/dlq/doomed/replay", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{replayed}");
+    assert_eq!(replayed["failure"]["kind"], "guest_trap", "the fault is still there: {replayed}");
+    let (status, body) = call(&state, "POST", "/v1/dlq/nope/replay", Body::empty()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"), "{body}");
+    assert_eq!(call(&state, "DELETE", "/v1/dlq/doomed", Body::empty()).await.0, StatusCode::NO_CONTENT);
+    let (status, body) = call(&state, "DELETE", "/v1/dlq/doomed", Body::empty()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+
+    // No model configured: said plainly, and a reload has nothing to load.
+    let (status, model) = call(&state, "GET", "/v1/model", Body::empty()).await;
+    assert_eq!((status, model["configured"].clone()), (StatusCode::OK, json!(false)));
+    let (status, body) = call(&state, "POST", "/v1/model/reload", Body::empty()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_model_is_shown_and_reloaded_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = txmirror_tests::config(dir.path());
+    config.model = Some(txmirror_runtime::ModelConfig {
+        reload_interval: None,
+        ..txmirror_runtime::ModelConfig::new(txmirror_tests::models::PLACEHOLDER)
+    });
+    let state = AppState::new(txmirror_runtime::Runtime::open(config).unwrap());
+    let (status, model) = call(&state, "GET", "/v1/model", Body::empty()).await;
+    assert_eq!((status, model["configured"].clone()), (StatusCode::OK, json!(true)), "{model}");
+    assert_eq!(model["model"]["name"], "placeholder");
+    let (status, reloaded) = call(&state, "POST", "/v1/model/reload", Body::empty()).await;
+    assert_eq!((status, reloaded["reloaded"].clone()), (StatusCode::OK, json!("unchanged")), "{reloaded}");
+}
