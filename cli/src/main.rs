@@ -23,6 +23,7 @@ use txmirror_runtime::{
 };
 
 mod render;
+mod serve;
 mod workload;
 
 #[derive(Parser, Debug)]
@@ -131,17 +132,63 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
-    /// Serves the runtime over HTTP (see the txmirror-service crate for the API).
+    /// Serves the runtime over HTTP (the API: GET /openapi.json; the
+    /// operator page: GET /). The configuration file sets the listen
+    /// address, the data directory, the model and the tokens; the global
+    /// --data-dir and --model are not used.
     Serve {
-        /// The address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
+        /// The configuration file (TOML; see docs/service.md).
+        #[arg(long, default_value = "txmirror.toml")]
+        config: PathBuf,
+        /// Listens here instead of the configuration's address (port 0: any free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Tokens for the service.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// The learning loop: datasets of labelled attempts.
     Model {
         #[command(subcommand)]
         command: ModelCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Makes a token: prints it once on standard error, and on standard
+    /// output the `[[tokens]]` entry (with only its SHA-256) to append to the
+    /// service's configuration.
+    New {
+        /// The tenant the token acts for.
+        #[arg(long)]
+        tenant: String,
+        /// developer, operator or client.
+        #[arg(long)]
+        role: RoleArg,
+        /// A name for logs; TENANT-ROLE if omitted.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum RoleArg {
+    Developer,
+    Operator,
+    Client,
+}
+
+impl From<RoleArg> for txmirror_service::Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Developer => Self::Developer,
+            RoleArg::Operator => Self::Operator,
+            RoleArg::Client => Self::Client,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -332,18 +379,9 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
             }
             Ok(0)
         }
-        Command::Serve { listen } => {
-            let runtime = open_with_model(&cli.data_dir, cli.model.as_deref())?;
-            let listener =
-                tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-            eprintln!("txmirror serving on http://{}", listener.local_addr()?);
-            let app = txmirror_service::app(txmirror_service::AppState::new(runtime));
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await
-                .context("the server failed")?;
+        Command::Serve { config, listen } => Ok(serve::serve(&config, listen).await?),
+        Command::Token { command: TokenCommand::New { tenant, role, name } } => {
+            print(&serve::new_token(&tenant, role.into(), name.as_deref()));
             Ok(0)
         }
         Command::Model { command: ModelCommand::Evaluate { dataset, threshold, json, scores_out } } => {

@@ -47,6 +47,7 @@ pub struct Module {
     hash: String,
     paths: Vec<String>,
     preinitialized: bool,
+    imports: Vec<String>,
     pub(crate) pre: TransactionPre<InstanceState>,
 }
 
@@ -74,6 +75,13 @@ impl Module {
     /// Whether `init` ran at load time and its memory was snapshotted.
     pub fn is_preinitialized(&self) -> bool {
         self.preinitialized
+    }
+
+    /// The interfaces the module imports (`txmirror:transaction/kv@…`,
+    /// `wasi:http/outgoing-handler@…`): what it could ask for, which its
+    /// policy grants or denies.
+    pub fn imports(&self) -> &[String] {
+        &self.imports
     }
 }
 
@@ -140,7 +148,8 @@ impl ModuleLoader<'_> {
             self.linker.instantiate_pre(&component).map_err(|e| ModuleError::WorldMismatch(format!("{e:#}")))?;
         let pre = TransactionPre::new(instance_pre).map_err(|e| ModuleError::WorldMismatch(format!("{e:#}")))?;
         let paths = self.list_paths(&pre).await?;
-        Ok(Module { hash, paths, preinitialized, pre })
+        let imports = component.component_type().imports(self.engine).map(|(name, _)| name.to_string()).collect();
+        Ok(Module { hash, paths, preinitialized, imports, pre })
     }
 
     fn read_cache(&self, file: &Path) -> Result<Option<Component>, ModuleError> {

@@ -53,6 +53,9 @@ pub struct Policy {
     /// How long idempotency keys are remembered.
     #[serde(default)]
     pub idempotency: IdempotencySettings,
+    /// What becomes of a transaction the process stopped in the middle of.
+    #[serde(default)]
+    pub recovery: RecoverySettings,
     /// `prediction.rules` (or the defaults), checked and compiled.
     #[serde(skip)]
     rules: RuleSet,
@@ -77,6 +80,7 @@ impl Default for Policy {
             mirror: MirrorSettings::default(),
             prediction: PredictionSettings::default(),
             idempotency: IdempotencySettings::default(),
+            recovery: RecoverySettings::default(),
             rules: RuleSet::defaults(),
         }
     }
@@ -99,6 +103,31 @@ impl Default for IdempotencySettings {
     fn default() -> Self {
         Self { retention_secs: default_retention_secs() }
     }
+}
+
+/// What becomes of transactions that were in flight when the process
+/// stopped (`[recovery]`). Nothing of such a transaction was committed:
+/// its record and its state are written in one atomic step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverySettings {
+    /// `rerun` (the default): run it again from its recorded input at the
+    /// next start; `dead_letter`: record it failed (`interrupted`) and put it
+    /// in the dead-letter queue for an operator, for paths whose unsafe calls
+    /// must not be sent twice.
+    #[serde(default)]
+    pub in_flight: InFlightRecovery,
+}
+
+/// See [`RecoverySettings::in_flight`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InFlightRecovery {
+    /// Run the transaction again from its input.
+    #[default]
+    Rerun,
+    /// Record it failed and dead-letter it.
+    DeadLetter,
 }
 
 /// How the mirror's trace is scored (`[prediction]`).

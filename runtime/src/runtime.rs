@@ -143,7 +143,7 @@ struct RuntimeInner {
     in_flight: Mutex<HashMap<String, Arc<OnceCell<TxReport>>>>,
     /// The failure-prediction model, if one is configured.
     model: Option<Arc<ModelSlot>>,
-    _ticker: EpochTicker,
+    _ticker: Arc<EpochTicker>,
 }
 
 /// The txmirror runtime. Cheap to clone; clones share everything.
@@ -320,9 +320,33 @@ impl Runtime {
                 paths: PathHistory::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 model,
-                _ticker: ticker,
+                _ticker: Arc::new(ticker),
             }),
         })
+    }
+
+    /// A runtime on another store that shares this one's engine, compiled
+    /// modules, instance limit and model. What it learns (endpoint health,
+    /// path baselines, contention) is its own: the service runs one per
+    /// tenant, and no tenant's transactions inform another's predictions.
+    pub fn with_other_store(&self, store: Arc<dyn StateStore>) -> Self {
+        let shared = &self.inner;
+        Self {
+            inner: Arc::new(RuntimeInner {
+                engine: shared.engine.clone(),
+                linker: shared.linker.clone(),
+                store,
+                cache_dir: shared.cache_dir.clone(),
+                endpoints: Arc::new(EndpointMemory::default()),
+                instance_permits: shared.instance_permits.clone(),
+                hot_keys: HotKeys::default(),
+                in_flight_writes: Arc::default(),
+                paths: PathHistory::default(),
+                in_flight: Mutex::new(HashMap::new()),
+                model: shared.model.clone(),
+                _ticker: shared._ticker.clone(),
+            }),
+        }
     }
 
     /// The store.
@@ -902,6 +926,74 @@ impl Runtime {
             attempts: run.reports.clone(),
             compensation,
             dead_lettered_unix_ms: unix_millis(SystemTime::now()),
+        })
+    }
+
+    /// Ends a transaction that was accepted but not recorded when the
+    /// process stopped, as its policy's `recovery.in_flight` says: runs it
+    /// again from its input (`rerun`), or records it failed with
+    /// [`FailureKind::Interrupted`] and dead-letters it (`dead_letter`).
+    /// Nothing of it can have been committed, since a transaction's record
+    /// and state are written in one atomic step; if its record exists, that
+    /// record is its outcome and nothing runs.
+    pub async fn recover_interrupted(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        transaction_id: &str,
+        request: TxRequest,
+    ) -> Result<TxReport, ExecuteError> {
+        if let Some(record) = self.inner.store.transaction(transaction_id)? {
+            return Ok(TxReport::from_record(record));
+        }
+        let request = TxRequest { transaction_id: Some(transaction_id.to_string()), ..request };
+        if policy.recovery.in_flight == crate::policy::InFlightRecovery::Rerun {
+            return self.execute(module, policy, request).await;
+        }
+        let path = choose_path(module, policy, request.path.clone())?;
+        let failure = Failure::new(
+            FailureKind::Interrupted,
+            "the service stopped while the transaction was in flight; nothing was committed \
+             (recovery.in_flight = \"dead_letter\")",
+        );
+        let outcome = TransactionOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
+        let now = unix_millis(SystemTime::now());
+        let claim = request.idempotency_key.as_ref().map(|key| IdempotencyClaim {
+            key: key.clone(),
+            now_unix_ms: now,
+            retention_ms: policy.idempotency.retention_secs.saturating_mul(1000),
+        });
+        let dead_letter = DeadLetter {
+            transaction_id: transaction_id.to_string(),
+            module: module.hash().to_string(),
+            path: path.clone(),
+            input: request.input.clone(),
+            failure: failure.clone(),
+            attempts: Vec::new(),
+            compensation: None,
+            dead_lettered_unix_ms: now,
+        };
+        self.inner.store.record_outcome(
+            TransactionRecord {
+                id: transaction_id.to_string(),
+                module: module.hash().to_string(),
+                path: path.clone(),
+                input_hash: blake3::hash(&request.input).to_hex().to_string(),
+                outcome: outcome.clone(),
+                attempts: Vec::new(),
+                history: Vec::new(),
+            },
+            claim,
+            Some(dead_letter),
+        )?;
+        Ok(TxReport {
+            transaction_id: transaction_id.to_string(),
+            module: module.hash().to_string(),
+            path,
+            outcome,
+            failure: Some(failure),
+            attempts: Vec::new(),
+            deduplicated: false,
         })
     }
 

@@ -59,10 +59,14 @@ pub enum FailureKind {
     /// The attempt ran as a hedge (or was hedged) and the other path won:
     /// it was stopped before any unsafe call and committed nothing.
     Cancelled,
+    /// The process stopped while the transaction was in flight, and its
+    /// policy says such transactions go to the dead-letter queue
+    /// (`recovery.in_flight = "dead_letter"`) rather than run again.
+    Interrupted,
 }
 
 impl FailureKind {
-    const ALL: [Self; 15] = [
+    const ALL: [Self; 16] = [
         Self::Validation,
         Self::Rejected,
         Self::Unavailable,
@@ -78,6 +82,7 @@ impl FailureKind {
         Self::Diverted,
         Self::PredictedFailure,
         Self::Cancelled,
+        Self::Interrupted,
     ];
 
     /// The kind with this stable name.
@@ -103,6 +108,7 @@ impl FailureKind {
             Self::Diverted => "diverted",
             Self::PredictedFailure => "predicted_failure",
             Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
         }
     }
 

@@ -2,9 +2,11 @@
 //! status and a message, as JSON. Internal details (paths, store errors)
 //! stay in the log.
 
+use crate::catalog::CatalogError;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use txmirror_runtime::store::StoreError;
 use txmirror_runtime::{ExecuteError, ModuleError, PolicyError};
 
 /// A failed request.
@@ -35,9 +37,36 @@ pub enum ServiceError {
     /// The body is larger than the endpoint takes.
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
+    /// No valid bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The service is shutting down and admits no new transaction.
+    #[error("the service is shutting down; submit again once it is back")]
+    ShuttingDown,
     /// Something failed inside; the details are logged, not returned.
     #[error("internal error")]
     Internal(String),
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// A stable code and a message for a person.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// One of `bad_request`, `module_refused`, `policy_refused`,
+    /// `model_refused`, `not_found`, `no_policy`, `conflict`, `too_large`,
+    /// `unauthorized`, `forbidden`, `shutting_down`, `internal`.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
 }
 
 impl ServiceError {
@@ -52,6 +81,9 @@ impl ServiceError {
             Self::NoPolicy(_) => "no_policy",
             Self::Conflict(_) => "conflict",
             Self::TooLarge(_) => "too_large",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::ShuttingDown => "shutting_down",
             Self::Internal(_) => "internal",
         }
     }
@@ -64,6 +96,9 @@ impl ServiceError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::NoPolicy(_) | Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,8 +109,14 @@ impl IntoResponse for ServiceError {
         if let Self::Internal(detail) = &self {
             tracing::error!(%detail, "request failed");
         }
-        let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
-        (self.status(), Json(body)).into_response()
+        let body = ErrorBody { error: ErrorDetail { code: self.code().to_string(), message: self.to_string() } };
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, Self::Unauthorized(_)) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
@@ -106,5 +147,17 @@ impl From<ExecuteError> for ServiceError {
             ExecuteError::ModuleMismatch { .. } => Self::Conflict(error.to_string()),
             other => Self::Internal(other.to_string()),
         }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        Self::Internal(error.to_string())
+    }
+}
+
+impl From<CatalogError> for ServiceError {
+    fn from(error: CatalogError) -> Self {
+        Self::Internal(error.to_string())
     }
 }

@@ -1,276 +1,147 @@
 //! The txmirror service: the runtime behind an HTTP API (`txmirror serve`).
 //!
-//! [`app`] builds the router; tests drive it with `oneshot`, no socket.
-//! Every failure is a [`ServiceError`]: a JSON body with a stable code.
+//! [`Service::open`] opens the data directory (one store per tenant, the
+//! [`catalog`] of modules, policies and accepted transactions) and ends the
+//! transactions a previous process left in flight; [`app`] builds the
+//! router, which tests drive with `oneshot`, no socket. Every failure is a
+//! [`ServiceError`]: a JSON body with a stable code. The API is described
+//! by the OpenAPI document at `/openapi.json` (see [`openapi`]); callers
+//! and their roles are in [`auth`].
 //!
-//! | method and path | what it does |
-//! |---|---|
-//! | `GET /healthz`, `GET /readyz` | liveness; readiness (the store answers) |
-//! | `POST /v1/modules` | uploads a component (the body), validated and compiled; `201` with its hash and paths |
-//! | `GET /v1/modules`, `GET /v1/modules/{hash}` | the modules, one module |
-//! | `PUT /v1/modules/{hash}/policy` | the module's policy (TOML body), validated as the CLI does |
-//! | `POST /v1/modules/{hash}/transactions` | runs a transaction and waits for its report; `Idempotency-Key` header |
-//! | `GET /v1/transactions/{id}` | the durable record of a transaction |
-//! | `GET /v1/dlq`, `GET /v1/dlq/{id}` | dead letters (a summary each), one dead letter whole |
-//! | `POST /v1/dlq/{id}/replay`, `DELETE /v1/dlq/{id}` | runs a dead letter again, once; drops it |
-//! | `GET /v1/model`, `POST /v1/model/reload` | the prediction model; loads its file again |
-//!
-//! This is the service's first increment: modules and policies live in
-//! memory (uploaded again after a restart); tokens, tenants, asynchronous
-//! submission, metrics and the operator page come next.
+//! | method and path | role | what it does |
+//! |---|---|---|
+//! | `GET /healthz`, `GET /readyz` | none | liveness; readiness (every store answers, not shutting down) |
+//! | `GET /openapi.json`, `GET /` | none | the API description; the operator page |
+//! | `GET /metrics` | operator | the tenant's metrics, Prometheus text |
+//! | `POST /v1/modules`, `GET /v1/modules` | developer (list: operator too) | uploads a component, validated and compiled; lists |
+//! | `GET`, `DELETE /v1/modules/{hash}` | developer (show: operator too) | paths, imports and policy; removes |
+//! | `PUT`, `GET /v1/modules/{hash}/policy` | operator (get: developer too) | the module's policy (TOML), checked as the CLI does |
+//! | `POST /v1/modules/{hash}/transactions` | client | runs a transaction; `Prefer: respond-async` for `202` and polling; `Idempotency-Key` |
+//! | `GET /v1/transactions`, `GET /v1/transactions/{id}` | client, operator | recent transactions, filtered; one, with its whole story |
+//! | `GET /v1/dlq`, `GET`, `DELETE /v1/dlq/{id}`, `POST /v1/dlq/{id}/replay` | operator | the dead-letter queue |
+//! | `GET /v1/model`, `POST /v1/model/reload` | operator | the prediction model |
 
+pub mod api;
+pub mod auth;
+pub mod catalog;
+pub mod config;
 mod error;
+pub mod lifecycle;
+pub mod metrics;
+pub mod openapi;
+mod tenant;
 
-pub use error::ServiceError;
+pub use auth::Role;
+pub use config::{ConfigError, ServiceConfig, TokenConfig};
+pub use error::{ErrorBody, ServiceError};
+pub use tenant::Tenant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
-use txmirror_runtime::predict::Reloaded;
-use txmirror_runtime::{Module, Policy, Runtime, TxReport, TxRequest};
+use auth::TokenInfo;
+use catalog::{Catalog, CatalogError};
+use lifecycle::Admission;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use txmirror_runtime::store::RedbStore;
+use txmirror_runtime::{ModelConfig, Runtime, RuntimeConfig, StartError};
+
+pub use api::app;
 
 /// The largest module upload, in bytes.
 pub const MAX_MODULE_BYTES: usize = 16 << 20;
-/// The largest transaction request, in bytes.
+/// The largest transaction request or policy, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 
-/// What the handlers share.
+/// What the handlers share. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    runtime: Runtime,
-    modules: Arc<RwLock<BTreeMap<String, Registered>>>,
+    pub(crate) tenants: Arc<BTreeMap<String, Arc<Tenant>>>,
+    pub(crate) tokens: Arc<HashMap<String, TokenInfo>>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) admission: Arc<Admission>,
 }
 
-#[derive(Debug, Clone)]
-struct Registered {
-    module: Module,
-    policy: Option<Arc<Policy>>,
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// A tenant's runtime (its store, the engine or the model) could not start.
+    #[error("tenant {tenant}: {source}")]
+    Runtime {
+        /// The tenant.
+        tenant: String,
+        /// Why.
+        source: StartError,
+    },
+    /// The catalog could not be opened or read.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The configuration is not valid.
+    #[error("the configuration: {0}")]
+    Config(String),
+}
+
+/// A running service: its state, and what it did at the start.
+#[derive(Debug)]
+pub struct Service {
+    /// What the handlers share.
+    pub state: AppState,
+    /// Transactions found in flight at the start, now running again or
+    /// dead-lettered as their policies say.
+    pub recovered: usize,
+    /// Stored modules that could not be loaded again (kept in the catalog).
+    pub unloadable_modules: Vec<String>,
+}
+
+impl Service {
+    /// Opens the data directory and recovers what a previous process left
+    /// in flight.
+    pub async fn open(config: &ServiceConfig) -> Result<Self, OpenError> {
+        config.check().map_err(OpenError::Config)?;
+        let mut runtime_config = RuntimeConfig::new(&config.data_dir);
+        runtime_config.model = config.model.as_ref().map(ModelConfig::new);
+        runtime_config.cache_dir.clone_from(&config.cache_dir);
+        let names: BTreeSet<&str> = config.tokens.iter().map(|t| t.tenant.as_str()).collect();
+        let mut tenants = BTreeMap::new();
+        let mut first: Option<Runtime> = None;
+        for name in names {
+            let runtime_error = |source: StartError| OpenError::Runtime { tenant: name.to_string(), source };
+            let path = config.data_dir.join("tenants").join(name).join("state.redb");
+            let store = Arc::new(RedbStore::open(&path).map_err(|e| runtime_error(e.into()))?);
+            let runtime = match &first {
+                Some(first) => first.with_other_store(store),
+                None => Runtime::with_store(runtime_config.clone(), store).map_err(runtime_error)?,
+            };
+            first.get_or_insert_with(|| runtime.clone());
+            tenants.insert(name.to_string(), Arc::new(Tenant::new(name.to_string(), runtime)));
+        }
+        let tokens = config
+            .tokens
+            .iter()
+            .map(|t| (t.sha256.clone(), TokenInfo { name: t.name.clone(), tenant: t.tenant.clone(), role: t.role }))
+            .collect();
+        let catalog = Arc::new(Catalog::open(&config.data_dir.join("catalog.redb"))?);
+        let state = AppState {
+            tenants: Arc::new(tenants),
+            tokens: Arc::new(tokens),
+            catalog,
+            admission: Arc::new(Admission::default()),
+        };
+        let unloadable_modules = lifecycle::load_modules(&state).await?;
+        let recovered = lifecycle::recover(&state)?;
+        Ok(Self { state, recovered, unloadable_modules })
+    }
 }
 
 impl AppState {
-    /// A service over a runtime, with no module yet.
-    pub fn new(runtime: Runtime) -> Self {
-        Self { runtime, modules: Arc::default() }
+    /// A tenant, by name.
+    pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.get(name)
     }
 
-    fn module(&self, hash: &str) -> Result<Registered, ServiceError> {
-        let modules = self.modules.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        modules.get(hash).cloned().ok_or_else(|| ServiceError::NotFound(format!("no module {hash}")))
-    }
-}
-
-/// A module as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ModuleInfo {
-    /// The content hash, which names the module in URLs.
-    pub hash: String,
-    /// The paths it exports.
-    pub paths: Vec<String>,
-    /// Whether it was pre-initialised.
-    pub preinitialized: bool,
-    /// Whether it has a policy (transactions need one).
-    pub has_policy: bool,
-}
-
-/// A transaction request's body.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubmitBody {
-    /// The input document.
-    pub input: serde_json::Value,
-    /// The path; the policy's default if omitted.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// The transaction id; generated if omitted.
-    #[serde(default)]
-    pub transaction_id: Option<String>,
-}
-
-/// The service's routes.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/v1/modules", post(upload).get(list).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)))
-        .route("/v1/modules/{hash}", get(show))
-        .route("/v1/modules/{hash}/policy", put(put_policy))
-        .route("/v1/modules/{hash}/transactions", post(submit).layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES)))
-        .route("/v1/transactions/{id}", get(transaction))
-        .route("/v1/dlq", get(dead_letters))
-        .route("/v1/dlq/{id}", get(dead_letter).delete(drop_dead_letter))
-        .route("/v1/dlq/{id}/replay", post(replay))
-        .route("/v1/model", get(model))
-        .route("/v1/model/reload", post(reload_model))
-        .with_state(state)
-}
-
-async fn ready(State(state): State<AppState>) -> Result<&'static str, ServiceError> {
-    state.runtime.store().snapshot().map_err(|e| ServiceError::Internal(e.to_string()))?;
-    Ok("ready")
-}
-
-fn info(registered: &Registered) -> ModuleInfo {
-    ModuleInfo {
-        hash: registered.module.hash().to_string(),
-        paths: registered.module.paths().to_vec(),
-        preinitialized: registered.module.is_preinitialized(),
-        has_policy: registered.policy.is_some(),
-    }
-}
-
-/// The body, or a JSON error when it is too large or unreadable.
-fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ServiceError> {
-    body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::TooLarge(limit),
-        _ => ServiceError::BadRequest(rejection.body_text()),
-    })
-}
-
-async fn upload(
-    State(state): State<AppState>,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Result<impl IntoResponse, ServiceError> {
-    let module = state.runtime.load_module(&body(bytes, MAX_MODULE_BYTES)?).await?;
-    let mut modules = state.modules.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let registered =
-        modules.entry(module.hash().to_string()).or_insert_with(|| Registered { module, policy: None }).clone();
-    Ok((StatusCode::CREATED, Json(info(&registered))))
-}
-
-async fn list(State(state): State<AppState>) -> Json<Vec<ModuleInfo>> {
-    let modules = state.modules.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    Json(modules.values().map(info).collect())
-}
-
-async fn show(State(state): State<AppState>, Path(hash): Path<String>) -> Result<Json<ModuleInfo>, ServiceError> {
-    Ok(Json(info(&state.module(&hash)?)))
-}
-
-async fn put_policy(
-    State(state): State<AppState>,
-    Path(hash): Path<String>,
-    body: String,
-) -> Result<Json<ModuleInfo>, ServiceError> {
-    let registered = state.module(&hash)?;
-    let policy = Policy::parse(&body, std::path::Path::new("policy.toml"))?;
-    // The same check the CLI makes: the policy must fit the module's paths.
-    policy.resolve_paths(registered.module.paths())?;
-    let mut modules = state.modules.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let entry = modules.get_mut(&hash).ok_or_else(|| ServiceError::NotFound(format!("no module {hash}")))?;
-    entry.policy = Some(Arc::new(policy));
-    Ok(Json(info(entry)))
-}
-
-async fn submit(
-    State(state): State<AppState>,
-    Path(hash): Path<String>,
-    headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Result<Json<TxReport>, ServiceError> {
-    let bytes = body(bytes, MAX_REQUEST_BYTES)?;
-    let registered = state.module(&hash)?;
-    let policy = registered.policy.clone().ok_or_else(|| ServiceError::NoPolicy(hash.clone()))?;
-    let body: SubmitBody =
-        serde_json::from_slice(&bytes).map_err(|e| ServiceError::BadRequest(format!("the request body: {e}")))?;
-    let idempotency_key = match headers.get("idempotency-key") {
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| ServiceError::BadRequest("the Idempotency-Key header is not text".into()))?
-                .to_string(),
-        ),
-        None => None,
-    };
-    let request = TxRequest {
-        transaction_id: body.transaction_id,
-        path: body.path,
-        input: serde_json::to_vec(&body.input).map_err(|e| ServiceError::Internal(e.to_string()))?,
-        idempotency_key,
-    };
-    Ok(Json(state.runtime.execute(&registered.module, &policy, request).await?))
-}
-
-async fn transaction(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ServiceError> {
-    match state.runtime.store().transaction(&id).map_err(|e| ServiceError::Internal(e.to_string()))? {
-        Some(record) => Ok(Json(record)),
-        None => Err(ServiceError::NotFound(format!("no transaction {id}"))),
-    }
-}
-
-fn store_error(error: txmirror_runtime::store::StoreError) -> ServiceError {
-    ServiceError::Internal(error.to_string())
-}
-
-async fn dead_letters(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ServiceError> {
-    let letters = state.runtime.store().dead_letters(100).map_err(store_error)?;
-    let summaries: Vec<serde_json::Value> = letters
-        .iter()
-        .map(|letter| {
-            serde_json::json!({
-                "transaction_id": letter.transaction_id,
-                "module": letter.module,
-                "path": letter.path,
-                "failure": letter.failure,
-                "attempts": letter.attempts.len(),
-                "dead_lettered_unix_ms": letter.dead_lettered_unix_ms,
-            })
-        })
-        .collect();
-    Ok(Json(serde_json::Value::Array(summaries)))
-}
-
-async fn dead_letter(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ServiceError> {
-    match state.runtime.store().dead_letter(&id).map_err(store_error)? {
-        Some(letter) => Ok(Json(letter)),
-        None => Err(ServiceError::NotFound(format!("no dead letter {id}"))),
-    }
-}
-
-async fn drop_dead_letter(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ServiceError> {
-    if state.runtime.store().remove_dead_letter(&id).map_err(store_error)? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ServiceError::NotFound(format!("no dead letter {id}")))
-    }
-}
-
-async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TxReport>, ServiceError> {
-    let letter = state
-        .runtime
-        .store()
-        .dead_letter(&id)
-        .map_err(store_error)?
-        .ok_or_else(|| ServiceError::NotFound(format!("no dead letter {id}")))?;
-    let registered = state.module(&letter.module)?;
-    let policy = registered.policy.clone().ok_or_else(|| ServiceError::NoPolicy(letter.module.clone()))?;
-    Ok(Json(state.runtime.replay_dead_letter(&registered.module, &policy, &id).await?))
-}
-
-async fn model(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "configured": state.runtime.model().is_some(),
-        "model": state.runtime.model(),
-        "reload_error": state.runtime.model_reload_error(),
-    }))
-}
-
-async fn reload_model(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ServiceError> {
-    match state.runtime.reload_model() {
-        Ok(None) => Err(ServiceError::NotFound("no model is configured (txmirror --model FILE serve)".into())),
-        Ok(Some(Reloaded::Unchanged(model))) => {
-            Ok(Json(serde_json::json!({ "reloaded": "unchanged", "model": model })))
-        }
-        Ok(Some(Reloaded::Replaced { old, new })) => {
-            Ok(Json(serde_json::json!({ "reloaded": "replaced", "old": old, "model": new })))
-        }
-        Ok(Some(_)) => Err(ServiceError::Internal("an unknown reload outcome".into())),
-        Err(error) => Err(ServiceError::ModelRefused(error.to_string())),
+    /// Stops admitting transactions and waits up to `deadline` for those in
+    /// flight; returns how many were still running (they are parked: their
+    /// acceptance is durable, and the next start runs them again).
+    pub async fn shut_down(&self, deadline: std::time::Duration) -> usize {
+        self.admission.shut_down(deadline).await
     }
 }

@@ -24,7 +24,34 @@ pub(crate) fn ensure_all(root: &Path) -> Result<()> {
     ensure_wasm_target()?;
     ensure_onnxruntime(root)?;
     ensure_python_packages(root)?;
+    ensure_chromium()?;
     Ok(())
+}
+
+/// Where the operator page's browser test finds Chromium and ChromeDriver.
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Installs Debian's Chromium and ChromeDriver (for the operator page's
+/// end-to-end test) if they are missing: with apt-get as root, or through
+/// sudo.
+fn ensure_chromium() -> Result<()> {
+    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
+        return Ok(());
+    }
+    println!("installing Debian's chromium and chromium-driver with apt-get");
+    let root = Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.starts_with(b"0"));
+    let apt = |args: &[&str]| {
+        let mut command = if root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !root {
+            command.arg("apt-get");
+        }
+        command.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+        crate::run(&mut command)
+    };
+    apt(&["update", "-q"])?;
+    apt(&["install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"])
+        .context("cannot install chromium and chromium-driver (the operator page's browser test needs them)")
 }
 
 /// Adds the `wasm32-wasip2` target through rustup if it is missing.

@@ -1,0 +1,293 @@
+//! `txmirror serve` as a process on 127.0.0.1: the real binary, killed and
+//! restarted, driven over HTTP.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, reason = "tests")]
+
+use serde_json::{Value, json};
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+use txmirror_service::Role;
+use txmirror_service::auth::hash_token;
+use txmirror_tests::guests;
+
+const TENANT: &str = "acme";
+
+fn token(role: Role) -> String {
+    format!("process-test-{role}")
+}
+
+/// A configuration file for one tenant with a token per role.
+fn write_config(dir: &Path) -> PathBuf {
+    let cache = txmirror_tests::config(dir).cache_dir.unwrap();
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\ncache_dir = {:?}\nshutdown_deadline_secs = 5\n",
+        cache.display().to_string()
+    );
+    for role in [Role::Developer, Role::Operator, Role::Client] {
+        text.push_str(&format!(
+            "\n[[tokens]]\nname = \"{role}\"\ntenant = \"{TENANT}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
+            hash_token(&token(role))
+        ));
+    }
+    let path = dir.join("txmirror.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The running binary, its address and what it printed.
+struct Server {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_txmirror"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix("txmirror serving on ") {
+                    let _ = address_tx.send(address.to_string());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let base = address_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the server did not start: {:?}", log.lock().unwrap()));
+        Self { child, base, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn call(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    role: Role,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, Value), ureq::Error> {
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("authorization", format!("Bearer {}", token(role)))
+        .header("prefer", "respond-async");
+    let mut response = agent.run(request.body(body.unwrap_or_default()).unwrap())?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string()?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+/// Every transaction a client had acknowledged (`202`) before the process
+/// was killed is committed exactly once after a restart; the others are
+/// committed or were never accepted; none is lost and none doubled.
+/// Ten rounds of: start, a bounded stream of deposits from two clients,
+/// `kill -9` mid-stream, restart, check.
+#[test]
+fn acknowledged_transactions_survive_kill_9_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let agent = agent();
+    let server = Server::start(&config);
+    let wasm = std::fs::read(guests::BANK_TRANSFER).unwrap();
+    let (status, module) =
+        call(&agent, "POST", &format!("{}/v1/modules", server.base), Role::Developer, Some(wasm)).unwrap();
+    assert_eq!(status, 201, "{module}");
+    let hash = module["hash"].as_str().unwrap().to_string();
+    let policy = b"[capabilities]\nkv = { accounts = \"read-write\" }\n".to_vec();
+    let policy_url = format!("{}/v1/modules/{hash}/policy", server.base);
+    assert_eq!(call(&agent, "PUT", &policy_url, Role::Operator, Some(policy)).unwrap().0, 200);
+    drop(server);
+
+    const ROUNDS: usize = 10;
+    const PER_CLIENT: usize = 40;
+    const KILL_AFTER: usize = 25;
+    let mut acknowledged_total = Vec::new();
+    let mut submitted_total = Vec::new();
+    let mut recovered_rounds = 0;
+    for round in 0..ROUNDS {
+        let mut server = Server::start(&config);
+        if server.log().contains("left in flight are being ended") {
+            recovered_rounds += 1;
+        }
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let submitted = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..2)
+            .map(|client| {
+                let (acknowledged, submitted, stop) = (acknowledged.clone(), submitted.clone(), stop.clone());
+                let url = format!("{}/v1/modules/{hash}/transactions", server.base);
+                let agent = agent.clone();
+                std::thread::spawn(move || {
+                    for i in 0..PER_CLIENT {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let id = format!("r{round}-c{client}-{i}");
+                        let body = json!({ "path": "deposit", "input": { "account": "a", "amount": 1 }, "transaction_id": id });
+                        submitted.lock().unwrap().push(id.clone());
+                        match call(&agent, "POST", &url, Role::Client, Some(body.to_string().into_bytes())) {
+                            Ok((202, answer)) => {
+                                assert_eq!(answer["transaction_id"], id.as_str());
+                                acknowledged.lock().unwrap().push(id);
+                            }
+                            Ok((status, answer)) => panic!("{id}: {status} {answer}"),
+                            Err(_) => break, // The process is gone.
+                        }
+                    }
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acknowledged.lock().unwrap().len() < KILL_AFTER && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SIGKILL: no shutdown, no flush.
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        stop.store(true, Ordering::SeqCst);
+        for client in clients {
+            client.join().unwrap();
+        }
+        acknowledged_total.extend(acknowledged.lock().unwrap().drain(..));
+        submitted_total.extend(submitted.lock().unwrap().drain(..));
+    }
+
+    // A last start ends what the last kill left in flight; then every
+    // acknowledged transaction must be committed, and the balance must
+    // count each committed deposit once.
+    let server = Server::start(&config);
+    let view =
+        |id: &str| call(&agent, "GET", &format!("{}/v1/transactions/{id}", server.base), Role::Client, None).unwrap();
+    let mut committed = 0;
+    for id in &submitted_total {
+        let mut answer = view(id);
+        for _ in 0..3000 {
+            if answer.1["status"] != "pending" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            answer = view(id);
+        }
+        let (status, body) = answer;
+        let acked = acknowledged_total.contains(id);
+        match (status, body["status"].as_str()) {
+            (200, Some("committed")) => committed += 1,
+            (404, _) if !acked => {} // Never accepted: the process died first.
+            other => panic!("{id} (acknowledged: {acked}): {other:?} {body}\n{}", server.log()),
+        }
+    }
+    let url = format!("{}/v1/modules/{hash}/transactions", server.base);
+    let balance = json!({ "path": "balance", "input": { "account": "a" } }).to_string().into_bytes();
+    let request = ureq::http::Request::builder()
+        .method("POST")
+        .uri(&url)
+        .header("authorization", format!("Bearer {}", token(Role::Client)))
+        .body(balance)
+        .unwrap();
+    let mut response = agent.run(request).unwrap();
+    let report: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    let output: Value = serde_json::from_slice(
+        &report["outcome"]["output"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    println!(
+        "{ROUNDS} kills: {} submitted, {} acknowledged, {committed} committed, balance {}; {recovered_rounds} starts recovered transactions in flight",
+        submitted_total.len(),
+        acknowledged_total.len(),
+        output["balance"]
+    );
+    assert!(acknowledged_total.len() >= ROUNDS * KILL_AFTER, "each round acknowledged at least {KILL_AFTER}");
+    assert_eq!(output["balance"], json!(committed), "each committed deposit counted exactly once: {report}");
+}
+
+#[test]
+fn serve_refuses_a_missing_or_bad_configuration_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_txmirror"))
+        .args(["serve", "--config", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("cannot read") && stderr.contains("txmirror token new"), "{stderr}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = 8080\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_txmirror"))
+        .args(["serve", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml") && stderr.contains("listen"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // `token new` prints the token once (stderr) and an entry with its hash.
+    let out = Command::new(env!("CARGO_BIN_EXE_txmirror"))
+        .args(["token", "new", "--tenant", "acme", "--role", "operator"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let token = String::from_utf8_lossy(&out.stderr).rsplit(' ').next().unwrap().trim().to_string();
+    assert!(token.starts_with("txm_"), "{token}");
+    let entry = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(entry.contains(&hash_token(&token)) && !entry.contains(&token), "{entry}");
+    let config = txmirror_service::ServiceConfig::parse(&entry, Path::new("entry.toml")).unwrap();
+    assert_eq!(config.tokens[0].role, Role::Operator);
+}
+
+/// SIGTERM: admission stops, the transactions in flight finish, the
+/// process exits 0; the operator page and health answer before that.
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let agent = agent();
+    let mut server = Server::start(&config);
+    let mut health = agent.get(format!("{}/healthz", server.base)).call().unwrap();
+    assert_eq!(health.body_mut().read_to_string().unwrap(), "ok");
+    let mut page = agent.get(format!("{}/", server.base)).call().unwrap();
+    assert!(page.body_mut().read_to_string().unwrap().contains("txmirror operator"));
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "still running 20 s after SIGTERM: {}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0), "{}", server.log());
+    assert!(server.log().contains("shutting down"), "{}", server.log());
+}

@@ -1,0 +1,68 @@
+//! The HTTP routes, one file per resource.
+
+mod dead_letters;
+mod model;
+mod modules;
+mod ops;
+mod transactions;
+
+pub use modules::ModuleInfo;
+pub use transactions::{Accepted, SubmitBody, TransactionList, TransactionSummary, TransactionView};
+
+use crate::{AppState, MAX_MODULE_BYTES, MAX_REQUEST_BYTES, ServiceError};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+
+pub(crate) use dead_letters::__path_dead_letters;
+pub(crate) use dead_letters::{__path_dead_letter, __path_drop_dead_letter, __path_replay};
+pub(crate) use model::{__path_model, __path_reload_model};
+pub(crate) use modules::{
+    __path_delete_module, __path_get_policy, __path_list_modules, __path_put_policy, __path_show_module,
+    __path_upload_module,
+};
+pub(crate) use ops::{__path_healthz, __path_metrics, __path_readyz};
+pub(crate) use transactions::{__path_list_transactions, __path_show_transaction, __path_submit};
+
+/// The service's routes.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(ops::operator_page))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi_document))
+        .route(
+            "/v1/modules",
+            post(modules::upload_module).get(modules::list_modules).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)),
+        )
+        .route("/v1/modules/{hash}", get(modules::show_module).delete(modules::delete_module))
+        .route(
+            "/v1/modules/{hash}/policy",
+            get(modules::get_policy).put(modules::put_policy).layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES)),
+        )
+        .route(
+            "/v1/modules/{hash}/transactions",
+            post(transactions::submit).layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES)),
+        )
+        .route("/v1/transactions", get(transactions::list_transactions))
+        .route("/v1/transactions/{id}", get(transactions::show_transaction))
+        .route("/v1/dlq", get(dead_letters::dead_letters))
+        .route("/v1/dlq/{id}", get(dead_letters::dead_letter).delete(dead_letters::drop_dead_letter))
+        .route("/v1/dlq/{id}/replay", post(dead_letters::replay))
+        .route("/v1/model", get(model::model))
+        .route("/v1/model/reload", post(model::reload_model))
+        .fallback(|| async { ServiceError::NotFound("no such endpoint; GET /openapi.json lists them".into()) })
+        .with_state(state)
+}
+
+/// The body, or a JSON error when it is too large or unreadable.
+pub(crate) fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ServiceError> {
+    body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::TooLarge(limit),
+        _ => ServiceError::BadRequest(rejection.body_text()),
+    })
+}

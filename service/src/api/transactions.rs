@@ -1,0 +1,366 @@
+//! Transactions: submission (synchronous or asynchronous), records, lists.
+
+use super::body;
+use crate::auth::{Caller, Role};
+use crate::catalog::{CatalogError, PendingTx};
+use crate::lifecycle::{Run, spawn_run};
+use crate::{AppState, ErrorBody, MAX_REQUEST_BYTES, ServiceError, Tenant};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+use txmirror_runtime::store::{TransactionOutcome, TransactionRecord};
+use txmirror_runtime::trace::HostCall;
+
+/// A transaction request's body.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBody {
+    /// The input document.
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
+    /// The path; the policy's default if omitted.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The transaction id (1 to 128 of `A-Z a-z 0-9 - _ .`); generated if omitted.
+    #[serde(default)]
+    pub transaction_id: Option<String>,
+}
+
+/// The answer to an asynchronous submission (`202 Accepted`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// The transaction to poll at `GET /v1/transactions/{id}`.
+    pub transaction_id: String,
+    /// Whether the idempotency key was already bound: the id is the
+    /// transaction that holds it, and nothing new was accepted.
+    pub deduplicated: bool,
+}
+
+/// A transaction as `GET /v1/transactions/{id}` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TransactionView {
+    /// The id.
+    pub transaction_id: String,
+    /// `pending`, `committed` or `failed`.
+    pub status: String,
+    /// Whether it is in the dead-letter queue.
+    pub dead_lettered: bool,
+    /// When it was accepted, if the service still holds it as pending.
+    pub accepted_unix_ms: Option<u64>,
+    /// The durable record: every attempt, both twins' traces, predictions
+    /// and gate decisions (what `txmirror tx show` prints).
+    #[schema(value_type = Object)]
+    pub record: Option<TransactionRecord>,
+}
+
+/// One line of the transaction list.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TransactionSummary {
+    /// The order of acceptance in the tenant.
+    pub sequence: u64,
+    /// The id.
+    pub transaction_id: String,
+    /// `pending`, `committed` or `failed`.
+    pub status: String,
+    /// The module.
+    pub module: String,
+    /// The last path run (the requested one while pending).
+    pub path: Option<String>,
+    /// The failure kind, if it failed.
+    pub failure: Option<String>,
+    /// How many attempts it took.
+    pub attempts: usize,
+    /// The highest failure probability any prediction gave it.
+    pub max_failure_probability: Option<f32>,
+    /// The gate's decisions, in order (`pass`, `divert`, `fail_fast`…).
+    pub decisions: Vec<String>,
+}
+
+/// A page of the transaction list.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TransactionList {
+    /// Newest first.
+    pub transactions: Vec<TransactionSummary>,
+    /// Pass as `before` for the next page; absent at the end.
+    pub next_before: Option<u64>,
+}
+
+/// Filters of the transaction list.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this module's.
+    pub module: Option<String>,
+    /// Only `pending`, `committed` or `failed` ones.
+    pub status: Option<String>,
+    /// Only those whose (last) path is this.
+    pub path: Option<String>,
+    /// Only those accepted before this sequence (for paging).
+    pub before: Option<u64>,
+    /// At most this many (default 50, at most 500).
+    pub limit: Option<usize>,
+}
+
+const MAX_ID_LEN: usize = 128;
+/// How many submissions one list request looks through at most.
+const SCAN_LIMIT: usize = 10_000;
+
+fn check_id(id: &str) -> Result<(), ServiceError> {
+    let fits = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if fits {
+        Ok(())
+    } else {
+        Err(ServiceError::BadRequest(format!("transaction_id must be 1 to {MAX_ID_LEN} of A-Z, a-z, 0-9, -, _ and .")))
+    }
+}
+
+fn new_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn wants_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|preference| preference.trim().eq_ignore_ascii_case("respond-async"))
+}
+
+fn accepted(id: String, deduplicated: bool) -> Response {
+    let location = HeaderValue::from_str(&format!("/v1/transactions/{id}"));
+    let mut response = (StatusCode::ACCEPTED, Json(Accepted { transaction_id: id, deduplicated })).into_response();
+    if let Ok(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// Runs a transaction. By default the answer waits for the outcome (the
+/// report: every attempt, both twins' traces, predictions, decisions); with
+/// `Prefer: respond-async` it is `202` and the transaction's id as soon as
+/// its acceptance is durable. An `Idempotency-Key` binds the request to one
+/// transaction: a repeat gets that transaction's outcome (or id).
+#[utoipa::path(post, path = "/v1/modules/{hash}/transactions", tag = "transactions",
+    params(("hash" = String, Path), ("Idempotency-Key" = Option<String>, Header),
+        ("Prefer" = Option<String>, Header, description = "respond-async for 202 and polling")),
+    request_body = SubmitBody,
+    responses((status = 200, description = "The report (TxReport)", body = Object), (status = 202, body = Accepted),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServiceError> {
+    caller.require(&[Role::Client])?;
+    state.admission.check()?;
+    let bytes = body(bytes, MAX_REQUEST_BYTES)?;
+    let tenant = caller.tenant.clone();
+    let registered = tenant.module(&hash)?;
+    let policy = registered.policy.clone().ok_or_else(|| ServiceError::NoPolicy(hash.clone()))?;
+    let request: SubmitBody =
+        serde_json::from_slice(&bytes).map_err(|e| ServiceError::BadRequest(format!("the request body: {e}")))?;
+    // Everything that could refuse the transaction is checked before it is
+    // accepted, so that an accepted transaction can always run.
+    policy.resolve_paths(registered.module.paths())?;
+    if let Some(requested) = &request.path
+        && !registered.module.paths().contains(requested)
+    {
+        return Err(ServiceError::BadRequest(format!(
+            "the module has no path `{requested}`; it has {}",
+            registered.module.paths().join(", ")
+        )));
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(value) => {
+            let key = value
+                .to_str()
+                .map_err(|_| ServiceError::BadRequest("the Idempotency-Key header is not text".into()))?;
+            txmirror_runtime::store::validate_name(key)
+                .map_err(|reason| ServiceError::BadRequest(format!("the Idempotency-Key {reason}")))?;
+            Some(key.to_string())
+        }
+        None => None,
+    };
+    let id = match request.transaction_id {
+        Some(id) => {
+            check_id(&id)?;
+            id
+        }
+        None => new_id(),
+    };
+    if tenant.runtime().store().transaction(&id)?.is_some() {
+        return Err(ServiceError::Conflict(format!("transaction {id} already exists")));
+    }
+    let asynchronous = wants_async(&headers);
+    if asynchronous && let Some(key) = &idempotency_key {
+        if let Some(bound) = tenant.runtime().store().idempotency(key)?
+            && bound.expires_unix_ms > unix_ms()
+        {
+            return Ok(accepted(bound.transaction_id, true));
+        }
+        if let Err(holder) = tenant.claim_key(key, &id) {
+            return Ok(accepted(holder, true));
+        }
+    }
+    let pending = PendingTx {
+        module: hash.clone(),
+        path: request.path,
+        input: request.input,
+        idempotency_key: idempotency_key.clone(),
+        accepted_unix_ms: unix_ms(),
+        sequence: 0,
+    };
+    if let Err(error) = state.catalog.accept(tenant.name(), &id, pending.clone()) {
+        if asynchronous && let Some(key) = &idempotency_key {
+            tenant.release_key(key);
+        }
+        return Err(match error {
+            CatalogError::AlreadyAccepted(id) => ServiceError::Conflict(format!("transaction {id} already exists")),
+            other => other.into(),
+        });
+    }
+    let handle = spawn_run(&state, tenant, id.clone(), pending, registered, Run::Submitted);
+    if asynchronous {
+        return Ok(accepted(id, false));
+    }
+    match handle.await {
+        Ok(Ok(report)) => Ok(Json(report).into_response()),
+        Ok(Err(error)) => Err(error),
+        Err(join) => Err(ServiceError::Internal(format!("the transaction's task failed: {join}"))),
+    }
+}
+
+fn status(record: &TransactionRecord) -> &'static str {
+    match record.outcome {
+        TransactionOutcome::Committed { .. } => "committed",
+        _ => "failed",
+    }
+}
+
+fn view(tenant: &Tenant, state: &AppState, id: &str) -> Result<Option<TransactionView>, ServiceError> {
+    let store = tenant.runtime().store();
+    if let Some(record) = store.transaction(id)? {
+        return Ok(Some(TransactionView {
+            transaction_id: id.to_string(),
+            status: status(&record).to_string(),
+            dead_lettered: store.dead_letter(id)?.is_some(),
+            accepted_unix_ms: None,
+            record: Some(record),
+        }));
+    }
+    Ok(state.catalog.pending(tenant.name(), id)?.map(|pending| TransactionView {
+        transaction_id: id.to_string(),
+        status: "pending".to_string(),
+        dead_lettered: false,
+        accepted_unix_ms: Some(pending.accepted_unix_ms),
+        record: None,
+    }))
+}
+
+/// One transaction: pending, or its durable record with the whole story.
+#[utoipa::path(get, path = "/v1/transactions/{id}", tag = "transactions", params(("id" = String, Path)),
+    responses((status = 200, body = TransactionView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn show_transaction(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TransactionView>, ServiceError> {
+    caller.require(&[Role::Client, Role::Operator])?;
+    view(&caller.tenant, &state, &id)?.map(Json).ok_or_else(|| ServiceError::NotFound(format!("no transaction {id}")))
+}
+
+fn summary(sequence: u64, view: TransactionView, module: String, requested_path: Option<String>) -> TransactionSummary {
+    let record = view.record.as_ref();
+    let mut decisions = Vec::new();
+    let mut max_probability: Option<f32> = None;
+    for attempt in record.map(|r| r.history.as_slice()).unwrap_or_default() {
+        for prediction in attempt.prediction.iter().chain(attempt.gate_prediction.iter()) {
+            max_probability = Some(max_probability.unwrap_or(0.0).max(prediction.failure_probability));
+        }
+        for event in &attempt.primary.events {
+            if let HostCall::Gate { decision, .. } = &event.call {
+                decisions.push(decision.clone());
+            }
+        }
+    }
+    TransactionSummary {
+        sequence,
+        transaction_id: view.transaction_id.clone(),
+        status: view.status.clone(),
+        module: record.map_or(module, |r| r.module.clone()),
+        path: record.map(|r| r.path.clone()).or(requested_path),
+        failure: record.and_then(|r| match &r.outcome {
+            TransactionOutcome::Failed { kind, .. } => Some(kind.clone()),
+            _ => None,
+        }),
+        attempts: record.map_or(0, |r| r.attempts.len()),
+        max_failure_probability: max_probability,
+        decisions,
+    }
+}
+
+/// The tenant's transactions, newest first, filtered.
+#[utoipa::path(get, path = "/v1/transactions", tag = "transactions", params(ListQuery),
+    responses((status = 200, body = TransactionList), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn list_transactions(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TransactionList>, ServiceError> {
+    caller.require(&[Role::Client, Role::Operator])?;
+    let Query(query) = query.map_err(|e| ServiceError::BadRequest(e.body_text()))?;
+    if let Some(status) = &query.status
+        && !matches!(status.as_str(), "pending" | "committed" | "failed")
+    {
+        return Err(ServiceError::BadRequest(format!("status `{status}` is not pending, committed or failed")));
+    }
+    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let tenant = &caller.tenant;
+    let mut out = Vec::new();
+    let mut before = query.before;
+    let mut scanned = 0;
+    'pages: while scanned < SCAN_LIMIT {
+        let page = state.catalog.submissions(tenant.name(), before, 200)?;
+        if page.is_empty() {
+            before = None;
+            break;
+        }
+        for (sequence, id) in page {
+            scanned += 1;
+            before = Some(sequence);
+            let pending = state.catalog.pending(tenant.name(), &id)?;
+            let Some(view) = view(tenant, &state, &id)? else { continue };
+            let (module, path) = pending.map_or((String::new(), None), |p| (p.module, p.path));
+            let line = summary(sequence, view, module, path);
+            let keep = query.module.as_ref().is_none_or(|m| *m == line.module)
+                && query.status.as_ref().is_none_or(|s| *s == line.status)
+                && query.path.as_ref().is_none_or(|p| Some(p) == line.path.as_ref());
+            if keep {
+                out.push(line);
+                if out.len() >= limit {
+                    break 'pages;
+                }
+            }
+        }
+    }
+    Ok(Json(TransactionList { transactions: out, next_before: before.filter(|&b| b > 1) }))
+}

@@ -1,0 +1,186 @@
+//! The service's configuration file (`txmirror serve --config FILE`).
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"            # the default
+//! data_dir = "txmirror-data"           # relative to this file; the default
+//! model = "models/txmirror-v1.onnx"    # optional: the rules decide alone without one
+//! shutdown_deadline_secs = 30          # the default
+//!
+//! [[tokens]]
+//! name = "acme-ci"                     # shown in logs, never the token
+//! tenant = "acme"
+//! role = "developer"                   # developer, operator or client
+//! sha256 = "…64 hex digits…"           # SHA-256 of the token: `txmirror token new` prints both
+//! ```
+//!
+//! Tokens are kept only as SHA-256 hashes: the file can be read by anyone
+//! who may read the configuration without giving them access.
+
+use crate::auth::Role;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The longest tenant or token name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// What `txmirror serve` runs with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the stores, the catalog and the compile cache live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Where compiled modules are cached; `DATA_DIR/cache` if unset.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// The failure-prediction model (an ONNX file), if any.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// How long a shutdown waits for transactions in flight before it parks
+    /// them (they run again at the next start).
+    #[serde(default = "default_shutdown_deadline_secs")]
+    pub shutdown_deadline_secs: u64,
+    /// Who may call the API.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One bearer token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs.
+    pub name: String,
+    /// The tenant the token acts for.
+    pub tenant: String,
+    /// What the token may do.
+    pub role: Role,
+    /// The SHA-256 of the token, 64 lower-case hex digits.
+    pub sha256: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("txmirror-data")
+}
+
+fn default_shutdown_deadline_secs() -> u64 {
+    30
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped settings.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, with its place.
+        message: String,
+    },
+    /// A setting is out of bounds.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ServiceConfig {
+    /// A configuration with the defaults and these tokens.
+    pub fn new(data_dir: impl Into<PathBuf>, tokens: Vec<TokenConfig>) -> Self {
+        Self {
+            listen: default_listen(),
+            data_dir: data_dir.into(),
+            cache_dir: None,
+            model: None,
+            shutdown_deadline_secs: default_shutdown_deadline_secs(),
+            tokens,
+        }
+    }
+
+    /// Reads and checks a configuration file; relative paths in it are
+    /// taken from the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let mut config = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.data_dir = base.join(&config.data_dir);
+        config.model = config.model.map(|model| base.join(model));
+        config.cache_dir = config.cache_dir.map(|dir| base.join(dir));
+        Ok(config)
+    }
+
+    /// Parses and checks a configuration; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })?;
+        config.check().map_err(|message| ConfigError::Invalid { path: path.display().to_string(), message })?;
+        Ok(config)
+    }
+
+    /// Checks the settings that TOML types alone do not.
+    pub fn check(&self) -> Result<(), String> {
+        if self.tokens.is_empty() {
+            return Err("no [[tokens]]: every request needs a bearer token; `txmirror token new` makes one".into());
+        }
+        if self.shutdown_deadline_secs > 3600 {
+            return Err(format!("shutdown_deadline_secs = {} is over an hour", self.shutdown_deadline_secs));
+        }
+        let mut names = HashSet::new();
+        let mut hashes = HashSet::new();
+        for token in &self.tokens {
+            check_name("token name", &token.name)?;
+            check_name("tenant", &token.tenant)?;
+            if !names.insert(token.name.as_str()) {
+                return Err(format!("two tokens are named `{}`", token.name));
+            }
+            if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(format!(
+                    "token `{}`: sha256 must be 64 lower-case hex digits (the SHA-256 of the token, not the token)",
+                    token.name
+                ));
+            }
+            if !hashes.insert(token.sha256.as_str()) {
+                return Err(format!("token `{}` has the same hash as another token", token.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The shutdown deadline.
+    pub fn shutdown_deadline(&self) -> Duration {
+        Duration::from_secs(self.shutdown_deadline_secs)
+    }
+}
+
+/// Tenant and token names: 1 to [`MAX_NAME_LEN`] of `a-z`, `0-9`, `-`, `_`,
+/// so that they are safe as directory names and in URLs.
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let fits = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'));
+    if fits { Ok(()) } else { Err(format!("{what} `{name}` must be 1 to {MAX_NAME_LEN} of a-z, 0-9, - and _")) }
+}

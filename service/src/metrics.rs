@@ -1,0 +1,172 @@
+//! Prometheus metrics, one registry per tenant: `GET /metrics` with an
+//! operator's token shows that tenant's series and no other's.
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `txmirror_transactions_total` | `outcome` | transactions ended: `committed`, `failed`, `deduplicated` |
+//! | `txmirror_transactions_in_flight` | | accepted, not ended |
+//! | `txmirror_transaction_duration_seconds` | | from acceptance to the end |
+//! | `txmirror_predictions_total` | `source` | mirror traces scored: `rules`, `rules_and_model` |
+//! | `txmirror_gate_decisions_total` | `decision` | gate decisions: `pass`, `divert`, `fail_fast`, `hedge`, … |
+//! | `txmirror_diversions_total` | `reason` | diversions, by the heaviest rule behind them |
+//! | `txmirror_gate_wait_seconds` | | how long primaries waited for their mirror at a gate |
+//! | `txmirror_grants_total` | `resource` | resources granted to running primaries |
+//! | `txmirror_instance_duration_seconds` | `twin` | wall time of primaries and mirrors |
+//! | `txmirror_fuel_consumed_total` | `twin` | fuel burnt by primaries and mirrors: the mirror's CPU overhead |
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+use txmirror_runtime::TxReport;
+use txmirror_runtime::predict::MODEL_REASON;
+use txmirror_runtime::store::TransactionOutcome;
+use txmirror_runtime::trace::HostCall;
+
+macro_rules! label_set {
+    ($name:ident, $field:ident) => {
+        #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct $name {
+            $field: String,
+        }
+    };
+}
+
+label_set!(Outcome, outcome);
+label_set!(Source, source);
+label_set!(Decision, decision);
+label_set!(Reason, reason);
+label_set!(Resource, resource);
+label_set!(Twin, twin);
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 6.5 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+/// One tenant's metrics.
+#[derive(Debug)]
+pub struct TenantMetrics {
+    registry: Registry,
+    outcomes: Family<Outcome, Counter>,
+    in_flight: Gauge,
+    duration: Histogram,
+    predictions: Family<Source, Counter>,
+    decisions: Family<Decision, Counter>,
+    diversions: Family<Reason, Counter>,
+    gate_wait: Histogram,
+    grants: Family<Resource, Counter>,
+    instance_duration: Family<Twin, Histogram, fn() -> Histogram>,
+    fuel: Family<Twin, Counter>,
+}
+
+impl Default for TenantMetrics {
+    fn default() -> Self {
+        let mut metrics = Self {
+            registry: Registry::default(),
+            outcomes: Family::default(),
+            in_flight: Gauge::default(),
+            duration: latency_histogram(),
+            predictions: Family::default(),
+            decisions: Family::default(),
+            diversions: Family::default(),
+            gate_wait: latency_histogram(),
+            grants: Family::default(),
+            instance_duration: Family::new_with_constructor(latency_histogram),
+            fuel: Family::default(),
+        };
+        let r = &mut metrics.registry;
+        r.register("txmirror_transactions", "Transactions ended, by outcome", metrics.outcomes.clone());
+        r.register("txmirror_transactions_in_flight", "Transactions accepted and not ended", metrics.in_flight.clone());
+        r.register(
+            "txmirror_transaction_duration_seconds",
+            "Time from acceptance to the end of a transaction",
+            metrics.duration.clone(),
+        );
+        r.register("txmirror_predictions", "Mirror traces scored, by source", metrics.predictions.clone());
+        r.register("txmirror_gate_decisions", "Decisions of the effect gate", metrics.decisions.clone());
+        r.register("txmirror_diversions", "Diversions, by the heaviest rule behind them", metrics.diversions.clone());
+        r.register("txmirror_gate_wait_seconds", "Time primaries waited for their mirror", metrics.gate_wait.clone());
+        r.register("txmirror_grants", "Resources granted to running primaries", metrics.grants.clone());
+        r.register(
+            "txmirror_instance_duration_seconds",
+            "Wall time of instances, by twin",
+            metrics.instance_duration.clone(),
+        );
+        r.register("txmirror_fuel_consumed", "Fuel burnt, by twin", metrics.fuel.clone());
+        metrics
+    }
+}
+
+fn label<T>(make: impl FnOnce(String) -> T, value: &str) -> T {
+    make(value.to_string())
+}
+
+impl TenantMetrics {
+    /// A transaction was accepted.
+    pub fn started(&self) {
+        self.in_flight.inc();
+    }
+
+    /// A transaction accepted earlier ended (or was parked) without a report.
+    pub fn abandoned(&self) {
+        self.in_flight.dec();
+    }
+
+    /// A transaction ended with this report, `elapsed` after its acceptance.
+    pub fn ended(&self, report: &TxReport, elapsed: Duration) {
+        self.in_flight.dec();
+        self.duration.observe(elapsed.as_secs_f64());
+        let outcome = match (&report.outcome, report.deduplicated) {
+            (_, true) => "deduplicated",
+            (TransactionOutcome::Committed { .. }, false) => "committed",
+            _ => "failed",
+        };
+        self.outcomes.get_or_create(&label(|outcome| Outcome { outcome }, outcome)).inc();
+        if report.deduplicated {
+            return;
+        }
+        for attempt in &report.attempts {
+            if let Some(prediction) = &attempt.prediction {
+                let source = if prediction.model_probability.is_some() { "rules_and_model" } else { "rules" };
+                self.predictions.get_or_create(&label(|source| Source { source }, source)).inc();
+            }
+            for (twin, trace) in [("primary", Some(&attempt.primary)), ("mirror", attempt.mirror.as_ref())] {
+                let Some(trace) = trace else { continue };
+                let twin = label(|twin| Twin { twin }, twin);
+                self.instance_duration.get_or_create(&twin).observe(trace.duration_micros as f64 / 1e6);
+                self.fuel.get_or_create(&twin).inc_by(trace.fuel_consumed);
+            }
+            for event in &attempt.primary.events {
+                match &event.call {
+                    HostCall::Gate { waited_micros, decision, .. } => {
+                        self.gate_wait.observe(*waited_micros as f64 / 1e6);
+                        self.decisions.get_or_create(&label(|decision| Decision { decision }, decision)).inc();
+                        if decision == "divert" {
+                            let reason = attempt
+                                .gate_prediction
+                                .as_ref()
+                                .and_then(|p| p.reasons.iter().find(|r| r.rule != MODEL_REASON).or(p.reasons.first()))
+                                .map_or("unknown", |r| r.rule.as_str());
+                            self.diversions.get_or_create(&label(|reason| Reason { reason }, reason)).inc();
+                        }
+                    }
+                    HostCall::Grant { resource, .. } => {
+                        self.grants.get_or_create(&label(|resource| Resource { resource }, resource)).inc();
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

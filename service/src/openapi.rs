@@ -1,0 +1,41 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use crate::api::{Accepted, ModuleInfo, SubmitBody, TransactionList, TransactionSummary, TransactionView};
+use crate::error::{ErrorBody, ErrorDetail};
+use utoipa::Modify;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "txmirror", description = "The txmirror service: mirrored, predicted, durable transactions."),
+    paths(
+        crate::api::healthz, crate::api::readyz, crate::api::metrics,
+        crate::api::upload_module, crate::api::list_modules, crate::api::show_module, crate::api::delete_module,
+        crate::api::put_policy, crate::api::get_policy,
+        crate::api::submit, crate::api::list_transactions, crate::api::show_transaction,
+        crate::api::dead_letters, crate::api::dead_letter, crate::api::drop_dead_letter, crate::api::replay,
+        crate::api::model, crate::api::reload_model,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, ModuleInfo, SubmitBody, Accepted, TransactionView,
+        TransactionSummary, TransactionList)),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document served at `/openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

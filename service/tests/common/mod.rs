@@ -1,0 +1,97 @@
+//! What the service's tests share: a service on a temporary directory with
+//! two tenants and a token for every role of each.
+
+#![allow(clippy::unwrap_used, dead_code, reason = "tests")]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+use std::path::Path;
+use tower::ServiceExt as _;
+use txmirror_service::auth::hash_token;
+use txmirror_service::{AppState, Role, Service, ServiceConfig, TokenConfig, app};
+
+pub const TENANTS: [&str; 2] = ["acme", "globex"];
+
+/// The token of a tenant's role in these tests.
+pub fn token(tenant: &str, role: Role) -> String {
+    format!("test-token-{tenant}-{role}")
+}
+
+/// A configuration with a token for every role of both tenants.
+pub fn config(dir: &Path) -> ServiceConfig {
+    let mut tokens = Vec::new();
+    for tenant in TENANTS {
+        for role in [Role::Developer, Role::Operator, Role::Client] {
+            tokens.push(TokenConfig {
+                name: format!("{tenant}-{role}"),
+                tenant: tenant.to_string(),
+                role,
+                sha256: hash_token(&token(tenant, role)),
+            });
+        }
+    }
+    let mut config = ServiceConfig::new(dir.join("data"), tokens);
+    config.cache_dir = txmirror_tests::config(dir).cache_dir;
+    config
+}
+
+pub async fn open(config: &ServiceConfig) -> Service {
+    Service::open(config).await.unwrap()
+}
+
+/// A request as one tenant's role.
+pub struct Call<'a> {
+    pub state: &'a AppState,
+    pub token: Option<String>,
+}
+
+impl<'a> Call<'a> {
+    pub fn as_(state: &'a AppState, tenant: &str, role: Role) -> Self {
+        Self { state, token: Some(token(tenant, role)) }
+    }
+
+    pub fn anonymous(state: &'a AppState) -> Self {
+        Self { state, token: None }
+    }
+
+    pub async fn send(&self, method: &str, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+        self.send_with(Request::builder().method(method).uri(uri), body).await
+    }
+
+    pub async fn send_with(
+        &self,
+        mut request: axum::http::request::Builder,
+        body: impl Into<Body>,
+    ) -> (StatusCode, Value) {
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = app(self.state.clone()).oneshot(request.body(body.into()).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, value)
+    }
+}
+
+pub fn error_code(value: &Value) -> &str {
+    value["error"]["code"].as_str().unwrap_or_default()
+}
+
+/// Uploads a guest as the tenant's developer and puts a policy as its operator; returns the hash.
+pub async fn install(state: &AppState, tenant: &str, guest: &str, policy: &str) -> String {
+    let (status, module) =
+        Call::as_(state, tenant, Role::Developer).send("POST", "/v1/modules", std::fs::read(guest).unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{module}");
+    let hash = module["hash"].as_str().unwrap().to_string();
+    let (status, body) = Call::as_(state, tenant, Role::Operator)
+        .send("PUT", &format!("/v1/modules/{hash}/policy"), policy.to_string())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    hash
+}
+
+pub const BANK_POLICY: &str = "[capabilities]\nkv = { accounts = \"read-write\" }\n";
