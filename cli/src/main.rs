@@ -22,6 +22,7 @@ use txmirror_runtime::{
     TxRequest,
 };
 
+mod remote;
 mod render;
 mod serve;
 mod workload;
@@ -43,6 +44,16 @@ struct Cli {
     /// found through ORT_DYLIB_PATH.
     #[arg(long, global = true, env = "TXMIRROR_MODEL")]
     model: Option<PathBuf>,
+
+    /// A running service (`txmirror serve`) to talk to instead of the local
+    /// store: `tx`, `dlq`, `model status|reload`, `module upload`, `policy
+    /// put` and `submit` then go through its API.
+    #[arg(long, global = true, env = "TXMIRROR_SERVER")]
+    server: Option<String>,
+
+    /// The bearer token for --server.
+    #[arg(long, global = true, env = "TXMIRROR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -74,6 +85,41 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Prints the full report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Uploads a module to the service (--server; developer token).
+    Upload {
+        /// The module.
+        module: PathBuf,
+    },
+    /// Puts a module's policy on the service (--server; operator token).
+    PutPolicy {
+        /// The module's hash.
+        module: String,
+        /// The policy file (TOML).
+        policy: PathBuf,
+    },
+    /// Submits a transaction to the service (--server; client token).
+    Submit {
+        /// The module's hash.
+        module: String,
+        /// The input document, or `@FILE` to read it from a file.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// The path; the policy's default if omitted.
+        #[arg(long)]
+        path: Option<String>,
+        /// The transaction id; generated if omitted.
+        #[arg(long)]
+        transaction_id: Option<String>,
+        /// Makes the request idempotent.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Returns once the transaction is durably accepted, with its id.
+        #[arg(long = "async")]
+        asynchronous: bool,
+        /// Prints the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -200,6 +246,10 @@ enum ModelCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The service's model and why its file last failed to load (--server).
+    Status,
+    /// Makes the service load its model file again now (--server).
+    Reload,
     /// Scores a dataset's labelled examples with the model (`--model`) and
     /// prints the numbers of its model card, beside the rules alone.
     Evaluate {
@@ -235,11 +285,11 @@ enum DlqCommand {
     Replay {
         /// The transaction id.
         id: String,
-        /// The module it failed on (its hash must match).
-        module: PathBuf,
-        /// The policy to run it under.
+        /// The module it failed on (its hash must match); not with --server.
+        module: Option<PathBuf>,
+        /// The policy to run it under; not with --server.
         #[arg(long)]
-        policy: PathBuf,
+        policy: Option<PathBuf>,
         /// Prints the report as JSON.
         #[arg(long)]
         json: bool,
@@ -261,6 +311,15 @@ enum TxCommand {
         /// Prints the durable record as JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Lists recent transactions, newest first (--server).
+    List {
+        /// Only `pending`, `committed` or `failed` ones.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
 }
 
@@ -313,7 +372,22 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8, Failed> {
+    if let Some(server) = &cli.server {
+        let remote = remote::Remote::new(server, cli.token.clone())?;
+        // The client is blocking: it runs off the async workers.
+        return tokio::task::spawn_blocking(move || remote_command(&remote, cli.command))
+            .await
+            .map_err(|e| Failed { code: 5, error: e.into() })?;
+    }
     match cli.command {
+        Command::Upload { .. }
+        | Command::PutPolicy { .. }
+        | Command::Submit { .. }
+        | Command::Tx { command: TxCommand::List { .. } }
+        | Command::Model { command: ModelCommand::Status | ModelCommand::Reload } => Err(Failed {
+            code: 2,
+            error: anyhow::anyhow!("this command talks to a service: give --server URL (and --token)"),
+        }),
         Command::Run { module, policy, input, path, transaction_id, idempotency_key, dry_run, json } => {
             let runtime = open_with_model(&cli.data_dir, cli.model.as_deref())?;
             let policy = Arc::new(Policy::from_file(&policy)?);
@@ -466,6 +540,12 @@ async fn dlq(data_dir: &Path, model: Option<&Path>, command: DlqCommand) -> Resu
             Ok(0)
         }
         DlqCommand::Replay { id, module, policy, json } => {
+            let (Some(module), Some(policy)) = (module, policy) else {
+                return Err(Failed {
+                    code: 2,
+                    error: anyhow::anyhow!("a local replay needs the module and --policy (the service knows both)"),
+                });
+            };
             let policy = Arc::new(Policy::from_file(&policy)?);
             let module = load(&runtime, &module).await?;
             let report = runtime.replay_dead_letter(&module, &policy, &id).await.map_err(|error| match error {
@@ -483,6 +563,43 @@ async fn dlq(data_dir: &Path, model: Option<&Path>, command: DlqCommand) -> Resu
                 Err(missing(&id))
             }
         }
+    }
+}
+
+/// A command through a service's API.
+fn remote_command(remote: &remote::Remote, command: Command) -> Result<u8, Failed> {
+    match command {
+        Command::Upload { module } => remote::upload(remote, &module),
+        Command::PutPolicy { module, policy } => remote::put_policy(remote, &module, &policy),
+        Command::Submit { module, input, path, transaction_id, idempotency_key, asynchronous, json } => {
+            let input = read_input(&input)?;
+            let input: serde_json::Value = serde_json::from_slice(&input)
+                .map_err(|e| Failed { code: 2, error: anyhow::anyhow!("--input is not JSON: {e}") })?;
+            let body = serde_json::json!({ "input": input, "path": path, "transaction_id": transaction_id });
+            remote::submit(remote, &module, body, idempotency_key.as_deref(), asynchronous, json)
+        }
+        Command::Tx { command: TxCommand::Show { id, json } } => remote::tx_show(remote, &id, json),
+        Command::Tx { command: TxCommand::List { status, limit } } => remote::tx_list(remote, status.as_deref(), limit),
+        Command::Dlq { command: DlqCommand::List { .. } } => remote::dlq_list(remote),
+        Command::Dlq { command: DlqCommand::Show { id } } => remote::show(remote, &format!("/v1/dlq/{id}")),
+        Command::Dlq { command: DlqCommand::Replay { id, json, .. } } => {
+            remote::print_report(remote::post(remote, &format!("/v1/dlq/{id}/replay"))?, json)
+        }
+        Command::Dlq { command: DlqCommand::Drop { id } } => {
+            remote::delete(remote, &format!("/v1/dlq/{id}"))?;
+            print(&format!("dropped {id}"));
+            Ok(0)
+        }
+        Command::Model { command: ModelCommand::Status } => remote::show(remote, "/v1/model"),
+        Command::Model { command: ModelCommand::Reload } => {
+            let answer = remote::post(remote, "/v1/model/reload")?;
+            print(&serde_json::to_string_pretty(&answer).map_err(|e| Failed { code: 5, error: e.into() })?);
+            Ok(0)
+        }
+        _ => Err(Failed {
+            code: 2,
+            error: anyhow::anyhow!("this command works on a local store only: leave out --server"),
+        }),
     }
 }
 

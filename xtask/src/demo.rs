@@ -131,8 +131,121 @@ body = '{{"charge_id": "mirror-stub"}}'
 
     step("the events committed with the transfers");
     crate::run(cli.base().args(["events", "transfers"]))?;
-    println!("\ndemo complete; its store is in {}", cli.data_dir.display());
+    service_scenario(root, &demo, &bank)?;
+    println!(
+        "\ndemo complete; its store is in {}, the service's in {}",
+        cli.data_dir.display(),
+        demo.join("service").display()
+    );
     Ok(())
+}
+
+/// The same runtime as a service: `txmirror serve` on 127.0.0.1 with a
+/// token per role, driven through the CLI's `--server`.
+fn service_scenario(root: &Path, demo: &Path, bank: &(std::path::PathBuf, std::path::PathBuf)) -> Result<()> {
+    let txmirror = root.join("target/debug/txmirror");
+    let dir = demo.join("service");
+    std::fs::create_dir_all(&dir)?;
+    step("9. the service: a configuration with one tenant and a token per role (only their hashes are stored)");
+    let mut config =
+        format!("data_dir = \"data\"\nmodel = {:?}\n", root.join(crate::learning::MODEL).display().to_string());
+    let mut tokens = std::collections::HashMap::new();
+    for role in ["developer", "operator", "client"] {
+        let out = Command::new(&txmirror).args(["token", "new", "--tenant", "demo", "--role", role]).output()?;
+        if !out.status.success() {
+            bail!("`txmirror token new` failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        config.push_str(&String::from_utf8_lossy(&out.stdout));
+        let token = String::from_utf8_lossy(&out.stderr).rsplit(' ').next().unwrap_or_default().trim().to_string();
+        tokens.insert(role, token);
+    }
+    std::fs::write(dir.join("txmirror.toml"), &config)?;
+    println!("{config}");
+
+    let mut server = Command::new(&txmirror);
+    server.args(["serve", "--config"]).arg(dir.join("txmirror.toml")).args(["--listen", "127.0.0.1:0"]);
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        server.env("ORT_DYLIB_PATH", crate::setup::onnxruntime_library(root));
+    }
+    let mut server = server.stderr(std::process::Stdio::piped()).spawn().context("cannot start txmirror serve")?;
+    let mut stderr = BufReader::new(server.stderr.take().context("no stderr")?);
+    let mut line = String::new();
+    stderr.read_line(&mut line)?;
+    let Some(base) = line.trim().strip_prefix("txmirror serving on ").map(str::to_string) else {
+        let _ = server.kill();
+        bail!("txmirror serve did not start: {line}");
+    };
+    // The server's log goes on to the terminal.
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            eprintln!("  [serve] {line}");
+        }
+    });
+    println!("serving on {base}; the operator page: {base}/#token=<the operator token>");
+    let result = drive_service(&txmirror, &base, &tokens, bank);
+    step("14. SIGTERM: the service stops admitting, finishes what is in flight and exits");
+    let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
+    let status = server.wait()?;
+    println!("txmirror serve exited with {status}");
+    result
+}
+
+fn drive_service(
+    txmirror: &Path,
+    base: &str,
+    tokens: &std::collections::HashMap<&str, String>,
+    (module, policy): &(std::path::PathBuf, std::path::PathBuf),
+) -> Result<()> {
+    let as_role = |role: &str| {
+        let mut command = Command::new(txmirror);
+        command.args(["--server", base, "--token", tokens.get(role).map_or("", String::as_str)]);
+        command
+    };
+    step("10. the developer uploads bank-transfer; the operator puts its policy");
+    let out = as_role("developer").arg("upload").arg(module).output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    let hash = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("module ").map(str::to_string))
+        .context("no module hash in the upload's answer")?;
+    crate::run(as_role("operator").args(["put-policy", &hash]).arg(policy))?;
+
+    step("11. a client deposits (synchronously), then transfers (asynchronously: 202 and an id to poll)");
+    crate::run(as_role("client").args([
+        "submit",
+        &hash,
+        "--path",
+        "deposit",
+        "--input",
+        r#"{"account":"carol","amount":50}"#,
+    ]))?;
+    crate::run(as_role("client").args([
+        "submit",
+        &hash,
+        "--path",
+        "transfer",
+        "--async",
+        "--transaction-id",
+        "demo-transfer",
+        "--input",
+        r#"{"from":"carol","to":"dave","amount":5}"#,
+    ]))?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    step("12. the operator lists the recent transactions; a client's token may not");
+    crate::run(as_role("operator").args(["tx", "list"]))?;
+    let refused = as_role("client").args(["dlq", "list"]).output()?;
+    println!(
+        "client token on the dead-letter queue: exit {:?}, {}",
+        refused.status.code(),
+        String::from_utf8_lossy(&refused.stderr).trim()
+    );
+    if refused.status.success() {
+        bail!("a client token read the dead-letter queue");
+    }
+
+    step("13. the model the service scores with");
+    crate::run(as_role("operator").args(["model", "status"]))
 }
 
 pub(crate) fn step(title: &str) {
