@@ -366,3 +366,53 @@ fn memory_stays_flat_under_a_bounded_load() {
     // be far more.
     assert!(high - low < 16 * 1024, "resident memory grew by {} KiB under a steady load: {samples:?}", high - low);
 }
+
+/// The CLI against a running service: the same commands, through the API,
+/// with the service's errors as the command's exit code and message.
+#[test]
+fn the_cli_drives_a_service_with_server_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let server = Server::start(&config);
+    let cli = |role: Role, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_txmirror"))
+            .args(["--server", &server.base, "--token", &token(role)])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).to_string();
+    let out = cli(Role::Developer, &["upload", guests::BANK_TRANSFER]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let hash = text(&out.stdout).lines().next().unwrap().strip_prefix("module ").unwrap().to_string();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[capabilities]\nkv = { accounts = \"read-write\" }\n").unwrap();
+    let out = cli(Role::Client, &["put-policy", &hash, policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "a client may not put a policy");
+    assert!(text(&out.stderr).contains("403 forbidden"), "{}", text(&out.stderr));
+    assert_eq!(cli(Role::Operator, &["put-policy", &hash, policy.to_str().unwrap()]).status.code(), Some(0));
+
+    let deposit = ["submit", &hash, "--path", "deposit", "--input", r#"{"account":"a","amount":4}"#];
+    let out = cli(Role::Client, &[&deposit[..], &["--transaction-id", "cli-1"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("transaction cli-1 COMMITTED"), "{}", text(&out.stdout));
+    let out =
+        cli(Role::Client, &["submit", &hash, "--path", "transfer", "--input", r#"{"from":"a","to":"z","amount":1}"#]);
+    assert_eq!(out.status.code(), Some(1), "a rejected transfer fails: {}", text(&out.stdout));
+    let out = cli(Role::Operator, &["tx", "show", "cli-1"]);
+    assert!(text(&out.stdout).contains("mirror trace"), "{}", text(&out.stdout));
+    let out = cli(Role::Operator, &["tx", "list", "--status", "committed"]);
+    assert!(text(&out.stdout).starts_with("cli-1  committed  path deposit"), "{}", text(&out.stdout));
+    let out = cli(Role::Operator, &["dlq", "replay", "nope"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("404 not_found"), "{}", text(&out.stderr));
+    let out = cli(Role::Operator, &["model", "status"]);
+    assert!(text(&out.stdout).contains("\"configured\": false"), "{}", text(&out.stdout));
+    let out = Command::new(env!("CARGO_BIN_EXE_txmirror"))
+        .args(["--server", &server.base, "tx", "list"])
+        .env_remove("TXMIRROR_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--server needs a token"), "{}", text(&out.stderr));
+}
