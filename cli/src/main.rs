@@ -68,19 +68,8 @@ enum Command {
         /// The policy file (TOML).
         #[arg(long)]
         policy: PathBuf,
-        /// The input document, or `@FILE` to read it from a file.
-        #[arg(long, default_value = "{}")]
-        input: String,
-        /// The path to run; the policy's default path if omitted.
-        #[arg(long)]
-        path: Option<String>,
-        /// The transaction id; generated if omitted.
-        #[arg(long)]
-        transaction_id: Option<String>,
-        /// Makes the request idempotent: a repeat with the same key runs
-        /// nothing and prints the first one's outcome.
-        #[arg(long)]
-        idempotency_key: Option<String>,
+        #[command(flatten)]
+        request: RequestArgs,
         /// Runs only the mirror: shows what would happen, changes nothing.
         #[arg(long)]
         dry_run: bool,
@@ -104,18 +93,8 @@ enum Command {
     Submit {
         /// The module's hash.
         module: String,
-        /// The input document, or `@FILE` to read it from a file.
-        #[arg(long, default_value = "{}")]
-        input: String,
-        /// The path; the policy's default if omitted.
-        #[arg(long)]
-        path: Option<String>,
-        /// The transaction id; generated if omitted.
-        #[arg(long)]
-        transaction_id: Option<String>,
-        /// Makes the request idempotent.
-        #[arg(long)]
-        idempotency_key: Option<String>,
+        #[command(flatten)]
+        request: RequestArgs,
         /// Returns once the transaction is durably accepted, with its id.
         #[arg(long = "async")]
         asynchronous: bool,
@@ -200,6 +179,24 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+}
+
+/// What a transaction request names, for `run` and `submit`.
+#[derive(clap::Args, Debug)]
+struct RequestArgs {
+    /// The input document, or `@FILE` to read it from a file.
+    #[arg(long, default_value = "{}")]
+    input: String,
+    /// The path to run; the policy's default path if omitted.
+    #[arg(long)]
+    path: Option<String>,
+    /// The transaction id; generated if omitted.
+    #[arg(long)]
+    transaction_id: Option<String>,
+    /// Makes the request idempotent: a repeat with the same key runs
+    /// nothing and gets the first one's outcome.
+    #[arg(long)]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -388,7 +385,13 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
             code: 2,
             error: anyhow::anyhow!("this command talks to a service: give --server URL (and --token)"),
         }),
-        Command::Run { module, policy, input, path, transaction_id, idempotency_key, dry_run, json } => {
+        Command::Run {
+            module,
+            policy,
+            request: RequestArgs { input, path, transaction_id, idempotency_key },
+            dry_run,
+            json,
+        } => {
             let runtime = open_with_model(&cli.data_dir, cli.model.as_deref())?;
             let policy = Arc::new(Policy::from_file(&policy)?);
             let module = load(&runtime, &module).await?;
@@ -571,7 +574,12 @@ fn remote_command(remote: &remote::Remote, command: Command) -> Result<u8, Faile
     match command {
         Command::Upload { module } => remote::upload(remote, &module),
         Command::PutPolicy { module, policy } => remote::put_policy(remote, &module, &policy),
-        Command::Submit { module, input, path, transaction_id, idempotency_key, asynchronous, json } => {
+        Command::Submit {
+            module,
+            request: RequestArgs { input, path, transaction_id, idempotency_key },
+            asynchronous,
+            json,
+        } => {
             let input = read_input(&input)?;
             let input: serde_json::Value = serde_json::from_slice(&input)
                 .map_err(|e| Failed { code: 2, error: anyhow::anyhow!("--input is not JSON: {e}") })?;

@@ -256,24 +256,38 @@ fn status(record: &TransactionRecord) -> &'static str {
     }
 }
 
-fn view(tenant: &Tenant, state: &AppState, id: &str) -> Result<Option<TransactionView>, ServiceError> {
+/// What the service knows of a transaction: its record, or its acceptance.
+enum Found {
+    Recorded { record: TransactionRecord, dead_lettered: bool },
+    Pending(PendingTx),
+}
+
+fn find(tenant: &Tenant, state: &AppState, id: &str) -> Result<Option<Found>, ServiceError> {
     let store = tenant.runtime().store();
     if let Some(record) = store.transaction(id)? {
-        return Ok(Some(TransactionView {
+        let dead_lettered = store.dead_letter(id)?.is_some();
+        return Ok(Some(Found::Recorded { record, dead_lettered }));
+    }
+    Ok(state.catalog.pending(tenant.name(), id)?.map(Found::Pending))
+}
+
+fn view(id: &str, found: Found) -> TransactionView {
+    match found {
+        Found::Recorded { record, dead_lettered } => TransactionView {
             transaction_id: id.to_string(),
             status: status(&record).to_string(),
-            dead_lettered: store.dead_letter(id)?.is_some(),
+            dead_lettered,
             accepted_unix_ms: None,
             record: Some(record),
-        }));
+        },
+        Found::Pending(pending) => TransactionView {
+            transaction_id: id.to_string(),
+            status: "pending".to_string(),
+            dead_lettered: false,
+            accepted_unix_ms: Some(pending.accepted_unix_ms),
+            record: None,
+        },
     }
-    Ok(state.catalog.pending(tenant.name(), id)?.map(|pending| TransactionView {
-        transaction_id: id.to_string(),
-        status: "pending".to_string(),
-        dead_lettered: false,
-        accepted_unix_ms: Some(pending.accepted_unix_ms),
-        record: None,
-    }))
 }
 
 /// One transaction: pending, or its durable record with the whole story.
@@ -285,7 +299,9 @@ pub(crate) async fn show_transaction(
     Path(id): Path<String>,
 ) -> Result<Json<TransactionView>, ServiceError> {
     caller.require(&[Role::Client, Role::Operator])?;
-    view(&caller.tenant, &state, &id)?.map(Json).ok_or_else(|| ServiceError::NotFound(format!("no transaction {id}")))
+    find(&caller.tenant, &state, &id)?
+        .map(|found| Json(view(&id, found)))
+        .ok_or_else(|| ServiceError::NotFound(format!("no transaction {id}")))
 }
 
 fn summary(sequence: u64, view: TransactionView, module: String, requested_path: Option<String>) -> TransactionSummary {
@@ -347,10 +363,12 @@ pub(crate) async fn list_transactions(
         for (sequence, id) in page {
             scanned += 1;
             before = Some(sequence);
-            let pending = state.catalog.pending(tenant.name(), &id)?;
-            let Some(view) = view(tenant, &state, &id)? else { continue };
-            let (module, path) = pending.map_or((String::new(), None), |p| (p.module, p.path));
-            let line = summary(sequence, view, module, path);
+            let Some(found) = find(tenant, &state, &id)? else { continue };
+            let (module, path) = match &found {
+                Found::Pending(pending) => (pending.module.clone(), pending.path.clone()),
+                Found::Recorded { .. } => (String::new(), None),
+            };
+            let line = summary(sequence, view(&id, found), module, path);
             let keep = query.module.as_ref().is_none_or(|m| *m == line.module)
                 && query.status.as_ref().is_none_or(|s| *s == line.status)
                 && query.path.as_ref().is_none_or(|p| Some(p) == line.path.as_ref());
