@@ -90,6 +90,8 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// Calls the API as `role`, asking for asynchronous answers (`Prefer:
+/// respond-async`): a submission answers `202` as soon as it is accepted.
 fn call(
     agent: &ureq::Agent,
     method: &str,
@@ -97,15 +99,46 @@ fn call(
     role: Role,
     body: Option<Vec<u8>>,
 ) -> Result<(u16, Value), ureq::Error> {
-    let request = ureq::http::Request::builder()
+    send(agent, method, url, role, body, true)
+}
+
+/// Submits a transaction and waits for its report.
+fn submit_and_wait(agent: &ureq::Agent, url: &str, body: &Value) -> (u16, Value) {
+    send(agent, "POST", url, Role::Client, Some(body.to_string().into_bytes()), false).unwrap()
+}
+
+fn send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    role: Role,
+    body: Option<Vec<u8>>,
+    asynchronous: bool,
+) -> Result<(u16, Value), ureq::Error> {
+    let mut request = ureq::http::Request::builder()
         .method(method)
         .uri(url)
-        .header("authorization", format!("Bearer {}", token(role)))
-        .header("prefer", "respond-async");
+        .header("authorization", format!("Bearer {}", token(role)));
+    if asynchronous {
+        request = request.header("prefer", "respond-async");
+    }
     let mut response = agent.run(request.body(body.unwrap_or_default()).unwrap())?;
     let status = response.status().as_u16();
     let text = response.body_mut().read_to_string()?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+/// Uploads bank-transfer with a policy granting its accounts; returns its hash.
+fn install_bank(agent: &ureq::Agent, base: &str) -> String {
+    let wasm = std::fs::read(guests::BANK_TRANSFER).unwrap();
+    let (status, module) = call(agent, "POST", &format!("{base}/v1/modules"), Role::Developer, Some(wasm)).unwrap();
+    assert_eq!(status, 201, "{module}");
+    let hash = module["hash"].as_str().unwrap().to_string();
+    let policy = b"[capabilities]\nkv = { accounts = \"read-write\" }\n".to_vec();
+    let (status, body) =
+        call(agent, "PUT", &format!("{base}/v1/modules/{hash}/policy"), Role::Operator, Some(policy)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    hash
 }
 
 /// Every transaction a client had acknowledged (`202`) before the process
@@ -119,14 +152,7 @@ fn acknowledged_transactions_survive_kill_9_exactly_once() {
     let config = write_config(dir.path());
     let agent = agent();
     let server = Server::start(&config);
-    let wasm = std::fs::read(guests::BANK_TRANSFER).unwrap();
-    let (status, module) =
-        call(&agent, "POST", &format!("{}/v1/modules", server.base), Role::Developer, Some(wasm)).unwrap();
-    assert_eq!(status, 201, "{module}");
-    let hash = module["hash"].as_str().unwrap().to_string();
-    let policy = b"[capabilities]\nkv = { accounts = \"read-write\" }\n".to_vec();
-    let policy_url = format!("{}/v1/modules/{hash}/policy", server.base);
-    assert_eq!(call(&agent, "PUT", &policy_url, Role::Operator, Some(policy)).unwrap().0, 200);
+    let hash = install_bank(&agent, &server.base);
     drop(server);
 
     const ROUNDS: usize = 10;
@@ -208,15 +234,8 @@ fn acknowledged_transactions_survive_kill_9_exactly_once() {
         }
     }
     let url = format!("{}/v1/modules/{hash}/transactions", server.base);
-    let balance = json!({ "path": "balance", "input": { "account": "a" } }).to_string().into_bytes();
-    let request = ureq::http::Request::builder()
-        .method("POST")
-        .uri(&url)
-        .header("authorization", format!("Bearer {}", token(Role::Client)))
-        .body(balance)
-        .unwrap();
-    let mut response = agent.run(request).unwrap();
-    let report: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    let (status, report) = submit_and_wait(&agent, &url, &json!({ "path": "balance", "input": { "account": "a" } }));
+    assert_eq!(status, 200, "{report}");
     let output: Value = serde_json::from_slice(
         &report["outcome"]["output"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect::<Vec<_>>(),
     )
@@ -307,12 +326,7 @@ fn memory_stays_flat_under_a_bounded_load() {
     let config = write_config(dir.path());
     let agent = agent();
     let server = Server::start(&config);
-    let wasm = std::fs::read(guests::BANK_TRANSFER).unwrap();
-    let (_, module) =
-        call(&agent, "POST", &format!("{}/v1/modules", server.base), Role::Developer, Some(wasm)).unwrap();
-    let hash = module["hash"].as_str().unwrap().to_string();
-    let policy = b"[capabilities]\nkv = { accounts = \"read-write\" }\n".to_vec();
-    call(&agent, "PUT", &format!("{}/v1/modules/{hash}/policy", server.base), Role::Operator, Some(policy)).unwrap();
+    let hash = install_bank(&agent, &server.base);
     const CLIENTS: usize = 4;
     const PER_CLIENT: usize = 1000;
     let url = format!("{}/v1/modules/{hash}/transactions", server.base);
@@ -325,15 +339,8 @@ fn memory_stays_flat_under_a_bounded_load() {
                 for i in 0..PER_CLIENT {
                     // Synchronous: each answer is the transaction's report.
                     let body = json!({ "path": "deposit", "input": { "account": format!("c{client}-{}", i % 50), "amount": 1 } });
-                    let request = ureq::http::Request::builder()
-                        .method("POST")
-                        .uri(&url)
-                        .header("authorization", format!("Bearer {}", token(Role::Client)))
-                        .body(body.to_string().into_bytes())
-                        .unwrap();
-                    let mut response = agent.run(request).unwrap();
-                    assert_eq!(response.status().as_u16(), 200, "{}", response.body_mut().read_to_string().unwrap());
-                    let _ = response.body_mut().read_to_string().unwrap();
+                    let (status, report) = submit_and_wait(&agent, &url, &body);
+                    assert_eq!(status, 200, "{report}");
                     done.fetch_add(1, Ordering::SeqCst);
                 }
             })
@@ -399,6 +406,9 @@ fn the_cli_drives_a_service_with_server_and_token() {
     let out =
         cli(Role::Client, &["submit", &hash, "--path", "transfer", "--input", r#"{"from":"a","to":"z","amount":1}"#]);
     assert_eq!(out.status.code(), Some(1), "a rejected transfer fails: {}", text(&out.stdout));
+    let out = cli(Role::Client, &["submit", &hash, "--input", "{not json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--input is not JSON"), "{}", text(&out.stderr));
     let out = cli(Role::Operator, &["tx", "show", "cli-1"]);
     assert!(text(&out.stdout).contains("mirror trace"), "{}", text(&out.stdout));
     let out = cli(Role::Operator, &["tx", "list", "--status", "committed"]);
@@ -408,6 +418,25 @@ fn the_cli_drives_a_service_with_server_and_token() {
     assert!(text(&out.stderr).contains("404 not_found"), "{}", text(&out.stderr));
     let out = cli(Role::Operator, &["model", "status"]);
     assert!(text(&out.stdout).contains("\"configured\": false"), "{}", text(&out.stdout));
+    // Commands of one side only say so.
+    let local = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_txmirror"))
+            .arg("--data-dir")
+            .arg(dir.path().join("local"))
+            .args(args)
+            .env_remove("TXMIRROR_SERVER")
+            .output()
+            .unwrap()
+    };
+    let out = local(&["tx", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("give --server URL"), "{}", text(&out.stderr));
+    let out = local(&["dlq", "replay", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("needs the module and --policy"), "{}", text(&out.stderr));
+    let out = cli(Role::Operator, &["events", "transfers"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("local store only"), "{}", text(&out.stderr));
     let out = Command::new(env!("CARGO_BIN_EXE_txmirror"))
         .args(["--server", &server.base, "tx", "list"])
         .env_remove("TXMIRROR_TOKEN")

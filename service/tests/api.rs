@@ -155,6 +155,10 @@ async fn asynchronous_submission_polling_idempotency_and_list_filters() {
     let (_, rest) = client.send("GET", &format!("/v1/transactions?before={next}"), Body::empty()).await;
     assert_eq!(rest["transactions"][0]["transaction_id"], "async-1", "{rest}");
     assert_eq!(rest["next_before"], Value::Null);
+    let long_key = "k".repeat(txmirror_runtime::store::MAX_NAME_LEN + 1);
+    let (status, body) = client.send_with(later().header("idempotency-key", long_key), deposit.to_string()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "bad_request"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("Idempotency-Key"), "{body}");
     for bad in ["status=lost", "limit=x", "colour=red"] {
         let (status, body) = client.send("GET", &format!("/v1/transactions?{bad}"), Body::empty()).await;
         assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "bad_request"), "{bad}: {body}");
