@@ -396,7 +396,7 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
             let policy = Arc::new(Policy::from_file(&policy)?);
             let module = load(&runtime, &module).await?;
             let input = read_input(&input)?;
-            let request = TxRequest { transaction_id, path, input, idempotency_key };
+            let request = TxRequest { transaction_id, path, input, idempotency_key, caller: None };
             if dry_run {
                 let dry = runtime.dry_run(&module, &policy, request).await?;
                 print(&if json { serde_json::to_string_pretty(&dry)? } else { render::dry_run(&dry) });

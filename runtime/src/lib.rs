@@ -31,6 +31,7 @@ mod hedge;
 mod history;
 mod host;
 mod limits;
+mod mirroring;
 pub mod module;
 pub mod policy;
 pub mod predict;

@@ -454,8 +454,8 @@ impl RetryPolicy {
     }
 }
 
-/// How the mirror answers the unsafe calls it never sends.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// When the mirror runs, and how it answers the unsafe calls it never sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorSettings {
     /// Canned answers, first match wins. Without a match the mirror answers
@@ -463,6 +463,60 @@ pub struct MirrorSettings {
     /// else `200` with an empty JSON object.
     #[serde(default)]
     pub stubs: Vec<Stub>,
+    /// When the mirror runs (with `failure_prediction_enabled`): `always`
+    /// (the default), or `adaptive`, only where the prior is uncertain.
+    #[serde(default)]
+    pub mode: MirrorMode,
+    /// `adaptive`: the share of transactions, from 0 to 1, mirrored
+    /// whatever the prior (chosen from the transaction id), so that the
+    /// prior keeps being checked.
+    #[serde(default = "default_mirror_sample")]
+    pub sample: f32,
+    /// `adaptive`: a recent rate of rescuable failures, for the path and
+    /// caller or for an endpoint the path calls, from which the prior is
+    /// uncertain.
+    #[serde(default = "default_uncertain_from")]
+    pub uncertain_from: f32,
+    /// `adaptive`: the outcomes of a path and caller needed before the prior
+    /// is trusted at all.
+    #[serde(default = "default_min_history")]
+    pub min_history: u32,
+}
+
+impl Default for MirrorSettings {
+    fn default() -> Self {
+        Self {
+            stubs: Vec::new(),
+            mode: MirrorMode::default(),
+            sample: default_mirror_sample(),
+            uncertain_from: default_uncertain_from(),
+            min_history: default_min_history(),
+        }
+    }
+}
+
+fn default_mirror_sample() -> f32 {
+    0.05
+}
+
+fn default_uncertain_from() -> f32 {
+    0.02
+}
+
+fn default_min_history() -> u32 {
+    20
+}
+
+/// See [`MirrorSettings::mode`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MirrorMode {
+    /// A mirror beside every primary.
+    #[default]
+    Always,
+    /// A mirror where the prior (path, caller, endpoint health) is
+    /// uncertain, on retries, and for a sample (see `runtime/src/mirroring.rs`).
+    Adaptive,
 }
 
 /// A canned answer for the mirror's unsafe requests.
@@ -608,6 +662,12 @@ impl Policy {
         }
         if !(0.0..=1.0).contains(&self.prediction.exploration_share) {
             return Err(("prediction.exploration_share".into(), "must be between 0 and 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.mirror.sample) {
+            return Err(("mirror.sample".into(), "must be between 0 and 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.mirror.uncertain_from) {
+            return Err(("mirror.uncertain_from".into(), "must be between 0 and 1".into()));
         }
         if retry.conflict_attempts == 0 {
             return Err(("retry.conflict_attempts".into(), "must be at least 1".into()));

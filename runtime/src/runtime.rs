@@ -8,13 +8,15 @@ use crate::grants::ResourceWatch;
 use crate::hedge::{HedgeRace, HedgeSeat};
 use crate::history::PathHistory;
 use crate::host::{EndpointMemory, InstanceSetup, InstanceState, add_recording_filesystem};
+use crate::mirroring::MirrorPrior;
 use crate::module::{Module, ModuleError, ModuleLoader};
 use crate::policy::{Policy, PolicyError};
 use crate::predict::model_slot::ModelSlot;
 use crate::predict::{FeatureAccumulator, FeatureContext, ModelError, ModelInfo, Prediction, Reloaded, TraceTotals};
 use crate::store::{
-    Attempt, AttemptOutcome, CommitError, CommitRequest, Compensation, DeadLetter, EmptySnapshot, IdempotencyClaim,
-    RedbStore, StateStore, StoreError, TransactionOutcome, TransactionRecord, validate_name,
+    Attempt, AttemptOutcome, CommitError, CommitRequest, Compensation, DeadLetter, EmptySnapshot, GroupCommit,
+    GroupCommitStats, IdempotencyClaim, RedbStore, StateStore, StoreError, TransactionOutcome, TransactionRecord,
+    validate_name,
 };
 use crate::timeouts::AttemptTimeouts;
 use crate::trace::{GATE_BEFORE_COMMIT, HostCall, HttpOutcome, Role, TraceEvent, TraceRecorder};
@@ -129,6 +131,8 @@ struct RuntimeInner {
     engine: Engine,
     linker: Linker<InstanceState>,
     store: Arc<dyn StateStore>,
+    /// The store's commit queue: concurrent commits share one fsync.
+    commits: GroupCommit,
     cache_dir: PathBuf,
     endpoints: Arc<EndpointMemory>,
     /// One permit per instance the pooling allocator can hold: transactions
@@ -139,6 +143,8 @@ struct RuntimeInner {
     in_flight_writes: Arc<InFlightWrites>,
     /// Baselines and failure rates of paths, for the predictor.
     paths: PathHistory,
+    /// What adaptive mirroring knows before an attempt runs.
+    prior: MirrorPrior,
     /// Transactions running per idempotency key, for requests that share one.
     in_flight: Mutex<HashMap<String, Arc<OnceCell<TxReport>>>>,
     /// The failure-prediction model, if one is configured.
@@ -180,6 +186,8 @@ struct TransactionRun {
     random_seed: u64,
     clock: SystemTime,
     claim: Option<IdempotencyClaim>,
+    /// Who asked, for the prior of adaptive mirroring.
+    caller: String,
     attempts: Vec<Attempt>,
     reports: Vec<AttemptReport>,
     /// Timeouts the predictor raised, per path, for the path's next attempts.
@@ -228,16 +236,18 @@ struct AttemptSeed<'a> {
     clock: SystemTime,
     input: &'a [u8],
     carried_timeouts: Option<(u64, u64)>,
+    /// The mirror runs beside the primary (see `mirroring.rs`).
+    mirrored: bool,
     /// The attempt is in the policy's exploration share: nothing is adjusted.
     explore: bool,
     /// Why the transaction runs.
     purpose: Purpose,
 }
 
-/// Whether an attempt falls in an exploration share: a uniform draw from
-/// the transaction id and the attempt number, so a replayed workload
-/// explores the same attempts.
-fn explores(transaction_id: &str, attempt: u32, share: f32) -> bool {
+/// Whether an attempt falls in a share (of exploration, of mirroring): a
+/// uniform draw from the transaction id and the attempt number, so a
+/// replayed workload draws the same attempts.
+pub(crate) fn sampled(transaction_id: &str, attempt: u32, share: f32) -> bool {
     if share <= 0.0 {
         return false;
     }
@@ -311,6 +321,7 @@ impl Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
+                commits: GroupCommit::start(store.clone())?,
                 store,
                 cache_dir,
                 endpoints: Arc::new(EndpointMemory::default()),
@@ -318,6 +329,7 @@ impl Runtime {
                 hot_keys: HotKeys::default(),
                 in_flight_writes: Arc::default(),
                 paths: PathHistory::default(),
+                prior: MirrorPrior::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 model,
                 _ticker: Arc::new(ticker),
@@ -329,12 +341,13 @@ impl Runtime {
     /// modules, instance limit and model. What it learns (endpoint health,
     /// path baselines, contention) is its own: the service runs one per
     /// tenant, and no tenant's transactions inform another's predictions.
-    pub fn with_other_store(&self, store: Arc<dyn StateStore>) -> Self {
+    pub fn with_other_store(&self, store: Arc<dyn StateStore>) -> Result<Self, StoreError> {
         let shared = &self.inner;
-        Self {
+        Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine: shared.engine.clone(),
                 linker: shared.linker.clone(),
+                commits: GroupCommit::start(store.clone())?,
                 store,
                 cache_dir: shared.cache_dir.clone(),
                 endpoints: Arc::new(EndpointMemory::default()),
@@ -342,16 +355,23 @@ impl Runtime {
                 hot_keys: HotKeys::default(),
                 in_flight_writes: Arc::default(),
                 paths: PathHistory::default(),
+                prior: MirrorPrior::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 model: shared.model.clone(),
                 _ticker: shared._ticker.clone(),
             }),
-        }
+        })
     }
 
     /// The store.
     pub fn store(&self) -> &Arc<dyn StateStore> {
         &self.inner.store
+    }
+
+    /// How commits were grouped: storage commits made, transactions they
+    /// carried, the largest batch.
+    pub fn commit_stats(&self) -> &GroupCommitStats {
+        self.inner.commits.stats()
     }
 
     /// The model scoring now, if one is configured.
@@ -516,6 +536,7 @@ impl Runtime {
             random_seed: rand::random(),
             clock: SystemTime::now(),
             claim,
+            caller: request.caller.clone().unwrap_or_default(),
             attempts: Vec::new(),
             reports: Vec::new(),
             raised_timeouts: HashMap::new(),
@@ -611,17 +632,20 @@ impl Runtime {
     ) -> Result<AttemptEnd, ExecuteError> {
         let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
         let share = policy.prediction.exploration_share;
+        let who = (module.hash(), path, run.caller.as_str());
+        let mirrored = self.inner.prior.choose(policy, who, &run.id, number, &self.inner.endpoints.health).mirrored();
         let seed = AttemptSeed {
             number,
             random_seed: run.random_seed,
             clock: run.clock,
             input,
             carried_timeouts: run.raised_timeouts.get(path).copied(),
-            explore: policy.failure_prediction_enabled && explores(&run.id, number, share),
+            mirrored,
+            explore: mirrored && sampled(&run.id, number, share),
             purpose: run.purpose,
         };
         let can_divert = next_path.is_some();
-        let hedge_path = next_path.filter(|_| policy.failure_prediction_enabled);
+        let hedge_path = next_path.filter(|_| mirrored);
         let Some(hedge_path) = hedge_path else {
             let prepared = self.prepare(module, policy, path, can_divert, seed, None).await?;
             return self.conclude(module, prepared, run, turn).await;
@@ -642,7 +666,7 @@ impl Runtime {
         let hedge_seed = AttemptSeed {
             number: hedge_number,
             carried_timeouts: run.raised_timeouts.get(hedge_path).copied(),
-            explore: explores(&run.id, hedge_number, share),
+            explore: mirrored && sampled(&run.id, hedge_number, share),
             ..seed
         };
         let hedge = self.prepare(module, policy, hedge_path, false, hedge_seed, Some(hedge_seat));
@@ -682,7 +706,7 @@ impl Runtime {
         let owner = write_claims.owner();
         setup.write_claims = Some(write_claims.clone());
         let started = Instant::now();
-        let mirror_trace = if policy.failure_prediction_enabled {
+        let mirror_trace = if seed.mirrored {
             let scorer: Scorer = {
                 let (runtime, module, path, policy) = (self.clone(), module.clone(), path.to_string(), policy.clone());
                 Box::new(move |accumulator: &mut FeatureAccumulator, new: &[TraceEvent], totals: &TraceTotals| {
@@ -833,7 +857,7 @@ impl Runtime {
                     record,
                     idempotency: run.claim.clone(),
                 };
-                match self.inner.store.commit(commit) {
+                match self.inner.commits.commit(commit).await {
                     Ok(version) => Ok((version, ready.output)),
                     Err(CommitError::Conflict { namespace, key, read_version, current_version }) => {
                         // Release the old turn before waiting for the new one.
@@ -864,6 +888,8 @@ impl Runtime {
 
         let (fuel, host_calls, micros) = observed;
         self.inner.paths.observe(module.hash(), &path, fuel, host_calls, micros, result.is_err());
+        let failure = result.as_ref().err().map(|failure| failure.kind);
+        self.inner.prior.observe((module.hash(), &path, &run.caller), failure, &report.primary.events);
         if let Err(failure) = &result {
             report.attempt.outcome =
                 AttemptOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
@@ -907,6 +933,7 @@ impl Runtime {
                     path: Some(path.clone()),
                     input: input.to_vec(),
                     idempotency_key: None,
+                    caller: Some(run.caller.clone()),
                 };
                 let report = Box::pin(self.execute_once(module, policy, request, None, Purpose::Compensation)).await?;
                 Some(Compensation {
@@ -1017,6 +1044,7 @@ impl Runtime {
             path: Some(letter.path),
             input: letter.input,
             idempotency_key: Some(format!("replay-of:{transaction_id}")),
+            caller: None,
         };
         let report = self.execute(module, policy, request).await?;
         if report.commit_version().is_some() {

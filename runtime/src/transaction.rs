@@ -17,6 +17,10 @@ pub struct TxRequest {
     /// (`idempotency.retention_secs`), a request with the same key runs
     /// nothing and gets the first one's outcome.
     pub idempotency_key: Option<String>,
+    /// Who sends it (a service token's name, say), for the prior of
+    /// adaptive mirroring (`[mirror] mode = "adaptive"`); one anonymous
+    /// caller if unset.
+    pub caller: Option<String>,
 }
 
 /// Why an attempt failed. Traps (the first six kinds after `Rejected`…)

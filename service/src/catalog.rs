@@ -34,6 +34,10 @@ pub struct PendingTx {
     pub input: serde_json::Value,
     /// The request's idempotency key, if any.
     pub idempotency_key: Option<String>,
+    /// The name of the token that submitted it (the caller of the prior of
+    /// adaptive mirroring); absent in entries written before it existed.
+    #[serde(default)]
+    pub caller: Option<String>,
     /// When it was accepted, in milliseconds since the Unix epoch.
     pub accepted_unix_ms: u64,
     /// Its place in the tenant's submissions.

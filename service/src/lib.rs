@@ -108,7 +108,7 @@ impl Service {
             let path = config.data_dir.join("tenants").join(name).join("state.redb");
             let store = Arc::new(RedbStore::open(&path).map_err(|e| runtime_error(e.into()))?);
             let runtime = match &first {
-                Some(first) => first.with_other_store(store),
+                Some(first) => first.with_other_store(store).map_err(|e| runtime_error(e.into()))?,
                 None => Runtime::with_store(runtime_config.clone(), store).map_err(runtime_error)?,
             };
             first.get_or_insert_with(|| runtime.clone());

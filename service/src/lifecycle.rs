@@ -136,6 +136,7 @@ pub(crate) fn spawn_run(
             path: pending.path.clone(),
             input,
             idempotency_key: pending.idempotency_key.clone(),
+            caller: pending.caller.clone(),
         };
         let runtime = tenant.runtime();
         let result = match run {

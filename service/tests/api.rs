@@ -388,6 +388,7 @@ async fn in_flight_transactions_are_ended_at_the_next_start_and_shutdown_stops_a
                 path: Some("deposit".into()),
                 input: json!({ "account": "a", "amount": 11 }),
                 idempotency_key: None,
+                caller: None,
                 accepted_unix_ms: 1,
                 sequence: 0,
             };

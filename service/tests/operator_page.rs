@@ -47,6 +47,7 @@ async fn the_operator_page_shows_a_submitted_transaction_and_replays_a_dead_lett
         path: Some("deposit".into()),
         input: json!({ "account": "a", "amount": 5 }),
         idempotency_key: None,
+        caller: None,
         accepted_unix_ms: 1,
         sequence: 0,
     };

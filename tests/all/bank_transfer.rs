@@ -241,3 +241,29 @@ async fn concurrent_transfers_conserve_money() {
     assert!(contended > 0, "and the predictor saw it");
     assert_eq!(gave_up, 0, "with backoff, every transfer commits within its retry budget");
 }
+
+/// Adaptive mirroring: the mirror runs while the path and caller have too
+/// little history, stops once the prior is confident, and runs again for a
+/// caller the runtime has not seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_mirroring_runs_the_mirror_only_while_the_prior_is_uncertain() {
+    let dir = tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::BANK_TRANSFER).await;
+    let policy = policy(&format!("{POLICY}[mirror]\nmode = \"adaptive\"\nmin_history = 3\nsample = 0\n"));
+    let mirrored = |report: &TxReport| report.attempts.iter().map(|a| a.mirror.is_some()).collect::<Vec<_>>();
+    let deposit_as = |caller: &str| TxRequest {
+        caller: Some(caller.into()),
+        ..request("deposit", json!({"account": "alice", "amount": 1}))
+    };
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let report = runtime.execute(&module, &policy, deposit_as("shop")).await.unwrap();
+        assert!(report.failure.is_none(), "{report:#?}");
+        seen.extend(mirrored(&report));
+    }
+    assert_eq!(seen, [true, true, true, false, false], "mirrored until three outcomes were known");
+    let newcomer = runtime.execute(&module, &policy, deposit_as("another shop")).await.unwrap();
+    assert_eq!(mirrored(&newcomer), [true], "a caller without history is mirrored");
+    assert_eq!(balance(&runtime, "alice"), 6, "skipping the mirror changes no outcome");
+}

@@ -347,6 +347,7 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
                 path: Some(planned.path.into()),
                 input: planned.input.to_string().into_bytes(),
                 idempotency_key: None,
+                caller: None,
             };
             let sent = Instant::now();
             let report = runtime.execute(&module, &policy, request).await;

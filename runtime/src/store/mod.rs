@@ -10,11 +10,13 @@
 
 mod dead_letter;
 mod fault;
+mod group_commit;
 mod record;
 mod redb_store;
 
 pub use dead_letter::{Compensation, DeadLetter};
 pub use fault::{FaultInjectingBackend, FaultPlan};
+pub use group_commit::{GroupCommit, GroupCommitStats};
 pub use record::{Attempt, AttemptOutcome, TransactionOutcome, TransactionRecord};
 pub use redb_store::RedbStore;
 
@@ -133,6 +135,16 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Validates `request.reads` against the current versions and, if none
     /// moved, applies the writes, events and record atomically and durably.
     fn commit(&self, request: CommitRequest) -> Result<Version, CommitError>;
+    /// Commits several transactions in one atomic, durable step (group
+    /// commit: one fsync for all), with one result per request, in order.
+    /// Each request is validated against the state left by the ones before
+    /// it, and one that is refused (a conflict, a duplicate) leaves the
+    /// others alone; a storage failure fails them all and applies nothing.
+    ///
+    /// The default commits them one at a time.
+    fn commit_batch(&self, requests: Vec<CommitRequest>) -> Vec<Result<Version, CommitError>> {
+        requests.into_iter().map(|request| self.commit(request)).collect()
+    }
     /// Stores the record of a transaction that changes no state (a failure),
     /// with its idempotency claim unless the key is claimed already, and its
     /// dead letter if it has one, atomically.
@@ -160,7 +172,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 }
 
 /// A storage failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The database could not be opened.

@@ -31,7 +31,7 @@ const EVENT_SEQUENCE_KEY: &str = "event_sequence";
 /// The embedded, durable store.
 #[derive(Debug, Clone)]
 pub struct RedbStore {
-    db: Arc<Database>,
+    pub(super) db: Arc<Database>,
 }
 
 fn storage(err: impl std::fmt::Display) -> StoreError {
@@ -98,6 +98,77 @@ fn put_claim(
     let bytes = serde_json::to_vec(&entry).map_err(storage)?;
     keys.insert(claim.key.as_str(), bytes.as_slice()).map_err(storage)?;
     Ok(())
+}
+
+/// Checks one transaction against the state `txn` sees (the latest commit
+/// plus what earlier requests of the same batch applied) and, if nothing it
+/// read has moved, applies it. Every check comes before the first change, so
+/// a refused request leaves nothing behind.
+fn apply(txn: &redb::WriteTransaction, request: CommitRequest) -> Result<Version, CommitError> {
+    let mut meta = txn.open_table(META).map_err(storage)?;
+    let mut kv = txn.open_table(KV).map_err(storage)?;
+    for read in &request.reads {
+        let current = match kv.get(kv_key(&read.namespace, &read.key).as_slice()).map_err(storage)? {
+            Some(value) => decode_value(value.value())?.version,
+            None => 0,
+        };
+        if current != read.version {
+            return Err(CommitError::Conflict {
+                namespace: read.namespace.clone(),
+                key: read.key.clone(),
+                read_version: read.version,
+                current_version: current,
+            });
+        }
+    }
+    let mut transactions = txn.open_table(TRANSACTIONS).map_err(storage)?;
+    if transactions.get(request.record.id.as_str()).map_err(storage)?.is_some() {
+        return Err(CommitError::DuplicateId(request.record.id.clone()));
+    }
+    if let Some(claim) = &request.idempotency {
+        let mut keys = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+        if let Some(holder) = live_claim(&keys, claim)? {
+            return Err(CommitError::DuplicateIdempotencyKey { key: claim.key.clone(), transaction_id: holder });
+        }
+        put_claim(&mut keys, claim, &request.record.id)?;
+    }
+    let version = meta.get(VERSION_KEY).map_err(storage)?.map_or(0, |v| v.value()) + 1;
+    for write in &request.writes {
+        let key = kv_key(&write.namespace, &write.key);
+        match &write.value {
+            Some(value) => {
+                kv.insert(key.as_slice(), encode_value(version, value).as_slice()).map_err(storage)?;
+            }
+            None => {
+                kv.remove(key.as_slice()).map_err(storage)?;
+            }
+        }
+    }
+    if !request.events.is_empty() {
+        let mut events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut sequence = meta.get(EVENT_SEQUENCE_KEY).map_err(storage)?.map_or(0, |v| v.value());
+        for event in &request.events {
+            sequence += 1;
+            let stored = StoredEvent {
+                sequence,
+                version,
+                transaction_id: request.record.id.clone(),
+                stream: event.stream.clone(),
+                payload: event.payload.clone(),
+            };
+            let bytes = serde_json::to_vec(&stored).map_err(storage)?;
+            events.insert(sequence, bytes.as_slice()).map_err(storage)?;
+        }
+        meta.insert(EVENT_SEQUENCE_KEY, sequence).map_err(storage)?;
+    }
+    meta.insert(VERSION_KEY, version).map_err(storage)?;
+    let mut record = request.record;
+    if let super::TransactionOutcome::Committed { version: v, .. } = &mut record.outcome {
+        *v = version;
+    }
+    let bytes = serde_json::to_vec(&record).map_err(storage)?;
+    transactions.insert(record.id.as_str(), bytes.as_slice()).map_err(storage)?;
+    Ok(version)
 }
 
 impl RedbStore {
@@ -195,77 +266,31 @@ impl StateStore for RedbStore {
 
     fn commit(&self, request: CommitRequest) -> Result<Version, CommitError> {
         let txn = self.db.begin_write().map_err(storage)?;
-        let version = {
-            let mut meta = txn.open_table(META).map_err(storage)?;
-            let mut kv = txn.open_table(KV).map_err(storage)?;
-            for read in &request.reads {
-                let current = match kv.get(kv_key(&read.namespace, &read.key).as_slice()).map_err(storage)? {
-                    Some(value) => decode_value(value.value())?.version,
-                    None => 0,
-                };
-                if current != read.version {
-                    return Err(CommitError::Conflict {
-                        namespace: read.namespace.clone(),
-                        key: read.key.clone(),
-                        read_version: read.version,
-                        current_version: current,
-                    });
-                }
-            }
-            let mut transactions = txn.open_table(TRANSACTIONS).map_err(storage)?;
-            if transactions.get(request.record.id.as_str()).map_err(storage)?.is_some() {
-                return Err(CommitError::DuplicateId(request.record.id.clone()));
-            }
-            if let Some(claim) = &request.idempotency {
-                let mut keys = txn.open_table(IDEMPOTENCY).map_err(storage)?;
-                if let Some(holder) = live_claim(&keys, claim)? {
-                    return Err(CommitError::DuplicateIdempotencyKey {
-                        key: claim.key.clone(),
-                        transaction_id: holder,
-                    });
-                }
-                put_claim(&mut keys, claim, &request.record.id)?;
-            }
-            let version = meta.get(VERSION_KEY).map_err(storage)?.map_or(0, |v| v.value()) + 1;
-            for write in &request.writes {
-                let key = kv_key(&write.namespace, &write.key);
-                match &write.value {
-                    Some(value) => {
-                        kv.insert(key.as_slice(), encode_value(version, value).as_slice()).map_err(storage)?;
-                    }
-                    None => {
-                        kv.remove(key.as_slice()).map_err(storage)?;
-                    }
-                }
-            }
-            if !request.events.is_empty() {
-                let mut events = txn.open_table(EVENTS).map_err(storage)?;
-                let mut sequence = meta.get(EVENT_SEQUENCE_KEY).map_err(storage)?.map_or(0, |v| v.value());
-                for event in &request.events {
-                    sequence += 1;
-                    let stored = StoredEvent {
-                        sequence,
-                        version,
-                        transaction_id: request.record.id.clone(),
-                        stream: event.stream.clone(),
-                        payload: event.payload.clone(),
-                    };
-                    let bytes = serde_json::to_vec(&stored).map_err(storage)?;
-                    events.insert(sequence, bytes.as_slice()).map_err(storage)?;
-                }
-                meta.insert(EVENT_SEQUENCE_KEY, sequence).map_err(storage)?;
-            }
-            meta.insert(VERSION_KEY, version).map_err(storage)?;
-            let mut record = request.record;
-            if let super::TransactionOutcome::Committed { version: v, .. } = &mut record.outcome {
-                *v = version;
-            }
-            let bytes = serde_json::to_vec(&record).map_err(storage)?;
-            transactions.insert(record.id.as_str(), bytes.as_slice()).map_err(storage)?;
-            version
-        };
+        let version = apply(&txn, request)?;
         txn.commit().map_err(storage)?;
         Ok(version)
+    }
+
+    fn commit_batch(&self, requests: Vec<CommitRequest>) -> Vec<Result<Version, CommitError>> {
+        let count = requests.len();
+        let all_failed = |error: StoreError| (0..count).map(|_| Err(CommitError::Store(error.clone()))).collect();
+        let txn = match self.db.begin_write() {
+            Ok(txn) => txn,
+            Err(error) => return all_failed(storage(error)),
+        };
+        let mut results = Vec::with_capacity(count);
+        for request in requests {
+            match apply(&txn, request) {
+                // A storage failure leaves the write transaction unusable:
+                // it is dropped, which aborts it, and every request fails.
+                Err(CommitError::Store(error)) => return all_failed(error),
+                result => results.push(result),
+            }
+        }
+        match txn.commit() {
+            Ok(()) => results,
+            Err(error) => all_failed(storage(error)),
+        }
     }
 
     fn record_outcome(

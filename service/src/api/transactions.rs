@@ -226,6 +226,7 @@ pub(crate) async fn submit(
         path: request.path,
         input: request.input,
         idempotency_key: idempotency_key.clone(),
+        caller: Some(caller.token_name.clone()),
         accepted_unix_ms: unix_ms(),
         sequence: 0,
     };
