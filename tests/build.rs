@@ -1,6 +1,7 @@
-//! Builds every guest (the examples and the test guests) for wasm32-wasip2
-//! and generates constants with their paths, plus `foreach_guest!`, which
-//! the test suite uses to refuse to compile while a guest has no test.
+//! Builds every guest (the examples, the test guests and the peers of the
+//! benchmarks; see `GUEST_BUILDS`) and generates constants with their
+//! paths, plus `foreach_guest!`, which the test suite uses to refuse to
+//! compile while a guest has no test.
 //!
 //! The guests get their own target directory under `OUT_DIR`: sharing the
 //! outer build's would deadlock on its lock.
@@ -14,7 +15,29 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUEST_WORKSPACES: &[&str] = &["../examples/Cargo.toml", "guests/Cargo.toml"];
+/// A workspace of guests, the target they are built for, and which of its
+/// packages (all if empty).
+struct GuestBuild {
+    manifest: &'static str,
+    target: &'static str,
+    packages: &'static [&'static str],
+}
+
+const GUEST_BUILDS: &[GuestBuild] = &[
+    GuestBuild { manifest: "../examples/Cargo.toml", target: "wasm32-wasip2", packages: &[] },
+    GuestBuild { manifest: "guests/Cargo.toml", target: "wasm32-wasip2", packages: &[] },
+    // The peer comparison of `docs/benchmarks.md`.
+    GuestBuild {
+        manifest: "../benches/guests/Cargo.toml",
+        target: "wasm32-wasip2",
+        packages: &["peer-txmirror", "peer-component"],
+    },
+    GuestBuild {
+        manifest: "../benches/guests/Cargo.toml",
+        target: "wasm32-unknown-unknown",
+        packages: &["peer-extism"],
+    },
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -25,33 +48,40 @@ fn main() {
     println!("cargo:rerun-if-changed=../guest-sdk");
     println!("cargo:rerun-if-changed=../wit");
     let mut guests: Vec<(String, PathBuf)> = Vec::new();
-    for workspace in GUEST_WORKSPACES {
-        let manifest = manifest_dir.join(workspace);
+    for build in GUEST_BUILDS {
+        let manifest = manifest_dir.join(build.manifest);
         println!("cargo:rerun-if-changed={}", manifest.display());
-        let status = guest_cargo(&cargo, &target_dir)
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-            .arg(&manifest)
-            .status()
-            .expect("cargo runs");
+        let mut command = guest_cargo(&cargo, &target_dir);
+        command.args(["build", "--release", "--target", build.target, "--manifest-path"]).arg(&manifest);
+        for package in build.packages {
+            command.args(["--package", package]);
+        }
+        let status = command.status().expect("cargo runs");
         assert!(
             status.success(),
-            "building the guests of {} failed; is the wasm32-wasip2 target installed? (`cargo xtask test` installs it)",
-            manifest.display()
+            "building the guests of {} failed; is the {} target installed? (`cargo xtask test` installs it)",
+            manifest.display(),
+            build.target
         );
-        guests.extend(workspace_guests(&cargo, &manifest));
+        let artifacts = target_dir.join(build.target).join("release");
+        guests.extend(
+            workspace_guests(&cargo, &manifest)
+                .into_iter()
+                .filter(|package| build.packages.is_empty() || build.packages.contains(&package.as_str()))
+                .map(|package| (package, artifacts.clone())),
+        );
     }
 
-    let artifacts = target_dir.join("wasm32-wasip2").join("release");
     let mut code = String::new();
     let mut names = Vec::new();
-    for (package, _) in &guests {
+    for (package, artifacts) in &guests {
         let file_stem = package.replace('-', "_");
         let wasm = match artifacts.join(format!("{file_stem}.wasm")) {
             path if path.exists() => path,
             _ => artifacts.join(format!("{package}.wasm")),
         };
         assert!(wasm.exists(), "guest {package} built no {}", wasm.display());
-        emit_dependencies(&artifacts, &file_stem, package);
+        emit_dependencies(artifacts, &file_stem, package);
         let constant = file_stem.to_uppercase();
         writeln!(code, "/// The component built from the `{package}` guest crate.").expect("write to String");
         writeln!(code, "pub const {constant}: &str = {:?};", wasm.display().to_string()).expect("write to String");
@@ -195,7 +225,7 @@ fn guest_cargo(cargo: &std::ffi::OsStr, target_dir: &Path) -> Command {
 }
 
 /// The guest packages of a workspace: those with a `cdylib` or `bin` target.
-fn workspace_guests(cargo: &std::ffi::OsStr, manifest: &Path) -> Vec<(String, PathBuf)> {
+fn workspace_guests(cargo: &std::ffi::OsStr, manifest: &Path) -> Vec<String> {
     let output = Command::new(cargo)
         .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
         .arg(manifest)
@@ -209,9 +239,7 @@ fn workspace_guests(cargo: &std::ffi::OsStr, manifest: &Path) -> Vec<(String, Pa
             target["kind"].as_array().into_iter().flatten().any(|kind| kind == "cdylib" || kind == "bin")
         });
         if is_guest {
-            let name = package["name"].as_str().expect("package name").to_string();
-            let dir = PathBuf::from(package["manifest_path"].as_str().expect("manifest path"));
-            guests.push((name, dir));
+            guests.push(package["name"].as_str().expect("package name").to_string());
         }
     }
     guests

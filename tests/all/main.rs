@@ -15,6 +15,10 @@ mod model;
 mod module_cache;
 mod order_import;
 mod payment;
+mod peer_component;
+mod peer_extism;
+mod peer_txmirror;
+mod peers;
 mod runaway;
 
 /// Fails to compile unless a module named after the guest exists here.

@@ -23,6 +23,8 @@ pub mod models {
     include!(concat!(env!("OUT_DIR"), "/models.rs"));
 }
 
+pub mod peers;
+
 /// A request the test server received.
 #[derive(Debug, Clone)]
 pub struct Received {

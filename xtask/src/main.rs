@@ -4,9 +4,12 @@
 //!   runs a short scenario on a fresh embedded store, printing the primary's
 //!   and the mirror's traces.
 //! - `test`: installs what is missing and runs the whole test suite.
+//! - `bench`: runs `benches/src/bin/bench-report.rs` (the peer comparison
+//!   and the durable throughput) optimised, prints its tables and writes
+//!   them into `docs/benchmarks.md`.
 //!
-//! - `setup`: installs what is missing (see `setup.rs`): the wasm32-wasip2
-//!   target, the ONNX Runtime library and the training packages.
+//! - `setup`: installs what is missing (see `setup.rs`): the wasm targets,
+//!   the ONNX Runtime library and the training packages.
 //!
 //! - `train-model`: the shipped model from two seeded fault workloads
 //!   (`learning.rs`).
@@ -48,6 +51,14 @@ fn run_chore() -> Result<()> {
             setup::ensure_all(&root)?;
             run(Command::new(cargo()).current_dir(&root).args(["test", "--workspace"]).args(&args[1..]))
         }
+        Some("bench") => {
+            setup::ensure_all(&root)?;
+            run(Command::new(cargo())
+                .current_dir(&root)
+                .args(["run", "--profile", "bench", "-p", "txmirror-benches", "--bin", "bench-report", "--"])
+                .args(["--write", "docs/benchmarks.md"])
+                .args(&args[1..]))
+        }
         Some("setup") => setup::ensure_all(&root),
         Some("train-model") => {
             setup::ensure_all(&root)?;
@@ -58,7 +69,10 @@ fn run_chore() -> Result<()> {
             learning::effectiveness(&root)
         }
         _ => {
-            println!("usage: cargo xtask <demo | test [cargo test args] | setup | train-model | effectiveness>");
+            println!(
+                "usage: cargo xtask <demo | test [cargo test args] | bench [--quick] [peers] [durable] | setup | \
+                 train-model | effectiveness>"
+            );
             if args.is_empty() { Ok(()) } else { bail!("unknown command {:?}", args[0]) }
         }
     }

@@ -1,6 +1,6 @@
 //! Installs what a fresh machine lacks, each piece only once:
 //!
-//! - the `wasm32-wasip2` target, through rustup;
+//! - the `wasm32-wasip2` and `wasm32-unknown-unknown` targets, through rustup;
 //! - the ONNX Runtime library, taken from the PyPI wheel of `onnxruntime`
 //!   (its own download host is out of reach) into `target/onnxruntime/`;
 //! - the training pipeline's Python packages (`models/requirements.txt`)
@@ -14,7 +14,8 @@ use anyhow::{Context as _, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const WASM_TARGET: &str = "wasm32-wasip2";
+/// The guests' targets: components, and the Extism plugin of the peer comparison.
+const WASM_TARGETS: &[&str] = &["wasm32-wasip2", "wasm32-unknown-unknown"];
 
 /// The ONNX Runtime release the runtime is built against (`ort`'s `api-31`).
 pub(crate) const ONNXRUNTIME_VERSION: &str = "1.31.1";
@@ -54,17 +55,21 @@ fn ensure_chromium() -> Result<()> {
         .context("cannot install chromium and chromium-driver (the operator page's browser test needs them)")
 }
 
-/// Adds the `wasm32-wasip2` target through rustup if it is missing.
+/// Adds the wasm targets through rustup if they are missing.
 pub(crate) fn ensure_wasm_target() -> Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .context("rustup is needed to install the wasm32-wasip2 target")?;
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|line| line.trim() == WASM_TARGET) {
-        return Ok(());
+        .context("rustup is needed to install the wasm targets")?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    for target in WASM_TARGETS {
+        if installed.lines().any(|line| line.trim() == *target) {
+            continue;
+        }
+        println!("installing the {target} target with rustup");
+        crate::run(Command::new("rustup").args(["target", "add", target]))?;
     }
-    println!("installing the {WASM_TARGET} target with rustup");
-    crate::run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+    Ok(())
 }
 
 /// Where the ONNX Runtime library goes.

@@ -1,0 +1,307 @@
+//! The measurements behind `docs/benchmarks.md`, run by `cargo xtask bench`
+//! (which builds this with the `bench` profile): per-call latency
+//! percentiles that criterion does not report, and throughput under many
+//! concurrent clients.
+//!
+//! - `peers`: the peer comparison, p50/p99 per call of each host of the
+//!   shared logic, and ratios against a plain component on raw wasmtime
+//!   with the tuned pooling configuration;
+//! - `durable`: bank transfers from many concurrent clients, committed
+//!   durably on the embedded store (on disk, fsync), mirrored and primary
+//!   only: transactions per second, latency, CPU per transaction, and how
+//!   many transactions each fsync carried;
+//!
+//! `bench-report [--quick] [--write FILE] [peers] [durable]`: with `--write`, each
+//! section's table replaces the text between its markers in FILE
+//! (`<!-- bench:NAME -->` … `<!-- /bench:NAME -->`). `--quick` runs short,
+//! for checking that it works, not for numbers.
+
+#![allow(clippy::print_stdout, clippy::unwrap_used, reason = "a benchmark report")]
+
+use anyhow::{Context as _, Result, bail};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use txmirror_runtime::store::{CommitRequest, TransactionOutcome, TransactionRecord, WriteEntry};
+use txmirror_runtime::{Policy, Runtime, TxRequest};
+use txmirror_tests::guests;
+use txmirror_tests::peers::{ComponentPeer, EngineSetup, ExtismPeer, ORDER, Peer, TRANSFER, TxmirrorPeer};
+
+struct Options {
+    quick: bool,
+    write: Option<PathBuf>,
+    sections: Vec<String>,
+}
+
+fn main() -> Result<()> {
+    let mut options = Options { quick: false, write: None, sections: Vec::new() };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--write" => options.write = Some(args.next().context("--write needs a file")?.into()),
+            "peers" | "durable" => options.sections.push(arg),
+            other => {
+                bail!("unknown argument {other:?}; usage: bench-report [--quick] [--write FILE] [peers] [durable]")
+            }
+        }
+    }
+    if options.sections.is_empty() {
+        options.sections = vec!["peers".into(), "durable".into()];
+    }
+    for section in options.sections.clone() {
+        let table = match section.as_str() {
+            "peers" => peers(&options)?,
+            _ => durable(&options)?,
+        };
+        println!("{table}");
+        if let Some(file) = &options.write {
+            replace_section(file, &section, &table)?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`.
+fn replace_section(file: &Path, name: &str, table: &str) -> Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (start, end) = (format!("<!-- bench:{name} -->\n"), format!("<!-- /bench:{name} -->"));
+    let (Some(from), Some(to)) = (text.find(&start), text.find(&end)) else {
+        bail!("{} has no {start:?} … {end:?} markers", file.display());
+    };
+    let text = format!("{}{start}{table}{}", &text[..from], &text[to..]);
+    std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))
+}
+
+/// The median and the 99th percentile.
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The CPU time this process has used, all threads, from `/proc/self/stat`.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses: utime and stime are 14th and 15th.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+fn peers(options: &Options) -> Result<String> {
+    let (warm_up, calls) = if options.quick { (20, 200) } else { (500, 5_000) };
+    type Build = Box<dyn Fn() -> Box<dyn Peer>>;
+    let peers: Vec<(&str, Build)> = vec![
+        (
+            "(c) raw wasmtime, tuned pooling, fresh instance per call",
+            Box::new(|| Box::new(ComponentPeer::new(guests::PEER_COMPONENT, EngineSetup::TunedPooling))),
+        ),
+        (
+            "(c) raw wasmtime, tuned pooling + fuel and epochs",
+            Box::new(|| Box::new(ComponentPeer::new(guests::PEER_COMPONENT, EngineSetup::TunedPoolingMetered))),
+        ),
+        (
+            "(c) raw wasmtime, default config, fresh instance per call",
+            Box::new(|| Box::new(ComponentPeer::new(guests::PEER_COMPONENT, EngineSetup::Default))),
+        ),
+        ("(b) Extism, one plugin reused", Box::new(|| Box::new(ExtismPeer::new(guests::PEER_EXTISM, true)))),
+        ("(b) Extism, fresh plugin per call", Box::new(|| Box::new(ExtismPeer::new(guests::PEER_EXTISM, false)))),
+        (
+            "(a) txmirror transaction, primary only",
+            Box::new(|| Box::new(TxmirrorPeer::new(guests::PEER_TXMIRROR, false))),
+        ),
+        ("(a) txmirror transaction, mirrored", Box::new(|| Box::new(TxmirrorPeer::new(guests::PEER_TXMIRROR, true)))),
+    ];
+    let mut rows = Vec::new();
+    for (name, build) in &peers {
+        let mut peer = build();
+        let mut measured = Vec::new();
+        for (path, input) in [("transfer", TRANSFER), ("normalise", ORDER)] {
+            for _ in 0..warm_up {
+                peer.call(path, input).map_err(anyhow::Error::msg)?;
+            }
+            let mut samples = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let started = Instant::now();
+                peer.call(path, input).map_err(anyhow::Error::msg)?;
+                samples.push(started.elapsed());
+            }
+            measured.push(percentiles(&mut samples));
+        }
+        eprintln!("measured {name}");
+        rows.push((*name, measured));
+    }
+    let baseline = rows[0].1.clone();
+    let mut table = String::new();
+    writeln!(table, "| host | transfer p50 | transfer p99 | normalise p50 | normalise p99 | × (c-tuned), p50 |")?;
+    writeln!(table, "|---|---|---|---|---|---|")?;
+    for (name, measured) in &rows {
+        let ratio = |i: usize| micros(measured[i].0) / micros(baseline[i].0);
+        writeln!(
+            table,
+            "| {name} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.2}× / {:.2}× |",
+            micros(measured[0].0),
+            micros(measured[0].1),
+            micros(measured[1].0),
+            micros(measured[1].1),
+            ratio(0),
+            ratio(1),
+        )?;
+    }
+    writeln!(table, "\n{calls} calls of each after {warm_up} to warm up; one thread; µs per call.")?;
+    Ok(table)
+}
+
+/// Accounts of the durable benchmark: enough that concurrent transfers
+/// rarely touch the same ones.
+const ACCOUNTS: usize = 10_000;
+
+fn seed_accounts(runtime: &Runtime) {
+    let writes = (0..ACCOUNTS)
+        .map(|i| WriteEntry {
+            namespace: "accounts".into(),
+            key: format!("account-{i}"),
+            value: Some(b"1000000000".to_vec()),
+        })
+        .collect();
+    let record = TransactionRecord {
+        id: "seed".into(),
+        module: String::new(),
+        path: String::new(),
+        input_hash: String::new(),
+        outcome: TransactionOutcome::Committed { version: 0, output: Vec::new() },
+        attempts: Vec::new(),
+        history: Vec::new(),
+    };
+    runtime
+        .store()
+        .commit(CommitRequest { reads: Vec::new(), writes, events: Vec::new(), record, idempotency: None })
+        .unwrap();
+}
+
+struct Run {
+    committed: usize,
+    failed: usize,
+    elapsed: Duration,
+    cpu: Duration,
+    latency: (Duration, Duration),
+    commits_per_fsync: f64,
+}
+
+/// `clients` tasks on two worker threads transfer between random accounts
+/// for `length`, each waiting for its transaction before sending the next.
+fn durable_run(mirrored: bool, clients: usize, length: Duration) -> Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let executor = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut config = txmirror_tests::config(dir.path());
+    config.engine.max_instances = u32::try_from(clients * 2 + 8)?;
+    let runtime = Runtime::open(config)?;
+    seed_accounts(&runtime);
+    let module = executor.block_on(txmirror_tests::load(&runtime, guests::BANK_TRANSFER));
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bank-transfer/policy.toml"))?;
+    let text = text.replace("failure_prediction_enabled = true", &format!("failure_prediction_enabled = {mirrored}"));
+    let policy = Arc::new(Policy::parse(&text, Path::new("policy.toml"))?);
+    let (batches_before, transactions_before) =
+        (runtime.commit_stats().batches(), runtime.commit_stats().transactions());
+    let cpu_before = process_cpu();
+    let started = Instant::now();
+    let results = executor.block_on(async {
+        let tasks: Vec<_> = (0..clients)
+            .map(|client| {
+                let (runtime, module, policy) = (runtime.clone(), module.clone(), policy.clone());
+                tokio::spawn(async move {
+                    let mut state = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let mut next = move || {
+                        // xorshift64: cheap, deterministic per client.
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state as usize % ACCOUNTS
+                    };
+                    let (mut latencies, mut failed) = (Vec::new(), 0);
+                    while started.elapsed() < length {
+                        let (from, to) = (next(), next());
+                        if from == to {
+                            continue;
+                        }
+                        let input = format!(r#"{{"from":"account-{from}","to":"account-{to}","amount":1}}"#);
+                        let request = TxRequest {
+                            path: Some("transfer".into()),
+                            input: input.into_bytes(),
+                            ..Default::default()
+                        };
+                        let sent = Instant::now();
+                        match runtime.execute(&module, &policy, request).await {
+                            Ok(report) if matches!(report.outcome, TransactionOutcome::Committed { .. }) => {
+                                latencies.push(sent.elapsed())
+                            }
+                            _ => failed += 1,
+                        }
+                    }
+                    (latencies, failed)
+                })
+            })
+            .collect();
+        let mut all = (Vec::new(), 0);
+        for task in tasks {
+            let (latencies, failed) = task.await.unwrap();
+            all.0.extend(latencies);
+            all.1 += failed;
+        }
+        all
+    });
+    let elapsed = started.elapsed();
+    let cpu = process_cpu() - cpu_before;
+    let (mut latencies, failed) = results;
+    let batches = runtime.commit_stats().batches() - batches_before;
+    let transactions = runtime.commit_stats().transactions() - transactions_before;
+    Ok(Run {
+        committed: latencies.len(),
+        failed,
+        elapsed,
+        cpu,
+        latency: percentiles(&mut latencies),
+        commits_per_fsync: transactions as f64 / batches.max(1) as f64,
+    })
+}
+
+fn durable(options: &Options) -> Result<String> {
+    let length = if options.quick { Duration::from_millis(500) } else { Duration::from_secs(5) };
+    let mut table = String::new();
+    writeln!(table, "| mode | clients | tx/s | p50 | p99 | CPU per tx | tx per fsync | failed |")?;
+    writeln!(table, "|---|---|---|---|---|---|---|---|")?;
+    for clients in [1, 16, 64, 256] {
+        for mirrored in [false, true] {
+            let run = durable_run(mirrored, clients, length)?;
+            let rate = run.committed as f64 / run.elapsed.as_secs_f64();
+            writeln!(
+                table,
+                "| {} | {clients} | {rate:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} | {} |",
+                if mirrored { "mirrored" } else { "primary only" },
+                micros(run.latency.0),
+                micros(run.latency.1),
+                micros(run.cpu) / run.committed.max(1) as f64,
+                run.commits_per_fsync,
+                run.failed,
+            )?;
+            eprintln!("measured {clients} clients, mirrored: {mirrored}");
+        }
+    }
+    writeln!(
+        table,
+        "\nBank transfers (`examples/bank-transfer`, its own policy) between {ACCOUNTS} accounts, for {} s per row; \
+         an embedded store on disk, every commit durable (fsync); two tokio worker threads. CPU is the whole \
+         process's (all threads) divided by the transactions committed.",
+        length.as_secs_f64()
+    )?;
+    Ok(table)
+}
