@@ -138,7 +138,8 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         size: usize,
         /// `observe`: predictions recorded, no action taken; `act`: the
-        /// predictor acts; `retry-only`: no mirror at all.
+        /// predictor acts; `adaptive`: it acts, with a mirror only where the
+        /// prior is uncertain; `retry-only`: no mirror at all.
         #[arg(long, value_enum, default_value = "observe")]
         mode: workload::Mode,
         /// Where the example modules were built.
@@ -150,7 +151,7 @@ enum Command {
         /// Stops starting transactions after this many seconds.
         #[arg(long, default_value_t = 600)]
         time_limit_secs: u64,
-        /// In `act` mode, the share of attempts left unadjusted for honest labels.
+        /// In `act` and `adaptive` modes, the share of attempts left unadjusted for honest labels.
         #[arg(long, default_value_t = 0.05)]
         exploration_share: f32,
         /// Also writes the summary and every outcome as JSON here.

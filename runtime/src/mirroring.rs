@@ -7,14 +7,16 @@
 //! - a retry: an earlier attempt of the transaction failed;
 //! - a path and caller with fewer than `min_history` outcomes;
 //! - a path and caller whose recent rate of rescuable failures (those the
-//!   predictor can act on: not invalid input, not a business refusal) is at
-//!   least `uncertain_from`;
+//!   predictor can act on: see `rescuable`) is at least `uncertain_from`;
 //! - a path whose recent primaries called an endpoint whose recent error
 //!   rate is at least `uncertain_from`.
 //!
 //! Whatever the prior, a `sample` of transactions, chosen from their id, is
 //! mirrored, so that a prior gone wrong is noticed. An attempt without its
-//! mirror runs exactly as with `failure_prediction_enabled = false`.
+//! mirror runs exactly as with `failure_prediction_enabled = false`; if it
+//! fails as the mirror could have prevented (fuel, a dependency down…) and
+//! sent nothing unsafe, it gets a second look: one more attempt, mirrored,
+//! beyond what the retry policy allows.
 
 use crate::history::EndpointHealth;
 use crate::policy::{MirrorMode, Policy};
@@ -78,15 +80,36 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Whether the predictor could have done something about a failure.
+/// Whether the predictor could have done something about a failure: a
+/// dependency down or slow, a limit the mirror would have shown (fuel,
+/// memory, time), an output the success criteria refuse, or its own
+/// diversion. Invalid input and business refusals fail however the attempt
+/// runs; a conflict is settled by the retry (which is mirrored); a cancelled
+/// hedge is no failure of the path.
 fn rescuable(kind: FailureKind) -> bool {
-    !matches!(kind, FailureKind::Validation | FailureKind::Rejected)
+    matches!(
+        kind,
+        FailureKind::Unavailable
+            | FailureKind::FuelExhausted
+            | FailureKind::MemoryLimit
+            | FailureKind::WallTimeExceeded
+            | FailureKind::SuccessCriteria
+            | FailureKind::Diverted
+            | FailureKind::PredictedFailure
+    )
 }
 
 /// The endpoint key of `EndpointHealth` for a request of the trace.
 fn endpoint_of(method: &str, url: &str) -> Option<String> {
     let uri: http::Uri = url.parse().ok()?;
     Some(format!("{method} {}://{}{}", uri.scheme_str().unwrap_or("http"), uri.authority()?.as_str(), uri.path()))
+}
+
+/// Whether a failure of an attempt that adaptive mirroring ran without its
+/// mirror earns a second attempt, with the mirror, whatever the retry
+/// policy says (the caller checks that nothing unsafe was sent).
+pub(crate) fn second_look(policy: &Policy, kind: FailureKind) -> bool {
+    policy.failure_prediction_enabled && policy.mirror.mode == MirrorMode::Adaptive && rescuable(kind)
 }
 
 impl MirrorPrior {

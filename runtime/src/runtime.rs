@@ -19,7 +19,7 @@ use crate::store::{
     validate_name,
 };
 use crate::timeouts::AttemptTimeouts;
-use crate::trace::{GATE_BEFORE_COMMIT, HostCall, HttpOutcome, Role, TraceEvent, TraceRecorder};
+use crate::trace::{GATE_BEFORE_COMMIT, HostCall, HttpOutcome, Role, Trace, TraceEvent, TraceRecorder};
 use crate::transaction::{AttemptReport, DryRun, Failure, FailureKind, TxReport, TxRequest};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -256,6 +256,15 @@ pub(crate) fn sampled(transaction_id: &str, attempt: u32, share: f32) -> bool {
     let mut bytes = [0_u8; 8];
     bytes.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
     (u64::from_le_bytes(bytes) as f64 / u64::MAX as f64) < f64::from(share)
+}
+
+/// Whether a primary sent an unsafe request (one that may have had an
+/// effect, answered or not).
+fn sent_unsafe(primary: &Trace) -> bool {
+    primary.events.iter().any(|e| {
+        matches!(&e.call, HostCall::Http { safe: false, outcome, .. }
+            if matches!(outcome, HttpOutcome::Answered { .. } | HttpOutcome::Failed { .. }))
+    })
 }
 
 /// The failure of a primary the gate stopped.
@@ -558,6 +567,7 @@ impl Runtime {
             // Held while retrying after a conflict: see `contention.rs`.
             let mut turn: Option<Turn> = None;
             let mut tries = 0;
+            let mut second_look_taken = false;
             loop {
                 tries += 1;
                 let failure =
@@ -569,6 +579,15 @@ impl Runtime {
                 last_failure = Some(failure);
                 if kind == FailureKind::Diverted {
                     continue 'paths;
+                }
+                // Adaptive mirroring skipped this attempt's mirror, and it
+                // failed as the mirror could have prevented, without sending
+                // anything unsafe: one more attempt, which has its mirror.
+                let unmirrored = run.reports.last().is_some_and(|r| r.mirror.is_none() && !sent_unsafe(&r.primary));
+                if !second_look_taken && unmirrored && crate::mirroring::second_look(policy, kind) {
+                    second_look_taken = true;
+                    tries -= 1;
+                    continue;
                 }
                 if retry.final_kinds.contains(&kind) {
                     ended_by_final_failure = true;
@@ -753,11 +772,7 @@ impl Runtime {
             (&setup.gate, &prediction, commit_wait)
             && primary.result.is_ok()
         {
-            let sent_unsafe = primary.trace.events.iter().any(|e| {
-                matches!(&e.call, HostCall::Http { safe: false, outcome, .. }
-                    if matches!(outcome, HttpOutcome::Answered { .. } | HttpOutcome::Failed { .. }))
-            });
-            let (name, decision) = gate.before_commit(prediction, sent_unsafe);
+            let (name, decision) = gate.before_commit(prediction, sent_unsafe(&primary.trace));
             primary.trace.events.push(TraceEvent {
                 at_micros: primary.trace.duration_micros,
                 duration_micros: waited_micros,

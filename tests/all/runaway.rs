@@ -187,3 +187,28 @@ async fn success_criteria_do_not_apply_to_the_compensation() {
         "`ok` has no charge_id, and compensates anyway: {compensation:?}"
     );
 }
+
+/// Adaptive mirroring's second look: once the prior is confident, a burn
+/// runs without its mirror, runs out of fuel, and gets one more attempt
+/// with its mirror, which shows the need; the primary is granted the fuel
+/// and the transaction commits although the retry policy allows no retry
+/// of fuel exhaustion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_mirroring_gives_an_unmirrored_failure_a_mirrored_second_look() {
+    let dir = tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::RUNAWAY).await;
+    let work = r#"{"rounds": 20000000}"#;
+    let measured =
+        runtime.execute(&module, &policy("failure_prediction_enabled = false"), request("burn", work)).await.unwrap();
+    let limit = measured.attempts[0].primary.fuel_consumed * 6 / 10;
+    let adaptive = policy(&format!(
+        "[resource_requirements]\nfuel = {limit}\n[mirror]\nmode = \"adaptive\"\nmin_history = 0\nsample = 0\n"
+    ));
+    let report = runtime.execute(&module, &adaptive, request("burn", work)).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    let mirrored: Vec<bool> = report.attempts.iter().map(|a| a.mirror.is_some()).collect();
+    assert_eq!(mirrored, [false, true], "an unmirrored attempt, then a mirrored one");
+    assert_eq!(report.attempts[0].primary.failure, Some(FailureKind::FuelExhausted));
+    assert!(!grants(&report.attempts[1].primary, "fuel").is_empty(), "{:#?}", report.attempts[1].primary);
+}

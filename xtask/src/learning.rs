@@ -4,8 +4,9 @@
 //!   a held-out seed), their datasets, and the model trained on the first
 //!   and evaluated on the second: `models/txmirror-v1.onnx` and its card.
 //! - `effectiveness`: the held-out workload run retry-only, with the rules
-//!   alone and with the rules and the model; `docs/effectiveness.md` and its
-//!   plots, written by `models/report.py`.
+//!   alone, with the rules and the model, and with those and adaptive
+//!   mirroring; `docs/effectiveness.md` and its plots, written by
+//!   `models/report.py`.
 
 use anyhow::Result;
 use std::path::Path;
@@ -85,9 +86,12 @@ pub(crate) fn effectiveness(root: &Path) -> Result<()> {
         let data = workload(root, "holdout", HOLDOUT, "observe", false)?;
         export(root, &data, "target/learning/holdout.csv")?;
     }
-    for (name, mode, model) in
-        [("effect-retry-only", "retry-only", false), ("effect-rules", "act", false), ("effect-model", "act", true)]
-    {
+    for (name, mode, model) in [
+        ("effect-retry-only", "retry-only", false),
+        ("effect-rules", "act", false),
+        ("effect-model", "act", true),
+        ("effect-adaptive", "adaptive", true),
+    ] {
         crate::demo::step(&format!("the held-out workload: {name}"));
         workload(root, name, HOLDOUT, mode, model)?;
     }
@@ -112,6 +116,8 @@ pub(crate) fn effectiveness(root: &Path) -> Result<()> {
         "target/learning/holdout-scores.csv",
         "--card",
         &format!("{CARD}.json"),
+        "--adaptive",
+        "target/learning/effect-adaptive.json",
         "--out",
         "docs/effectiveness.md",
     ]))

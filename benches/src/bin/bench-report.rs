@@ -85,17 +85,6 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// The CPU time this process has used, all threads, from `/proc/self/stat`.
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses: utime and stime are 14th and 15th.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // Clock ticks are 1/100 s on Linux (USER_HZ).
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
 fn peers(options: &Options) -> Result<String> {
     let (warm_up, calls) = if options.quick { (20, 200) } else { (500, 5_000) };
     type Build = Box<dyn Fn() -> Box<dyn Peer>>;
@@ -212,7 +201,7 @@ fn durable_run(mirrored: bool, clients: usize, length: Duration) -> Result<Run> 
     let policy = Arc::new(Policy::parse(&text, Path::new("policy.toml"))?);
     let (batches_before, transactions_before) =
         (runtime.commit_stats().batches(), runtime.commit_stats().transactions());
-    let cpu_before = process_cpu();
+    let cpu = cpu_time::ProcessTime::now();
     let started = Instant::now();
     let results = executor.block_on(async {
         let tasks: Vec<_> = (0..clients)
@@ -260,7 +249,7 @@ fn durable_run(mirrored: bool, clients: usize, length: Duration) -> Result<Run> 
         all
     });
     let elapsed = started.elapsed();
-    let cpu = process_cpu() - cpu_before;
+    let cpu = cpu.elapsed();
     let (mut latencies, failed) = results;
     let batches = runtime.commit_stats().batches() - batches_before;
     let transactions = runtime.commit_stats().transactions() - transactions_before;

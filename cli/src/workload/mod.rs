@@ -11,8 +11,9 @@
 //!
 //! Modes: `observe` runs every attempt unadjusted (exploration share 1), so
 //! predictions are recorded and nothing acts on them; `act` lets the
-//! predictor act, with the given exploration share; `retry-only` turns the
-//! mirror off (the baseline).
+//! predictor act, with the given exploration share; `adaptive` is `act` with
+//! adaptive mirroring (`[mirror] mode = "adaptive"`: a mirror only where the
+//! prior is uncertain); `retry-only` turns the mirror off (the baseline).
 
 mod gateway;
 
@@ -37,6 +38,8 @@ pub(crate) enum Mode {
     Observe,
     /// The predictor acts, but for the exploration share.
     Act,
+    /// As `Act`, with the mirror only where the prior is uncertain.
+    Adaptive,
     /// No mirror, no prediction: retries and alternative paths only.
     RetryOnly,
 }
@@ -94,6 +97,8 @@ pub(crate) struct Outcome {
     attempts: usize,
     diverted: bool,
     explored: bool,
+    /// Attempts that ran with their mirror.
+    mirrored_attempts: usize,
 }
 
 /// What a run did.
@@ -121,7 +126,13 @@ pub(crate) struct Summary {
     double_charged: usize,
     /// Transactions diverted although their primary path would not have failed.
     false_diversions: usize,
+    /// Attempts, and those of them that ran with their mirror.
+    attempts: usize,
+    mirrored_attempts: usize,
     elapsed_s: f64,
+    /// CPU time of the whole process during the run (all threads, the
+    /// in-process gateways included).
+    cpu_s: f64,
     outcomes: Vec<Outcome>,
 }
 
@@ -132,7 +143,8 @@ impl Summary {
             "workload seed {} mode {:?}{}: {} transactions in {:.1} s\n\
              committed {} ({:.1}%), failed {}; would fail unadjusted {}, of which committed {} \
              (rescuable {}, committed {})\n\
-             latency p50 {:.1} ms, p99 {:.1} ms; charges sent {}, double-charged orders {}, false diversions {}",
+             latency p50 {:.1} ms, p99 {:.1} ms; charges sent {}, double-charged orders {}, false diversions {}\n\
+             attempts {}, mirrored {}; process CPU {:.2} s",
             self.seed,
             self.mode,
             self.model.as_deref().map(|m| format!(" model {m}")).unwrap_or_default(),
@@ -150,6 +162,9 @@ impl Summary {
             self.unsafe_calls_sent,
             self.double_charged,
             self.false_diversions,
+            self.attempts,
+            self.mirrored_attempts,
+            self.cpu_s,
         )
     }
 }
@@ -239,9 +254,13 @@ fn policies(options: &Options, primary: &Gateway, backup: &Gateway) -> anyhow::R
         Mode::Observe => ("failure_prediction_enabled = true\n", "[prediction]\nexploration_share = 1.0\n".into()),
         // The faults are the gateways': a doubtful charge is best sent to the
         // backup at once, so the model's share diverts (the default hedges).
-        Mode::Act => (
+        Mode::Act | Mode::Adaptive => (
             "failure_prediction_enabled = true\n",
-            format!("[prediction]\nexploration_share = {}\nmodel_action = \"divert\"\n", options.exploration_share),
+            format!(
+                "[prediction]\nexploration_share = {}\nmodel_action = \"divert\"\n{}",
+                options.exploration_share,
+                if options.mode == Mode::Adaptive { "[mirror]\nmode = \"adaptive\"\n" } else { "" }
+            ),
         ),
     };
     let (p, b) = (primary.authority(), backup.authority());
@@ -308,6 +327,7 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
         bail!("--size and --concurrency must be at least 1");
     }
     let started = Instant::now();
+    let cpu = cpu_time::ProcessTime::now();
     let primary = Gateway::start(options.seed, OUTBOUND_TIMEOUT_MS * 2).await?;
     let backup = Gateway::start(options.seed.rotate_left(32), OUTBOUND_TIMEOUT_MS * 2).await?;
     let [payment_policy, bank_policy, order_policy] = policies(options, &primary, &backup)?;
@@ -370,6 +390,7 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
                 attempts: report.attempts.len(),
                 diverted: attempt_failed("diverted"),
                 explored: report.attempts.iter().any(|a| a.explored),
+                mirrored_attempts: report.attempts.iter().filter(|a| a.mirror.is_some()).count(),
             })
         });
     }
@@ -405,7 +426,10 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
         unsafe_calls_sent: primary_charges.received + backup_charges.received,
         double_charged: booked.values().filter(|count| **count > 1).count(),
         false_diversions: outcomes.iter().filter(|o| o.diverted && !o.would_fail).count(),
+        attempts: outcomes.iter().map(|o| o.attempts).sum(),
+        mirrored_attempts: outcomes.iter().map(|o| o.mirrored_attempts).sum(),
         elapsed_s: started.elapsed().as_secs_f64(),
+        cpu_s: cpu.elapsed().as_secs_f64(),
         outcomes,
     })
 }
