@@ -4,8 +4,9 @@
 //! each host, called the same way.
 //!
 //! - [`TxmirrorPeer`]: a whole txmirror transaction (snapshot, primary,
-//!   mirror if asked, commit and durable record on the embedded store, in
-//!   memory so that the disk is not what is measured).
+//!   mirror if asked, commit and durable record on the embedded store, on a
+//!   RAM file system where there is one so that the disk is not what is
+//!   measured).
 //! - [`ComponentPeer`]: a plain component on raw wasmtime, a fresh instance
 //!   per call, with wasmtime's default configuration or a tuned pooling one.
 //! - [`ExtismPeer`]: an Extism plugin with host functions, reused across
@@ -62,10 +63,13 @@ impl TxmirrorPeer {
     /// the guest at `wasm` with the mirror on or off.
     pub fn new(wasm: &str, mirrored: bool) -> Self {
         let executor = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let dir = tempfile::tempdir().unwrap();
+        // The store is a real file, in memory where the machine has a RAM
+        // file system, so that what is measured is the runtime, not the disk.
+        let ram = Path::new("/dev/shm");
+        let dir = if ram.is_dir() { tempfile::tempdir_in(ram) } else { tempfile::tempdir() }.unwrap();
         let mut config = crate::config(dir.path());
         config.engine = EngineSettings { max_instances: 16, ..EngineSettings::default() };
-        let store = Arc::new(RedbStore::in_memory().unwrap());
+        let store = Arc::new(RedbStore::open(&dir.path().join("state.redb")).unwrap());
         let runtime = Runtime::with_store(config, store).unwrap();
         runtime
             .store()

@@ -2,14 +2,16 @@
 //! storage commit, and so one fsync.
 //!
 //! A commit on the embedded store costs an fsync (about 0.3 ms on the
-//! project's machine), far more than a small transaction's own work. One
-//! committer thread per store takes every request waiting in its queue,
-//! commits them with [`StateStore::commit_batch`] and answers each. While
-//! it waits for the disk, new requests queue up and form the next batch, so
-//! the batch grows with the load and an idle store still commits at once.
+//! project's machine), far more than a small transaction's own work.
 //!
-//! The fsync happens on the committer thread, never on an async worker: the
-//! workers keep running instances while the disk works.
+//! - When no commit is under way, a transaction commits at once, on its own
+//!   thread: handing it to another thread and waking it back would cost two
+//!   thread switches, more than a small commit (see `docs/benchmarks.md`).
+//! - While one is, requests queue up. One committer thread per store takes
+//!   every request waiting, commits them with [`StateStore::commit_batch`]
+//!   and answers each; meanwhile the next batch forms, so the batch grows
+//!   with the load, and under load the fsyncs happen on the committer
+//!   thread while the async workers keep running instances.
 //!
 //! A request handed over is committed even if the transaction that sent it
 //! is cancelled while waiting: like a commit in progress, it either happens
@@ -17,7 +19,7 @@
 
 use super::{CommitError, CommitRequest, StateStore, StoreError, Version};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
 /// The most requests one storage commit takes.
@@ -26,6 +28,12 @@ const MAX_BATCH: usize = 1024;
 struct Job {
     request: CommitRequest,
     reply: oneshot::Sender<Result<Version, CommitError>>,
+}
+
+/// How [`GroupCommit::commit`] answers: committed at once, or queued.
+enum Answer {
+    Done(Result<Version, CommitError>),
+    Queued(oneshot::Receiver<Result<Version, CommitError>>),
 }
 
 /// Counters of a [`GroupCommit`].
@@ -65,6 +73,10 @@ impl GroupCommitStats {
 /// is closed when the drop returns (and can be opened again at once).
 #[derive(Debug)]
 pub struct GroupCommit {
+    store: Arc<dyn StateStore>,
+    /// Held by whoever is committing: a transaction on its own thread, or
+    /// the committer thread with a batch.
+    writer: Arc<Mutex<()>>,
     jobs: mpsc::Sender<Job>,
     stats: Arc<GroupCommitStats>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -86,27 +98,42 @@ impl GroupCommit {
     pub fn start(store: Arc<dyn StateStore>) -> Result<Self, StoreError> {
         let (jobs, queue) = mpsc::channel();
         let stats = Arc::new(GroupCommitStats::default());
-        let counters = stats.clone();
+        let writer = Arc::new(Mutex::new(()));
+        let (counters, committer, lock) = (stats.clone(), store.clone(), writer.clone());
         let thread = std::thread::Builder::new()
             .name("txmirror-commit".into())
-            .spawn(move || commit_loop(store.as_ref(), &queue, &counters))
+            .spawn(move || commit_loop(committer.as_ref(), &lock, &queue, &counters))
             .map_err(|e| StoreError::Storage(format!("cannot start the committer thread: {e}")))?;
-        Ok(Self { jobs, stats, thread: Some(thread) })
+        Ok(Self { store, writer, jobs, stats, thread: Some(thread) })
     }
 
-    /// Queues `request` at once and returns its answer to come: it is
-    /// committed with whatever else is waiting, as [`StateStore::commit`]
-    /// would commit it alone.
+    /// Commits `request` at once if no commit is under way (blocking the
+    /// calling thread for it), or else queues it, before returning; the
+    /// answer comes from the returned future. Either way it is committed as
+    /// [`StateStore::commit`] would commit it alone.
     pub fn commit(
         &self,
         request: CommitRequest,
     ) -> impl Future<Output = Result<Version, CommitError>> + Send + 'static {
         let stopped = || CommitError::Store(StoreError::Storage("the committer thread has stopped".into()));
-        let (reply, answer) = oneshot::channel();
-        let queued = self.jobs.send(Job { request, reply }).map_err(|_| stopped());
+        let answer = match self.writer.try_lock() {
+            Ok(_writing) => {
+                self.stats.record(1);
+                Answer::Done(self.store.commit(request))
+            }
+            Err(_) => {
+                let (reply, answer) = oneshot::channel();
+                match self.jobs.send(Job { request, reply }) {
+                    Ok(()) => Answer::Queued(answer),
+                    Err(_) => Answer::Done(Err(stopped())),
+                }
+            }
+        };
         async move {
-            queued?;
-            answer.await.map_err(|_| stopped())?
+            match answer {
+                Answer::Done(result) => result,
+                Answer::Queued(answer) => answer.await.map_err(|_| stopped())?,
+            }
         }
     }
 
@@ -116,7 +143,7 @@ impl GroupCommit {
     }
 }
 
-fn commit_loop(store: &dyn StateStore, queue: &mpsc::Receiver<Job>, stats: &GroupCommitStats) {
+fn commit_loop(store: &dyn StateStore, writer: &Mutex<()>, queue: &mpsc::Receiver<Job>, stats: &GroupCommitStats) {
     let mut requests = Vec::new();
     let mut replies = Vec::new();
     while let Ok(first) = queue.recv() {
@@ -124,8 +151,10 @@ fn commit_loop(store: &dyn StateStore, queue: &mpsc::Receiver<Job>, stats: &Grou
             requests.push(job.request);
             replies.push(job.reply);
         }
+        let writing = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         stats.record(requests.len());
         let results = store.commit_batch(std::mem::take(&mut requests));
+        drop(writing);
         for (reply, result) in replies.drain(..).zip(results) {
             // The transaction may have been cancelled; its commit stands.
             let _ = reply.send(result);
@@ -182,17 +211,18 @@ mod tests {
         assert_eq!(snapshot.get("n", "c").unwrap().unwrap().value, b"t3");
     }
 
-    /// Commits queued while the store is busy all go into the next storage
-    /// commit: 200 transactions take at most two (the one the committer
-    /// took before it blocked, and the rest), and each lands exactly once.
+    /// Commits queued while another is under way all go into the next
+    /// storage commit: 200 transactions take at most two (the one the
+    /// committer took before it blocked, and the rest), and each lands
+    /// exactly once.
     #[test]
     fn commits_queued_while_the_store_is_busy_share_one_storage_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let redb = Arc::new(RedbStore::open(&dir.path().join("state.redb")).unwrap());
-        // An open write transaction holds the committer back.
-        let busy = redb.db.begin_write().unwrap();
-        let store: Arc<dyn StateStore> = redb.clone();
+        let store: Arc<dyn StateStore> = Arc::new(RedbStore::open(&dir.path().join("state.redb")).unwrap());
         let group = GroupCommit::start(store.clone()).unwrap();
+        // A commit under way: the others queue.
+        let writer = group.writer.clone();
+        let busy = writer.lock().unwrap();
         let answers: Vec<_> =
             (0..200).map(|i| group.commit(request(&format!("t{i}"), Vec::new(), &format!("k{i}")))).collect();
         drop(busy);
@@ -222,7 +252,13 @@ mod tests {
             let store: Arc<dyn StateStore> = Arc::new(RedbStore::open(&path).unwrap());
             let group = GroupCommit::start(store.clone()).unwrap();
             drop(store);
+            // One through the queue, one at once.
+            let writing = group.writer.clone();
+            let busy = writing.lock().unwrap();
+            let queued = group.commit(request(&format!("q{round}"), Vec::new(), "k"));
+            drop(busy);
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(queued).unwrap();
             runtime.block_on(group.commit(request(&format!("t{round}"), Vec::new(), "k"))).unwrap();
             drop(group);
         }

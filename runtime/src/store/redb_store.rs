@@ -31,7 +31,7 @@ const EVENT_SEQUENCE_KEY: &str = "event_sequence";
 /// The embedded, durable store.
 #[derive(Debug, Clone)]
 pub struct RedbStore {
-    pub(super) db: Arc<Database>,
+    db: Arc<Database>,
 }
 
 fn storage(err: impl std::fmt::Display) -> StoreError {
