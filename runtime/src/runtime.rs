@@ -41,12 +41,21 @@ pub struct RuntimeConfig {
     pub engine: EngineSettings,
     /// The failure-prediction model; the rules decide alone without one.
     pub model: Option<ModelConfig>,
+    /// The most transactions one storage commit (one fsync) may carry
+    /// (group commit, `store/group_commit.rs`); 1 commits each alone.
+    pub commit_batch_limit: usize,
 }
 
 impl RuntimeConfig {
     /// Defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self { data_dir: data_dir.into(), cache_dir: None, engine: EngineSettings::default(), model: None }
+        Self {
+            data_dir: data_dir.into(),
+            cache_dir: None,
+            engine: EngineSettings::default(),
+            model: None,
+            commit_batch_limit: crate::store::DEFAULT_BATCH_LIMIT,
+        }
     }
 }
 
@@ -330,7 +339,7 @@ impl Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
-                commits: GroupCommit::start(store.clone())?,
+                commits: GroupCommit::start(store.clone(), config.commit_batch_limit)?,
                 store,
                 cache_dir,
                 endpoints: Arc::new(EndpointMemory::default()),
@@ -356,7 +365,7 @@ impl Runtime {
             inner: Arc::new(RuntimeInner {
                 engine: shared.engine.clone(),
                 linker: shared.linker.clone(),
-                commits: GroupCommit::start(store.clone())?,
+                commits: GroupCommit::start(store.clone(), shared.commits.batch_limit())?,
                 store,
                 cache_dir: shared.cache_dir.clone(),
                 endpoints: Arc::new(EndpointMemory::default()),

@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use txmirror_runtime::store::{CommitRequest, TransactionOutcome, TransactionRecord, WriteEntry};
+use txmirror_runtime::store::{CommitRequest, DEFAULT_BATCH_LIMIT, TransactionOutcome, TransactionRecord, WriteEntry};
 use txmirror_runtime::{Policy, Runtime, TxRequest};
 use txmirror_tests::guests;
 use txmirror_tests::peers::{ComponentPeer, EngineSetup, ExtismPeer, ORDER, Peer, TRANSFER, TxmirrorPeer};
@@ -201,11 +201,12 @@ struct Run {
 
 /// `clients` tasks on two worker threads transfer between random accounts
 /// for `length`, each waiting for its transaction before sending the next.
-fn durable_run(mirrored: bool, clients: usize, length: Duration) -> Result<Run> {
+fn durable_run(mirrored: bool, clients: usize, batch_limit: usize, length: Duration) -> Result<Run> {
     let dir = tempfile::tempdir()?;
     let executor = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut config = txmirror_tests::config(dir.path());
     config.engine.max_instances = u32::try_from(clients * 2 + 8)?;
+    config.commit_batch_limit = batch_limit;
     let runtime = Runtime::open(config)?;
     seed_accounts(&runtime);
     let module = executor.block_on(txmirror_tests::load(&runtime, guests::BANK_TRANSFER));
@@ -282,22 +283,26 @@ fn durable(options: &Options) -> Result<String> {
     let mut table = String::new();
     writeln!(table, "| mode | clients | tx/s | p50 | p99 | CPU per tx | tx per fsync | failed |")?;
     writeln!(table, "|---|---|---|---|---|---|---|---|")?;
-    for clients in [1, 16, 64, 256] {
-        for mirrored in [false, true] {
-            let run = durable_run(mirrored, clients, length)?;
-            let rate = run.committed as f64 / run.elapsed.as_secs_f64();
-            writeln!(
-                table,
-                "| {} | {clients} | {rate:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} | {} |",
-                if mirrored { "mirrored" } else { "primary only" },
-                micros(run.latency.0),
-                micros(run.latency.1),
-                micros(run.cpu) / run.committed.max(1) as f64,
-                run.commits_per_fsync,
-                run.failed,
-            )?;
-            eprintln!("measured {clients} clients, mirrored: {mirrored}");
-        }
+    // The last two rows turn group commit off: one fsync per transaction.
+    let rows = [1, 16, 64, 256]
+        .into_iter()
+        .flat_map(|clients| [(false, clients, DEFAULT_BATCH_LIMIT), (true, clients, DEFAULT_BATCH_LIMIT)])
+        .chain([(false, 64, 1), (true, 64, 1)]);
+    for (mirrored, clients, batch_limit) in rows {
+        let run = durable_run(mirrored, clients, batch_limit, length)?;
+        let rate = run.committed as f64 / run.elapsed.as_secs_f64();
+        writeln!(
+            table,
+            "| {}{} | {clients} | {rate:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} | {} |",
+            if mirrored { "mirrored" } else { "primary only" },
+            if batch_limit == 1 { ", no group commit" } else { "" },
+            micros(run.latency.0),
+            micros(run.latency.1),
+            micros(run.cpu) / run.committed.max(1) as f64,
+            run.commits_per_fsync,
+            run.failed,
+        )?;
+        eprintln!("measured {clients} clients, mirrored: {mirrored}, batch limit {batch_limit}");
     }
     writeln!(
         table,

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
-/// The most requests one storage commit takes.
-const MAX_BATCH: usize = 1024;
+/// The most requests one storage commit takes, unless configured otherwise.
+pub const DEFAULT_BATCH_LIMIT: usize = 1024;
 
 struct Job {
     request: CommitRequest,
@@ -79,6 +79,7 @@ pub struct GroupCommit {
     writer: Arc<Mutex<()>>,
     jobs: mpsc::Sender<Job>,
     stats: Arc<GroupCommitStats>,
+    batch_limit: usize,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -94,17 +95,19 @@ impl Drop for GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the committer thread of `store`.
-    pub fn start(store: Arc<dyn StateStore>) -> Result<Self, StoreError> {
+    /// Starts the committer thread of `store`, which commits at most
+    /// `batch_limit` requests at a time (1: one fsync per transaction).
+    pub fn start(store: Arc<dyn StateStore>, batch_limit: usize) -> Result<Self, StoreError> {
+        let batch_limit = batch_limit.max(1);
         let (jobs, queue) = mpsc::channel();
         let stats = Arc::new(GroupCommitStats::default());
         let writer = Arc::new(Mutex::new(()));
         let (counters, committer, lock) = (stats.clone(), store.clone(), writer.clone());
         let thread = std::thread::Builder::new()
             .name("txmirror-commit".into())
-            .spawn(move || commit_loop(committer.as_ref(), &lock, &queue, &counters))
+            .spawn(move || commit_loop(committer.as_ref(), &lock, &queue, &counters, batch_limit))
             .map_err(|e| StoreError::Storage(format!("cannot start the committer thread: {e}")))?;
-        Ok(Self { store, writer, jobs, stats, thread: Some(thread) })
+        Ok(Self { store, writer, jobs, stats, batch_limit, thread: Some(thread) })
     }
 
     /// Commits `request` at once if no commit is under way (blocking the
@@ -141,13 +144,24 @@ impl GroupCommit {
     pub fn stats(&self) -> &GroupCommitStats {
         &self.stats
     }
+
+    /// The most requests it commits at a time.
+    pub fn batch_limit(&self) -> usize {
+        self.batch_limit
+    }
 }
 
-fn commit_loop(store: &dyn StateStore, writer: &Mutex<()>, queue: &mpsc::Receiver<Job>, stats: &GroupCommitStats) {
+fn commit_loop(
+    store: &dyn StateStore,
+    writer: &Mutex<()>,
+    queue: &mpsc::Receiver<Job>,
+    stats: &GroupCommitStats,
+    batch_limit: usize,
+) {
     let mut requests = Vec::new();
     let mut replies = Vec::new();
     while let Ok(first) = queue.recv() {
-        for job in std::iter::once(first).chain(std::iter::from_fn(|| queue.try_recv().ok())).take(MAX_BATCH) {
+        for job in std::iter::once(first).chain(std::iter::from_fn(|| queue.try_recv().ok())).take(batch_limit) {
             requests.push(job.request);
             replies.push(job.reply);
         }
@@ -219,7 +233,7 @@ mod tests {
     fn commits_queued_while_the_store_is_busy_share_one_storage_commit() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn StateStore> = Arc::new(RedbStore::open(&dir.path().join("state.redb")).unwrap());
-        let group = GroupCommit::start(store.clone()).unwrap();
+        let group = GroupCommit::start(store.clone(), DEFAULT_BATCH_LIMIT).unwrap();
         // A commit under way: the others queue.
         let writer = group.writer.clone();
         let busy = writer.lock().unwrap();
@@ -250,7 +264,7 @@ mod tests {
         let path = dir.path().join("state.redb");
         for round in 0..20 {
             let store: Arc<dyn StateStore> = Arc::new(RedbStore::open(&path).unwrap());
-            let group = GroupCommit::start(store.clone()).unwrap();
+            let group = GroupCommit::start(store.clone(), DEFAULT_BATCH_LIMIT).unwrap();
             drop(store);
             // One through the queue, one at once.
             let writing = group.writer.clone();

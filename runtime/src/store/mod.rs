@@ -16,7 +16,7 @@ mod redb_store;
 
 pub use dead_letter::{Compensation, DeadLetter};
 pub use fault::{FaultInjectingBackend, FaultPlan};
-pub use group_commit::{GroupCommit, GroupCommitStats};
+pub use group_commit::{DEFAULT_BATCH_LIMIT, GroupCommit, GroupCommitStats};
 pub use record::{Attempt, AttemptOutcome, TransactionOutcome, TransactionRecord};
 pub use redb_store::RedbStore;
 
