@@ -10,6 +10,13 @@ fn request(path: &str, input: &str) -> TxRequest {
     TxRequest { path: Some(path.into()), input: input.as_bytes().to_vec(), ..Default::default() }
 }
 
+/// What `burn` of `work` really needs, measured without a mirror.
+async fn fuel_needed(runtime: &txmirror_runtime::Runtime, module: &txmirror_runtime::Module, work: &str) -> u64 {
+    let measured =
+        runtime.execute(module, &policy("failure_prediction_enabled = false"), request("burn", work)).await.unwrap();
+    measured.attempts[0].primary.fuel_consumed
+}
+
 /// The `(from, to)` of every grant of `resource` in a trace.
 fn grants(trace: &txmirror_runtime::Trace, resource: &str) -> Vec<(u64, u64)> {
     trace
@@ -91,11 +98,7 @@ async fn a_primary_that_needs_more_fuel_is_granted_it_without_a_restart() {
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::RUNAWAY).await;
     let work = r#"{"rounds": 20000000}"#;
-
-    // What the work really needs, measured without a mirror.
-    let measured =
-        runtime.execute(&module, &policy("failure_prediction_enabled = false"), request("burn", work)).await.unwrap();
-    let need = measured.attempts[0].primary.fuel_consumed;
+    let need = fuel_needed(&runtime, &module, work).await;
 
     // A limit of 60% of the need: the mirror, running with the ceiling,
     // shows the need, and the primary is granted the rest as it runs.
@@ -199,9 +202,7 @@ async fn adaptive_mirroring_gives_an_unmirrored_failure_a_mirrored_second_look()
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::RUNAWAY).await;
     let work = r#"{"rounds": 20000000}"#;
-    let measured =
-        runtime.execute(&module, &policy("failure_prediction_enabled = false"), request("burn", work)).await.unwrap();
-    let limit = measured.attempts[0].primary.fuel_consumed * 6 / 10;
+    let limit = fuel_needed(&runtime, &module, work).await * 6 / 10;
     let adaptive = policy(&format!(
         "[resource_requirements]\nfuel = {limit}\n[mirror]\nmode = \"adaptive\"\nmin_history = 0\nsample = 0\n"
     ));

@@ -155,6 +155,33 @@ pub async fn load(runtime: &Runtime, guest: &str) -> Module {
     runtime.load_module(&bytes).await.unwrap()
 }
 
+/// Writes `balances` into the `accounts` namespace directly, in one commit
+/// recorded as the transaction `seed`: set-up, not workload.
+pub fn seed_accounts(runtime: &Runtime, balances: impl IntoIterator<Item = (String, u64)>) {
+    use txmirror_runtime::store::{CommitRequest, TransactionOutcome, TransactionRecord, WriteEntry};
+    let writes = balances
+        .into_iter()
+        .map(|(key, balance)| WriteEntry {
+            namespace: "accounts".into(),
+            key,
+            value: Some(balance.to_string().into_bytes()),
+        })
+        .collect();
+    let record = TransactionRecord {
+        id: "seed".into(),
+        module: String::new(),
+        path: String::new(),
+        input_hash: String::new(),
+        outcome: TransactionOutcome::Committed { version: 0, output: Vec::new() },
+        attempts: Vec::new(),
+        history: Vec::new(),
+    };
+    runtime
+        .store()
+        .commit(CommitRequest { reads: Vec::new(), writes, events: Vec::new(), record, idempotency: None })
+        .unwrap();
+}
+
 /// Parses a policy written in a test.
 pub fn policy(text: &str) -> Arc<Policy> {
     Arc::new(Policy::parse(text, Path::new("test-policy.toml")).unwrap())

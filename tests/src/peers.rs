@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use txmirror_runtime::store::{CommitRequest, RedbStore, TransactionOutcome, TransactionRecord, WriteEntry};
+use txmirror_runtime::store::{RedbStore, TransactionOutcome};
 use txmirror_runtime::{EngineSettings, Module, Policy, Runtime, TxRequest};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
@@ -59,7 +59,7 @@ pub struct TxmirrorPeer {
 }
 
 impl TxmirrorPeer {
-    /// A runtime on an in-memory store seeded with [`ACCOUNTS`], running
+    /// A runtime on a store in RAM seeded with [`ACCOUNTS`], running
     /// the guest at `wasm` with the mirror on or off.
     pub fn new(wasm: &str, mirrored: bool) -> Self {
         let executor = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -71,31 +71,7 @@ impl TxmirrorPeer {
         config.engine = EngineSettings { max_instances: 16, ..EngineSettings::default() };
         let store = Arc::new(RedbStore::open(&dir.path().join("state.redb")).unwrap());
         let runtime = Runtime::with_store(config, store).unwrap();
-        runtime
-            .store()
-            .commit(CommitRequest {
-                reads: Vec::new(),
-                writes: ACCOUNTS
-                    .iter()
-                    .map(|(name, balance)| WriteEntry {
-                        namespace: "accounts".into(),
-                        key: name.to_string(),
-                        value: Some(balance.to_string().into_bytes()),
-                    })
-                    .collect(),
-                events: Vec::new(),
-                record: TransactionRecord {
-                    id: "seed".into(),
-                    module: String::new(),
-                    path: String::new(),
-                    input_hash: String::new(),
-                    outcome: TransactionOutcome::Committed { version: 0, output: Vec::new() },
-                    attempts: Vec::new(),
-                    history: Vec::new(),
-                },
-                idempotency: None,
-            })
-            .unwrap();
+        crate::seed_accounts(&runtime, seeded_accounts());
         let module = executor.block_on(crate::load(&runtime, wasm));
         let policy = Arc::new(
             Policy::parse(

@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use txmirror_runtime::store::{CommitRequest, DEFAULT_BATCH_LIMIT, TransactionOutcome, TransactionRecord, WriteEntry};
+use txmirror_runtime::store::{DEFAULT_BATCH_LIMIT, TransactionOutcome};
 use txmirror_runtime::{Policy, Runtime, TxRequest};
 use txmirror_tests::guests;
 use txmirror_tests::peers::{ComponentPeer, EngineSetup, ExtismPeer, ORDER, Peer, TRANSFER, TxmirrorPeer};
@@ -167,29 +167,6 @@ fn peers(options: &Options) -> Result<String> {
 /// rarely touch the same ones.
 const ACCOUNTS: usize = 10_000;
 
-fn seed_accounts(runtime: &Runtime) {
-    let writes = (0..ACCOUNTS)
-        .map(|i| WriteEntry {
-            namespace: "accounts".into(),
-            key: format!("account-{i}"),
-            value: Some(b"1000000000".to_vec()),
-        })
-        .collect();
-    let record = TransactionRecord {
-        id: "seed".into(),
-        module: String::new(),
-        path: String::new(),
-        input_hash: String::new(),
-        outcome: TransactionOutcome::Committed { version: 0, output: Vec::new() },
-        attempts: Vec::new(),
-        history: Vec::new(),
-    };
-    runtime
-        .store()
-        .commit(CommitRequest { reads: Vec::new(), writes, events: Vec::new(), record, idempotency: None })
-        .unwrap();
-}
-
 struct Run {
     committed: usize,
     failed: usize,
@@ -208,7 +185,7 @@ fn durable_run(mirrored: bool, clients: usize, batch_limit: usize, length: Durat
     config.engine.max_instances = u32::try_from(clients * 2 + 8)?;
     config.commit_batch_limit = batch_limit;
     let runtime = Runtime::open(config)?;
-    seed_accounts(&runtime);
+    txmirror_tests::seed_accounts(&runtime, (0..ACCOUNTS).map(|i| (format!("account-{i}"), 1_000_000_000)));
     let module = executor.block_on(txmirror_tests::load(&runtime, guests::BANK_TRANSFER));
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bank-transfer/policy.toml"))?;
