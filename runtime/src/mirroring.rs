@@ -17,6 +17,9 @@
 //! fails as the mirror could have prevented (fuel, a dependency down…) and
 //! sent nothing unsafe, it gets a second look: one more attempt, mirrored,
 //! beyond what the retry policy allows.
+//!
+//! The prior learns only from transactions whose policy mirrors adaptively:
+//! under `always`, keeping it would be work for nothing.
 
 use crate::history::EndpointHealth;
 use crate::policy::{MirrorMode, Policy};

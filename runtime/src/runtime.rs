@@ -197,6 +197,8 @@ struct TransactionRun {
     claim: Option<IdempotencyClaim>,
     /// Who asked, for the prior of adaptive mirroring.
     caller: String,
+    /// The policy mirrors adaptively: attempts' ends feed the prior.
+    adaptive: bool,
     attempts: Vec<Attempt>,
     reports: Vec<AttemptReport>,
     /// Timeouts the predictor raised, per path, for the path's next attempts.
@@ -555,6 +557,7 @@ impl Runtime {
             clock: SystemTime::now(),
             claim,
             caller: request.caller.clone().unwrap_or_default(),
+            adaptive: policy.failure_prediction_enabled && policy.mirror.mode == crate::policy::MirrorMode::Adaptive,
             attempts: Vec::new(),
             reports: Vec::new(),
             raised_timeouts: HashMap::new(),
@@ -912,8 +915,10 @@ impl Runtime {
 
         let (fuel, host_calls, micros) = observed;
         self.inner.paths.observe(module.hash(), &path, fuel, host_calls, micros, result.is_err());
-        let failure = result.as_ref().err().map(|failure| failure.kind);
-        self.inner.prior.observe((module.hash(), &path, &run.caller), failure, &report.primary.events);
+        if run.adaptive {
+            let failure = result.as_ref().err().map(|failure| failure.kind);
+            self.inner.prior.observe((module.hash(), &path, &run.caller), failure, &report.primary.events);
+        }
         if let Err(failure) = &result {
             report.attempt.outcome =
                 AttemptOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
