@@ -832,6 +832,9 @@ mod tests {
             ("[prediction]\nthreshold = 1.5", "prediction.threshold"),
             ("[prediction]\nmodel_weight = -0.1", "prediction.model_weight"),
             ("[prediction]\nexploration_share = 2", "prediction.exploration_share"),
+            ("[mirror]\nmode = \"sometimes\"", "mirror.mode"),
+            ("[mirror]\nsample = 1.5", "mirror.sample"),
+            ("[mirror]\nuncertain_from = -0.1", "mirror.uncertain_from"),
             ("[retry]\nnon_retryable = [\"tired\"]", "retry.non_retryable[0]"),
             ("[retry.overrides.unavailable]\nmax_attempts = 0", "retry.overrides.unavailable.max_attempts"),
             (
