@@ -595,8 +595,8 @@ impl Runtime {
                 // Adaptive mirroring skipped this attempt's mirror, and it
                 // failed as the mirror could have prevented, without sending
                 // anything unsafe: one more attempt, which has its mirror.
-                let unmirrored = run.reports.last().is_some_and(|r| r.mirror.is_none() && !sent_unsafe(&r.primary));
-                if !second_look_taken && unmirrored && crate::mirroring::second_look(policy, kind) {
+                let unmirrored = || run.reports.last().is_some_and(|r| r.mirror.is_none() && !sent_unsafe(&r.primary));
+                if !second_look_taken && crate::mirroring::second_look(policy, kind) && unmirrored() {
                     second_look_taken = true;
                     tries -= 1;
                     continue;
