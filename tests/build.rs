@@ -3,8 +3,11 @@
 //! paths, plus `foreach_guest!`, which the test suite uses to refuse to
 //! compile while a guest has no test.
 //!
-//! The guests get their own target directory under `OUT_DIR`: sharing the
-//! outer build's would deadlock on its lock.
+//! The guests get their own target directory, `guests/` beside the outer
+//! build's profiles (sharing the outer build's own would deadlock on its
+//! lock). It is the same for every profile and for `cargo check`, so that
+//! clippy's check build reuses the guests and models of the test build
+//! instead of building and training them again.
 //!
 //! It also trains the test models with `models/train.py` (the training
 //! packages come from `cargo xtask setup`, found through
@@ -21,6 +24,12 @@ struct GuestBuild {
     manifest: &'static str,
     target: &'static str,
     packages: &'static [&'static str],
+}
+
+/// Whether the guest build is needed in this build: the Extism plugin only
+/// with the `extism` feature.
+fn wanted(build: &GuestBuild) -> bool {
+    build.target != "wasm32-unknown-unknown" || env::var_os("CARGO_FEATURE_EXTISM").is_some()
 }
 
 const GUEST_BUILDS: &[GuestBuild] = &[
@@ -42,13 +51,13 @@ const GUEST_BUILDS: &[GuestBuild] = &[
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let target_dir = out_dir.join("guests-target");
+    let target_dir = shared_dir(&out_dir);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
     println!("cargo:rerun-if-changed=../guest-sdk");
     println!("cargo:rerun-if-changed=../wit");
     let mut guests: Vec<(String, PathBuf)> = Vec::new();
-    for build in GUEST_BUILDS {
+    for build in GUEST_BUILDS.iter().filter(|build| wanted(build)) {
         let manifest = manifest_dir.join(build.manifest);
         println!("cargo:rerun-if-changed={}", manifest.display());
         let mut command = guest_cargo(&cargo, &target_dir);
@@ -95,7 +104,7 @@ fn main() {
     writeln!(code, "    }};\n}}").expect("write to String");
     std::fs::write(out_dir.join("guests.rs"), code).expect("write guests.rs");
 
-    let models = build_models(&manifest_dir, &out_dir.join("models"));
+    let models = build_models(&manifest_dir, &target_dir.join("models"));
     std::fs::write(out_dir.join("models.rs"), models).expect("write models.rs");
 }
 
@@ -133,6 +142,18 @@ const MODELS: &[(&str, &str, u64, &str, &[&str])] = &[
     ),
 ];
 
+/// `guests/` in the cargo target directory: `OUT_DIR` is
+/// `TARGET/PROFILE/build/PACKAGE-HASH/out`. Under another layout, `OUT_DIR`
+/// itself.
+fn shared_dir(out_dir: &Path) -> PathBuf {
+    match out_dir.ancestors().nth(4) {
+        Some(target) if out_dir.ancestors().nth(2).is_some_and(|build| build.ends_with("build")) => {
+            target.join("guests")
+        }
+        _ => out_dir.join("guests-target"),
+    }
+}
+
 fn train_py(python_path: &std::ffi::OsStr, train: &Path, args: &[&std::ffi::OsStr]) {
     let output = Command::new(env::var_os("PYTHON").unwrap_or_else(|| "python3".into()))
         .env("PYTHONPATH", python_path)
@@ -154,8 +175,20 @@ fn build_models(manifest_dir: &Path, models_dir: &Path) -> String {
     println!("cargo:rerun-if-changed={}", manifest_dir.join("../models/feature_schema.json").display());
     println!("cargo:rerun-if-env-changed=TXMIRROR_PYTHONPATH");
     let python_path = env::var_os("TXMIRROR_PYTHONPATH").unwrap_or_default();
-    // Datasets are reused within one run of this script, never across runs.
-    let _ = std::fs::remove_dir_all(models_dir);
+    // The models are trained again only when what makes them changed: the
+    // training script, the feature schema or the list above. Otherwise the
+    // models of an earlier run (another profile's, or `cargo check`'s) are
+    // reused; within one run, datasets are shared between models.
+    let mut inputs = std::fs::read(&train).expect("read models/train.py");
+    inputs.extend(std::fs::read(manifest_dir.join("../models/feature_schema.json")).expect("read the feature schema"));
+    inputs.extend(format!("{MODELS:?}").into_bytes());
+    let stamp = models_dir.join("inputs.stamp");
+    let trained = std::fs::read(&stamp).is_ok_and(|previous| previous == inputs)
+        && MODELS.iter().all(|(constant, ..)| models_dir.join(format!("{}.onnx", constant.to_lowercase())).exists());
+    if !trained {
+        let _ = std::fs::remove_dir_all(models_dir);
+    }
+    std::fs::create_dir_all(models_dir).expect("create the models directory");
     let mut code = String::new();
     let dataset = |seed: u64, shift: &str, rows: &str| {
         let file = models_dir.join(format!("dataset-{seed}-{shift}-{rows}.csv"));
@@ -188,7 +221,9 @@ fn build_models(manifest_dir: &Path, models_dir: &Path) -> String {
                 card.as_os_str(),
             ]);
         }
-        train_py(&python_path, &train, &args);
+        if !trained {
+            train_py(&python_path, &train, &args);
+        }
         writeln!(code, "/// {doc}").expect("write to String");
         writeln!(code, "pub const {constant}: &str = {:?};", file.display().to_string()).expect("write to String");
         if pipeline {
@@ -202,6 +237,9 @@ fn build_models(manifest_dir: &Path, models_dir: &Path) -> String {
                 writeln!(code, "pub const {name}: &str = {:?};", path.display().to_string()).expect("write to String");
             }
         }
+    }
+    if !trained {
+        std::fs::write(&stamp, inputs).expect("write the models' stamp");
     }
     code
 }

@@ -9,9 +9,10 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
+use txmirror_runtime::Role;
 use txmirror_runtime::policy::ResourceRequirements;
 use txmirror_runtime::predict::{Action, FeatureContext, Features, Model, RuleSet};
-use txmirror_runtime::trace::{Effect, HostCall, HttpOutcome, Role, Trace, TraceEvent};
+use txmirror_runtime::trace::{Effect, HostCall, HttpOutcome, Trace, TraceEvent};
 
 fn payment_trace() -> Trace {
     let event = |at_micros, call| TraceEvent { at_micros, duration_micros: 20, call };
@@ -69,7 +70,7 @@ fn prediction(c: &mut Criterion) {
     let model = Model::load(std::path::Path::new(txmirror_tests::models::PLACEHOLDER), None).unwrap();
     let features = || {
         let context = FeatureContext {
-            limits: &limits,
+            limits: limits.attempt_limits(),
             attempt: 1,
             contended: &|_, key, _| key == "order-2",
             endpoint: &|endpoint| endpoint.ends_with("/charges").then_some((40.0, 0.1)),

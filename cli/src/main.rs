@@ -338,6 +338,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failed {
                 | ExecuteError::UnknownPath { .. }
                 | ExecuteError::DuplicateId(_)
                 | ExecuteError::InvalidIdempotencyKey(_)
+                | ExecuteError::IdempotencyKeyReused { .. }
                 | ExecuteError::NoSuchDeadLetter(_)
                 | ExecuteError::ModuleMismatch { .. },
             ) => 4,
@@ -420,7 +421,7 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
         }
         Command::Tx { command: TxCommand::Show { id, json } } => {
             let runtime = open(&cli.data_dir)?;
-            match runtime.store().transaction(&id)? {
+            match runtime.transaction(&id)? {
                 Some(record) if json => {
                     print(&serde_json::to_string_pretty(&record)?);
                     Ok(0)
@@ -508,7 +509,7 @@ async fn run(cli: Cli) -> Result<u8, Failed> {
         }
         Command::Events { stream, after, limit } => {
             let runtime = open(&cli.data_dir)?;
-            for event in runtime.store().events(&stream, after, limit)? {
+            for event in runtime.events(&stream, after, limit)? {
                 let payload = String::from_utf8_lossy(&event.payload);
                 print(&format!("#{} v{} {} {payload}", event.sequence, event.version, event.transaction_id));
             }
@@ -526,7 +527,7 @@ async fn dlq(data_dir: &Path, model: Option<&Path>, command: DlqCommand) -> Resu
         |id: &str| Failed { code: 4, error: anyhow::anyhow!("no dead letter `{id}` in {}", data_dir.display()) };
     match command {
         DlqCommand::List { limit } => {
-            for letter in runtime.store().dead_letters(limit)? {
+            for letter in runtime.dead_letters(limit)? {
                 print(&format!(
                     "{}  path {}  {} attempts  {}: {}",
                     letter.transaction_id,
@@ -539,7 +540,7 @@ async fn dlq(data_dir: &Path, model: Option<&Path>, command: DlqCommand) -> Resu
             Ok(0)
         }
         DlqCommand::Show { id } => {
-            let letter = runtime.store().dead_letter(&id)?.ok_or_else(|| missing(&id))?;
+            let letter = runtime.dead_letter(&id)?.ok_or_else(|| missing(&id))?;
             print(&serde_json::to_string_pretty(&letter)?);
             Ok(0)
         }
@@ -560,7 +561,7 @@ async fn dlq(data_dir: &Path, model: Option<&Path>, command: DlqCommand) -> Resu
             Ok(exit_code(&report))
         }
         DlqCommand::Drop { id } => {
-            if runtime.store().remove_dead_letter(&id)? {
+            if runtime.drop_dead_letter(&id)? {
                 print(&format!("dropped {id}"));
                 Ok(0)
             } else {
@@ -617,7 +618,7 @@ fn export_dataset(runtime: &Runtime, out: &Path) -> anyhow::Result<usize> {
     let mut examples = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = runtime.store().transactions(after.as_deref(), 1_000)?;
+        let page = runtime.transactions(after.as_deref(), 1_000)?;
         let Some(last) = page.last() else { break };
         after = Some(last.id.clone());
         examples.extend(page.iter().flat_map(dataset::examples));

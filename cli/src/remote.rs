@@ -5,8 +5,8 @@ use crate::{Failed, print, render};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
+use txmirror_runtime::RecordedTransaction;
 use txmirror_runtime::TxReport;
-use txmirror_runtime::store::TransactionRecord;
 
 /// A service and the token to call it with.
 pub(crate) struct Remote {
@@ -65,7 +65,7 @@ impl Remote {
         let exit = match code.as_str() {
             "unauthorized" | "forbidden" | "bad_request" => 2,
             "module_refused" => 3,
-            "policy_refused" | "no_policy" | "not_found" | "conflict" => 4,
+            "policy_refused" | "no_policy" | "not_found" | "conflict" | "idempotency_key_reused" => 4,
             _ => 5,
         };
         Err(failed(exit, anyhow::anyhow!("the service answered {status} {code}: {message}")))
@@ -94,7 +94,7 @@ pub(crate) fn tx_show(remote: &Remote, id: &str, json: bool) -> Result<u8, Faile
         print(&json_text(&view)?);
         return Ok(0);
     }
-    match serde_json::from_value::<Option<TransactionRecord>>(view["record"].clone()) {
+    match serde_json::from_value::<Option<RecordedTransaction>>(view["record"].clone()) {
         Ok(Some(record)) => print(&render::report(&TxReport::from_record(record))),
         Ok(None) => print(&format!("transaction {id} is pending (accepted, not ended yet)")),
         Err(e) => return Err(failed(5, anyhow::anyhow!("the service's record: {e}"))),

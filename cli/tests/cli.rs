@@ -64,6 +64,24 @@ fn run_commits_and_prints_both_traces() {
     assert!(text(&out.stdout).contains(r#""balance":10"#), "5 + 5, not 5 + 5 + 5: {}", text(&out.stdout));
 }
 
+/// Bug: `run … --input '{"account":"bob",…}' --idempotency-key k1`, after k1
+/// had deposited to alice, exited 0 and printed alice's deposit, so the
+/// client believed bob had been credited.
+#[test]
+fn a_key_reused_for_another_input_exits_4_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let policy = bank_policy(dir.path());
+    let key = ["--idempotency-key", "k1"];
+    let alice = run_bank(&data, &policy, "deposit", r#"{"account":"alice","amount":5}"#, &key);
+    assert_eq!(alice.status.code(), Some(0), "{}", text(&alice.stderr));
+    let bob = run_bank(&data, &policy, "deposit", r#"{"account":"bob","amount":5}"#, &key);
+    assert_eq!(bob.status.code(), Some(4), "{}", text(&bob.stdout));
+    assert!(text(&bob.stderr).contains("idempotency key `k1` was used for another request"), "{}", text(&bob.stderr));
+    let out = run_bank(&data, &policy, "balance", r#"{"account":"bob"}"#, &[]);
+    assert_eq!(out.status.code(), Some(1), "bob has no account: {}", text(&out.stdout));
+}
+
 #[test]
 fn exit_codes_tell_what_went_wrong() {
     let dir = tempfile::tempdir().unwrap();

@@ -25,9 +25,10 @@
 //! `model_probability` and `failed` may be empty.
 
 use crate::predict::{FEATURE_NAMES, Features, SCHEMA_VERSION};
-use crate::store::{AttemptOutcome, TransactionRecord};
+use crate::store::AttemptOutcome;
 use crate::trace::HostCall;
-use crate::transaction::AttemptReport;
+use crate::transaction::{AttemptReport, RecordedTransaction};
+use crate::vocab::GateVerdict;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -120,21 +121,21 @@ fn action_of(report: &AttemptReport) -> String {
     let mut granted = false;
     for event in &report.primary.events {
         match &event.call {
-            HostCall::Gate { decision, .. } => decisions.push(decision.as_str()),
+            HostCall::Gate { decision, .. } => decisions.push(*decision),
             HostCall::Grant { resource, .. } if resource == "fuel" || resource == "memory" => granted = true,
             _ => {}
         }
     }
-    let first = |wanted: &[&str]| decisions.iter().find(|d| wanted.contains(d)).map(|d| (*d).to_string());
-    first(&["divert", "fail_fast", "cancelled"])
-        .or_else(|| first(&["hedge", "adjust_timeouts"]))
+    let first = |wanted: &[GateVerdict]| decisions.iter().find(|d| wanted.contains(d)).map(ToString::to_string);
+    first(&[GateVerdict::Divert, GateVerdict::FailFast, GateVerdict::Cancelled])
+        .or_else(|| first(&[GateVerdict::Hedge, GateVerdict::AdjustTimeouts]))
         .or_else(|| granted.then(|| "grant".to_string()))
-        .or_else(|| decisions.iter().find(|d| d.starts_with("explored:")).map(|d| (*d).to_string()))
-        .unwrap_or_else(|| "pass".into())
+        .or_else(|| decisions.iter().find(|d| matches!(d, GateVerdict::Explored(_))).map(ToString::to_string))
+        .unwrap_or_else(|| GateVerdict::Pass.to_string())
 }
 
 /// The examples of one transaction: one per attempt the predictor scored.
-pub fn examples(record: &TransactionRecord) -> Vec<Example> {
+pub fn examples(record: &RecordedTransaction) -> Vec<Example> {
     record
         .history
         .iter()
@@ -146,7 +147,7 @@ pub fn examples(record: &TransactionRecord) -> Vec<Example> {
             };
             let outcome = match &report.attempt.outcome {
                 AttemptOutcome::Committed => "committed".to_string(),
-                AttemptOutcome::Failed { kind, .. } => kind.clone(),
+                AttemptOutcome::Failed { kind, .. } => kind.to_string(),
             };
             let action = action_of(report);
             let stopped = matches!(outcome.as_str(), "diverted" | "predicted_failure" | "cancelled");

@@ -8,15 +8,12 @@ use crate::host::InstanceState;
 use crate::module::Module;
 use crate::store::{EventEntry, ReadEntry, WriteEntry};
 use crate::trace::HostCall;
-use crate::trace::{Role, Trace, TraceRecorder};
-use crate::transaction::{Failure, FailureKind};
+use crate::trace::{Trace, TraceRecorder};
+use crate::vocab::{Failure, FailureKind, Role};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
-
-/// Fuel for running `init` and `paths` at load time.
-pub(crate) const PREINIT_FUEL: u64 = 10_000_000_000;
 
 /// Extra time given to a guest blocked in a host call before the runtime
 /// gives up on it; wasm code itself is stopped at the limit by the epoch.

@@ -21,9 +21,10 @@
 
 use crate::grants::ResourceWatch;
 use crate::hedge::HedgeSeat;
-use crate::predict::{Action, FeatureAccumulator, Prediction, TraceTotals};
+use crate::predict::{FeatureAccumulator, Prediction, TraceTotals};
 use crate::timeouts::AttemptTimeouts;
-use crate::trace::{GATE_BEFORE_UNSAFE_CALL, HostCall, Trace, TraceEvent, TraceRecorder};
+use crate::trace::{HostCall, Trace, TraceEvent, TraceRecorder};
+use crate::vocab::{Action, GateStage, GateVerdict};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -162,15 +163,19 @@ impl Gate {
 
     /// The gate before the commit, given the final prediction: a primary that
     /// has sent no unsafe call yet may still be diverted or failed fast, as
-    /// nothing it did has left the host. Returns the decision's name and the
+    /// nothing it did has left the host. Returns the verdict and the
     /// decision, if it stops the commit.
-    pub(crate) fn before_commit(&self, prediction: &Prediction, sent_unsafe: bool) -> (String, Option<GateDecision>) {
+    pub(crate) fn before_commit(
+        &self,
+        prediction: &Prediction,
+        sent_unsafe: bool,
+    ) -> (GateVerdict, Option<GateDecision>) {
         match self.intended(prediction, false) {
-            _ if sent_unsafe => ("pass".into(), None),
-            Some(action) if self.actions.explore => (format!("explored:{action}"), None),
-            Some(Action::Divert) => ("divert".into(), Some(GateDecision::Divert(prediction.clone()))),
-            Some(Action::FailFast) => ("fail_fast".into(), Some(GateDecision::FailFast(prediction.clone()))),
-            _ => ("pass".into(), None),
+            _ if sent_unsafe => (GateVerdict::Pass, None),
+            Some(action) if self.actions.explore => (GateVerdict::Explored(action), None),
+            Some(Action::Divert) => (GateVerdict::Divert, Some(GateDecision::Divert(prediction.clone()))),
+            Some(Action::FailFast) => (GateVerdict::FailFast, Some(GateDecision::FailFast(prediction.clone()))),
+            _ => (GateVerdict::Pass, None),
         }
     }
 
@@ -218,22 +223,22 @@ impl Gate {
         self.first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert_with(|| prediction.clone());
         let actions = &self.actions;
         let mut decision = None;
-        let mut name = String::from("pass");
+        let mut verdict = GateVerdict::Pass;
         match self.intended(&prediction, true) {
             None => {}
-            Some(action) if actions.explore => name = format!("explored:{action}"),
+            Some(action) if actions.explore => verdict = GateVerdict::Explored(action),
             Some(Action::Divert) => {
                 decision = Some(GateDecision::Divert(prediction.clone()));
-                name = "divert".into();
+                verdict = GateVerdict::Divert;
             }
             Some(Action::FailFast) => {
                 decision = Some(GateDecision::FailFast(prediction.clone()));
-                name = "fail_fast".into();
+                verdict = GateVerdict::FailFast;
             }
             Some(Action::Hedge) => {
                 if let Some(seat) = &actions.seat {
                     seat.request_hedge();
-                    name = "hedge".into();
+                    verdict = GateVerdict::Hedge;
                 }
             }
             Some(Action::AdjustTimeouts) => {
@@ -246,7 +251,7 @@ impl Gate {
                         let needed = predicted_ms as u64;
                         primary.record(HostCall::Grant { resource: resource.into(), from, to, mirror_needed: needed });
                     }
-                    name = "adjust_timeouts".into();
+                    verdict = GateVerdict::AdjustTimeouts;
                 }
             }
             Some(_) => {}
@@ -257,7 +262,7 @@ impl Gate {
             && seat.claim().await.is_err()
         {
             decision = Some(GateDecision::Cancelled);
-            name = "cancelled".into();
+            verdict = GateVerdict::Cancelled;
         }
         primary.record_since(
             at,
@@ -266,8 +271,8 @@ impl Gate {
                 timed_out,
                 failure_probability: prediction.failure_probability,
                 reasons: prediction.reasons.iter().map(|r| r.rule.clone()).collect(),
-                decision: name.clone(),
-                before: GATE_BEFORE_UNSAFE_CALL.into(),
+                decision: verdict,
+                before: GateStage::UnsafeCall,
             },
         );
         match decision {
@@ -277,7 +282,7 @@ impl Gate {
                     GateDecision::Cancelled => "cancelled: the other path of the hedge won".to_string(),
                     _ => {
                         let reasons: Vec<&str> = prediction.reasons.iter().map(|r| r.reason.as_str()).collect();
-                        format!("stopped by the predictor ({name}): {}", reasons.join("; "))
+                        format!("stopped by the predictor ({verdict}): {}", reasons.join("; "))
                     }
                 };
                 *self.decision.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(decision);

@@ -1,7 +1,8 @@
 //! The txmirror transaction runtime.
 //!
-//! A transaction runs a path of a Wasm component twice from one snapshot:
-//! the *primary*, whose effects are committed, and the *mirror*, a
+//! A transaction runs a path of a Wasm component from one snapshot as the
+//! *primary*, whose effects are committed, and, unless adaptive mirroring
+//! finds it needless (`[mirror] mode = "adaptive"`), as a *mirror*: a
 //! read-only twin whose effects are withheld and whose host calls are
 //! traced. See `docs/ARCHITECTURE.md` for the parts and their invariants.
 //!
@@ -21,6 +22,7 @@
 //! ```
 
 mod bindings;
+pub mod clock;
 mod contention;
 pub mod dataset;
 pub mod engine;
@@ -40,10 +42,13 @@ pub mod store;
 mod timeouts;
 pub mod trace;
 pub mod transaction;
+pub mod vocab;
 
 pub use engine::EngineSettings;
 pub use module::{Module, ModuleError};
 pub use policy::{Policy, PolicyError};
 pub use runtime::{ExecuteError, ModelConfig, Runtime, RuntimeConfig, StartError};
-pub use trace::{Role, Trace};
-pub use transaction::{DryRun, Failure, FailureKind, TxReport, TxRequest};
+pub use runtime::{KeyClaim, KeyState};
+pub use trace::Trace;
+pub use transaction::{DeadLetterReport, DryRun, RecordedTransaction, TxReport, TxRequest};
+pub use vocab::{Action, Failure, FailureKind, GateStage, GateVerdict, Role};

@@ -2,7 +2,8 @@
 //! the store by the executor.
 
 use crate::grants::ResourceWatch;
-use crate::trace::{HostCall, Role, TraceRecorder};
+use crate::trace::{HostCall, TraceRecorder};
+use crate::vocab::Role;
 use std::sync::Arc;
 use wasmtime::ResourceLimiterAsync;
 

@@ -24,9 +24,23 @@
 use crate::history::EndpointHealth;
 use crate::policy::{MirrorMode, Policy};
 use crate::trace::{HostCall, TraceEvent};
-use crate::transaction::FailureKind;
+use crate::vocab::FailureKind;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+
+/// Whether an attempt falls in a share (of exploration, of mirroring): a
+/// uniform draw from the transaction id and the attempt number, so a
+/// replayed workload draws the same attempts.
+pub(crate) fn sampled(transaction_id: &str, attempt: u32, share: f32) -> bool {
+    if share <= 0.0 {
+        return false;
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(transaction_id.as_bytes()).update(&attempt.to_le_bytes());
+    let mut bytes = [0_u8; 8];
+    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    (u64::from_le_bytes(bytes) as f64 / u64::MAX as f64) < f64::from(share)
+}
 
 /// How many (module, path, caller) entries are remembered before forgetting all.
 const MAX_ENTRIES: usize = 4096;
@@ -136,7 +150,7 @@ impl MirrorPrior {
         if number > 1 {
             return MirrorChoice::Uncertain(Uncertainty::Retry);
         }
-        if crate::runtime::sampled(transaction_id, 0, settings.sample) {
+        if sampled(transaction_id, 0, settings.sample) {
             return MirrorChoice::Uncertain(Uncertainty::Sample);
         }
         let uncertain_from = f64::from(settings.uncertain_from);

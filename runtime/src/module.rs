@@ -85,6 +85,9 @@ impl Module {
     }
 }
 
+/// Fuel for running `init` and `paths` at load time.
+const PREINIT_FUEL: u64 = 10_000_000_000;
+
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
 const COMPONENT_VERSION: [u8; 4] = [0x0d, 0, 1, 0];
@@ -188,7 +191,7 @@ impl ModuleLoader<'_> {
 
     async fn preinitialize(&self, bytes: &[u8]) -> Result<Vec<u8>, ModuleError> {
         let mut store = Store::new(self.engine, (self.new_state)());
-        store.set_fuel(crate::executor::PREINIT_FUEL).map_err(|e| ModuleError::Preinit(format!("{e:#}")))?;
+        store.set_fuel(PREINIT_FUEL).map_err(|e| ModuleError::Preinit(format!("{e:#}")))?;
         store.epoch_deadline_async_yield_and_update(1);
         let linker = self.linker;
         let (snapshot, _) = wasmtime_wizer::Wizer::new()
@@ -202,7 +205,7 @@ impl ModuleLoader<'_> {
 
     async fn list_paths(&self, pre: &TransactionPre<InstanceState>) -> Result<Vec<String>, ModuleError> {
         let mut store = Store::new(self.engine, (self.new_state)());
-        store.set_fuel(crate::executor::PREINIT_FUEL).map_err(|e| ModuleError::Paths(format!("{e:#}")))?;
+        store.set_fuel(PREINIT_FUEL).map_err(|e| ModuleError::Paths(format!("{e:#}")))?;
         store.epoch_deadline_async_yield_and_update(1);
         let instance: Transaction =
             pre.instantiate_async(&mut store).await.map_err(|e| ModuleError::Paths(format!("{e:#}")))?;
@@ -210,7 +213,7 @@ impl ModuleLoader<'_> {
         if paths.is_empty() {
             return Err(ModuleError::Paths("the module exports no paths".into()));
         }
-        if let Some(bad) = paths.iter().find(|p| crate::store::validate_name(p).is_err()) {
+        if let Some(bad) = paths.iter().find(|p| crate::vocab::validate_name(p).is_err()) {
             return Err(ModuleError::Paths(format!("invalid path name {bad:?}")));
         }
         Ok(paths)

@@ -4,8 +4,8 @@
 //! field is documented in `docs/policy.md`. Unknown keys and bad values are
 //! refused with a [`PolicyError`] that names the file, the key and the reason.
 
-use crate::predict::{Action, Rule, RuleSet};
-use crate::transaction::FailureKind;
+use crate::predict::{AttemptLimits, Rule, RuleSet};
+use crate::vocab::{Action, FailureKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -220,6 +220,13 @@ pub struct ResourceRequirements {
     /// The longest the predictor may raise `wall_time_ms` to; three times it if unset.
     #[serde(default)]
     pub wall_time_ceiling_ms: Option<u64>,
+}
+
+impl ResourceRequirements {
+    /// The limits the predictor's features compare an attempt with.
+    pub fn attempt_limits(&self) -> AttemptLimits {
+        AttemptLimits { fuel: self.fuel, memory_mib: self.memory_mib, outbound_timeout_ms: self.outbound_timeout_ms }
+    }
 }
 
 fn default_fuel() -> u64 {
@@ -693,7 +700,7 @@ impl Policy {
             }
         }
         for namespace in self.capabilities.kv.keys() {
-            if let Err(reason) = crate::store::validate_name(namespace) {
+            if let Err(reason) = crate::vocab::validate_name(namespace) {
                 return Err((format!("capabilities.kv.{namespace}"), reason));
             }
         }

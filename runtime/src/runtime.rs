@@ -1,5 +1,11 @@
 //! The runtime: loads modules and runs transactions as primary + mirror.
 
+mod idempotency;
+mod records;
+
+pub use idempotency::{KeyClaim, KeyState};
+
+use crate::clock::{Clock, SystemClock};
 use crate::contention::{HotKeys, InFlightWrites, Turn, WriteClaims};
 use crate::engine::{EngineError, EngineSettings, EpochTicker, new_engine};
 use crate::executor::{InstanceRun, run_instance};
@@ -8,25 +14,29 @@ use crate::grants::ResourceWatch;
 use crate::hedge::{HedgeRace, HedgeSeat};
 use crate::history::PathHistory;
 use crate::host::{EndpointMemory, InstanceSetup, InstanceState, add_recording_filesystem};
-use crate::mirroring::MirrorPrior;
+use crate::mirroring::{MirrorPrior, sampled};
 use crate::module::{Module, ModuleError, ModuleLoader};
 use crate::policy::{Policy, PolicyError};
 use crate::predict::model_slot::ModelSlot;
 use crate::predict::{FeatureAccumulator, FeatureContext, ModelError, ModelInfo, Prediction, Reloaded, TraceTotals};
 use crate::store::{
     Attempt, AttemptOutcome, CommitError, CommitRequest, Compensation, DeadLetter, EmptySnapshot, GroupCommit,
-    GroupCommitStats, IdempotencyClaim, RedbStore, StateStore, StoreError, TransactionOutcome, TransactionRecord,
-    validate_name,
+    GroupCommitStats, History, IdempotencyClaim, RedbStore, StateStore, StoreError, TransactionOutcome,
+    TransactionRecord,
 };
 use crate::timeouts::AttemptTimeouts;
-use crate::trace::{GATE_BEFORE_COMMIT, HostCall, HttpOutcome, Role, Trace, TraceEvent, TraceRecorder};
-use crate::transaction::{AttemptReport, DryRun, Failure, FailureKind, TxReport, TxRequest};
+use crate::trace::{HostCall, HttpOutcome, Trace, TraceEvent, TraceRecorder};
+use crate::transaction::history;
+use crate::transaction::plan::{AttemptFailed, Next, Plan};
+use crate::transaction::{AttemptReport, DryRun, TxReport, TxRequest};
+use crate::vocab::{Failure, FailureKind, GateStage, Role};
+use idempotency::{Fingerprint, input_hash};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -44,6 +54,8 @@ pub struct RuntimeConfig {
     /// The most transactions one storage commit (one fsync) may carry
     /// (group commit, `store/group_commit.rs`); 1 commits each alone.
     pub commit_batch_limit: usize,
+    /// What the runtime dates things by: the system's clock, or a test's.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl RuntimeConfig {
@@ -55,6 +67,7 @@ impl RuntimeConfig {
             engine: EngineSettings::default(),
             model: None,
             commit_batch_limit: crate::store::DEFAULT_BATCH_LIMIT,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -117,6 +130,18 @@ pub enum ExecuteError {
     /// A transaction with this id was already recorded.
     #[error("transaction `{0}` already exists")]
     DuplicateId(String),
+    /// The idempotency key is bound to another request (another module,
+    /// path or input): answering with that request's outcome would mislead.
+    #[error(
+        "idempotency key `{key}` was used for another request{}; a new request needs a new key",
+        if transaction_id.is_empty() { String::new() } else { format!(" (transaction `{transaction_id}`)") }
+    )]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+        /// The transaction bound to it, if it has an id yet.
+        transaction_id: String,
+    },
     /// The idempotency key is not acceptable.
     #[error("invalid idempotency key: {0}")]
     InvalidIdempotencyKey(String),
@@ -155,9 +180,13 @@ struct RuntimeInner {
     /// What adaptive mirroring knows before an attempt runs.
     prior: MirrorPrior,
     /// Transactions running per idempotency key, for requests that share one.
-    in_flight: Mutex<HashMap<String, Arc<OnceCell<TxReport>>>>,
+    in_flight: Mutex<HashMap<String, idempotency::Running>>,
+    /// Keys held by accepted transactions that have not ended (see
+    /// [`Runtime::claim_key`]), with the request and the holder's id.
+    accepted_keys: Mutex<HashMap<String, (Fingerprint, String)>>,
     /// The failure-prediction model, if one is configured.
     model: Option<Arc<ModelSlot>>,
+    clock: Arc<dyn Clock>,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -255,20 +284,6 @@ struct AttemptSeed<'a> {
     purpose: Purpose,
 }
 
-/// Whether an attempt falls in a share (of exploration, of mirroring): a
-/// uniform draw from the transaction id and the attempt number, so a
-/// replayed workload draws the same attempts.
-pub(crate) fn sampled(transaction_id: &str, attempt: u32, share: f32) -> bool {
-    if share <= 0.0 {
-        return false;
-    }
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(transaction_id.as_bytes()).update(&attempt.to_le_bytes());
-    let mut bytes = [0_u8; 8];
-    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
-    (u64::from_le_bytes(bytes) as f64 / u64::MAX as f64) < f64::from(share)
-}
-
 /// Whether a primary sent an unsafe request (one that may have had an
 /// effect, answered or not).
 fn sent_unsafe(primary: &Trace) -> bool {
@@ -351,7 +366,9 @@ impl Runtime {
                 paths: PathHistory::default(),
                 prior: MirrorPrior::default(),
                 in_flight: Mutex::new(HashMap::new()),
+                accepted_keys: Mutex::new(HashMap::new()),
                 model,
+                clock: config.clock.clone(),
                 _ticker: Arc::new(ticker),
             }),
         })
@@ -377,7 +394,9 @@ impl Runtime {
                 paths: PathHistory::default(),
                 prior: MirrorPrior::default(),
                 in_flight: Mutex::new(HashMap::new()),
+                accepted_keys: Mutex::new(HashMap::new()),
                 model: shared.model.clone(),
+                clock: shared.clock.clone(),
                 _ticker: shared._ticker.clone(),
             }),
         })
@@ -460,7 +479,7 @@ impl Runtime {
             policy.clone(),
             self.inner.store.snapshot()?,
             rand::random(),
-            SystemTime::now(),
+            self.inner.clock.now(),
             self.inner.endpoints.clone(),
         );
         let run = {
@@ -483,30 +502,31 @@ impl Runtime {
         policy: &Arc<Policy>,
         request: TxRequest,
     ) -> Result<TxReport, ExecuteError> {
-        let Some(key) = request.idempotency_key.clone() else {
+        let Some((key, claim)) = self.key_of(module, policy, &request)? else {
             return self.execute_once(module, policy, request, None, Purpose::Request).await;
         };
-        validate_name(&key).map_err(|reason| ExecuteError::InvalidIdempotencyKey(format!("the key {reason}")))?;
-        let now_unix_ms = unix_millis(SystemTime::now());
-        if let Some(report) = self.recorded(&key, now_unix_ms)? {
+        let user_key = request.idempotency_key.clone().unwrap_or_default();
+        let requested = choose_path(module, policy, request.path.clone())?;
+        let fingerprint = Fingerprint::of_request(module, &requested, &request.input);
+        if let Some(report) = self.bound(&user_key, &key, &fingerprint)? {
             return Ok(report);
         }
-        let claim = IdempotencyClaim {
-            key: key.clone(),
-            now_unix_ms,
-            retention_ms: policy.idempotency.retention_secs.saturating_mul(1000),
-        };
 
-        // Requests with the same key wait for the one that runs it.
+        // Requests with the same key wait for the one that runs it; another
+        // request with that key is refused, not answered with its outcome.
         let cell = {
             let mut in_flight = self.inner.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            in_flight.entry(key.clone()).or_default().clone()
+            let (running, cell) = in_flight.entry(key.clone()).or_insert_with(|| (fingerprint.clone(), Arc::default()));
+            if *running != fingerprint {
+                return Err(ExecuteError::IdempotencyKeyReused { key: user_key, transaction_id: String::new() });
+            }
+            cell.clone()
         };
         let mut ran = false;
         let result = cell
             .get_or_try_init(|| async {
                 // The one before may have finished between the check above and now.
-                if let Some(report) = self.recorded(&key, now_unix_ms)? {
+                if let Some(report) = self.bound(&user_key, &key, &fingerprint)? {
                     return Ok(report);
                 }
                 ran = true;
@@ -516,22 +536,13 @@ impl Runtime {
             .cloned();
         {
             let mut in_flight = self.inner.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if in_flight.get(&key).is_some_and(|current| Arc::ptr_eq(current, &cell)) {
+            if in_flight.get(&key).is_some_and(|(_, current)| Arc::ptr_eq(current, &cell)) {
                 in_flight.remove(&key);
             }
         }
         let mut report = result?;
         report.deduplicated = report.deduplicated || !ran;
         Ok(report)
-    }
-
-    /// The recorded outcome bound to an idempotency key, if its claim lasts.
-    fn recorded(&self, key: &str, now_unix_ms: u64) -> Result<Option<TxReport>, StoreError> {
-        let Some(entry) = self.inner.store.idempotency(key)? else { return Ok(None) };
-        if entry.expires_unix_ms <= now_unix_ms {
-            return Ok(None);
-        }
-        Ok(self.inner.store.transaction(&entry.transaction_id)?.map(TxReport::from_record))
     }
 
     async fn execute_once(
@@ -545,16 +556,16 @@ impl Runtime {
         let requested = choose_path(module, policy, request.path.clone())?;
         // A caller's id may repeat; a generated one (128 random bits) cannot,
         // and the commit refuses duplicates in any case.
-        let id = match request.transaction_id {
+        let id = match request.transaction_id.clone() {
             Some(id) if self.inner.store.transaction(&id)?.is_some() => return Err(ExecuteError::DuplicateId(id)),
             Some(id) => id,
             None => new_transaction_id(),
         };
         let mut run = TransactionRun {
             id,
-            input_hash: blake3::hash(&request.input).to_hex().to_string(),
+            input_hash: input_hash(&request.input),
             random_seed: rand::random(),
-            clock: SystemTime::now(),
+            clock: self.inner.clock.now(),
             claim,
             caller: request.caller.clone().unwrap_or_default(),
             adaptive: policy.failure_prediction_enabled && policy.mirror.mode == crate::policy::MirrorMode::Adaptive,
@@ -570,48 +581,39 @@ impl Runtime {
         if request.path.is_none() || policy.resolve_paths(module.paths())?.first() == Some(&requested) {
             paths.extend(policy.alternative_paths.iter().filter(|p| **p != requested).cloned());
         }
-        let retry = &policy.retry;
+        // What follows each failed attempt is the plan's to say (see
+        // `transaction/plan.rs`); this loop only carries it out.
+        let mut plan = Plan::new(paths, &policy.retry);
+        // Held while retrying after a conflict: see `contention.rs`.
+        let mut turn: Option<Turn> = None;
         let mut last_failure = None;
         let mut ended_by_final_failure = false;
-        'paths: for (index, path) in paths.iter().enumerate() {
+        while let Some(path) = plan.path().map(str::to_owned) {
             // The next path is where a divert goes and what a hedge runs.
-            let next_path = paths.get(index + 1).map(String::as_str);
-            // Held while retrying after a conflict: see `contention.rs`.
-            let mut turn: Option<Turn> = None;
-            let mut tries = 0;
-            let mut second_look_taken = false;
-            loop {
-                tries += 1;
-                let failure =
-                    match self.try_path(module, policy, path, next_path, &request.input, &mut run, &mut turn).await? {
-                        AttemptEnd::Committed(report) => return Ok(report),
-                        AttemptEnd::Failed(failure) => failure,
-                    };
-                let kind = failure.kind;
-                last_failure = Some(failure);
-                if kind == FailureKind::Diverted {
-                    continue 'paths;
-                }
-                // Adaptive mirroring skipped this attempt's mirror, and it
-                // failed as the mirror could have prevented, without sending
-                // anything unsafe: one more attempt, which has its mirror.
-                let unmirrored = || run.reports.last().is_some_and(|r| r.mirror.is_none() && !sent_unsafe(&r.primary));
-                if !second_look_taken && crate::mirroring::second_look(policy, kind) && unmirrored() {
-                    second_look_taken = true;
-                    tries -= 1;
-                    continue;
-                }
-                if retry.final_kinds.contains(&kind) {
+            let next_path = plan.next_path().map(str::to_owned);
+            let input = &request.input;
+            let failure =
+                match self.try_path(module, policy, &path, next_path.as_deref(), input, &mut run, &mut turn).await? {
+                    AttemptEnd::Committed(report) => return Ok(report),
+                    AttemptEnd::Failed(failure) => failure,
+                };
+            let unmirrored = run.reports.last().is_some_and(|r| r.mirror.is_none() && !sent_unsafe(&r.primary));
+            let next = plan.failed(AttemptFailed {
+                kind: failure.kind,
+                second_look_would_help: unmirrored && crate::mirroring::second_look(policy, failure.kind),
+                timeouts_raised: run.raised_timeouts.contains_key(&path),
+                jitter: rand::random(),
+            });
+            last_failure = Some(failure);
+            match next {
+                Next::Retry(delay) if delay.is_zero() => {}
+                Next::Retry(delay) => tokio::time::sleep(delay).await,
+                Next::SecondLook => {}
+                Next::FollowingPath => turn = None,
+                Next::DeadLetter => break,
+                Next::Final => {
                     ended_by_final_failure = true;
-                    break 'paths;
-                }
-                // A path whose timeouts the predictor raised earns more attempts.
-                let extra = if run.raised_timeouts.contains_key(path) { retry.adjusted_extra_attempts } else { 0 };
-                if tries >= retry.attempts_for(kind).saturating_add(extra) {
-                    continue 'paths;
-                }
-                if kind != FailureKind::Conflict {
-                    tokio::time::sleep(retry.delay(kind, tries, rand::random())).await;
+                    break;
                 }
             }
         }
@@ -620,9 +622,14 @@ impl Runtime {
         let dead_letter = if ended_by_final_failure {
             None
         } else {
-            Some(self.dead_letter(module, policy, &request.input, &requested, &run, &failure).await?)
+            Some(self.compensate_and_dead_letter(module, policy, &request, &requested, &run, &failure).await?)
         };
-        let outcome = TransactionOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
+        // A final failure keeps its key: the same request would fail the
+        // same way. A dead-lettered one releases it, so that the client's
+        // retry may run; the letter keeps the key, so that its replay and
+        // that retry cannot both commit.
+        let claim = if ended_by_final_failure { run.claim.take() } else { None };
+        let outcome = TransactionOutcome::Failed { kind: failure.kind, message: failure.message.clone() };
         let last_path = run.attempts.last().map_or(requested, |a| a.path.clone());
         self.inner.store.record_outcome(
             TransactionRecord {
@@ -632,9 +639,9 @@ impl Runtime {
                 input_hash: run.input_hash,
                 outcome: outcome.clone(),
                 attempts: run.attempts,
-                history: run.reports.clone(),
+                history: history::encode(&run.reports),
             },
-            run.claim,
+            claim,
             dead_letter,
         )?;
         Ok(TxReport {
@@ -780,13 +787,13 @@ impl Runtime {
         };
         // The gate before the commit: recorded, and acting while nothing the
         // primary did has left the host.
-        if let (Some(gate), Some(prediction), Some((waited_micros, timed_out))) =
+        if let (Some(gate), Some(prediction), Some(CommitWait { at_micros, waited_micros, timed_out })) =
             (&setup.gate, &prediction, commit_wait)
             && primary.result.is_ok()
         {
             let (name, decision) = gate.before_commit(prediction, sent_unsafe(&primary.trace));
             primary.trace.events.push(TraceEvent {
-                at_micros: primary.trace.duration_micros,
+                at_micros,
                 duration_micros: waited_micros,
                 call: HostCall::Gate {
                     waited_micros,
@@ -794,7 +801,7 @@ impl Runtime {
                     failure_probability: prediction.failure_probability,
                     reasons: prediction.reasons.iter().map(|r| r.rule.clone()).collect(),
                     decision: name,
-                    before: GATE_BEFORE_COMMIT.into(),
+                    before: GateStage::Commit,
                 },
             });
             match decision {
@@ -827,7 +834,7 @@ impl Runtime {
         }
         let outcome = match &result {
             Ok(_) => AttemptOutcome::Committed,
-            Err(failure) => AttemptOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() },
+            Err(failure) => AttemptOutcome::Failed { kind: failure.kind, message: failure.message.clone() },
         };
         let attempt =
             Attempt { number, path: path.to_string(), outcome, snapshot_version: snapshot.version(), duration_micros };
@@ -875,7 +882,7 @@ impl Runtime {
                     input_hash: run.input_hash.clone(),
                     outcome: TransactionOutcome::Committed { version: 0, output: ready.output.clone() },
                     attempts: history.iter().map(|r| r.attempt.clone()).collect(),
-                    history,
+                    history: history::encode(&history),
                 };
                 let commit = CommitRequest {
                     reads: ready.reads,
@@ -900,7 +907,7 @@ impl Runtime {
                     Err(CommitError::DuplicateId(id)) => return Err(ExecuteError::DuplicateId(id)),
                     // Another process ran the same key first: answer with its outcome.
                     Err(CommitError::DuplicateIdempotencyKey { transaction_id, .. }) => {
-                        return match self.inner.store.transaction(&transaction_id)? {
+                        return match self.transaction(&transaction_id)? {
                             Some(record) => Ok(AttemptEnd::Committed(TxReport::from_record(record))),
                             None => Err(ExecuteError::Store(StoreError::Corrupt {
                                 what: format!("transaction {transaction_id}"),
@@ -920,8 +927,7 @@ impl Runtime {
             self.inner.prior.observe((module.hash(), &path, &run.caller), failure, &report.primary.events);
         }
         if let Err(failure) = &result {
-            report.attempt.outcome =
-                AttemptOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
+            report.attempt.outcome = AttemptOutcome::Failed { kind: failure.kind, message: failure.message.clone() };
         }
         run.attempts.push(report.attempt.clone());
         run.reports.push(report);
@@ -944,15 +950,16 @@ impl Runtime {
 
     /// Runs the compensation path, if any, and builds the dead letter of a
     /// transaction that failed on every path.
-    async fn dead_letter(
+    async fn compensate_and_dead_letter(
         &self,
         module: &Module,
         policy: &Arc<Policy>,
-        input: &[u8],
+        request: &TxRequest,
         requested: &str,
         run: &TransactionRun,
         failure: &Failure,
     ) -> Result<DeadLetter, ExecuteError> {
+        let input = &request.input;
         // A compensation that fails is dead-lettered without compensating
         // again: that way lies a loop.
         let compensation = match &policy.compensation_path {
@@ -979,9 +986,10 @@ impl Runtime {
             path: requested.to_string(),
             input: input.to_vec(),
             failure: failure.clone(),
-            attempts: run.reports.clone(),
+            attempts: history::encode(&run.reports),
             compensation,
-            dead_lettered_unix_ms: unix_millis(SystemTime::now()),
+            dead_lettered_unix_ms: unix_millis(self.inner.clock.now()),
+            idempotency_key: request.idempotency_key.clone(),
         })
     }
 
@@ -999,47 +1007,58 @@ impl Runtime {
         transaction_id: &str,
         request: TxRequest,
     ) -> Result<TxReport, ExecuteError> {
-        if let Some(record) = self.inner.store.transaction(transaction_id)? {
+        if let Some(record) = self.transaction(transaction_id)? {
             return Ok(TxReport::from_record(record));
+        }
+        let path = choose_path(module, policy, request.path.clone())?;
+        // A repeat of a request whose key is bound to another transaction
+        // was that transaction: its outcome is this one's, and nothing runs
+        // or is dead-lettered (a replay of such a letter would repeat it).
+        if let Some((key, _)) = self.key_of(module, policy, &request)? {
+            let user_key = request.idempotency_key.clone().unwrap_or_default();
+            let fingerprint = Fingerprint::of_request(module, &path, &request.input);
+            match self.bound(&user_key, &key, &fingerprint) {
+                Ok(Some(report)) => return Ok(report),
+                Ok(None) => {}
+                // The key went to another request: this one never ran.
+                Err(ExecuteError::IdempotencyKeyReused { .. }) => {}
+                Err(other) => return Err(other),
+            }
         }
         let request = TxRequest { transaction_id: Some(transaction_id.to_string()), ..request };
         if policy.recovery.in_flight == crate::policy::InFlightRecovery::Rerun {
             return self.execute(module, policy, request).await;
         }
-        let path = choose_path(module, policy, request.path.clone())?;
         let failure = Failure::new(
             FailureKind::Interrupted,
             "the service stopped while the transaction was in flight; nothing was committed \
              (recovery.in_flight = \"dead_letter\")",
         );
-        let outcome = TransactionOutcome::Failed { kind: failure.kind.to_string(), message: failure.message.clone() };
-        let now = unix_millis(SystemTime::now());
-        let claim = request.idempotency_key.as_ref().map(|key| IdempotencyClaim {
-            key: key.clone(),
-            now_unix_ms: now,
-            retention_ms: policy.idempotency.retention_secs.saturating_mul(1000),
-        });
+        let outcome = TransactionOutcome::Failed { kind: failure.kind, message: failure.message.clone() };
+        let now = unix_millis(self.inner.clock.now());
         let dead_letter = DeadLetter {
             transaction_id: transaction_id.to_string(),
             module: module.hash().to_string(),
             path: path.clone(),
             input: request.input.clone(),
             failure: failure.clone(),
-            attempts: Vec::new(),
+            attempts: History::default(),
             compensation: None,
             dead_lettered_unix_ms: now,
+            idempotency_key: request.idempotency_key.clone(),
         };
         self.inner.store.record_outcome(
             TransactionRecord {
                 id: transaction_id.to_string(),
                 module: module.hash().to_string(),
                 path: path.clone(),
-                input_hash: blake3::hash(&request.input).to_hex().to_string(),
+                input_hash: input_hash(&request.input),
                 outcome: outcome.clone(),
                 attempts: Vec::new(),
-                history: Vec::new(),
+                history: History::default(),
             },
-            claim,
+            // Dead-lettered: the key stays free (see `execute_once`).
+            None,
             Some(dead_letter),
         )?;
         Ok(TxReport {
@@ -1068,11 +1087,14 @@ impl Runtime {
         if letter.module != module.hash() {
             return Err(ExecuteError::ModuleMismatch { expected: letter.module, given: module.hash().to_string() });
         }
+        // The letter's own key, if it had one: a replay and the client's
+        // retry with that key are one request, and only one of them commits.
+        let key = letter.idempotency_key.unwrap_or_else(|| format!("replay-of:{transaction_id}"));
         let request = TxRequest {
             transaction_id: None,
             path: Some(letter.path),
             input: letter.input,
-            idempotency_key: Some(format!("replay-of:{transaction_id}")),
+            idempotency_key: Some(key),
             caller: None,
         };
         let report = self.execute(module, policy, request).await?;
@@ -1106,7 +1128,7 @@ impl Runtime {
             moved || self.inner.in_flight_writes.held_by_other(owner, namespace, key)
         };
         let context = FeatureContext {
-            limits: &policy.resource_requirements,
+            limits: policy.resource_requirements.attempt_limits(),
             attempt,
             contended: &contended,
             endpoint: &|endpoint| self.inner.endpoints.health.get(endpoint),
@@ -1150,12 +1172,15 @@ impl Runtime {
         path: &str,
         input: &[u8],
         mirror_trace: Option<TraceRecorder>,
-    ) -> (InstanceRun, Option<InstanceRun>, Option<(u64, bool)>) {
+    ) -> (InstanceRun, Option<InstanceRun>, Option<CommitWait>) {
         let engine = &self.inner.engine;
         let twins = if mirror_trace.is_some() { 2 } else { 1 };
         let _permit = self.admit(twins).await;
-        let primary =
-            run_instance(engine, module, setup, Role::Primary, TraceRecorder::new(Instant::now()), path, input);
+        // The primary trace's clock, so that the gate before the commit is
+        // placed on the same time line as the calls before it.
+        let origin = Instant::now();
+        let since_origin = || u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let primary = run_instance(engine, module, setup, Role::Primary, TraceRecorder::new(origin), path, input);
         let Some(trace) = mirror_trace else { return (primary.await, None, None) };
         let recorder = trace.clone();
         let mirror = async {
@@ -1167,19 +1192,37 @@ impl Runtime {
         };
         let (mut primary, mut mirror) = (std::pin::pin!(primary), std::pin::pin!(mirror));
         tokio::select! {
-            mirror = &mut mirror => (primary.await, Some(mirror), Some((0, false))),
+            mirror = &mut mirror => {
+                let primary = primary.await;
+                let wait = CommitWait { at_micros: since_origin(), waited_micros: 0, timed_out: false };
+                (primary, Some(mirror), Some(wait))
+            }
             primary = &mut primary => {
+                let at_micros = since_origin();
                 let waiting = Instant::now();
                 let limit = Duration::from_millis(setup.policy.prediction.gate_timeout_ms);
                 let mirror = tokio::time::timeout(limit, &mut mirror).await;
-                let waited = u64::try_from(waiting.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let waited_micros = u64::try_from(waiting.elapsed().as_micros()).unwrap_or(u64::MAX);
                 match mirror {
-                    Ok(mirror) => (primary, Some(mirror), Some((waited, false))),
-                    Err(_) => (primary, Some(InstanceRun::cut_short(recorder, waited)), Some((waited, true))),
+                    Ok(mirror) => (primary, Some(mirror), Some(CommitWait { at_micros, waited_micros, timed_out: false })),
+                    Err(_) => (
+                        primary,
+                        Some(InstanceRun::cut_short(recorder, waited_micros)),
+                        Some(CommitWait { at_micros, waited_micros, timed_out: true }),
+                    ),
                 }
             }
         }
     }
+}
+
+/// How the gate before the commit waited for the mirror: from when, on the
+/// primary trace's clock, how long, and whether it gave up.
+#[derive(Debug, Clone, Copy)]
+struct CommitWait {
+    at_micros: u64,
+    waited_micros: u64,
+    timed_out: bool,
 }
 
 /// The path a request runs: the one it names, or the policy's default.

@@ -4,28 +4,10 @@
 //! the latency history) is recorded as a [`TraceEvent`]. A trace ends with
 //! the fuel the instance burnt and the memory it grew to.
 
+use crate::vocab::{FailureKind, GateStage, GateVerdict, Role};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
-
-/// Which twin an instance is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// The instance whose effects count.
-    Primary,
-    /// The read-only twin whose effects are withheld.
-    Mirror,
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Primary => "primary",
-            Self::Mirror => "mirror",
-        })
-    }
-}
 
 /// What became of a call that would change something.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,11 +141,12 @@ pub enum HostCall {
         failure_probability: f32,
         /// The rules that held.
         reasons: Vec<String>,
-        /// `pass`, `divert`, `fail_fast`, `hedge`, `adjust_timeouts` or `cancelled`.
-        decision: String,
-        /// What the gate stood before: [`GATE_BEFORE_UNSAFE_CALL`] or [`GATE_BEFORE_COMMIT`].
-        #[serde(default = "unsafe_call_gate")]
-        before: String,
+        /// What the gate decided.
+        decision: GateVerdict,
+        /// What the gate stood before (traces older than this field were
+        /// all written before unsafe calls).
+        #[serde(default)]
+        before: GateStage,
     },
     /// More of a resource granted to the running primary.
     Grant {
@@ -227,7 +210,7 @@ pub struct Trace {
     /// What the path returned, if it returned (lossy UTF-8).
     pub output: Option<String>,
     /// Why the instance failed, if it did.
-    pub failure: Option<crate::transaction::FailureKind>,
+    pub failure: Option<FailureKind>,
 }
 
 impl Trace {
@@ -306,15 +289,6 @@ fn describe(call: &HostCall) -> String {
             reasons.join(", ")
         ),
     }
-}
-
-/// [`HostCall::Gate`] before an unsafe outbound call.
-pub const GATE_BEFORE_UNSAFE_CALL: &str = "unsafe call";
-/// [`HostCall::Gate`] before the commit.
-pub const GATE_BEFORE_COMMIT: &str = "commit";
-
-fn unsafe_call_gate() -> String {
-    GATE_BEFORE_UNSAFE_CALL.into()
 }
 
 /// Records host calls of one instance; cheap to clone into host hooks.

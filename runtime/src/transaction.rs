@@ -1,7 +1,12 @@
-//! Transactions as the runtime's callers see them: requests and reports.
+//! Transactions as the runtime's callers see them: requests, reports, and
+//! the durable records and dead letters with their histories decoded.
 
-use crate::store::{Attempt, TransactionOutcome};
+pub(crate) mod history;
+pub(crate) mod plan;
+
+use crate::store::{Attempt, Compensation, DeadLetter, StoreError, TransactionOutcome, TransactionRecord};
 use crate::trace::Trace;
+use crate::vocab::Failure;
 use serde::{Deserialize, Serialize};
 
 /// A request to run one transaction.
@@ -21,129 +26,6 @@ pub struct TxRequest {
     /// adaptive mirroring (`[mirror] mode = "adaptive"`); one anonymous
     /// caller if unset.
     pub caller: Option<String>,
-}
-
-/// Why an attempt failed. Traps (the first six kinds after `Rejected`…)
-/// are detected by the runtime; the others are reported by the guest or by
-/// the commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum FailureKind {
-    /// The guest found the input invalid.
-    Validation,
-    /// The guest refused the transaction by a business rule.
-    Rejected,
-    /// The guest could not reach a dependency.
-    Unavailable,
-    /// The guest does not export the requested path.
-    UnknownPath,
-    /// The attempt burnt all its fuel.
-    FuelExhausted,
-    /// The attempt's memory grew past its limit.
-    MemoryLimit,
-    /// The attempt ran past its wall-time limit.
-    WallTimeExceeded,
-    /// The guest's call stack overflowed.
-    StackOverflow,
-    /// The guest trapped otherwise (a panic, an out-of-bounds access…).
-    GuestTrap,
-    /// The output did not meet the policy's success criteria.
-    SuccessCriteria,
-    /// Another commit changed a key this attempt read.
-    Conflict,
-    /// The instance could not be set up (for example a granted directory is missing).
-    Setup,
-    /// The effect gate stopped the primary before an unsafe call, to restart
-    /// it on the next alternative path.
-    Diverted,
-    /// The effect gate stopped the primary before an unsafe call: the
-    /// predictor found the failure certain.
-    PredictedFailure,
-    /// The attempt ran as a hedge (or was hedged) and the other path won:
-    /// it was stopped before any unsafe call and committed nothing.
-    Cancelled,
-    /// The process stopped while the transaction was in flight, and its
-    /// policy says such transactions go to the dead-letter queue
-    /// (`recovery.in_flight = "dead_letter"`) rather than run again.
-    Interrupted,
-}
-
-impl FailureKind {
-    const ALL: [Self; 16] = [
-        Self::Validation,
-        Self::Rejected,
-        Self::Unavailable,
-        Self::UnknownPath,
-        Self::FuelExhausted,
-        Self::MemoryLimit,
-        Self::WallTimeExceeded,
-        Self::StackOverflow,
-        Self::GuestTrap,
-        Self::SuccessCriteria,
-        Self::Conflict,
-        Self::Setup,
-        Self::Diverted,
-        Self::PredictedFailure,
-        Self::Cancelled,
-        Self::Interrupted,
-    ];
-
-    /// The kind with this stable name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
-    }
-
-    /// The kind's stable name, as stored and printed.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Validation => "validation",
-            Self::Rejected => "rejected",
-            Self::Unavailable => "unavailable",
-            Self::UnknownPath => "unknown_path",
-            Self::FuelExhausted => "fuel_exhausted",
-            Self::MemoryLimit => "memory_limit",
-            Self::WallTimeExceeded => "wall_time_exceeded",
-            Self::StackOverflow => "stack_overflow",
-            Self::GuestTrap => "guest_trap",
-            Self::SuccessCriteria => "success_criteria",
-            Self::Conflict => "conflict",
-            Self::Setup => "setup",
-            Self::Diverted => "diverted",
-            Self::PredictedFailure => "predicted_failure",
-            Self::Cancelled => "cancelled",
-            Self::Interrupted => "interrupted",
-        }
-    }
-
-    /// Whether the runtime stopped the guest (as opposed to the guest reporting an error).
-    pub fn is_trap(self) -> bool {
-        matches!(
-            self,
-            Self::FuelExhausted | Self::MemoryLimit | Self::WallTimeExceeded | Self::StackOverflow | Self::GuestTrap
-        )
-    }
-}
-
-impl std::fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A failure with its explanation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    /// The kind.
-    pub kind: FailureKind,
-    /// For a person to read.
-    pub message: String,
-}
-
-impl Failure {
-    pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
-    }
 }
 
 /// One attempt, with the traces of both twins.
@@ -190,12 +72,9 @@ pub struct TxReport {
 
 impl TxReport {
     /// The report of a recorded transaction, as answered to a duplicate.
-    pub fn from_record(record: crate::store::TransactionRecord) -> Self {
+    pub fn from_record(record: RecordedTransaction) -> Self {
         let failure = match &record.outcome {
-            TransactionOutcome::Failed { kind, message } => Some(Failure {
-                kind: FailureKind::from_name(kind).unwrap_or(FailureKind::GuestTrap),
-                message: message.clone(),
-            }),
+            TransactionOutcome::Failed { kind, message } => Some(Failure { kind: *kind, message: message.clone() }),
             _ => None,
         };
         Self {
@@ -235,4 +114,83 @@ pub struct DryRun {
     pub trace: Trace,
     /// The output, or why the path failed.
     pub result: Result<String, Failure>,
+}
+
+/// A transaction's durable record, with its history decoded: what
+/// `txmirror tx show` and `GET /v1/transactions/{id}` tell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedTransaction {
+    /// The transaction id.
+    pub id: String,
+    /// The content hash of the module.
+    pub module: String,
+    /// The path that ended the transaction.
+    pub path: String,
+    /// BLAKE3 hash of the input, hex.
+    pub input_hash: String,
+    /// How it ended.
+    pub outcome: TransactionOutcome,
+    /// Every attempt, in order.
+    pub attempts: Vec<Attempt>,
+    /// Every attempt's report: traces of both twins, predictions and gate
+    /// decisions.
+    pub history: Vec<AttemptReport>,
+}
+
+impl RecordedTransaction {
+    /// The record with its history decoded.
+    pub(crate) fn decode(record: TransactionRecord) -> Result<Self, StoreError> {
+        let history = history::decode(&format!("transaction {}", record.id), &record.history)?;
+        Ok(Self {
+            id: record.id,
+            module: record.module,
+            path: record.path,
+            input_hash: record.input_hash,
+            outcome: record.outcome,
+            attempts: record.attempts,
+            history,
+        })
+    }
+}
+
+/// A dead letter with its attempts decoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterReport {
+    /// The transaction id.
+    pub transaction_id: String,
+    /// The module's content hash; a replay needs the same module.
+    pub module: String,
+    /// The path the transaction was asked to run.
+    pub path: String,
+    /// The input, as received.
+    pub input: Vec<u8>,
+    /// The last failure.
+    pub failure: Failure,
+    /// Every attempt, with traces and predictions.
+    pub attempts: Vec<AttemptReport>,
+    /// The compensation path's run, if the policy names one.
+    pub compensation: Option<Compensation>,
+    /// When it was dead-lettered, in milliseconds since the Unix epoch.
+    pub dead_lettered_unix_ms: u64,
+    /// The request's idempotency key, which its replay claims in turn.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+impl DeadLetterReport {
+    /// The letter with its attempts decoded.
+    pub(crate) fn decode(letter: DeadLetter) -> Result<Self, StoreError> {
+        let attempts = history::decode(&format!("dead letter {}", letter.transaction_id), &letter.attempts)?;
+        Ok(Self {
+            transaction_id: letter.transaction_id,
+            module: letter.module,
+            path: letter.path,
+            input: letter.input,
+            failure: letter.failure,
+            attempts,
+            compensation: letter.compensation,
+            dead_lettered_unix_ms: letter.dead_lettered_unix_ms,
+            idempotency_key: letter.idempotency_key,
+        })
+    }
 }

@@ -34,6 +34,9 @@ pub enum ServiceError {
     /// The transaction id is taken.
     #[error("{0}")]
     Conflict(String),
+    /// The idempotency key is bound to another request.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     /// The body is larger than the endpoint takes.
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
@@ -62,7 +65,8 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// One of `bad_request`, `module_refused`, `policy_refused`,
-    /// `model_refused`, `not_found`, `no_policy`, `conflict`, `too_large`,
+    /// `model_refused`, `not_found`, `no_policy`, `conflict`,
+    /// `idempotency_key_reused`, `too_large`,
     /// `unauthorized`, `forbidden`, `shutting_down`, `internal`.
     pub code: String,
     /// What went wrong, for a person.
@@ -80,6 +84,7 @@ impl ServiceError {
             Self::NotFound(_) => "not_found",
             Self::NoPolicy(_) => "no_policy",
             Self::Conflict(_) => "conflict",
+            Self::IdempotencyKeyReused(_) => "idempotency_key_reused",
             Self::TooLarge(_) => "too_large",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
@@ -90,9 +95,11 @@ impl ServiceError {
 
     fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::ModuleRefused(_) | Self::PolicyRefused(_) | Self::ModelRefused(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Self::BadRequest(_)
+            | Self::ModuleRefused(_)
+            | Self::PolicyRefused(_)
+            | Self::ModelRefused(_)
+            | Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::NoPolicy(_) | Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -143,6 +150,7 @@ impl From<ExecuteError> for ServiceError {
                 Self::BadRequest(error.to_string())
             }
             ExecuteError::DuplicateId(_) => Self::Conflict(error.to_string()),
+            ExecuteError::IdempotencyKeyReused { .. } => Self::IdempotencyKeyReused(error.to_string()),
             ExecuteError::NoSuchDeadLetter(_) => Self::NotFound(error.to_string()),
             ExecuteError::ModuleMismatch { .. } => Self::Conflict(error.to_string()),
             other => Self::Internal(other.to_string()),

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
-use txmirror_runtime::{Policy, TxReport, TxRequest};
+use txmirror_runtime::{KeyClaim, KeyState, Policy, TxReport, TxRequest};
 
 /// Whether new transactions are admitted, and those running.
 #[derive(Debug, Default)]
@@ -93,16 +93,33 @@ pub(crate) fn recover(state: &AppState) -> Result<usize, CatalogError> {
                 continue;
             }
         };
-        if let Some(key) = &pending.idempotency_key {
-            let _ = tenant.claim_key(key, &id);
-        }
+        // Held until the recovery ends, so that a client's repeat waits for
+        // it; a key bound elsewhere already is for `recover_interrupted`.
+        let claim = match request_of(&id, &pending).and_then(|request| {
+            let policy = registered.policy.as_deref().ok_or_else(|| ServiceError::NoPolicy(pending.module.clone()))?;
+            Ok(tenant.runtime().claim_key(&registered.module, policy, &request, &id)?)
+        }) {
+            Ok(KeyState::Claimed(claim)) => Some(claim),
+            _ => None,
+        };
         count += 1;
-        drop(spawn_run(state, tenant.clone(), id, pending, registered, Run::Recovery));
+        drop(spawn_run(state, tenant.clone(), id, pending, registered, Run::Recovery, claim));
     }
     if count > 0 {
         tracing::info!(count, "transactions left in flight by the previous process are being ended");
     }
     Ok(count)
+}
+
+/// The runtime's request for an accepted transaction.
+pub(crate) fn request_of(id: &str, pending: &PendingTx) -> Result<TxRequest, ServiceError> {
+    Ok(TxRequest {
+        transaction_id: Some(id.to_string()),
+        path: pending.path.clone(),
+        input: serde_json::to_vec(&pending.input).map_err(|e| ServiceError::Internal(e.to_string()))?,
+        idempotency_key: pending.idempotency_key.clone(),
+        caller: pending.caller.clone(),
+    })
 }
 
 /// Why an accepted transaction runs.
@@ -123,6 +140,7 @@ pub(crate) fn spawn_run(
     pending: PendingTx,
     registered: Registered,
     run: Run,
+    claim: Option<KeyClaim>,
 ) -> JoinHandle<Result<TxReport, ServiceError>> {
     let catalog = state.catalog.clone();
     tenant.metrics().started();
@@ -130,22 +148,14 @@ pub(crate) fn spawn_run(
         let started = Instant::now();
         let policy =
             registered.policy.clone().ok_or_else(|| ServiceError::NoPolicy(registered.module.hash().to_string()))?;
-        let input = serde_json::to_vec(&pending.input).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let request = TxRequest {
-            transaction_id: Some(id.clone()),
-            path: pending.path.clone(),
-            input,
-            idempotency_key: pending.idempotency_key.clone(),
-            caller: pending.caller.clone(),
-        };
+        let request = request_of(&id, &pending)?;
         let runtime = tenant.runtime();
         let result = match run {
             Run::Submitted => runtime.execute(&registered.module, &policy, request).await,
             Run::Recovery => runtime.recover_interrupted(&registered.module, &policy, &id, request).await,
         };
-        if let Some(key) = &pending.idempotency_key {
-            tenant.release_key(key);
-        }
+        // The record binds the key from now on.
+        drop(claim);
         match result {
             Ok(report) => {
                 tenant.metrics().ended(&report, started.elapsed());

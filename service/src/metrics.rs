@@ -21,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::time::Duration;
+use txmirror_runtime::GateVerdict;
 use txmirror_runtime::TxReport;
 use txmirror_runtime::predict::MODEL_REASON;
 use txmirror_runtime::store::TransactionOutcome;
@@ -144,8 +145,8 @@ impl TenantMetrics {
                 match &event.call {
                     HostCall::Gate { waited_micros, decision, .. } => {
                         self.gate_wait.observe(*waited_micros as f64 / 1e6);
-                        self.decisions.get_or_create(&label(|decision| Decision { decision }, decision)).inc();
-                        if decision == "divert" {
+                        self.decisions.get_or_create(&Decision { decision: decision.to_string() }).inc();
+                        if *decision == GateVerdict::Divert {
                             let reason = attempt
                                 .gate_prediction
                                 .as_ref()

@@ -2,8 +2,8 @@
 
 use crate::ServiceError;
 use crate::metrics::TenantMetrics;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use txmirror_runtime::{Module, Policy, Runtime};
 
 /// A module of a tenant's, with its policy.
@@ -22,21 +22,12 @@ pub struct Tenant {
     name: String,
     runtime: Runtime,
     modules: RwLock<BTreeMap<String, Registered>>,
-    /// Idempotency keys of accepted transactions not recorded yet, and the
-    /// transaction each belongs to.
-    keys_in_flight: Mutex<HashMap<String, String>>,
     metrics: TenantMetrics,
 }
 
 impl Tenant {
     pub(crate) fn new(name: String, runtime: Runtime) -> Self {
-        Self {
-            name,
-            runtime,
-            modules: RwLock::default(),
-            keys_in_flight: Mutex::default(),
-            metrics: TenantMetrics::default(),
-        }
+        Self { name, runtime, modules: RwLock::default(), metrics: TenantMetrics::default() }
     }
 
     /// The tenant's name.
@@ -82,22 +73,5 @@ impl Tenant {
         entry.policy = Some(Arc::new(policy));
         entry.policy_text = Some(text);
         Ok(entry.clone())
-    }
-
-    /// Binds an idempotency key to an accepted transaction, or names the
-    /// transaction that holds it already.
-    pub(crate) fn claim_key(&self, key: &str, transaction_id: &str) -> Result<(), String> {
-        let mut keys = self.keys_in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-        match keys.get(key) {
-            Some(holder) => Err(holder.clone()),
-            None => {
-                keys.insert(key.to_string(), transaction_id.to_string());
-                Ok(())
-            }
-        }
-    }
-
-    pub(crate) fn release_key(&self, key: &str) {
-        self.keys_in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
     }
 }

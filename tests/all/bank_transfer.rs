@@ -165,7 +165,7 @@ async fn a_conflict_retries_from_a_fresh_snapshot() {
     let (runtime, reports) = racing_pair(3).await;
     let retried = reports.iter().find(|r| r.attempts.len() == 2).expect("one transaction retried");
     assert!(
-        matches!(&retried.attempts[0].attempt.outcome, AttemptOutcome::Failed { kind, .. } if kind == "conflict"),
+        matches!(&retried.attempts[0].attempt.outcome, AttemptOutcome::Failed { kind: FailureKind::Conflict, .. }),
         "{retried:#?}"
     );
     assert_eq!(retried.failure.as_ref().map(|f| f.kind), Some(FailureKind::Rejected), "{retried:#?}");
@@ -210,7 +210,7 @@ async fn concurrent_transfers_conserve_money() {
         conflicts += report
             .attempts
             .iter()
-            .filter(|a| matches!(&a.attempt.outcome, AttemptOutcome::Failed { kind, .. } if kind == "conflict"))
+            .filter(|a| matches!(&a.attempt.outcome, AttemptOutcome::Failed { kind: FailureKind::Conflict, .. }))
             .count();
         match &report.failure {
             None => {

@@ -14,7 +14,7 @@ fn record(id: &str) -> TransactionRecord {
         input_hash: "h".into(),
         outcome: TransactionOutcome::Committed { version: 0, output: b"{}".to_vec() },
         attempts: vec![],
-        history: vec![],
+        history: txmirror_runtime::store::History::default(),
     }
 }
 

@@ -4,8 +4,8 @@
 use serde_json::Value;
 use tempfile::tempdir;
 use txmirror_runtime::store::TransactionOutcome;
-use txmirror_runtime::trace::{Effect, GATE_BEFORE_COMMIT, HostCall, HttpOutcome};
-use txmirror_runtime::{Role, TxRequest};
+use txmirror_runtime::trace::{Effect, HostCall, HttpOutcome};
+use txmirror_runtime::{GateStage, GateVerdict, Role, TxRequest};
 use txmirror_tests::{Behaviour, TestServer, guests, load, policy, runtime};
 
 /// A runtime with the effects guest, a sink server and a granted directory.
@@ -213,10 +213,10 @@ async fn the_gate_stops_a_certain_failure_before_its_first_unsafe_call() {
     assert_eq!(report.attempts.len(), 1, "a certain failure is final");
     assert!(fx.runtime.store().dead_letter(&report.transaction_id).unwrap().is_none(), "and not a dead letter");
     let gate = report.attempts[0].primary.events.iter().find_map(|e| match &e.call {
-        HostCall::Gate { decision, .. } => Some(decision.clone()),
+        HostCall::Gate { decision, .. } => Some(*decision),
         _ => None,
     });
-    assert_eq!(gate.as_deref(), Some("fail_fast"));
+    assert_eq!(gate, Some(GateVerdict::FailFast));
 }
 
 /// The contention the predictor saw in a report's last attempt.
@@ -255,10 +255,10 @@ async fn a_key_in_a_running_transactions_write_set_counts_as_contended() {
 }
 
 /// The gate before the commit of the primary's last attempt: `(waited, timed out, decision)`.
-fn commit_gate(report: &txmirror_runtime::TxReport) -> Option<(u64, bool, String)> {
+fn commit_gate(report: &txmirror_runtime::TxReport) -> Option<(u64, bool, GateVerdict)> {
     report.attempts.last()?.primary.events.iter().find_map(|e| match &e.call {
-        HostCall::Gate { waited_micros, timed_out, decision, before, .. } if before == GATE_BEFORE_COMMIT => {
-            Some((*waited_micros, *timed_out, decision.clone()))
+        HostCall::Gate { waited_micros, timed_out, decision, before: GateStage::Commit, .. } => {
+            Some((*waited_micros, *timed_out, *decision))
         }
         _ => None,
     })
@@ -274,12 +274,39 @@ async fn the_gate_before_the_commit_stops_a_certain_failure_with_nothing_written
     assert_eq!(fx.runtime.store().snapshot().unwrap().version(), 0, "nothing was committed");
     assert!(fx.runtime.store().events("effects", 0, 10).unwrap().is_empty(), "no event");
     let (_, timed_out, decision) = commit_gate(&report).expect("the commit was gated");
-    assert_eq!((timed_out, decision.as_str()), (false, "fail_fast"));
+    assert_eq!((timed_out, decision), (false, GateVerdict::FailFast));
 
     // A clean transaction passes the same gate, and the pass is recorded.
     let report = fx.execute("observe").await;
     assert!(report.failure.is_none(), "{report:#?}");
-    assert_eq!(commit_gate(&report).map(|(_, timed_out, d)| (timed_out, d)), Some((false, "pass".into())));
+    assert_eq!(commit_gate(&report).map(|(_, timed_out, d)| (timed_out, d)), Some((false, GateVerdict::Pass)));
+}
+
+/// Bug: the gate before the commit was stamped with the guest call's own
+/// duration, a time from another origin than the trace's other lines (a
+/// trace read `2982 µs emit …` and then `446 µs gate before commit`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_before_the_commit_is_stamped_on_the_traces_own_clock() {
+    let fx = Fixture::new(Behaviour::default()).await;
+    for path in ["observe", "all-effects"] {
+        let report = fx.execute(path).await;
+        let events = &report.attempts.last().expect("an attempt").primary.events;
+        let gate = events
+            .iter()
+            .find(|e| matches!(e.call, HostCall::Gate { before: GateStage::Commit, .. }))
+            .expect("the commit was gated");
+        let latest_end = events
+            .iter()
+            .filter(|e| !matches!(e.call, HostCall::Gate { before: GateStage::Commit, .. }))
+            .map(|e| e.at_micros + e.duration_micros)
+            .max()
+            .expect("the guest called its host");
+        assert!(
+            gate.at_micros >= latest_end,
+            "{path}: the gate before the commit ({} µs) comes after every call ({latest_end} µs): {events:#?}",
+            gate.at_micros
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,7 +331,7 @@ async fn the_gate_before_the_commit_waits_for_a_slow_mirror_no_longer_than_the_p
     assert_eq!(report.output_json().unwrap()["spins"], 0);
     let (waited, timed_out, decision) = commit_gate(&report).expect("the commit was gated");
     assert!(timed_out, "the mirror was still looping");
-    assert_eq!(decision, "pass", "a gate that times out lets the primary pass");
+    assert_eq!(decision, GateVerdict::Pass, "a gate that times out lets the primary pass");
     assert!((100_000..2_000_000).contains(&waited), "waited about the policy's 100 ms: {waited} µs");
     let mirror = report.attempts[0].mirror.as_ref().unwrap();
     assert!(mirror.ended.contains("stopped at the gate before the commit"), "{}", mirror.ended);
@@ -334,10 +361,14 @@ async fn the_exploration_share_runs_flagged_attempts_unadjusted() {
         if attempt.explored {
             explored += 1;
             assert!(report.failure.is_none(), "an explored attempt runs unadjusted and commits: {report:#?}");
-            assert_eq!(decision, "explored:fail_fast", "the gate records what it would have done");
+            assert_eq!(
+                decision,
+                GateVerdict::Explored(txmirror_runtime::Action::FailFast),
+                "the gate records what it would have done"
+            );
         } else {
             assert_eq!(report.failure.as_ref().map(|f| f.kind), Some(txmirror_runtime::FailureKind::PredictedFailure));
-            assert_eq!(decision, "fail_fast");
+            assert_eq!(decision, GateVerdict::FailFast);
         }
     }
     // Binomial(400, 0.25): mean 100, standard deviation 8.7; four of them either side.

@@ -16,6 +16,7 @@ mod module_cache;
 mod order_import;
 mod payment;
 mod peer_component;
+#[cfg(feature = "extism")]
 mod peer_extism;
 mod peer_txmirror;
 mod peers;

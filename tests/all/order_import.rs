@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use tempfile::tempdir;
-use txmirror_runtime::predict::Action;
+use txmirror_runtime::Action;
 use txmirror_runtime::trace::HostCall;
 use txmirror_runtime::{FailureKind, TxRequest};
 use txmirror_tests::{guests, load, policy, runtime};

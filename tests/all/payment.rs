@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use tempfile::tempdir;
 use txmirror_runtime::store::{AttemptOutcome, TransactionOutcome};
 use txmirror_runtime::trace::{HostCall, HttpOutcome};
-use txmirror_runtime::{ExecuteError, FailureKind, TxRequest};
+use txmirror_runtime::{ExecuteError, FailureKind, GateVerdict, TxRequest};
 use txmirror_tests::{Behaviour, TestServer, guests, load, policy, runtime};
 
 fn charge(path: &str, order: &str) -> TxRequest {
@@ -69,10 +69,10 @@ async fn a_charge_is_sent_once_by_the_primary() {
     assert_eq!(body["amount_cents"], 1250);
     assert!(backup.received().is_empty());
     let gate = report.attempts[0].primary.events.iter().find_map(|e| match &e.call {
-        HostCall::Gate { decision, .. } => Some(decision.clone()),
+        HostCall::Gate { decision, .. } => Some(*decision),
         _ => None,
     });
-    assert_eq!(gate.as_deref(), Some("pass"), "the charge passed the gate");
+    assert_eq!(gate, Some(GateVerdict::Pass), "the charge passed the gate");
 
     let mirror = report.attempts[0].mirror.as_ref().unwrap();
     assert!(
@@ -118,7 +118,7 @@ async fn a_failing_gateway_is_avoided_before_anything_is_charged() {
     assert_eq!(report.path, "charge-backup");
     let first = &report.attempts[0];
     assert!(
-        matches!(&first.attempt.outcome, AttemptOutcome::Failed { kind, .. } if kind == "diverted"),
+        matches!(&first.attempt.outcome, AttemptOutcome::Failed { kind: FailureKind::Diverted, .. }),
         "{:?}",
         first.attempt.outcome
     );
@@ -127,12 +127,12 @@ async fn a_failing_gateway_is_avoided_before_anything_is_charged() {
     assert_eq!(report.output_json().unwrap()["gateway"], "backup_gateway");
     let gate = first.primary.events.iter().find_map(|e| match &e.call {
         HostCall::Gate { decision, reasons, failure_probability, .. } => {
-            Some((decision.clone(), reasons.clone(), *failure_probability))
+            Some((*decision, reasons.clone(), *failure_probability))
         }
         _ => None,
     });
     let (decision, reasons, probability) = gate.expect("the gate decided");
-    assert_eq!(decision, "divert");
+    assert_eq!(decision, GateVerdict::Divert);
     assert_eq!(reasons, ["failing_endpoint"]);
     assert!(probability >= 0.3);
 
@@ -166,11 +166,11 @@ async fn a_slow_gateway_is_predicted_to_time_out_and_never_charged() {
         HostCall::Http { safe: true, outcome: HttpOutcome::Failed { error }, .. } if error.contains("timed out after 200 ms")
     )), "{mirror:#?}");
     let gate = first.primary.events.iter().find_map(|e| match &e.call {
-        HostCall::Gate { decision, reasons, .. } => Some((decision.clone(), reasons.clone())),
+        HostCall::Gate { decision, reasons, .. } => Some((*decision, reasons.clone())),
         _ => None,
     });
     let (decision, reasons) = gate.expect("the gate decided");
-    assert_eq!(decision, "divert");
+    assert_eq!(decision, GateVerdict::Divert);
     assert!(reasons.contains(&"timeout".to_string()), "{reasons:?}");
     assert!(charges(&primary).is_empty(), "the slow gateway received no charge");
     assert_eq!(charges(&backup).len(), 1, "one charge in total");
@@ -196,7 +196,7 @@ async fn when_every_path_fails_it_compensates_dead_letters_and_replays_once() {
         ["charge", "charge-backup", "charge-backup", "charge-backup"],
         "diverted, then three tries on the last path"
     );
-    let letters = runtime.store().dead_letters(10).unwrap();
+    let letters = runtime.dead_letters(10).unwrap();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!(letter.transaction_id, report.transaction_id);
@@ -244,9 +244,9 @@ fn gate_decisions(trace: &txmirror_runtime::Trace) -> Vec<String> {
         .collect()
 }
 
-fn failed_kind(outcome: &AttemptOutcome) -> Option<&str> {
+fn failed_kind(outcome: &AttemptOutcome) -> Option<FailureKind> {
     match outcome {
-        AttemptOutcome::Failed { kind, .. } => Some(kind),
+        AttemptOutcome::Failed { kind, .. } => Some(*kind),
         AttemptOutcome::Committed => None,
     }
 }
@@ -271,7 +271,7 @@ async fn a_hedge_runs_beside_the_primary_and_exactly_one_commits() {
         "the gate asked for the hedge and passed"
     );
     assert_eq!((hedge.attempt.number, hedge.attempt.path.as_str()), (2, "charge-backup"));
-    assert_eq!(failed_kind(&hedge.attempt.outcome), Some("cancelled"), "{:?}", hedge.attempt.outcome);
+    assert_eq!(failed_kind(&hedge.attempt.outcome), Some(FailureKind::Cancelled), "{:?}", hedge.attempt.outcome);
     // Both paths ran: the hedge checked its gateway's health, twice (primary and mirror).
     assert!(hedge.mirror.is_some());
     assert_eq!(backup.received().iter().filter(|r| r.uri == "/health").count(), 2, "{:?}", backup.received());
@@ -289,7 +289,7 @@ async fn a_hedge_runs_beside_the_primary_and_exactly_one_commits() {
     assert_eq!(charges(&primary).len(), 1, "one charge in all");
 
     // The durable record tells both sides of the race.
-    let record = runtime.store().transaction(&report.transaction_id).unwrap().unwrap();
+    let record = runtime.transaction(&report.transaction_id).unwrap().unwrap();
     assert_eq!(record.history.len(), 2);
     assert!(matches!(record.outcome, TransactionOutcome::Committed { .. }));
 }
@@ -307,7 +307,7 @@ async fn a_hedge_takes_over_when_the_primary_fails() {
     assert!(report.failure.is_none(), "{report:#?}");
     assert_eq!(report.path, "charge-backup");
     let [first, hedge] = report.attempts.as_slice() else { panic!("two attempts: {report:#?}") };
-    assert_eq!(failed_kind(&first.attempt.outcome), Some("unavailable"), "{:?}", first.attempt.outcome);
+    assert_eq!(failed_kind(&first.attempt.outcome), Some(FailureKind::Unavailable), "{:?}", first.attempt.outcome);
     assert_eq!(hedge.attempt.outcome, AttemptOutcome::Committed);
     assert_eq!(charges(&primary).len(), 1, "the failed charge");
     assert_eq!(charges(&backup).len(), 1, "the hedge charged once, after the primary gave the token back");

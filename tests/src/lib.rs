@@ -174,7 +174,7 @@ pub fn seed_accounts(runtime: &Runtime, balances: impl IntoIterator<Item = (Stri
         input_hash: String::new(),
         outcome: TransactionOutcome::Committed { version: 0, output: Vec::new() },
         attempts: Vec::new(),
-        history: Vec::new(),
+        history: txmirror_runtime::store::History::default(),
     };
     runtime
         .store()

@@ -77,7 +77,7 @@ body = '{{"charge_id": "mirror-stub"}}'
         ),
     )?;
 
-    let cli = Cli { root, data_dir: demo.join("data") };
+    let cli = Cli { root, binary: crate::debug_binary(root, "txmirror")?, data_dir: demo.join("data") };
     let wasm = |name: &str| root.join("target/wasm32-wasip2/release").join(format!("{name}.wasm"));
     let examples = root.join("examples");
     let bank = (wasm("bank_transfer"), examples.join("bank-transfer/policy.toml"));
@@ -143,7 +143,7 @@ body = '{{"charge_id": "mirror-stub"}}'
 /// The same runtime as a service: `txmirror serve` on 127.0.0.1 with a
 /// token per role, driven through the CLI's `--server`.
 fn service_scenario(root: &Path, demo: &Path, bank: &(std::path::PathBuf, std::path::PathBuf)) -> Result<()> {
-    let txmirror = root.join("target/debug/txmirror");
+    let txmirror = crate::debug_binary(root, "txmirror")?;
     let dir = demo.join("service");
     std::fs::create_dir_all(&dir)?;
     step("9. the service: a configuration with one tenant and a token per role (only their hashes are stored)");
@@ -254,12 +254,14 @@ pub(crate) fn step(title: &str) {
 
 struct Cli<'a> {
     root: &'a Path,
+    /// The `txmirror` binary of the debug build.
+    binary: std::path::PathBuf,
     data_dir: std::path::PathBuf,
 }
 
 impl Cli<'_> {
     fn base(&self) -> Command {
-        let mut command = Command::new(self.root.join("target/debug/txmirror"));
+        let mut command = Command::new(&self.binary);
         // The shipped model scores beside the rules, in the real ONNX Runtime.
         command.arg("--data-dir").arg(&self.data_dir).arg("--model").arg(self.root.join(crate::learning::MODEL));
         if std::env::var_os("ORT_DYLIB_PATH").is_none() {

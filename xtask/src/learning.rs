@@ -20,20 +20,20 @@ const HOLDOUT: (u64, usize) = (202, 1_000);
 pub(crate) const MODEL: &str = "models/txmirror-v1.onnx";
 const CARD: &str = "models/txmirror-v1-card";
 
-fn txmirror(root: &Path) -> Command {
-    let mut command = Command::new(root.join("target/debug/txmirror"));
+fn txmirror(root: &Path) -> Result<Command> {
+    let mut command = Command::new(crate::debug_binary(root, "txmirror")?);
     command.current_dir(root);
     if std::env::var_os("ORT_DYLIB_PATH").is_none() {
         command.env("ORT_DYLIB_PATH", crate::setup::onnxruntime_library(root));
     }
-    command
+    Ok(command)
 }
 
 /// Runs a workload on a fresh data directory; returns the directory.
 fn workload(root: &Path, name: &str, (seed, size): (u64, usize), mode: &str, model: bool) -> Result<String> {
     let data = format!("target/learning/{name}");
     let _ = std::fs::remove_dir_all(root.join(&data));
-    let mut command = txmirror(root);
+    let mut command = txmirror(root)?;
     command.args(["--data-dir", &data]);
     if model {
         command.args(["--model", MODEL]);
@@ -46,7 +46,7 @@ fn workload(root: &Path, name: &str, (seed, size): (u64, usize), mode: &str, mod
 }
 
 fn export(root: &Path, data: &str, out: &str) -> Result<()> {
-    crate::run(txmirror(root).args(["--data-dir", data, "model", "export-dataset", "--out", out]))
+    crate::run(txmirror(root)?.args(["--data-dir", data, "model", "export-dataset", "--out", out]))
 }
 
 /// `cargo xtask train-model`.
@@ -75,7 +75,14 @@ pub(crate) fn train_model(root: &Path) -> Result<()> {
         "--version",
         "1",
     ]))?;
-    crate::run(txmirror(root).args(["--model", MODEL, "model", "evaluate", "--dataset", "target/learning/holdout.csv"]))
+    crate::run(txmirror(root)?.args([
+        "--model",
+        MODEL,
+        "model",
+        "evaluate",
+        "--dataset",
+        "target/learning/holdout.csv",
+    ]))
 }
 
 /// `cargo xtask effectiveness`.
@@ -95,7 +102,7 @@ pub(crate) fn effectiveness(root: &Path) -> Result<()> {
         crate::demo::step(&format!("the held-out workload: {name}"));
         workload(root, name, HOLDOUT, mode, model)?;
     }
-    crate::run(txmirror(root).args([
+    crate::run(txmirror(root)?.args([
         "--model",
         MODEL,
         "model",

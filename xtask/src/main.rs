@@ -3,10 +3,13 @@
 //! - `demo`: installs what is missing, builds the examples and the CLI, and
 //!   runs a short scenario on a fresh embedded store, printing the primary's
 //!   and the mirror's traces.
-//! - `test`: installs what is missing and runs the whole test suite.
-//! - `bench`: runs `benches/src/bin/bench-report.rs` (the peer comparison
-//!   and the durable throughput) optimised, prints its tables and writes
-//!   them into `docs/benchmarks.md`.
+//! - `test`: installs what is missing, checks the formatting and clippy's
+//!   lints (warnings are errors), and runs the whole test suite.
+//! - `bench`: checks that the Extism peer behaves as the others, then runs
+//!   `benches/src/bin/bench-report.rs` (the peer comparison and the durable
+//!   throughput) optimised, prints its tables and writes them into
+//!   `docs/benchmarks.md`. Only this chore builds Extism (feature `extism`),
+//!   which brings a second wasmtime.
 //!
 //! - `setup`: installs what is missing (see `setup.rs`): the wasm targets,
 //!   the ONNX Runtime library and the training packages.
@@ -49,13 +52,30 @@ fn run_chore() -> Result<()> {
         }
         Some("test") => {
             setup::ensure_all(&root)?;
+            run(Command::new(cargo()).current_dir(&root).args(["fmt", "--all", "--check"]))
+                .context("the code is not formatted as `cargo fmt` would; run it")?;
+            run(Command::new(cargo()).current_dir(&root).args(CLIPPY))
+                .context("clippy found something; warnings are errors")?;
             run(Command::new(cargo()).current_dir(&root).args(["test", "--workspace"]).args(&args[1..]))
         }
         Some("bench") => {
             setup::ensure_all(&root)?;
+            // The comparison means something only while every peer behaves
+            // alike; the Extism peer's check runs here, where it is built.
+            run(Command::new(cargo()).current_dir(&root).args([
+                "test",
+                "-p",
+                "txmirror-tests",
+                "--features",
+                "extism",
+                "--test",
+                "all",
+                "peer_",
+            ]))?;
             run(Command::new(cargo())
                 .current_dir(&root)
-                .args(["run", "--profile", "bench", "-p", "txmirror-benches", "--bin", "bench-report", "--"])
+                .args(["run", "--profile", "bench", "-p", "txmirror-benches", "--features", "extism"])
+                .args(["--bin", "bench-report", "--"])
                 .args(["--write", "docs/benchmarks.md"])
                 .args(&args[1..]))
         }
@@ -78,6 +98,9 @@ fn run_chore() -> Result<()> {
     }
 }
 
+/// Clippy on everything the workspace builds, warnings as errors.
+const CLIPPY: &[&str] = &["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"];
+
 /// The directory of the workspace's `Cargo.toml`.
 pub(crate) fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
@@ -95,4 +118,32 @@ pub(crate) fn run(command: &mut Command) -> Result<()> {
         bail!("{command:?} failed with {status}");
     }
     Ok(())
+}
+
+/// Where cargo puts the build: `CARGO_TARGET_DIR`, `build.target-dir` or
+/// `target/`, as `cargo metadata` reports it.
+pub(crate) fn target_dir(root: &Path) -> Result<PathBuf> {
+    let output = Command::new(cargo())
+        .current_dir(root)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("cannot run `cargo metadata`")?;
+    if !output.status.success() {
+        bail!("`cargo metadata` failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("`cargo metadata` printed no JSON")?;
+    match metadata.get("target_directory").and_then(serde_json::Value::as_str) {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => bail!("`cargo metadata` names no target_directory"),
+    }
+}
+
+/// A binary of the workspace's debug build, which must exist.
+pub(crate) fn debug_binary(root: &Path, name: &str) -> Result<PathBuf> {
+    let path = target_dir(root)?.join("debug").join(name);
+    if !path.is_file() {
+        bail!("the debug build has no {} (build it with `cargo build --bin {name}`)", path.display());
+    }
+    Ok(path)
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use txmirror_runtime::store::{DEFAULT_BATCH_LIMIT, TransactionOutcome};
 use txmirror_runtime::{Policy, Runtime, TxRequest};
 use txmirror_tests::guests;
-use txmirror_tests::peers::{ComponentPeer, EngineSetup, ExtismPeer, ORDER, Peer, TRANSFER, TxmirrorPeer};
+use txmirror_tests::peers::{ComponentPeer, EngineSetup, ORDER, Peer, TRANSFER, TxmirrorPeer};
 
 struct Options {
     quick: bool,
@@ -88,7 +88,8 @@ fn micros(d: Duration) -> f64 {
 fn peers(options: &Options) -> Result<String> {
     let (warm_up, calls) = if options.quick { (20, 200) } else { (500, 5_000) };
     type Build = Box<dyn Fn() -> Box<dyn Peer>>;
-    let peers: Vec<(&str, Build)> = vec![
+    #[allow(unused_mut, reason = "the Extism rows are behind a feature")]
+    let mut peers: Vec<(&str, Build)> = vec![
         (
             "(c) raw wasmtime, tuned pooling, fresh instance per call",
             Box::new(|| Box::new(ComponentPeer::new(guests::PEER_COMPONENT, EngineSetup::TunedPooling))),
@@ -101,14 +102,22 @@ fn peers(options: &Options) -> Result<String> {
             "(c) raw wasmtime, default config, fresh instance per call",
             Box::new(|| Box::new(ComponentPeer::new(guests::PEER_COMPONENT, EngineSetup::Default))),
         ),
-        ("(b) Extism, one plugin reused", Box::new(|| Box::new(ExtismPeer::new(guests::PEER_EXTISM, true)))),
-        ("(b) Extism, fresh plugin per call", Box::new(|| Box::new(ExtismPeer::new(guests::PEER_EXTISM, false)))),
         (
             "(a) txmirror transaction, primary only",
             Box::new(|| Box::new(TxmirrorPeer::new(guests::PEER_TXMIRROR, false))),
         ),
         ("(a) txmirror transaction, mirrored", Box::new(|| Box::new(TxmirrorPeer::new(guests::PEER_TXMIRROR, true)))),
     ];
+    #[cfg(feature = "extism")]
+    {
+        use txmirror_tests::peers::ExtismPeer;
+        peers
+            .push(("(b) Extism, one plugin reused", Box::new(|| Box::new(ExtismPeer::new(guests::PEER_EXTISM, true)))));
+        peers.push((
+            "(b) Extism, fresh plugin per call",
+            Box::new(|| Box::new(ExtismPeer::new(guests::PEER_EXTISM, false))),
+        ));
+    }
     // Round-robin in rounds, so that the machine's drifts (this is a shared
     // virtual machine) fall on every host alike.
     const ROUNDS: usize = 10;

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use txmirror_runtime::store::AttemptOutcome;
-use txmirror_runtime::{Module, Policy, Runtime, TxRequest};
+use txmirror_runtime::{FailureKind, Module, Policy, Runtime, TxRequest};
 
 /// How the predictor may act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -373,11 +373,11 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
             let report = runtime.execute(&module, &policy, request).await;
             drop(permit);
             let report = report?;
-            let attempt_failed = |kind: &str| {
+            let attempt_failed = |kind: FailureKind| {
                 report
                     .attempts
                     .iter()
-                    .any(|a| matches!(&a.attempt.outcome, AttemptOutcome::Failed { kind: k, .. } if k == kind))
+                    .any(|a| matches!(&a.attempt.outcome, AttemptOutcome::Failed { kind: k, .. } if *k == kind))
             };
             Ok::<_, anyhow::Error>(Outcome {
                 id: planned.id,
@@ -388,7 +388,7 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
                 failure: report.failure.as_ref().map(|f| f.kind.to_string()),
                 latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
                 attempts: report.attempts.len(),
-                diverted: attempt_failed("diverted"),
+                diverted: attempt_failed(FailureKind::Diverted),
                 explored: report.attempts.iter().any(|a| a.explored),
                 mirrored_attempts: report.attempts.iter().filter(|a| a.mirror.is_some()).count(),
             })

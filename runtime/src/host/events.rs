@@ -2,8 +2,9 @@
 
 use super::{InstanceState, MAX_EVENT_BYTES, MAX_WRITE_SET_BYTES};
 use crate::bindings::txmirror::transaction::events::{EventError, Host};
-use crate::store::{EventEntry, validate_name};
-use crate::trace::{Effect, HostCall, Role};
+use crate::store::EventEntry;
+use crate::trace::{Effect, HostCall};
+use crate::vocab::{Role, validate_name};
 
 impl Host for InstanceState {
     fn emit(&mut self, stream: String, payload: Vec<u8>) -> wasmtime::Result<Result<(), EventError>> {

@@ -3,8 +3,9 @@
 use super::{InstanceState, MAX_VALUE_BYTES, MAX_WRITE_SET_BYTES};
 use crate::bindings::txmirror::transaction::kv::{Host, KvError};
 use crate::policy::Access;
-use crate::store::{ReadEntry, StateSnapshot, WriteEntry, validate_name};
-use crate::trace::{Effect, HostCall, Role};
+use crate::store::{ReadEntry, StateSnapshot, WriteEntry};
+use crate::trace::{Effect, HostCall};
+use crate::vocab::{Role, validate_name};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

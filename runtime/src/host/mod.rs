@@ -4,7 +4,7 @@
 //! the primary's effects are buffered for the commit, the mirror's are
 //! withheld. Every call is recorded in the instance's trace.
 //!
-//! [`Role`]: crate::trace::Role
+//! [`Role`]: crate::vocab::Role
 
 mod diagnostics;
 mod events;

@@ -8,7 +8,8 @@
 //!   else a synthesised `200 {}`.
 
 use crate::policy::{Policy, Stub};
-use crate::trace::{HostCall, HttpOutcome, Role, TraceRecorder};
+use crate::trace::{HostCall, HttpOutcome, TraceRecorder};
+use crate::vocab::Role;
 use bytes::Bytes;
 use http::{Method, Response};
 use http_body_util::{BodyExt, Full, Limited};

@@ -4,9 +4,8 @@
 //! runtime of another, so the names and their order below are a contract:
 //! add a feature, bump [`SCHEMA_VERSION`]. `docs/features.md` describes each.
 
-use crate::policy::ResourceRequirements;
 use crate::trace::{HostCall, HttpOutcome, Trace, TraceEvent};
-use crate::transaction::FailureKind;
+use crate::vocab::FailureKind;
 use serde::{Deserialize, Serialize};
 
 /// The version of the feature schema.
@@ -77,10 +76,21 @@ feature_schema! {
     mirror_failed,
 }
 
+/// The limits an attempt runs under, as far as features compare with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptLimits {
+    /// The fuel one attempt may burn.
+    pub fuel: u64,
+    /// The memory one instance may grow to, in MiB.
+    pub memory_mib: u64,
+    /// The time one outbound request may take, in milliseconds.
+    pub outbound_timeout_ms: u64,
+}
+
 /// What the predictor knows besides the trace.
 pub struct FeatureContext<'a> {
     /// The attempt's limits.
-    pub limits: &'a ResourceRequirements,
+    pub limits: AttemptLimits,
     /// The attempt number, from 1.
     pub attempt: u32,
     /// Whether a key read from the snapshot at a version (0: absent) is contended.
@@ -236,7 +246,8 @@ impl Features {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::{Role, TraceEvent};
+    use crate::trace::TraceEvent;
+    use crate::vocab::Role;
 
     fn trace(events: Vec<HostCall>) -> Trace {
         Trace {
@@ -276,15 +287,7 @@ mod tests {
 
     #[test]
     fn features_come_from_the_trace_and_the_context() {
-        let limits = ResourceRequirements {
-            fuel: 1000,
-            fuel_ceiling: None,
-            memory_mib: 64,
-            memory_ceiling_mib: None,
-            wall_time_ms: 1000,
-            outbound_timeout_ms: 2000,
-            ..Default::default()
-        };
+        let limits = AttemptLimits { fuel: 1000, memory_mib: 64, outbound_timeout_ms: 2000 };
         let t = trace(vec![
             HostCall::KvGet { namespace: "a".into(), key: "hot".into(), version: Some(3) },
             HostCall::KvGet { namespace: "a".into(), key: "cold".into(), version: Some(3) },
@@ -303,7 +306,7 @@ mod tests {
             },
         ]);
         let context = FeatureContext {
-            limits: &limits,
+            limits,
             attempt: 2,
             contended: &|_, key, _| key == "hot",
             endpoint: &|endpoint| (endpoint == "POST http://h/charge").then_some((100.0, 0.5)),

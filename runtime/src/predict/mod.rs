@@ -34,10 +34,14 @@ pub mod model;
 pub(crate) mod model_slot;
 pub mod rules;
 
-pub use features::{FEATURE_NAMES, FeatureAccumulator, FeatureContext, Features, SCHEMA_VERSION, TraceTotals};
+pub use features::{
+    AttemptLimits, FEATURE_NAMES, FeatureAccumulator, FeatureContext, Features, SCHEMA_VERSION, TraceTotals,
+};
 pub use model::{Model, ModelError, ModelInfo};
 pub use model_slot::Reloaded;
-pub use rules::{Action, Rule, RuleError, RuleSet};
+pub use rules::{Rule, RuleError, RuleSet};
+// Actions are part of the vocabulary; they are named here too, where rules suggest them.
+pub use crate::vocab::Action;
 
 /// The name under which the model's share appears among the reasons.
 pub const MODEL_REASON: &str = "model";

@@ -8,28 +8,8 @@
 
 use super::features::{FEATURE_NAMES, Features};
 use super::{Prediction, Reason};
+use crate::vocab::Action;
 use serde::{Deserialize, Serialize};
-
-/// What a rule suggests doing when it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Action {
-    /// Nothing beyond recording the prediction.
-    None,
-    /// Restart the primary on the next alternative path.
-    Divert,
-    /// Raise the primary's timeouts and retry budget.
-    AdjustTimeouts,
-    /// Grant the primary more fuel.
-    GrantFuel,
-    /// Grant the primary more memory.
-    GrantMemory,
-    /// Start an alternative path beside the primary.
-    Hedge,
-    /// Stop without any effect: the failure is certain.
-    FailFast,
-}
 
 /// A rule as written in a policy (`[[prediction.rules]]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,27 +26,6 @@ pub struct Rule {
     /// What to do about it.
     #[serde(default = "no_action")]
     pub action: Action,
-}
-
-impl Action {
-    /// The action's name, as written in policies.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Divert => "divert",
-            Self::AdjustTimeouts => "adjust_timeouts",
-            Self::GrantFuel => "grant_fuel",
-            Self::GrantMemory => "grant_memory",
-            Self::Hedge => "hedge",
-            Self::FailFast => "fail_fast",
-        }
-    }
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 fn no_action() -> Action {

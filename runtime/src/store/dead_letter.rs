@@ -1,11 +1,11 @@
 //! The dead-letter queue: transactions that failed on every path.
 
-use super::TransactionOutcome;
-use crate::transaction::{AttemptReport, Failure};
+use super::{History, TransactionOutcome};
+use crate::vocab::Failure;
 use serde::{Deserialize, Serialize};
 
 /// What became of the compensation path.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compensation {
     /// The compensation path.
     pub path: String,
@@ -17,7 +17,7 @@ pub struct Compensation {
 
 /// A transaction that failed on every path and every retry, kept with its
 /// whole history so that an operator can inspect and replay it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     /// The transaction id.
     pub transaction_id: String,
@@ -29,10 +29,12 @@ pub struct DeadLetter {
     pub input: Vec<u8>,
     /// The last failure.
     pub failure: Failure,
-    /// Every attempt, with traces and predictions.
-    pub attempts: Vec<AttemptReport>,
+    /// Every attempt, with traces and predictions, encoded by the runtime.
+    pub attempts: History,
     /// The compensation path's run, if the policy names one.
     pub compensation: Option<Compensation>,
     /// When it was dead-lettered, in milliseconds since the Unix epoch.
     pub dead_lettered_unix_ms: u64,
+    /// The request's idempotency key, which its replay claims in turn.
+    pub idempotency_key: Option<String>,
 }

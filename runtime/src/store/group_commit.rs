@@ -181,6 +181,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
+    use crate::store::History;
     use crate::store::{ReadEntry, RedbStore, TransactionOutcome, TransactionRecord, WriteEntry};
 
     fn request(id: &str, reads: Vec<ReadEntry>, key: &str) -> CommitRequest {
@@ -195,7 +196,7 @@ mod tests {
                 input_hash: String::new(),
                 outcome: TransactionOutcome::Committed { version: 0, output: Vec::new() },
                 attempts: Vec::new(),
-                history: Vec::new(),
+                history: History::default(),
             },
             idempotency: None,
         }

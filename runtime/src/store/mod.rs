@@ -8,6 +8,7 @@
 //!
 //! The on-disk format of the embedded store is described in `docs/design.md`.
 
+mod codec;
 mod dead_letter;
 mod fault;
 mod group_commit;
@@ -17,13 +18,12 @@ mod redb_store;
 pub use dead_letter::{Compensation, DeadLetter};
 pub use fault::{FaultInjectingBackend, FaultPlan};
 pub use group_commit::{DEFAULT_BATCH_LIMIT, GroupCommit, GroupCommitStats};
-pub use record::{Attempt, AttemptOutcome, TransactionOutcome, TransactionRecord};
+pub use record::{Attempt, AttemptOutcome, History, TransactionOutcome, TransactionRecord};
 pub use redb_store::RedbStore;
+// Names are checked where they enter; the store keeps them as given.
+pub use crate::vocab::{MAX_NAME_LEN, validate_name};
 
 use std::sync::Arc;
-
-/// The longest namespace or key, in bytes.
-pub const MAX_NAME_LEN: usize = 512;
 
 /// A commit version. Version 0 is the empty store; each commit adds one.
 pub type Version = u64;
@@ -186,6 +186,19 @@ pub enum StoreError {
     /// The storage engine failed (I/O error, corruption).
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The store was written in a format this build does not read.
+    #[error(
+        "the store at {path} is in format {found}; this build reads format {supported} only \
+         (start a new data directory, or open this one with the build that wrote it)"
+    )]
+    Format {
+        /// The database file.
+        path: String,
+        /// The format found.
+        found: u64,
+        /// The format this build reads and writes.
+        supported: u64,
+    },
     /// A stored record could not be decoded.
     #[error("corrupt record {what}: {reason}")]
     Corrupt {
@@ -226,19 +239,6 @@ pub enum CommitError {
     /// The commit failed in storage; nothing of it was applied.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Checks a namespace, key or stream name: 1 to [`MAX_NAME_LEN`] bytes, no NUL.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        Err("must not be empty".into())
-    } else if name.len() > MAX_NAME_LEN {
-        Err(format!("is {} bytes long; the limit is {MAX_NAME_LEN}", name.len()))
-    } else if name.contains('\0') {
-        Err("must not contain a NUL byte".into())
-    } else {
-        Ok(())
-    }
 }
 
 /// The view of an empty store, for running `init` and `paths` at load time.

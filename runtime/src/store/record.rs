@@ -1,5 +1,10 @@
-//! The durable record of a transaction.
+//! The durable record of a transaction, as the store keeps it.
+//!
+//! The store knows outcomes and attempts as typed values, and the attempts'
+//! whole story (traces, predictions, gate decisions) only as a [`History`]:
+//! bytes the runtime encodes and decodes, which the store never reads.
 
+use crate::vocab::FailureKind;
 use serde::{Deserialize, Serialize};
 
 /// How a transaction ended.
@@ -16,8 +21,8 @@ pub enum TransactionOutcome {
     },
     /// Failed; nothing was committed.
     Failed {
-        /// The kind of the last failure, such as `fuel_exhausted`.
-        kind: String,
+        /// The kind of the last failure.
+        kind: FailureKind,
         /// A readable message.
         message: String,
     },
@@ -47,14 +52,36 @@ pub enum AttemptOutcome {
     /// It failed with this kind and message.
     Failed {
         /// The failure kind.
-        kind: String,
+        kind: FailureKind,
         /// A readable message.
         message: String,
     },
 }
 
+/// The attempts' whole story, encoded by the runtime: the store keeps these
+/// bytes as given and never reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct History(Vec<u8>);
+
+impl History {
+    /// A history of these bytes.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Whether there is no history (a transaction that never ran).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The durable record of a transaction, written atomically with its state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TransactionRecord {
     /// The transaction id.
     pub id: String,
@@ -68,8 +95,7 @@ pub struct TransactionRecord {
     pub outcome: TransactionOutcome,
     /// Every attempt, in order.
     pub attempts: Vec<Attempt>,
-    /// Every attempt's report: traces of both twins, predictions and gate
-    /// decisions, so that `txmirror tx show` can tell the whole story.
-    #[serde(default)]
-    pub history: Vec<crate::transaction::AttemptReport>,
+    /// Every attempt's report (both twins' traces, predictions and gate
+    /// decisions), encoded by the runtime.
+    pub history: History,
 }

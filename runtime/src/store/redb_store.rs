@@ -1,15 +1,21 @@
 //! The embedded store, on [redb](https://docs.rs/redb).
 //!
-//! Tables (see `docs/design.md`):
-//! - `kv`: `namespace NUL key` → `version (u64 LE) ++ value`;
-//! - `meta`: `"version"` and `"event_sequence"` → `u64`;
-//! - `events`: sequence → JSON [`StoredEvent`];
-//! - `transactions`: id → JSON [`TransactionRecord`].
+//! Tables (see `docs/design.md` for the format, `codec.rs` for its values):
+//! - `kv`: `namespace NUL key` → the version that wrote it and the value;
+//! - `meta`: `"version"`, `"event_sequence"` and `"format"` → `u64`;
+//! - `events`: sequence → [`StoredEvent`];
+//! - `transactions`: id → [`TransactionRecord`];
+//! - `idempotency`: key → [`IdempotencyEntry`];
+//! - `dead_letters`: id → [`DeadLetter`].
 //!
 //! redb gives snapshot isolation to readers and serialises writers, so a
 //! commit validates its read set inside the write transaction and no other
 //! commit can slip in between the check and the write.
 
+use super::codec::{
+    FORMAT_KEY, FORMAT_VERSION, decode, decode_dead_letter, decode_record, decode_versioned, encode,
+    encode_dead_letter, encode_record, encode_versioned,
+};
 use super::{
     CommitError, CommitRequest, DeadLetter, IdempotencyClaim, IdempotencyEntry, StateSnapshot, StateStore, StoreError,
     StoredEvent, TransactionRecord, Version, Versioned,
@@ -47,29 +53,16 @@ fn kv_key(namespace: &str, key: &str) -> Vec<u8> {
 }
 
 fn decode_value(bytes: &[u8]) -> Result<Versioned, StoreError> {
-    let (version, value) = bytes.split_at_checked(8).ok_or_else(|| StoreError::Corrupt {
-        what: "kv value".into(),
-        reason: format!("{} bytes is shorter than its version", bytes.len()),
-    })?;
-    let version = u64::from_le_bytes(version.try_into().map_err(storage)?);
+    let (version, value) = decode_versioned(bytes)?;
     Ok(Versioned { version, value: value.to_vec() })
 }
 
 fn encode_value(version: Version, value: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(8 + value.len());
-    bytes.extend_from_slice(&version.to_le_bytes());
-    bytes.extend_from_slice(value);
-    bytes
-}
-
-fn decode_dead_letter(id: &str, bytes: &[u8]) -> Result<DeadLetter, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt { what: format!("dead letter {id}"), reason: e.to_string() })
+    encode_versioned(version, value)
 }
 
 fn decode_claim(key: &str, bytes: &[u8]) -> Result<IdempotencyEntry, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt { what: format!("idempotency key {key}"), reason: e.to_string() })
+    decode(|| format!("idempotency key {key}"), bytes)
 }
 
 /// The transaction holding `claim.key`, if its claim has not lapsed.
@@ -95,7 +88,7 @@ fn put_claim(
         transaction_id: transaction_id.to_string(),
         expires_unix_ms: claim.now_unix_ms.saturating_add(claim.retention_ms),
     };
-    let bytes = serde_json::to_vec(&entry).map_err(storage)?;
+    let bytes = encode(&entry)?;
     keys.insert(claim.key.as_str(), bytes.as_slice()).map_err(storage)?;
     Ok(())
 }
@@ -156,7 +149,7 @@ fn apply(txn: &redb::WriteTransaction, request: CommitRequest) -> Result<Version
                 stream: event.stream.clone(),
                 payload: event.payload.clone(),
             };
-            let bytes = serde_json::to_vec(&stored).map_err(storage)?;
+            let bytes = encode(&stored)?;
             events.insert(sequence, bytes.as_slice()).map_err(storage)?;
         }
         meta.insert(EVENT_SEQUENCE_KEY, sequence).map_err(storage)?;
@@ -166,7 +159,7 @@ fn apply(txn: &redb::WriteTransaction, request: CommitRequest) -> Result<Version
     if let super::TransactionOutcome::Committed { version: v, .. } = &mut record.outcome {
         *v = version;
     }
-    let bytes = serde_json::to_vec(&record).map_err(storage)?;
+    let bytes = encode_record(&record)?;
     transactions.insert(record.id.as_str(), bytes.as_slice()).map_err(storage)?;
     Ok(version)
 }
@@ -180,7 +173,12 @@ impl RedbStore {
         }
         let db = Database::create(path)
             .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
-        Self::init(db)
+        Self::init(db).map_err(|error| match error {
+            StoreError::Format { found, supported, .. } => {
+                StoreError::Format { path: path.display().to_string(), found, supported }
+            }
+            other => other,
+        })
     }
 
     /// A store in memory: real redb, no file and no fsync. For benchmarks
@@ -198,11 +196,30 @@ impl RedbStore {
         Self::init(db)
     }
 
+    /// Creates the tables of a new store and stamps its format, or checks
+    /// the format of an existing one: a store in another format is refused,
+    /// never read with guesses.
     fn init(db: Database) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(storage)?;
         {
+            let existed = txn.list_tables().map_err(storage)?.next().is_some();
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let found = meta.get(FORMAT_KEY).map_err(storage)?.map(|v| v.value());
+            match (existed, found) {
+                (false, _) => {
+                    meta.insert(FORMAT_KEY, FORMAT_VERSION).map_err(storage)?;
+                }
+                (true, Some(FORMAT_VERSION)) => {}
+                // Format 1 had no format key.
+                (true, found) => {
+                    return Err(StoreError::Format {
+                        path: "<backend>".into(),
+                        found: found.unwrap_or(1),
+                        supported: FORMAT_VERSION,
+                    });
+                }
+            }
             txn.open_table(KV).map_err(storage)?;
-            txn.open_table(META).map_err(storage)?;
             txn.open_table(EVENTS).map_err(storage)?;
             txn.open_table(TRANSACTIONS).map_err(storage)?;
             txn.open_table(IDEMPOTENCY).map_err(storage)?;
@@ -302,7 +319,7 @@ impl StateStore for RedbStore {
         let txn = self.db.begin_write().map_err(storage)?;
         {
             if let Some(letter) = &dead_letter {
-                let bytes = serde_json::to_vec(letter).map_err(storage)?;
+                let bytes = encode_dead_letter(letter)?;
                 let mut letters = txn.open_table(DEAD_LETTERS).map_err(storage)?;
                 letters.insert(letter.transaction_id.as_str(), bytes.as_slice()).map_err(storage)?;
             }
@@ -312,7 +329,7 @@ impl StateStore for RedbStore {
                     put_claim(&mut keys, claim, &record.id)?;
                 }
             }
-            let bytes = serde_json::to_vec(&record).map_err(storage)?;
+            let bytes = encode_record(&record)?;
             txn.open_table(TRANSACTIONS)
                 .map_err(storage)?
                 .insert(record.id.as_str(), bytes.as_slice())
@@ -363,9 +380,7 @@ impl StateStore for RedbStore {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(TRANSACTIONS).map_err(storage)?;
         match table.get(id).map_err(storage)? {
-            Some(bytes) => serde_json::from_slice(bytes.value())
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt { what: format!("transaction {id}"), reason: e.to_string() }),
+            Some(bytes) => decode_record(id, bytes.value()).map(Some),
             None => Ok(None),
         }
     }
@@ -381,10 +396,7 @@ impl StateStore for RedbStore {
         let mut records = Vec::new();
         for item in range.take(limit) {
             let (id, bytes) = item.map_err(storage)?;
-            records.push(serde_json::from_slice(bytes.value()).map_err(|e| StoreError::Corrupt {
-                what: format!("transaction {}", id.value()),
-                reason: e.to_string(),
-            })?);
+            records.push(decode_record(id.value(), bytes.value())?);
         }
         Ok(records)
     }
@@ -398,10 +410,7 @@ impl StateStore for RedbStore {
                 break;
             }
             let (sequence, bytes) = item.map_err(storage)?;
-            let event: StoredEvent = serde_json::from_slice(bytes.value()).map_err(|e| StoreError::Corrupt {
-                what: format!("event {}", sequence.value()),
-                reason: e.to_string(),
-            })?;
+            let event: StoredEvent = decode(|| format!("event {}", sequence.value()), bytes.value())?;
             if event.stream == stream {
                 events.push(event);
             }
@@ -412,7 +421,7 @@ impl StateStore for RedbStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ReadEntry, TransactionOutcome, WriteEntry};
+    use super::super::{History, ReadEntry, TransactionOutcome, WriteEntry};
     use super::*;
 
     fn record(id: &str) -> TransactionRecord {
@@ -423,7 +432,7 @@ mod tests {
             input_hash: "h".into(),
             outcome: TransactionOutcome::Committed { version: 0, output: vec![] },
             attempts: vec![],
-            history: vec![],
+            history: History::default(),
         }
     }
 
@@ -518,5 +527,41 @@ mod tests {
         let keys: Vec<String> = snap.scan("ns", "user/", 10).expect("scan").into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, vec!["user/1", "user/2"]);
         assert_eq!(snap.scan("ns", "", 1).expect("scan").len(), 1, "limit is honoured");
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused_naming_the_format_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // What format 1 left: tables of JSON values and no format key.
+        let old = dir.path().join("old.redb");
+        {
+            let db = Database::create(&old).expect("create");
+            let txn = db.begin_write().expect("write");
+            txn.open_table(META).expect("meta").insert(VERSION_KEY, 3).expect("insert");
+            txn.open_table(TRANSACTIONS)
+                .expect("transactions")
+                .insert("t", b"{\"id\":\"t\"}".as_slice())
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        let error = RedbStore::open(&old).expect_err("format 1 is refused");
+        assert!(matches!(error, StoreError::Format { found: 1, supported: FORMAT_VERSION, .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("old.redb") && message.contains("format 1"), "{message}");
+
+        // A newer build's store is refused too, and a new store opens again.
+        let newer = dir.path().join("newer.redb");
+        drop(RedbStore::open(&newer).expect("a new store"));
+        {
+            let db = Database::create(&newer).expect("open");
+            let txn = db.begin_write().expect("write");
+            txn.open_table(META).expect("meta").insert(FORMAT_KEY, FORMAT_VERSION + 1).expect("insert");
+            txn.commit().expect("commit");
+        }
+        let error = RedbStore::open(&newer).expect_err("a newer format is refused");
+        assert!(matches!(error, StoreError::Format { found, .. } if found == FORMAT_VERSION + 1), "{error}");
+        let fresh = dir.path().join("fresh.redb");
+        drop(RedbStore::open(&fresh).expect("create"));
+        RedbStore::open(&fresh).expect("a store of this format opens again");
     }
 }

@@ -6,8 +6,8 @@ use axum::Json;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use txmirror_runtime::DeadLetterReport;
 use txmirror_runtime::TxReport;
-use txmirror_runtime::store::DeadLetter;
 
 /// A dead letter in the list.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -35,7 +35,7 @@ const LIST_LIMIT: usize = 500;
     responses((status = 200, body = Vec<DeadLetterSummary>)), security(("bearer" = [])))]
 pub(crate) async fn dead_letters(caller: Caller) -> Result<Json<Vec<DeadLetterSummary>>, ServiceError> {
     caller.require(&[Role::Operator])?;
-    let letters = caller.tenant.runtime().store().dead_letters(LIST_LIMIT)?;
+    let letters = caller.tenant.runtime().dead_letters(LIST_LIMIT)?;
     Ok(Json(
         letters
             .into_iter()
@@ -54,12 +54,14 @@ pub(crate) async fn dead_letters(caller: Caller) -> Result<Json<Vec<DeadLetterSu
 /// One dead letter whole: its input and every attempt.
 #[utoipa::path(get, path = "/v1/dlq/{id}", tag = "dead letters", params(("id" = String, Path)),
     responses((status = 200, body = Object), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub(crate) async fn dead_letter(caller: Caller, Path(id): Path<String>) -> Result<Json<DeadLetter>, ServiceError> {
+pub(crate) async fn dead_letter(
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeadLetterReport>, ServiceError> {
     caller.require(&[Role::Operator])?;
     caller
         .tenant
         .runtime()
-        .store()
         .dead_letter(&id)?
         .map(Json)
         .ok_or_else(|| ServiceError::NotFound(format!("no dead letter {id}")))
@@ -70,7 +72,7 @@ pub(crate) async fn dead_letter(caller: Caller, Path(id): Path<String>) -> Resul
     responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn drop_dead_letter(caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ServiceError> {
     caller.require(&[Role::Operator])?;
-    if caller.tenant.runtime().store().remove_dead_letter(&id)? {
+    if caller.tenant.runtime().drop_dead_letter(&id)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ServiceError::NotFound(format!("no dead letter {id}")))
@@ -86,11 +88,8 @@ pub(crate) async fn drop_dead_letter(caller: Caller, Path(id): Path<String>) -> 
 pub(crate) async fn replay(caller: Caller, Path(id): Path<String>) -> Result<Json<TxReport>, ServiceError> {
     caller.require(&[Role::Operator])?;
     let tenant = &caller.tenant;
-    let letter = tenant
-        .runtime()
-        .store()
-        .dead_letter(&id)?
-        .ok_or_else(|| ServiceError::NotFound(format!("no dead letter {id}")))?;
+    let letter =
+        tenant.runtime().dead_letter(&id)?.ok_or_else(|| ServiceError::NotFound(format!("no dead letter {id}")))?;
     let registered = tenant.module(&letter.module)?;
     let policy = registered.policy.clone().ok_or_else(|| ServiceError::NoPolicy(letter.module.clone()))?;
     let started = std::time::Instant::now();

@@ -19,7 +19,7 @@ pub(crate) async fn healthz() -> &'static str {
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<&'static str, ServiceError> {
     state.admission.check()?;
     for tenant in state.tenants.values() {
-        tenant.runtime().store().snapshot()?;
+        tenant.runtime().check_store()?;
     }
     Ok("ready")
 }

@@ -3,7 +3,7 @@
 use super::body;
 use crate::auth::{Caller, Role};
 use crate::catalog::{CatalogError, PendingTx};
-use crate::lifecycle::{Run, spawn_run};
+use crate::lifecycle::{Run, request_of, spawn_run};
 use crate::{AppState, ErrorBody, MAX_REQUEST_BYTES, ServiceError, Tenant};
 use axum::Json;
 use axum::body::Bytes;
@@ -13,8 +13,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
-use txmirror_runtime::store::{TransactionOutcome, TransactionRecord};
+use txmirror_runtime::store::TransactionOutcome;
 use txmirror_runtime::trace::HostCall;
+use txmirror_runtime::{KeyState, RecordedTransaction, TxRequest};
 
 /// A transaction request's body.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
@@ -55,7 +56,7 @@ pub struct TransactionView {
     /// The durable record: every attempt, both twins' traces, predictions
     /// and gate decisions (what `txmirror tx show` prints).
     #[schema(value_type = Object)]
-    pub record: Option<TransactionRecord>,
+    pub record: Option<RecordedTransaction>,
 }
 
 /// One line of the transaction list.
@@ -207,39 +208,47 @@ pub(crate) async fn submit(
         }
         None => new_id(),
     };
-    if tenant.runtime().store().transaction(&id)?.is_some() {
-        return Err(ServiceError::Conflict(format!("transaction {id} already exists")));
-    }
     let asynchronous = wants_async(&headers);
-    if asynchronous && let Some(key) = &idempotency_key {
-        if let Some(bound) = tenant.runtime().store().idempotency(key)?
-            && bound.expires_unix_ms > unix_ms()
-        {
-            return Ok(accepted(bound.transaction_id, true));
-        }
-        if let Err(holder) = tenant.claim_key(key, &id) {
-            return Ok(accepted(holder, true));
-        }
-    }
+    let runtime = tenant.runtime();
     let pending = PendingTx {
         module: hash.clone(),
         path: request.path,
         input: request.input,
-        idempotency_key: idempotency_key.clone(),
+        idempotency_key,
         caller: Some(caller.token_name.clone()),
         accepted_unix_ms: unix_ms(),
         sequence: 0,
     };
-    if let Err(error) = state.catalog.accept(tenant.name(), &id, pending.clone()) {
-        if asynchronous && let Some(key) = &idempotency_key {
-            tenant.release_key(key);
+    let tx_request = request_of(&id, &pending)?;
+    // The key is checked and held before anything is accepted, on both
+    // routes: a repeat (even one naming the same transaction id) gets the
+    // first request's outcome or id, and another request with the key is
+    // refused.
+    let claim = match runtime.claim_key(&registered.module, &policy, &tx_request, &id)? {
+        KeyState::Claimed(claim) => claim,
+        KeyState::Recorded(report) if asynchronous => return Ok(accepted(report.transaction_id, true)),
+        KeyState::Recorded(report) => return Ok(Json(report).into_response()),
+        KeyState::InFlight { transaction_id } if asynchronous => return Ok(accepted(transaction_id, true)),
+        KeyState::InFlight { transaction_id } => {
+            // The same request under the holder's id and key joins the
+            // holder's one execution, or finds its record: its outcome.
+            let repeat = TxRequest { transaction_id: Some(transaction_id), ..tx_request };
+            let report = runtime.execute(&registered.module, &policy, repeat).await?;
+            return Ok(Json(report).into_response());
         }
+        other => return Err(ServiceError::Internal(format!("an idempotency key in an unknown state: {other:?}"))),
+    };
+    if runtime.transaction(&id)?.is_some() {
+        return Err(ServiceError::Conflict(format!("transaction {id} already exists")));
+    }
+    if let Err(error) = state.catalog.accept(tenant.name(), &id, pending.clone()) {
+        // The key is released as `claim` drops.
         return Err(match error {
             CatalogError::AlreadyAccepted(id) => ServiceError::Conflict(format!("transaction {id} already exists")),
             other => other.into(),
         });
     }
-    let handle = spawn_run(&state, tenant, id.clone(), pending, registered, Run::Submitted);
+    let handle = spawn_run(&state, tenant.clone(), id.clone(), pending, registered, Run::Submitted, Some(claim));
     if asynchronous {
         return Ok(accepted(id, false));
     }
@@ -250,7 +259,7 @@ pub(crate) async fn submit(
     }
 }
 
-fn status(record: &TransactionRecord) -> &'static str {
+fn status(record: &RecordedTransaction) -> &'static str {
     match record.outcome {
         TransactionOutcome::Committed { .. } => "committed",
         _ => "failed",
@@ -259,17 +268,28 @@ fn status(record: &TransactionRecord) -> &'static str {
 
 /// What the service knows of a transaction: its record, or its acceptance.
 enum Found {
-    Recorded { record: TransactionRecord, dead_lettered: bool },
+    Recorded { record: RecordedTransaction, dead_lettered: bool },
     Pending(PendingTx),
 }
 
+/// A transaction's record is written before its acceptance is forgotten,
+/// so a transaction that is not pending when the catalog is read either
+/// never was, or is recorded by then: the store is read again after the
+/// catalog, and a transaction that ends between two reads is still found.
 fn find(tenant: &Tenant, state: &AppState, id: &str) -> Result<Option<Found>, ServiceError> {
-    let store = tenant.runtime().store();
-    if let Some(record) = store.transaction(id)? {
-        let dead_lettered = store.dead_letter(id)?.is_some();
-        return Ok(Some(Found::Recorded { record, dead_lettered }));
+    let runtime = tenant.runtime();
+    let recorded = |id: &str| -> Result<Option<Found>, ServiceError> {
+        let Some(record) = runtime.transaction(id)? else { return Ok(None) };
+        let dead_lettered = runtime.is_dead_lettered(id)?;
+        Ok(Some(Found::Recorded { record, dead_lettered }))
+    };
+    if let Some(found) = recorded(id)? {
+        return Ok(Some(found));
     }
-    Ok(state.catalog.pending(tenant.name(), id)?.map(Found::Pending))
+    if let Some(pending) = state.catalog.pending(tenant.name(), id)? {
+        return Ok(Some(Found::Pending(pending)));
+    }
+    recorded(id)
 }
 
 fn view(id: &str, found: Found) -> TransactionView {
@@ -315,7 +335,7 @@ fn summary(sequence: u64, view: TransactionView, module: String, requested_path:
         }
         for event in &attempt.primary.events {
             if let HostCall::Gate { decision, .. } = &event.call {
-                decisions.push(decision.clone());
+                decisions.push(decision.to_string());
             }
         }
     }
@@ -326,7 +346,7 @@ fn summary(sequence: u64, view: TransactionView, module: String, requested_path:
         module: record.map_or(module, |r| r.module.clone()),
         path: record.map(|r| r.path.clone()).or(requested_path),
         failure: record.and_then(|r| match &r.outcome {
-            TransactionOutcome::Failed { kind, .. } => Some(kind.clone()),
+            TransactionOutcome::Failed { kind, .. } => Some(kind.to_string()),
             _ => None,
         }),
         attempts: record.map_or(0, |r| r.attempts.len()),

@@ -1,0 +1,51 @@
+//! What the runtime has recorded, for its callers: transactions, dead
+//! letters and events, read from the store with their histories decoded.
+//! Callers read here, never from the store, so that the store's format
+//! stays the store's business.
+
+use super::Runtime;
+use crate::store::{StoreError, StoredEvent};
+use crate::transaction::{DeadLetterReport, RecordedTransaction};
+
+impl Runtime {
+    /// The durable record of a transaction.
+    pub fn transaction(&self, id: &str) -> Result<Option<RecordedTransaction>, StoreError> {
+        self.inner.store.transaction(id)?.map(RecordedTransaction::decode).transpose()
+    }
+
+    /// Transaction records in id order, after `after` (exclusive) if given,
+    /// at most `limit`: page through them by passing the last id back.
+    pub fn transactions(&self, after: Option<&str>, limit: usize) -> Result<Vec<RecordedTransaction>, StoreError> {
+        self.inner.store.transactions(after, limit)?.into_iter().map(RecordedTransaction::decode).collect()
+    }
+
+    /// Dead letters, oldest first, at most `limit`.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterReport>, StoreError> {
+        self.inner.store.dead_letters(limit)?.into_iter().map(DeadLetterReport::decode).collect()
+    }
+
+    /// One dead letter.
+    pub fn dead_letter(&self, transaction_id: &str) -> Result<Option<DeadLetterReport>, StoreError> {
+        self.inner.store.dead_letter(transaction_id)?.map(DeadLetterReport::decode).transpose()
+    }
+
+    /// Whether a transaction is in the dead-letter queue.
+    pub fn is_dead_lettered(&self, transaction_id: &str) -> Result<bool, StoreError> {
+        Ok(self.inner.store.dead_letter(transaction_id)?.is_some())
+    }
+
+    /// Removes a dead letter without replaying it; whether it was there.
+    pub fn drop_dead_letter(&self, transaction_id: &str) -> Result<bool, StoreError> {
+        self.inner.store.remove_dead_letter(transaction_id)
+    }
+
+    /// Whether the store answers: a read view can be taken.
+    pub fn check_store(&self) -> Result<(), StoreError> {
+        self.inner.store.snapshot().map(drop)
+    }
+
+    /// Events of `stream` from sequence `after` (exclusive), at most `limit`.
+    pub fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.store.events(stream, after, limit)
+    }
+}

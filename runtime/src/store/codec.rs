@@ -1,0 +1,323 @@
+//! How the embedded store lays values down (see `docs/design.md`): every
+//! value starts with a codec byte, then the value in that codec. Records
+//! and dead letters are written through the `Disk*` structs below, which
+//! are the format: the public types may change their shape (and their
+//! JSON) without changing what is on disk.
+//!
+//! Postcard (a compact, documented binary format with a stable 1.0 wire
+//! specification) writes fields in order, without names: a change to a
+//! `Disk*` struct or an enum's variant order is a format change, which
+//! raises [`FORMAT_VERSION`]. Failure kinds are kept by their stable names,
+//! so that a new kind anywhere in the list changes nothing on disk.
+
+use super::{
+    Attempt, AttemptOutcome, Compensation, DeadLetter, History, StoreError, TransactionOutcome, TransactionRecord,
+};
+use crate::vocab::{Failure, FailureKind};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The store's format: kept in `meta` under [`FORMAT_KEY`]. Format 1
+/// (before this key existed) kept JSON values without a codec byte.
+pub(crate) const FORMAT_VERSION: u64 = 2;
+/// Where the format version is kept in the `meta` table.
+pub(crate) const FORMAT_KEY: &str = "format";
+
+/// The codec byte of a postcard value.
+const POSTCARD: u8 = 1;
+/// The codec byte of a key-value entry: the version that wrote it (u64,
+/// little-endian), then the value's bytes as the guest gave them.
+const VERSIONED: u8 = 2;
+
+/// A key-value entry as stored.
+pub(super) fn encode_versioned(version: u64, value: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(9 + value.len());
+    bytes.push(VERSIONED);
+    bytes.extend_from_slice(&version.to_le_bytes());
+    bytes.extend_from_slice(value);
+    bytes
+}
+
+/// A stored key-value entry: its version and value.
+pub(super) fn decode_versioned(bytes: &[u8]) -> Result<(u64, &[u8]), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt { what: "kv value".into(), reason };
+    let Some((&VERSIONED, rest)) = bytes.split_first() else {
+        return Err(corrupt(format!("codec byte {:?}, not {VERSIONED:#04x}", bytes.first())));
+    };
+    let (version, value) = rest
+        .split_first_chunk::<8>()
+        .ok_or_else(|| corrupt(format!("{} bytes is shorter than a version", bytes.len())))?;
+    Ok((u64::from_le_bytes(*version), value))
+}
+
+/// `value`, behind its codec byte.
+pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_extend(value, vec![POSTCARD]).map_err(|e| StoreError::Storage(format!("cannot encode a value: {e}")))
+}
+
+/// The value behind a codec byte; `what` names it in an error.
+pub(super) fn decode<T: DeserializeOwned>(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |what: String, reason: String| StoreError::Corrupt { what, reason };
+    match bytes.split_first() {
+        Some((&POSTCARD, rest)) => postcard::from_bytes(rest).map_err(|e| corrupt(what(), e.to_string())),
+        Some((other, _)) => Err(corrupt(what(), format!("unknown codec byte {other:#04x}"))),
+        None => Err(corrupt(what(), "the value is empty".into())),
+    }
+}
+
+fn kind(name: &str) -> Result<FailureKind, String> {
+    FailureKind::from_name(name).ok_or_else(|| format!("`{name}` is not a failure kind"))
+}
+
+#[derive(Serialize, Deserialize)]
+enum DiskOutcome {
+    Committed { version: u64, output: Vec<u8> },
+    Failed { kind: String, message: String },
+}
+
+impl From<&TransactionOutcome> for DiskOutcome {
+    fn from(outcome: &TransactionOutcome) -> Self {
+        match outcome {
+            TransactionOutcome::Committed { version, output } => {
+                Self::Committed { version: *version, output: output.clone() }
+            }
+            TransactionOutcome::Failed { kind, message } => {
+                Self::Failed { kind: kind.as_str().into(), message: message.clone() }
+            }
+        }
+    }
+}
+
+impl TryFrom<DiskOutcome> for TransactionOutcome {
+    type Error = String;
+
+    fn try_from(outcome: DiskOutcome) -> Result<Self, String> {
+        Ok(match outcome {
+            DiskOutcome::Committed { version, output } => Self::Committed { version, output },
+            DiskOutcome::Failed { kind: name, message } => Self::Failed { kind: kind(&name)?, message },
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskAttempt {
+    number: u32,
+    path: String,
+    /// The failure's kind and message; `None` for a commit.
+    failed: Option<(String, String)>,
+    snapshot_version: u64,
+    duration_micros: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskRecord {
+    id: String,
+    module: String,
+    path: String,
+    input_hash: String,
+    outcome: DiskOutcome,
+    attempts: Vec<DiskAttempt>,
+    history: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskCompensation {
+    path: String,
+    transaction_id: String,
+    outcome: DiskOutcome,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskDeadLetter {
+    transaction_id: String,
+    module: String,
+    path: String,
+    input: Vec<u8>,
+    failure: (String, String),
+    attempts: Vec<u8>,
+    compensation: Option<DiskCompensation>,
+    dead_lettered_unix_ms: u64,
+    idempotency_key: Option<String>,
+}
+
+/// A record as stored.
+pub(super) fn encode_record(record: &TransactionRecord) -> Result<Vec<u8>, StoreError> {
+    encode(&DiskRecord {
+        id: record.id.clone(),
+        module: record.module.clone(),
+        path: record.path.clone(),
+        input_hash: record.input_hash.clone(),
+        outcome: (&record.outcome).into(),
+        attempts: record
+            .attempts
+            .iter()
+            .map(|attempt| DiskAttempt {
+                number: attempt.number,
+                path: attempt.path.clone(),
+                failed: match &attempt.outcome {
+                    AttemptOutcome::Committed => None,
+                    AttemptOutcome::Failed { kind, message } => Some((kind.as_str().into(), message.clone())),
+                },
+                snapshot_version: attempt.snapshot_version,
+                duration_micros: attempt.duration_micros,
+            })
+            .collect(),
+        history: record.history.as_bytes().to_vec(),
+    })
+}
+
+/// A stored record.
+pub(super) fn decode_record(id: &str, bytes: &[u8]) -> Result<TransactionRecord, StoreError> {
+    let what = || format!("transaction {id}");
+    let disk: DiskRecord = decode(what, bytes)?;
+    let corrupt = |reason: String| StoreError::Corrupt { what: what(), reason };
+    let mut attempts = Vec::with_capacity(disk.attempts.len());
+    for attempt in disk.attempts {
+        let outcome = match attempt.failed {
+            None => AttemptOutcome::Committed,
+            Some((name, message)) => AttemptOutcome::Failed { kind: kind(&name).map_err(corrupt)?, message },
+        };
+        attempts.push(Attempt {
+            number: attempt.number,
+            path: attempt.path,
+            outcome,
+            snapshot_version: attempt.snapshot_version,
+            duration_micros: attempt.duration_micros,
+        });
+    }
+    Ok(TransactionRecord {
+        id: disk.id,
+        module: disk.module,
+        path: disk.path,
+        input_hash: disk.input_hash,
+        outcome: disk.outcome.try_into().map_err(corrupt)?,
+        attempts,
+        history: History::from_bytes(disk.history),
+    })
+}
+
+/// A dead letter as stored.
+pub(super) fn encode_dead_letter(letter: &DeadLetter) -> Result<Vec<u8>, StoreError> {
+    encode(&DiskDeadLetter {
+        transaction_id: letter.transaction_id.clone(),
+        module: letter.module.clone(),
+        path: letter.path.clone(),
+        input: letter.input.clone(),
+        failure: (letter.failure.kind.as_str().into(), letter.failure.message.clone()),
+        attempts: letter.attempts.as_bytes().to_vec(),
+        compensation: letter.compensation.as_ref().map(|c| DiskCompensation {
+            path: c.path.clone(),
+            transaction_id: c.transaction_id.clone(),
+            outcome: (&c.outcome).into(),
+        }),
+        dead_lettered_unix_ms: letter.dead_lettered_unix_ms,
+        idempotency_key: letter.idempotency_key.clone(),
+    })
+}
+
+/// A stored dead letter.
+pub(super) fn decode_dead_letter(id: &str, bytes: &[u8]) -> Result<DeadLetter, StoreError> {
+    let what = || format!("dead letter {id}");
+    let disk: DiskDeadLetter = decode(what, bytes)?;
+    let corrupt = |reason: String| StoreError::Corrupt { what: what(), reason };
+    let (name, message) = disk.failure;
+    let compensation = match disk.compensation {
+        Some(c) => Some(Compensation {
+            path: c.path,
+            transaction_id: c.transaction_id,
+            outcome: c.outcome.try_into().map_err(corrupt)?,
+        }),
+        None => None,
+    };
+    Ok(DeadLetter {
+        transaction_id: disk.transaction_id,
+        module: disk.module,
+        path: disk.path,
+        input: disk.input,
+        failure: Failure { kind: kind(&name).map_err(corrupt)?, message },
+        attempts: History::from_bytes(disk.attempts),
+        compensation,
+        dead_lettered_unix_ms: disk.dead_lettered_unix_ms,
+        idempotency_key: disk.idempotency_key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(outcome: TransactionOutcome) -> TransactionRecord {
+        TransactionRecord {
+            id: "t1".into(),
+            module: "m".into(),
+            path: "charge".into(),
+            input_hash: "h".into(),
+            outcome,
+            attempts: vec![
+                Attempt {
+                    number: 1,
+                    path: "charge".into(),
+                    outcome: AttemptOutcome::Failed { kind: FailureKind::Diverted, message: "gate".into() },
+                    snapshot_version: 3,
+                    duration_micros: 40,
+                },
+                Attempt {
+                    number: 2,
+                    path: "charge-backup".into(),
+                    outcome: AttemptOutcome::Committed,
+                    snapshot_version: 3,
+                    duration_micros: 50,
+                },
+            ],
+            history: History::from_bytes(b"opaque".to_vec()),
+        }
+    }
+
+    #[test]
+    fn records_and_dead_letters_read_back_as_written() {
+        for outcome in [
+            TransactionOutcome::Committed { version: 4, output: b"{}".to_vec() },
+            TransactionOutcome::Failed { kind: FailureKind::FuelExhausted, message: "out of fuel".into() },
+        ] {
+            let written = record(outcome);
+            let bytes = encode_record(&written).unwrap_or_default();
+            assert_eq!(bytes.first(), Some(&POSTCARD));
+            assert_eq!(decode_record("t1", &bytes).ok(), Some(written));
+        }
+        let letter = DeadLetter {
+            transaction_id: "t2".into(),
+            module: "m".into(),
+            path: "charge".into(),
+            input: b"{\"a\":1}".to_vec(),
+            failure: Failure { kind: FailureKind::Unavailable, message: "503".into() },
+            attempts: History::from_bytes(vec![1, 2, 3]),
+            compensation: Some(Compensation {
+                path: "refund".into(),
+                transaction_id: "t2.compensation".into(),
+                outcome: TransactionOutcome::Committed { version: 9, output: Vec::new() },
+            }),
+            dead_lettered_unix_ms: 17,
+            idempotency_key: Some("k".into()),
+        };
+        let bytes = encode_dead_letter(&letter).unwrap_or_default();
+        assert_eq!(decode_dead_letter("t2", &bytes).ok(), Some(letter));
+    }
+
+    #[test]
+    fn unknown_codecs_kinds_and_truncated_values_are_refused_as_corrupt() {
+        let bytes = encode_record(&record(TransactionOutcome::Committed { version: 1, output: Vec::new() }))
+            .unwrap_or_default();
+        let refused = |bytes: &[u8]| match decode_record("t1", bytes) {
+            Err(StoreError::Corrupt { what, reason }) => format!("{what}: {reason}"),
+            other => format!("not refused: {other:?}"),
+        };
+        assert!(refused(&[]).contains("empty"), "{}", refused(&[]));
+        assert!(refused(b"{\"id\":\"t1\"}").contains("unknown codec byte 0x7b"), "JSON of format 1");
+        assert!(refused(&bytes[..bytes.len() / 2]).starts_with("transaction t1: "));
+        let renamed =
+            encode(&DiskOutcome::Failed { kind: "exploded".into(), message: String::new() }).unwrap_or_default();
+        let outcome: DiskOutcome =
+            decode(String::new, &renamed).unwrap_or(DiskOutcome::Committed { version: 0, output: Vec::new() });
+        assert_eq!(TransactionOutcome::try_from(outcome).err().as_deref(), Some("`exploded` is not a failure kind"));
+    }
+}

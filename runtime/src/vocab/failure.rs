@@ -1,0 +1,128 @@
+//! Why an attempt failed: the kinds the runtime, the guest and the commit
+//! report, with their stable names.
+
+use serde::{Deserialize, Serialize};
+
+/// Why an attempt failed. Five kinds are traps, detected by the runtime
+/// (see [`FailureKind::is_trap`]); the guest reports `Validation`,
+/// `Rejected` and `Unavailable`, the commit `Conflict`, and the runtime's
+/// own decisions the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The guest found the input invalid.
+    Validation,
+    /// The guest refused the transaction by a business rule.
+    Rejected,
+    /// The guest could not reach a dependency.
+    Unavailable,
+    /// The guest does not export the requested path.
+    UnknownPath,
+    /// The attempt burnt all its fuel.
+    FuelExhausted,
+    /// The attempt's memory grew past its limit.
+    MemoryLimit,
+    /// The attempt ran past its wall-time limit.
+    WallTimeExceeded,
+    /// The guest's call stack overflowed.
+    StackOverflow,
+    /// The guest trapped otherwise (a panic, an out-of-bounds access…).
+    GuestTrap,
+    /// The output did not meet the policy's success criteria.
+    SuccessCriteria,
+    /// Another commit changed a key this attempt read.
+    Conflict,
+    /// The instance could not be set up (for example a granted directory is missing).
+    Setup,
+    /// The effect gate stopped the primary before an unsafe call, to restart
+    /// it on the next alternative path.
+    Diverted,
+    /// The effect gate stopped the primary before an unsafe call: the
+    /// predictor found the failure certain.
+    PredictedFailure,
+    /// The attempt ran as a hedge (or was hedged) and the other path won:
+    /// it was stopped before any unsafe call and committed nothing.
+    Cancelled,
+    /// The process stopped while the transaction was in flight, and its
+    /// policy says such transactions go to the dead-letter queue
+    /// (`recovery.in_flight = "dead_letter"`) rather than run again.
+    Interrupted,
+}
+
+impl FailureKind {
+    const ALL: [Self; 16] = [
+        Self::Validation,
+        Self::Rejected,
+        Self::Unavailable,
+        Self::UnknownPath,
+        Self::FuelExhausted,
+        Self::MemoryLimit,
+        Self::WallTimeExceeded,
+        Self::StackOverflow,
+        Self::GuestTrap,
+        Self::SuccessCriteria,
+        Self::Conflict,
+        Self::Setup,
+        Self::Diverted,
+        Self::PredictedFailure,
+        Self::Cancelled,
+        Self::Interrupted,
+    ];
+
+    /// The kind with this stable name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
+    /// The kind's stable name, as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Validation => "validation",
+            Self::Rejected => "rejected",
+            Self::Unavailable => "unavailable",
+            Self::UnknownPath => "unknown_path",
+            Self::FuelExhausted => "fuel_exhausted",
+            Self::MemoryLimit => "memory_limit",
+            Self::WallTimeExceeded => "wall_time_exceeded",
+            Self::StackOverflow => "stack_overflow",
+            Self::GuestTrap => "guest_trap",
+            Self::SuccessCriteria => "success_criteria",
+            Self::Conflict => "conflict",
+            Self::Setup => "setup",
+            Self::Diverted => "diverted",
+            Self::PredictedFailure => "predicted_failure",
+            Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether the runtime stopped the guest (as opposed to the guest reporting an error).
+    pub fn is_trap(self) -> bool {
+        matches!(
+            self,
+            Self::FuelExhausted | Self::MemoryLimit | Self::WallTimeExceeded | Self::StackOverflow | Self::GuestTrap
+        )
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure with its explanation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The kind.
+    pub kind: FailureKind,
+    /// For a person to read.
+    pub message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
