@@ -1,11 +1,11 @@
 //! The commands that talk to a running service (`--server URL`), so that an
 //! operator uses one tool for a local store and for the service.
 
-use crate::{Failed, print, render};
+use crate::commands::{exit_code, print};
+use crate::exit::Failed;
+use crate::render;
 use serde_json::Value;
-use std::path::Path;
 use std::time::Duration;
-use txmirror_runtime::RecordedTransaction;
 use txmirror_runtime::TxReport;
 
 /// A service and the token to call it with.
@@ -18,6 +18,13 @@ pub(crate) struct Remote {
 /// What the service answered, or why it could not be asked.
 fn failed(code: u8, error: impl Into<anyhow::Error>) -> Failed {
     Failed { code, error: error.into() }
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token stays out of every log.
+        f.debug_struct("Remote").field("base", &self.base).finish_non_exhaustive()
+    }
 }
 
 impl Remote {
@@ -85,116 +92,5 @@ pub(crate) fn print_report(value: Value, json: bool) -> Result<u8, Failed> {
     let text = if json { json_text(&value)? } else { String::new() };
     let report = report(value)?;
     print(&if json { text } else { render::report(&report) });
-    Ok(crate::exit_code(&report))
-}
-
-pub(crate) fn tx_show(remote: &Remote, id: &str, json: bool) -> Result<u8, Failed> {
-    let view = remote.call("GET", &format!("/v1/transactions/{id}"), None, &[])?;
-    if json {
-        print(&json_text(&view)?);
-        return Ok(0);
-    }
-    match serde_json::from_value::<Option<RecordedTransaction>>(view["record"].clone()) {
-        Ok(Some(record)) => print(&render::report(&TxReport::from_record(record))),
-        Ok(None) => print(&format!("transaction {id} is pending (accepted, not ended yet)")),
-        Err(e) => return Err(failed(5, anyhow::anyhow!("the service's record: {e}"))),
-    }
-    Ok(0)
-}
-
-pub(crate) fn tx_list(remote: &Remote, status: Option<&str>, limit: usize) -> Result<u8, Failed> {
-    let mut query = format!("/v1/transactions?limit={limit}");
-    if let Some(status) = status {
-        query.push_str(&format!("&status={status}"));
-    }
-    let list = remote.call("GET", &query, None, &[])?;
-    for line in list["transactions"].as_array().into_iter().flatten() {
-        let decisions: Vec<&str> =
-            line["decisions"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        print(&format!(
-            "{}  {}  path {}  {} attempts{}{}",
-            line["transaction_id"].as_str().unwrap_or_default(),
-            line["status"].as_str().unwrap_or_default(),
-            line["path"].as_str().unwrap_or("-"),
-            line["attempts"],
-            line["failure"].as_str().map(|f| format!("  {f}")).unwrap_or_default(),
-            if decisions.is_empty() { String::new() } else { format!("  gate: {}", decisions.join(", ")) },
-        ));
-    }
-    Ok(0)
-}
-
-pub(crate) fn submit(
-    remote: &Remote,
-    module: &str,
-    body: Value,
-    idempotency_key: Option<&str>,
-    asynchronous: bool,
-    json: bool,
-) -> Result<u8, Failed> {
-    let mut headers = Vec::new();
-    if let Some(key) = idempotency_key {
-        headers.push(("idempotency-key", key));
-    }
-    if asynchronous {
-        headers.push(("prefer", "respond-async"));
-    }
-    let bytes = serde_json::to_vec(&body).map_err(|e| failed(5, e))?;
-    let answer = remote.call(
-        "POST",
-        &format!("/v1/modules/{module}/transactions"),
-        Some(("application/json", bytes)),
-        &headers,
-    )?;
-    if asynchronous {
-        print(&format!("accepted {}", answer["transaction_id"].as_str().unwrap_or_default()));
-        return Ok(0);
-    }
-    print_report(answer, json)
-}
-
-pub(crate) fn upload(remote: &Remote, file: &Path) -> Result<u8, Failed> {
-    let bytes = std::fs::read(file).map_err(|e| failed(3, anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
-    let info = remote.call("POST", "/v1/modules", Some(("application/wasm", bytes)), &[])?;
-    print(&format!(
-        "module {}\npaths: {}",
-        info["hash"].as_str().unwrap_or_default(),
-        info["paths"].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
-    ));
-    Ok(0)
-}
-
-pub(crate) fn put_policy(remote: &Remote, module: &str, file: &Path) -> Result<u8, Failed> {
-    let text = std::fs::read(file).map_err(|e| failed(4, anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
-    remote.call("PUT", &format!("/v1/modules/{module}/policy"), Some(("application/toml", text)), &[])?;
-    print(&format!("policy of {module} set from {}", file.display()));
-    Ok(0)
-}
-
-pub(crate) fn dlq_list(remote: &Remote) -> Result<u8, Failed> {
-    for letter in remote.call("GET", "/v1/dlq", None, &[])?.as_array().into_iter().flatten() {
-        print(&format!(
-            "{}  path {}  {} attempts  {}: {}",
-            letter["transaction_id"].as_str().unwrap_or_default(),
-            letter["path"].as_str().unwrap_or_default(),
-            letter["attempts"],
-            letter["failure"]["kind"].as_str().unwrap_or_default(),
-            letter["failure"]["message"].as_str().unwrap_or_default(),
-        ));
-    }
-    Ok(0)
-}
-
-pub(crate) fn show(remote: &Remote, path: &str) -> Result<u8, Failed> {
-    print(&json_text(&remote.call("GET", path, None, &[])?)?);
-    Ok(0)
-}
-
-pub(crate) fn post(remote: &Remote, path: &str) -> Result<Value, Failed> {
-    remote.call("POST", path, None, &[])
-}
-
-pub(crate) fn delete(remote: &Remote, path: &str) -> Result<u8, Failed> {
-    remote.call("DELETE", path, None, &[])?;
-    Ok(0)
+    Ok(exit_code(&report))
 }

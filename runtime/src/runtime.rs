@@ -40,6 +40,9 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
+/// The most lapsed idempotency keys removed when a runtime opens.
+const PURGE_AT_OPEN: usize = 10_000;
+
 /// Where and how a runtime keeps its data.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -352,7 +355,7 @@ impl Runtime {
             }
             None => None,
         };
-        Ok(Self {
+        let runtime = Self {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
@@ -371,7 +374,11 @@ impl Runtime {
                 clock: config.clock.clone(),
                 _ticker: Arc::new(ticker),
             }),
-        })
+        };
+        // Keys whose retention passed bind nothing; a service also purges
+        // them now and then while it runs.
+        runtime.purge_lapsed_keys(PURGE_AT_OPEN)?;
+        Ok(runtime)
     }
 
     /// A runtime on another store that shares this one's engine, compiled

@@ -128,6 +128,7 @@ impl Service {
         };
         let unloadable_modules = lifecycle::load_modules(&state).await?;
         let recovered = lifecycle::recover(&state)?;
+        lifecycle::purge_lapsed_keys_now_and_then(&state);
         Ok(Self { state, recovered, unloadable_modules })
     }
 }

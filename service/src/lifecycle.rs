@@ -111,6 +111,40 @@ pub(crate) fn recover(state: &AppState) -> Result<usize, CatalogError> {
     Ok(count)
 }
 
+/// How often lapsed idempotency keys are purged from the tenants' stores.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// The most keys one purge removes per tenant (one write transaction).
+const PURGE_LIMIT: usize = 10_000;
+
+/// Purges lapsed idempotency keys from every tenant's store now and then,
+/// so that a service that never restarts keeps only keys that bind
+/// something. The task holds the tenants weakly: it ends with the service.
+pub(crate) fn purge_lapsed_keys_now_and_then(state: &AppState) {
+    let tenants = Arc::downgrade(&state.tenants);
+    let admission = state.admission.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(PURGE_INTERVAL);
+        // The first tick is now; each runtime purged when it opened.
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(tenants) = tenants.upgrade() else { break };
+            if !admission.is_open() {
+                break;
+            }
+            for tenant in tenants.values() {
+                match tenant.runtime().purge_lapsed_keys(PURGE_LIMIT) {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(tenant = %tenant.name(), purged, "lapsed idempotency keys purged"),
+                    Err(error) => {
+                        tracing::warn!(tenant = %tenant.name(), %error, "cannot purge lapsed idempotency keys")
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// The runtime's request for an accepted transaction.
 pub(crate) fn request_of(id: &str, pending: &PendingTx) -> Result<TxRequest, ServiceError> {
     Ok(TxRequest {

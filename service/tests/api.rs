@@ -7,7 +7,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{BANK_POLICY, Call, error_code, install, open};
+use common::{BANK_POLICY, Call, error_code, install, open, poll};
 use serde_json::{Value, json};
 use txmirror_service::Role::{Client, Developer, Operator};
 use txmirror_service::catalog::{Catalog, PendingTx};
@@ -163,18 +163,6 @@ async fn asynchronous_submission_polling_idempotency_and_list_filters() {
         let (status, body) = client.send("GET", &format!("/v1/transactions?{bad}"), Body::empty()).await;
         assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "bad_request"), "{bad}: {body}");
     }
-}
-
-async fn poll(client: &Call<'_>, id: &str) -> Value {
-    for _ in 0..500 {
-        let (status, view) = client.send("GET", &format!("/v1/transactions/{id}"), Body::empty()).await;
-        assert_eq!(status, StatusCode::OK, "{view}");
-        if view["status"] != "pending" {
-            return view;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("transaction {id} still pending after 5 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

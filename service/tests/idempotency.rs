@@ -8,8 +8,8 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{BANK_POLICY, Call, error_code, install, open};
-use serde_json::{Value, json};
+use common::{BANK_POLICY, Call, error_code, install, open, poll};
+use serde_json::json;
 use txmirror_service::Role::{Client, Operator};
 use txmirror_service::catalog::{Catalog, PendingTx};
 use txmirror_tests::guests;
@@ -18,23 +18,16 @@ fn deposit(account: &str, amount: u64) -> String {
     json!({ "path": "deposit", "input": { "account": account, "amount": amount } }).to_string()
 }
 
+/// A submission to a module with an idempotency key.
+fn submission(hash: &str, key: &str) -> axum::http::request::Builder {
+    Request::builder().method("POST").uri(format!("/v1/modules/{hash}/transactions")).header("idempotency-key", key)
+}
+
 /// Ids of the tenant's transactions, newest first.
 async fn listed(client: &Call<'_>) -> Vec<String> {
     let (status, list) = client.send("GET", "/v1/transactions?limit=500", Body::empty()).await;
     assert_eq!(status, StatusCode::OK, "{list}");
     list["transactions"].as_array().unwrap().iter().map(|t| t["transaction_id"].as_str().unwrap().into()).collect()
-}
-
-async fn poll(client: &Call<'_>, id: &str) -> Value {
-    for _ in 0..500 {
-        let (status, view) = client.send("GET", &format!("/v1/transactions/{id}"), Body::empty()).await;
-        assert_eq!(status, StatusCode::OK, "{id}: {view}");
-        if view["status"] != "pending" {
-            return view;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("transaction {id} still pending after 5 s");
 }
 
 /// Bug: only the asynchronous route checked the key before accepting, so a
@@ -47,15 +40,10 @@ async fn a_synchronous_and_an_asynchronous_request_with_one_key_get_one_transact
     let service = open(&common::config(dir.path())).await;
     let state = &service.state;
     let hash = install(state, "acme", guests::BANK_TRANSFER, BANK_POLICY).await;
-    let submit = format!("/v1/modules/{hash}/transactions");
     for round in 0..10 {
         let key = format!("both-routes-{round}");
-        let sync = Request::builder().method("POST").uri(&submit).header("idempotency-key", &key);
-        let later = Request::builder()
-            .method("POST")
-            .uri(&submit)
-            .header("idempotency-key", &key)
-            .header("prefer", "respond-async");
+        let sync = submission(&hash, &key);
+        let later = submission(&hash, &key).header("prefer", "respond-async");
         let client = Call::as_(state, "acme", Client);
         let ((sync_status, report), (async_status, accepted)) =
             tokio::join!(client.send_with(sync, deposit("a", 1)), client.send_with(later, deposit("a", 1)));
@@ -76,9 +64,7 @@ async fn a_repeat_naming_the_same_transaction_id_gets_its_outcome() {
     let state = &service.state;
     let hash = install(state, "acme", guests::BANK_TRANSFER, BANK_POLICY).await;
     let client = Call::as_(state, "acme", Client);
-    let keyed = || {
-        Request::builder().method("POST").uri(format!("/v1/modules/{hash}/transactions")).header("idempotency-key", "k")
-    };
+    let keyed = || submission(&hash, "k");
     let body = json!({ "path": "deposit", "input": { "account": "a", "amount": 4 }, "transaction_id": "mine-1" });
     let (status, first) = client.send_with(keyed(), body.to_string()).await;
     assert_eq!((status, first["deduplicated"].clone()), (StatusCode::OK, json!(false)), "{first}");
@@ -100,12 +86,7 @@ async fn a_key_reused_for_another_request_is_refused_on_both_routes() {
     let state = &service.state;
     let hash = install(state, "acme", guests::BANK_TRANSFER, BANK_POLICY).await;
     let client = Call::as_(state, "acme", Client);
-    let keyed = || {
-        Request::builder()
-            .method("POST")
-            .uri(format!("/v1/modules/{hash}/transactions"))
-            .header("idempotency-key", "k1")
-    };
+    let keyed = || submission(&hash, "k1");
     let (status, first) = client.send_with(keyed(), deposit("alice", 5)).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     for other in [
@@ -133,10 +114,7 @@ async fn a_pending_repeat_of_a_committed_key_is_not_dead_lettered_at_the_next_st
     let (hash, first) = {
         let service = open(&config).await;
         let hash = install(&service.state, "acme", guests::BANK_TRANSFER, &policy).await;
-        let keyed = Request::builder()
-            .method("POST")
-            .uri(format!("/v1/modules/{hash}/transactions"))
-            .header("idempotency-key", "once");
+        let keyed = submission(&hash, "once");
         let (status, first) = Call::as_(&service.state, "acme", Client).send_with(keyed, deposit("a", 9)).await;
         assert_eq!(status, StatusCode::OK, "{first}");
         (hash, first)

@@ -109,6 +109,9 @@ impl StateStore for RacingStore {
     fn idempotency(&self, key: &str) -> Result<Option<IdempotencyEntry>, StoreError> {
         self.inner.idempotency(key)
     }
+    fn purge_lapsed_keys(&self, now_unix_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        self.inner.purge_lapsed_keys(now_unix_ms, limit)
+    }
     fn transaction(&self, id: &str) -> Result<Option<TransactionRecord>, StoreError> {
         self.inner.transaction(id)
     }

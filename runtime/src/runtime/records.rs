@@ -39,6 +39,13 @@ impl Runtime {
         self.inner.store.remove_dead_letter(transaction_id)
     }
 
+    /// Removes up to `limit` idempotency keys whose retention has passed;
+    /// how many it removed. The runtime does it when it opens; a service
+    /// calls it now and then.
+    pub fn purge_lapsed_keys(&self, limit: usize) -> Result<usize, StoreError> {
+        self.inner.store.purge_lapsed_keys(super::unix_millis(self.inner.clock.now()), limit)
+    }
+
     /// Whether the store answers: a read view can be taken.
     pub fn check_store(&self) -> Result<(), StoreError> {
         self.inner.store.snapshot().map(drop)

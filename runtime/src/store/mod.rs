@@ -162,6 +162,10 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn remove_dead_letter(&self, transaction_id: &str) -> Result<bool, StoreError>;
     /// What an idempotency key is bound to, lapsed or not.
     fn idempotency(&self, key: &str) -> Result<Option<IdempotencyEntry>, StoreError>;
+    /// Removes up to `limit` idempotency keys whose claim lapsed at or
+    /// before `now_unix_ms`; how many it removed. A lapsed key binds
+    /// nothing, so removing it changes no answer, only the store's size.
+    fn purge_lapsed_keys(&self, now_unix_ms: u64, limit: usize) -> Result<usize, StoreError>;
     /// The record of a transaction.
     fn transaction(&self, id: &str) -> Result<Option<TransactionRecord>, StoreError>;
     /// Transaction records in id order, after `after` (exclusive) if given,

@@ -376,6 +376,29 @@ impl StateStore for RedbStore {
         }
     }
 
+    fn purge_lapsed_keys(&self, now_unix_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let removed = {
+            let mut keys = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+            let mut lapsed = Vec::new();
+            for item in keys.iter().map_err(storage)? {
+                if lapsed.len() >= limit {
+                    break;
+                }
+                let (key, bytes) = item.map_err(storage)?;
+                if decode_claim(key.value(), bytes.value())?.expires_unix_ms <= now_unix_ms {
+                    lapsed.push(key.value().to_string());
+                }
+            }
+            for key in &lapsed {
+                keys.remove(key.as_str()).map_err(storage)?;
+            }
+            lapsed.len()
+        };
+        txn.commit().map_err(storage)?;
+        Ok(removed)
+    }
+
     fn transaction(&self, id: &str) -> Result<Option<TransactionRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(TRANSACTIONS).map_err(storage)?;
@@ -563,5 +586,30 @@ mod tests {
         let fresh = dir.path().join("fresh.redb");
         drop(RedbStore::open(&fresh).expect("create"));
         RedbStore::open(&fresh).expect("a store of this format opens again");
+    }
+
+    #[test]
+    fn lapsed_keys_are_purged_and_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RedbStore::open(&dir.path().join("db")).expect("open");
+        for (id, now, retention) in [("a", 1_000, 100), ("b", 1_000, 500), ("c", 1_000, 100)] {
+            let claim = IdempotencyClaim { key: format!("key-{id}"), now_unix_ms: now, retention_ms: retention };
+            let request = CommitRequest {
+                reads: vec![],
+                writes: vec![],
+                events: vec![],
+                record: record(id),
+                idempotency: Some(claim),
+            };
+            store.commit(request).expect("commit");
+        }
+        assert_eq!(store.purge_lapsed_keys(1_100, 1).expect("purge"), 1, "at most the limit");
+        assert_eq!(store.purge_lapsed_keys(1_100, 10).expect("purge"), 1, "the other lapsed one");
+        assert_eq!(store.purge_lapsed_keys(1_100, 10).expect("purge"), 0);
+        assert!(
+            store.idempotency("key-a").expect("read").is_none() && store.idempotency("key-c").expect("read").is_none()
+        );
+        assert_eq!(store.idempotency("key-b").expect("read").map(|e| e.transaction_id), Some("b".into()), "live");
+        assert!(store.transaction("a").expect("read").is_some(), "the records stay");
     }
 }

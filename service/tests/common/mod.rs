@@ -95,3 +95,16 @@ pub async fn install(state: &AppState, tenant: &str, guest: &str, policy: &str) 
 }
 
 pub const BANK_POLICY: &str = "[capabilities]\nkv = { accounts = \"read-write\" }\n";
+
+/// Polls a transaction until it is no longer pending (at most 5 s).
+pub async fn poll(client: &Call<'_>, id: &str) -> Value {
+    for _ in 0..500 {
+        let (status, view) = client.send("GET", &format!("/v1/transactions/{id}"), Body::empty()).await;
+        assert_eq!(status, StatusCode::OK, "{id}: {view}");
+        if view["status"] != "pending" {
+            return view;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("transaction {id} still pending after 5 s");
+}

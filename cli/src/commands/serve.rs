@@ -1,20 +1,42 @@
-//! `txmirror serve` and `txmirror token new`.
+//! `txmirror serve`: the service, until a signal stops it.
 
+use super::Target;
+use crate::exit::Failed;
 use anyhow::Context as _;
 use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use txmirror_service::{Role, Service, ServiceConfig};
+use txmirror_service::{Service, ServiceConfig};
 
 /// How long the server is given to close its connections once the
 /// transactions have finished or been parked.
 const DRAIN: Duration = Duration::from_secs(2);
 
+/// Serves the runtime over HTTP.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServeCommand {
+    /// The configuration file (TOML; see docs/service.md).
+    #[arg(long, default_value = "txmirror.toml")]
+    config: PathBuf,
+    /// Listens here instead of the configuration's address (port 0: any free port).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+impl ServeCommand {
+    pub(crate) async fn execute(self, target: Target) -> Result<u8, Failed> {
+        // The configuration names the data directory; --data-dir is not used.
+        drop(target.local()?);
+        Ok(serve(&self.config, self.listen).await?)
+    }
+}
+
 /// Serves until SIGINT or SIGTERM, then shuts down gracefully: stops
 /// admitting transactions, waits for those in flight up to the
 /// configuration's deadline, and parks the rest (their acceptance is
 /// durable: the next start runs them).
-pub(crate) async fn serve(config_path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<u8> {
+async fn serve(config_path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<u8> {
     let mut config = ServiceConfig::load(config_path).map_err(|error| {
         anyhow::anyhow!(
             "{error}\n(`txmirror token new --tenant NAME --role operator >> {0}` starts one)",
@@ -77,16 +99,4 @@ async fn signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Prints a new token on standard error (shown once) and its configuration
-/// entry, which holds only the token's hash, on standard output.
-pub(crate) fn new_token(tenant: &str, role: Role, name: Option<&str>) -> String {
-    let token = txmirror_service::auth::new_token();
-    let name = name.map_or_else(|| format!("{tenant}-{role}"), str::to_string);
-    eprintln!("token for {name} (shown once, keep it secret): {token}");
-    format!(
-        "\n[[tokens]]\nname = \"{name}\"\ntenant = \"{tenant}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
-        txmirror_service::auth::hash_token(&token)
-    )
 }
