@@ -27,11 +27,11 @@ pub(crate) fn build(root: &Path) -> Result<()> {
         "--target-dir",
         "target",
     ]))?;
-    // The whole workspace, tests included, so that `cargo xtask test` later
-    // reuses these artifacts instead of building wasmtime a second time with
-    // other features.
+    // The whole workspace, tests included and linted as `cargo xtask test`
+    // builds it, so that the tests later reuse these artifacts instead of
+    // building the workspace a second time.
     step("building the txmirror CLI (and the rest of the workspace)");
-    crate::run(Command::new(crate::cargo()).current_dir(root).args(["build", "--workspace", "--all-targets"]))
+    crate::run(crate::lint::linted(Command::new(crate::cargo()).current_dir(root).args(crate::BUILD_ALL))?)
 }
 
 fn run_scenario(root: &Path) -> Result<()> {
