@@ -21,28 +21,25 @@
 //! # Ok(()) }
 //! ```
 
-mod bindings;
+// The folders follow a transaction's flow: the words (`vocab`), one
+// instance (`instance`), what happens before an attempt (`attempt`), the
+// predictor (`predict`), the adjustments it drives (`adjust`), the
+// transaction across attempts (`transaction`), and storage (`store`).
+mod adjust;
+mod attempt;
 pub mod clock;
 mod contention;
 pub mod dataset;
-pub mod engine;
-mod executor;
-mod gate;
-mod grants;
-mod hedge;
-mod history;
-mod host;
-mod limits;
-mod mirroring;
-pub mod module;
+mod instance;
 pub mod policy;
 pub mod predict;
 mod runtime;
 pub mod store;
-mod timeouts;
 pub mod trace;
 pub mod transaction;
 pub mod vocab;
+
+pub use instance::{engine, module};
 
 pub use engine::EngineSettings;
 pub use module::{Module, ModuleError};

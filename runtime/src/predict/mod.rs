@@ -30,6 +30,7 @@
 
 pub mod evaluation;
 pub mod features;
+pub(crate) mod history;
 pub mod model;
 pub(crate) mod model_slot;
 pub mod rules;

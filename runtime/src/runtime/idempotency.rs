@@ -16,7 +16,7 @@
 //!    (concurrent callers share its one execution).
 
 use super::{ExecuteError, Runtime, RuntimeInner, choose_path, unix_millis};
-use crate::module::Module;
+use crate::instance::module::Module;
 use crate::policy::Policy;
 use crate::store::IdempotencyClaim;
 use crate::transaction::RecordedTransaction;

@@ -1,7 +1,7 @@
 //! `log`, `validation` and `config`: the small, read-only capabilities.
 
 use super::InstanceState;
-use crate::bindings::txmirror::transaction::{config, log, types, validation};
+use crate::instance::bindings::txmirror::transaction::{config, log, types, validation};
 use crate::trace::HostCall;
 
 /// The longest log line kept; longer ones are cut.

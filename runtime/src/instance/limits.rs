@@ -1,7 +1,7 @@
 //! Per-instance resource limits: memory here; fuel and wall time are set on
 //! the store by the executor.
 
-use crate::grants::ResourceWatch;
+use crate::adjust::grants::ResourceWatch;
 use crate::trace::{HostCall, TraceRecorder};
 use crate::vocab::Role;
 use std::sync::Arc;

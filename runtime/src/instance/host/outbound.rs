@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::MAX_RESPONSE_BYTES;
-use crate::gate::{Gate, Verdict};
-use crate::history::EndpointHealth;
-use crate::timeouts::AttemptTimeouts;
+use crate::adjust::gate::{Gate, Verdict};
+use crate::adjust::timeouts::AttemptTimeouts;
+use crate::predict::history::EndpointHealth;
 
 /// The last real response of primaries to each endpoint, shared by the runtime.
 ///

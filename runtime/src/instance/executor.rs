@@ -1,11 +1,11 @@
 //! Runs one instance of a module: limits, the call, and the classification
 //! of how it ended.
 
-use crate::bindings::TxError;
-use crate::grants::{FuelStep, fuel_step};
-use crate::host::InstanceSetup;
-use crate::host::InstanceState;
-use crate::module::Module;
+use crate::adjust::grants::{FuelStep, fuel_step};
+use crate::instance::bindings::TxError;
+use crate::instance::host::InstanceSetup;
+use crate::instance::host::InstanceState;
+use crate::instance::module::Module;
 use crate::store::{EventEntry, ReadEntry, WriteEntry};
 use crate::trace::HostCall;
 use crate::trace::{Trace, TraceRecorder};

@@ -1,7 +1,7 @@
 //! `txmirror:transaction/kv`: snapshot reads and a buffered write set.
 
 use super::{InstanceState, MAX_VALUE_BYTES, MAX_WRITE_SET_BYTES};
-use crate::bindings::txmirror::transaction::kv::{Host, KvError};
+use crate::instance::bindings::txmirror::transaction::kv::{Host, KvError};
 use crate::policy::Access;
 use crate::store::{ReadEntry, StateSnapshot, WriteEntry};
 use crate::trace::{Effect, HostCall};

@@ -19,10 +19,10 @@
 //! is recorded in the primary's trace and read by the runtime when the
 //! attempt ends.
 
-use crate::grants::ResourceWatch;
-use crate::hedge::HedgeSeat;
+use crate::adjust::grants::ResourceWatch;
+use crate::adjust::hedge::HedgeSeat;
+use crate::adjust::timeouts::AttemptTimeouts;
 use crate::predict::{FeatureAccumulator, Prediction, TraceTotals};
-use crate::timeouts::AttemptTimeouts;
 use crate::trace::{HostCall, Trace, TraceEvent, TraceRecorder};
 use crate::vocab::{Action, GateStage, GateVerdict};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -21,8 +21,8 @@
 //! The prior learns only from transactions whose policy mirrors adaptively:
 //! under `always`, keeping it would be work for nothing.
 
-use crate::history::EndpointHealth;
 use crate::policy::{MirrorMode, Policy};
+use crate::predict::history::EndpointHealth;
 use crate::trace::{HostCall, TraceEvent};
 use crate::vocab::FailureKind;
 use std::collections::HashMap;

@@ -1,7 +1,7 @@
 //! `txmirror:transaction/events`: events buffered until the commit (outbox).
 
 use super::{InstanceState, MAX_EVENT_BYTES, MAX_WRITE_SET_BYTES};
-use crate::bindings::txmirror::transaction::events::{EventError, Host};
+use crate::instance::bindings::txmirror::transaction::events::{EventError, Host};
 use crate::store::EventEntry;
 use crate::trace::{Effect, HostCall};
 use crate::vocab::{Role, validate_name};

@@ -1,7 +1,7 @@
 //! Modules: validated, pre-initialised, compiled once and cached by content hash.
 
-use crate::bindings::{Transaction, TransactionPre};
-use crate::host::InstanceState;
+use crate::instance::bindings::{Transaction, TransactionPre};
+use crate::instance::host::InstanceState;
 use std::path::{Path, PathBuf};
 use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Engine, Store};

@@ -2,13 +2,13 @@
 
 use super::KvView;
 use super::outbound::{EndpointMemory, OutboundHooks};
+use crate::adjust::gate::Gate;
+use crate::adjust::grants::ResourceWatch;
+use crate::adjust::timeouts::AttemptTimeouts;
 use crate::contention::WriteClaims;
-use crate::gate::Gate;
-use crate::grants::ResourceWatch;
-use crate::limits::InstanceLimiter;
+use crate::instance::limits::InstanceLimiter;
 use crate::policy::{Access, Policy};
 use crate::store::{EventEntry, StateSnapshot};
-use crate::timeouts::AttemptTimeouts;
 use crate::trace::TraceRecorder;
 use crate::vocab::Role;
 use rand::SeedableRng as _;

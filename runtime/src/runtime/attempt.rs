@@ -1,0 +1,518 @@
+//! One attempt of a transaction: its twins from one snapshot, the gate,
+//! the prediction, the success criteria, and its end: committed, or failed
+//! with its report kept. A try of a path is an attempt, or an attempt and
+//! its hedge racing (see `adjust/hedge.rs`).
+
+use super::{AttemptEnd, ExecuteError, Purpose, Runtime, TransactionRun, sent_unsafe};
+use crate::adjust::gate::{Gate, GateActions, GateDecision, Scorer};
+use crate::adjust::grants::ResourceWatch;
+use crate::adjust::hedge::{HedgeRace, HedgeSeat};
+use crate::adjust::timeouts::AttemptTimeouts;
+use crate::attempt::mirroring::sampled;
+use crate::contention::{Turn, WriteClaims};
+use crate::instance::executor::{InstanceRun, run_instance};
+use crate::instance::host::InstanceSetup;
+use crate::instance::module::Module;
+use crate::policy::Policy;
+use crate::predict::{FeatureAccumulator, FeatureContext, Prediction, TraceTotals};
+use crate::store::{
+    Attempt, AttemptOutcome, CommitError, CommitRequest, StoreError, TransactionOutcome, TransactionRecord,
+};
+use crate::trace::{HostCall, TraceEvent, TraceRecorder};
+use crate::transaction::{AttemptReport, TxReport, history};
+use crate::vocab::{Failure, FailureKind, GateStage, Role};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// An attempt that has run, before its commit.
+struct Prepared {
+    report: AttemptReport,
+    /// The primary's effects and output, or why the attempt failed.
+    result: Result<Ready, Failure>,
+    /// `(fuel, host calls, duration µs)` of the primary, for the path's baseline.
+    observed: (u64, usize, u64),
+    /// The timeouts, if the predictor raised them.
+    raised_timeouts: Option<(u64, u64)>,
+    /// The primary's write set stays announced until the attempt is concluded.
+    write_claims: Arc<WriteClaims>,
+}
+
+/// What a successful primary leaves to commit.
+struct Ready {
+    reads: Vec<crate::store::ReadEntry>,
+    writes: Vec<crate::store::WriteEntry>,
+    events: Vec<crate::store::EventEntry>,
+    output: Vec<u8>,
+}
+
+/// What an attempt inherits from its transaction.
+#[derive(Clone, Copy)]
+struct AttemptSeed<'a> {
+    number: u32,
+    random_seed: u64,
+    clock: SystemTime,
+    input: &'a [u8],
+    carried_timeouts: Option<(u64, u64)>,
+    /// The mirror runs beside the primary (see `mirroring.rs`).
+    mirrored: bool,
+    /// The attempt is in the policy's exploration share: nothing is adjusted.
+    explore: bool,
+    /// Why the transaction runs.
+    purpose: Purpose,
+}
+
+/// The failure of a primary the gate stopped.
+fn gate_failure(kind: FailureKind, what: &str, prediction: &Prediction) -> Failure {
+    let reasons: Vec<&str> = prediction.reasons.iter().map(|r| r.reason.as_str()).collect();
+    Failure::new(
+        kind,
+        format!(
+            "{what} before any effect (failure probability {:.2}): {}",
+            prediction.failure_probability,
+            reasons.join("; ")
+        ),
+    )
+}
+
+/// The failure of an attempt that lost a hedge race.
+fn cancelled() -> Failure {
+    Failure::new(FailureKind::Cancelled, "cancelled before any unsafe call: the other path of the hedge won")
+}
+
+/// How the gate before the commit waited for the mirror: from when, on the
+/// primary trace's clock, how long, and whether it gave up.
+#[derive(Debug, Clone, Copy)]
+struct CommitWait {
+    at_micros: u64,
+    waited_micros: u64,
+    timed_out: bool,
+}
+
+impl Runtime {
+    /// One try of a path: an attempt, or, when the gate asks for a hedge,
+    /// the attempt and a hedge on `next_path` racing (see `hedge.rs`).
+    #[allow(clippy::too_many_arguments, reason = "the try's whole context, passed once")]
+    pub(super) async fn try_path(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        path: &str,
+        next_path: Option<&str>,
+        input: &[u8],
+        run: &mut TransactionRun,
+        turn: &mut Option<Turn>,
+    ) -> Result<AttemptEnd, ExecuteError> {
+        let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
+        let share = policy.prediction.exploration_share;
+        let who = (module.hash(), path, run.caller.as_str());
+        let mirrored = self.inner.prior.choose(policy, who, &run.id, number, &self.inner.endpoints.health).mirrored();
+        let seed = AttemptSeed {
+            number,
+            random_seed: run.random_seed,
+            clock: run.clock,
+            input,
+            carried_timeouts: run.raised_timeouts.get(path).copied(),
+            mirrored,
+            explore: mirrored && sampled(&run.id, number, share),
+            purpose: run.purpose,
+        };
+        let can_divert = next_path.is_some();
+        let hedge_path = next_path.filter(|_| mirrored);
+        let Some(hedge_path) = hedge_path else {
+            let prepared = self.prepare(module, policy, path, can_divert, seed, None).await?;
+            return self.conclude(module, prepared, run, turn).await;
+        };
+
+        let (primary_seat, hedge_seat) = HedgeRace::start();
+        let primary = self.prepare(module, policy, path, can_divert, seed, Some(primary_seat.clone()));
+        let mut primary = std::pin::pin!(primary);
+        let alone = tokio::select! {
+            biased;
+            prepared = &mut primary => Some(prepared?),
+            () = primary_seat.hedge_requested() => None,
+        };
+        if let Some(prepared) = alone {
+            return self.conclude(module, prepared, run, turn).await;
+        }
+        let hedge_number = seed.number.saturating_add(1);
+        let hedge_seed = AttemptSeed {
+            number: hedge_number,
+            carried_timeouts: run.raised_timeouts.get(hedge_path).copied(),
+            explore: mirrored && sampled(&run.id, hedge_number, share),
+            ..seed
+        };
+        let hedge = self.prepare(module, policy, hedge_path, false, hedge_seed, Some(hedge_seat));
+        let (primary, hedge) = tokio::join!(primary, hedge);
+        let (primary, hedge) = (primary?, hedge?);
+        // At most one is ready to commit: the race's winner.
+        let (winner, loser) = if hedge.result.is_ok() { (hedge, primary) } else { (primary, hedge) };
+        // The loser only goes into the history: its result is a failure.
+        self.conclude(module, loser, run, turn).await?;
+        self.conclude(module, winner, run, turn).await
+    }
+
+    /// Runs one attempt up to its commit: the twins from a fresh snapshot,
+    /// the gate's decisions, the prediction and the success criteria.
+    async fn prepare(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        path: &str,
+        can_divert: bool,
+        seed: AttemptSeed<'_>,
+        seat: Option<HedgeSeat>,
+    ) -> Result<Prepared, ExecuteError> {
+        let number = seed.number;
+        let snapshot = self.inner.store.snapshot()?;
+        let mut setup = InstanceSetup::new(
+            policy.clone(),
+            snapshot.clone(),
+            seed.random_seed,
+            seed.clock,
+            self.inner.endpoints.clone(),
+        );
+        setup.timeouts = Arc::new(AttemptTimeouts::new(&policy.resource_requirements, seed.carried_timeouts));
+        setup.cancelled = seat.as_ref().map(HedgeSeat::cancelled);
+        setup.adjust = !seed.explore;
+        let write_claims = self.inner.in_flight_writes.claims();
+        let owner = write_claims.owner();
+        setup.write_claims = Some(write_claims.clone());
+        let started = Instant::now();
+        let mirror_trace = if seed.mirrored {
+            let scorer: Scorer = {
+                let (runtime, module, path, policy) = (self.clone(), module.clone(), path.to_string(), policy.clone());
+                Box::new(move |accumulator: &mut FeatureAccumulator, new: &[TraceEvent], totals: &TraceTotals| {
+                    runtime.predict(&module, &path, &policy, (accumulator, new, totals), number, owner)
+                })
+            };
+            let timeout = Duration::from_millis(policy.prediction.gate_timeout_ms);
+            let actions = GateActions {
+                can_divert,
+                seat: seat.clone(),
+                timeouts: setup.timeouts.clone(),
+                base_outbound_timeout_ms: policy.resource_requirements.outbound_timeout_ms,
+                explore: seed.explore,
+                watch: None,
+            };
+            let watch = Arc::new(ResourceWatch::default());
+            let actions = GateActions { watch: Some(watch.clone()), ..actions };
+            let (gate, mirror_trace) = Gate::new(started, scorer, policy.prediction.threshold, timeout, actions);
+            setup.gate = Some(gate);
+            setup.resource_watch = Some(watch);
+            Some(mirror_trace)
+        } else {
+            None
+        };
+        let (mut primary, mirror, commit_wait) = self.run_twins(module, &setup, path, seed.input, mirror_trace).await;
+        // The gate's decision overrides how the primary, stopped by it, ended.
+        match setup.gate.as_ref().and_then(|gate| gate.decision()) {
+            Some(GateDecision::Divert(p)) => {
+                primary.result = Err(gate_failure(FailureKind::Diverted, "diverted to the next path", &p))
+            }
+            Some(GateDecision::FailFast(p)) => {
+                primary.result = Err(gate_failure(FailureKind::PredictedFailure, "stopped", &p))
+            }
+            Some(GateDecision::Cancelled) => primary.result = Err(cancelled()),
+            None => {}
+        }
+        let prediction = match (&setup.gate, &mirror) {
+            (Some(gate), Some(mirror)) => Some(gate.score_final(&mirror.trace)),
+            _ => None,
+        };
+        // The gate before the commit: recorded, and acting while nothing the
+        // primary did has left the host.
+        if let (Some(gate), Some(prediction), Some(CommitWait { at_micros, waited_micros, timed_out })) =
+            (&setup.gate, &prediction, commit_wait)
+            && primary.result.is_ok()
+        {
+            let (name, decision) = gate.before_commit(prediction, sent_unsafe(&primary.trace));
+            primary.trace.events.push(TraceEvent {
+                at_micros,
+                duration_micros: waited_micros,
+                call: HostCall::Gate {
+                    waited_micros,
+                    timed_out,
+                    failure_probability: prediction.failure_probability,
+                    reasons: prediction.reasons.iter().map(|r| r.rule.clone()).collect(),
+                    decision: name,
+                    before: GateStage::Commit,
+                },
+            });
+            match decision {
+                Some(GateDecision::Divert(p)) => {
+                    primary.result = Err(gate_failure(FailureKind::Diverted, "diverted to the next path", &p));
+                }
+                Some(GateDecision::FailFast(p)) => {
+                    primary.result = Err(gate_failure(FailureKind::PredictedFailure, "stopped", &p));
+                }
+                _ => {}
+            }
+        }
+        let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let observed = (primary.trace.fuel_consumed, primary.trace.events.len(), primary.trace.duration_micros);
+        let mut result = primary
+            .result
+            .and_then(|output| match seed.purpose {
+                Purpose::Request => check_success(policy, &output, duration_micros).map(|()| output),
+                Purpose::Compensation => Ok(output),
+            })
+            .map(|output| Ready { reads: primary.reads, writes: primary.writes, events: primary.events, output });
+        if let Some(seat) = &seat {
+            // Ready to commit: win the race, or learn that the other won.
+            match &result {
+                Ok(_) if seat.win().await.is_err() => result = Err(cancelled()),
+                Ok(_) => {}
+                Err(_) if seat.cancelled().load(std::sync::atomic::Ordering::SeqCst) => result = Err(cancelled()),
+                Err(_) => seat.release(),
+            }
+        }
+        let outcome = match &result {
+            Ok(_) => AttemptOutcome::Committed,
+            Err(failure) => AttemptOutcome::Failed { kind: failure.kind, message: failure.message.clone() },
+        };
+        let attempt =
+            Attempt { number, path: path.to_string(), outcome, snapshot_version: snapshot.version(), duration_micros };
+        Ok(Prepared {
+            report: AttemptReport {
+                attempt,
+                primary: primary.trace,
+                mirror: mirror.map(|m| m.trace),
+                prediction,
+                gate_prediction: setup.gate.as_ref().and_then(|gate| gate.first_prediction()),
+                explored: seed.explore,
+            },
+            result,
+            observed,
+            raised_timeouts: setup.timeouts.raised().then(|| setup.timeouts.current()),
+            write_claims,
+        })
+    }
+
+    /// Commits a prepared attempt if it succeeded, and records it in the
+    /// transaction's history either way.
+    async fn conclude(
+        &self,
+        module: &Module,
+        prepared: Prepared,
+        run: &mut TransactionRun,
+        turn: &mut Option<Turn>,
+    ) -> Result<AttemptEnd, ExecuteError> {
+        // The claims are released when this returns, after the commit.
+        let Prepared { mut report, result, observed, raised_timeouts, write_claims: _claims } = prepared;
+        let path = report.attempt.path.clone();
+        if let Some(raised) = raised_timeouts {
+            run.raised_timeouts.insert(path.clone(), raised);
+        }
+        let result = match result {
+            Err(failure) => Err(failure),
+            Ok(ready) => {
+                let mut history = run.reports.clone();
+                history.push(report.clone());
+                history.sort_by_key(|r| r.attempt.number);
+                let record = TransactionRecord {
+                    id: run.id.clone(),
+                    module: module.hash().to_string(),
+                    path: path.clone(),
+                    input_hash: run.input_hash.clone(),
+                    outcome: TransactionOutcome::Committed { version: 0, output: ready.output.clone() },
+                    attempts: history.iter().map(|r| r.attempt.clone()).collect(),
+                    history: history::encode(&history),
+                };
+                let commit = CommitRequest {
+                    reads: ready.reads,
+                    writes: ready.writes,
+                    events: ready.events,
+                    record,
+                    idempotency: run.claim.clone(),
+                };
+                match self.inner.commits.commit(commit).await {
+                    Ok(version) => Ok((version, ready.output)),
+                    Err(CommitError::Conflict { namespace, key, read_version, current_version }) => {
+                        // Release the old turn before waiting for the new one.
+                        drop(turn.take());
+                        *turn = Some(self.inner.hot_keys.take_turn(&namespace, &key).await);
+                        Err(Failure::new(
+                            FailureKind::Conflict,
+                            format!(
+                                "{namespace}/{key} was read at version {read_version} and changed at {current_version}"
+                            ),
+                        ))
+                    }
+                    Err(CommitError::DuplicateId(id)) => return Err(ExecuteError::DuplicateId(id)),
+                    // Another process ran the same key first: answer with its outcome.
+                    Err(CommitError::DuplicateIdempotencyKey { transaction_id, .. }) => {
+                        return match self.transaction(&transaction_id)? {
+                            Some(record) => Ok(AttemptEnd::Committed(TxReport::from_record(record))),
+                            None => Err(ExecuteError::Store(StoreError::Corrupt {
+                                what: format!("transaction {transaction_id}"),
+                                reason: "its idempotency key is recorded, the transaction is not".into(),
+                            })),
+                        };
+                    }
+                    Err(CommitError::Store(error)) => return Err(ExecuteError::Store(error)),
+                }
+            }
+        };
+
+        let (fuel, host_calls, micros) = observed;
+        self.inner.paths.observe(module.hash(), &path, fuel, host_calls, micros, result.is_err());
+        if run.adaptive {
+            let failure = result.as_ref().err().map(|failure| failure.kind);
+            self.inner.prior.observe((module.hash(), &path, &run.caller), failure, &report.primary.events);
+        }
+        if let Err(failure) = &result {
+            report.attempt.outcome = AttemptOutcome::Failed { kind: failure.kind, message: failure.message.clone() };
+        }
+        run.attempts.push(report.attempt.clone());
+        run.reports.push(report);
+        run.attempts.sort_by_key(|a| a.number);
+        run.reports.sort_by_key(|r| r.attempt.number);
+        let end = match result {
+            Ok((version, output)) => AttemptEnd::Committed(TxReport {
+                transaction_id: run.id.clone(),
+                module: module.hash().to_string(),
+                path,
+                outcome: TransactionOutcome::Committed { version, output },
+                failure: None,
+                attempts: std::mem::take(&mut run.reports),
+                deduplicated: false,
+            }),
+            Err(failure) => AttemptEnd::Failed(failure),
+        };
+        Ok(end)
+    }
+
+    /// Scores a mirror's trace with the policy's rules and the model.
+    ///
+    /// A key the mirror read counts as contended when another commit has
+    /// moved it since the attempt's snapshot, or when another running
+    /// attempt (not `owner`) has it in its write set.
+    fn predict(
+        &self,
+        module: &Module,
+        path: &str,
+        policy: &Policy,
+        (accumulator, new, totals): (&mut FeatureAccumulator, &[TraceEvent], &TraceTotals),
+        attempt: u32,
+        owner: u64,
+    ) -> Prediction {
+        let latest = std::cell::OnceCell::new();
+        let contended = |namespace: &str, key: &str, version: u64| {
+            let latest = latest.get_or_init(|| self.inner.store.snapshot().ok());
+            let moved = latest
+                .as_ref()
+                .and_then(|s| s.get(namespace, key).ok())
+                .is_some_and(|now| now.map_or(0, |v| v.version) != version);
+            moved || self.inner.in_flight_writes.held_by_other(owner, namespace, key)
+        };
+        let context = FeatureContext {
+            limits: policy.resource_requirements.attempt_limits(),
+            attempt,
+            contended: &contended,
+            endpoint: &|endpoint| self.inner.endpoints.health.get(endpoint),
+            deviation: &|fuel, host_calls, _| self.inner.paths.deviation(module.hash(), path, fuel, host_calls),
+            path_failure_rate: self.inner.paths.failure_rate(module.hash(), path),
+        };
+        accumulator.observe(new, &context);
+        let prediction = policy.rules().score(&accumulator.features(totals, &context));
+        let Some(slot) = &self.inner.model else { return prediction };
+        let settings = &policy.prediction;
+        if settings.model_weight.is_some_and(|w| w <= 0.0) {
+            return prediction.without_model("the policy gives the model no weight".into());
+        }
+        let model = slot.current();
+        match model.score(&prediction.features) {
+            Ok(p) => {
+                let weight = settings.model_weight.unwrap_or_else(|| match model.info().threshold {
+                    Some(own) if own > 0.0 => (f64::from(settings.threshold) / own).min(1.0) as f32,
+                    _ => 1.0,
+                });
+                prediction.with_model(model.info(), p, weight, settings.model_action)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the model could not score; the rules decide alone");
+                prediction.without_model(error.to_string())
+            }
+        }
+    }
+
+    /// Runs the primary and, if prediction is enabled, the mirror, concurrently
+    /// on the current task: no cross-thread wake-ups for short transactions.
+    ///
+    /// Once the primary has ended, the mirror gets at most the gate's
+    /// timeout to end too (the gate before the commit); a mirror still
+    /// running then is stopped and its trace so far is what is scored. The
+    /// third value is that wait, in microseconds, and whether it timed out.
+    async fn run_twins(
+        &self,
+        module: &Module,
+        setup: &InstanceSetup,
+        path: &str,
+        input: &[u8],
+        mirror_trace: Option<TraceRecorder>,
+    ) -> (InstanceRun, Option<InstanceRun>, Option<CommitWait>) {
+        let engine = &self.inner.engine;
+        let twins = if mirror_trace.is_some() { 2 } else { 1 };
+        let _permit = self.admit(twins).await;
+        // The primary trace's clock, so that the gate before the commit is
+        // placed on the same time line as the calls before it.
+        let origin = Instant::now();
+        let since_origin = || u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let primary = run_instance(engine, module, setup, Role::Primary, TraceRecorder::new(origin), path, input);
+        let Some(trace) = mirror_trace else { return (primary.await, None, None) };
+        let recorder = trace.clone();
+        let mirror = async {
+            let run = run_instance(engine, module, setup, Role::Mirror, trace, path, input).await;
+            if let Some(gate) = &setup.gate {
+                gate.mirror_ended();
+            }
+            run
+        };
+        let (mut primary, mut mirror) = (std::pin::pin!(primary), std::pin::pin!(mirror));
+        tokio::select! {
+            mirror = &mut mirror => {
+                let primary = primary.await;
+                let wait = CommitWait { at_micros: since_origin(), waited_micros: 0, timed_out: false };
+                (primary, Some(mirror), Some(wait))
+            }
+            primary = &mut primary => {
+                let at_micros = since_origin();
+                let waiting = Instant::now();
+                let limit = Duration::from_millis(setup.policy.prediction.gate_timeout_ms);
+                let mirror = tokio::time::timeout(limit, &mut mirror).await;
+                let waited_micros = u64::try_from(waiting.elapsed().as_micros()).unwrap_or(u64::MAX);
+                match mirror {
+                    Ok(mirror) => (primary, Some(mirror), Some(CommitWait { at_micros, waited_micros, timed_out: false })),
+                    Err(_) => (
+                        primary,
+                        Some(InstanceRun::cut_short(recorder, waited_micros)),
+                        Some(CommitWait { at_micros, waited_micros, timed_out: true }),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Checks the policy's success criteria on an output.
+fn check_success(policy: &Policy, output: &[u8], duration_micros: u64) -> Result<(), Failure> {
+    let criteria = &policy.success_criteria;
+    if let Some(max) = criteria.max_duration_ms
+        && duration_micros > max.saturating_mul(1000)
+    {
+        return Err(Failure::new(
+            FailureKind::SuccessCriteria,
+            format!("took {} ms; success requires at most {max} ms", duration_micros / 1000),
+        ));
+    }
+    if !criteria.required_output_fields.is_empty() {
+        let value: serde_json::Value = serde_json::from_slice(output)
+            .map_err(|e| Failure::new(FailureKind::SuccessCriteria, format!("the output is not JSON: {e}")))?;
+        for field in &criteria.required_output_fields {
+            if value.get(field).is_none_or(serde_json::Value::is_null) {
+                return Err(Failure::new(FailureKind::SuccessCriteria, format!("the output has no field `{field}`")));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! What becomes of a transaction that failed on every path: its
+//! compensation, its dead letter, and its replay; and of one that was in
+//! flight when the process stopped.
+
+use super::idempotency::{Fingerprint, input_hash};
+use super::{ExecuteError, Purpose, Runtime, TransactionRun, choose_path, unix_millis};
+use crate::instance::module::Module;
+use crate::policy::Policy;
+use crate::store::{Compensation, DeadLetter, History, TransactionOutcome, TransactionRecord};
+use crate::transaction::{TxReport, TxRequest, history};
+use crate::vocab::{Failure, FailureKind};
+use std::sync::Arc;
+
+impl Runtime {
+    /// Runs the compensation path, if any, and builds the dead letter of a
+    /// transaction that failed on every path.
+    pub(super) async fn compensate_and_dead_letter(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        request: &TxRequest,
+        requested: &str,
+        run: &TransactionRun,
+        failure: &Failure,
+    ) -> Result<DeadLetter, ExecuteError> {
+        let input = &request.input;
+        // A compensation that fails is dead-lettered without compensating
+        // again: that way lies a loop.
+        let compensation = match &policy.compensation_path {
+            Some(path) if run.purpose == Purpose::Request => {
+                let request = TxRequest {
+                    transaction_id: Some(format!("{}.compensation", run.id)),
+                    path: Some(path.clone()),
+                    input: input.to_vec(),
+                    idempotency_key: None,
+                    caller: Some(run.caller.clone()),
+                };
+                let report = Box::pin(self.execute_once(module, policy, request, None, Purpose::Compensation)).await?;
+                Some(Compensation {
+                    path: path.clone(),
+                    transaction_id: report.transaction_id,
+                    outcome: report.outcome,
+                })
+            }
+            _ => None,
+        };
+        Ok(DeadLetter {
+            transaction_id: run.id.clone(),
+            module: module.hash().to_string(),
+            path: requested.to_string(),
+            input: input.to_vec(),
+            failure: failure.clone(),
+            attempts: history::encode(&run.reports),
+            compensation,
+            dead_lettered_unix_ms: unix_millis(self.inner.clock.now()),
+            idempotency_key: request.idempotency_key.clone(),
+        })
+    }
+
+    /// Ends a transaction that was accepted but not recorded when the
+    /// process stopped, as its policy's `recovery.in_flight` says: runs it
+    /// again from its input (`rerun`), or records it failed with
+    /// [`FailureKind::Interrupted`] and dead-letters it (`dead_letter`).
+    /// Nothing of it can have been committed, since a transaction's record
+    /// and state are written in one atomic step; if its record exists, that
+    /// record is its outcome and nothing runs.
+    pub async fn recover_interrupted(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        transaction_id: &str,
+        request: TxRequest,
+    ) -> Result<TxReport, ExecuteError> {
+        if let Some(record) = self.transaction(transaction_id)? {
+            return Ok(TxReport::from_record(record));
+        }
+        let path = choose_path(module, policy, request.path.clone())?;
+        // A repeat of a request whose key is bound to another transaction
+        // was that transaction: its outcome is this one's, and nothing runs
+        // or is dead-lettered (a replay of such a letter would repeat it).
+        if let Some((key, _)) = self.key_of(module, policy, &request)? {
+            let user_key = request.idempotency_key.clone().unwrap_or_default();
+            let fingerprint = Fingerprint::of_request(module, &path, &request.input);
+            match self.bound(&user_key, &key, &fingerprint) {
+                Ok(Some(report)) => return Ok(report),
+                Ok(None) => {}
+                // The key went to another request: this one never ran.
+                Err(ExecuteError::IdempotencyKeyReused { .. }) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        let request = TxRequest { transaction_id: Some(transaction_id.to_string()), ..request };
+        if policy.recovery.in_flight == crate::policy::InFlightRecovery::Rerun {
+            return self.execute(module, policy, request).await;
+        }
+        let failure = Failure::new(
+            FailureKind::Interrupted,
+            "the service stopped while the transaction was in flight; nothing was committed \
+             (recovery.in_flight = \"dead_letter\")",
+        );
+        let outcome = TransactionOutcome::Failed { kind: failure.kind, message: failure.message.clone() };
+        let now = unix_millis(self.inner.clock.now());
+        let dead_letter = DeadLetter {
+            transaction_id: transaction_id.to_string(),
+            module: module.hash().to_string(),
+            path: path.clone(),
+            input: request.input.clone(),
+            failure: failure.clone(),
+            attempts: History::default(),
+            compensation: None,
+            dead_lettered_unix_ms: now,
+            idempotency_key: request.idempotency_key.clone(),
+        };
+        self.inner.store.record_outcome(
+            TransactionRecord {
+                id: transaction_id.to_string(),
+                module: module.hash().to_string(),
+                path: path.clone(),
+                input_hash: input_hash(&request.input),
+                outcome: outcome.clone(),
+                attempts: Vec::new(),
+                history: History::default(),
+            },
+            // Dead-lettered: the key stays free (see `execute_once`).
+            None,
+            Some(dead_letter),
+        )?;
+        Ok(TxReport {
+            transaction_id: transaction_id.to_string(),
+            module: module.hash().to_string(),
+            path,
+            outcome,
+            failure: Some(failure),
+            attempts: Vec::new(),
+            deduplicated: false,
+        })
+    }
+
+    /// Runs a dead-lettered transaction again, once: a second replay of the
+    /// same letter answers with the first replay's outcome. A replay that
+    /// commits removes the letter.
+    pub async fn replay_dead_letter(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        transaction_id: &str,
+    ) -> Result<TxReport, ExecuteError> {
+        let Some(letter) = self.inner.store.dead_letter(transaction_id)? else {
+            return Err(ExecuteError::NoSuchDeadLetter(transaction_id.to_string()));
+        };
+        if letter.module != module.hash() {
+            return Err(ExecuteError::ModuleMismatch { expected: letter.module, given: module.hash().to_string() });
+        }
+        // The letter's own key, if it had one: a replay and the client's
+        // retry with that key are one request, and only one of them commits.
+        let key = letter.idempotency_key.unwrap_or_else(|| format!("replay-of:{transaction_id}"));
+        let request = TxRequest {
+            transaction_id: None,
+            path: Some(letter.path),
+            input: letter.input,
+            idempotency_key: Some(key),
+            caller: None,
+        };
+        let report = self.execute(module, policy, request).await?;
+        if report.commit_version().is_some() {
+            self.inner.store.remove_dead_letter(transaction_id)?;
+        }
+        Ok(report)
+    }
+}
