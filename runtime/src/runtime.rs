@@ -7,6 +7,7 @@ mod records;
 
 pub use idempotency::{KeyClaim, KeyState};
 
+use crate::adjust::timeouts::Timeouts;
 use crate::attempt::mirroring::MirrorPrior;
 use crate::clock::{Clock, SystemClock};
 use crate::contention::{HotKeys, InFlightWrites, Turn};
@@ -231,7 +232,7 @@ struct TransactionRun {
     attempts: Vec<Attempt>,
     reports: Vec<AttemptReport>,
     /// Timeouts the predictor raised, per path, for the path's next attempts.
-    raised_timeouts: HashMap<String, (u64, u64)>,
+    raised_timeouts: HashMap<String, Timeouts>,
     /// Why the transaction runs.
     purpose: Purpose,
 }

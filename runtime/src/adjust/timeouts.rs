@@ -17,6 +17,16 @@ pub(crate) struct AttemptTimeouts {
     raised: AtomicBool,
 }
 
+/// An attempt's timeouts as they stand, in milliseconds: what a path's next
+/// attempt inherits once they were raised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timeouts {
+    /// The timeout of one outbound request.
+    pub(crate) outbound_ms: u64,
+    /// The attempt's wall time.
+    pub(crate) wall_ms: u64,
+}
+
 /// What a raise changed, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Raised {
@@ -26,12 +36,13 @@ pub(crate) struct Raised {
 
 impl AttemptTimeouts {
     /// The policy's timeouts, or the raised ones an earlier attempt of the
-    /// same path left (`(outbound, wall)` in milliseconds).
-    pub(crate) fn new(limits: &ResourceRequirements, carried: Option<(u64, u64)>) -> Self {
-        let (outbound, wall) = carried.unwrap_or((limits.outbound_timeout_ms, limits.wall_time_ms));
+    /// same path left.
+    pub(crate) fn new(limits: &ResourceRequirements, carried: Option<Timeouts>) -> Self {
+        let Timeouts { outbound_ms, wall_ms } =
+            carried.unwrap_or(Timeouts { outbound_ms: limits.outbound_timeout_ms, wall_ms: limits.wall_time_ms });
         Self {
-            outbound_ms: AtomicU64::new(outbound),
-            wall_ms: AtomicU64::new(wall),
+            outbound_ms: AtomicU64::new(outbound_ms),
+            wall_ms: AtomicU64::new(wall_ms),
             outbound_ceiling_ms: limits.outbound_timeout_ceiling_ms(),
             wall_ceiling_ms: limits.wall_time_ceiling_ms(),
             raised: AtomicBool::new(carried.is_some()),
@@ -53,9 +64,9 @@ impl AttemptTimeouts {
         self.raised.load(Ordering::SeqCst)
     }
 
-    /// `(outbound, wall)` in milliseconds, for the path's next attempt.
-    pub(crate) fn current(&self) -> (u64, u64) {
-        (self.outbound_ms.load(Ordering::SeqCst), self.wall_ms.load(Ordering::SeqCst))
+    /// The timeouts as they stand, for the path's next attempt.
+    pub(crate) fn current(&self) -> Timeouts {
+        Timeouts { outbound_ms: self.outbound_ms.load(Ordering::SeqCst), wall_ms: self.wall_ms.load(Ordering::SeqCst) }
     }
 
     /// Raises the outbound timeout to cover a predicted latency with room to
@@ -94,7 +105,7 @@ mod tests {
         assert_eq!(raised.outbound, (2_000, 3_000), "capped at three times the policy's timeout");
         assert_eq!(timeouts.raise_for(10_000.0), None, "at the ceiling");
         assert!(timeouts.raised());
-        assert_eq!(timeouts.current(), (3_000, 7_000));
+        assert_eq!(timeouts.current(), Timeouts { outbound_ms: 3_000, wall_ms: 7_000 });
         let next = AttemptTimeouts::new(&limits, Some(timeouts.current()));
         assert_eq!(next.outbound(), Duration::from_secs(3), "the path's next attempt keeps the raise");
     }

@@ -7,7 +7,7 @@ use super::{AttemptEnd, ExecuteError, Purpose, Runtime, TransactionRun, sent_uns
 use crate::adjust::gate::{Gate, GateActions, GateDecision, Scorer};
 use crate::adjust::grants::ResourceWatch;
 use crate::adjust::hedge::{HedgeRace, HedgeSeat};
-use crate::adjust::timeouts::AttemptTimeouts;
+use crate::adjust::timeouts::{AttemptTimeouts, Timeouts};
 use crate::attempt::mirroring::sampled;
 use crate::contention::{Turn, WriteClaims};
 use crate::instance::executor::{InstanceRun, run_instance};
@@ -30,9 +30,9 @@ struct Prepared {
     /// The primary's effects and output, or why the attempt failed.
     result: Result<Ready, Failure>,
     /// `(fuel, host calls, duration µs)` of the primary, for the path's baseline.
-    observed: (u64, usize, u64),
+    observed: Observed,
     /// The timeouts, if the predictor raised them.
-    raised_timeouts: Option<(u64, u64)>,
+    raised_timeouts: Option<Timeouts>,
     /// The primary's write set stays announced until the attempt is concluded.
     write_claims: Arc<WriteClaims>,
 }
@@ -52,7 +52,7 @@ struct AttemptSeed<'a> {
     random_seed: u64,
     clock: SystemTime,
     input: &'a [u8],
-    carried_timeouts: Option<(u64, u64)>,
+    carried_timeouts: Option<Timeouts>,
     /// The mirror runs beside the primary (see `mirroring.rs`).
     mirrored: bool,
     /// The attempt is in the policy's exploration share: nothing is adjusted.
@@ -77,6 +77,14 @@ fn gate_failure(kind: FailureKind, what: &str, prediction: &Prediction) -> Failu
 /// The failure of an attempt that lost a hedge race.
 fn cancelled() -> Failure {
     Failure::new(FailureKind::Cancelled, "cancelled before any unsafe call: the other path of the hedge won")
+}
+
+/// What the primary of an attempt used, for the path's baseline.
+#[derive(Debug, Clone, Copy)]
+struct Observed {
+    fuel: u64,
+    host_calls: usize,
+    micros: u64,
 }
 
 /// How the gate before the commit waited for the mirror: from when, on the
@@ -249,7 +257,11 @@ impl Runtime {
             }
         }
         let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let observed = (primary.trace.fuel_consumed, primary.trace.events.len(), primary.trace.duration_micros);
+        let observed = Observed {
+            fuel: primary.trace.fuel_consumed,
+            host_calls: primary.trace.events.len(),
+            micros: primary.trace.duration_micros,
+        };
         let mut result = primary
             .result
             .and_then(|output| match seed.purpose {
@@ -354,7 +366,7 @@ impl Runtime {
             }
         };
 
-        let (fuel, host_calls, micros) = observed;
+        let Observed { fuel, host_calls, micros } = observed;
         self.inner.paths.observe(module.hash(), &path, fuel, host_calls, micros, result.is_err());
         if run.adaptive {
             let failure = result.as_ref().err().map(|failure| failure.kind);

@@ -129,12 +129,17 @@ impl Runtime {
             }
             return Ok(KeyState::InFlight { transaction_id: holder.clone() });
         }
-        accepted.insert(scoped.clone(), (fingerprint, transaction_id.to_string()));
-        Ok(KeyState::Claimed(KeyClaim {
-            runtime: Arc::downgrade(&self.inner),
-            scoped,
-            transaction_id: transaction_id.to_string(),
-        }))
+        accepted.insert(scoped.clone(), (fingerprint.clone(), transaction_id.to_string()));
+        drop(accepted);
+        let claim =
+            KeyClaim { runtime: Arc::downgrade(&self.inner), scoped, transaction_id: transaction_id.to_string() };
+        // A holder may have ended between the store's answer and the claim:
+        // its record binds the key now, and this request is its repeat.
+        // (Dropping `claim` releases the key again.)
+        if let Some(report) = self.bound(key, &claim.scoped, &fingerprint)? {
+            return Ok(KeyState::Recorded(report));
+        }
+        Ok(KeyState::Claimed(claim))
     }
 
     /// What `key` (already scoped) is durably bound to, if its claim lasts:
