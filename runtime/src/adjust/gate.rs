@@ -24,7 +24,7 @@ use crate::adjust::hedge::HedgeSeat;
 use crate::adjust::timeouts::AttemptTimeouts;
 use crate::predict::{FeatureAccumulator, Prediction, TraceTotals};
 use crate::trace::{HostCall, Trace, TraceEvent, TraceRecorder};
-use crate::vocab::{Action, GateStage, GateVerdict};
+use crate::vocab::{Action, Failure, FailureKind, GateStage, GateVerdict};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,6 +39,33 @@ pub(crate) enum GateDecision {
     FailFast(Prediction),
     /// Stop: the other path of the hedge won.
     Cancelled,
+}
+
+impl GateDecision {
+    /// How the primary the gate stopped ended: the one mapping from a
+    /// decision to a failure, for the gate before an unsafe call and the
+    /// gate before the commit alike.
+    pub(crate) fn failure(&self) -> Failure {
+        let stopped = |kind: FailureKind, what: &str, prediction: &Prediction| {
+            let reasons: Vec<&str> = prediction.reasons.iter().map(|r| r.reason.as_str()).collect();
+            Failure::new(
+                kind,
+                format!(
+                    "{what} before any effect (failure probability {:.2}): {}",
+                    prediction.failure_probability,
+                    reasons.join("; ")
+                ),
+            )
+        };
+        match self {
+            Self::Divert(prediction) => stopped(FailureKind::Diverted, "diverted to the next path", prediction),
+            Self::FailFast(prediction) => stopped(FailureKind::PredictedFailure, "stopped", prediction),
+            Self::Cancelled => Failure::new(
+                FailureKind::Cancelled,
+                "cancelled before any unsafe call: the other path of the hedge won",
+            ),
+        }
+    }
 }
 
 /// What the gate may do besides refusing calls.

@@ -61,22 +61,9 @@ struct AttemptSeed<'a> {
     purpose: Purpose,
 }
 
-/// The failure of a primary the gate stopped.
-fn gate_failure(kind: FailureKind, what: &str, prediction: &Prediction) -> Failure {
-    let reasons: Vec<&str> = prediction.reasons.iter().map(|r| r.reason.as_str()).collect();
-    Failure::new(
-        kind,
-        format!(
-            "{what} before any effect (failure probability {:.2}): {}",
-            prediction.failure_probability,
-            reasons.join("; ")
-        ),
-    )
-}
-
 /// The failure of an attempt that lost a hedge race.
 fn cancelled() -> Failure {
-    Failure::new(FailureKind::Cancelled, "cancelled before any unsafe call: the other path of the hedge won")
+    GateDecision::Cancelled.failure()
 }
 
 /// What the primary of an attempt used, for the path's baseline.
@@ -213,15 +200,8 @@ impl Runtime {
         };
         let (mut primary, mirror, commit_wait) = self.run_twins(module, &setup, path, seed.input, mirror_trace).await;
         // The gate's decision overrides how the primary, stopped by it, ended.
-        match setup.gate.as_ref().and_then(|gate| gate.decision()) {
-            Some(GateDecision::Divert(p)) => {
-                primary.result = Err(gate_failure(FailureKind::Diverted, "diverted to the next path", &p))
-            }
-            Some(GateDecision::FailFast(p)) => {
-                primary.result = Err(gate_failure(FailureKind::PredictedFailure, "stopped", &p))
-            }
-            Some(GateDecision::Cancelled) => primary.result = Err(cancelled()),
-            None => {}
+        if let Some(decision) = setup.gate.as_ref().and_then(|gate| gate.decision()) {
+            primary.result = Err(decision.failure());
         }
         let prediction = match (&setup.gate, &mirror) {
             (Some(gate), Some(mirror)) => Some(gate.score_final(&mirror.trace)),
@@ -246,14 +226,8 @@ impl Runtime {
                     before: GateStage::Commit,
                 },
             });
-            match decision {
-                Some(GateDecision::Divert(p)) => {
-                    primary.result = Err(gate_failure(FailureKind::Diverted, "diverted to the next path", &p));
-                }
-                Some(GateDecision::FailFast(p)) => {
-                    primary.result = Err(gate_failure(FailureKind::PredictedFailure, "stopped", &p));
-                }
-                _ => {}
+            if let Some(decision) = decision {
+                primary.result = Err(decision.failure());
             }
         }
         let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
