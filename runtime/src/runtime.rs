@@ -28,6 +28,7 @@ use crate::transaction::history;
 use crate::transaction::plan::{AttemptFailed, Next, Plan};
 use crate::transaction::{AttemptReport, DryRun, TxReport, TxRequest};
 use crate::vocab::{Failure, FailureKind, Role};
+use attempt::PathTry;
 use idempotency::{Fingerprint, input_hash};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -541,12 +542,11 @@ impl Runtime {
         while let Some(path) = plan.path().map(str::to_owned) {
             // The next path is where a divert goes and what a hedge runs.
             let next_path = plan.next_path().map(str::to_owned);
-            let input = &request.input;
-            let failure =
-                match self.try_path(module, policy, &path, next_path.as_deref(), input, &mut run, &mut turn).await? {
-                    AttemptEnd::Committed(report) => return Ok(report),
-                    AttemptEnd::Failed(failure) => failure,
-                };
+            let what = PathTry { path: &path, next_path: next_path.as_deref(), input: &request.input };
+            let failure = match self.try_path(module, policy, what, &mut run, &mut turn).await? {
+                AttemptEnd::Committed(report) => return Ok(report),
+                AttemptEnd::Failed(failure) => failure,
+            };
             let unmirrored = run.reports.last().is_some_and(|r| r.mirror.is_none() && !sent_unsafe(&r.primary));
             let next = plan.failed(AttemptFailed {
                 kind: failure.kind,

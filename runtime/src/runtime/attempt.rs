@@ -83,20 +83,27 @@ struct CommitWait {
     timed_out: bool,
 }
 
+/// What one try runs: a path, on an input, and the path after it, where
+/// a divert goes and what a hedge runs.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PathTry<'a> {
+    pub(super) path: &'a str,
+    pub(super) next_path: Option<&'a str>,
+    pub(super) input: &'a [u8],
+}
+
 impl Runtime {
     /// One try of a path: an attempt, or, when the gate asks for a hedge,
-    /// the attempt and a hedge on `next_path` racing (see `hedge.rs`).
-    #[allow(clippy::too_many_arguments, reason = "the try's whole context, passed once")]
+    /// the attempt and a hedge on the next path racing (see `hedge.rs`).
     pub(super) async fn try_path(
         &self,
         module: &Module,
         policy: &Arc<Policy>,
-        path: &str,
-        next_path: Option<&str>,
-        input: &[u8],
+        what: PathTry<'_>,
         run: &mut TransactionRun,
         turn: &mut Option<Turn>,
     ) -> Result<AttemptEnd, ExecuteError> {
+        let PathTry { path, next_path, input } = what;
         let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
         let share = policy.prediction.exploration_share;
         let who = (module.hash(), path, run.caller.as_str());
