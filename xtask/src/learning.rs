@@ -75,14 +75,13 @@ pub(crate) fn train_model(root: &Path) -> Result<()> {
         "--version",
         "1",
     ]))?;
-    crate::run(txmirror(root)?.args([
-        "--model",
-        MODEL,
-        "model",
-        "evaluate",
-        "--dataset",
-        "target/learning/holdout.csv",
-    ]))
+    evaluate_holdout(root, &[])
+}
+
+/// The shipped model's numbers on the held-out dataset, with `extra` arguments.
+fn evaluate_holdout(root: &Path, extra: &[&str]) -> Result<()> {
+    let evaluate = ["--model", MODEL, "model", "evaluate", "--dataset", "target/learning/holdout.csv"];
+    crate::run(txmirror(root)?.args(evaluate).args(extra))
 }
 
 /// `cargo xtask effectiveness`.
@@ -102,16 +101,7 @@ pub(crate) fn effectiveness(root: &Path) -> Result<()> {
         crate::demo::step(&format!("the held-out workload: {name}"));
         workload(root, name, HOLDOUT, mode, model)?;
     }
-    crate::run(txmirror(root)?.args([
-        "--model",
-        MODEL,
-        "model",
-        "evaluate",
-        "--dataset",
-        "target/learning/holdout.csv",
-        "--scores-out",
-        "target/learning/holdout-scores.csv",
-    ]))?;
+    evaluate_holdout(root, &["--scores-out", "target/learning/holdout-scores.csv"])?;
     crate::demo::step("writing docs/effectiveness.md");
     crate::run(crate::setup::training_python(root).current_dir(root).args([
         "models/report.py",
