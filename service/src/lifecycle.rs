@@ -95,15 +95,23 @@ pub(crate) fn recover(state: &AppState) -> Result<usize, CatalogError> {
         };
         // Held until the recovery ends, so that a client's repeat waits for
         // it; a key bound elsewhere already is for `recover_interrupted`.
-        let claim = match request_of(&id, &pending).and_then(|request| {
-            let policy = registered.policy.as_deref().ok_or_else(|| ServiceError::NoPolicy(pending.module.clone()))?;
-            Ok(tenant.runtime().claim_key(&registered.module, policy, &request, &id)?)
-        }) {
-            Ok(KeyState::Claimed(claim)) => Some(claim),
+        let request = match request_of(&id, &pending) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::error!(%error, transaction = %id, "in flight, but its input cannot be read: left pending");
+                continue;
+            }
+        };
+        let claim = match registered
+            .policy
+            .as_deref()
+            .map(|policy| tenant.runtime().claim_key(&registered.module, policy, &request, &id))
+        {
+            Some(Ok(KeyState::Claimed(claim))) => Some(claim),
             _ => None,
         };
         count += 1;
-        drop(spawn_run(state, tenant.clone(), id, pending, registered, Run::Recovery, claim));
+        drop(spawn_run(state, tenant.clone(), id, request, registered, Run::Recovery, claim));
     }
     if count > 0 {
         tracing::info!(count, "transactions left in flight by the previous process are being ended");
@@ -171,7 +179,7 @@ pub(crate) fn spawn_run(
     state: &AppState,
     tenant: Arc<Tenant>,
     id: String,
-    pending: PendingTx,
+    request: TxRequest,
     registered: Registered,
     run: Run,
     claim: Option<KeyClaim>,
@@ -182,7 +190,6 @@ pub(crate) fn spawn_run(
         let started = Instant::now();
         let policy =
             registered.policy.clone().ok_or_else(|| ServiceError::NoPolicy(registered.module.hash().to_string()))?;
-        let request = request_of(&id, &pending)?;
         let runtime = tenant.runtime();
         let result = match run {
             Run::Submitted => runtime.execute(&registered.module, &policy, request).await,

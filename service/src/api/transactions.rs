@@ -241,14 +241,14 @@ pub(crate) async fn submit(
     if runtime.transaction(&id)?.is_some() {
         return Err(ServiceError::Conflict(format!("transaction {id} already exists")));
     }
-    if let Err(error) = state.catalog.accept(tenant.name(), &id, pending.clone()) {
+    if let Err(error) = state.catalog.accept(tenant.name(), &id, pending) {
         // The key is released as `claim` drops.
         return Err(match error {
             CatalogError::AlreadyAccepted(id) => ServiceError::Conflict(format!("transaction {id} already exists")),
             other => other.into(),
         });
     }
-    let handle = spawn_run(&state, tenant.clone(), id.clone(), pending, registered, Run::Submitted, Some(claim));
+    let handle = spawn_run(&state, tenant.clone(), id.clone(), tx_request, registered, Run::Submitted, Some(claim));
     if asynchronous {
         return Ok(accepted(id, false));
     }
