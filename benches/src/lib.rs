@@ -40,8 +40,7 @@ pub struct RawWasmtime {
 impl RawWasmtime {
     /// Compiles `wasm` and links it.
     pub fn new(wasm: &[u8]) -> wasmtime::Result<Self> {
-        let config =
-            txmirror_runtime::engine::tuned_config(&EngineSettings { max_instances: 64, ..Default::default() });
+        let config = txmirror_runtime::tuned_config(&EngineSettings { max_instances: 64, ..Default::default() });
         let engine = Engine::new(&config)?;
         let component = Component::new(&engine, wasm)?;
         let mut linker = Linker::new(&engine);

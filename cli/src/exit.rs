@@ -1,7 +1,7 @@
 //! How a command fails: an error and the exit code it maps to (see the
 //! table in `main.rs`).
 
-use txmirror_runtime::{ExecuteError, ModuleError, PolicyError};
+use txmirror_runtime::{ExecuteError, ModuleError, PolicyError, ReplayError};
 
 /// An error with the exit code it maps to.
 #[derive(Debug)]
@@ -22,17 +22,26 @@ impl Failed {
 impl<E: Into<anyhow::Error>> From<E> for Failed {
     fn from(error: E) -> Self {
         let error = error.into();
-        let code = match error.downcast_ref::<ExecuteError>() {
+        let execute = match error.downcast_ref::<ReplayError>() {
+            Some(ReplayError::Execute(execute)) => Some(execute),
+            _ => error.downcast_ref::<ExecuteError>(),
+        };
+        let code = match execute {
             _ if error.is::<ModuleError>() => 3,
             _ if error.is::<PolicyError>() => 4,
+            _ if matches!(
+                error.downcast_ref::<ReplayError>(),
+                Some(ReplayError::NoSuchDeadLetter(_) | ReplayError::ModuleMismatch { .. })
+            ) =>
+            {
+                4
+            }
             Some(
                 ExecuteError::Policy(_)
                 | ExecuteError::UnknownPath { .. }
                 | ExecuteError::DuplicateId(_)
                 | ExecuteError::InvalidIdempotencyKey(_)
-                | ExecuteError::IdempotencyKeyReused { .. }
-                | ExecuteError::NoSuchDeadLetter(_)
-                | ExecuteError::ModuleMismatch { .. },
+                | ExecuteError::IdempotencyKeyReused { .. },
             ) => 4,
             _ => 5,
         };

@@ -1,8 +1,8 @@
 //! Text rendering of reports for a person at a terminal.
 
 use std::fmt::Write as _;
+use txmirror_runtime::predict::Evaluation;
 use txmirror_runtime::predict::MODEL_REASON;
-use txmirror_runtime::predict::evaluation::Evaluation;
 use txmirror_runtime::store::{AttemptOutcome, TransactionOutcome};
 use txmirror_runtime::{DryRun, TxReport};
 

@@ -1,18 +1,27 @@
 //! The runtime's clock, behind a seam: wall-clock time in production, and a
-//! clock a test moves by hand, so that expiry and retention are tested
-//! without sleeping.
+//! clock a test moves by hand, so that expiry, retention and retry delays
+//! are tested without sleeping.
 //!
 //! Everything the runtime dates goes through it: the frozen wall clock its
-//! guests see, idempotency claims and their expiry, dead letters. Durations
-//! it measures (latency, waits) use `Instant`, which no test needs to move.
+//! guests see, idempotency claims and their expiry, dead letters; and the
+//! waits between retries. Durations it measures (latency) use `Instant`,
+//! which no test needs to move.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-/// Tells the time.
+/// A wait, as a [`Clock`] makes it.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Tells the time, and waits.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Now.
     fn now(&self) -> SystemTime;
+
+    /// Waits for `duration` to pass on this clock.
+    fn sleep(&self, duration: Duration) -> Sleep;
 }
 
 /// The system's wall clock.
@@ -22,6 +31,10 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
+    }
+
+    fn sleep(&self, duration: Duration) -> Sleep {
+        Box::pin(tokio::time::sleep(duration))
     }
 }
 
@@ -47,5 +60,12 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
         *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves the clock forward by `duration` and returns at once: a waiting
+    /// transaction sees its wait pass without the test sleeping.
+    fn sleep(&self, duration: Duration) -> Sleep {
+        self.advance(duration);
+        Box::pin(std::future::ready(()))
     }
 }

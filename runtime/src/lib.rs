@@ -33,19 +33,19 @@ pub mod dataset;
 mod instance;
 pub mod policy;
 pub mod predict;
+mod randomness;
 mod runtime;
 pub mod store;
 pub mod trace;
-pub mod transaction;
+mod transaction;
 pub mod vocab;
 
-pub use instance::{engine, module};
-
-pub use engine::EngineSettings;
-pub use module::{Module, ModuleError};
+pub use instance::engine::{EngineError, EngineSettings, tuned_config};
+pub use instance::module::{Module, ModuleError};
 pub use policy::{Policy, PolicyError};
-pub use runtime::{ExecuteError, ModelConfig, Runtime, RuntimeConfig, StartError};
+pub use randomness::Randomness;
+pub use runtime::{ExecuteError, ModelConfig, ReplayError, Runtime, RuntimeConfig, StartError};
 pub use runtime::{KeyClaim, KeyState};
 pub use trace::Trace;
-pub use transaction::{DeadLetterReport, DryRun, RecordedTransaction, TxReport, TxRequest};
+pub use transaction::{AttemptReport, DeadLetterReport, DryRun, RecordedTransaction, TxReport, TxRequest};
 pub use vocab::{Action, Failure, FailureKind, GateStage, GateVerdict, Role};

@@ -5,6 +5,7 @@ mod dead_letters;
 mod idempotency;
 mod records;
 
+pub use dead_letters::ReplayError;
 pub use idempotency::{KeyClaim, KeyState};
 
 use crate::adjust::timeouts::Timeouts;
@@ -19,6 +20,7 @@ use crate::policy::{Policy, PolicyError};
 use crate::predict::history::PathHistory;
 use crate::predict::model_slot::ModelSlot;
 use crate::predict::{ModelError, ModelInfo, Reloaded};
+use crate::randomness::Randomness;
 use crate::store::{
     Attempt, EmptySnapshot, GroupCommit, GroupCommitStats, IdempotencyClaim, RedbStore, StateStore, StoreError,
     TransactionOutcome, TransactionRecord,
@@ -56,8 +58,12 @@ pub struct RuntimeConfig {
     /// The most transactions one storage commit (one fsync) may carry
     /// (group commit, `store/group_commit.rs`); 1 commits each alone.
     pub commit_batch_limit: usize,
-    /// What the runtime dates things by: the system's clock, or a test's.
+    /// What the runtime dates things by and waits on: the system's clock,
+    /// or a test's.
     pub clock: Arc<dyn Clock>,
+    /// Where transaction ids, guests' random seeds and retry jitter come
+    /// from: the operating system, or a test's seed.
+    pub randomness: Randomness,
 }
 
 impl RuntimeConfig {
@@ -70,6 +76,7 @@ impl RuntimeConfig {
             model: None,
             commit_batch_limit: crate::store::DEFAULT_BATCH_LIMIT,
             clock: Arc::new(SystemClock),
+            randomness: Randomness::from_system(),
         }
     }
 }
@@ -103,8 +110,11 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The host functions could not be linked.
-    #[error("cannot link host functions: {0}")]
-    Link(String),
+    #[error("cannot link the host functions")]
+    Link(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The thread that interrupts runaway guests could not be started.
+    #[error("cannot start the epoch ticker")]
+    Ticker(#[source] std::io::Error),
     /// The model could not be loaded.
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -147,17 +157,6 @@ pub enum ExecuteError {
     /// The idempotency key is not acceptable.
     #[error("invalid idempotency key: {0}")]
     InvalidIdempotencyKey(String),
-    /// No dead letter has this transaction id.
-    #[error("no dead letter for transaction `{0}`")]
-    NoSuchDeadLetter(String),
-    /// A replay was given another module than the one that failed.
-    #[error("the dead letter is for module {expected}, not {given}")]
-    ModuleMismatch {
-        /// The module that failed.
-        expected: String,
-        /// The module given.
-        given: String,
-    },
     /// The store failed; nothing was committed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -189,6 +188,7 @@ struct RuntimeInner {
     /// The failure-prediction model, if one is configured.
     model: Option<Arc<ModelSlot>>,
     clock: Arc<dyn Clock>,
+    randomness: Randomness,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -270,11 +270,6 @@ fn unix_millis(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn new_transaction_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Runtime {
     /// Opens the embedded store in `config.data_dir` and starts a runtime on it.
     pub fn open(config: RuntimeConfig) -> Result<Self, StartError> {
@@ -285,9 +280,9 @@ impl Runtime {
     /// Starts a runtime on a given store.
     pub fn with_store(config: RuntimeConfig, store: Arc<dyn StateStore>) -> Result<Self, StartError> {
         let engine = new_engine(&config.engine)?;
-        let linker = link(&engine).map_err(|e| StartError::Link(format!("{e:#}")))?;
+        let linker = link(&engine).map_err(|e| StartError::Link(e.into()))?;
         let cache_dir = config.cache_dir.unwrap_or_else(|| config.data_dir.join("cache"));
-        let ticker = EpochTicker::start(engine.clone()).map_err(|e| StartError::Link(e.to_string()))?;
+        let ticker = EpochTicker::start(engine.clone()).map_err(StartError::Ticker)?;
         let instance_permits = Arc::new(Semaphore::new(config.engine.max_instances as usize));
         let model = match &config.model {
             Some(model) => {
@@ -316,6 +311,7 @@ impl Runtime {
                 accepted_keys: Mutex::new(HashMap::new()),
                 model,
                 clock: config.clock.clone(),
+                randomness: config.randomness.clone(),
                 _ticker: Arc::new(ticker),
             }),
         };
@@ -348,14 +344,10 @@ impl Runtime {
                 accepted_keys: Mutex::new(HashMap::new()),
                 model: shared.model.clone(),
                 clock: shared.clock.clone(),
+                randomness: shared.randomness.clone(),
                 _ticker: shared._ticker.clone(),
             }),
         })
-    }
-
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn StateStore> {
-        &self.inner.store
     }
 
     /// How commits were grouped: storage commits made, transactions they
@@ -429,7 +421,7 @@ impl Runtime {
         let setup = InstanceSetup::new(
             policy.clone(),
             self.inner.store.snapshot()?,
-            rand::random(),
+            self.inner.randomness.next_u64(),
             self.inner.clock.now(),
             self.inner.endpoints.clone(),
         );
@@ -510,12 +502,12 @@ impl Runtime {
         let id = match request.transaction_id.clone() {
             Some(id) if self.inner.store.transaction(&id)?.is_some() => return Err(ExecuteError::DuplicateId(id)),
             Some(id) => id,
-            None => new_transaction_id(),
+            None => self.inner.randomness.transaction_id(),
         };
         let mut run = TransactionRun {
             id,
             input_hash: input_hash(&request.input),
-            random_seed: rand::random(),
+            random_seed: self.inner.randomness.next_u64(),
             clock: self.inner.clock.now(),
             claim,
             caller: request.caller.clone().unwrap_or_default(),
@@ -552,12 +544,12 @@ impl Runtime {
                 kind: failure.kind,
                 second_look_would_help: unmirrored && crate::attempt::mirroring::second_look(policy, failure.kind),
                 timeouts_raised: run.raised_timeouts.contains_key(&path),
-                jitter: rand::random(),
+                jitter: self.inner.randomness.draw(),
             });
             last_failure = Some(failure);
             match next {
                 Next::Retry(delay) if delay.is_zero() => {}
-                Next::Retry(delay) => tokio::time::sleep(delay).await,
+                Next::Retry(delay) => self.inner.clock.sleep(delay).await,
                 Next::SecondLook => {}
                 Next::FollowingPath => turn = None,
                 Next::DeadLetter => break,

@@ -62,16 +62,20 @@ pub struct StoredModule {
 #[non_exhaustive]
 pub enum CatalogError {
     /// The file could not be opened or created.
-    #[error("cannot open the catalog at {path}: {reason}")]
+    #[error("cannot open the catalog at {path}")]
     Open {
         /// The file.
         path: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: redb::Error,
     },
     /// The storage engine failed.
-    #[error("catalog storage failure: {0}")]
-    Storage(String),
+    #[error("the catalog's storage engine failed")]
+    Storage(#[source] redb::Error),
+    /// An entry could not be encoded.
+    #[error("cannot encode a catalog entry")]
+    Encode(#[source] serde_json::Error),
     /// A transaction with this id is accepted already.
     #[error("transaction {0} is accepted already")]
     AlreadyAccepted(String),
@@ -85,8 +89,8 @@ pub enum CatalogError {
     },
 }
 
-fn storage(error: impl std::fmt::Display) -> CatalogError {
-    CatalogError::Storage(error.to_string())
+fn storage(error: impl Into<redb::Error>) -> CatalogError {
+    CatalogError::Storage(error.into())
 }
 
 /// The service's catalog.
@@ -98,12 +102,12 @@ pub struct Catalog {
 impl Catalog {
     /// Opens (or creates) the catalog file.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let open_error = |reason: String| CatalogError::Open { path: path.display().to_string(), reason };
+        let open_error = |source: redb::Error| CatalogError::Open { path: path.display().to_string(), source };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+            std::fs::create_dir_all(dir).map_err(|e| open_error(redb::Error::Io(e)))?;
         }
-        let db = Database::create(path).map_err(|e| open_error(e.to_string()))?;
-        let txn = db.begin_write().map_err(|e| open_error(e.to_string()))?;
+        let db = Database::create(path).map_err(|e| open_error(e.into()))?;
+        let txn = db.begin_write().map_err(|e| open_error(e.into()))?;
         {
             txn.open_table(MODULES).map_err(storage)?;
             txn.open_table(POLICIES).map_err(storage)?;
@@ -168,7 +172,7 @@ impl Catalog {
             sequence
         };
         pending.sequence = sequence;
-        let bytes = serde_json::to_vec(&pending).map_err(storage)?;
+        let bytes = serde_json::to_vec(&pending).map_err(CatalogError::Encode)?;
         {
             let mut table = txn.open_table(PENDING).map_err(storage)?;
             if table.get((tenant, transaction_id)).map_err(storage)?.is_some() {

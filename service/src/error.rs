@@ -7,7 +7,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use txmirror_runtime::store::StoreError;
-use txmirror_runtime::{ExecuteError, ModuleError, PolicyError};
+use txmirror_runtime::{ExecuteError, ModuleError, PolicyError, ReplayError};
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +111,26 @@ impl ServiceError {
     }
 }
 
+impl ServiceError {
+    /// An internal error, its message followed by each of its causes, so
+    /// that the log and the operator see why and not only what.
+    pub(crate) fn internal(error: &dyn std::error::Error) -> Self {
+        Self::Internal(with_causes(error))
+    }
+}
+
+/// An error's message followed by each of its causes, `: `-separated.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        message.push_str(": ");
+        message.push_str(&error.to_string());
+        cause = error.source();
+    }
+    message
+}
+
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         if let Self::Internal(detail) = &self {
@@ -130,8 +150,8 @@ impl IntoResponse for ServiceError {
 impl From<ModuleError> for ServiceError {
     fn from(error: ModuleError) -> Self {
         match error {
-            ModuleError::Cache { .. } => Self::Internal(error.to_string()),
-            other => Self::ModuleRefused(other.to_string()),
+            ModuleError::Cache { .. } => Self::internal(&error),
+            other => Self::ModuleRefused(with_causes(&other)),
         }
     }
 }
@@ -151,21 +171,30 @@ impl From<ExecuteError> for ServiceError {
             }
             ExecuteError::DuplicateId(_) => Self::Conflict(error.to_string()),
             ExecuteError::IdempotencyKeyReused { .. } => Self::IdempotencyKeyReused(error.to_string()),
-            ExecuteError::NoSuchDeadLetter(_) => Self::NotFound(error.to_string()),
-            ExecuteError::ModuleMismatch { .. } => Self::Conflict(error.to_string()),
-            other => Self::Internal(other.to_string()),
+            other => Self::internal(&other),
+        }
+    }
+}
+
+impl From<ReplayError> for ServiceError {
+    fn from(error: ReplayError) -> Self {
+        match error {
+            ReplayError::NoSuchDeadLetter(_) => Self::NotFound(error.to_string()),
+            ReplayError::ModuleMismatch { .. } => Self::Conflict(error.to_string()),
+            ReplayError::Execute(error) => error.into(),
+            other => Self::internal(&other),
         }
     }
 }
 
 impl From<StoreError> for ServiceError {
     fn from(error: StoreError) -> Self {
-        Self::Internal(error.to_string())
+        Self::internal(&error)
     }
 }
 
 impl From<CatalogError> for ServiceError {
     fn from(error: CatalogError) -> Self {
-        Self::Internal(error.to_string())
+        Self::internal(&error)
     }
 }

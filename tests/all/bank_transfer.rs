@@ -27,7 +27,7 @@ async fn deposit(runtime: &Runtime, module: &Module, policy: &Arc<Policy>, accou
 }
 
 fn balance(runtime: &Runtime, account: &str) -> u64 {
-    let stored = runtime.store().snapshot().unwrap().get("accounts", account).unwrap().unwrap();
+    let stored = runtime.snapshot().unwrap().get("accounts", account).unwrap().unwrap();
     serde_json::from_slice(&stored.value).unwrap()
 }
 
@@ -46,11 +46,11 @@ async fn transfers_move_money_and_refuse_overdrafts() {
         .unwrap();
     assert_eq!(report.output_json().unwrap(), json!({"from_balance": 70, "to_balance": 30}));
     assert_eq!((balance(&runtime, "alice"), balance(&runtime, "bob")), (70, 30));
-    let events = runtime.store().events("transfers", 0, 10).unwrap();
+    let events = runtime.events("transfers", 0, 10).unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].transaction_id, report.transaction_id);
 
-    let version = runtime.store().snapshot().unwrap().version();
+    let version = runtime.snapshot().unwrap().version();
     let overdraft = runtime
         .execute(&module, &policy, request("transfer", json!({"from": "alice", "to": "bob", "amount": 1000})))
         .await
@@ -58,7 +58,7 @@ async fn transfers_move_money_and_refuse_overdrafts() {
     let failure = overdraft.failure.unwrap();
     assert_eq!(failure.kind, FailureKind::Rejected);
     assert!(failure.message.contains("insufficient funds"), "{}", failure.message);
-    assert_eq!(runtime.store().snapshot().unwrap().version(), version, "a rejected transfer commits nothing");
+    assert_eq!(runtime.snapshot().unwrap().version(), version, "a rejected transfer commits nothing");
 
     let invalid = runtime
         .execute(&module, &policy, request("transfer", json!({"from": "alice", "to": "alice", "amount": 0})))
@@ -235,7 +235,7 @@ async fn concurrent_transfers_conserve_money() {
     for account in accounts {
         assert_eq!(balance(&runtime, account) as i64, expected[account], "no lost update on {account}");
     }
-    assert_eq!(runtime.store().events("transfers", 0, 10_000).unwrap().len(), committed);
+    assert_eq!(runtime.events("transfers", 0, 10_000).unwrap().len(), committed);
     eprintln!(
         "{committed} of {transfers} transfers committed, {gave_up} gave up; {conflicts} conflicts were retried; \
          the predictor saw contention in {contended} attempts"

@@ -65,12 +65,12 @@ async fn mirror_persists_nothing_but_traces_every_attempt() {
     let request = || TxRequest { path: Some("all-effects".into()), input: b"{}".to_vec(), ..Default::default() };
 
     // The mirror alone.
-    let version_before = runtime.store().snapshot().unwrap().version();
+    let version_before = runtime.snapshot().unwrap().version();
     let dry = runtime.dry_run(&module, &policy, request()).await.unwrap();
     assert_eq!(dry.trace.role, Role::Mirror);
-    assert_eq!(runtime.store().snapshot().unwrap().version(), version_before, "the store did not move");
-    assert!(runtime.store().snapshot().unwrap().get("scratch", "written").unwrap().is_none(), "no key written");
-    assert!(runtime.store().events("effects", 0, 10).unwrap().is_empty(), "no event stored");
+    assert_eq!(runtime.snapshot().unwrap().version(), version_before, "the store did not move");
+    assert!(runtime.snapshot().unwrap().get("scratch", "written").unwrap().is_none(), "no key written");
+    assert!(runtime.events("effects", 0, 10).unwrap().is_empty(), "no event stored");
     assert!(!files.join("probe.txt").exists(), "no file written");
     assert!(server.received().is_empty(), "the server received nothing: {:?}", server.received());
 
@@ -104,12 +104,9 @@ async fn mirror_persists_nothing_but_traces_every_attempt() {
     assert!(matches!(report.outcome, TransactionOutcome::Committed { .. }), "{report:#?}");
     let attempt = &report.attempts[0];
     assert!(attempt.mirror.is_some(), "the mirror ran");
-    assert_eq!(
-        runtime.store().snapshot().unwrap().get("scratch", "written").unwrap().unwrap().value,
-        br#""by the guest""#
-    );
+    assert_eq!(runtime.snapshot().unwrap().get("scratch", "written").unwrap().unwrap().value, br#""by the guest""#);
     assert_eq!(std::fs::read(files.join("probe.txt")).unwrap(), b"written by the guest");
-    assert_eq!(runtime.store().events("effects", 0, 10).unwrap().len(), 1);
+    assert_eq!(runtime.events("effects", 0, 10).unwrap().len(), 1);
     let received = server.received();
     assert_eq!(received.len(), 1, "{received:?}");
     assert_eq!(received[0].method, "POST");
@@ -180,7 +177,7 @@ async fn nothing_is_granted_by_default() {
     assert!(output["post_error"].as_str().unwrap().contains("refused by the host"), "{output}");
     assert!(output["event"].is_null(), "events need no grant: {output}");
     assert!(server.received().is_empty());
-    assert!(runtime.store().snapshot().unwrap().get("scratch", "written").unwrap().is_none());
+    assert!(runtime.snapshot().unwrap().get("scratch", "written").unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,9 +206,9 @@ async fn the_gate_stops_a_certain_failure_before_its_first_unsafe_call() {
     assert_eq!(failure.kind, txmirror_runtime::FailureKind::PredictedFailure, "{failure:?}");
     assert!(failure.message.contains("the guest found the input invalid"), "{}", failure.message);
     assert!(fx.server.received().is_empty(), "nothing was sent: {:?}", fx.server.received());
-    assert_eq!(fx.runtime.store().snapshot().unwrap().version(), 0, "nothing was committed");
+    assert_eq!(fx.runtime.snapshot().unwrap().version(), 0, "nothing was committed");
     assert_eq!(report.attempts.len(), 1, "a certain failure is final");
-    assert!(fx.runtime.store().dead_letter(&report.transaction_id).unwrap().is_none(), "and not a dead letter");
+    assert!(fx.runtime.dead_letter(&report.transaction_id).unwrap().is_none(), "and not a dead letter");
     let gate = report.attempts[0].primary.events.iter().find_map(|e| match &e.call {
         HostCall::Gate { decision, .. } => Some(*decision),
         _ => None,
@@ -271,8 +268,8 @@ async fn the_gate_before_the_commit_stops_a_certain_failure_with_nothing_written
     let failure = report.failure.as_ref().expect("stopped");
     assert_eq!(failure.kind, txmirror_runtime::FailureKind::PredictedFailure, "{failure:?}");
     assert!(failure.message.contains("before any effect"), "{}", failure.message);
-    assert_eq!(fx.runtime.store().snapshot().unwrap().version(), 0, "nothing was committed");
-    assert!(fx.runtime.store().events("effects", 0, 10).unwrap().is_empty(), "no event");
+    assert_eq!(fx.runtime.snapshot().unwrap().version(), 0, "nothing was committed");
+    assert!(fx.runtime.events("effects", 0, 10).unwrap().is_empty(), "no event");
     let (_, timed_out, decision) = commit_gate(&report).expect("the commit was gated");
     assert_eq!((timed_out, decision), (false, GateVerdict::FailFast));
 

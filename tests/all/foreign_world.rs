@@ -23,9 +23,18 @@ async fn foreign_and_malformed_modules_are_refused() {
     let bytes = std::fs::read(guests::FOREIGN_WORLD).unwrap();
     let foreign = runtime.load_module(&bytes).await.unwrap_err();
     assert!(matches!(foreign, ModuleError::WorldMismatch(_)), "{foreign}");
-    let text = foreign.to_string();
-    assert!(text.contains("txmirror:transaction"), "{text}");
-    assert!(text.contains("paths") || text.contains("run"), "the error names the missing export: {text}");
+    assert!(foreign.to_string().contains("txmirror:transaction"), "{foreign}");
+    // wasmtime's own words are kept as the error's source, not flattened.
+    let mut causes = Vec::new();
+    let mut cause = std::error::Error::source(&foreign);
+    while let Some(error) = cause {
+        causes.push(error.to_string());
+        cause = error.source();
+    }
+    let causes = causes.join(": ");
+    assert!(causes.contains("paths") || causes.contains("run"), "the sources name the missing export: {causes}");
+    let text = format!("{:#}", anyhow::Error::new(foreign));
+    assert!(text.contains(&causes), "the CLI prints the whole chain: {text}");
 
     // A truncated component.
     let real = std::fs::read(guests::BANK_TRANSFER).unwrap();

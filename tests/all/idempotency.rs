@@ -19,7 +19,7 @@ fn deposit(key: &str) -> TxRequest {
 }
 
 fn balance(runtime: &Runtime) -> u64 {
-    let stored = runtime.store().snapshot().unwrap().get("accounts", "alice").unwrap().unwrap();
+    let stored = runtime.snapshot().unwrap().get("accounts", "alice").unwrap().unwrap();
     serde_json::from_slice(&stored.value).unwrap()
 }
 
@@ -155,7 +155,7 @@ async fn a_key_reused_for_another_request_is_refused_even_while_the_first_runs()
     }
     let repeat = runtime.execute(&module, &policy, to(winner, "deposit")).await.unwrap();
     assert!(repeat.deduplicated);
-    let stored = runtime.store().snapshot().unwrap();
+    let stored = runtime.snapshot().unwrap();
     assert!(stored.get("accounts", loser).unwrap().is_none(), "the refused request ran nothing");
     assert_eq!(serde_json::from_slice::<u64>(&stored.get("accounts", winner).unwrap().unwrap().value).unwrap(), 10);
 }
@@ -173,8 +173,8 @@ async fn recovery_answers_a_repeat_of_a_committed_key_and_dead_letters_nothing()
     let first = runtime.execute(&module, &policy, deposit("pay-1")).await.unwrap();
     let recovered = runtime.recover_interrupted(&module, &policy, "repeat", deposit("pay-1")).await.unwrap();
     assert_eq!((recovered.transaction_id.as_str(), recovered.deduplicated), (first.transaction_id.as_str(), true));
-    assert!(runtime.store().dead_letters(10).unwrap().is_empty(), "nothing to replay");
-    assert!(runtime.store().transaction("repeat").unwrap().is_none(), "the repeat was the first transaction");
+    assert!(runtime.dead_letters(10).unwrap().is_empty(), "nothing to replay");
+    assert!(runtime.transaction("repeat").unwrap().is_none(), "the repeat was the first transaction");
     assert_eq!(balance(&runtime), 10);
 
     // A transaction interrupted before it ran is dead-lettered with its key
@@ -186,5 +186,5 @@ async fn recovery_answers_a_repeat_of_a_committed_key_and_dead_letters_nothing()
     let replayed = runtime.replay_dead_letter(&module, &policy, "lost").await.unwrap();
     assert_eq!((replayed.transaction_id.as_str(), replayed.deduplicated), (retried.transaction_id.as_str(), true));
     assert_eq!(balance(&runtime), 20, "the retry committed; the replay repeated nothing");
-    assert!(runtime.store().dead_letter("lost").unwrap().is_none(), "the letter is answered");
+    assert!(runtime.dead_letter("lost").unwrap().is_none(), "the letter is answered");
 }

@@ -75,8 +75,8 @@ async fn three_platforms_normalise_to_one_schema_once() {
     // The same order again is stored once.
     let again = runtime.execute(&module, &policy, import("shopify", "berlin", shopify())).await.unwrap();
     assert_eq!(again.output_json().unwrap()["status"], "duplicate");
-    assert_eq!(runtime.store().events("orders.imported", 0, 100).unwrap().len(), 3);
-    let stored = runtime.store().snapshot().unwrap().scan("orders", "", 100).unwrap();
+    assert_eq!(runtime.events("orders.imported", 0, 100).unwrap().len(), 3);
+    let stored = runtime.snapshot().unwrap().scan("orders", "", 100).unwrap();
     assert_eq!(stored.len(), 3);
 }
 
@@ -98,7 +98,7 @@ async fn invalid_orders_name_every_problem_and_write_nothing() {
     {
         assert!(failure.message.contains(field), "{field} missing from: {}", failure.message);
     }
-    assert_eq!(runtime.store().snapshot().unwrap().version(), 0, "nothing written");
+    assert_eq!(runtime.snapshot().unwrap().version(), 0, "nothing written");
     // The mirror reported the issues as it found them, so a predictor sees them early.
     let mirror = report.attempts[0].mirror.as_ref().unwrap();
     let reported = mirror.events.iter().filter(|e| matches!(e.call, HostCall::Validation { .. })).count();

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use tempfile::tempdir;
 use txmirror_runtime::store::{AttemptOutcome, TransactionOutcome};
 use txmirror_runtime::trace::{HostCall, HttpOutcome};
-use txmirror_runtime::{ExecuteError, FailureKind, GateVerdict, TxRequest};
+use txmirror_runtime::{FailureKind, GateVerdict, ReplayError, TxRequest};
 use txmirror_tests::{Behaviour, TestServer, guests, load, policy, runtime};
 
 fn charge(path: &str, order: &str) -> TxRequest {
@@ -82,7 +82,7 @@ async fn a_charge_is_sent_once_by_the_primary() {
         )),
         "{mirror:#?}"
     );
-    let stored = runtime.store().snapshot().unwrap().get("payments", "order-1").unwrap().unwrap();
+    let stored = runtime.snapshot().unwrap().get("payments", "order-1").unwrap().unwrap();
     let stored: Value = serde_json::from_slice(&stored.value).unwrap();
     assert_eq!(stored["charge_id"], charge_id.as_str());
 
@@ -205,7 +205,7 @@ async fn when_every_path_fails_it_compensates_dead_letters_and_replays_once() {
     let compensation = letter.compensation.as_ref().expect("the compensation path ran");
     assert_eq!(compensation.path, "refund");
     assert!(matches!(compensation.outcome, TransactionOutcome::Committed { .. }), "{compensation:?}");
-    assert!(runtime.store().transaction(&compensation.transaction_id).unwrap().is_some());
+    assert!(runtime.transaction(&compensation.transaction_id).unwrap().is_some());
     assert!(charges(&primary).is_empty());
 
     // The fault is removed; the replay commits, once.
@@ -213,11 +213,11 @@ async fn when_every_path_fails_it_compensates_dead_letters_and_replays_once() {
     let replayed = runtime.replay_dead_letter(&module, &policy, &report.transaction_id).await.unwrap();
     assert!(replayed.failure.is_none(), "{replayed:#?}");
     assert_eq!(replayed.path, "charge");
-    assert!(runtime.store().dead_letter(&report.transaction_id).unwrap().is_none(), "the letter is gone");
+    assert!(runtime.dead_letter(&report.transaction_id).unwrap().is_none(), "the letter is gone");
     let again = runtime.replay_dead_letter(&module, &policy, &report.transaction_id).await.unwrap_err();
-    assert!(matches!(again, ExecuteError::NoSuchDeadLetter(_)), "{again}");
+    assert!(matches!(again, ReplayError::NoSuchDeadLetter(_)), "{again}");
     assert_eq!(charges(&primary).len(), 1, "one charge, from the replay");
-    let stored = runtime.store().snapshot().unwrap().get("payments", "order-dlq").unwrap().unwrap();
+    let stored = runtime.snapshot().unwrap().get("payments", "order-dlq").unwrap().unwrap();
     let stored: Value = serde_json::from_slice(&stored.value).unwrap();
     assert!(stored["charge_id"].as_str().unwrap().starts_with("ch_"));
 }
@@ -311,7 +311,7 @@ async fn a_hedge_takes_over_when_the_primary_fails() {
     assert_eq!(hedge.attempt.outcome, AttemptOutcome::Committed);
     assert_eq!(charges(&primary).len(), 1, "the failed charge");
     assert_eq!(charges(&backup).len(), 1, "the hedge charged once, after the primary gave the token back");
-    let stored = runtime.store().snapshot().unwrap().get("payments", "order-rescued").unwrap().unwrap();
+    let stored = runtime.snapshot().unwrap().get("payments", "order-rescued").unwrap().unwrap();
     let stored: Value = serde_json::from_slice(&stored.value).unwrap();
     assert_eq!(stored["gateway"], "backup_gateway");
 }

@@ -67,10 +67,10 @@ async fn limits_stop_runaway_guests_with_distinct_errors() {
             _ => {}
         }
         // The failure is recorded durably.
-        let record = runtime.store().transaction(&report.transaction_id).unwrap().unwrap();
+        let record = runtime.transaction(&report.transaction_id).unwrap().unwrap();
         assert_eq!(record.attempts.len(), expected_attempts);
         // A guest that traps on every path is dead-lettered, not lost.
-        let letter = runtime.store().dead_letter(&report.transaction_id).unwrap().unwrap();
+        let letter = runtime.dead_letter(&report.transaction_id).unwrap().unwrap();
         assert_eq!(letter.failure.kind, kind);
 
         // The runtime keeps serving.
@@ -159,15 +159,15 @@ async fn a_failing_compensation_is_dead_lettered_once_and_not_compensated_again(
     let policy = policy("compensation_path = \"panic\"\n[retry]\nmax_attempts = 1\n");
     let report = runtime.execute(&module, &policy, request("panic", "{}")).await.unwrap();
     assert_eq!(report.failure.as_ref().map(|f| f.kind), Some(FailureKind::GuestTrap));
-    let letter = runtime.store().dead_letter(&report.transaction_id).unwrap().expect("dead-lettered");
+    let letter = runtime.dead_letter(&report.transaction_id).unwrap().expect("dead-lettered");
     let compensation = letter.compensation.expect("the compensation ran");
     assert!(
         matches!(compensation.outcome, txmirror_runtime::store::TransactionOutcome::Failed { .. }),
         "{compensation:?}"
     );
-    let compensated = runtime.store().dead_letter(&compensation.transaction_id).unwrap().expect("its own letter");
+    let compensated = runtime.dead_letter(&compensation.transaction_id).unwrap().expect("its own letter");
     assert!(compensated.compensation.is_none(), "a compensation is not compensated");
-    assert_eq!(runtime.store().dead_letters(100).unwrap().len(), 2, "the transaction and its compensation, no more");
+    assert_eq!(runtime.dead_letters(100).unwrap().len(), 2, "the transaction and its compensation, no more");
 }
 
 /// The policy's success criteria are written for the transaction's paths;
@@ -183,7 +183,7 @@ async fn success_criteria_do_not_apply_to_the_compensation() {
     );
     let report = runtime.execute(&module, &policy, request("ok", "{}")).await.unwrap();
     assert_eq!(report.failure.as_ref().map(|f| f.kind), Some(FailureKind::SuccessCriteria));
-    let letter = runtime.store().dead_letter(&report.transaction_id).unwrap().expect("dead-lettered");
+    let letter = runtime.dead_letter(&report.transaction_id).unwrap().expect("dead-lettered");
     let compensation = letter.compensation.expect("the compensation ran");
     assert!(
         matches!(compensation.outcome, txmirror_runtime::store::TransactionOutcome::Committed { .. }),
@@ -212,4 +212,52 @@ async fn adaptive_mirroring_gives_an_unmirrored_failure_a_mirrored_second_look()
     assert_eq!(mirrored, [false, true], "an unmirrored attempt, then a mirrored one");
     assert_eq!(report.attempts[0].primary.failure, Some(FailureKind::FuelExhausted));
     assert!(!grants(&report.attempts[1].primary, "fuel").is_empty(), "{:#?}", report.attempts[1].primary);
+}
+
+/// Retry delays wait on the runtime's clock, and ids, seeds and jitter come
+/// from its randomness: a test of an hour's backoff takes no time, and a
+/// seeded runtime draws what another with the same seed draws.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_delays_wait_on_the_clock_and_draws_come_from_the_seeded_randomness() {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+    use txmirror_runtime::clock::{Clock as _, ManualClock};
+    use txmirror_runtime::{Randomness, Runtime, RuntimeConfig};
+
+    let policy = policy(
+        "failure_prediction_enabled = false\n[retry]\nmax_attempts = 3\ninitial_interval_ms = 3600000\n\
+         max_interval_ms = 36000000\nbackoff_coefficient = 2.0\njitter = 0.5\nnon_retryable = []\n",
+    );
+    let mut ids = Vec::new();
+    let mut waited = Vec::new();
+    for _ in 0..2 {
+        let dir = tempdir().unwrap();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let clock = Arc::new(ManualClock::new(start));
+        let config = RuntimeConfig {
+            clock: clock.clone(),
+            randomness: Randomness::seeded(42),
+            ..txmirror_tests::config(dir.path())
+        };
+        let runtime = Runtime::open(config).unwrap();
+        let module = load(&runtime, guests::RUNAWAY).await;
+        // Were the waits real, this would take hours; the bound turns a
+        // regression into a failure rather than a hung suite.
+        let report =
+            tokio::time::timeout(Duration::from_secs(120), runtime.execute(&module, &policy, request("panic", "{}")))
+                .await
+                .expect("the retries waited on the manual clock, not in real time")
+                .unwrap();
+        assert_eq!(report.attempts.len(), 3, "{report:#?}");
+        let waited_for = clock.now().duration_since(start).unwrap();
+        // Two waits: 1 h and 2 h, each moved by up to half either way.
+        assert!(
+            waited_for >= Duration::from_secs(5400) && waited_for <= Duration::from_secs(16200),
+            "the clock moved by {waited_for:?}"
+        );
+        ids.push(report.transaction_id);
+        waited.push(waited_for);
+    }
+    assert_eq!(ids[0], ids[1], "the same seed, the same transaction id");
+    assert_eq!(waited[0], waited[1], "the same seed, the same jitter");
 }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use txmirror_runtime::store::StateStore;
 use txmirror_runtime::{Module, Policy, Runtime, RuntimeConfig};
 
 /// Paths of the guest components, built by `build.rs`.
@@ -155,9 +156,11 @@ pub async fn load(runtime: &Runtime, guest: &str) -> Module {
     runtime.load_module(&bytes).await.unwrap()
 }
 
-/// Writes `balances` into the `accounts` namespace directly, in one commit
-/// recorded as the transaction `seed`: set-up, not workload.
-pub fn seed_accounts(runtime: &Runtime, balances: impl IntoIterator<Item = (String, u64)>) {
+/// Writes `balances` into the `accounts` namespace of `store` directly, in
+/// one commit recorded as the transaction `seed`: set-up, not workload,
+/// done before a runtime opens the store (a runtime's state changes only
+/// through its transactions).
+pub fn seed_accounts(store: &dyn StateStore, balances: impl IntoIterator<Item = (String, u64)>) {
     use txmirror_runtime::store::{CommitRequest, TransactionOutcome, TransactionRecord, WriteEntry};
     let writes = balances
         .into_iter()
@@ -176,10 +179,7 @@ pub fn seed_accounts(runtime: &Runtime, balances: impl IntoIterator<Item = (Stri
         attempts: Vec::new(),
         history: txmirror_runtime::store::History::default(),
     };
-    runtime
-        .store()
-        .commit(CommitRequest { reads: Vec::new(), writes, events: Vec::new(), record, idempotency: None })
-        .unwrap();
+    store.commit(CommitRequest { reads: Vec::new(), writes, events: Vec::new(), record, idempotency: None }).unwrap();
 }
 
 /// Parses a policy written in a test.

@@ -70,8 +70,8 @@ impl TxmirrorPeer {
         let mut config = crate::config(dir.path());
         config.engine = EngineSettings { max_instances: 16, ..EngineSettings::default() };
         let store = Arc::new(RedbStore::open(&dir.path().join("state.redb")).unwrap());
+        crate::seed_accounts(store.as_ref(), seeded_accounts());
         let runtime = Runtime::with_store(config, store).unwrap();
-        crate::seed_accounts(&runtime, seeded_accounts());
         let module = executor.block_on(crate::load(&runtime, wasm));
         let policy = Arc::new(
             Policy::parse(
@@ -100,7 +100,7 @@ impl Peer for TxmirrorPeer {
     }
 
     fn balance(&self, account: &str) -> Option<u64> {
-        let value = self.runtime.store().snapshot().unwrap().get("accounts", account).unwrap()?;
+        let value = self.runtime.snapshot().unwrap().get("accounts", account).unwrap()?;
         Some(String::from_utf8(value.value).unwrap().parse().unwrap())
     }
 }
@@ -149,10 +149,8 @@ impl ComponentPeer {
         let config = match setup {
             EngineSetup::Default => Config::new(),
             EngineSetup::TunedPooling | EngineSetup::TunedPoolingMetered => {
-                let mut config = txmirror_runtime::engine::tuned_config(&EngineSettings {
-                    max_instances: 16,
-                    ..EngineSettings::default()
-                });
+                let mut config =
+                    txmirror_runtime::tuned_config(&EngineSettings { max_instances: 16, ..EngineSettings::default() });
                 config.consume_fuel(metered).epoch_interruption(metered);
                 config
             }

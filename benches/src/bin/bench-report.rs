@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use txmirror_runtime::store::{DEFAULT_BATCH_LIMIT, TransactionOutcome};
+use txmirror_runtime::store::{DEFAULT_BATCH_LIMIT, RedbStore, TransactionOutcome};
 use txmirror_runtime::{Policy, Runtime, TxRequest};
 use txmirror_tests::guests;
 use txmirror_tests::peers::{ComponentPeer, EngineSetup, ORDER, Peer, TRANSFER, TxmirrorPeer};
@@ -193,8 +193,9 @@ fn durable_run(mirrored: bool, clients: usize, batch_limit: usize, length: Durat
     let mut config = txmirror_tests::config(dir.path());
     config.engine.max_instances = u32::try_from(clients * 2 + 8)?;
     config.commit_batch_limit = batch_limit;
-    let runtime = Runtime::open(config)?;
-    txmirror_tests::seed_accounts(&runtime, (0..ACCOUNTS).map(|i| (format!("account-{i}"), 1_000_000_000)));
+    let store = Arc::new(RedbStore::open(&dir.path().join("state.redb"))?);
+    txmirror_tests::seed_accounts(store.as_ref(), (0..ACCOUNTS).map(|i| (format!("account-{i}"), 1_000_000_000)));
+    let runtime = Runtime::with_store(config, store)?;
     let module = executor.block_on(txmirror_tests::load(&runtime, guests::BANK_TRANSFER));
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bank-transfer/policy.toml"))?;

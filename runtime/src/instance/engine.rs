@@ -32,11 +32,11 @@ impl Default for EngineSettings {
 
 /// Why the engine could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot configure the wasm engine: {0}")]
-pub struct EngineError(String);
+#[error("cannot configure the wasm engine")]
+pub struct EngineError(#[source] Box<dyn std::error::Error + Send + Sync + 'static>);
 
 pub(crate) fn new_engine(settings: &EngineSettings) -> Result<Engine, EngineError> {
-    Engine::new(&tuned_config(settings)).map_err(|e| EngineError(format!("{e:#}")))
+    Engine::new(&tuned_config(settings)).map_err(|e| EngineError(e.into()))
 }
 
 /// The wasmtime configuration of the runtime's engine.

@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Engine, Store};
 
-/// Why a module was refused.
+/// What wasmtime (or the file system) said when a module was refused, kept
+/// as the [`ModuleError`]'s source.
+pub type ModuleCause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a module was refused. Where wasmtime or the file system said why,
+/// that error is the variant's [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModuleError {
@@ -20,24 +25,28 @@ pub enum ModuleError {
     )]
     CoreModule,
     /// The component is malformed or uses features the engine does not allow.
-    #[error("invalid component: {0}")]
-    Invalid(String),
+    #[error("invalid component")]
+    Invalid(#[source] ModuleCause),
     /// The component does not target the `txmirror:transaction` world.
-    #[error("the component does not target the txmirror:transaction world: {0}")]
-    WorldMismatch(String),
+    #[error("the component does not target the txmirror:transaction world")]
+    WorldMismatch(#[source] ModuleCause),
     /// The `init` export trapped or could not be snapshotted.
-    #[error("pre-initialisation (`init`) failed: {0}")]
-    Preinit(String),
-    /// The `paths` export failed or returned no paths.
-    #[error("cannot list the module's paths: {0}")]
-    Paths(String),
+    #[error("pre-initialisation (`init`) failed")]
+    Preinit(#[source] ModuleCause),
+    /// The `paths` export trapped or could not be called.
+    #[error("cannot list the module's paths")]
+    Paths(#[source] ModuleCause),
+    /// The `paths` export returned no path, or a name that is not valid.
+    #[error("the module's paths are not usable: {0}")]
+    BadPaths(String),
     /// The compiled-artifact cache could not be used.
-    #[error("compile cache at {path}: {reason}")]
+    #[error("cannot use the compile cache at {path}")]
     Cache {
         /// The cache file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -147,9 +156,8 @@ impl ModuleLoader<'_> {
             }
         };
 
-        let instance_pre =
-            self.linker.instantiate_pre(&component).map_err(|e| ModuleError::WorldMismatch(format!("{e:#}")))?;
-        let pre = TransactionPre::new(instance_pre).map_err(|e| ModuleError::WorldMismatch(format!("{e:#}")))?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| ModuleError::WorldMismatch(e.into()))?;
+        let pre = TransactionPre::new(instance_pre).map_err(|e| ModuleError::WorldMismatch(e.into()))?;
         let paths = self.list_paths(&pre).await?;
         let imports = component.component_type().imports(self.engine).map(|(name, _)| name.to_string()).collect();
         Ok(Module { hash, paths, preinitialized, imports, pre })
@@ -161,7 +169,7 @@ impl ModuleLoader<'_> {
         let compiled = match std::fs::read(file) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(ModuleError::Cache { path: file.to_path_buf(), reason: error.to_string() }),
+            Err(source) => return Err(ModuleError::Cache { path: file.to_path_buf(), source }),
         };
         // SAFETY: the file was written by `write_cache` from the output of
         // `Engine::precompile_component` of an engine with the same
@@ -182,16 +190,16 @@ impl ModuleLoader<'_> {
     }
 
     fn write_cache(&self, file: &Path, compiled: &[u8]) -> Result<(), ModuleError> {
-        let cache_error = |reason: String| ModuleError::Cache { path: file.to_path_buf(), reason };
-        std::fs::create_dir_all(self.cache_dir).map_err(|e| cache_error(e.to_string()))?;
+        let cache_error = |source| ModuleError::Cache { path: file.to_path_buf(), source };
+        std::fs::create_dir_all(self.cache_dir).map_err(cache_error)?;
         let partial = file.with_extension(format!("partial-{}", std::process::id()));
-        std::fs::write(&partial, compiled).map_err(|e| cache_error(e.to_string()))?;
-        std::fs::rename(&partial, file).map_err(|e| cache_error(e.to_string()))
+        std::fs::write(&partial, compiled).map_err(cache_error)?;
+        std::fs::rename(&partial, file).map_err(cache_error)
     }
 
     async fn preinitialize(&self, bytes: &[u8]) -> Result<Vec<u8>, ModuleError> {
         let mut store = Store::new(self.engine, (self.new_state)());
-        store.set_fuel(PREINIT_FUEL).map_err(|e| ModuleError::Preinit(format!("{e:#}")))?;
+        store.set_fuel(PREINIT_FUEL).map_err(|e| ModuleError::Preinit(e.into()))?;
         store.epoch_deadline_async_yield_and_update(1);
         let linker = self.linker;
         let (snapshot, _) = wasmtime_wizer::Wizer::new()
@@ -199,29 +207,29 @@ impl ModuleLoader<'_> {
             .keep_init_func(true)
             .run_component(&mut store, bytes, async |store, component| linker.instantiate_async(store, component).await)
             .await
-            .map_err(|e| ModuleError::Preinit(format!("{e:#}")))?;
+            .map_err(|e| ModuleError::Preinit(e.into()))?;
         Ok(snapshot)
     }
 
     async fn list_paths(&self, pre: &TransactionPre<InstanceState>) -> Result<Vec<String>, ModuleError> {
         let mut store = Store::new(self.engine, (self.new_state)());
-        store.set_fuel(PREINIT_FUEL).map_err(|e| ModuleError::Paths(format!("{e:#}")))?;
+        store.set_fuel(PREINIT_FUEL).map_err(|e| ModuleError::Paths(e.into()))?;
         store.epoch_deadline_async_yield_and_update(1);
         let instance: Transaction =
-            pre.instantiate_async(&mut store).await.map_err(|e| ModuleError::Paths(format!("{e:#}")))?;
-        let paths = instance.call_paths(&mut store).await.map_err(|e| ModuleError::Paths(format!("{e:#}")))?;
+            pre.instantiate_async(&mut store).await.map_err(|e| ModuleError::Paths(e.into()))?;
+        let paths = instance.call_paths(&mut store).await.map_err(|e| ModuleError::Paths(e.into()))?;
         if paths.is_empty() {
-            return Err(ModuleError::Paths("the module exports no paths".into()));
+            return Err(ModuleError::BadPaths("the module exports no paths".into()));
         }
         if let Some(bad) = paths.iter().find(|p| crate::vocab::validate_name(p).is_err()) {
-            return Err(ModuleError::Paths(format!("invalid path name {bad:?}")));
+            return Err(ModuleError::BadPaths(format!("invalid path name {bad:?}")));
         }
         Ok(paths)
     }
 }
 
 fn precompile(engine: &Engine, bytes: &[u8]) -> Result<Vec<u8>, ModuleError> {
-    engine.precompile_component(bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))
+    engine.precompile_component(bytes).map_err(|e| ModuleError::Invalid(e.into()))
 }
 
 fn deserialize(engine: &Engine, compiled: &[u8]) -> Result<Component, ModuleError> {
@@ -229,7 +237,7 @@ fn deserialize(engine: &Engine, compiled: &[u8]) -> Result<Component, ModuleErro
     // `Engine::precompile_component` of this very engine.
     #[allow(unsafe_code)]
     let component = unsafe { Component::deserialize(engine, compiled) };
-    component.map_err(|e| ModuleError::Invalid(format!("{e:#}")))
+    component.map_err(|e| ModuleError::Invalid(e.into()))
 }
 
 fn exports_init(engine: &Engine, component: &Component) -> bool {

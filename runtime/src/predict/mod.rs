@@ -28,13 +28,14 @@
 //! heaviest rule that suggests one, else the model's. Without a model, the
 //! rules alone decide, and [`Prediction::source`] says so.
 
-pub mod evaluation;
-pub mod features;
+mod evaluation;
+mod features;
 pub(crate) mod history;
-pub mod model;
+mod model;
 pub(crate) mod model_slot;
-pub mod rules;
+mod rules;
 
+pub use evaluation::{Evaluation, evaluate};
 pub use features::{
     AttemptLimits, FEATURE_NAMES, FeatureAccumulator, FeatureContext, Features, SCHEMA_VERSION, TraceTotals,
 };

@@ -6,7 +6,7 @@ use super::idempotency::{Fingerprint, input_hash};
 use super::{ExecuteError, Purpose, Runtime, TransactionRun, choose_path, unix_millis};
 use crate::instance::module::Module;
 use crate::policy::Policy;
-use crate::store::{Compensation, DeadLetter, History, TransactionOutcome, TransactionRecord};
+use crate::store::{Compensation, DeadLetter, History, StoreError, TransactionOutcome, TransactionRecord};
 use crate::transaction::{TxReport, TxRequest, history};
 use crate::vocab::{Failure, FailureKind};
 use std::sync::Arc;
@@ -144,12 +144,12 @@ impl Runtime {
         module: &Module,
         policy: &Arc<Policy>,
         transaction_id: &str,
-    ) -> Result<TxReport, ExecuteError> {
+    ) -> Result<TxReport, ReplayError> {
         let Some(letter) = self.inner.store.dead_letter(transaction_id)? else {
-            return Err(ExecuteError::NoSuchDeadLetter(transaction_id.to_string()));
+            return Err(ReplayError::NoSuchDeadLetter(transaction_id.to_string()));
         };
         if letter.module != module.hash() {
-            return Err(ExecuteError::ModuleMismatch { expected: letter.module, given: module.hash().to_string() });
+            return Err(ReplayError::ModuleMismatch { expected: letter.module, given: module.hash().to_string() });
         }
         // The letter's own key, if it had one: a replay and the client's
         // retry with that key are one request, and only one of them commits.
@@ -167,4 +167,28 @@ impl Runtime {
         }
         Ok(report)
     }
+}
+
+/// Why a dead letter could not be replayed. A replay that runs and fails
+/// again is not an error: its [`TxReport`] says how it failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// No dead letter has this transaction id.
+    #[error("no dead letter for transaction `{0}`")]
+    NoSuchDeadLetter(String),
+    /// The replay was given another module than the one that failed.
+    #[error("the dead letter is for module {expected}, not {given}")]
+    ModuleMismatch {
+        /// The module that failed.
+        expected: String,
+        /// The module given.
+        given: String,
+    },
+    /// The replay could not run (see [`ExecuteError`]).
+    #[error(transparent)]
+    Execute(#[from] ExecuteError),
+    /// The store failed; nothing was replayed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

@@ -4,8 +4,9 @@
 //! stays the store's business.
 
 use super::Runtime;
-use crate::store::{StoreError, StoredEvent};
+use crate::store::{StateSnapshot, StoreError, StoredEvent};
 use crate::transaction::{DeadLetterReport, RecordedTransaction};
+use std::sync::Arc;
 
 impl Runtime {
     /// The durable record of a transaction.
@@ -44,6 +45,13 @@ impl Runtime {
     /// calls it now and then.
     pub fn purge_lapsed_keys(&self, limit: usize) -> Result<usize, StoreError> {
         self.inner.store.purge_lapsed_keys(super::unix_millis(self.inner.clock.now()), limit)
+    }
+
+    /// A read-only view of the committed state at the latest version: what
+    /// a transaction starting now would read. Nothing can be written
+    /// through it; state changes only through transactions.
+    pub fn snapshot(&self) -> Result<Arc<dyn StateSnapshot>, StoreError> {
+        self.inner.store.snapshot()
     }
 
     /// Whether the store answers: a read view can be taken.

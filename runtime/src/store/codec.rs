@@ -52,7 +52,8 @@ pub(super) fn decode_versioned(bytes: &[u8]) -> Result<(u64, &[u8]), StoreError>
 
 /// `value`, behind its codec byte.
 pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_extend(value, vec![POSTCARD]).map_err(|e| StoreError::Storage(format!("cannot encode a value: {e}")))
+    postcard::to_extend(value, vec![POSTCARD])
+        .map_err(|e| StoreError::Encode { what: std::any::type_name::<T>(), source: std::sync::Arc::new(e) })
 }
 
 /// The value behind a codec byte; `what` names it in an error.

@@ -106,7 +106,7 @@ impl GroupCommit {
         let thread = std::thread::Builder::new()
             .name("txmirror-commit".into())
             .spawn(move || commit_loop(committer.as_ref(), &lock, &queue, &counters, batch_limit))
-            .map_err(|e| StoreError::Storage(format!("cannot start the committer thread: {e}")))?;
+            .map_err(|e| StoreError::Committer(Some(Arc::new(e))))?;
         Ok(Self { store, writer, jobs, stats, batch_limit, thread: Some(thread) })
     }
 
@@ -118,7 +118,7 @@ impl GroupCommit {
         &self,
         request: CommitRequest,
     ) -> impl Future<Output = Result<Version, CommitError>> + Send + 'static {
-        let stopped = || CommitError::Store(StoreError::Storage("the committer thread has stopped".into()));
+        let stopped = || CommitError::Store(StoreError::Committer(None));
         let answer = match self.writer.try_lock() {
             Ok(_writing) => {
                 self.stats.record(1);

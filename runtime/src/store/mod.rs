@@ -17,7 +17,8 @@ mod redb_store;
 
 pub use dead_letter::{Compensation, DeadLetter};
 pub use fault::{FaultInjectingBackend, FaultPlan};
-pub use group_commit::{DEFAULT_BATCH_LIMIT, GroupCommit, GroupCommitStats};
+pub(crate) use group_commit::GroupCommit;
+pub use group_commit::{DEFAULT_BATCH_LIMIT, GroupCommitStats};
 pub use record::{Attempt, AttemptOutcome, History, TransactionOutcome, TransactionRecord};
 pub use redb_store::RedbStore;
 // Names are checked where they enter; the store keeps them as given.
@@ -175,21 +176,42 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
 }
 
-/// A storage failure.
+/// What made the storage engine fail, kept as a [`StoreError`]'s source.
+///
+/// Shared rather than boxed because one failure of a group commit answers
+/// every transaction of the group (see [`StateStore::commit_batch`]).
+pub type StorageCause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A storage failure. The engine's own error, where there is one, is the
+/// [`source`](std::error::Error::source) of the variant.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The database could not be opened.
-    #[error("cannot open the store at {path}: {reason}")]
+    #[error("cannot open the store at {path}")]
     Open {
         /// The database file.
         path: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: StorageCause,
     },
-    /// The storage engine failed (I/O error, corruption).
-    #[error("storage failure: {0}")]
-    Storage(String),
+    /// The storage engine failed (I/O error, corruption it detected).
+    #[error("the storage engine failed")]
+    Storage(#[source] StorageCause),
+    /// A value could not be encoded for storage.
+    #[error("cannot encode {what} for the store")]
+    Encode {
+        /// Which value.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: StorageCause,
+    },
+    /// The thread that commits queued transactions could not be started or
+    /// has stopped; nothing more can be committed through it.
+    #[error("the committer thread is not running")]
+    Committer(#[source] Option<StorageCause>),
     /// The store was written in a format this build does not read.
     #[error(
         "the store at {path} is in format {found}; this build reads format {supported} only \
@@ -203,7 +225,7 @@ pub enum StoreError {
         /// The format this build reads and writes.
         supported: u64,
     },
-    /// A stored record could not be decoded.
+    /// A stored value could not be decoded.
     #[error("corrupt record {what}: {reason}")]
     Corrupt {
         /// Which record.
@@ -211,6 +233,13 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+}
+
+impl StoreError {
+    /// A failure of the storage engine, with `cause` as its source.
+    pub fn storage(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Storage(Arc::new(cause))
+    }
 }
 
 /// Why a commit did not happen.

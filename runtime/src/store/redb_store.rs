@@ -40,8 +40,8 @@ pub struct RedbStore {
     db: Arc<Database>,
 }
 
-fn storage(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Storage(err.to_string())
+fn storage(err: impl Into<redb::Error>) -> StoreError {
+    StoreError::storage(err.into())
 }
 
 fn kv_key(namespace: &str, key: &str) -> Vec<u8> {
@@ -169,10 +169,10 @@ impl RedbStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
+                .map_err(|e| StoreError::Open { path: path.display().to_string(), source: Arc::new(e) })?;
         }
         let db = Database::create(path)
-            .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
+            .map_err(|e| StoreError::Open { path: path.display().to_string(), source: Arc::new(e) })?;
         Self::init(db).map_err(|error| match error {
             StoreError::Format { found, supported, .. } => {
                 StoreError::Format { path: path.display().to_string(), found, supported }
@@ -192,7 +192,7 @@ impl RedbStore {
     pub fn open_with_backend(backend: impl redb::StorageBackend) -> Result<Self, StoreError> {
         let db = Database::builder()
             .create_with_backend(backend)
-            .map_err(|e| StoreError::Open { path: "<backend>".into(), reason: e.to_string() })?;
+            .map_err(|e| StoreError::Open { path: "<backend>".into(), source: Arc::new(e) })?;
         Self::init(db)
     }
 

@@ -7,7 +7,7 @@ use crate::remote::print_report;
 use crate::render;
 use std::path::PathBuf;
 use std::sync::Arc;
-use txmirror_runtime::{ExecuteError, Policy};
+use txmirror_runtime::{Policy, ReplayError};
 
 /// Runs a dead letter again (once); removes it if it commits.
 #[derive(clap::Args, Debug)]
@@ -41,7 +41,7 @@ impl DlqReplayCommand {
         let policy = Arc::new(Policy::from_file(&policy)?);
         let module = load(&runtime, &module).await?;
         let report = runtime.replay_dead_letter(&module, &policy, &self.id).await.map_err(|error| match error {
-            ExecuteError::NoSuchDeadLetter(_) => missing(&self.id, &local.data_dir),
+            ReplayError::NoSuchDeadLetter(_) => missing(&self.id, &local.data_dir),
             other => Failed::from(other),
         })?;
         print(&if self.json { json(&report)? } else { render::report(&report) });

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use std::path::PathBuf;
 use txmirror_runtime::dataset;
 use txmirror_runtime::predict::Model;
-use txmirror_runtime::predict::evaluation::evaluate;
+use txmirror_runtime::predict::evaluate;
 
 /// Scores a dataset's labelled examples with the model (`--model`) and
 /// prints the numbers of its model card, beside the rules alone.
