@@ -299,8 +299,10 @@ impl Runtime {
         let result = match result {
             Err(failure) => Err(failure),
             Ok(ready) => {
-                let mut history = run.reports.clone();
-                history.push(report.clone());
+                // The history is encoded from references: the traces are
+                // the largest part of a transaction's data, and copying them
+                // for the record would be the commit's largest cost.
+                let mut history: Vec<&AttemptReport> = run.reports.iter().chain([&report]).collect();
                 history.sort_by_key(|r| r.attempt.number);
                 let record = TransactionRecord {
                     id: run.id.clone(),
