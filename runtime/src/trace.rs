@@ -169,6 +169,12 @@ pub enum HostCall {
 }
 
 impl HostCall {
+    /// Whether the guest made this call: not the runtime's own record of
+    /// what it did to the instance (the gate's decisions, grants).
+    pub fn is_guest_call(&self) -> bool {
+        !matches!(self, Self::Gate { .. } | Self::Grant { .. })
+    }
+
     /// Whether this call would change the world outside the instance.
     pub fn is_effect(&self) -> bool {
         match self {

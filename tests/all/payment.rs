@@ -388,3 +388,28 @@ async fn raised_timeouts_earn_the_path_more_attempts_and_carry_over() {
         "the next attempt starts with the raised timeouts"
     );
 }
+
+/// The path's baseline was learnt from the primary's trace (its gate event
+/// and its real answers included) and compared with the mirror's, so a
+/// healthy charge strayed 22–35 standard deviations from it and the
+/// `deviation` rule held on nearly every attempt. Learnt and compared on
+/// the mirror, a healthy path stays on its baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_path_stays_on_its_baseline() {
+    let dir = tempdir().unwrap();
+    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    let policy = policy(&gateway_policy(&primary, &backup));
+    let mut deviations = Vec::new();
+    for n in 0..8 {
+        let report = runtime.execute(&module, &policy, charge("charge", &format!("order-b{n}"))).await.unwrap();
+        assert!(report.commit_version().is_some(), "{report:#?}");
+        let prediction = report.attempts[0].prediction.as_ref().expect("the mirror ran and was scored");
+        assert!(prediction.reasons.iter().all(|r| r.rule != "deviation"), "order-b{n}: {prediction:?}");
+        deviations.push(prediction.features.baseline_deviation);
+    }
+    // The first five build the baseline; from then on it is judged.
+    assert!(deviations[..5].iter().all(|d| *d == 0.0), "{deviations:?}");
+    assert!(deviations[5..].iter().all(|d| *d < 3.0), "{deviations:?}");
+}

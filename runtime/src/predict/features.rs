@@ -124,7 +124,7 @@ pub struct TraceTotals {
     pub fuel_consumed: u64,
     /// The largest linear memory so far, in bytes.
     pub memory_peak_bytes: u64,
-    /// Host calls so far.
+    /// The guest's host calls so far (see [`HostCall::is_guest_call`]).
     pub host_calls: usize,
     /// Wall time so far, in microseconds.
     pub duration_micros: u64,
@@ -141,7 +141,7 @@ impl TraceTotals {
         Self {
             fuel_consumed: trace.fuel_consumed,
             memory_peak_bytes: trace.memory_peak_bytes,
-            host_calls: trace.events.len(),
+            host_calls: trace.events.iter().filter(|event| event.call.is_guest_call()).count(),
             duration_micros: trace.duration_micros,
             failure: trace.failure,
             complete: true,

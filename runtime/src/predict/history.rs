@@ -151,17 +151,24 @@ pub(crate) struct PathHistory {
     paths: Mutex<HashMap<(String, String), PathStats>>,
 }
 
+/// What one instance used, as a path's baseline counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BaselineSample {
+    /// Fuel burnt.
+    pub(crate) fuel: u64,
+    /// The guest's host calls (the runtime's own events, such as the gate's,
+    /// are not the guest's and are not counted).
+    pub(crate) host_calls: usize,
+    /// Wall time, in microseconds.
+    pub(crate) micros: u64,
+}
+
 impl PathHistory {
-    /// Records a primary's attempt; only successes feed the baseline.
-    pub(crate) fn observe(
-        &self,
-        module: &str,
-        path: &str,
-        fuel: u64,
-        host_calls: usize,
-        duration_micros: u64,
-        failed: bool,
-    ) {
+    /// Records an attempt's end: its failure or success for the path's
+    /// failure rate and, from a success, the sample for its baseline. The
+    /// sample must come from the twin that [`PathHistory::deviation`] is
+    /// asked about: the mirror.
+    pub(crate) fn observe(&self, module: &str, path: &str, sample: Option<BaselineSample>, failed: bool) {
         let mut paths = lock(&self.paths);
         let key = (module.to_string(), path.to_string());
         if paths.len() >= MAX_ENTRIES && !paths.contains_key(&key) {
@@ -169,10 +176,10 @@ impl PathHistory {
         }
         let stats = paths.entry(key).or_default();
         stats.failure_rate.add(if failed { 1.0 } else { 0.0 });
-        if !failed {
-            stats.fuel.add(fuel as f64);
-            stats.host_calls.add(host_calls as f64);
-            stats.duration_micros.add(duration_micros as f64);
+        if let (false, Some(sample)) = (failed, sample) {
+            stats.fuel.add(sample.fuel as f64);
+            stats.host_calls.add(sample.host_calls as f64);
+            stats.duration_micros.add(sample.micros as f64);
         }
     }
 
@@ -232,14 +239,20 @@ mod tests {
         assert!((latency - 60.0).abs() < 0.01 && (errors - 0.1).abs() < 1e-4, "{latency} {errors}");
 
         let paths = PathHistory::default();
+        let sample = BaselineSample { fuel: 1000, host_calls: 3, micros: 50 };
         for _ in 0..5 {
-            paths.observe("m", "p", 1000, 3, 50, false);
+            paths.observe("m", "p", Some(sample), false);
         }
         assert_eq!(paths.deviation("m", "p", 1000, 3), Some(0.0));
         assert!(paths.deviation("m", "p", 5000, 3).expect("baseline") > 3.0, "five times the fuel is far off");
         assert_eq!(paths.failure_rate("m", "p"), 0.0);
-        paths.observe("m", "p", 0, 0, 0, true);
+        // A failure counts for the failure rate, never for the baseline.
+        paths.observe("m", "p", Some(BaselineSample { fuel: 1, host_calls: 1, micros: 1 }), true);
         assert!((paths.failure_rate("m", "p") - 0.2).abs() < 1e-6);
+        assert_eq!(paths.deviation("m", "p", 1000, 3), Some(0.0));
+        // An attempt without a mirror has no sample: only its end counts.
+        paths.observe("m", "p", None, false);
+        assert_eq!(paths.deviation("m", "p", 1000, 3), Some(0.0));
         assert_eq!(paths.deviation("m", "other", 1, 1), None);
     }
 }

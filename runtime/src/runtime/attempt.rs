@@ -14,6 +14,7 @@ use crate::instance::executor::{InstanceRun, run_instance};
 use crate::instance::host::InstanceSetup;
 use crate::instance::module::Module;
 use crate::policy::Policy;
+use crate::predict::history::BaselineSample;
 use crate::predict::{FeatureAccumulator, FeatureContext, Prediction, TraceTotals};
 use crate::store::{
     Attempt, AttemptOutcome, CommitError, CommitRequest, StoreError, TransactionOutcome, TransactionRecord,
@@ -29,8 +30,9 @@ struct Prepared {
     report: AttemptReport,
     /// The primary's effects and output, or why the attempt failed.
     result: Result<Ready, Failure>,
-    /// `(fuel, host calls, duration µs)` of the primary, for the path's baseline.
-    observed: Observed,
+    /// What the mirror used, for the path's baseline, if it ran to the end
+    /// without failing.
+    baseline: Option<BaselineSample>,
     /// The timeouts, if the predictor raised them.
     raised_timeouts: Option<Timeouts>,
     /// The primary's write set stays announced until the attempt is concluded.
@@ -64,14 +66,6 @@ struct AttemptSeed<'a> {
 /// The failure of an attempt that lost a hedge race.
 fn cancelled() -> Failure {
     GateDecision::Cancelled.failure()
-}
-
-/// What the primary of an attempt used, for the path's baseline.
-#[derive(Debug, Clone, Copy)]
-struct Observed {
-    fuel: u64,
-    host_calls: usize,
-    micros: u64,
 }
 
 /// How the gate before the commit waited for the mirror: from when, on the
@@ -238,11 +232,14 @@ impl Runtime {
             }
         }
         let duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let observed = Observed {
-            fuel: primary.trace.fuel_consumed,
-            host_calls: primary.trace.events.len(),
-            micros: primary.trace.duration_micros,
-        };
+        // The baseline is learnt from the twin it is compared with: the
+        // mirror, whose trace the predictor scores. The primary's counters
+        // differ by design (its gate and grant events, real answers instead
+        // of stubs), so a baseline of them made every mirror look deviant.
+        let baseline = mirror.as_ref().filter(|mirror| mirror.trace.failure.is_none()).map(|mirror| {
+            let totals = TraceTotals::of(&mirror.trace);
+            BaselineSample { fuel: totals.fuel_consumed, host_calls: totals.host_calls, micros: totals.duration_micros }
+        });
         let mut result = primary
             .result
             .and_then(|output| match seed.purpose {
@@ -275,7 +272,7 @@ impl Runtime {
                 explored: seed.explore,
             },
             result,
-            observed,
+            baseline,
             raised_timeouts: setup.timeouts.raised().then(|| setup.timeouts.current()),
             write_claims,
         })
@@ -291,7 +288,7 @@ impl Runtime {
         turn: &mut Option<Turn>,
     ) -> Result<AttemptEnd, ExecuteError> {
         // The claims are released when this returns, after the commit.
-        let Prepared { mut report, result, observed, raised_timeouts, write_claims: _claims } = prepared;
+        let Prepared { mut report, result, baseline, raised_timeouts, write_claims: _claims } = prepared;
         let path = report.attempt.path.clone();
         if let Some(raised) = raised_timeouts {
             run.raised_timeouts.insert(path.clone(), raised);
@@ -349,8 +346,7 @@ impl Runtime {
             }
         };
 
-        let Observed { fuel, host_calls, micros } = observed;
-        self.inner.paths.observe(module.hash(), &path, fuel, host_calls, micros, result.is_err());
+        self.inner.paths.observe(module.hash(), &path, baseline, result.is_err());
         if run.adaptive {
             let failure = result.as_ref().err().map(|failure| failure.kind);
             self.inner.prior.observe((module.hash(), &path, &run.caller), failure, &report.primary.events);
