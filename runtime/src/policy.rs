@@ -159,6 +159,36 @@ pub struct PredictionSettings {
     /// id and the attempt number. They are marked `explored`.
     #[serde(default)]
     pub exploration_share: f32,
+    /// How long what is known of an outbound endpoint (its latency and
+    /// error rate) takes to fade by half while nothing is asked of it, in
+    /// milliseconds. While its calls are held back (diverted or stopped at
+    /// the gate), it does not fade: the outage stays visible until a probe
+    /// succeeds.
+    #[serde(default = "default_endpoint_half_life_ms")]
+    pub endpoint_half_life_ms: u64,
+    /// While an endpoint's calls are held back, one is let through this
+    /// often, in milliseconds, to measure it again (a half-open breaker's
+    /// trial); a success clears its error rate.
+    #[serde(default = "default_endpoint_probe_interval_ms")]
+    pub endpoint_probe_interval_ms: u64,
+}
+
+fn default_endpoint_half_life_ms() -> u64 {
+    30_000
+}
+
+fn default_endpoint_probe_interval_ms() -> u64 {
+    5_000
+}
+
+impl PredictionSettings {
+    /// How the evidence on endpoints fades and is probed under this policy.
+    pub(crate) fn evidence(&self) -> crate::predict::history::Evidence {
+        crate::predict::history::Evidence {
+            half_life: std::time::Duration::from_millis(self.endpoint_half_life_ms),
+            probe_interval: std::time::Duration::from_millis(self.endpoint_probe_interval_ms),
+        }
+    }
 }
 
 fn default_model_action() -> Action {
@@ -184,6 +214,8 @@ impl Default for PredictionSettings {
             model_weight: None,
             model_action: default_model_action(),
             exploration_share: 0.0,
+            endpoint_half_life_ms: default_endpoint_half_life_ms(),
+            endpoint_probe_interval_ms: default_endpoint_probe_interval_ms(),
         }
     }
 }
@@ -670,6 +702,12 @@ impl Policy {
         if !(0.0..=1.0).contains(&self.prediction.exploration_share) {
             return Err(("prediction.exploration_share".into(), "must be between 0 and 1".into()));
         }
+        if self.prediction.endpoint_half_life_ms == 0 {
+            return Err(("prediction.endpoint_half_life_ms".into(), "must be at least 1".into()));
+        }
+        if self.prediction.endpoint_probe_interval_ms == 0 {
+            return Err(("prediction.endpoint_probe_interval_ms".into(), "must be at least 1".into()));
+        }
         if !(0.0..=1.0).contains(&self.mirror.sample) {
             return Err(("mirror.sample".into(), "must be between 0 and 1".into()));
         }
@@ -839,6 +877,8 @@ mod tests {
             ("[prediction]\nthreshold = 1.5", "prediction.threshold"),
             ("[prediction]\nmodel_weight = -0.1", "prediction.model_weight"),
             ("[prediction]\nexploration_share = 2", "prediction.exploration_share"),
+            ("[prediction]\nendpoint_half_life_ms = 0", "prediction.endpoint_half_life_ms"),
+            ("[prediction]\nendpoint_probe_interval_ms = 0", "prediction.endpoint_probe_interval_ms"),
             ("[mirror]\nmode = \"sometimes\"", "mirror.mode"),
             ("[mirror]\nsample = 1.5", "mirror.sample"),
             ("[mirror]\nuncertain_from = -0.1", "mirror.uncertain_from"),

@@ -8,12 +8,6 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// How fast what is known of an endpoint fades once nothing new is heard
-/// from it: its error rate and latency halve every this long. Without it,
-/// an endpoint the runtime diverts away from would never be called again,
-/// so never re-measured, and would look failing forever.
-pub(crate) const ENDPOINT_EVIDENCE_HALF_LIFE: Duration = Duration::from_secs(1);
-
 /// Weight of the newest sample in the moving averages.
 const ALPHA: f64 = 0.2;
 /// Samples a baseline needs before it judges deviation.
@@ -47,9 +41,25 @@ impl Ewma {
     }
 }
 
-/// What share of the evidence is left after `elapsed`.
-fn fade(elapsed: Duration) -> f64 {
-    0.5_f64.powf(elapsed.as_secs_f64() / ENDPOINT_EVIDENCE_HALF_LIFE.as_secs_f64())
+/// How what is known of an endpoint ages, as a policy sets it
+/// (`prediction.endpoint_half_life_ms`, `prediction.endpoint_probe_interval_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Evidence {
+    /// While nothing is asked of an endpoint, its error rate and latency
+    /// halve every this long. Without fading, an endpoint that stopped
+    /// being called for reasons of its own would look as it last did for
+    /// ever.
+    pub(crate) half_life: Duration,
+    /// While an endpoint's calls are held back, one is let through this
+    /// often to measure it again.
+    pub(crate) probe_interval: Duration,
+}
+
+impl Evidence {
+    /// What share of the evidence is left after `elapsed`.
+    fn fade(&self, elapsed: Duration) -> f64 {
+        0.5_f64.powf(elapsed.as_secs_f64() / self.half_life.as_secs_f64().max(1e-3))
+    }
 }
 
 /// Running mean and variance (Welford's method).
@@ -85,11 +95,37 @@ impl Running {
 struct EndpointStats {
     latency_ms: Ewma,
     error_rate: Ewma,
-    /// When a response last arrived.
+    /// When a response (or a failure to get one) last arrived.
     heard: Instant,
+    /// When a mirror last asked for the endpoint with an unsafe call that
+    /// was stubbed. Later than `heard`, the endpoint is wanted and not
+    /// reached: its calls are held back (diverted or stopped at the gate).
+    asked: Option<Instant>,
+    /// When a probe was last let through.
+    probed: Option<Instant>,
+}
+
+impl EndpointStats {
+    /// Whether the endpoint's calls are being held back.
+    fn held(&self) -> bool {
+        self.asked.is_some_and(|asked| asked > self.heard)
+    }
+
+    /// When what is known of it starts to fade: from its last response, or
+    /// while it is held back, from the last time it was asked for, so that
+    /// an outage the gate keeps away from stays visible.
+    fn fresh_until(&self) -> Instant {
+        self.asked.map_or(self.heard, |asked| asked.max(self.heard))
+    }
 }
 
 /// Recent latency and error rate of outbound endpoints, from real responses.
+///
+/// Evidence fades while nothing is asked of an endpoint, and not while its
+/// calls are held back because of it: then, once per probe interval, one
+/// scoring sees the endpoint as unknown so that one call goes through and
+/// measures it again, like a half-open circuit breaker's trial. A probe
+/// that succeeds clears the error rate; one that fails renews it.
 #[derive(Debug, Default)]
 pub(crate) struct EndpointHealth {
     endpoints: Mutex<HashMap<String, EndpointStats>>,
@@ -103,19 +139,31 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl EndpointHealth {
     /// Records a request that was really sent: its latency, and whether it
     /// failed (no answer, a timeout, or a 5xx).
-    pub(crate) fn observe(&self, endpoint: &str, latency_ms: f64, failed: bool) {
+    pub(crate) fn observe(&self, endpoint: &str, latency_ms: f64, failed: bool, evidence: &Evidence) {
+        self.observe_at(endpoint, latency_ms, failed, evidence, Instant::now());
+    }
+
+    fn observe_at(&self, endpoint: &str, latency_ms: f64, failed: bool, evidence: &Evidence, now: Instant) {
         let mut endpoints = lock(&self.endpoints);
         if endpoints.len() >= MAX_ENTRIES && !endpoints.contains_key(endpoint) {
             endpoints.clear();
         }
-        let now = Instant::now();
         let stats = endpoints.entry(endpoint.to_string()).or_insert(EndpointStats {
             latency_ms: Ewma::default(),
             error_rate: Ewma::default(),
             heard: now,
+            asked: None,
+            probed: None,
         });
+        if !failed && stats.probed.is_some_and(|probed| probed > stats.heard) {
+            // The first answer since a probe was let through came back
+            // well: the endpoint has recovered, and what was known of its
+            // outage is over.
+            stats.error_rate = Ewma::default();
+            stats.latency_ms = Ewma::default();
+        }
         // The old evidence has faded meanwhile: start from what is left of it.
-        let fade = fade(now.saturating_duration_since(stats.heard));
+        let fade = evidence.fade(now.saturating_duration_since(stats.fresh_until()));
         stats.latency_ms.scale(fade);
         stats.error_rate.scale(fade);
         stats.latency_ms.add(latency_ms);
@@ -123,17 +171,51 @@ impl EndpointHealth {
         stats.heard = now;
     }
 
-    /// `(latency in ms, error rate)` of an endpoint, if it was ever called,
-    /// faded by the time since it was last heard from.
-    pub(crate) fn get(&self, endpoint: &str) -> Option<(f32, f32)> {
-        self.get_at(endpoint, Instant::now())
+    /// Records that a mirror asked for the endpoint with an unsafe call,
+    /// which was stubbed: the endpoint is wanted. Unless the primary's call
+    /// follows, it is being held back.
+    pub(crate) fn asked(&self, endpoint: &str) {
+        self.asked_at(endpoint, Instant::now());
     }
 
-    fn get_at(&self, endpoint: &str, now: Instant) -> Option<(f32, f32)> {
+    fn asked_at(&self, endpoint: &str, now: Instant) {
+        if let Some(stats) = lock(&self.endpoints).get_mut(endpoint) {
+            stats.asked = Some(now);
+        }
+    }
+
+    /// `(latency in ms, error rate)` of an endpoint, if it was ever called,
+    /// faded as `evidence` says.
+    pub(crate) fn get(&self, endpoint: &str, evidence: &Evidence) -> Option<(f32, f32)> {
+        self.get_at(endpoint, evidence, Instant::now())
+    }
+
+    fn get_at(&self, endpoint: &str, evidence: &Evidence, now: Instant) -> Option<(f32, f32)> {
         let endpoints = lock(&self.endpoints);
         let stats = endpoints.get(endpoint)?;
-        let fade = fade(now.saturating_duration_since(stats.heard));
+        let fade = evidence.fade(now.saturating_duration_since(stats.fresh_until()));
         Some(((stats.latency_ms.get()? * fade) as f32, (stats.error_rate.get()? * fade) as f32))
+    }
+
+    /// What the predictor should know of an endpoint when it scores a
+    /// mirror's call to it: as [`EndpointHealth::get`], except that once
+    /// per probe interval of an endpoint held back, the answer is `None`
+    /// (unknown), so that this one call goes through and measures it.
+    pub(crate) fn for_prediction(&self, endpoint: &str, evidence: &Evidence) -> Option<(f32, f32)> {
+        self.for_prediction_at(endpoint, evidence, Instant::now())
+    }
+
+    fn for_prediction_at(&self, endpoint: &str, evidence: &Evidence, now: Instant) -> Option<(f32, f32)> {
+        {
+            let mut endpoints = lock(&self.endpoints);
+            let stats = endpoints.get_mut(endpoint)?;
+            let last_try = stats.probed.map_or(stats.heard, |probed| probed.max(stats.heard));
+            if stats.held() && now.saturating_duration_since(last_try) >= evidence.probe_interval {
+                stats.probed = Some(now);
+                return None;
+            }
+        }
+        self.get_at(endpoint, evidence, now)
     }
 }
 
@@ -223,20 +305,26 @@ mod tests {
         assert!((z - 4.0 / 2f64.sqrt()).abs() < 1e-9, "{z}");
     }
 
+    const EVIDENCE: Evidence = Evidence { half_life: Duration::from_secs(30), probe_interval: Duration::from_secs(5) };
+
     #[test]
     fn endpoints_and_paths_learn_from_observations() {
         let endpoints = EndpointHealth::default();
-        assert_eq!(endpoints.get("GET x"), None);
-        endpoints.observe("GET x", 100.0, false);
-        endpoints.observe("GET x", 200.0, true);
-        let (latency, errors) = endpoints.get("GET x").expect("observed");
-        // Microseconds passed between the calls: the evidence faded a hair.
+        let t0 = Instant::now();
+        assert_eq!(endpoints.get_at("GET x", &EVIDENCE, t0), None);
+        endpoints.observe_at("GET x", 100.0, false, &EVIDENCE, t0);
+        endpoints.observe_at("GET x", 200.0, true, &EVIDENCE, t0);
+        let (latency, errors) = endpoints.get_at("GET x", &EVIDENCE, t0).expect("observed");
         assert!((latency - 120.0).abs() < 0.01 && (errors - 0.2).abs() < 1e-4, "{latency} {errors}");
 
-        // An endpoint not heard from fades: half after the half-life.
-        let later = Instant::now() + ENDPOINT_EVIDENCE_HALF_LIFE;
-        let (latency, errors) = endpoints.get_at("GET x", later).expect("observed");
+        // An endpoint not heard from, and not asked for, fades: half after
+        // the policy's half-life.
+        let later = t0 + EVIDENCE.half_life;
+        let (latency, errors) = endpoints.get_at("GET x", &EVIDENCE, later).expect("observed");
         assert!((latency - 60.0).abs() < 0.01 && (errors - 0.1).abs() < 1e-4, "{latency} {errors}");
+        let short = Evidence { half_life: Duration::from_secs(1), ..EVIDENCE };
+        let (_, errors) = endpoints.get_at("GET x", &short, t0 + Duration::from_secs(2)).expect("observed");
+        assert!((errors - 0.05).abs() < 1e-4, "another policy, another half-life: {errors}");
 
         let paths = PathHistory::default();
         let sample = BaselineSample { fuel: 1000, host_calls: 3, micros: 50 };
@@ -254,5 +342,51 @@ mod tests {
         paths.observe("m", "p", None, false);
         assert_eq!(paths.deviation("m", "p", 1000, 3), Some(0.0));
         assert_eq!(paths.deviation("m", "other", 1, 1), None);
+    }
+
+    /// The evidence faded in one second whatever happened, so an endpoint
+    /// the gate diverted away from looked healthy again within a fraction
+    /// of a second and charges went back to it while it was still down.
+    #[test]
+    fn an_outage_stays_visible_while_held_back_until_a_probe_succeeds() {
+        let endpoints = EndpointHealth::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let errors = |ms: u64| endpoints.get_at("POST c", &EVIDENCE, at(ms)).map(|(_, e)| e);
+        for _ in 0..10 {
+            endpoints.observe_at("POST c", 2000.0, true, &EVIDENCE, t0);
+        }
+        let outage = errors(0).expect("observed");
+        assert!(outage > 0.85, "{outage}");
+
+        // Mirrors keep asking for it and nothing is sent (diverted): no fade,
+        // an hour later as at once.
+        for ms in (1_000..=3_600_000).step_by(1_000) {
+            endpoints.asked_at("POST c", at(ms));
+        }
+        assert_eq!(errors(3_600_000), Some(outage));
+
+        // One probe per interval: the first scoring after it sees the
+        // endpoint as unknown, the next ones as failing.
+        assert_eq!(endpoints.for_prediction_at("POST c", &EVIDENCE, at(3_600_000)), None, "a probe goes");
+        assert!(endpoints.for_prediction_at("POST c", &EVIDENCE, at(3_600_001)).is_some(), "one probe at a time");
+        assert!(endpoints.for_prediction_at("POST c", &EVIDENCE, at(3_604_000)).is_some(), "not before the interval");
+
+        // The probe fails: the outage is renewed, and the next probe waits.
+        endpoints.observe_at("POST c", 2000.0, true, &EVIDENCE, at(3_600_100));
+        endpoints.asked_at("POST c", at(3_600_200));
+        assert!(errors(3_600_200).is_some_and(|e| e > 0.85));
+        assert!(endpoints.for_prediction_at("POST c", &EVIDENCE, at(3_604_000)).is_some(), "the interval starts again");
+        assert_eq!(endpoints.for_prediction_at("POST c", &EVIDENCE, at(3_605_200)), None, "the next probe");
+
+        // It succeeds: the outage is over at once.
+        endpoints.observe_at("POST c", 40.0, false, &EVIDENCE, at(3_605_300));
+        let (latency, errors) = endpoints.get_at("POST c", &EVIDENCE, at(3_605_300)).expect("observed");
+        assert!(errors == 0.0 && (latency - 40.0).abs() < 0.01, "{latency} {errors}");
+
+        // An endpoint that is neither called nor asked for still fades.
+        endpoints.observe_at("POST d", 10.0, true, &EVIDENCE, t0);
+        let faded = endpoints.get_at("POST d", &EVIDENCE, at(60_000)).map(|(_, e)| e);
+        assert!(faded.is_some_and(|e| (e - 0.25).abs() < 1e-4), "{faded:?}");
     }
 }

@@ -396,11 +396,12 @@ impl Runtime {
                 .is_some_and(|now| now.map_or(0, |v| v.version) != version);
             moved || self.inner.in_flight_writes.held_by_other(owner, namespace, key)
         };
+        let evidence = policy.prediction.evidence();
         let context = FeatureContext {
             limits: policy.resource_requirements.attempt_limits(),
             attempt,
             contended: &contended,
-            endpoint: &|endpoint| self.inner.endpoints.health.get(endpoint),
+            endpoint: &|endpoint| self.inner.endpoints.health.for_prediction(endpoint, &evidence),
             deviation: &|fuel, host_calls, _| self.inner.paths.deviation(module.hash(), path, fuel, host_calls),
             path_failure_rate: self.inner.paths.failure_rate(module.hash(), path),
         };

@@ -134,6 +134,9 @@ impl WasiHttpHooks for OutboundHooks {
             // then answer from a stub.
             let stub = find_stub(&self.policy.mirror.stubs, request.method(), &uri.to_string()).cloned();
             let memory = self.memory.clone();
+            // The endpoint is wanted: if the primary's call does not follow,
+            // it is being held back, and what is known of it must not fade.
+            memory.health.asked(&endpoint);
             return Box::new(async move {
                 let _ = Limited::new(request.into_body(), MAX_RESPONSE_BYTES).collect().await;
                 let (status, body, source) = match stub {
@@ -158,6 +161,7 @@ impl WasiHttpHooks for OutboundHooks {
         let remember = (self.role == Role::Primary).then(|| self.memory.clone());
         // Every request really sent teaches the endpoint's health.
         let health = self.memory.clone();
+        let evidence = self.policy.prediction.evidence();
         // The primary's unsafe calls pass the effect gate first.
         let gate = match (&self.gate, self.role, safe) {
             (Some(gate), Role::Primary, false) => {
@@ -193,18 +197,18 @@ impl WasiHttpHooks for OutboundHooks {
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             match outcome {
                 Err(_elapsed) => {
-                    health.health.observe(&endpoint, latency_ms, true);
+                    health.health.observe(&endpoint, latency_ms, true, &evidence);
                     record(HttpOutcome::Failed { error: format!("timed out after {} ms", timeout.as_millis()) });
                     Err(HttpError::ConnectionReadTimeout)
                 }
                 Ok(Err(error)) => {
-                    health.health.observe(&endpoint, latency_ms, true);
+                    health.health.observe(&endpoint, latency_ms, true, &evidence);
                     record(HttpOutcome::Failed { error: error.to_string() });
                     Err(error)
                 }
                 Ok(Ok((parts, body, io))) => {
                     let status = parts.status.as_u16();
-                    health.health.observe(&endpoint, latency_ms, status >= 500);
+                    health.health.observe(&endpoint, latency_ms, status >= 500, &evidence);
                     record(HttpOutcome::Answered { status, response_bytes: body.len() });
                     if let Some(memory) = remember {
                         memory.remember(endpoint, status, body.clone());
