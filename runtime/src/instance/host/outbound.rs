@@ -68,6 +68,8 @@ pub(crate) struct OutboundHooks {
     pub(crate) memory: Arc<EndpointMemory>,
     /// The primary's effect gate.
     pub(crate) gate: Option<Arc<Gate>>,
+    /// Whether this instance runs beside a primary (not in a dry run).
+    pub(crate) beside_primary: bool,
     /// The attempt's timeouts, which the gate may raise.
     pub(crate) timeouts: Arc<AttemptTimeouts>,
     /// Unsafe requests the primary has made so far.
@@ -136,7 +138,9 @@ impl WasiHttpHooks for OutboundHooks {
             let memory = self.memory.clone();
             // The endpoint is wanted: if the primary's call does not follow,
             // it is being held back, and what is known of it must not fade.
-            memory.health.asked(&endpoint);
+            if self.beside_primary {
+                memory.health.asked(&endpoint);
+            }
             return Box::new(async move {
                 let _ = Limited::new(request.into_body(), MAX_RESPONSE_BYTES).collect().await;
                 let (status, body, source) = match stub {

@@ -185,6 +185,9 @@ impl InstanceState {
                 trace: trace.clone(),
                 memory: setup.memory.clone(),
                 gate,
+                // Only a mirror with a primary beside it (and so a gate)
+                // stands for a call that may be held back; a dry run's does not.
+                beside_primary: setup.gate.is_some(),
                 timeouts: setup.timeouts.clone(),
                 unsafe_calls: 0,
             },
