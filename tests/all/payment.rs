@@ -46,13 +46,31 @@ fn gateway() -> Behaviour {
     Behaviour { status: 201, body: r#"{"charge_id": "ch_{n}"}"#.into(), ..Default::default() }
 }
 
+/// A runtime with the payment module, two healthy gateways and the policy
+/// that grants them.
+struct Payments {
+    _dir: tempfile::TempDir,
+    primary: TestServer,
+    backup: TestServer,
+    runtime: txmirror_runtime::Runtime,
+    module: txmirror_runtime::Module,
+    policy: std::sync::Arc<txmirror_runtime::Policy>,
+}
+
+impl Payments {
+    async fn start() -> Self {
+        let dir = tempdir().unwrap();
+        let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
+        let runtime = runtime(dir.path());
+        let module = load(&runtime, guests::PAYMENT).await;
+        let policy = policy(&gateway_policy(&primary, &backup));
+        Self { _dir: dir, primary, backup, runtime, module, policy }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_is_sent_once_by_the_primary() {
-    let dir = tempdir().unwrap();
-    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
-    let runtime = runtime(dir.path());
-    let module = load(&runtime, guests::PAYMENT).await;
-    let policy = policy(&gateway_policy(&primary, &backup));
+    let Payments { _dir, primary, backup, runtime, module, policy } = Payments::start().await;
 
     let report = runtime.execute(&module, &policy, charge("charge", "order-1")).await.unwrap();
     let output = report.output_json().unwrap_or_else(|| panic!("{report:#?}"));
@@ -396,11 +414,8 @@ async fn raised_timeouts_earn_the_path_more_attempts_and_carry_over() {
 /// the mirror, a healthy path stays on its baseline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_path_stays_on_its_baseline() {
-    let dir = tempdir().unwrap();
-    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
-    let runtime = runtime(dir.path());
-    let module = load(&runtime, guests::PAYMENT).await;
-    let policy = policy(&gateway_policy(&primary, &backup));
+    // Every part stays bound: the gateways and the directory live as long as the test.
+    let Payments { _dir, primary: _primary, backup: _backup, runtime, module, policy } = Payments::start().await;
     let mut deviations = Vec::new();
     for n in 0..8 {
         let report = runtime.execute(&module, &policy, charge("charge", &format!("order-b{n}"))).await.unwrap();
