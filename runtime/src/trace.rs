@@ -105,6 +105,11 @@ pub enum HostCall {
         url: String,
         /// Whether the method is safe (GET, HEAD).
         safe: bool,
+        /// The request body's size in bytes: measured for the mirror's
+        /// stubbed requests, as `Content-Length` declares it otherwise;
+        /// `None` if unknown (streamed without a length).
+        #[serde(default)]
+        request_bytes: Option<u64>,
         /// What became of it.
         outcome: HttpOutcome,
     },

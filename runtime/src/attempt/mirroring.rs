@@ -170,7 +170,7 @@ impl MirrorPrior {
         let endpoints = lock(&self.endpoints);
         let evidence = policy.prediction.evidence();
         for endpoint in endpoints.get(&(module.to_string(), path.to_string())).into_iter().flatten() {
-            if let Some((_, error_rate)) = health.get(endpoint, &evidence)
+            if let Some((_, error_rate)) = health.get(endpoint, None, &evidence)
                 && f64::from(error_rate) >= uncertain_from
             {
                 return MirrorChoice::Uncertain(Uncertainty::Endpoint(endpoint.clone(), error_rate));
@@ -237,6 +237,7 @@ mod tests {
                 method: "POST".into(),
                 url: url.into(),
                 safe: false,
+                request_bytes: None,
                 outcome: crate::trace::HttpOutcome::Failed { error: "refused".into() },
             },
         }]
@@ -281,7 +282,7 @@ mod tests {
         let who = ("m", "charge", "shop");
         prior.observe(who, None, &calling("http://127.0.0.1:9/charge?x=1"));
         assert_eq!(prior.choose(&policy, who, "tx", 1, &health), MirrorChoice::Confident);
-        health.observe("POST http://127.0.0.1:9/charge", 5.0, true, &policy.prediction.evidence());
+        health.observe("POST http://127.0.0.1:9/charge", None, 5.0, true, &policy.prediction.evidence());
         assert!(matches!(
             prior.choose(&policy, who, "tx", 1, &health),
             MirrorChoice::Uncertain(Uncertainty::Endpoint(endpoint, _)) if endpoint == "POST http://127.0.0.1:9/charge"

@@ -95,8 +95,9 @@ pub struct FeatureContext<'a> {
     pub attempt: u32,
     /// Whether a key read from the snapshot at a version (0: absent) is contended.
     pub contended: &'a dyn Fn(&str, &str, u64) -> bool,
-    /// The recent latency (ms) and error rate of an endpoint, if known.
-    pub endpoint: &'a dyn Fn(&str) -> Option<(f32, f32)>,
+    /// The recent latency (ms) and error rate of an endpoint, if known, for
+    /// a request of this body size (bytes), if known.
+    pub endpoint: &'a EndpointLookup<'a>,
     /// How far `(fuel, host calls, duration µs)` are from the path's
     /// baseline, in standard deviations, if there is a baseline.
     pub deviation: &'a dyn Fn(u64, usize, u64) -> Option<f32>,
@@ -116,6 +117,10 @@ pub fn endpoint_key(method: &str, url: &str) -> String {
     let without_query = url.split(['?', '#']).next().unwrap_or(url);
     format!("{method} {without_query}")
 }
+
+/// What is known of an endpoint: `(endpoint, request bytes)` to its recent
+/// `(latency in ms, error rate)`, if it was ever called.
+pub type EndpointLookup<'a> = dyn Fn(&str, Option<u64>) -> Option<(f32, f32)> + 'a;
 
 /// What is known of an instance besides its host calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -180,9 +185,9 @@ impl FeatureAccumulator {
                     features.contended_keys += 1.0;
                 }
                 HostCall::Validation { .. } => features.validation_errors += 1.0,
-                HostCall::Http { method, url, safe, outcome } => {
+                HostCall::Http { method, url, safe, request_bytes, outcome } => {
                     let endpoint = endpoint_key(method, url);
-                    let known = (context.endpoint)(&endpoint);
+                    let known = (context.endpoint)(&endpoint, *request_bytes);
                     // A call the mirror really made is a fresh measurement of
                     // its endpoint; for a stubbed one, the history speaks.
                     let (latency_ms, error) = match outcome {
@@ -296,12 +301,14 @@ mod tests {
                 method: "GET".into(),
                 url: "http://h/slow?q=1".into(),
                 safe: true,
+                request_bytes: None,
                 outcome: HttpOutcome::Answered { status: 200, response_bytes: 2 },
             },
             HostCall::Http {
                 method: "POST".into(),
                 url: "http://h/charge".into(),
                 safe: false,
+                request_bytes: Some(80),
                 outcome: HttpOutcome::Stubbed { status: 201, source: "policy".into() },
             },
         ]);
@@ -309,7 +316,7 @@ mod tests {
             limits,
             attempt: 2,
             contended: &|_, key, _| key == "hot",
-            endpoint: &|endpoint| (endpoint == "POST http://h/charge").then_some((100.0, 0.5)),
+            endpoint: &|endpoint, _| (endpoint == "POST http://h/charge").then_some((100.0, 0.5)),
             deviation: &|_, _, _| Some(1.5),
             path_failure_rate: 0.25,
         };

@@ -91,9 +91,26 @@ impl Running {
     }
 }
 
+/// How many request-size classes an endpoint's latency is learnt for.
+const SIZE_CLASSES: usize = 8;
+
+/// The size class of a request body: under 1 KiB, then one class per
+/// factor of 4 (1–4 KiB, 4–16 KiB, …), the last one open-ended. A service
+/// whose latency grows with what it is sent is predicted per class.
+fn size_class(bytes: u64) -> usize {
+    let kib = bytes / 1024;
+    if kib == 0 {
+        return 0;
+    }
+    let class = 1 + (63 - kib.leading_zeros()) / 2;
+    usize::try_from(class).map_or(SIZE_CLASSES - 1, |class| class.min(SIZE_CLASSES - 1))
+}
+
 #[derive(Debug, Clone, Copy)]
 struct EndpointStats {
     latency_ms: Ewma,
+    /// The latency of requests of each size class, where sizes were known.
+    latency_by_size: [Ewma; SIZE_CLASSES],
     error_rate: Ewma,
     /// When a response (or a failure to get one) last arrived.
     heard: Instant,
@@ -139,17 +156,33 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl EndpointHealth {
     /// Records a request that was really sent: its latency, and whether it
     /// failed (no answer, a timeout, or a 5xx).
-    pub(crate) fn observe(&self, endpoint: &str, latency_ms: f64, failed: bool, evidence: &Evidence) {
-        self.observe_at(endpoint, latency_ms, failed, evidence, Instant::now());
+    pub(crate) fn observe(
+        &self,
+        endpoint: &str,
+        request_bytes: Option<u64>,
+        latency_ms: f64,
+        failed: bool,
+        evidence: &Evidence,
+    ) {
+        self.observe_at(endpoint, request_bytes, latency_ms, failed, evidence, Instant::now());
     }
 
-    fn observe_at(&self, endpoint: &str, latency_ms: f64, failed: bool, evidence: &Evidence, now: Instant) {
+    fn observe_at(
+        &self,
+        endpoint: &str,
+        request_bytes: Option<u64>,
+        latency_ms: f64,
+        failed: bool,
+        evidence: &Evidence,
+        now: Instant,
+    ) {
         let mut endpoints = lock(&self.endpoints);
         if endpoints.len() >= MAX_ENTRIES && !endpoints.contains_key(endpoint) {
             endpoints.clear();
         }
         let stats = endpoints.entry(endpoint.to_string()).or_insert(EndpointStats {
             latency_ms: Ewma::default(),
+            latency_by_size: [Ewma::default(); SIZE_CLASSES],
             error_rate: Ewma::default(),
             heard: now,
             asked: None,
@@ -161,12 +194,19 @@ impl EndpointHealth {
             // outage is over.
             stats.error_rate = Ewma::default();
             stats.latency_ms = Ewma::default();
+            stats.latency_by_size = [Ewma::default(); SIZE_CLASSES];
         }
         // The old evidence has faded meanwhile: start from what is left of it.
         let fade = evidence.fade(now.saturating_duration_since(stats.fresh_until()));
         stats.latency_ms.scale(fade);
         stats.error_rate.scale(fade);
+        for latency in &mut stats.latency_by_size {
+            latency.scale(fade);
+        }
         stats.latency_ms.add(latency_ms);
+        if let Some(bytes) = request_bytes {
+            stats.latency_by_size[size_class(bytes)].add(latency_ms);
+        }
         stats.error_rate.add(if failed { 1.0 } else { 0.0 });
         stats.heard = now;
     }
@@ -185,27 +225,47 @@ impl EndpointHealth {
     }
 
     /// `(latency in ms, error rate)` of an endpoint, if it was ever called,
-    /// faded as `evidence` says.
-    pub(crate) fn get(&self, endpoint: &str, evidence: &Evidence) -> Option<(f32, f32)> {
-        self.get_at(endpoint, evidence, Instant::now())
+    /// faded as `evidence` says: the latency of requests of this size where
+    /// such requests were seen, else of all its requests.
+    pub(crate) fn get(&self, endpoint: &str, request_bytes: Option<u64>, evidence: &Evidence) -> Option<(f32, f32)> {
+        self.get_at(endpoint, request_bytes, evidence, Instant::now())
     }
 
-    fn get_at(&self, endpoint: &str, evidence: &Evidence, now: Instant) -> Option<(f32, f32)> {
+    fn get_at(
+        &self,
+        endpoint: &str,
+        request_bytes: Option<u64>,
+        evidence: &Evidence,
+        now: Instant,
+    ) -> Option<(f32, f32)> {
         let endpoints = lock(&self.endpoints);
         let stats = endpoints.get(endpoint)?;
         let fade = evidence.fade(now.saturating_duration_since(stats.fresh_until()));
-        Some(((stats.latency_ms.get()? * fade) as f32, (stats.error_rate.get()? * fade) as f32))
+        let by_size = request_bytes.and_then(|bytes| stats.latency_by_size[size_class(bytes)].get());
+        let latency = by_size.or(stats.latency_ms.get())?;
+        Some(((latency * fade) as f32, (stats.error_rate.get()? * fade) as f32))
     }
 
     /// What the predictor should know of an endpoint when it scores a
     /// mirror's call to it: as [`EndpointHealth::get`], except that once
     /// per probe interval of an endpoint held back, the answer is `None`
     /// (unknown), so that this one call goes through and measures it.
-    pub(crate) fn for_prediction(&self, endpoint: &str, evidence: &Evidence) -> Option<(f32, f32)> {
-        self.for_prediction_at(endpoint, evidence, Instant::now())
+    pub(crate) fn for_prediction(
+        &self,
+        endpoint: &str,
+        request_bytes: Option<u64>,
+        evidence: &Evidence,
+    ) -> Option<(f32, f32)> {
+        self.for_prediction_at(endpoint, request_bytes, evidence, Instant::now())
     }
 
-    fn for_prediction_at(&self, endpoint: &str, evidence: &Evidence, now: Instant) -> Option<(f32, f32)> {
+    fn for_prediction_at(
+        &self,
+        endpoint: &str,
+        request_bytes: Option<u64>,
+        evidence: &Evidence,
+        now: Instant,
+    ) -> Option<(f32, f32)> {
         {
             let mut endpoints = lock(&self.endpoints);
             let stats = endpoints.get_mut(endpoint)?;
@@ -215,7 +275,7 @@ impl EndpointHealth {
                 return None;
             }
         }
-        self.get_at(endpoint, evidence, now)
+        self.get_at(endpoint, request_bytes, evidence, now)
     }
 }
 
@@ -311,19 +371,19 @@ mod tests {
     fn endpoints_and_paths_learn_from_observations() {
         let endpoints = EndpointHealth::default();
         let t0 = Instant::now();
-        assert_eq!(endpoints.get_at("GET x", &EVIDENCE, t0), None);
-        endpoints.observe_at("GET x", 100.0, false, &EVIDENCE, t0);
-        endpoints.observe_at("GET x", 200.0, true, &EVIDENCE, t0);
-        let (latency, errors) = endpoints.get_at("GET x", &EVIDENCE, t0).expect("observed");
+        assert_eq!(endpoints.get_at("GET x", None, &EVIDENCE, t0), None);
+        endpoints.observe_at("GET x", None, 100.0, false, &EVIDENCE, t0);
+        endpoints.observe_at("GET x", None, 200.0, true, &EVIDENCE, t0);
+        let (latency, errors) = endpoints.get_at("GET x", None, &EVIDENCE, t0).expect("observed");
         assert!((latency - 120.0).abs() < 0.01 && (errors - 0.2).abs() < 1e-4, "{latency} {errors}");
 
         // An endpoint not heard from, and not asked for, fades: half after
         // the policy's half-life.
         let later = t0 + EVIDENCE.half_life;
-        let (latency, errors) = endpoints.get_at("GET x", &EVIDENCE, later).expect("observed");
+        let (latency, errors) = endpoints.get_at("GET x", None, &EVIDENCE, later).expect("observed");
         assert!((latency - 60.0).abs() < 0.01 && (errors - 0.1).abs() < 1e-4, "{latency} {errors}");
         let short = Evidence { half_life: Duration::from_secs(1), ..EVIDENCE };
-        let (_, errors) = endpoints.get_at("GET x", &short, t0 + Duration::from_secs(2)).expect("observed");
+        let (_, errors) = endpoints.get_at("GET x", None, &short, t0 + Duration::from_secs(2)).expect("observed");
         assert!((errors - 0.05).abs() < 1e-4, "another policy, another half-life: {errors}");
 
         let paths = PathHistory::default();
@@ -352,9 +412,9 @@ mod tests {
         let endpoints = EndpointHealth::default();
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let errors = |ms: u64| endpoints.get_at("POST c", &EVIDENCE, at(ms)).map(|(_, e)| e);
+        let errors = |ms: u64| endpoints.get_at("POST c", None, &EVIDENCE, at(ms)).map(|(_, e)| e);
         for _ in 0..10 {
-            endpoints.observe_at("POST c", 2000.0, true, &EVIDENCE, t0);
+            endpoints.observe_at("POST c", None, 2000.0, true, &EVIDENCE, t0);
         }
         let outage = errors(0).expect("observed");
         assert!(outage > 0.85, "{outage}");
@@ -368,25 +428,52 @@ mod tests {
 
         // One probe per interval: the first scoring after it sees the
         // endpoint as unknown, the next ones as failing.
-        assert_eq!(endpoints.for_prediction_at("POST c", &EVIDENCE, at(3_600_000)), None, "a probe goes");
-        assert!(endpoints.for_prediction_at("POST c", &EVIDENCE, at(3_600_001)).is_some(), "one probe at a time");
-        assert!(endpoints.for_prediction_at("POST c", &EVIDENCE, at(3_604_000)).is_some(), "not before the interval");
+        assert_eq!(endpoints.for_prediction_at("POST c", None, &EVIDENCE, at(3_600_000)), None, "a probe goes");
+        assert!(endpoints.for_prediction_at("POST c", None, &EVIDENCE, at(3_600_001)).is_some(), "one probe at a time");
+        assert!(
+            endpoints.for_prediction_at("POST c", None, &EVIDENCE, at(3_604_000)).is_some(),
+            "not before the interval"
+        );
 
         // The probe fails: the outage is renewed, and the next probe waits.
-        endpoints.observe_at("POST c", 2000.0, true, &EVIDENCE, at(3_600_100));
+        endpoints.observe_at("POST c", None, 2000.0, true, &EVIDENCE, at(3_600_100));
         endpoints.asked_at("POST c", at(3_600_200));
         assert!(errors(3_600_200).is_some_and(|e| e > 0.85));
-        assert!(endpoints.for_prediction_at("POST c", &EVIDENCE, at(3_604_000)).is_some(), "the interval starts again");
-        assert_eq!(endpoints.for_prediction_at("POST c", &EVIDENCE, at(3_605_200)), None, "the next probe");
+        assert!(
+            endpoints.for_prediction_at("POST c", None, &EVIDENCE, at(3_604_000)).is_some(),
+            "the interval starts again"
+        );
+        assert_eq!(endpoints.for_prediction_at("POST c", None, &EVIDENCE, at(3_605_200)), None, "the next probe");
 
         // It succeeds: the outage is over at once.
-        endpoints.observe_at("POST c", 40.0, false, &EVIDENCE, at(3_605_300));
-        let (latency, errors) = endpoints.get_at("POST c", &EVIDENCE, at(3_605_300)).expect("observed");
+        endpoints.observe_at("POST c", None, 40.0, false, &EVIDENCE, at(3_605_300));
+        let (latency, errors) = endpoints.get_at("POST c", None, &EVIDENCE, at(3_605_300)).expect("observed");
         assert!(errors == 0.0 && (latency - 40.0).abs() < 0.01, "{latency} {errors}");
 
         // An endpoint that is neither called nor asked for still fades.
-        endpoints.observe_at("POST d", 10.0, true, &EVIDENCE, t0);
-        let faded = endpoints.get_at("POST d", &EVIDENCE, at(60_000)).map(|(_, e)| e);
+        endpoints.observe_at("POST d", None, 10.0, true, &EVIDENCE, t0);
+        let faded = endpoints.get_at("POST d", None, &EVIDENCE, at(60_000)).map(|(_, e)| e);
         assert!(faded.is_some_and(|e| (e - 0.25).abs() < 1e-4), "{faded:?}");
+    }
+
+    /// What a big request to an endpoint will take is learnt from big
+    /// requests to it: a service slow on large bodies is predicted slow
+    /// for the next large one, and fast for a small one.
+    #[test]
+    fn latency_is_learnt_per_request_size() {
+        assert_eq!([0, 1023, 1024, 4095, 4096, 16 * 1024, 1 << 40].map(size_class), [0, 0, 1, 1, 2, 3, 7]);
+        let endpoints = EndpointHealth::default();
+        let t0 = Instant::now();
+        for _ in 0..20 {
+            endpoints.observe_at("POST u", Some(200), 20.0, false, &EVIDENCE, t0);
+            endpoints.observe_at("POST u", Some(300_000), 2300.0, false, &EVIDENCE, t0);
+        }
+        let latency = |bytes| endpoints.get_at("POST u", bytes, &EVIDENCE, t0).map(|(latency, _)| latency);
+        assert!(latency(Some(100)).is_some_and(|l| (l - 20.0).abs() < 0.5), "{:?}", latency(Some(100)));
+        assert!(latency(Some(400_000)).is_some_and(|l| (l - 2300.0).abs() < 1.0), "{:?}", latency(Some(400_000)));
+        // A size never seen, or an unknown one, gets the endpoint's overall average.
+        let overall = latency(None).expect("observed");
+        assert!(overall > 20.0 && overall < 2300.0, "{overall}");
+        assert_eq!(latency(Some(20_000)), Some(overall));
     }
 }

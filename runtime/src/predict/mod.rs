@@ -37,7 +37,8 @@ mod rules;
 
 pub use evaluation::{Evaluation, evaluate};
 pub use features::{
-    AttemptLimits, FEATURE_NAMES, FeatureAccumulator, FeatureContext, Features, SCHEMA_VERSION, TraceTotals,
+    AttemptLimits, EndpointLookup, FEATURE_NAMES, FeatureAccumulator, FeatureContext, Features, SCHEMA_VERSION,
+    TraceTotals,
 };
 pub use model::{Model, ModelError, ModelInfo};
 pub use model_slot::Reloaded;

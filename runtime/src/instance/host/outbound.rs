@@ -113,8 +113,15 @@ impl WasiHttpHooks for OutboundHooks {
         let safe = is_safe(&method);
         let at = self.trace.now_micros();
         let trace = self.trace.clone();
-        let record = move |outcome: HttpOutcome| {
-            trace.record_since(at, HostCall::Http { method: method.to_string(), url: url.clone(), safe, outcome });
+        // The request's size, as its `Content-Length` declares it (the
+        // mirror's stubbed requests are measured exactly, below).
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        let record = move |outcome: HttpOutcome, request_bytes: Option<u64>| {
+            let (method, url) = (method.to_string(), url.clone());
+            trace.record_since(at, HostCall::Http { method, url, safe, request_bytes, outcome });
         };
 
         let authority = uri.authority().map(|a| a.as_str().to_ascii_lowercase()).unwrap_or_default();
@@ -126,7 +133,7 @@ impl WasiHttpHooks for OutboundHooks {
             .iter()
             .any(|h| h.eq_ignore_ascii_case(&authority) || h.eq_ignore_ascii_case(&host_only));
         if !granted {
-            record(HttpOutcome::Denied { reason: format!("the policy does not grant host `{authority}`") });
+            record(HttpOutcome::Denied { reason: format!("the policy does not grant host `{authority}`") }, declared);
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
 
@@ -142,7 +149,9 @@ impl WasiHttpHooks for OutboundHooks {
                 memory.health.asked(&endpoint);
             }
             return Box::new(async move {
-                let _ = Limited::new(request.into_body(), MAX_RESPONSE_BYTES).collect().await;
+                let drained = Limited::new(request.into_body(), MAX_RESPONSE_BYTES).collect().await;
+                let request_bytes =
+                    drained.ok().and_then(|body| u64::try_from(body.to_bytes().len()).ok()).or(declared);
                 let (status, body, source) = match stub {
                     Some(stub) => (stub.status, Bytes::from(stub.body), "policy"),
                     None => match memory.recall(&endpoint) {
@@ -150,7 +159,7 @@ impl WasiHttpHooks for OutboundHooks {
                         None => (200, Bytes::from_static(b"{}"), "synthesised"),
                     },
                 };
-                record(HttpOutcome::Stubbed { status, source: source.to_string() });
+                record(HttpOutcome::Stubbed { status, source: source.to_string() }, request_bytes);
                 let response = Response::builder()
                     .status(status)
                     .header(http::header::CONTENT_TYPE, "application/json")
@@ -178,7 +187,7 @@ impl WasiHttpHooks for OutboundHooks {
             if let Some((gate, nth, primary)) = gate
                 && let Verdict::Stop(reason) = gate.before_unsafe_call(nth, at, &primary).await
             {
-                record(HttpOutcome::Denied { reason });
+                record(HttpOutcome::Denied { reason }, declared);
                 return Err(HttpError::HttpRequestDenied);
             }
             // Read after the gate, which may have raised it.
@@ -201,19 +210,22 @@ impl WasiHttpHooks for OutboundHooks {
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             match outcome {
                 Err(_elapsed) => {
-                    health.health.observe(&endpoint, latency_ms, true, &evidence);
-                    record(HttpOutcome::Failed { error: format!("timed out after {} ms", timeout.as_millis()) });
+                    health.health.observe(&endpoint, declared, latency_ms, true, &evidence);
+                    record(
+                        HttpOutcome::Failed { error: format!("timed out after {} ms", timeout.as_millis()) },
+                        declared,
+                    );
                     Err(HttpError::ConnectionReadTimeout)
                 }
                 Ok(Err(error)) => {
-                    health.health.observe(&endpoint, latency_ms, true, &evidence);
-                    record(HttpOutcome::Failed { error: error.to_string() });
+                    health.health.observe(&endpoint, declared, latency_ms, true, &evidence);
+                    record(HttpOutcome::Failed { error: error.to_string() }, declared);
                     Err(error)
                 }
                 Ok(Ok((parts, body, io))) => {
                     let status = parts.status.as_u16();
-                    health.health.observe(&endpoint, latency_ms, status >= 500, &evidence);
-                    record(HttpOutcome::Answered { status, response_bytes: body.len() });
+                    health.health.observe(&endpoint, declared, latency_ms, status >= 500, &evidence);
+                    record(HttpOutcome::Answered { status, response_bytes: body.len() }, declared);
                     if let Some(memory) = remember {
                         memory.remember(endpoint, status, body.clone());
                     }
