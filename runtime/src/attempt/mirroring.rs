@@ -282,7 +282,8 @@ mod tests {
         let who = ("m", "charge", "shop");
         prior.observe(who, None, &calling("http://127.0.0.1:9/charge?x=1"));
         assert_eq!(prior.choose(&policy, who, "tx", 1, &health), MirrorChoice::Confident);
-        health.observe("POST http://127.0.0.1:9/charge", None, 5.0, true, &policy.prediction.evidence());
+        let failed = crate::predict::history::Exchange { request_bytes: None, latency_ms: 5.0, failed: true };
+        health.observe("POST http://127.0.0.1:9/charge", failed, &policy.prediction.evidence());
         assert!(matches!(
             prior.choose(&policy, who, "tx", 1, &health),
             MirrorChoice::Uncertain(Uncertainty::Endpoint(endpoint, _)) if endpoint == "POST http://127.0.0.1:9/charge"

@@ -136,6 +136,17 @@ impl EndpointStats {
     }
 }
 
+/// One request really sent, as the endpoint's health learns from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Exchange {
+    /// The request body's size, if known.
+    pub(crate) request_bytes: Option<u64>,
+    /// How long the answer took (or the wait, if none came).
+    pub(crate) latency_ms: f64,
+    /// No answer, a timeout, or a 5xx.
+    pub(crate) failed: bool,
+}
+
 /// Recent latency and error rate of outbound endpoints, from real responses.
 ///
 /// Evidence fades while nothing is asked of an endpoint, and not while its
@@ -154,28 +165,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl EndpointHealth {
-    /// Records a request that was really sent: its latency, and whether it
-    /// failed (no answer, a timeout, or a 5xx).
-    pub(crate) fn observe(
-        &self,
-        endpoint: &str,
-        request_bytes: Option<u64>,
-        latency_ms: f64,
-        failed: bool,
-        evidence: &Evidence,
-    ) {
-        self.observe_at(endpoint, request_bytes, latency_ms, failed, evidence, Instant::now());
+    /// Records a request that was really sent and how it went.
+    pub(crate) fn observe(&self, endpoint: &str, exchange: Exchange, evidence: &Evidence) {
+        self.observe_at(endpoint, exchange, evidence, Instant::now());
     }
 
-    fn observe_at(
-        &self,
-        endpoint: &str,
-        request_bytes: Option<u64>,
-        latency_ms: f64,
-        failed: bool,
-        evidence: &Evidence,
-        now: Instant,
-    ) {
+    fn observe_at(&self, endpoint: &str, exchange: Exchange, evidence: &Evidence, now: Instant) {
+        let Exchange { request_bytes, latency_ms, failed } = exchange;
         let mut endpoints = lock(&self.endpoints);
         if endpoints.len() >= MAX_ENTRIES && !endpoints.contains_key(endpoint) {
             endpoints.clear();
@@ -365,6 +361,10 @@ mod tests {
         assert!((z - 4.0 / 2f64.sqrt()).abs() < 1e-9, "{z}");
     }
 
+    fn sent(request_bytes: Option<u64>, latency_ms: f64, failed: bool) -> Exchange {
+        Exchange { request_bytes, latency_ms, failed }
+    }
+
     const EVIDENCE: Evidence = Evidence { half_life: Duration::from_secs(30), probe_interval: Duration::from_secs(5) };
 
     #[test]
@@ -372,8 +372,8 @@ mod tests {
         let endpoints = EndpointHealth::default();
         let t0 = Instant::now();
         assert_eq!(endpoints.get_at("GET x", None, &EVIDENCE, t0), None);
-        endpoints.observe_at("GET x", None, 100.0, false, &EVIDENCE, t0);
-        endpoints.observe_at("GET x", None, 200.0, true, &EVIDENCE, t0);
+        endpoints.observe_at("GET x", sent(None, 100.0, false), &EVIDENCE, t0);
+        endpoints.observe_at("GET x", sent(None, 200.0, true), &EVIDENCE, t0);
         let (latency, errors) = endpoints.get_at("GET x", None, &EVIDENCE, t0).expect("observed");
         assert!((latency - 120.0).abs() < 0.01 && (errors - 0.2).abs() < 1e-4, "{latency} {errors}");
 
@@ -414,7 +414,7 @@ mod tests {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let errors = |ms: u64| endpoints.get_at("POST c", None, &EVIDENCE, at(ms)).map(|(_, e)| e);
         for _ in 0..10 {
-            endpoints.observe_at("POST c", None, 2000.0, true, &EVIDENCE, t0);
+            endpoints.observe_at("POST c", sent(None, 2000.0, true), &EVIDENCE, t0);
         }
         let outage = errors(0).expect("observed");
         assert!(outage > 0.85, "{outage}");
@@ -436,7 +436,7 @@ mod tests {
         );
 
         // The probe fails: the outage is renewed, and the next probe waits.
-        endpoints.observe_at("POST c", None, 2000.0, true, &EVIDENCE, at(3_600_100));
+        endpoints.observe_at("POST c", sent(None, 2000.0, true), &EVIDENCE, at(3_600_100));
         endpoints.asked_at("POST c", at(3_600_200));
         assert!(errors(3_600_200).is_some_and(|e| e > 0.85));
         assert!(
@@ -446,12 +446,12 @@ mod tests {
         assert_eq!(endpoints.for_prediction_at("POST c", None, &EVIDENCE, at(3_605_200)), None, "the next probe");
 
         // It succeeds: the outage is over at once.
-        endpoints.observe_at("POST c", None, 40.0, false, &EVIDENCE, at(3_605_300));
+        endpoints.observe_at("POST c", sent(None, 40.0, false), &EVIDENCE, at(3_605_300));
         let (latency, errors) = endpoints.get_at("POST c", None, &EVIDENCE, at(3_605_300)).expect("observed");
         assert!(errors == 0.0 && (latency - 40.0).abs() < 0.01, "{latency} {errors}");
 
         // An endpoint that is neither called nor asked for still fades.
-        endpoints.observe_at("POST d", None, 10.0, true, &EVIDENCE, t0);
+        endpoints.observe_at("POST d", sent(None, 10.0, true), &EVIDENCE, t0);
         let faded = endpoints.get_at("POST d", None, &EVIDENCE, at(60_000)).map(|(_, e)| e);
         assert!(faded.is_some_and(|e| (e - 0.25).abs() < 1e-4), "{faded:?}");
     }
@@ -465,8 +465,8 @@ mod tests {
         let endpoints = EndpointHealth::default();
         let t0 = Instant::now();
         for _ in 0..20 {
-            endpoints.observe_at("POST u", Some(200), 20.0, false, &EVIDENCE, t0);
-            endpoints.observe_at("POST u", Some(300_000), 2300.0, false, &EVIDENCE, t0);
+            endpoints.observe_at("POST u", sent(Some(200), 20.0, false), &EVIDENCE, t0);
+            endpoints.observe_at("POST u", sent(Some(300_000), 2300.0, false), &EVIDENCE, t0);
         }
         let latency = |bytes| endpoints.get_at("POST u", bytes, &EVIDENCE, t0).map(|(latency, _)| latency);
         assert!(latency(Some(100)).is_some_and(|l| (l - 20.0).abs() < 0.5), "{:?}", latency(Some(100)));

@@ -21,7 +21,7 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 use super::MAX_RESPONSE_BYTES;
 use crate::adjust::gate::{Gate, Verdict};
 use crate::adjust::timeouts::AttemptTimeouts;
-use crate::predict::history::EndpointHealth;
+use crate::predict::history::{EndpointHealth, Exchange};
 
 /// The last real response of primaries to each endpoint, shared by the runtime.
 ///
@@ -208,9 +208,10 @@ impl WasiHttpHooks for OutboundHooks {
             };
             let outcome = tokio::time::timeout(timeout, exchange).await;
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let sent = |latency_ms, failed| Exchange { request_bytes: declared, latency_ms, failed };
             match outcome {
                 Err(_elapsed) => {
-                    health.health.observe(&endpoint, declared, latency_ms, true, &evidence);
+                    health.health.observe(&endpoint, sent(latency_ms, true), &evidence);
                     record(
                         HttpOutcome::Failed { error: format!("timed out after {} ms", timeout.as_millis()) },
                         declared,
@@ -218,13 +219,13 @@ impl WasiHttpHooks for OutboundHooks {
                     Err(HttpError::ConnectionReadTimeout)
                 }
                 Ok(Err(error)) => {
-                    health.health.observe(&endpoint, declared, latency_ms, true, &evidence);
+                    health.health.observe(&endpoint, sent(latency_ms, true), &evidence);
                     record(HttpOutcome::Failed { error: error.to_string() }, declared);
                     Err(error)
                 }
                 Ok(Ok((parts, body, io))) => {
                     let status = parts.status.as_u16();
-                    health.health.observe(&endpoint, declared, latency_ms, status >= 500, &evidence);
+                    health.health.observe(&endpoint, sent(latency_ms, status >= 500), &evidence);
                     record(HttpOutcome::Answered { status, response_bytes: body.len() }, declared);
                     if let Some(memory) = remember {
                         memory.remember(endpoint, status, body.clone());
