@@ -170,7 +170,7 @@ impl MirrorPrior {
         let endpoints = lock(&self.endpoints);
         let evidence = policy.prediction.evidence();
         for endpoint in endpoints.get(&(module.to_string(), path.to_string())).into_iter().flatten() {
-            if let Some((_, error_rate)) = health.get(endpoint, None, &evidence)
+            if let Some((_, error_rate)) = health.get(endpoint, None, &evidence, std::time::Instant::now())
                 && f64::from(error_rate) >= uncertain_from
             {
                 return MirrorChoice::Uncertain(Uncertainty::Endpoint(endpoint.clone(), error_rate));
@@ -283,7 +283,12 @@ mod tests {
         prior.observe(who, None, &calling("http://127.0.0.1:9/charge?x=1"));
         assert_eq!(prior.choose(&policy, who, "tx", 1, &health), MirrorChoice::Confident);
         let failed = crate::predict::history::Exchange { request_bytes: None, latency_ms: 5.0, failed: true };
-        health.observe("POST http://127.0.0.1:9/charge", failed, &policy.prediction.evidence());
+        health.observe(
+            "POST http://127.0.0.1:9/charge",
+            failed,
+            &policy.prediction.evidence(),
+            std::time::Instant::now(),
+        );
         assert!(matches!(
             prior.choose(&policy, who, "tx", 1, &health),
             MirrorChoice::Uncertain(Uncertainty::Endpoint(endpoint, _)) if endpoint == "POST http://127.0.0.1:9/charge"

@@ -91,6 +91,9 @@ impl Running {
     }
 }
 
+/// What is known of an endpoint: `(latency in ms, error rate)`, if anything.
+pub(crate) type Known = Option<(f32, f32)>;
+
 /// How many request-size classes an endpoint's latency is learnt for.
 const SIZE_CLASSES: usize = 8;
 
@@ -126,6 +129,16 @@ impl EndpointStats {
     /// Whether the endpoint's calls are being held back.
     fn held(&self) -> bool {
         self.asked.is_some_and(|asked| asked > self.heard)
+    }
+
+    /// `(latency in ms, error rate)` at `now`, faded as `evidence` says: the
+    /// latency of requests of this body size where such requests were
+    /// seen, else of all its requests.
+    fn known(&self, request_bytes: Option<u64>, evidence: &Evidence, now: Instant) -> Known {
+        let fade = evidence.fade(now.saturating_duration_since(self.fresh_until()));
+        let by_size = request_bytes.and_then(|bytes| self.latency_by_size[size_class(bytes)].get());
+        let latency = by_size.or(self.latency_ms.get())?;
+        Some(((latency * fade) as f32, (self.error_rate.get()? * fade) as f32))
     }
 
     /// When what is known of it starts to fade: from its last response, or
@@ -165,12 +178,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl EndpointHealth {
-    /// Records a request that was really sent and how it went.
-    pub(crate) fn observe(&self, endpoint: &str, exchange: Exchange, evidence: &Evidence) {
-        self.observe_at(endpoint, exchange, evidence, Instant::now());
-    }
-
-    fn observe_at(&self, endpoint: &str, exchange: Exchange, evidence: &Evidence, now: Instant) {
+    /// Records a request that was really sent and how it went, at `now`.
+    pub(crate) fn observe(&self, endpoint: &str, exchange: Exchange, evidence: &Evidence, now: Instant) {
         let Exchange { request_bytes, latency_ms, failed } = exchange;
         let mut endpoints = lock(&self.endpoints);
         if endpoints.len() >= MAX_ENTRIES && !endpoints.contains_key(endpoint) {
@@ -207,39 +216,19 @@ impl EndpointHealth {
         stats.heard = now;
     }
 
-    /// Records that a mirror asked for the endpoint with an unsafe call,
-    /// which was stubbed: the endpoint is wanted. Unless the primary's call
-    /// follows, it is being held back.
-    pub(crate) fn asked(&self, endpoint: &str) {
-        self.asked_at(endpoint, Instant::now());
-    }
-
-    fn asked_at(&self, endpoint: &str, now: Instant) {
+    /// Records that a mirror asked for the endpoint at `now` with an unsafe
+    /// call, which was stubbed: the endpoint is wanted. Unless the
+    /// primary's call follows, it is being held back.
+    pub(crate) fn asked(&self, endpoint: &str, now: Instant) {
         if let Some(stats) = lock(&self.endpoints).get_mut(endpoint) {
             stats.asked = Some(now);
         }
     }
 
-    /// `(latency in ms, error rate)` of an endpoint, if it was ever called,
-    /// faded as `evidence` says: the latency of requests of this size where
-    /// such requests were seen, else of all its requests.
-    pub(crate) fn get(&self, endpoint: &str, request_bytes: Option<u64>, evidence: &Evidence) -> Option<(f32, f32)> {
-        self.get_at(endpoint, request_bytes, evidence, Instant::now())
-    }
-
-    fn get_at(
-        &self,
-        endpoint: &str,
-        request_bytes: Option<u64>,
-        evidence: &Evidence,
-        now: Instant,
-    ) -> Option<(f32, f32)> {
-        let endpoints = lock(&self.endpoints);
-        let stats = endpoints.get(endpoint)?;
-        let fade = evidence.fade(now.saturating_duration_since(stats.fresh_until()));
-        let by_size = request_bytes.and_then(|bytes| stats.latency_by_size[size_class(bytes)].get());
-        let latency = by_size.or(stats.latency_ms.get())?;
-        Some(((latency * fade) as f32, (stats.error_rate.get()? * fade) as f32))
+    /// `(latency in ms, error rate)` of an endpoint at `now`, if it was ever
+    /// called (see [`EndpointStats::known`]).
+    pub(crate) fn get(&self, endpoint: &str, request: Option<u64>, evidence: &Evidence, now: Instant) -> Known {
+        lock(&self.endpoints).get(endpoint)?.known(request, evidence, now)
     }
 
     /// What the predictor should know of an endpoint when it scores a
@@ -249,29 +238,18 @@ impl EndpointHealth {
     pub(crate) fn for_prediction(
         &self,
         endpoint: &str,
-        request_bytes: Option<u64>,
-        evidence: &Evidence,
-    ) -> Option<(f32, f32)> {
-        self.for_prediction_at(endpoint, request_bytes, evidence, Instant::now())
-    }
-
-    fn for_prediction_at(
-        &self,
-        endpoint: &str,
-        request_bytes: Option<u64>,
+        request: Option<u64>,
         evidence: &Evidence,
         now: Instant,
-    ) -> Option<(f32, f32)> {
-        {
-            let mut endpoints = lock(&self.endpoints);
-            let stats = endpoints.get_mut(endpoint)?;
-            let last_try = stats.probed.map_or(stats.heard, |probed| probed.max(stats.heard));
-            if stats.held() && now.saturating_duration_since(last_try) >= evidence.probe_interval {
-                stats.probed = Some(now);
-                return None;
-            }
+    ) -> Known {
+        let mut endpoints = lock(&self.endpoints);
+        let stats = endpoints.get_mut(endpoint)?;
+        let last_try = stats.probed.map_or(stats.heard, |probed| probed.max(stats.heard));
+        if stats.held() && now.saturating_duration_since(last_try) >= evidence.probe_interval {
+            stats.probed = Some(now);
+            return None;
         }
-        self.get_at(endpoint, request_bytes, evidence, now)
+        stats.known(request, evidence, now)
     }
 }
 
@@ -371,19 +349,19 @@ mod tests {
     fn endpoints_and_paths_learn_from_observations() {
         let endpoints = EndpointHealth::default();
         let t0 = Instant::now();
-        assert_eq!(endpoints.get_at("GET x", None, &EVIDENCE, t0), None);
-        endpoints.observe_at("GET x", sent(None, 100.0, false), &EVIDENCE, t0);
-        endpoints.observe_at("GET x", sent(None, 200.0, true), &EVIDENCE, t0);
-        let (latency, errors) = endpoints.get_at("GET x", None, &EVIDENCE, t0).expect("observed");
+        assert_eq!(endpoints.get("GET x", None, &EVIDENCE, t0), None);
+        endpoints.observe("GET x", sent(None, 100.0, false), &EVIDENCE, t0);
+        endpoints.observe("GET x", sent(None, 200.0, true), &EVIDENCE, t0);
+        let (latency, errors) = endpoints.get("GET x", None, &EVIDENCE, t0).expect("observed");
         assert!((latency - 120.0).abs() < 0.01 && (errors - 0.2).abs() < 1e-4, "{latency} {errors}");
 
         // An endpoint not heard from, and not asked for, fades: half after
         // the policy's half-life.
         let later = t0 + EVIDENCE.half_life;
-        let (latency, errors) = endpoints.get_at("GET x", None, &EVIDENCE, later).expect("observed");
+        let (latency, errors) = endpoints.get("GET x", None, &EVIDENCE, later).expect("observed");
         assert!((latency - 60.0).abs() < 0.01 && (errors - 0.1).abs() < 1e-4, "{latency} {errors}");
         let short = Evidence { half_life: Duration::from_secs(1), ..EVIDENCE };
-        let (_, errors) = endpoints.get_at("GET x", None, &short, t0 + Duration::from_secs(2)).expect("observed");
+        let (_, errors) = endpoints.get("GET x", None, &short, t0 + Duration::from_secs(2)).expect("observed");
         assert!((errors - 0.05).abs() < 1e-4, "another policy, another half-life: {errors}");
 
         let paths = PathHistory::default();
@@ -412,9 +390,9 @@ mod tests {
         let endpoints = EndpointHealth::default();
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let errors = |ms: u64| endpoints.get_at("POST c", None, &EVIDENCE, at(ms)).map(|(_, e)| e);
+        let errors = |ms: u64| endpoints.get("POST c", None, &EVIDENCE, at(ms)).map(|(_, e)| e);
         for _ in 0..10 {
-            endpoints.observe_at("POST c", sent(None, 2000.0, true), &EVIDENCE, t0);
+            endpoints.observe("POST c", sent(None, 2000.0, true), &EVIDENCE, t0);
         }
         let outage = errors(0).expect("observed");
         assert!(outage > 0.85, "{outage}");
@@ -422,37 +400,37 @@ mod tests {
         // Mirrors keep asking for it and nothing is sent (diverted): no fade,
         // an hour later as at once.
         for ms in (1_000..=3_600_000).step_by(1_000) {
-            endpoints.asked_at("POST c", at(ms));
+            endpoints.asked("POST c", at(ms));
         }
         assert_eq!(errors(3_600_000), Some(outage));
 
         // One probe per interval: the first scoring after it sees the
         // endpoint as unknown, the next ones as failing.
-        assert_eq!(endpoints.for_prediction_at("POST c", None, &EVIDENCE, at(3_600_000)), None, "a probe goes");
-        assert!(endpoints.for_prediction_at("POST c", None, &EVIDENCE, at(3_600_001)).is_some(), "one probe at a time");
+        assert_eq!(endpoints.for_prediction("POST c", None, &EVIDENCE, at(3_600_000)), None, "a probe goes");
+        assert!(endpoints.for_prediction("POST c", None, &EVIDENCE, at(3_600_001)).is_some(), "one probe at a time");
         assert!(
-            endpoints.for_prediction_at("POST c", None, &EVIDENCE, at(3_604_000)).is_some(),
+            endpoints.for_prediction("POST c", None, &EVIDENCE, at(3_604_000)).is_some(),
             "not before the interval"
         );
 
         // The probe fails: the outage is renewed, and the next probe waits.
-        endpoints.observe_at("POST c", sent(None, 2000.0, true), &EVIDENCE, at(3_600_100));
-        endpoints.asked_at("POST c", at(3_600_200));
+        endpoints.observe("POST c", sent(None, 2000.0, true), &EVIDENCE, at(3_600_100));
+        endpoints.asked("POST c", at(3_600_200));
         assert!(errors(3_600_200).is_some_and(|e| e > 0.85));
         assert!(
-            endpoints.for_prediction_at("POST c", None, &EVIDENCE, at(3_604_000)).is_some(),
+            endpoints.for_prediction("POST c", None, &EVIDENCE, at(3_604_000)).is_some(),
             "the interval starts again"
         );
-        assert_eq!(endpoints.for_prediction_at("POST c", None, &EVIDENCE, at(3_605_200)), None, "the next probe");
+        assert_eq!(endpoints.for_prediction("POST c", None, &EVIDENCE, at(3_605_200)), None, "the next probe");
 
         // It succeeds: the outage is over at once.
-        endpoints.observe_at("POST c", sent(None, 40.0, false), &EVIDENCE, at(3_605_300));
-        let (latency, errors) = endpoints.get_at("POST c", None, &EVIDENCE, at(3_605_300)).expect("observed");
+        endpoints.observe("POST c", sent(None, 40.0, false), &EVIDENCE, at(3_605_300));
+        let (latency, errors) = endpoints.get("POST c", None, &EVIDENCE, at(3_605_300)).expect("observed");
         assert!(errors == 0.0 && (latency - 40.0).abs() < 0.01, "{latency} {errors}");
 
         // An endpoint that is neither called nor asked for still fades.
-        endpoints.observe_at("POST d", sent(None, 10.0, true), &EVIDENCE, t0);
-        let faded = endpoints.get_at("POST d", None, &EVIDENCE, at(60_000)).map(|(_, e)| e);
+        endpoints.observe("POST d", sent(None, 10.0, true), &EVIDENCE, t0);
+        let faded = endpoints.get("POST d", None, &EVIDENCE, at(60_000)).map(|(_, e)| e);
         assert!(faded.is_some_and(|e| (e - 0.25).abs() < 1e-4), "{faded:?}");
     }
 
@@ -465,10 +443,10 @@ mod tests {
         let endpoints = EndpointHealth::default();
         let t0 = Instant::now();
         for _ in 0..20 {
-            endpoints.observe_at("POST u", sent(Some(200), 20.0, false), &EVIDENCE, t0);
-            endpoints.observe_at("POST u", sent(Some(300_000), 2300.0, false), &EVIDENCE, t0);
+            endpoints.observe("POST u", sent(Some(200), 20.0, false), &EVIDENCE, t0);
+            endpoints.observe("POST u", sent(Some(300_000), 2300.0, false), &EVIDENCE, t0);
         }
-        let latency = |bytes| endpoints.get_at("POST u", bytes, &EVIDENCE, t0).map(|(latency, _)| latency);
+        let latency = |bytes| endpoints.get("POST u", bytes, &EVIDENCE, t0).map(|(latency, _)| latency);
         assert!(latency(Some(100)).is_some_and(|l| (l - 20.0).abs() < 0.5), "{:?}", latency(Some(100)));
         assert!(latency(Some(400_000)).is_some_and(|l| (l - 2300.0).abs() < 1.0), "{:?}", latency(Some(400_000)));
         // A size never seen, or an unknown one, gets the endpoint's overall average.

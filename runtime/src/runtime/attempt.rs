@@ -401,7 +401,9 @@ impl Runtime {
             limits: policy.resource_requirements.attempt_limits(),
             attempt,
             contended: &contended,
-            endpoint: &|endpoint, bytes| self.inner.endpoints.health.for_prediction(endpoint, bytes, &evidence),
+            endpoint: &|endpoint, bytes| {
+                self.inner.endpoints.health.for_prediction(endpoint, bytes, &evidence, Instant::now())
+            },
             deviation: &|fuel, host_calls, _| self.inner.paths.deviation(module.hash(), path, fuel, host_calls),
             path_failure_rate: self.inner.paths.failure_rate(module.hash(), path),
         };

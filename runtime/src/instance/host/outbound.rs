@@ -146,7 +146,7 @@ impl WasiHttpHooks for OutboundHooks {
             // The endpoint is wanted: if the primary's call does not follow,
             // it is being held back, and what is known of it must not fade.
             if self.beside_primary {
-                memory.health.asked(&endpoint);
+                memory.health.asked(&endpoint, std::time::Instant::now());
             }
             return Box::new(async move {
                 let drained = Limited::new(request.into_body(), MAX_RESPONSE_BYTES).collect().await;
@@ -211,7 +211,7 @@ impl WasiHttpHooks for OutboundHooks {
             let sent = |latency_ms, failed| Exchange { request_bytes: declared, latency_ms, failed };
             match outcome {
                 Err(_elapsed) => {
-                    health.health.observe(&endpoint, sent(latency_ms, true), &evidence);
+                    health.health.observe(&endpoint, sent(latency_ms, true), &evidence, std::time::Instant::now());
                     record(
                         HttpOutcome::Failed { error: format!("timed out after {} ms", timeout.as_millis()) },
                         declared,
@@ -219,13 +219,18 @@ impl WasiHttpHooks for OutboundHooks {
                     Err(HttpError::ConnectionReadTimeout)
                 }
                 Ok(Err(error)) => {
-                    health.health.observe(&endpoint, sent(latency_ms, true), &evidence);
+                    health.health.observe(&endpoint, sent(latency_ms, true), &evidence, std::time::Instant::now());
                     record(HttpOutcome::Failed { error: error.to_string() }, declared);
                     Err(error)
                 }
                 Ok(Ok((parts, body, io))) => {
                     let status = parts.status.as_u16();
-                    health.health.observe(&endpoint, sent(latency_ms, status >= 500), &evidence);
+                    health.health.observe(
+                        &endpoint,
+                        sent(latency_ms, status >= 500),
+                        &evidence,
+                        std::time::Instant::now(),
+                    );
                     record(HttpOutcome::Answered { status, response_bytes: body.len() }, declared);
                     if let Some(memory) = remember {
                         memory.remember(endpoint, status, body.clone());
