@@ -22,29 +22,31 @@ impl Failed {
 impl<E: Into<anyhow::Error>> From<E> for Failed {
     fn from(error: E) -> Self {
         let error = error.into();
-        let execute = match error.downcast_ref::<ReplayError>() {
-            Some(ReplayError::Execute(execute)) => Some(execute),
-            _ => error.downcast_ref::<ExecuteError>(),
-        };
-        let code = match execute {
-            _ if error.is::<ModuleError>() => 3,
-            _ if error.is::<PolicyError>() => 4,
-            _ if matches!(
-                error.downcast_ref::<ReplayError>(),
-                Some(ReplayError::NoSuchDeadLetter(_) | ReplayError::ModuleMismatch { .. })
-            ) =>
-            {
-                4
+        let code = if error.is::<ModuleError>() {
+            3
+        } else if error.is::<PolicyError>() {
+            4
+        } else if let Some(replay) = error.downcast_ref::<ReplayError>() {
+            match replay {
+                ReplayError::NoSuchDeadLetter(_) | ReplayError::ModuleMismatch { .. } => 4,
+                ReplayError::Execute(execute) => execute_code(execute),
+                _ => 5,
             }
-            Some(
-                ExecuteError::Policy(_)
-                | ExecuteError::UnknownPath { .. }
-                | ExecuteError::DuplicateId(_)
-                | ExecuteError::InvalidIdempotencyKey(_)
-                | ExecuteError::IdempotencyKeyReused { .. },
-            ) => 4,
-            _ => 5,
+        } else {
+            error.downcast_ref::<ExecuteError>().map_or(5, execute_code)
         };
         Self { code, error }
+    }
+}
+
+/// The exit code of a transaction that could not run.
+fn execute_code(error: &ExecuteError) -> u8 {
+    match error {
+        ExecuteError::Policy(_)
+        | ExecuteError::UnknownPath { .. }
+        | ExecuteError::DuplicateId(_)
+        | ExecuteError::InvalidIdempotencyKey(_)
+        | ExecuteError::IdempotencyKeyReused { .. } => 4,
+        _ => 5,
     }
 }
