@@ -6,7 +6,7 @@ dataset). `cargo xtask effectiveness` runs the workloads and then this.
 
 Usage:
     python3 models/report.py --runs A.json B.json C.json --scores SCORES.csv \\
-        --card models/txmirror-v1-card.json --out docs/effectiveness.md
+        --card models/txmirror-v2-card.json --out docs/effectiveness.md
 """
 
 from __future__ import annotations

@@ -133,6 +133,7 @@ def rules_probability(f: dict[str, np.ndarray]) -> np.ndarray:
         + 0.3 * (f["endpoint_error_rate"] >= 0.5)
         + 0.5 * (f["fuel_ratio"] >= 1)
         + 0.5 * (f["memory_ratio"] >= 1)
+        + 0.3 * (f["rate_limit_wait_ms"] > 0)
     )
     return np.clip(p, 0.0, 1.0)
 
@@ -152,8 +153,14 @@ def generate(names: list[str], rows: int, seed: int, failure_shift: float) -> li
         "attempt": rng.choice([1.0, 2.0, 3.0], n, p=[0.8, 0.15, 0.05]),
         "path_failure_rate": rng.beta(0.5, 6.0, n),
         "unsafe_calls": rng.integers(0, 3, n).astype(float),
+        "input_bytes": np.round(rng.lognormal(5.3, 0.8, n)),
+        "outbound_request_bytes": np.round(rng.lognormal(5.0, 1.0, n)),
+        "rate_limited_share": rng.beta(0.3, 8.0, n),
+        # Most endpoints have no known limit (0); the others run below or above it.
+        "rate_limit_load": (rng.random(n) < 0.15) * rng.gamma(4.0, 0.22, n),
     }
     f["predicted_timeout"] = (f["outbound_latency_ratio"] >= 1.0).astype(float)
+    f["rate_limit_wait_ms"] = (f["rate_limit_load"] > 1.0) * np.round(rng.uniform(1.0, 1000.0, n))
     logit = (
         -3.2
         + failure_shift
@@ -167,6 +174,8 @@ def generate(names: list[str], rows: int, seed: int, failure_shift: float) -> li
         + 0.25 * f["baseline_deviation"]
         + 0.3 * (f["attempt"] - 1)
         + 1.5 * f["path_failure_rate"]
+        + 2.0 * (f["rate_limit_wait_ms"] > 0)
+        + 1.2 * f["rate_limited_share"]
     )
     failed = rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
     # A mirror that itself failed mostly foretells a failed primary.

@@ -119,11 +119,11 @@ const MODELS: &[(&str, &str, u64, &str, &[&str])] = &[
         &["--name", "pessimist", "--version", "2"],
     ),
     (
-        "SCHEMA_V0",
-        "A model that claims feature schema version 0.",
+        "SCHEMA_V1",
+        "A model that claims feature schema version 1, the one before this runtime's.",
         2026,
         "0",
-        &["--schema-version", "0", "--name", "old"],
+        &["--schema-version", "1", "--name", "old"],
     ),
     (
         "RENAMED_FEATURE",

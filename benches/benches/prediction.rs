@@ -11,7 +11,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use txmirror_runtime::Role;
 use txmirror_runtime::policy::ResourceRequirements;
-use txmirror_runtime::predict::{Action, FeatureContext, Features, Model, RuleSet};
+use txmirror_runtime::predict::{
+    Action, EndpointView, FeatureContext, Features, InputProfile, Model, ModelScore, RuleSet,
+};
 use txmirror_runtime::trace::{Effect, HostCall, HttpOutcome, Trace, TraceEvent};
 
 fn payment_trace() -> Trace {
@@ -69,25 +71,38 @@ fn prediction(c: &mut Criterion) {
     let trace = payment_trace();
     let limits = ResourceRequirements::default();
     let rules = RuleSet::defaults();
+    let inputs = InputProfile::default();
     let model = Model::load(std::path::Path::new(txmirror_tests::models::PLACEHOLDER), None).unwrap();
     let features = || {
         let context = FeatureContext {
             limits: limits.attempt_limits(),
             attempt: 1,
             contended: &|_, key, _| key == "order-2",
-            endpoint: &|endpoint, _| endpoint.ends_with("/charges").then_some((40.0, 0.1)),
+            endpoint: &|endpoint, _| {
+                endpoint.ends_with("/charges").then_some(EndpointView {
+                    latency_ms: 40.0,
+                    error_rate: 0.1,
+                    ..EndpointView::default()
+                })
+            },
             deviation: &|_, _, _| Some(0.5),
             path_failure_rate: 0.05,
+            input_bytes: 120,
         };
         Features::from_trace(black_box(&trace), &context)
     };
     let mut group = c.benchmark_group("prediction");
-    group.bench_function("features_and_rules", |b| b.iter(|| black_box(rules.score(&features()))));
+    group.bench_function("features_and_rules", |b| b.iter(|| black_box(rules.score(&features(), &inputs))));
     group.bench_function("features_rules_and_model", |b| {
         b.iter(|| {
-            let prediction = rules.score(&features());
+            let prediction = rules.score(&features(), &inputs);
             let p = model.score(&prediction.features).unwrap();
-            black_box(prediction.with_model(model.info(), p, 1.0, Action::Divert))
+            black_box(prediction.with_model(
+                model.info(),
+                ModelScore { probability: p, learnt: None },
+                1.0,
+                Action::Divert,
+            ))
         })
     });
     let fixed = features();

@@ -46,9 +46,12 @@ pub(crate) fn report(report: &TxReport) -> String {
             }
         }
         if let Some(prediction) = &attempt.prediction {
-            let parts = match prediction.model_probability {
-                Some(model) => format!(" (rules {:.2}, model {model:.2})", prediction.rules_probability),
-                None => String::new(),
+            let parts = match (prediction.model_probability, prediction.learnt_probability) {
+                (Some(model), Some(learnt)) => {
+                    format!(" (rules {:.2}, model {model:.2}, learnt {learnt:.2})", prediction.rules_probability)
+                }
+                (Some(model), None) => format!(" (rules {:.2}, model {model:.2})", prediction.rules_probability),
+                (None, _) => String::new(),
             };
             let quiet = if prediction.reasons.iter().all(|r| r.rule == MODEL_REASON) { ", no rule held" } else { "" };
             let _ = writeln!(

@@ -172,14 +172,17 @@ fn a_model_scores_beside_the_rules_and_a_bad_one_is_refused_clearly() {
     let out = run_bank(&data, &policy, "deposit", input, &["--model", models::PLACEHOLDER]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("prediction by rules + model placeholder 1: failure probability"), "{stdout}");
-    assert!(stdout.contains("(rules 0.00, model 0."), "{stdout}");
+    assert!(
+        stdout.contains("prediction by rules + model placeholder 1 (learning online): failure probability"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(rules 0.00, model 0.") && stdout.contains(", learnt 0."), "{stdout}");
 
-    let out = run_bank(&data, &policy, "deposit", input, &["--model", models::SCHEMA_V0]);
+    let out = run_bank(&data, &policy, "deposit", input, &["--model", models::SCHEMA_V1]);
     assert_eq!(out.status.code(), Some(5));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("the prediction model was refused"), "{stderr}");
-    assert!(stderr.contains("reads feature schema version 0, but this runtime computes version 1"), "{stderr}");
+    assert!(stderr.contains("reads feature schema version 1, but this runtime computes version 2"), "{stderr}");
 
     // A missing ONNX Runtime library: a clear error, not a panic.
     let out = Command::new(env!("CARGO_BIN_EXE_txmirror"))

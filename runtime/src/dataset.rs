@@ -8,8 +8,9 @@
 //! The label, `failed`, is left empty (censored) when the runtime's own
 //! adjustment decided the outcome: a diverted, failed-fast or cancelled
 //! primary never had the chance to fail or succeed, and one granted more
-//! time or resources might have failed without them. Attempts in the
-//! exploration share are never adjusted, so their labels are always honest.
+//! time or resources, or held for a rate limit, might have failed without
+//! them. Attempts in the exploration share are never adjusted, so their
+//! labels are always honest.
 //!
 //! ## File format
 //!
@@ -128,10 +129,45 @@ fn action_of(report: &AttemptReport) -> String {
     }
     let first = |wanted: &[GateVerdict]| decisions.iter().find(|d| wanted.contains(d)).map(ToString::to_string);
     first(&[GateVerdict::Divert, GateVerdict::FailFast, GateVerdict::Cancelled])
-        .or_else(|| first(&[GateVerdict::Hedge, GateVerdict::AdjustTimeouts]))
+        .or_else(|| first(&[GateVerdict::Hedge, GateVerdict::AdjustTimeouts, GateVerdict::Delay]))
         .or_else(|| granted.then(|| "grant".to_string()))
         .or_else(|| decisions.iter().find(|d| matches!(d, GateVerdict::Explored(_))).map(ToString::to_string))
         .unwrap_or_else(|| GateVerdict::Pass.to_string())
+}
+
+/// An attempt the predictor scored, as a training example sees it.
+pub(crate) struct Scored<'a> {
+    /// `unsafe call` (the gate's prediction) or `end` (the final one).
+    pub(crate) scored_at: &'static str,
+    /// The prediction the gate acted on, else the final one.
+    pub(crate) prediction: &'a crate::predict::Prediction,
+    /// The attempt's outcome: `committed` or its failure kind.
+    pub(crate) outcome: String,
+    /// The gate decisions and grants of its primary, as one action.
+    pub(crate) action: String,
+    /// Whether the primary failed; `None` when an adjustment decided it.
+    pub(crate) failed: Option<bool>,
+}
+
+/// How an attempt was scored and whether its outcome is an honest label:
+/// not when the gate stopped the primary (diverted, failed fast, cancelled)
+/// nor when an adjustment (raised timeouts, a grant, a delay) may have
+/// saved it. `None` if the predictor did not score it.
+pub(crate) fn scored(report: &AttemptReport) -> Option<Scored<'_>> {
+    let (scored_at, prediction) = match (&report.gate_prediction, &report.prediction) {
+        (Some(at_gate), _) => ("unsafe call", at_gate),
+        (None, Some(at_end)) => ("end", at_end),
+        (None, None) => return None,
+    };
+    let outcome = match &report.attempt.outcome {
+        AttemptOutcome::Committed => "committed".to_string(),
+        AttemptOutcome::Failed { kind, .. } => kind.to_string(),
+    };
+    let action = action_of(report);
+    let stopped = matches!(outcome.as_str(), "diverted" | "predicted_failure" | "cancelled");
+    let adjusted = matches!(action.as_str(), "adjust_timeouts" | "grant" | "delay");
+    let failed = (!stopped && !adjusted).then(|| outcome != "committed");
+    Some(Scored { scored_at, prediction, outcome, action, failed })
 }
 
 /// The examples of one transaction: one per attempt the predictor scored.
@@ -140,19 +176,7 @@ pub fn examples(record: &RecordedTransaction) -> Vec<Example> {
         .history
         .iter()
         .filter_map(|report| {
-            let (scored_at, prediction) = match (&report.gate_prediction, &report.prediction) {
-                (Some(at_gate), _) => ("unsafe call", at_gate),
-                (None, Some(at_end)) => ("end", at_end),
-                (None, None) => return None,
-            };
-            let outcome = match &report.attempt.outcome {
-                AttemptOutcome::Committed => "committed".to_string(),
-                AttemptOutcome::Failed { kind, .. } => kind.to_string(),
-            };
-            let action = action_of(report);
-            let stopped = matches!(outcome.as_str(), "diverted" | "predicted_failure" | "cancelled");
-            let adjusted = matches!(action.as_str(), "adjust_timeouts" | "grant");
-            let failed = (!stopped && !adjusted).then(|| outcome != "committed");
+            let Scored { scored_at, prediction, outcome, action, failed } = scored(report)?;
             Some(Example {
                 transaction_id: record.id.clone(),
                 attempt: report.attempt.number,
@@ -302,11 +326,10 @@ mod tests {
         let text = String::from_utf8(file.clone()).expect("UTF-8");
         let names = columns();
         assert!(names.iter().all(|c| names.iter().filter(|d| *d == c).count() == 1), "column names are unique");
-        assert!(
-            text.starts_with(
-                "# txmirror-dataset format=1 feature_schema_version=1\ntransaction_id,attempt_number,path,"
-            )
+        let header = format!(
+            "# txmirror-dataset format=1 feature_schema_version={SCHEMA_VERSION}\ntransaction_id,attempt_number,path,"
         );
+        assert!(text.starts_with(&header), "{text}");
         assert_eq!(read_csv(file.as_slice()).expect("reads"), written);
     }
 
@@ -320,8 +343,13 @@ mod tests {
         assert!(matches!(error, DatasetError::MissingColumn(ref c) if c == "mirror_failed"), "{error}");
         let extra = text.replacen(",mirror_failed,", ",mirror_failed,latency_p99,", 1);
         let error = read_csv(extra.as_bytes()).expect_err("an extra column");
-        assert!(error.to_string().contains("`latency_p99` that is neither a feature of schema version 1"), "{error}");
-        let old = text.replacen("feature_schema_version=1", "feature_schema_version=0", 1);
+        let words = format!("`latency_p99` that is neither a feature of schema version {SCHEMA_VERSION}");
+        assert!(error.to_string().contains(&words), "{error}");
+        let old = text.replacen(
+            &format!("feature_schema_version={SCHEMA_VERSION}"),
+            &format!("feature_schema_version={}", SCHEMA_VERSION - 1),
+            1,
+        );
         assert!(matches!(read_csv(old.as_bytes()), Err(DatasetError::SchemaVersion { .. })));
         assert!(matches!(read_csv("a,b\n1,2\n".as_bytes()), Err(DatasetError::NotADataset(_))));
     }

@@ -4,7 +4,7 @@
 //! field is documented in `docs/policy.md`. Unknown keys and bad values are
 //! refused with a [`PolicyError`] that names the file, the key and the reason.
 
-use crate::predict::{AttemptLimits, Rule, RuleSet};
+use crate::predict::{AttemptLimits, InputFeature, MAX_INPUTS, Rule, RuleSet};
 use crate::vocab::{Action, FailureKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -171,6 +171,25 @@ pub struct PredictionSettings {
     /// trial); a success clears its error rate.
     #[serde(default = "default_endpoint_probe_interval_ms")]
     pub endpoint_probe_interval_ms: u64,
+    /// Input fields that may matter to the predictor (`[[prediction.inputs]]`):
+    /// each endpoint's latency and failures are learnt per value, and rules
+    /// compare numbers as `input.NAME`. See `docs/features.md`.
+    #[serde(default)]
+    pub inputs: Vec<InputFeature>,
+    /// The longest the gate holds an unsafe call for a rate-limited
+    /// endpoint (the `delay` action), in milliseconds; a longer wait is cut
+    /// to it.
+    #[serde(default = "default_max_delay_ms")]
+    pub max_delay_ms: u64,
+    /// Whether the configured model is refined by an online model learnt
+    /// from this deployment's outcomes (see `docs/learning.md`). Without a
+    /// configured model, there is nothing to refine and the rules decide alone.
+    #[serde(default = "default_true")]
+    pub online_learning: bool,
+}
+
+fn default_max_delay_ms() -> u64 {
+    2_000
 }
 
 fn default_endpoint_half_life_ms() -> u64 {
@@ -216,6 +235,9 @@ impl Default for PredictionSettings {
             exploration_share: 0.0,
             endpoint_half_life_ms: default_endpoint_half_life_ms(),
             endpoint_probe_interval_ms: default_endpoint_probe_interval_ms(),
+            inputs: Vec::new(),
+            max_delay_ms: default_max_delay_ms(),
+            online_learning: true,
         }
     }
 }
@@ -644,13 +666,14 @@ impl Policy {
             invalid(if key == "." { "document".to_string() } else { key }, err.into_inner().to_string())
         })?;
         policy.validate().map_err(|(key, reason)| invalid(key, reason))?;
+        let inputs = &policy.prediction.inputs;
         if let Some(rules) = &policy.prediction.rules {
             for (index, rule) in rules.iter().enumerate() {
-                RuleSet::new(std::slice::from_ref(rule))
+                RuleSet::new(std::slice::from_ref(rule), inputs)
                     .map_err(|error| invalid(format!("prediction.rules[{index}]"), error.to_string()))?;
             }
             policy.rules =
-                RuleSet::new(rules).map_err(|error| invalid("prediction.rules".into(), error.to_string()))?;
+                RuleSet::new(rules, inputs).map_err(|error| invalid("prediction.rules".into(), error.to_string()))?;
         }
         Ok(policy)
     }
@@ -707,6 +730,17 @@ impl Policy {
         }
         if self.prediction.endpoint_probe_interval_ms == 0 {
             return Err(("prediction.endpoint_probe_interval_ms".into(), "must be at least 1".into()));
+        }
+        let inputs = &self.prediction.inputs;
+        if inputs.len() > MAX_INPUTS {
+            return Err(("prediction.inputs".into(), format!("{} inputs; at most {MAX_INPUTS}", inputs.len())));
+        }
+        for (index, input) in inputs.iter().enumerate() {
+            let key = format!("prediction.inputs[{index}]");
+            input.check().map_err(|reason| (key.clone(), reason))?;
+            if inputs[..index].iter().any(|other| other.name == input.name) {
+                return Err((key, format!("input `{}` is declared twice", input.name)));
+            }
         }
         if !(0.0..=1.0).contains(&self.mirror.sample) {
             return Err(("mirror.sample".into(), "must be between 0 and 1".into()));
@@ -878,6 +912,15 @@ mod tests {
             ("[prediction]\nmodel_weight = -0.1", "prediction.model_weight"),
             ("[prediction]\nexploration_share = 2", "prediction.exploration_share"),
             ("[prediction]\nendpoint_half_life_ms = 0", "prediction.endpoint_half_life_ms"),
+            ("[[prediction.inputs]]\nname = \"a\"\npointer = \"a\"", "prediction.inputs[0]"),
+            (
+                "[[prediction.inputs]]\nname = \"a\"\npointer = \"/a\"\n[[prediction.inputs]]\nname = \"a\"\npointer = \"/b\"",
+                "prediction.inputs[1]",
+            ),
+            (
+                "[[prediction.rules]]\nname = \"r\"\nwhen = \"input.a > 1\"\nweight = 0.1\nreason = \"x\"",
+                "prediction.rules[0]",
+            ),
             ("[prediction]\nendpoint_probe_interval_ms = 0", "prediction.endpoint_probe_interval_ms"),
             ("[mirror]\nmode = \"sometimes\"", "mirror.mode"),
             ("[mirror]\nsample = 1.5", "mirror.sample"),

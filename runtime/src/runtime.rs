@@ -3,6 +3,7 @@
 mod attempt;
 mod dead_letters;
 mod idempotency;
+mod learning;
 mod records;
 
 pub use dead_letters::ReplayError;
@@ -19,6 +20,7 @@ use crate::instance::module::{Module, ModuleError, ModuleLoader};
 use crate::policy::{Policy, PolicyError};
 use crate::predict::history::PathHistory;
 use crate::predict::model_slot::ModelSlot;
+use crate::predict::online::OnlineModel;
 use crate::predict::{ModelError, ModelInfo, Reloaded};
 use crate::randomness::Randomness;
 use crate::store::{
@@ -187,6 +189,8 @@ struct RuntimeInner {
     accepted_keys: Mutex<HashMap<String, (Fingerprint, String)>>,
     /// The failure-prediction model, if one is configured.
     model: Option<Arc<ModelSlot>>,
+    /// The online model that refines it with this store's outcomes.
+    online: OnlineModel,
     clock: Arc<dyn Clock>,
     randomness: Randomness,
     _ticker: Arc<EpochTicker>,
@@ -294,6 +298,7 @@ impl Runtime {
             }
             None => None,
         };
+        let online = learning::restore(store.as_ref())?;
         let runtime = Self {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -309,6 +314,7 @@ impl Runtime {
                 prior: MirrorPrior::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 accepted_keys: Mutex::new(HashMap::new()),
+                online,
                 model,
                 clock: config.clock.clone(),
                 randomness: config.randomness.clone(),
@@ -327,6 +333,7 @@ impl Runtime {
     /// tenant, and no tenant's transactions inform another's predictions.
     pub fn with_other_store(&self, store: Arc<dyn StateStore>) -> Result<Self, StoreError> {
         let shared = &self.inner;
+        let online = learning::restore(store.as_ref())?;
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine: shared.engine.clone(),
@@ -342,6 +349,7 @@ impl Runtime {
                 prior: MirrorPrior::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 accepted_keys: Mutex::new(HashMap::new()),
+                online,
                 model: shared.model.clone(),
                 clock: shared.clock.clone(),
                 randomness: shared.randomness.clone(),

@@ -121,6 +121,12 @@ impl StateStore for RacingStore {
     fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.events(stream, after, limit)
     }
+    fn learnt(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.learnt(name)
+    }
+    fn save_learnt(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.inner.save_learnt(name, bytes)
+    }
 }
 
 async fn racing_pair(max_attempts: u32) -> (Runtime, [TxReport; 2]) {

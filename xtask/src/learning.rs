@@ -2,7 +2,7 @@
 //!
 //! - `train-model`: two fault workloads in observe mode (a training seed and
 //!   a held-out seed), their datasets, and the model trained on the first
-//!   and evaluated on the second: `models/txmirror-v1.onnx` and its card.
+//!   and evaluated on the second: `models/txmirror-v2.onnx` and its card.
 //! - `effectiveness`: the held-out workload run retry-only, with the rules
 //!   alone, with the rules and the model, and with those and adaptive
 //!   mirroring; `docs/effectiveness.md` and its plots, written by
@@ -17,8 +17,8 @@ const TRAIN: (u64, usize) = (101, 2_000);
 /// The held-out workload: another seed.
 const HOLDOUT: (u64, usize) = (202, 1_000);
 /// The shipped model, relative to the root.
-pub(crate) const MODEL: &str = "models/txmirror-v1.onnx";
-const CARD: &str = "models/txmirror-v1-card";
+pub(crate) const MODEL: &str = "models/txmirror-v2.onnx";
+const CARD: &str = "models/txmirror-v2-card";
 
 fn txmirror(root: &Path) -> Result<Command> {
     let mut command = Command::new(crate::debug_binary(root, "txmirror")?);
@@ -73,7 +73,7 @@ pub(crate) fn train_model(root: &Path) -> Result<()> {
         "--name",
         "txmirror",
         "--version",
-        "1",
+        "2",
     ]))?;
     evaluate_holdout(root, &[])
 }

@@ -14,7 +14,8 @@ pub(crate) enum ModelCommand {
     /// Writes every scored attempt in the store as a labelled example
     /// (CSV with a format line; see docs/learning.md).
     ExportDataset(export_dataset::ExportDatasetCommand),
-    /// The service's model and why its file last failed to load (--server).
+    /// What was learnt of the deployment (the online model, endpoints and
+    /// paths); with --server, also the service's model and its reload error.
     Status(status::StatusCommand),
     /// Makes the service load its model file again now (--server).
     Reload(reload::ReloadCommand),

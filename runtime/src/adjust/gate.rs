@@ -13,7 +13,10 @@
 //! - `hedge` (when an alternative path exists): the runtime starts the next
 //!   path beside the primary, and the two race (see `hedge.rs`);
 //! - `adjust_timeouts`: the outbound timeout (and the wall time) are raised
-//!   to cover the predicted latency, up to the policy's ceilings.
+//!   to cover the predicted latency, up to the policy's ceilings;
+//! - `delay`: the call waits until the endpoint's rate-limit window frees
+//!   (`rate_limit_wait_ms`), at most `prediction.max_delay_ms`, then goes:
+//!   a 429 the endpoint would answer now is not sent for.
 //!
 //! In a hedge race, the call then waits for the race's token. The decision
 //! is recorded in the primary's trace and read by the runtime when the
@@ -84,6 +87,8 @@ pub(crate) struct GateActions {
     pub(crate) explore: bool,
     /// The mirror's fuel so far, for scoring before it has ended.
     pub(crate) watch: Option<Arc<ResourceWatch>>,
+    /// The longest a call is held for a rate limit (`delay`).
+    pub(crate) max_delay: Duration,
 }
 
 /// Scores a mirror's trace so far: folds the new calls into the
@@ -225,6 +230,7 @@ impl Gate {
                 Some(Action::Hedge)
             }
             Action::AdjustTimeouts if before_unsafe_call => Some(Action::AdjustTimeouts),
+            Action::Delay if before_unsafe_call => Some(Action::Delay),
             _ => None,
         }
     }
@@ -279,6 +285,14 @@ impl Gate {
                         primary.record(HostCall::Grant { resource: resource.into(), from, to, mirror_needed: needed });
                     }
                     verdict = GateVerdict::AdjustTimeouts;
+                }
+            }
+            Some(Action::Delay) => {
+                let wanted = f64::from(prediction.features.rate_limit_wait_ms.max(0.0)) / 1000.0;
+                let wait = Duration::try_from_secs_f64(wanted).unwrap_or(actions.max_delay).min(actions.max_delay);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                    verdict = GateVerdict::Delay;
                 }
             }
             Some(_) => {}

@@ -170,10 +170,11 @@ impl MirrorPrior {
         let endpoints = lock(&self.endpoints);
         let evidence = policy.prediction.evidence();
         for endpoint in endpoints.get(&(module.to_string(), path.to_string())).into_iter().flatten() {
-            if let Some((_, error_rate)) = health.get(endpoint, None, &evidence, std::time::Instant::now())
-                && f64::from(error_rate) >= uncertain_from
+            let any = crate::predict::history::Request::default();
+            if let Some(view) = health.get(endpoint, &any, &evidence, std::time::Instant::now())
+                && f64::from(view.error_rate) >= uncertain_from
             {
-                return MirrorChoice::Uncertain(Uncertainty::Endpoint(endpoint.clone(), error_rate));
+                return MirrorChoice::Uncertain(Uncertainty::Endpoint(endpoint.clone(), view.error_rate));
             }
         }
         MirrorChoice::Confident
@@ -282,13 +283,16 @@ mod tests {
         let who = ("m", "charge", "shop");
         prior.observe(who, None, &calling("http://127.0.0.1:9/charge?x=1"));
         assert_eq!(prior.choose(&policy, who, "tx", 1, &health), MirrorChoice::Confident);
-        let failed = crate::predict::history::Exchange { request_bytes: None, latency_ms: 5.0, failed: true };
-        health.observe(
-            "POST http://127.0.0.1:9/charge",
-            failed,
-            &policy.prediction.evidence(),
-            std::time::Instant::now(),
-        );
+        let now = std::time::Instant::now();
+        let failed = crate::predict::history::Exchange {
+            sent_at: now,
+            request_bytes: None,
+            latency_ms: 5.0,
+            status: None,
+            retry_after: None,
+            conditions: &[],
+        };
+        health.observe("POST http://127.0.0.1:9/charge", failed, &policy.prediction.evidence(), now);
         assert!(matches!(
             prior.choose(&policy, who, "tx", 1, &health),
             MirrorChoice::Uncertain(Uncertainty::Endpoint(endpoint, _)) if endpoint == "POST http://127.0.0.1:9/charge"

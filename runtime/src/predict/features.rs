@@ -9,7 +9,11 @@ use crate::vocab::FailureKind;
 use serde::{Deserialize, Serialize};
 
 /// The version of the feature schema.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// Version 2 added what the request carries (`input_bytes`,
+/// `outbound_request_bytes`) and rate limits (`rate_limited_share`,
+/// `rate_limit_load`, `rate_limit_wait_ms`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 macro_rules! feature_schema {
     ($( $(#[doc = $doc:literal])* $name:ident ),+ $(,)?) => {
@@ -74,6 +78,21 @@ feature_schema! {
     unsafe_calls,
     /// 1 if the mirror itself failed, else 0.
     mirror_failed,
+    /// The size of the transaction's input, in bytes.
+    input_bytes,
+    /// The largest outbound request body the mirror sent or would send, in bytes.
+    outbound_request_bytes,
+    /// The largest recent share of `429 Too Many Requests` among the
+    /// endpoints called, in `[0, 1]`.
+    rate_limited_share,
+    /// The highest load among the endpoints called: requests in the rate
+    /// window, this one included, over the limit learnt from their 429s
+    /// (above 1 predicts a 429; 0 while no limit is known).
+    rate_limit_load,
+    /// The longest wait, in milliseconds, until an endpoint called takes
+    /// the request: what its `Retry-After` asked, or at its limit, until
+    /// the window frees.
+    rate_limit_wait_ms,
 }
 
 /// The limits an attempt runs under, as far as features compare with them.
@@ -95,14 +114,16 @@ pub struct FeatureContext<'a> {
     pub attempt: u32,
     /// Whether a key read from the snapshot at a version (0: absent) is contended.
     pub contended: &'a dyn Fn(&str, &str, u64) -> bool,
-    /// The recent latency (ms) and error rate of an endpoint, if known, for
-    /// a request of this body size (bytes), if known.
+    /// What is known of an endpoint, if anything, for a request of this
+    /// body size (bytes), if known, from this transaction.
     pub endpoint: &'a EndpointLookup<'a>,
     /// How far `(fuel, host calls, duration µs)` are from the path's
     /// baseline, in standard deviations, if there is a baseline.
     pub deviation: &'a dyn Fn(u64, usize, u64) -> Option<f32>,
     /// The path's recent failure rate.
     pub path_failure_rate: f32,
+    /// The size of the transaction's input, in bytes.
+    pub input_bytes: u64,
 }
 
 impl std::fmt::Debug for FeatureContext<'_> {
@@ -118,9 +139,24 @@ pub fn endpoint_key(method: &str, url: &str) -> String {
     format!("{method} {without_query}")
 }
 
-/// What is known of an endpoint: `(endpoint, request bytes)` to its recent
-/// `(latency in ms, error rate)`, if it was ever called.
-pub type EndpointLookup<'a> = dyn Fn(&str, Option<u64>) -> Option<(f32, f32)> + 'a;
+/// What is known of an endpoint: `(endpoint, request bytes)` to what it
+/// has shown lately, if it was ever called.
+pub type EndpointLookup<'a> = dyn Fn(&str, Option<u64>) -> Option<EndpointView> + 'a;
+
+/// What an endpoint has shown lately, for one request to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EndpointView {
+    /// Its latency for a request like this one, in milliseconds.
+    pub latency_ms: f32,
+    /// Its error rate (no answer or 5xx) for a request like this one, in `[0, 1]`.
+    pub error_rate: f32,
+    /// The share of its answers that were 429, in `[0, 1]`.
+    pub rate_limited: f32,
+    /// Requests in its rate window with this one, over its learnt limit (0: none known).
+    pub load: f32,
+    /// How long until it takes the request, in milliseconds.
+    pub wait_ms: f32,
+}
 
 /// What is known of an instance besides its host calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -190,18 +226,34 @@ impl FeatureAccumulator {
                     let known = (context.endpoint)(&endpoint, *request_bytes);
                     // A call the mirror really made is a fresh measurement of
                     // its endpoint; for a stubbed one, the history speaks.
-                    let (latency_ms, error) = match outcome {
-                        HttpOutcome::Answered { status, .. } => {
-                            (Some(event.duration_micros as f32 / 1000.0), Some(if *status >= 500 { 1.0 } else { 0.0 }))
-                        }
-                        HttpOutcome::Failed { .. } => (Some(timeout_ms), Some(1.0)),
-                        _ => (known.map(|(latency, _)| latency), known.map(|(_, error_rate)| error_rate)),
+                    let (latency_ms, error, limited) = match outcome {
+                        HttpOutcome::Answered { status, .. } => (
+                            Some(event.duration_micros as f32 / 1000.0),
+                            Some(if *status >= 500 { 1.0 } else { 0.0 }),
+                            Some(if *status == 429 { 1.0 } else { 0.0 }),
+                        ),
+                        HttpOutcome::Failed { .. } => (Some(timeout_ms), Some(1.0), None),
+                        _ => (
+                            known.map(|view| view.latency_ms),
+                            known.map(|view| view.error_rate),
+                            known.map(|view| view.rate_limited),
+                        ),
                     };
                     if let Some(latency) = latency_ms {
                         features.outbound_latency_ratio = features.outbound_latency_ratio.max(latency / timeout_ms);
                     }
                     if let Some(error) = error {
                         features.endpoint_error_rate = features.endpoint_error_rate.max(error);
+                    }
+                    if let Some(limited) = limited {
+                        features.rate_limited_share = features.rate_limited_share.max(limited);
+                    }
+                    if let Some(view) = known {
+                        features.rate_limit_load = features.rate_limit_load.max(view.load);
+                        features.rate_limit_wait_ms = features.rate_limit_wait_ms.max(view.wait_ms);
+                    }
+                    if let Some(bytes) = request_bytes {
+                        features.outbound_request_bytes = features.outbound_request_bytes.max(*bytes as f32);
                     }
                     if !safe {
                         features.unsafe_calls += 1.0;
@@ -219,6 +271,7 @@ impl FeatureAccumulator {
         let mut features = Features {
             attempt: context.attempt as f32,
             path_failure_rate: context.path_failure_rate,
+            input_bytes: context.input_bytes as f32,
             ..self.from_calls
         };
         features.predicted_timeout = if features.outbound_latency_ratio >= 1.0 { 1.0 } else { 0.0 };
@@ -316,9 +369,18 @@ mod tests {
             limits,
             attempt: 2,
             contended: &|_, key, _| key == "hot",
-            endpoint: &|endpoint, _| (endpoint == "POST http://h/charge").then_some((100.0, 0.5)),
+            endpoint: &|endpoint, _| {
+                (endpoint == "POST http://h/charge").then_some(EndpointView {
+                    latency_ms: 100.0,
+                    error_rate: 0.5,
+                    rate_limited: 0.25,
+                    load: 1.2,
+                    wait_ms: 300.0,
+                })
+            },
             deviation: &|_, _, _| Some(1.5),
             path_failure_rate: 0.25,
+            input_bytes: 42,
         };
         let f = Features::from_trace(&t, &context);
         assert_eq!(f.contended_keys, 1.0);
@@ -333,6 +395,9 @@ mod tests {
         assert_eq!(f.attempt, 2.0);
         assert_eq!(f.path_failure_rate, 0.25);
         assert_eq!(f.mirror_failed, 0.0);
+        assert_eq!(f.input_bytes, 42.0);
+        assert_eq!(f.outbound_request_bytes, 80.0);
+        assert_eq!((f.rate_limited_share, f.rate_limit_load, f.rate_limit_wait_ms), (0.25, 1.2, 300.0));
         assert_eq!(endpoint_key("GET", "http://h/slow?q=1"), "GET http://h/slow");
 
         // Folding the calls in as they come gives the same features.

@@ -1,10 +1,13 @@
 //! What the runtime has learnt from earlier transactions, for the predictor:
-//! per endpoint, recent latency and error rate; per path, a baseline of
-//! fuel, host calls and duration, and a recent failure rate.
+//! per endpoint, recent latency and error rate (per request size and per
+//! input condition too) and its rate limit; per path, a baseline of fuel,
+//! host calls and duration, and a recent failure rate.
 //!
 //! Statistics live in memory and start empty at each start of the runtime.
 
-use std::collections::HashMap;
+use super::features::EndpointView;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -91,11 +94,22 @@ impl Running {
     }
 }
 
-/// What is known of an endpoint: `(latency in ms, error rate)`, if anything.
-pub(crate) type Known = Option<(f32, f32)>;
+/// What is known of an endpoint, if anything.
+pub(crate) type Known = Option<EndpointView>;
 
 /// How many request-size classes an endpoint's latency is learnt for.
 const SIZE_CLASSES: usize = 8;
+/// How many input conditions one endpoint keeps statistics for; beyond it,
+/// they start again (a policy that declares a field with thousands of
+/// values learns nothing useful per value, and must not grow without end).
+const MAX_CONDITIONS: usize = 64;
+/// Answers a condition needs before it speaks for its requests.
+const MIN_CONDITION_SAMPLES: u32 = 3;
+/// The window an endpoint's request rate is counted over. A limit learnt
+/// from 429s is a number of requests in this window.
+pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// The most sends remembered per endpoint for its rate.
+const MAX_RATE_SAMPLES: usize = 1024;
 
 /// The size class of a request body: under 1 KiB, then one class per
 /// factor of 4 (1–4 KiB, 4–16 KiB, …), the last one open-ended. A service
@@ -109,12 +123,32 @@ fn size_class(bytes: u64) -> usize {
     usize::try_from(class).map_or(SIZE_CLASSES - 1, |class| class.min(SIZE_CLASSES - 1))
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Latency and failures of one endpoint's requests that share an input
+/// condition (such as `currency=EUR`; see `predict/inputs.rs`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Conditioned {
+    latency_ms: Ewma,
+    error_rate: Ewma,
+    samples: u32,
+}
+
+#[derive(Debug, Clone)]
 struct EndpointStats {
     latency_ms: Ewma,
     /// The latency of requests of each size class, where sizes were known.
     latency_by_size: [Ewma; SIZE_CLASSES],
     error_rate: Ewma,
+    /// Per input condition, where the policy declares input features.
+    by_condition: HashMap<Box<str>, Conditioned>,
+    /// The share of answers that were `429 Too Many Requests`.
+    rate_limited: Ewma,
+    /// Requests sent within the last [`RATE_WINDOW`], oldest first.
+    sent: VecDeque<Instant>,
+    /// The most requests per [`RATE_WINDOW`] the endpoint accepts, as learnt
+    /// from the rate at which it answered 429.
+    limit: Ewma,
+    /// Until when its last `Retry-After` asked to be left alone.
+    retry_after: Option<Instant>,
     /// When a response (or a failure to get one) last arrived.
     heard: Instant,
     /// When a mirror last asked for the endpoint with an unsafe call that
@@ -126,19 +160,106 @@ struct EndpointStats {
 }
 
 impl EndpointStats {
+    fn new(now: Instant) -> Self {
+        Self {
+            latency_ms: Ewma::default(),
+            latency_by_size: [Ewma::default(); SIZE_CLASSES],
+            error_rate: Ewma::default(),
+            by_condition: HashMap::new(),
+            rate_limited: Ewma::default(),
+            sent: VecDeque::new(),
+            limit: Ewma::default(),
+            retry_after: None,
+            heard: now,
+            asked: None,
+            probed: None,
+        }
+    }
+
     /// Whether the endpoint's calls are being held back.
     fn held(&self) -> bool {
         self.asked.is_some_and(|asked| asked > self.heard)
     }
 
-    /// `(latency in ms, error rate)` at `now`, faded as `evidence` says: the
-    /// latency of requests of this body size where such requests were
-    /// seen, else of all its requests.
-    fn known(&self, request_bytes: Option<u64>, evidence: &Evidence, now: Instant) -> Known {
+    /// Forgets what was known of an outage (a probe came back well).
+    fn recovered(&mut self) {
+        self.error_rate = Ewma::default();
+        self.latency_ms = Ewma::default();
+        self.latency_by_size = [Ewma::default(); SIZE_CLASSES];
+        self.by_condition.clear();
+    }
+
+    /// Fades everything learnt by `factor`.
+    fn fade(&mut self, factor: f64) {
+        self.latency_ms.scale(factor);
+        self.error_rate.scale(factor);
+        self.rate_limited.scale(factor);
+        for latency in &mut self.latency_by_size {
+            latency.scale(factor);
+        }
+        for conditioned in self.by_condition.values_mut() {
+            conditioned.latency_ms.scale(factor);
+            conditioned.error_rate.scale(factor);
+        }
+    }
+
+    /// Requests sent in the window that ends at `now`.
+    fn in_window(&self, now: Instant) -> usize {
+        self.sent.iter().rev().take_while(|sent| now.saturating_duration_since(**sent) < RATE_WINDOW).count()
+    }
+
+    /// What is known at `now`, faded as `evidence` says, for a request of
+    /// this body size under these input conditions.
+    ///
+    /// Latency comes from requests of the same size class where such were
+    /// seen, else from all. Of the conditions with enough answers, the one
+    /// that tells most, the one furthest from the endpoint as a whole, speaks
+    /// for the request: a gateway that fails every euro charge and no dollar
+    /// charge is failing for a euro charge and healthy for a dollar one,
+    /// whatever the amount bucket they share says.
+    fn known(&self, request_bytes: Option<u64>, conditions: &[String], evidence: &Evidence, now: Instant) -> Known {
         let fade = evidence.fade(now.saturating_duration_since(self.fresh_until()));
         let by_size = request_bytes.and_then(|bytes| self.latency_by_size[size_class(bytes)].get());
-        let latency = by_size.or(self.latency_ms.get())?;
-        Some(((latency * fade) as f32, (self.error_rate.get()? * fade) as f32))
+        let mut latency = by_size.or(self.latency_ms.get())?;
+        let mut error_rate = self.error_rate.get()?;
+        let overall = (latency, error_rate);
+        let (mut latency_told, mut error_told) = (0.0_f64, 0.0_f64);
+        for condition in conditions {
+            let Some(seen) = self.by_condition.get(condition.as_str()) else { continue };
+            if seen.samples < MIN_CONDITION_SAMPLES {
+                continue;
+            }
+            if let Some(conditioned) = seen.latency_ms.get() {
+                let told = (conditioned.max(1.0) / overall.0.max(1.0)).ln().abs();
+                if told > latency_told {
+                    (latency, latency_told) = (conditioned.max(by_size.unwrap_or(0.0)), told);
+                }
+            }
+            if let Some(conditioned) = seen.error_rate.get() {
+                let told = (conditioned - overall.1).abs();
+                if told > error_told {
+                    (error_rate, error_told) = (conditioned, told);
+                }
+            }
+        }
+        let limit = self.limit.get().filter(|limit| *limit >= 1.0);
+        let in_window = self.in_window(now);
+        let load = limit.map_or(0.0, |limit| (in_window + 1) as f64 / limit);
+        // The wait until the endpoint takes the request: what its
+        // Retry-After asked, and at its limit, until the oldest request in
+        // the window leaves it.
+        let retry_wait = self.retry_after.map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
+        let window_wait = match self.sent.iter().rev().nth(in_window.saturating_sub(1)) {
+            Some(oldest) if load > 1.0 => (*oldest + RATE_WINDOW).saturating_duration_since(now),
+            _ => Duration::ZERO,
+        };
+        Some(EndpointView {
+            latency_ms: (latency * fade) as f32,
+            error_rate: (error_rate * fade) as f32,
+            rate_limited: (self.rate_limited.get().unwrap_or(0.0) * fade) as f32,
+            load: load as f32,
+            wait_ms: retry_wait.max(window_wait).as_secs_f32() * 1000.0,
+        })
     }
 
     /// When what is known of it starts to fade: from its last response, or
@@ -151,16 +272,31 @@ impl EndpointStats {
 
 /// One request really sent, as the endpoint's health learns from it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Exchange {
+pub(crate) struct Exchange<'a> {
+    /// When it was sent.
+    pub(crate) sent_at: Instant,
     /// The request body's size, if known.
     pub(crate) request_bytes: Option<u64>,
     /// How long the answer took (or the wait, if none came).
     pub(crate) latency_ms: f64,
-    /// No answer, a timeout, or a 5xx.
-    pub(crate) failed: bool,
+    /// The answer's status; `None` for no answer (a timeout, a refused connection).
+    pub(crate) status: Option<u16>,
+    /// How long the answer's `Retry-After` asked to wait, if it had one.
+    pub(crate) retry_after: Option<Duration>,
+    /// The transaction's input conditions (see `predict/inputs.rs`).
+    pub(crate) conditions: &'a [String],
 }
 
-/// Recent latency and error rate of outbound endpoints, from real responses.
+impl Exchange<'_> {
+    /// No answer, or a 5xx: the endpoint failed. A 429 is not a failure of
+    /// the endpoint; it is counted apart, as a rate limit.
+    fn failed(&self) -> bool {
+        self.status.is_none_or(|status| status >= 500)
+    }
+}
+
+/// Recent latency, error rate and rate limits of outbound endpoints, from
+/// real responses.
 ///
 /// Evidence fades while nothing is asked of an endpoint, and not while its
 /// calls are held back because of it: then, once per probe interval, one
@@ -179,40 +315,54 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl EndpointHealth {
     /// Records a request that was really sent and how it went, at `now`.
-    pub(crate) fn observe(&self, endpoint: &str, exchange: Exchange, evidence: &Evidence, now: Instant) {
-        let Exchange { request_bytes, latency_ms, failed } = exchange;
+    pub(crate) fn observe(&self, endpoint: &str, exchange: Exchange<'_>, evidence: &Evidence, now: Instant) {
+        let failed = exchange.failed();
         let mut endpoints = lock(&self.endpoints);
         if endpoints.len() >= MAX_ENTRIES && !endpoints.contains_key(endpoint) {
             endpoints.clear();
         }
-        let stats = endpoints.entry(endpoint.to_string()).or_insert(EndpointStats {
-            latency_ms: Ewma::default(),
-            latency_by_size: [Ewma::default(); SIZE_CLASSES],
-            error_rate: Ewma::default(),
-            heard: now,
-            asked: None,
-            probed: None,
-        });
+        let stats = endpoints.entry(endpoint.to_string()).or_insert_with(|| EndpointStats::new(now));
         if !failed && stats.probed.is_some_and(|probed| probed > stats.heard) {
             // The first answer since a probe was let through came back
             // well: the endpoint has recovered, and what was known of its
             // outage is over.
-            stats.error_rate = Ewma::default();
-            stats.latency_ms = Ewma::default();
-            stats.latency_by_size = [Ewma::default(); SIZE_CLASSES];
+            stats.recovered();
         }
         // The old evidence has faded meanwhile: start from what is left of it.
-        let fade = evidence.fade(now.saturating_duration_since(stats.fresh_until()));
-        stats.latency_ms.scale(fade);
-        stats.error_rate.scale(fade);
-        for latency in &mut stats.latency_by_size {
-            latency.scale(fade);
+        stats.fade(evidence.fade(now.saturating_duration_since(stats.fresh_until())));
+        stats.latency_ms.add(exchange.latency_ms);
+        if let Some(bytes) = exchange.request_bytes {
+            stats.latency_by_size[size_class(bytes)].add(exchange.latency_ms);
         }
-        stats.latency_ms.add(latency_ms);
-        if let Some(bytes) = request_bytes {
-            stats.latency_by_size[size_class(bytes)].add(latency_ms);
+        let error = if failed { 1.0 } else { 0.0 };
+        stats.error_rate.add(error);
+        if stats.by_condition.len() + exchange.conditions.len() > MAX_CONDITIONS {
+            stats.by_condition.clear();
         }
-        stats.error_rate.add(if failed { 1.0 } else { 0.0 });
+        for condition in exchange.conditions {
+            let conditioned = stats.by_condition.entry(condition.as_str().into()).or_default();
+            conditioned.latency_ms.add(exchange.latency_ms);
+            conditioned.error_rate.add(error);
+            conditioned.samples = conditioned.samples.saturating_add(1);
+        }
+        // The rate counts the request when it was sent, in order.
+        while stats.sent.front().is_some_and(|first| exchange.sent_at.saturating_duration_since(*first) >= RATE_WINDOW)
+            || stats.sent.len() >= MAX_RATE_SAMPLES
+        {
+            stats.sent.pop_front();
+        }
+        let at = stats.sent.iter().rposition(|sent| *sent <= exchange.sent_at).map_or(0, |i| i + 1);
+        stats.sent.insert(at, exchange.sent_at);
+        let limited = exchange.status == Some(429);
+        stats.rate_limited.add(if limited { 1.0 } else { 0.0 });
+        if limited {
+            // It took the requests before this one in the window, not this one.
+            let accepted = stats.in_window(exchange.sent_at).saturating_sub(1).max(1);
+            stats.limit.add(accepted as f64);
+        }
+        if let Some(wait) = exchange.retry_after {
+            stats.retry_after = Some(now + wait);
+        }
         stats.heard = now;
     }
 
@@ -225,10 +375,11 @@ impl EndpointHealth {
         }
     }
 
-    /// `(latency in ms, error rate)` of an endpoint at `now`, if it was ever
-    /// called (see [`EndpointStats::known`]).
-    pub(crate) fn get(&self, endpoint: &str, request: Option<u64>, evidence: &Evidence, now: Instant) -> Known {
-        lock(&self.endpoints).get(endpoint)?.known(request, evidence, now)
+    /// What is known of an endpoint at `now` for a request of this size
+    /// under these input conditions, if it was ever called (see
+    /// [`EndpointStats::known`]).
+    pub(crate) fn get(&self, endpoint: &str, request: &Request<'_>, evidence: &Evidence, now: Instant) -> Known {
+        lock(&self.endpoints).get(endpoint)?.known(request.bytes, request.conditions, evidence, now)
     }
 
     /// What the predictor should know of an endpoint when it scores a
@@ -238,7 +389,7 @@ impl EndpointHealth {
     pub(crate) fn for_prediction(
         &self,
         endpoint: &str,
-        request: Option<u64>,
+        request: &Request<'_>,
         evidence: &Evidence,
         now: Instant,
     ) -> Known {
@@ -249,8 +400,85 @@ impl EndpointHealth {
             stats.probed = Some(now);
             return None;
         }
-        stats.known(request, evidence, now)
+        stats.known(request.bytes, request.conditions, evidence, now)
     }
+}
+
+/// What is known of one endpoint, for a person (`txmirror model status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointSummary {
+    /// Method, scheme, authority and path.
+    pub endpoint: String,
+    /// Its recent latency, in milliseconds.
+    pub latency_ms: f64,
+    /// Its recent error rate (no answer or 5xx).
+    pub error_rate: f64,
+    /// Its recent share of 429 answers.
+    pub rate_limited: f64,
+    /// The requests per rate window it was learnt to take, if it ever refused one.
+    pub limit_per_window: Option<f64>,
+    /// Per input condition with enough answers: its latency, error rate and answers.
+    pub conditions: Vec<ConditionSummary>,
+}
+
+/// What is known of an endpoint's requests under one input condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConditionSummary {
+    /// The condition, such as `currency=EUR`.
+    pub condition: String,
+    /// The recent latency, in milliseconds.
+    pub latency_ms: f64,
+    /// The recent error rate.
+    pub error_rate: f64,
+    /// Answers seen.
+    pub answers: u32,
+}
+
+impl EndpointHealth {
+    /// What is known of each endpoint at `now`, faded as `evidence` says,
+    /// in endpoint order.
+    pub(crate) fn summary(&self, evidence: &Evidence, now: Instant) -> Vec<EndpointSummary> {
+        let endpoints = lock(&self.endpoints);
+        let mut summary: Vec<EndpointSummary> = endpoints
+            .iter()
+            .map(|(endpoint, stats)| {
+                let fade = evidence.fade(now.saturating_duration_since(stats.fresh_until()));
+                let faded = |ewma: &Ewma| ewma.get().unwrap_or(0.0) * fade;
+                let mut conditions: Vec<ConditionSummary> = stats
+                    .by_condition
+                    .iter()
+                    .filter(|(_, seen)| seen.samples >= MIN_CONDITION_SAMPLES)
+                    .map(|(condition, seen)| ConditionSummary {
+                        condition: condition.to_string(),
+                        latency_ms: faded(&seen.latency_ms),
+                        error_rate: faded(&seen.error_rate),
+                        answers: seen.samples,
+                    })
+                    .collect();
+                conditions.sort_by(|a, b| a.condition.cmp(&b.condition));
+                EndpointSummary {
+                    endpoint: endpoint.clone(),
+                    latency_ms: faded(&stats.latency_ms),
+                    error_rate: faded(&stats.error_rate),
+                    rate_limited: faded(&stats.rate_limited),
+                    limit_per_window: stats.limit.get(),
+                    conditions,
+                }
+            })
+            .collect();
+        summary.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+        summary
+    }
+}
+
+/// A request about to be sent, as far as what is known of its endpoint
+/// depends on it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Request<'a> {
+    /// Its body's size, if known.
+    pub(crate) bytes: Option<u64>,
+    /// The transaction's input conditions.
+    pub(crate) conditions: &'a [String],
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -259,6 +487,23 @@ struct PathStats {
     host_calls: Running,
     duration_micros: Running,
     failure_rate: Ewma,
+}
+
+/// What is known of one path, for a person (`txmirror model status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathSummary {
+    /// The module's content hash.
+    pub module: String,
+    /// The path.
+    pub path: String,
+    /// Its recent failure rate.
+    pub failure_rate: f64,
+    /// Successful mirrors its baseline was learnt from.
+    pub baseline_samples: u64,
+    /// The baseline's mean fuel.
+    pub fuel_mean: f64,
+    /// The baseline's mean number of host calls.
+    pub host_calls_mean: f64,
 }
 
 /// Baselines and failure rates of (module, path) pairs.
@@ -310,6 +555,24 @@ impl PathHistory {
         Some(fuel.max(calls) as f32)
     }
 
+    /// What is known of each path, in (module, path) order.
+    pub(crate) fn summary(&self) -> Vec<PathSummary> {
+        let paths = lock(&self.paths);
+        let mut summary: Vec<PathSummary> = paths
+            .iter()
+            .map(|((module, path), stats)| PathSummary {
+                module: module.clone(),
+                path: path.clone(),
+                failure_rate: stats.failure_rate.get().unwrap_or(0.0),
+                baseline_samples: stats.fuel.count,
+                fuel_mean: stats.fuel.mean,
+                host_calls_mean: stats.host_calls.mean,
+            })
+            .collect();
+        summary.sort_by(|a, b| (&a.module, &a.path).cmp(&(&b.module, &b.path)));
+        summary
+    }
+
     /// The path's recent failure rate, 0 if never run.
     pub(crate) fn failure_rate(&self, module: &str, path: &str) -> f32 {
         let paths = lock(&self.paths);
@@ -339,8 +602,19 @@ mod tests {
         assert!((z - 4.0 / 2f64.sqrt()).abs() < 1e-9, "{z}");
     }
 
-    fn sent(request_bytes: Option<u64>, latency_ms: f64, failed: bool) -> Exchange {
-        Exchange { request_bytes, latency_ms, failed }
+    fn sent(request_bytes: Option<u64>, latency_ms: f64, failed: bool) -> Exchange<'static> {
+        let status = Some(if failed { 503 } else { 200 });
+        Exchange { sent_at: Instant::now(), request_bytes, latency_ms, status, retry_after: None, conditions: &[] }
+    }
+
+    const ANY: Request<'static> = Request { bytes: None, conditions: &[] };
+
+    fn sized(bytes: Option<u64>) -> Request<'static> {
+        Request { bytes, conditions: &[] }
+    }
+
+    fn pair(view: Known) -> Option<(f32, f32)> {
+        view.map(|view| (view.latency_ms, view.error_rate))
     }
 
     const EVIDENCE: Evidence = Evidence { half_life: Duration::from_secs(30), probe_interval: Duration::from_secs(5) };
@@ -349,19 +623,19 @@ mod tests {
     fn endpoints_and_paths_learn_from_observations() {
         let endpoints = EndpointHealth::default();
         let t0 = Instant::now();
-        assert_eq!(endpoints.get("GET x", None, &EVIDENCE, t0), None);
+        assert_eq!(pair(endpoints.get("GET x", &ANY, &EVIDENCE, t0)), None);
         endpoints.observe("GET x", sent(None, 100.0, false), &EVIDENCE, t0);
         endpoints.observe("GET x", sent(None, 200.0, true), &EVIDENCE, t0);
-        let (latency, errors) = endpoints.get("GET x", None, &EVIDENCE, t0).expect("observed");
+        let (latency, errors) = pair(endpoints.get("GET x", &ANY, &EVIDENCE, t0)).expect("observed");
         assert!((latency - 120.0).abs() < 0.01 && (errors - 0.2).abs() < 1e-4, "{latency} {errors}");
 
         // An endpoint not heard from, and not asked for, fades: half after
         // the policy's half-life.
         let later = t0 + EVIDENCE.half_life;
-        let (latency, errors) = endpoints.get("GET x", None, &EVIDENCE, later).expect("observed");
+        let (latency, errors) = pair(endpoints.get("GET x", &ANY, &EVIDENCE, later)).expect("observed");
         assert!((latency - 60.0).abs() < 0.01 && (errors - 0.1).abs() < 1e-4, "{latency} {errors}");
         let short = Evidence { half_life: Duration::from_secs(1), ..EVIDENCE };
-        let (_, errors) = endpoints.get("GET x", None, &short, t0 + Duration::from_secs(2)).expect("observed");
+        let (_, errors) = pair(endpoints.get("GET x", &ANY, &short, t0 + Duration::from_secs(2))).expect("observed");
         assert!((errors - 0.05).abs() < 1e-4, "another policy, another half-life: {errors}");
 
         let paths = PathHistory::default();
@@ -390,7 +664,7 @@ mod tests {
         let endpoints = EndpointHealth::default();
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let errors = |ms: u64| endpoints.get("POST c", None, &EVIDENCE, at(ms)).map(|(_, e)| e);
+        let errors = |ms: u64| pair(endpoints.get("POST c", &ANY, &EVIDENCE, at(ms))).map(|(_, e)| e);
         for _ in 0..10 {
             endpoints.observe("POST c", sent(None, 2000.0, true), &EVIDENCE, t0);
         }
@@ -406,10 +680,13 @@ mod tests {
 
         // One probe per interval: the first scoring after it sees the
         // endpoint as unknown, the next ones as failing.
-        assert_eq!(endpoints.for_prediction("POST c", None, &EVIDENCE, at(3_600_000)), None, "a probe goes");
-        assert!(endpoints.for_prediction("POST c", None, &EVIDENCE, at(3_600_001)).is_some(), "one probe at a time");
+        assert_eq!(pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(3_600_000))), None, "a probe goes");
         assert!(
-            endpoints.for_prediction("POST c", None, &EVIDENCE, at(3_604_000)).is_some(),
+            pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(3_600_001))).is_some(),
+            "one probe at a time"
+        );
+        assert!(
+            pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(3_604_000))).is_some(),
             "not before the interval"
         );
 
@@ -418,19 +695,19 @@ mod tests {
         endpoints.asked("POST c", at(3_600_200));
         assert!(errors(3_600_200).is_some_and(|e| e > 0.85));
         assert!(
-            endpoints.for_prediction("POST c", None, &EVIDENCE, at(3_604_000)).is_some(),
+            pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(3_604_000))).is_some(),
             "the interval starts again"
         );
-        assert_eq!(endpoints.for_prediction("POST c", None, &EVIDENCE, at(3_605_200)), None, "the next probe");
+        assert_eq!(pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(3_605_200))), None, "the next probe");
 
         // It succeeds: the outage is over at once.
         endpoints.observe("POST c", sent(None, 40.0, false), &EVIDENCE, at(3_605_300));
-        let (latency, errors) = endpoints.get("POST c", None, &EVIDENCE, at(3_605_300)).expect("observed");
+        let (latency, errors) = pair(endpoints.get("POST c", &ANY, &EVIDENCE, at(3_605_300))).expect("observed");
         assert!(errors == 0.0 && (latency - 40.0).abs() < 0.01, "{latency} {errors}");
 
         // An endpoint that is neither called nor asked for still fades.
         endpoints.observe("POST d", sent(None, 10.0, true), &EVIDENCE, t0);
-        let faded = endpoints.get("POST d", None, &EVIDENCE, at(60_000)).map(|(_, e)| e);
+        let faded = pair(endpoints.get("POST d", &ANY, &EVIDENCE, at(60_000))).map(|(_, e)| e);
         assert!(faded.is_some_and(|e| (e - 0.25).abs() < 1e-4), "{faded:?}");
     }
 
@@ -446,12 +723,74 @@ mod tests {
             endpoints.observe("POST u", sent(Some(200), 20.0, false), &EVIDENCE, t0);
             endpoints.observe("POST u", sent(Some(300_000), 2300.0, false), &EVIDENCE, t0);
         }
-        let latency = |bytes| endpoints.get("POST u", bytes, &EVIDENCE, t0).map(|(latency, _)| latency);
+        let latency = |bytes| endpoints.get("POST u", &sized(bytes), &EVIDENCE, t0).map(|view| view.latency_ms);
         assert!(latency(Some(100)).is_some_and(|l| (l - 20.0).abs() < 0.5), "{:?}", latency(Some(100)));
         assert!(latency(Some(400_000)).is_some_and(|l| (l - 2300.0).abs() < 1.0), "{:?}", latency(Some(400_000)));
         // A size never seen, or an unknown one, gets the endpoint's overall average.
         let overall = latency(None).expect("observed");
         assert!(overall > 20.0 && overall < 2300.0, "{overall}");
         assert_eq!(latency(Some(20_000)), Some(overall));
+    }
+
+    /// A gateway that fails euro charges and serves dollar ones: each
+    /// request is judged by the condition that tells most about it, not by
+    /// the endpoint's average nor by a condition the two share.
+    #[test]
+    fn failures_are_learnt_per_input_condition() {
+        let endpoints = EndpointHealth::default();
+        let t0 = Instant::now();
+        let euro = ["currency=EUR".to_string(), "amount_cents~10".to_string()];
+        let dollar = ["currency=USD".to_string(), "amount_cents~10".to_string()];
+        for _ in 0..20 {
+            let failing = Exchange { status: Some(502), conditions: &euro, ..sent(None, 30.0, true) };
+            endpoints.observe("POST g", failing, &EVIDENCE, t0);
+            endpoints.observe("POST g", Exchange { conditions: &dollar, ..sent(None, 30.0, false) }, &EVIDENCE, t0);
+        }
+        let error = |conditions: &[String]| {
+            endpoints.get("POST g", &Request { bytes: None, conditions }, &EVIDENCE, t0).map(|view| view.error_rate)
+        };
+        let overall = error(&[]).expect("observed");
+        assert!(overall > 0.3 && overall < 0.7, "{overall}");
+        assert!(error(&euro).is_some_and(|e| e > 0.95), "{:?}", error(&euro));
+        assert!(error(&dollar).is_some_and(|e| e < 0.05), "{:?}", error(&dollar));
+        // A condition seen too rarely does not speak.
+        let rare = ["currency=JPY".to_string()];
+        endpoints.observe("POST g", Exchange { conditions: &rare, ..sent(None, 30.0, true) }, &EVIDENCE, t0);
+        let rare_error = error(&rare).expect("observed");
+        let overall = error(&[]).expect("observed");
+        assert!((rare_error - overall).abs() < 1e-6, "{rare_error} {overall}");
+    }
+
+    /// 429s teach the endpoint's limit, and `Retry-After` how long to wait.
+    #[test]
+    fn rate_limits_are_learnt_from_429s() {
+        let endpoints = EndpointHealth::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let answer = |ms: u64, status: u16, retry_after: Option<Duration>| Exchange {
+            sent_at: at(ms),
+            status: Some(status),
+            retry_after,
+            ..sent(None, 5.0, false)
+        };
+        // Five a second go through; the sixth within the second is refused.
+        for ms in [0, 100, 200, 300, 400] {
+            endpoints.observe("POST r", answer(ms, 200, None), &EVIDENCE, at(ms + 5));
+        }
+        let view = endpoints.get("POST r", &ANY, &EVIDENCE, at(450)).expect("observed");
+        assert_eq!((view.load, view.wait_ms, view.rate_limited), (0.0, 0.0, 0.0), "no limit known yet");
+        endpoints.observe("POST r", answer(500, 429, None), &EVIDENCE, at(505));
+        let view = endpoints.get("POST r", &ANY, &EVIDENCE, at(505)).expect("observed");
+        assert!(view.rate_limited > 0.0, "{view:?}");
+        assert!((view.load - 7.0 / 5.0).abs() < 1e-6, "six in the window and one more, against five: {view:?}");
+        assert!((view.wait_ms - 495.0).abs() < 1.0, "until the request sent at 0 leaves the window: {view:?}");
+        assert_eq!(view.error_rate, 0.0, "a 429 is not a failure of the endpoint");
+        // A Retry-After longer than that wins.
+        endpoints.observe("POST r", answer(600, 429, Some(Duration::from_millis(800))), &EVIDENCE, at(605));
+        let view = endpoints.get("POST r", &ANY, &EVIDENCE, at(605)).expect("observed");
+        assert!((view.wait_ms - 800.0).abs() < 1.0, "Retry-After: {view:?}");
+        // Two seconds on, the window is empty: one request is well under the limit.
+        let view = endpoints.get("POST r", &ANY, &EVIDENCE, at(2_500)).expect("observed");
+        assert!(view.load > 0.0 && view.load < 0.25 && view.wait_ms == 0.0, "{view:?}");
     }
 }

@@ -15,7 +15,8 @@ use crate::instance::host::InstanceSetup;
 use crate::instance::module::Module;
 use crate::policy::Policy;
 use crate::predict::history::BaselineSample;
-use crate::predict::{FeatureAccumulator, FeatureContext, Prediction, TraceTotals};
+use crate::predict::history::Request;
+use crate::predict::{FeatureAccumulator, FeatureContext, InputProfile, ModelScore, Prediction, TraceTotals};
 use crate::store::{
     Attempt, AttemptOutcome, CommitError, CommitRequest, StoreError, TransactionOutcome, TransactionRecord,
 };
@@ -170,6 +171,7 @@ impl Runtime {
         setup.timeouts = Arc::new(AttemptTimeouts::new(&policy.resource_requirements, seed.carried_timeouts));
         setup.cancelled = seat.as_ref().map(HedgeSeat::cancelled);
         setup.adjust = !seed.explore;
+        setup.input = Arc::new(InputProfile::read(seed.input, &policy.prediction.inputs, path));
         let write_claims = self.inner.in_flight_writes.claims();
         let owner = write_claims.owner();
         setup.write_claims = Some(write_claims.clone());
@@ -177,8 +179,9 @@ impl Runtime {
         let mirror_trace = if seed.mirrored {
             let scorer: Scorer = {
                 let (runtime, module, path, policy) = (self.clone(), module.clone(), path.to_string(), policy.clone());
+                let input = setup.input.clone();
                 Box::new(move |accumulator: &mut FeatureAccumulator, new: &[TraceEvent], totals: &TraceTotals| {
-                    runtime.predict(&module, &path, &policy, (accumulator, new, totals), number, owner)
+                    runtime.predict(&module, &path, &policy, (accumulator, new, totals), (number, owner, &input))
                 })
             };
             let timeout = Duration::from_millis(policy.prediction.gate_timeout_ms);
@@ -189,6 +192,7 @@ impl Runtime {
                 base_outbound_timeout_ms: policy.resource_requirements.outbound_timeout_ms,
                 explore: seed.explore,
                 watch: None,
+                max_delay: Duration::from_millis(policy.prediction.max_delay_ms),
             };
             let watch = Arc::new(ResourceWatch::default());
             let actions = GateActions { watch: Some(watch.clone()), ..actions };
@@ -354,6 +358,7 @@ impl Runtime {
         if let Err(failure) = &result {
             report.attempt.outcome = AttemptOutcome::Failed { kind: failure.kind, message: failure.message.clone() };
         }
+        self.learn_online(&report);
         run.attempts.push(report.attempt.clone());
         run.reports.push(report);
         run.attempts.sort_by_key(|a| a.number);
@@ -384,8 +389,7 @@ impl Runtime {
         path: &str,
         policy: &Policy,
         (accumulator, new, totals): (&mut FeatureAccumulator, &[TraceEvent], &TraceTotals),
-        attempt: u32,
-        owner: u64,
+        (attempt, owner, input): (u32, u64, &InputProfile),
     ) -> Prediction {
         let latest = std::cell::OnceCell::new();
         let contended = |namespace: &str, key: &str, version: u64| {
@@ -402,13 +406,15 @@ impl Runtime {
             attempt,
             contended: &contended,
             endpoint: &|endpoint, bytes| {
-                self.inner.endpoints.health.for_prediction(endpoint, bytes, &evidence, Instant::now())
+                let request = Request { bytes, conditions: &input.conditions };
+                self.inner.endpoints.health.for_prediction(endpoint, &request, &evidence, Instant::now())
             },
             deviation: &|fuel, host_calls, _| self.inner.paths.deviation(module.hash(), path, fuel, host_calls),
             path_failure_rate: self.inner.paths.failure_rate(module.hash(), path),
+            input_bytes: input.bytes,
         };
         accumulator.observe(new, &context);
-        let prediction = policy.rules().score(&accumulator.features(totals, &context));
+        let prediction = policy.rules().score(&accumulator.features(totals, &context), input);
         let Some(slot) = &self.inner.model else { return prediction };
         let settings = &policy.prediction;
         if settings.model_weight.is_some_and(|w| w <= 0.0) {
@@ -416,12 +422,20 @@ impl Runtime {
         }
         let model = slot.current();
         match model.score(&prediction.features) {
-            Ok(p) => {
-                let weight = settings.model_weight.unwrap_or_else(|| match model.info().threshold {
-                    Some(own) if own > 0.0 => (f64::from(settings.threshold) / own).min(1.0) as f32,
-                    _ => 1.0,
-                });
-                prediction.with_model(model.info(), p, weight, settings.model_action)
+            Ok(probability) => {
+                let learnt = settings
+                    .online_learning
+                    .then(|| self.learnt_probability(&prediction.features, probability, model.info()));
+                let weight = match (settings.model_weight, learnt) {
+                    (Some(weight), _) => weight,
+                    // The online model's output is fitted to outcomes: it counts as it is.
+                    (None, Some(_)) => 1.0,
+                    (None, None) => match model.info().threshold {
+                        Some(own) if own > 0.0 => (f64::from(settings.threshold) / own).min(1.0) as f32,
+                        _ => 1.0,
+                    },
+                };
+                prediction.with_model(model.info(), ModelScore { probability, learnt }, weight, settings.model_action)
             }
             Err(error) => {
                 tracing::warn!(%error, "the model could not score; the rules decide alone");

@@ -174,6 +174,11 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn transactions(&self, after: Option<&str>, limit: usize) -> Result<Vec<TransactionRecord>, StoreError>;
     /// Events of `stream` from sequence `after` (exclusive), at most `limit`.
     fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+    /// What the runtime last saved under `name` of what it has learnt (the
+    /// online model); the store keeps the bytes as given and never reads them.
+    fn learnt(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Saves what the runtime has learnt under `name`, replacing what was there.
+    fn save_learnt(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
 }
 
 /// What made the storage engine fail, kept as a [`StoreError`]'s source.

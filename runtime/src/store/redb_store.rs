@@ -30,6 +30,10 @@ const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 const TRANSACTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("transactions");
 const IDEMPOTENCY: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("idempotency");
 const DEAD_LETTERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("dead_letters");
+/// What the runtime has learnt (the online model), by name: bytes the
+/// store never reads. Added within format 2: a store opened before it
+/// existed gets it, empty, when next opened.
+const LEARNT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("learnt");
 
 const VERSION_KEY: &str = "version";
 const EVENT_SEQUENCE_KEY: &str = "event_sequence";
@@ -224,6 +228,7 @@ impl RedbStore {
             txn.open_table(TRANSACTIONS).map_err(storage)?;
             txn.open_table(IDEMPOTENCY).map_err(storage)?;
             txn.open_table(DEAD_LETTERS).map_err(storage)?;
+            txn.open_table(LEARNT).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         Ok(Self { db: Arc::new(db) })
@@ -439,6 +444,18 @@ impl StateStore for RedbStore {
             }
         }
         Ok(events)
+    }
+
+    fn learnt(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(LEARNT).map_err(storage)?;
+        Ok(table.get(name).map_err(storage)?.map(|bytes| bytes.value().to_vec()))
+    }
+
+    fn save_learnt(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        txn.open_table(LEARNT).map_err(storage)?.insert(name, bytes).map_err(storage)?;
+        txn.commit().map_err(storage)
     }
 }
 

@@ -21,6 +21,9 @@ pub enum Action {
     Hedge,
     /// Stop without any effect: the failure is certain.
     FailFast,
+    /// Hold the primary's unsafe call until the endpoint's rate-limit
+    /// window frees (at most `prediction.max_delay_ms`), then send it.
+    Delay,
 }
 
 impl Action {
@@ -34,6 +37,7 @@ impl Action {
             Self::GrantMemory => "grant_memory",
             Self::Hedge => "hedge",
             Self::FailFast => "fail_fast",
+            Self::Delay => "delay",
         }
     }
 }
@@ -45,7 +49,7 @@ impl std::fmt::Display for Action {
 }
 
 impl Action {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::None,
         Self::Divert,
         Self::AdjustTimeouts,
@@ -53,6 +57,7 @@ impl Action {
         Self::GrantMemory,
         Self::Hedge,
         Self::FailFast,
+        Self::Delay,
     ];
 
     /// The action with this stable name.

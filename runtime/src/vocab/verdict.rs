@@ -23,6 +23,8 @@ pub enum GateVerdict {
     Hedge,
     /// The primary's timeouts were raised.
     AdjustTimeouts,
+    /// The primary's call was held until the endpoint's rate-limit window freed.
+    Delay,
     /// The primary lost its hedge race and stopped.
     Cancelled,
     /// The attempt is in the exploration share: the gate would have taken
@@ -47,6 +49,7 @@ impl GateVerdict {
             "fail_fast" => Self::FailFast,
             "hedge" => Self::Hedge,
             "adjust_timeouts" => Self::AdjustTimeouts,
+            "delay" => Self::Delay,
             "cancelled" => Self::Cancelled,
             _ => return None,
         })
@@ -61,6 +64,7 @@ impl std::fmt::Display for GateVerdict {
             Self::FailFast => f.write_str("fail_fast"),
             Self::Hedge => f.write_str("hedge"),
             Self::AdjustTimeouts => f.write_str("adjust_timeouts"),
+            Self::Delay => f.write_str("delay"),
             Self::Cancelled => f.write_str("cancelled"),
             Self::Explored(action) => write!(f, "explored:{action}"),
         }
@@ -115,8 +119,10 @@ mod tests {
             GateVerdict::FailFast,
             GateVerdict::Hedge,
             GateVerdict::AdjustTimeouts,
+            GateVerdict::Delay,
             GateVerdict::Cancelled,
             GateVerdict::Explored(Action::Hedge),
+            GateVerdict::Explored(Action::Delay),
         ] {
             let json = serde_json::to_string(&verdict).unwrap_or_default();
             assert_eq!(serde_json::from_str::<GateVerdict>(&json).ok(), Some(verdict), "{json}");

@@ -5,8 +5,9 @@ use crate::{ErrorBody, ServiceError};
 use axum::Json;
 use txmirror_runtime::predict::Reloaded;
 
-/// The model scoring now (shared by every tenant), and why its file last
-/// failed to replace it, if it did.
+/// The model scoring now (shared by every tenant), why its file last
+/// failed to replace it, if it did, and what the caller's tenant has learnt
+/// of its deployment (the online model, endpoints and paths).
 #[utoipa::path(get, path = "/v1/model", tag = "model",
     responses((status = 200, body = Object)), security(("bearer" = [])))]
 pub(crate) async fn model(caller: Caller) -> Result<Json<serde_json::Value>, ServiceError> {
@@ -16,6 +17,7 @@ pub(crate) async fn model(caller: Caller) -> Result<Json<serde_json::Value>, Ser
         "configured": runtime.model().is_some(),
         "model": runtime.model(),
         "reload_error": runtime.model_reload_error(),
+        "learnt": runtime.learnt(),
     })))
 }
 

@@ -16,11 +16,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::MAX_RESPONSE_BYTES;
 use crate::adjust::gate::{Gate, Verdict};
 use crate::adjust::timeouts::AttemptTimeouts;
+use crate::predict::InputProfile;
 use crate::predict::history::{EndpointHealth, Exchange};
 
 /// The last real response of primaries to each endpoint, shared by the runtime.
@@ -74,6 +76,8 @@ pub(crate) struct OutboundHooks {
     pub(crate) timeouts: Arc<AttemptTimeouts>,
     /// Unsafe requests the primary has made so far.
     pub(crate) unsafe_calls: usize,
+    /// The transaction's input, whose conditions each request is learnt under.
+    pub(crate) input: Arc<InputProfile>,
 }
 
 type ResponseFuture = Box<
@@ -98,6 +102,20 @@ fn find_stub<'a>(stubs: &'a [Stub], method: &Method, url: &str) -> Option<&'a St
         stub.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
             && url.starts_with(&stub.url_prefix)
     })
+}
+
+/// How long a response's `Retry-After` asks to wait: delay-seconds, or an
+/// HTTP date (RFC 9110, section 10.2.3) measured from `now`. A value that is
+/// neither is ignored, and so is a wait beyond an hour: no client waits that
+/// long inside a transaction, and an absurd header must not pin an endpoint.
+fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
+    const LONGEST: Duration = Duration::from_secs(3600);
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(now).unwrap_or(Duration::ZERO),
+    };
+    (wait <= LONGEST).then_some(wait)
 }
 
 impl WasiHttpHooks for OutboundHooks {
@@ -146,7 +164,7 @@ impl WasiHttpHooks for OutboundHooks {
             // The endpoint is wanted: if the primary's call does not follow,
             // it is being held back, and what is known of it must not fade.
             if self.beside_primary {
-                memory.health.asked(&endpoint, std::time::Instant::now());
+                memory.health.asked(&endpoint, Instant::now());
             }
             return Box::new(async move {
                 let drained = Limited::new(request.into_body(), MAX_RESPONSE_BYTES).collect().await;
@@ -175,6 +193,7 @@ impl WasiHttpHooks for OutboundHooks {
         // Every request really sent teaches the endpoint's health.
         let health = self.memory.clone();
         let evidence = self.policy.prediction.evidence();
+        let input = self.input.clone();
         // The primary's unsafe calls pass the effect gate first.
         let gate = match (&self.gate, self.role, safe) {
             (Some(gate), Role::Primary, false) => {
@@ -193,7 +212,7 @@ impl WasiHttpHooks for OutboundHooks {
             // Read after the gate, which may have raised it.
             let limit = timeouts.outbound();
             let timeout = options.as_ref().and_then(|o| o.first_byte_timeout).map_or(limit, |guest| guest.min(limit));
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let exchange = async {
                 let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
                 // The connection future must run while the body is read.
@@ -207,11 +226,20 @@ impl WasiHttpHooks for OutboundHooks {
                 Ok::<_, HttpError>((parts, body, io))
             };
             let outcome = tokio::time::timeout(timeout, exchange).await;
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let sent = |latency_ms, failed| Exchange { request_bytes: declared, latency_ms, failed };
+            let observe = |status: Option<u16>, retry_after: Option<Duration>| {
+                let exchange = Exchange {
+                    sent_at: started,
+                    request_bytes: declared,
+                    latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                    status,
+                    retry_after,
+                    conditions: &input.conditions,
+                };
+                health.health.observe(&endpoint, exchange, &evidence, Instant::now());
+            };
             match outcome {
                 Err(_elapsed) => {
-                    health.health.observe(&endpoint, sent(latency_ms, true), &evidence, std::time::Instant::now());
+                    observe(None, None);
                     record(
                         HttpOutcome::Failed { error: format!("timed out after {} ms", timeout.as_millis()) },
                         declared,
@@ -219,18 +247,13 @@ impl WasiHttpHooks for OutboundHooks {
                     Err(HttpError::ConnectionReadTimeout)
                 }
                 Ok(Err(error)) => {
-                    health.health.observe(&endpoint, sent(latency_ms, true), &evidence, std::time::Instant::now());
+                    observe(None, None);
                     record(HttpOutcome::Failed { error: error.to_string() }, declared);
                     Err(error)
                 }
                 Ok(Ok((parts, body, io))) => {
                     let status = parts.status.as_u16();
-                    health.health.observe(
-                        &endpoint,
-                        sent(latency_ms, status >= 500),
-                        &evidence,
-                        std::time::Instant::now(),
-                    );
+                    observe(Some(status), retry_after(&parts.headers, SystemTime::now()));
                     record(HttpOutcome::Answered { status, response_bytes: body.len() }, declared);
                     if let Some(memory) = remember {
                         memory.remember(endpoint, status, body.clone());
@@ -241,5 +264,26 @@ impl WasiHttpHooks for OutboundHooks {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let wait = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from_str(value).ok()?);
+            retry_after(&headers, now)
+        };
+        assert_eq!(wait("120"), Some(Duration::from_secs(120)));
+        assert_eq!(wait("Wed, 21 Oct 2015 07:28:30 GMT"), Some(Duration::from_secs(30)));
+        assert_eq!(wait("Wed, 21 Oct 2015 07:27:00 GMT"), Some(Duration::ZERO), "a date passed");
+        assert_eq!(wait("soon"), None);
+        assert_eq!(wait("86400"), None, "beyond an hour");
+        assert_eq!(retry_after(&http::HeaderMap::new(), now), None);
     }
 }

@@ -8,6 +8,7 @@ use crate::adjust::timeouts::AttemptTimeouts;
 use crate::contention::WriteClaims;
 use crate::instance::limits::InstanceLimiter;
 use crate::policy::{Access, Policy};
+use crate::predict::InputProfile;
 use crate::store::{EventEntry, StateSnapshot};
 use crate::trace::TraceRecorder;
 use crate::vocab::Role;
@@ -73,6 +74,9 @@ pub(crate) struct InstanceSetup {
     /// Whether the predictor may adjust the primary (grants); false for an
     /// attempt in the exploration share.
     pub(crate) adjust: bool,
+    /// What the transaction's input says to the predictor: the conditions
+    /// its outbound requests are learnt under.
+    pub(crate) input: Arc<InputProfile>,
 }
 
 impl InstanceSetup {
@@ -99,6 +103,7 @@ impl InstanceSetup {
             cancelled: None,
             write_claims: None,
             adjust: true,
+            input: Arc::default(),
         }
     }
 }
@@ -190,6 +195,7 @@ impl InstanceState {
                 beside_primary: setup.gate.is_some(),
                 timeouts: setup.timeouts.clone(),
                 unsafe_calls: 0,
+                input: setup.input.clone(),
             },
             trace,
             table: ResourceTable::new(),
