@@ -7,12 +7,12 @@ use txmirror_runtime::trace::{HostCall, HttpOutcome};
 use txmirror_runtime::{FailureKind, GateVerdict, ReplayError, TxRequest};
 use txmirror_tests::{Behaviour, TestServer, guests, load, policy, runtime};
 
-fn charge(path: &str, order: &str) -> TxRequest {
+pub(crate) fn charge(path: &str, order: &str) -> TxRequest {
     let input = json!({ "order_id": order, "amount_cents": 1250, "currency": "EUR" });
     TxRequest { path: Some(path.into()), input: input.to_string().into_bytes(), ..Default::default() }
 }
 
-fn gateway_policy(primary: &TestServer, backup: &TestServer) -> String {
+pub(crate) fn gateway_policy(primary: &TestServer, backup: &TestServer) -> String {
     format!(
         r#"
         alternative_paths = ["charge-backup"]
@@ -38,11 +38,11 @@ fn gateway_policy(primary: &TestServer, backup: &TestServer) -> String {
 }
 
 /// The charges (POST /charges) a gateway received; health checks aside.
-fn charges(server: &TestServer) -> Vec<txmirror_tests::Received> {
+pub(crate) fn charges(server: &TestServer) -> Vec<txmirror_tests::Received> {
     server.received().into_iter().filter(|r| r.method == "POST" && r.uri == "/charges").collect()
 }
 
-fn gateway() -> Behaviour {
+pub(crate) fn gateway() -> Behaviour {
     Behaviour { status: 201, body: r#"{"charge_id": "ch_{n}"}"#.into(), ..Default::default() }
 }
 
@@ -251,7 +251,7 @@ fn doubting_policy(primary: &TestServer, backup: &TestServer, action: &str, extr
 }
 
 /// `before: decision` of every gate the primary passed, in order.
-fn gate_decisions(trace: &txmirror_runtime::Trace) -> Vec<String> {
+pub(crate) fn gate_decisions(trace: &txmirror_runtime::Trace) -> Vec<String> {
     trace
         .events
         .iter()

@@ -50,11 +50,17 @@ pub struct Behaviour {
     pub body: String,
     /// How long to wait before answering.
     pub delay: Duration,
+    /// Requests whose body contains the text are answered with the status
+    /// instead (a dependency that fails for some requests and not others).
+    pub failing_bodies: Option<(String, u16)>,
+    /// At most this many POST requests a second are served; the others
+    /// are answered `429` with a `Retry-After` of one second.
+    pub rate_limit: Option<usize>,
 }
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Self { status: 200, body: "{}".into(), delay: Duration::ZERO }
+        Self { status: 200, body: "{}".into(), delay: Duration::ZERO, failing_bodies: None, rate_limit: None }
     }
 }
 
@@ -62,6 +68,8 @@ impl Default for Behaviour {
 struct ServerState {
     received: Mutex<Vec<Received>>,
     behaviour: Mutex<Behaviour>,
+    /// When the requests of the last second were served, for `rate_limit`.
+    served: Mutex<std::collections::VecDeque<std::time::Instant>>,
 }
 
 /// A real HTTP server on 127.0.0.1 that records every request.
@@ -78,7 +86,7 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on an ephemeral port of 127.0.0.1.
     pub async fn start(behaviour: Behaviour) -> Self {
-        let state = Arc::new(ServerState { received: Mutex::new(Vec::new()), behaviour: Mutex::new(behaviour) });
+        let state = Arc::new(ServerState { behaviour: Mutex::new(behaviour), ..ServerState::default() });
         let shared = state.clone();
         let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let state = shared.clone();
@@ -95,8 +103,26 @@ impl TestServer {
                     received.len()
                 };
                 let behaviour = state.behaviour.lock().unwrap().clone();
+                if let (true, Some(limit)) = (method == Method::POST, behaviour.rate_limit) {
+                    let now = std::time::Instant::now();
+                    let mut served = state.served.lock().unwrap();
+                    while served.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
+                        served.pop_front();
+                    }
+                    if served.len() >= limit {
+                        let headers = [("content-type", "application/json"), ("retry-after", "1")];
+                        return (StatusCode::TOO_MANY_REQUESTS, headers, "{}".to_string()).into_response();
+                    }
+                    served.push_back(now);
+                }
                 tokio::time::sleep(behaviour.delay).await;
-                let status = StatusCode::from_u16(behaviour.status).unwrap();
+                let mut status = behaviour.status;
+                if let Some((text, failing)) = &behaviour.failing_bodies
+                    && body.windows(text.len()).any(|window| window == text.as_bytes())
+                {
+                    status = *failing;
+                }
+                let status = StatusCode::from_u16(status).unwrap();
                 (status, [("content-type", "application/json")], behaviour.body.replace("{n}", &number.to_string()))
                     .into_response()
             }

@@ -157,7 +157,22 @@ struct EndpointStats {
     asked: Option<Instant>,
     /// When a probe was last let through.
     probed: Option<Instant>,
+    /// Probes that failed since the endpoint last answered well.
+    failed_probes: u32,
+    /// Calls asked for and held back since the last probe or answer.
+    held_asks: u32,
 }
+
+/// The first probe of an endpoint held back waits this share of the probe
+/// interval; each probe that fails doubles the wait, up to the interval.
+/// An outage that ends soon is found soon, one that lasts costs a request
+/// per interval.
+const FIRST_PROBE_SHARE: u32 = 16;
+/// A probe also goes after this many calls were held back since the last
+/// try, doubled by each probe that failed (up to 16 times as many): under
+/// heavy traffic a recovery is found after a few held calls, not after a
+/// time that many calls were diverted in.
+const FIRST_PROBE_AFTER_HELD: u32 = 4;
 
 impl EndpointStats {
     fn new(now: Instant) -> Self {
@@ -173,7 +188,27 @@ impl EndpointStats {
             heard: now,
             asked: None,
             probed: None,
+            failed_probes: 0,
+            held_asks: 0,
         }
+    }
+
+    /// Whether the next probe is due at `now` for a request under
+    /// `conditions`: a wait after the last try, or a number of held calls
+    /// (see [`FIRST_PROBE_SHARE`] and [`FIRST_PROBE_AFTER_HELD`]), each
+    /// doubled by every failed probe, except for a request under a
+    /// condition not yet known: failed probes of other requests say
+    /// nothing of it (a gateway that declines euro charges must not keep
+    /// dollar charges from ever being tried).
+    fn probe_due(&self, conditions: &[String], evidence: &Evidence, now: Instant) -> bool {
+        let unknown = conditions.iter().any(|condition| {
+            self.by_condition.get(condition.as_str()).is_none_or(|seen| seen.samples < MIN_CONDITION_SAMPLES)
+        });
+        let failed_probes = if unknown { 0 } else { self.failed_probes };
+        let doubled = 1_u32 << failed_probes.min(FIRST_PROBE_SHARE.trailing_zeros());
+        let wait = (evidence.probe_interval * doubled / FIRST_PROBE_SHARE).min(evidence.probe_interval);
+        let last_try = self.probed.map_or(self.heard, |probed| probed.max(self.heard));
+        now.saturating_duration_since(last_try) >= wait || self.held_asks >= FIRST_PROBE_AFTER_HELD * doubled
     }
 
     /// Whether the endpoint's calls are being held back.
@@ -181,12 +216,20 @@ impl EndpointStats {
         self.asked.is_some_and(|asked| asked > self.heard)
     }
 
-    /// Forgets what was known of an outage (a probe came back well).
-    fn recovered(&mut self) {
+    /// Forgets what was known of an outage: a probe under `conditions`
+    /// came back well. Its conditions start afresh (keeping the count of
+    /// their answers, which says they are known); what is known under
+    /// other conditions stays: a dollar charge that goes through says
+    /// nothing of euro charges.
+    fn recovered(&mut self, conditions: &[String]) {
         self.error_rate = Ewma::default();
         self.latency_ms = Ewma::default();
         self.latency_by_size = [Ewma::default(); SIZE_CLASSES];
-        self.by_condition.clear();
+        for condition in conditions {
+            if let Some(conditioned) = self.by_condition.get_mut(condition.as_str()) {
+                *conditioned = Conditioned { samples: conditioned.samples, ..Conditioned::default() };
+            }
+        }
     }
 
     /// Fades everything learnt by `factor`.
@@ -322,12 +365,19 @@ impl EndpointHealth {
             endpoints.clear();
         }
         let stats = endpoints.entry(endpoint.to_string()).or_insert_with(|| EndpointStats::new(now));
-        if !failed && stats.probed.is_some_and(|probed| probed > stats.heard) {
+        let probing = stats.probed.is_some_and(|probed| probed > stats.heard);
+        if !failed && probing {
             // The first answer since a probe was let through came back
             // well: the endpoint has recovered, and what was known of its
             // outage is over.
-            stats.recovered();
+            stats.recovered(exchange.conditions);
         }
+        stats.held_asks = 0;
+        stats.failed_probes = match (failed, probing) {
+            (false, _) => 0,
+            (true, true) => stats.failed_probes.saturating_add(1),
+            (true, false) => stats.failed_probes,
+        };
         // The old evidence has faded meanwhile: start from what is left of it.
         stats.fade(evidence.fade(now.saturating_duration_since(stats.fresh_until())));
         stats.latency_ms.add(exchange.latency_ms);
@@ -371,6 +421,9 @@ impl EndpointHealth {
     /// primary's call follows, it is being held back.
     pub(crate) fn asked(&self, endpoint: &str, now: Instant) {
         if let Some(stats) = lock(&self.endpoints).get_mut(endpoint) {
+            if stats.held() {
+                stats.held_asks = stats.held_asks.saturating_add(1);
+            }
             stats.asked = Some(now);
         }
     }
@@ -383,9 +436,12 @@ impl EndpointHealth {
     }
 
     /// What the predictor should know of an endpoint when it scores a
-    /// mirror's call to it: as [`EndpointHealth::get`], except that once
-    /// per probe interval of an endpoint held back, the answer is `None`
-    /// (unknown), so that this one call goes through and measures it.
+    /// mirror's call to it: as [`EndpointHealth::get`], except that now and
+    /// then while an endpoint is held back, the answer is `None` (unknown),
+    /// so that this one call goes through and measures it: first a
+    /// sixteenth of the probe interval or four held calls after its last
+    /// answer, whichever comes first, then, each probe that fails doubling
+    /// both, up to once per interval.
     pub(crate) fn for_prediction(
         &self,
         endpoint: &str,
@@ -395,9 +451,9 @@ impl EndpointHealth {
     ) -> Known {
         let mut endpoints = lock(&self.endpoints);
         let stats = endpoints.get_mut(endpoint)?;
-        let last_try = stats.probed.map_or(stats.heard, |probed| probed.max(stats.heard));
-        if stats.held() && now.saturating_duration_since(last_try) >= evidence.probe_interval {
+        if stats.held() && stats.probe_due(request.conditions, evidence, now) {
             stats.probed = Some(now);
+            stats.held_asks = 0;
             return None;
         }
         stats.known(request.bytes, request.conditions, evidence, now)
@@ -678,37 +734,59 @@ mod tests {
         }
         assert_eq!(errors(3_600_000), Some(outage));
 
-        // One probe per interval: the first scoring after it sees the
-        // endpoint as unknown, the next ones as failing.
-        assert_eq!(pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(3_600_000))), None, "a probe goes");
-        assert!(
-            pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(3_600_001))).is_some(),
-            "one probe at a time"
-        );
-        assert!(
-            pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(3_604_000))).is_some(),
-            "not before the interval"
-        );
+        // A probe goes a sixteenth of the interval (312.5 ms) after the last
+        // answer: the first scoring then sees the endpoint as unknown, the
+        // next ones as failing.
+        let probes = |ms: u64| pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(ms))).is_none();
+        assert!(probes(3_600_000), "a probe goes");
+        assert!(!probes(3_600_001), "one probe at a time");
+        assert!(!probes(3_600_300), "not before its wait");
 
-        // The probe fails: the outage is renewed, and the next probe waits.
-        endpoints.observe("POST c", sent(None, 2000.0, true), &EVIDENCE, at(3_600_100));
-        endpoints.asked("POST c", at(3_600_200));
-        assert!(errors(3_600_200).is_some_and(|e| e > 0.85));
-        assert!(
-            pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(3_604_000))).is_some(),
-            "the interval starts again"
-        );
-        assert_eq!(pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(3_605_200))), None, "the next probe");
+        // Each probe that fails renews the outage and doubles the wait:
+        // 625 ms, 1.25 s, 2.5 s, then the whole interval (5 s) at most.
+        let mut last = 3_600_000;
+        for wait in [625, 1_250, 2_500, 5_000, 5_000] {
+            endpoints.observe("POST c", sent(None, 2000.0, true), &EVIDENCE, at(last + 100));
+            endpoints.asked("POST c", at(last + 200));
+            assert!(errors(last + 200).is_some_and(|e| e > 0.85));
+            assert!(!probes(last + 100 + wait - 10), "the wait after a failed probe is {wait} ms");
+            assert!(probes(last + 100 + wait), "then the next probe goes");
+            last += 100 + wait;
+        }
+        let last = last;
 
-        // It succeeds: the outage is over at once.
-        endpoints.observe("POST c", sent(None, 40.0, false), &EVIDENCE, at(3_605_300));
-        let (latency, errors) = pair(endpoints.get("POST c", &ANY, &EVIDENCE, at(3_605_300))).expect("observed");
+        // It succeeds: the outage is over at once, and the next outage's
+        // first probe goes early again.
+        endpoints.observe("POST c", sent(None, 40.0, false), &EVIDENCE, at(last + 100));
+        let (latency, errors) = pair(endpoints.get("POST c", &ANY, &EVIDENCE, at(last + 100))).expect("observed");
         assert!(errors == 0.0 && (latency - 40.0).abs() < 0.01, "{latency} {errors}");
+        endpoints.observe("POST c", sent(None, 2000.0, true), &EVIDENCE, at(last + 200));
+        endpoints.asked("POST c", at(last + 300));
+        assert!(probes(last + 200 + 313), "{:?}", endpoints.get("POST c", &ANY, &EVIDENCE, at(last + 513)));
 
         // An endpoint that is neither called nor asked for still fades.
         endpoints.observe("POST d", sent(None, 10.0, true), &EVIDENCE, t0);
         let faded = pair(endpoints.get("POST d", &ANY, &EVIDENCE, at(60_000))).map(|(_, e)| e);
         assert!(faded.is_some_and(|e| (e - 0.25).abs() < 1e-4), "{faded:?}");
+    }
+
+    /// At many calls a second, a recovery is found after a few held calls,
+    /// long before a sixteenth of the probe interval has passed.
+    #[test]
+    fn under_heavy_traffic_a_probe_goes_after_a_few_held_calls() {
+        let endpoints = EndpointHealth::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        endpoints.observe("POST c", sent(None, 2000.0, true), &EVIDENCE, t0);
+        let probes = |ms: u64| pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(ms))).is_none();
+        // The first ask holds it; four more are held calls.
+        for ms in 1..=4 {
+            endpoints.asked("POST c", at(ms));
+        }
+        assert!(!probes(4), "three held calls are not yet enough");
+        endpoints.asked("POST c", at(5));
+        assert!(probes(5), "the fourth held call goes as a probe");
+        assert!(!probes(6), "and the count starts again");
     }
 
     /// What a big request to an endpoint will take is learnt from big

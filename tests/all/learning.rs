@@ -1,0 +1,179 @@
+//! The predictor learns the deployment it runs in: what requests carry,
+//! rate limits, and an online model kept across restarts.
+
+use crate::payment::{charges, gate_decisions, gateway, gateway_policy};
+use serde_json::json;
+use std::path::Path;
+use tempfile::tempdir;
+use txmirror_runtime::store::AttemptOutcome;
+use txmirror_runtime::{FailureKind, Runtime, TxRequest};
+use txmirror_tests::{Behaviour, TestServer, guests, load, models, policy, runtime};
+
+fn charge_in(currency: &str, order: &str) -> TxRequest {
+    let input = json!({ "order_id": order, "amount_cents": 1250, "currency": currency });
+    TxRequest { path: Some("charge".into()), input: input.to_string().into_bytes(), ..Default::default() }
+}
+
+fn euro_charges(server: &TestServer) -> usize {
+    charges(server).iter().filter(|r| String::from_utf8_lossy(&r.body).contains(r#""currency":"EUR""#)).count()
+}
+
+/// A gateway that declines every euro charge and serves dollar ones. With
+/// the currency declared as an input feature, the gate learns it per
+/// currency: the next euro charge is diverted before it is sent, the next
+/// dollar charge goes to the same gateway, although the gateway as a whole
+/// fails half its charges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_failing_one_currency_is_avoided_for_that_currency_only() {
+    let dir = tempdir().unwrap();
+    let primary = TestServer::start(gateway()).await;
+    let backup = TestServer::start(gateway()).await;
+    primary.set_behaviour(Behaviour { failing_bodies: Some((r#""currency":"EUR""#.into(), 502)), ..gateway() });
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    let text = format!(
+        "{}\n[[prediction.inputs]]\nname = \"currency\"\npointer = \"/currency\"\nkind = \"category\"\n",
+        gateway_policy(&primary, &backup)
+    );
+    let policy = policy(&text);
+
+    // Learning: euro and dollar charges in turn, until the gateway has
+    // answered both currencies often enough for each to speak (at first the
+    // gateway as a whole looks failing and holds both back but for probes).
+    // Every charge ends committed, the euro ones on the backup.
+    let charges_at = format!("{}/charges", primary.authority());
+    let answered = |currency: &str| {
+        let learnt = runtime.learnt();
+        let endpoint = learnt.endpoints.into_iter().find(|e| e.endpoint.ends_with(&charges_at));
+        let condition = format!("currency={currency}");
+        endpoint.and_then(|e| e.conditions.into_iter().find(|c| c.condition == condition)).map_or(0, |c| c.answers)
+    };
+    let mut rounds = 0;
+    while answered("EUR") < 3 || answered("USD") < 3 {
+        assert!(
+            rounds < 40,
+            "in 40 rounds the gateway answered EUR {} and USD {} times",
+            answered("EUR"),
+            answered("USD")
+        );
+        for currency in ["EUR", "USD"] {
+            let report = runtime.execute(&module, &policy, charge_in(currency, &format!("{currency}-{rounds}"))).await;
+            assert!(report.unwrap().failure.is_none());
+        }
+        rounds += 1;
+    }
+    let declined = euro_charges(&primary);
+
+    let euro = runtime.execute(&module, &policy, charge_in("EUR", "EUR-next")).await.unwrap();
+    assert_eq!(euro.path, "charge-backup", "{euro:#?}");
+    assert!(
+        matches!(&euro.attempts[0].attempt.outcome, AttemptOutcome::Failed { kind: FailureKind::Diverted, .. }),
+        "{:?}",
+        euro.attempts[0].attempt.outcome
+    );
+    assert_eq!(euro_charges(&primary), declined, "the next euro charge never reached the declining gateway");
+
+    let dollars_before = charges(&primary).len();
+    let dollar = runtime.execute(&module, &policy, charge_in("USD", "USD-next")).await.unwrap();
+    assert_eq!(dollar.path, "charge", "{dollar:#?}");
+    assert_eq!(gate_decisions(&dollar.attempts[0].primary), ["unsafe call: pass", "commit: pass"]);
+    assert_eq!(charges(&primary).len(), dollars_before + 1);
+
+    // What was learnt, per condition, is there for an operator to read.
+    let learnt = runtime.learnt();
+    let charges_endpoint = learnt.endpoints.iter().find(|e| e.endpoint.ends_with(&charges_at)).unwrap();
+    let by = |condition: &str| charges_endpoint.conditions.iter().find(|c| c.condition == condition).unwrap();
+    assert!(by("currency=EUR").error_rate > 0.9 && by("currency=USD").error_rate < 0.1, "{charges_endpoint:?}");
+}
+
+/// A gateway that takes two charges a second and answers the third with 429
+/// and `Retry-After: 1`. Once it has refused one, the gate holds the next
+/// charge until the window frees instead of sending it to be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_gateway_is_waited_for_not_hammered() {
+    let dir = tempdir().unwrap();
+    let primary = TestServer::start(Behaviour { rate_limit: Some(2), ..gateway() }).await;
+    let backup = TestServer::start(gateway()).await;
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    let text = gateway_policy(&primary, &backup)
+        .replace("alternative_paths", "retry = { max_attempts = 1 }\nalternative_paths");
+    let policy = policy(&text);
+
+    // Three charges at once: the third is refused and goes to the backup.
+    let mut outcomes = Vec::new();
+    for n in 0..3 {
+        outcomes.push(runtime.execute(&module, &policy, charge_in("EUR", &format!("burst-{n}"))).await.unwrap());
+    }
+    assert!(outcomes.iter().all(|report| report.failure.is_none()));
+    let on_primary = outcomes.iter().filter(|report| report.path == "charge").count();
+    assert_eq!(on_primary, 2, "the limit is two a second");
+
+    // The next charge, at once: the gate waits for the window, then sends.
+    let report = runtime.execute(&module, &policy, charge_in("EUR", "after-429")).await.unwrap();
+    assert_eq!(report.path, "charge", "{report:#?}");
+    assert!(report.failure.is_none(), "{report:#?}");
+    assert_eq!(gate_decisions(&report.attempts[0].primary)[0], "unsafe call: delay");
+    let prediction = report.attempts[0].gate_prediction.as_ref().unwrap();
+    assert!(prediction.reasons.iter().any(|r| r.rule == "rate_limit"), "{prediction:?}");
+    assert!(prediction.features.rate_limit_wait_ms > 0.0 && prediction.features.rate_limited_share > 0.0);
+    outcomes.push(report);
+    assert_eq!(refused(&outcomes), 1, "one charge was refused, before the limit was known");
+
+    // A policy that would rather go elsewhere than wait says so in its rule.
+    let diverting = format!(
+        "{text}\n[[prediction.rules]]\nname = \"rate_limit\"\nwhen = \"rate_limit_load > 1\"\nweight = 0.5\n\
+         reason = \"the gateway is at its limit\"\naction = \"divert\"\n"
+    );
+    let diverting = txmirror_tests::policy(&diverting);
+    let sent = charges(&primary).len();
+    let mut diverted = 0;
+    for n in 0..3 {
+        let report = runtime.execute(&module, &diverting, charge_in("EUR", &format!("d-{n}"))).await.unwrap();
+        assert!(report.failure.is_none(), "{report:#?}");
+        diverted += usize::from(report.path == "charge-backup");
+        outcomes.push(report);
+    }
+    assert_eq!(refused(&outcomes), 1, "none refused since");
+    assert!(diverted >= 1, "at its limit, charges went to the backup instead");
+    assert!(charges(&primary).len() - sent <= 2, "no more than the limit was sent to the primary");
+}
+
+/// Attempts whose charge the gateway refused with 429.
+fn refused(reports: &[txmirror_runtime::TxReport]) -> usize {
+    let refused = |outcome: &AttemptOutcome| matches!(outcome, AttemptOutcome::Failed { message, .. } if message.contains("answered 429"));
+    reports.iter().flat_map(|report| &report.attempts).filter(|a| refused(&a.attempt.outcome)).count()
+}
+
+/// The online model learns after each attempt, is saved in the store, and
+/// a runtime opened on the store again goes on from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_online_model_is_saved_and_restored_with_the_store() {
+    let dir = tempdir().unwrap();
+    let open = || {
+        let mut config = txmirror_tests::config(dir.path());
+        config.model = Some(txmirror_runtime::ModelConfig::new(Path::new(models::PLACEHOLDER)));
+        Runtime::open(config).unwrap()
+    };
+    let runtime = open();
+    assert!(runtime.saved_learnt().unwrap().is_none(), "a new store has learnt nothing");
+    let module = load(&runtime, guests::BANK_TRANSFER).await;
+    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\n");
+    for n in 0..25 {
+        let input = json!({ "account": format!("a{n}"), "amount": 5 }).to_string().into_bytes();
+        let request = TxRequest { path: Some("deposit".into()), input, ..Default::default() };
+        let report = runtime.execute(&module, &policy, request).await.unwrap();
+        let prediction = report.attempts[0].prediction.as_ref().unwrap();
+        assert!(prediction.learnt_probability.is_some(), "{prediction:?}");
+    }
+    let live = runtime.learnt().model.expect("learning online");
+    assert_eq!(live.updates, 25, "every deposit is an honest label");
+    let saved = runtime.saved_learnt().unwrap().and_then(|learnt| learnt.model).expect("saved every 20");
+    assert_eq!(saved.updates, 20);
+    assert!(runtime.learnt().paths.iter().any(|p| p.path == "deposit" && p.failure_rate == 0.0));
+    drop(runtime);
+
+    let reopened = open();
+    let restored = reopened.learnt().model.expect("restored");
+    assert_eq!((restored.updates, &restored.weights), (20, &saved.weights));
+}
