@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--card", type=pathlib.Path, required=True)
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--adaptive", type=pathlib.Path, help="the run with adaptive mirroring, for its section")
+    parser.add_argument(
+        "--unseen", nargs=2, type=pathlib.Path, help="the shop shape run retry-only and with the predictor acting"
+    )
     args = parser.parse_args()
 
     runs = [json.loads(path.read_text()) for path in args.runs]
@@ -153,6 +156,8 @@ def main() -> None:
     ]
     if args.adaptive:
         lines += adaptive_section(runs[0], runs[2], json.loads(args.adaptive.read_text()))
+    if args.unseen:
+        lines += unseen_section(*(json.loads(path.read_text()) for path in args.unseen))
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}, {latency_png} and {pr_png}")
 
@@ -206,6 +211,62 @@ def adaptive_section(baseline: dict, full: dict, adaptive: dict) -> list[str]:
         "windows are timed): (c)'s failures reaching the client were 54, 56 and 53 in three runs on "
         "2026-11-21.",
         f"- CPU at most 1.3× primary-only (a): {cpu_ratio:.2f}×: " + ("met." if cpu_ratio <= 1.3 else "**not met**."),
+        "",
+    ]
+    return lines
+
+
+def unseen_section(retry: dict, acting: dict) -> list[str]:
+    """The shop shape, which nothing is trained on: retry-only against the predictor acting."""
+    label = acting.get("model") or "no model"
+    warm_up = 100
+
+    def row(name: str, key: str, fmt: str = "{}") -> str:
+        return f"| {name} | {fmt.format(retry[key])} | {fmt.format(acting[key])} |"
+
+    recall, false_rate = acting["gate_recall"], acting["gate_false_diversion_rate"]
+    lines = [
+        "## An unseen shape: the shop workload",
+        "",
+        f"`txmirror workload --shape shop`, seed {acting['seed']} ({acting['transactions']} transactions): charges",
+        "only, in four currencies; the primary gateway declines one currency at a time for a while (its",
+        "health check and the other currencies are fine), takes longer than the timeout on amounts of",
+        "2,000.00 and more, and now and then has spent its quota (every charge answered 429 with",
+        "`Retry-After: 1` for a while). The shipped model never saw this shape; the policy declares",
+        "`currency` and `amount_cents` as input",
+        f"features and nothing more. (b) runs the rules and the model `{label}`, learning online from a",
+        "fresh store, with an exploration share of 5%. The gate is judged prequentially: each transaction",
+        f"is scored before anything is learnt from it, and after a warm-up of {warm_up} transactions its",
+        "decision at the first unsafe call is held against the ground truth (a charge in the declined",
+        "currency, of a large amount or while the quota is spent would fail unadjusted). Any decision",
+        "but passing counts as flagging: a charge delayed or diverted that would have gone through is a",
+        "false alarm.",
+        "",
+        "| | (a) retry-only | (b) predictor acting |",
+        "|---|---|---|",
+        row("success rate", "success_rate", "{:.1%}"),
+        row("failures reaching the client", "failed"),
+        row("would fail unadjusted", "would_fail"),
+        row("... of which committed", "would_fail_committed"),
+        row("latency p50 (ms)", "latency_ms_p50", "{:.1f}"),
+        row("latency p99 (ms)", "latency_ms_p99", "{:.1f}"),
+        row("unsafe calls sent (charges)", "unsafe_calls_sent"),
+        row("unsafe calls wasted (declined, refused, failed, too late)", "wasted_unsafe_calls"),
+        row("answered 429", "rate_limited"),
+        row("orders charged twice or more", "double_charged"),
+        row("false diversions (whole run)", "false_diversions"),
+        f"| gate at the first unsafe call, after the warm-up: recall | — | {recall:.3f} |",
+        f"| ... false alarms (share of would-succeed flagged) | — | {false_rate:.3f} |",
+        f"| ... transactions judged | — | {acting['gate_judged']} |",
+        "",
+        f"- Recall ≥ 0.8 at ≤ 2% false diversions at the first unsafe call: recall {recall:.3f} at false alarms "
+        f"{false_rate:.3f}: " + ("met." if recall >= 0.8 and false_rate <= 0.02 else "**not met**."),
+        f"- Better than retry-only on p99: {acting['latency_ms_p99']:.0f} ms against "
+        f"{retry['latency_ms_p99']:.0f} ms: "
+        + ("met." if acting["latency_ms_p99"] < retry["latency_ms_p99"] else "**not met**."),
+        f"- Better than retry-only on unsafe calls wasted: {acting['wasted_unsafe_calls']} against "
+        f"{retry['wasted_unsafe_calls']}: "
+        + ("met." if acting["wasted_unsafe_calls"] < retry["wasted_unsafe_calls"] else "**not met**."),
         "",
     ]
     return lines

@@ -12,7 +12,8 @@ use std::hint::black_box;
 use txmirror_runtime::Role;
 use txmirror_runtime::policy::ResourceRequirements;
 use txmirror_runtime::predict::{
-    Action, EndpointView, FeatureContext, Features, InputProfile, Model, ModelScore, RuleSet,
+    Action, EndpointView, FeatureContext, Features, InputFeature, InputKind, InputProfile, Model, ModelScore,
+    OnlineModel, Prior, RuleSet,
 };
 use txmirror_runtime::trace::{Effect, HostCall, HttpOutcome, Trace, TraceEvent};
 
@@ -105,7 +106,53 @@ fn prediction(c: &mut Criterion) {
             ))
         })
     });
+    // A gate decision as the runtime makes it with online learning on (the
+    // default): features, rules, the ONNX model, and the online model
+    // refining it, with declared inputs read from the transaction.
+    let declared = [
+        InputFeature {
+            name: "amount_cents".into(),
+            pointer: "/amount_cents".into(),
+            kind: InputKind::Number,
+            paths: vec![],
+        },
+        InputFeature { name: "currency".into(), pointer: "/currency".into(), kind: InputKind::Category, paths: vec![] },
+    ];
+    let input = br#"{"order_id": "order-7", "amount_cents": 1250, "currency": "EUR"}"#;
+    let online = OnlineModel::default();
+    let digest = model.info().digest.clone();
+    let prior = |probability| Prior { probability, digest: &digest, card_threshold: model.info().threshold };
+    group.bench_function("inputs_features_rules_model_and_online", |b| {
+        b.iter(|| {
+            let inputs = InputProfile::read(black_box(input), &declared, "charge");
+            let prediction = rules.score(&features(), &inputs);
+            let p = model.score(&prediction.features).unwrap();
+            let learnt = online.score(&prediction.features, &prior(p));
+            black_box(prediction.with_model(
+                model.info(),
+                ModelScore { probability: p, learnt: Some(learnt) },
+                1.0,
+                Action::Divert,
+            ))
+        })
+    });
+    // The target of issue 13: rules, features (with declared inputs) and
+    // the online model, the ONNX model's probability given.
+    group.bench_function("inputs_features_rules_and_online", |b| {
+        b.iter(|| {
+            let inputs = InputProfile::read(black_box(input), &declared, "charge");
+            let prediction = rules.score(&features(), &inputs);
+            black_box(online.score(&prediction.features, &prior(0.2)))
+        })
+    });
     let fixed = features();
+    group.bench_function("online_update", |b| {
+        let mut failed = false;
+        b.iter(|| {
+            failed = !failed;
+            black_box(online.learn(black_box(&fixed), &prior(0.2), failed))
+        })
+    });
     group.bench_function("model_alone", |b| b.iter(|| black_box(model.score(black_box(&fixed)).unwrap())));
     group.finish();
 }

@@ -252,7 +252,11 @@ fn a_seeded_workload_in_observe_mode_yields_an_honestly_labelled_dataset() {
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("workload seed 3 mode Observe: 40 transactions"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("workload Faults seed 3 mode Observe: 40 transactions"),
+        "{}",
+        text(&out.stdout)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(summary["transactions"], 40);
     assert_eq!(summary["false_diversions"], 0, "observing never diverts");
@@ -268,6 +272,26 @@ fn a_seeded_workload_in_observe_mode_yields_an_honestly_labelled_dataset() {
     let workload: Vec<_> = examples.iter().filter(|e| e.transaction_id.starts_with("w3-")).collect();
     assert!(workload.len() >= 40, "at least one example per transaction: {}", workload.len());
     assert!(workload.iter().all(|e| e.explored && e.failed.is_some()), "observed attempts are all labelled");
+}
+
+/// The shop shape, which nothing is trained on, acted on: its gate is
+/// judged after the warm-up, and what was sent for nothing is counted.
+#[test]
+fn the_shop_shape_is_judged_after_its_warm_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let modules = Path::new(guests::PAYMENT).parent().unwrap().to_str().unwrap().to_string();
+    let report = dir.path().join("report.json");
+    let args = ["workload", "--shape", "shop", "--seed", "5", "--size", "160", "--mode", "act", "--modules", &modules];
+    let out = txmirror(&dir.path().join("data"), &[&args[..], &["--report", report.to_str().unwrap()]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("workload Shop seed 5 mode Act: 160 transactions"), "{}", text(&out.stdout));
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(summary["shape"], "shop");
+    assert_eq!(summary["gate_judged"], 60, "every charge after the warm-up of 100 met the gate");
+    let wasted = summary["wasted_unsafe_calls"].as_u64().unwrap();
+    assert!(wasted <= summary["unsafe_calls_sent"].as_u64().unwrap(), "{summary}");
+    let outcomes = summary["outcomes"].as_array().unwrap();
+    assert!(outcomes.iter().all(|o| o["kind"] == "charge"), "the shop only charges");
 }
 
 #[test]

@@ -177,8 +177,9 @@ pub struct PredictionSettings {
     #[serde(default)]
     pub inputs: Vec<InputFeature>,
     /// The longest the gate holds an unsafe call for a rate-limited
-    /// endpoint (the `delay` action), in milliseconds; a longer wait is cut
-    /// to it.
+    /// endpoint (the `delay` action), in milliseconds, when an alternative
+    /// path exists: a longer wait diverts instead. Without one, the
+    /// attempt's wall time bounds the wait.
     #[serde(default = "default_max_delay_ms")]
     pub max_delay_ms: u64,
     /// Whether the configured model is refined by an online model learnt
@@ -189,7 +190,7 @@ pub struct PredictionSettings {
 }
 
 fn default_max_delay_ms() -> u64 {
-    2_000
+    1_000
 }
 
 fn default_endpoint_half_life_ms() -> u64 {

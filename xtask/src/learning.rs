@@ -5,8 +5,9 @@
 //!   and evaluated on the second: `models/txmirror-v2.onnx` and its card.
 //! - `effectiveness`: the held-out workload run retry-only, with the rules
 //!   alone, with the rules and the model, and with those and adaptive
-//!   mirroring; `docs/effectiveness.md` and its plots, written by
-//!   `models/report.py`.
+//!   mirroring; then the unseen `shop` shape retry-only and with the rules
+//!   and the model learning online; `docs/effectiveness.md` and its plots,
+//!   written by `models/report.py`.
 
 use anyhow::Result;
 use std::path::Path;
@@ -16,6 +17,8 @@ use std::process::Command;
 const TRAIN: (u64, usize) = (101, 2_000);
 /// The held-out workload: another seed.
 const HOLDOUT: (u64, usize) = (202, 1_000);
+/// The unseen shape (`--shape shop`): nothing is trained on it.
+const UNSEEN: (u64, usize) = (303, 1_000);
 /// The shipped model, relative to the root.
 pub(crate) const MODEL: &str = "models/txmirror-v2.onnx";
 const CARD: &str = "models/txmirror-v2-card";
@@ -29,8 +32,20 @@ fn txmirror(root: &Path) -> Result<Command> {
     Ok(command)
 }
 
-/// Runs a workload on a fresh data directory; returns the directory.
-fn workload(root: &Path, name: &str, (seed, size): (u64, usize), mode: &str, model: bool) -> Result<String> {
+/// Runs a workload of the `faults` shape on a fresh data directory; returns the directory.
+fn workload(root: &Path, name: &str, seed_size: (u64, usize), mode: &str, model: bool) -> Result<String> {
+    shaped_workload(root, name, "faults", seed_size, mode, model)
+}
+
+/// Runs a workload of a shape on a fresh data directory; returns the directory.
+fn shaped_workload(
+    root: &Path,
+    name: &str,
+    shape: &str,
+    (seed, size): (u64, usize),
+    mode: &str,
+    model: bool,
+) -> Result<String> {
     let data = format!("target/learning/{name}");
     let _ = std::fs::remove_dir_all(root.join(&data));
     let mut command = txmirror(root)?;
@@ -40,7 +55,7 @@ fn workload(root: &Path, name: &str, (seed, size): (u64, usize), mode: &str, mod
     }
     let (seed, size) = (seed.to_string(), size.to_string());
     let report = format!("target/learning/{name}.json");
-    command.args(["workload", "--seed", &seed, "--size", &size, "--mode", mode, "--report", &report]);
+    command.args(["workload", "--shape", shape, "--seed", &seed, "--size", &size, "--mode", mode, "--report", &report]);
     crate::run(&mut command)?;
     Ok(data)
 }
@@ -101,6 +116,10 @@ pub(crate) fn effectiveness(root: &Path) -> Result<()> {
         crate::demo::step(&format!("the held-out workload: {name}"));
         workload(root, name, HOLDOUT, mode, model)?;
     }
+    for (name, mode, model) in [("unseen-retry-only", "retry-only", false), ("unseen-model", "act", true)] {
+        crate::demo::step(&format!("the unseen shape (shop): {name}"));
+        shaped_workload(root, name, "shop", UNSEEN, mode, model)?;
+    }
     evaluate_holdout(root, &["--scores-out", "target/learning/holdout-scores.csv"])?;
     crate::demo::step("writing docs/effectiveness.md");
     crate::run(crate::setup::training_python(root).current_dir(root).args([
@@ -115,6 +134,9 @@ pub(crate) fn effectiveness(root: &Path) -> Result<()> {
         &format!("{CARD}.json"),
         "--adaptive",
         "target/learning/effect-adaptive.json",
+        "--unseen",
+        "target/learning/unseen-retry-only.json",
+        "target/learning/unseen-model.json",
         "--out",
         "docs/effectiveness.md",
     ]))

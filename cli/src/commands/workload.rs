@@ -2,7 +2,7 @@
 
 use super::{Target, print};
 use crate::exit::Failed;
-use crate::workload::{self, Mode, Options};
+use crate::workload::{self, Mode, Options, Shape};
 use anyhow::Context as _;
 use std::path::PathBuf;
 
@@ -10,6 +10,10 @@ use std::path::PathBuf;
 /// with injected faults (see docs/learning.md).
 #[derive(clap::Args, Debug)]
 pub(crate) struct WorkloadCommand {
+    /// `faults`: the workload the shipped model is trained on; `shop`: one
+    /// of another shape, for judging the predictor on what it never saw.
+    #[arg(long, value_enum, default_value = "faults")]
+    shape: Shape,
     /// The seed: one seed, one workload.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -42,6 +46,7 @@ impl WorkloadCommand {
     pub(crate) async fn execute(self, target: Target) -> Result<u8, Failed> {
         let runtime = target.local()?.open_with_model()?;
         let options = Options {
+            shape: self.shape,
             seed: self.seed,
             size: self.size,
             mode: self.mode,

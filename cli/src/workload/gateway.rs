@@ -20,6 +20,19 @@ pub(crate) enum Phase {
     Slow,
     /// Charges fail with 503; the health check says so only some of the time.
     Failing,
+    /// Charges in this currency are declined with 502; others go through,
+    /// and the health check is fine (the shop shape's regional outage).
+    Declining(&'static str),
+    /// Its quota is spent: every charge is answered 429 with
+    /// `Retry-After: 1`; the health check is fine.
+    Throttled,
+}
+
+/// What a gateway does whatever its phase (the shop shape's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Traits {
+    /// Charges of at least this many cents take `slow_ms` (a fraud check).
+    pub(crate) slow_from_amount: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -31,6 +44,9 @@ struct State {
     health_draws: u64,
     /// Charges received, by idempotency key, and how many were answered 2xx.
     charges: HashMap<String, (u32, u32)>,
+    traits: Traits,
+    /// Charges answered 429.
+    refused: u32,
 }
 
 /// A gateway and its counters. Stops when dropped.
@@ -48,17 +64,25 @@ pub(crate) struct Charges {
     pub(crate) received: u32,
     /// Successful charges, by idempotency key (the order).
     pub(crate) booked: HashMap<String, u32>,
+    /// Charge requests answered 429 (rate limited).
+    pub(crate) refused: u32,
 }
 
 impl Gateway {
     /// Starts a gateway on an ephemeral port of 127.0.0.1.
-    pub(crate) async fn start(seed: u64, slow_ms: u64) -> std::io::Result<Self> {
-        let state =
-            Arc::new(Mutex::new(State { phase: Phase::Healthy, slow_ms, health_draws: seed, charges: HashMap::new() }));
+    pub(crate) async fn start(seed: u64, slow_ms: u64, traits: Traits) -> std::io::Result<Self> {
+        let state = Arc::new(Mutex::new(State {
+            phase: Phase::Healthy,
+            slow_ms,
+            health_draws: seed,
+            charges: HashMap::new(),
+            traits,
+            refused: 0,
+        }));
         let shared = state.clone();
-        let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, _body: Bytes| {
+        let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let state = shared.clone();
-            async move { answer(&state, &method, &uri, &headers).await }
+            async move { answer(&state, &method, &uri, &headers, &body).await }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -89,6 +113,7 @@ impl Gateway {
                 .filter(|(_, (_, ok))| *ok > 0)
                 .map(|(key, (_, ok))| (key.clone(), *ok))
                 .collect(),
+            refused: state.refused,
         }
     }
 }
@@ -108,22 +133,49 @@ fn draw(state: &mut u64) -> f64 {
     (z ^ (z >> 31)) as f64 / u64::MAX as f64
 }
 
-async fn answer(state: &Mutex<State>, method: &Method, uri: &Uri, headers: &HeaderMap) -> axum::response::Response {
+/// What a charge's body says, as far as the shop shape's gateway cares.
+fn charge_of(body: &[u8]) -> (String, u64) {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let currency = value["currency"].as_str().unwrap_or_default().to_string();
+    (currency, value["amount_cents"].as_u64().unwrap_or(0))
+}
+
+async fn answer(
+    state: &Mutex<State>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> axum::response::Response {
     let charge = method == Method::POST && uri.path() == "/charges";
     // A charge is booked when it arrives, even if its answer comes too late
     // for the client: as with a real gateway.
     let (status, delay_ms, body) = {
         let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if charge && state.phase == Phase::Throttled {
+            state.refused += 1;
+            let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            state.charges.entry(key.to_string()).or_default().0 += 1;
+            let headers = [("content-type", "application/json"), ("retry-after", "1")];
+            return (StatusCode::TOO_MANY_REQUESTS, headers, "{}").into_response();
+        }
         let failing_health = draw(&mut state.health_draws) < 0.6;
-        let (status, delay_ms) = match (state.phase, charge) {
+        let (currency, amount) = if charge { charge_of(body) } else { (String::new(), 0) };
+        let (status, mut delay_ms) = match (state.phase, charge) {
             (Phase::Healthy, true) => (StatusCode::CREATED, 0),
-            (Phase::Healthy, false) => (StatusCode::OK, 0),
+            (Phase::Healthy | Phase::Declining(_) | Phase::Throttled, false) => (StatusCode::OK, 0),
+            (Phase::Throttled, true) => (StatusCode::TOO_MANY_REQUESTS, 0),
             (Phase::Slow, true) => (StatusCode::CREATED, state.slow_ms),
             (Phase::Slow, false) => (StatusCode::OK, state.slow_ms * 6 / 10),
             (Phase::Failing, true) => (StatusCode::SERVICE_UNAVAILABLE, 0),
             (Phase::Failing, false) if failing_health => (StatusCode::SERVICE_UNAVAILABLE, 0),
             (Phase::Failing, false) => (StatusCode::OK, 0),
+            (Phase::Declining(declined), true) if declined == currency => (StatusCode::BAD_GATEWAY, 0),
+            (Phase::Declining(_), true) => (StatusCode::CREATED, 0),
         };
+        if charge && state.traits.slow_from_amount.is_some_and(|from| amount >= from) {
+            delay_ms = delay_ms.max(state.slow_ms);
+        }
         let body = if charge {
             let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
             let entry = state.charges.entry(key.to_string()).or_default();

@@ -9,6 +9,18 @@
 //! gateway is slow or failing, an invalid order, an order beyond its fuel).
 //! Transfers between hot accounts are contended but carry no ground truth.
 //!
+//! Shapes: `faults` (the default, above; the shipped model is trained on
+//! it) and `shop`, a shape of another kind that nothing is trained on:
+//! charges only, in four currencies, where the primary gateway declines one
+//! currency at a time for a while (a regional outage: the health check and
+//! the other currencies are fine), takes longer than the timeout on large
+//! amounts (a fraud check), and now and then has spent its quota (every
+//! charge answered 429 with `Retry-After`, for a while). Its policy
+//! declares `currency` and `amount_cents` as input features, as an
+//! operator would; it says nothing of the faults. Ground truth: a charge in
+//! the declined currency, of a large amount, or while the quota is spent
+//! would fail unadjusted.
+//!
 //! Modes: `observe` runs every attempt unadjusted (exploration share 1), so
 //! predictions are recorded and nothing acts on them; `act` lets the
 //! predictor act, with the given exploration share; `adaptive` is `act` with
@@ -18,7 +30,7 @@
 mod gateway;
 
 use anyhow::{Context as _, bail};
-use gateway::{Gateway, Phase};
+use gateway::{Gateway, Phase, Traits};
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 use serde::Serialize;
@@ -28,7 +40,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use txmirror_runtime::store::AttemptOutcome;
-use txmirror_runtime::{FailureKind, Module, Policy, Runtime, TxRequest};
+use txmirror_runtime::trace::HostCall;
+use txmirror_runtime::{Action, FailureKind, GateStage, GateVerdict, Module, Policy, Runtime, TxRequest};
 
 /// How the predictor may act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -44,9 +57,20 @@ pub(crate) enum Mode {
     RetryOnly,
 }
 
+/// Which workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Shape {
+    /// Gateways slow or failing in windows, hot keys, invalid and oversized orders.
+    Faults,
+    /// Charges whose failures depend on what they carry, and a rate limit.
+    Shop,
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
+    pub(crate) shape: Shape,
     pub(crate) seed: u64,
     pub(crate) size: usize,
     pub(crate) mode: Mode,
@@ -60,6 +84,13 @@ pub(crate) struct Options {
 /// The outbound timeout of the payment policy; slow charges take twice as long.
 const OUTBOUND_TIMEOUT_MS: u64 = 300;
 const HOT_ACCOUNTS: usize = 4;
+/// Shop: charges of at least this many cents are slow at the primary gateway.
+const LARGE_AMOUNT: u64 = 200_000;
+/// Shop: the currencies and their shares of the charges.
+const CURRENCIES: [(&str, f64); 4] = [("EUR", 0.4), ("USD", 0.3), ("GBP", 0.2), ("JPY", 0.1)];
+/// Transactions before the gate's decisions are judged: the predictor
+/// learns the deployment meanwhile.
+const WARM_UP: usize = 100;
 const COLD_ACCOUNTS: usize = 40;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -72,6 +103,8 @@ enum Kind {
 
 #[derive(Debug)]
 struct Planned {
+    /// Its place in the plan, from 0.
+    index: usize,
     kind: Kind,
     id: String,
     path: &'static str,
@@ -99,6 +132,15 @@ pub(crate) struct Outcome {
     explored: bool,
     /// Attempts that ran with their mirror.
     mirrored_attempts: usize,
+    /// Its place in the plan.
+    index: usize,
+    /// The first attempt's gate before its first unsafe call: whether it
+    /// flagged the attempt (diverted, failed fast, hedged, raised its
+    /// timeouts or delayed it, or would have in the exploration share), if
+    /// the gate stood there.
+    flagged_at_first_call: Option<bool>,
+    /// A rate limit was among that gate's reasons.
+    rate_limit_decision: bool,
 }
 
 /// What a run did.
@@ -126,6 +168,21 @@ pub(crate) struct Summary {
     double_charged: usize,
     /// Transactions diverted although their primary path would not have failed.
     false_diversions: usize,
+    shape: Shape,
+    /// Charges sent that did not succeed: declined, refused, failed or
+    /// answered too late to count.
+    wasted_unsafe_calls: u32,
+    /// Charges the gateways refused with 429.
+    rate_limited: u32,
+    /// After the warm-up, of the transactions whose first attempt's gate
+    /// stood before an unsafe call: how many, and the share of those that
+    /// would fail (recall) and of those that would not (false alarms:
+    /// diverted, delayed or otherwise adjusted for nothing) that it flagged.
+    gate_judged: usize,
+    gate_recall: f64,
+    gate_false_diversion_rate: f64,
+    /// After the warm-up, first gates with a rate limit among their reasons.
+    gate_rate_limit_decisions: usize,
     /// Attempts, and those of them that ran with their mirror.
     attempts: usize,
     mirrored_attempts: usize,
@@ -140,11 +197,14 @@ impl Summary {
     /// A few lines for a person.
     pub(crate) fn text(&self) -> String {
         format!(
-            "workload seed {} mode {:?}{}: {} transactions in {:.1} s\n\
+            "workload {:?} seed {} mode {:?}{}: {} transactions in {:.1} s\n\
              committed {} ({:.1}%), failed {}; would fail unadjusted {}, of which committed {} \
              (rescuable {}, committed {})\n\
              latency p50 {:.1} ms, p99 {:.1} ms; charges sent {}, double-charged orders {}, false diversions {}\n\
-             attempts {}, mirrored {}; process CPU {:.2} s",
+             attempts {}, mirrored {}; process CPU {:.2} s\n\
+             unsafe calls wasted {}, rate limited (429) {}; after {WARM_UP} warm-up, gate at the first unsafe \
+             call on {} transactions: recall {:.3}, false alarms {:.3} ({} for a rate limit)",
+            self.shape,
             self.seed,
             self.mode,
             self.model.as_deref().map(|m| format!(" model {m}")).unwrap_or_default(),
@@ -165,6 +225,12 @@ impl Summary {
             self.attempts,
             self.mirrored_attempts,
             self.cpu_s,
+            self.wasted_unsafe_calls,
+            self.rate_limited,
+            self.gate_judged,
+            self.gate_recall,
+            self.gate_false_diversion_rate,
+            self.gate_rate_limit_decisions,
         )
     }
 }
@@ -242,7 +308,63 @@ fn plan(seed: u64, size: usize) -> Vec<Planned> {
                 let input = json!({ "platform": "shopify", "store": format!("s{seed}"), "payload": payload });
                 (Kind::Order, "import", input, invalid || lines > 1_000, invalid)
             };
-            Planned { kind, id, path, input, would_fail, certain, primary_phase, backup_phase }
+            Planned { index: i, kind, id, path, input, would_fail, certain, primary_phase, backup_phase }
+        })
+        .collect()
+}
+
+/// The shop shape's plan (see the module's documentation).
+fn plan_shop(seed: u64, size: usize) -> Vec<Planned> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    // The primary's window: a currency declined, or its quota spent.
+    let mut window: Option<(Phase, u32)> = None;
+    let mut backup = Weather { phase: Phase::Healthy, left: 0, start_chance: 0.005 };
+    let currency = |rng: &mut StdRng| {
+        let mut draw: f64 = rng.random();
+        for (currency, share) in CURRENCIES {
+            if draw < share {
+                return currency;
+            }
+            draw -= share;
+        }
+        CURRENCIES[0].0
+    };
+    (0..size)
+        .map(|i| {
+            window = match window {
+                Some((phase, left)) if left > 0 => Some((phase, left - 1)),
+                _ if rng.random_bool(0.02) => Some(if rng.random_bool(0.6) {
+                    (Phase::Declining(currency(&mut rng)), rng.random_range(40..120))
+                } else {
+                    (Phase::Throttled, rng.random_range(20..60))
+                }),
+                _ => None,
+            };
+            let primary_phase = window.map_or(Phase::Healthy, |(phase, _)| phase);
+            let charged = currency(&mut rng);
+            let amount: u64 = if rng.random_bool(0.08) {
+                rng.random_range(LARGE_AMOUNT..2_000_000)
+            } else {
+                rng.random_range(300..60_000)
+            };
+            let id = format!("s{seed}-{i}");
+            let input = json!({ "order_id": id, "amount_cents": amount, "currency": charged });
+            let refused = match primary_phase {
+                Phase::Declining(declined) => declined == charged,
+                Phase::Throttled => true,
+                _ => false,
+            };
+            Planned {
+                index: i,
+                kind: Kind::Charge,
+                id,
+                path: "charge",
+                input,
+                would_fail: refused || amount >= LARGE_AMOUNT,
+                certain: false,
+                primary_phase,
+                backup_phase: backup.next(&mut rng),
+            }
         })
         .collect()
 }
@@ -298,12 +420,21 @@ body = '{{"charge_id": "mirror-stub"}}'
     let orders = "[resource_requirements]\nfuel = 20_000_000\nfuel_ceiling = 400_000_000\nmemory_mib = 32\n\
                   [capabilities]\nkv = { orders = \"read-write\" }\n"
         .to_string();
-    let parse = |name: &str, text: String| {
-        Policy::parse(&format!("{top}{text}{table}"), std::path::Path::new(name))
+    let parse = |name: &str, text: String, after: &str| {
+        Policy::parse(&format!("{top}{text}{table}{after}"), std::path::Path::new(name))
             .map(Arc::new)
             .map_err(anyhow::Error::from)
     };
-    Ok([parse("payment.toml", payment)?, parse("bank.toml", bank)?, parse("orders.toml", orders)?])
+    // The shop's operator declares the fields a charge carries; what fails
+    // and why is for the predictor to learn.
+    let inputs = match options.shape {
+        Shape::Faults => "",
+        Shape::Shop => {
+            "[[prediction.inputs]]\nname = \"currency\"\npointer = \"/currency\"\nkind = \"category\"\n\
+             [[prediction.inputs]]\nname = \"amount_cents\"\npointer = \"/amount_cents\"\n"
+        }
+    };
+    Ok([parse("payment.toml", payment, inputs)?, parse("bank.toml", bank, "")?, parse("orders.toml", orders, "")?])
 }
 
 async fn load(runtime: &Runtime, dir: &std::path::Path, name: &str) -> anyhow::Result<Module> {
@@ -328,15 +459,23 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
     }
     let started = Instant::now();
     let cpu = cpu_time::ProcessTime::now();
-    let primary = Gateway::start(options.seed, OUTBOUND_TIMEOUT_MS * 2).await?;
-    let backup = Gateway::start(options.seed.rotate_left(32), OUTBOUND_TIMEOUT_MS * 2).await?;
+    let primary_traits = match options.shape {
+        Shape::Faults => Traits::default(),
+        Shape::Shop => Traits { slow_from_amount: Some(LARGE_AMOUNT) },
+    };
+    let primary = Gateway::start(options.seed, OUTBOUND_TIMEOUT_MS * 2, primary_traits).await?;
+    let backup = Gateway::start(options.seed.rotate_left(32), OUTBOUND_TIMEOUT_MS * 2, Traits::default()).await?;
     let [payment_policy, bank_policy, order_policy] = policies(options, &primary, &backup)?;
     let payment = load(runtime, &options.modules, "payment").await?;
     let bank = load(runtime, &options.modules, "bank_transfer").await?;
     let orders = load(runtime, &options.modules, "order_import").await?;
 
     // Every account starts with money; the deposits are set-up, not workload.
-    for account in (0..HOT_ACCOUNTS).map(|i| format!("hot-{i}")).chain((0..COLD_ACCOUNTS).map(|i| format!("cold-{i}")))
+    let accounts = if options.shape == Shape::Faults { HOT_ACCOUNTS + COLD_ACCOUNTS } else { 0 };
+    for account in (0..HOT_ACCOUNTS)
+        .map(|i| format!("hot-{i}"))
+        .chain((0..COLD_ACCOUNTS).map(|i| format!("cold-{i}")))
+        .take(accounts)
     {
         let input = json!({ "account": account, "amount": 1_000 }).to_string().into_bytes();
         let request = TxRequest { path: Some("deposit".into()), input, ..Default::default() };
@@ -348,7 +487,11 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
 
     let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency));
     let mut tasks = tokio::task::JoinSet::new();
-    for planned in plan(options.seed, options.size) {
+    let planned = match options.shape {
+        Shape::Faults => plan(options.seed, options.size),
+        Shape::Shop => plan_shop(options.seed, options.size),
+    };
+    for planned in planned {
         if started.elapsed() > options.time_limit {
             break;
         }
@@ -379,7 +522,23 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
                     .iter()
                     .any(|a| matches!(&a.attempt.outcome, AttemptOutcome::Failed { kind: k, .. } if *k == kind))
             };
+            // The first attempt's gate before its first unsafe call: what
+            // it decided, and whether a rate limit was among its reasons.
+            let first_gate = report.attempts.first().and_then(|first| {
+                first.primary.events.iter().find_map(|event| match &event.call {
+                    HostCall::Gate { decision, reasons, before: GateStage::UnsafeCall, .. } => {
+                        Some((*decision, reasons.iter().any(|rule| rule == "rate_limit")))
+                    }
+                    _ => None,
+                })
+            });
+            // Anything but passing (or, explored, passing anyway) flags it.
+            let flagged =
+                |decision: GateVerdict| !matches!(decision, GateVerdict::Pass | GateVerdict::Explored(Action::None));
             Ok::<_, anyhow::Error>(Outcome {
+                index: planned.index,
+                flagged_at_first_call: first_gate.map(|(decision, _)| flagged(decision)),
+                rate_limit_decision: first_gate.is_some_and(|(_, rate_limit)| rate_limit),
                 id: planned.id,
                 kind: planned.kind,
                 would_fail: planned.would_fail,
@@ -398,7 +557,7 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
     while let Some(joined) = tasks.join_next().await {
         outcomes.push(joined??);
     }
-    outcomes.sort_by(|a, b| a.id.cmp(&b.id));
+    outcomes.sort_by_key(|outcome| outcome.index);
 
     let mut latencies: Vec<f64> = outcomes.iter().map(|o| o.latency_ms).collect();
     latencies.sort_by(f64::total_cmp);
@@ -408,7 +567,25 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
         *booked.entry(key).or_default() += count;
     }
     let committed = outcomes.iter().filter(|o| o.committed).count();
+    let booked_total: u32 = booked.values().sum();
+    // Judged after the warm-up, where the gate stood before an unsafe call.
+    let judged: Vec<(bool, bool)> = outcomes
+        .iter()
+        .filter(|o| o.index >= WARM_UP)
+        .filter_map(|o| o.flagged_at_first_call.map(|flagged| (o.would_fail, flagged)))
+        .collect();
+    let share = |would_fail: bool| {
+        let of: Vec<bool> = judged.iter().filter(|(w, _)| *w == would_fail).map(|(_, f)| *f).collect();
+        of.iter().filter(|f| **f).count() as f64 / of.len().max(1) as f64
+    };
     Ok(Summary {
+        shape: options.shape,
+        wasted_unsafe_calls: (primary_charges.received + backup_charges.received).saturating_sub(booked_total),
+        rate_limited: primary_charges.refused + backup_charges.refused,
+        gate_judged: judged.len(),
+        gate_rate_limit_decisions: outcomes.iter().filter(|o| o.index >= WARM_UP && o.rate_limit_decision).count(),
+        gate_recall: share(true),
+        gate_false_diversion_rate: share(false),
         seed: options.seed,
         size: options.size,
         mode: options.mode,
@@ -453,5 +630,28 @@ mod tests {
         assert!(runs * 5 < bad_count, "in windows, not coin flips: {runs} changes for {bad_count} bad transactions");
         let kinds = |k: Kind| a.iter().filter(|t| t.kind == k).count();
         assert!(kinds(Kind::Charge) > 100 && kinds(Kind::Transfer) > 40 && kinds(Kind::Order) > 40);
+    }
+
+    #[test]
+    fn the_shop_shape_fails_by_what_charges_carry() {
+        let plan = plan_shop(303, 2000);
+        let ids = |p: &[Planned]| p.iter().map(|t| (t.input.to_string(), t.would_fail)).collect::<Vec<_>>();
+        assert_eq!(ids(&plan), ids(&plan_shop(303, 2000)), "one seed, one workload");
+        assert!(plan.iter().all(|t| t.kind == Kind::Charge));
+        let declined =
+            plan.iter().filter(|t| matches!(t.primary_phase, Phase::Declining(c) if t.input["currency"] == c));
+        let large = plan.iter().filter(|t| t.input["amount_cents"].as_u64().is_some_and(|a| a >= LARGE_AMOUNT));
+        let throttled = plan.iter().filter(|t| t.primary_phase == Phase::Throttled);
+        let (declined, large, throttled) = (declined.count(), large.count(), throttled.count());
+        assert!(
+            declined > 50 && large > 100 && throttled > 50,
+            "{declined} declined, {large} large, {throttled} throttled"
+        );
+        let failing = plan.iter().filter(|t| t.would_fail).count();
+        let most = declined.max(large).max(throttled);
+        assert!(failing >= most && failing <= declined + large + throttled, "{failing}");
+        // In a declining window, the other currencies go through.
+        let spared = plan.iter().filter(|t| matches!(t.primary_phase, Phase::Declining(_)) && !t.would_fail).count();
+        assert!(spared > declined, "{spared} spared against {declined} declined");
     }
 }

@@ -15,8 +15,12 @@
 //! - `adjust_timeouts`: the outbound timeout (and the wall time) are raised
 //!   to cover the predicted latency, up to the policy's ceilings;
 //! - `delay`: the call waits until the endpoint's rate-limit window frees
-//!   (`rate_limit_wait_ms`), at most `prediction.max_delay_ms`, then goes:
-//!   a 429 the endpoint would answer now is not sent for.
+//!   (`rate_limit_wait_ms`), then goes: a 429 the endpoint would answer now
+//!   is not sent for. A wait longer than `prediction.max_delay_ms`, or at an
+//!   endpoint that refuses most requests (`rate_limited_share` of 0.5 or
+//!   more: a spent quota, where waiting earns another 429), diverts instead
+//!   when an alternative path exists; without one, the attempt's wall time
+//!   bounds the wait.
 //!
 //! In a hedge race, the call then waits for the race's token. The decision
 //! is recorded in the primary's trace and read by the runtime when the
@@ -87,7 +91,8 @@ pub(crate) struct GateActions {
     pub(crate) explore: bool,
     /// The mirror's fuel so far, for scoring before it has ended.
     pub(crate) watch: Option<Arc<ResourceWatch>>,
-    /// The longest a call is held for a rate limit (`delay`).
+    /// The longest a call is held for a rate limit (`delay`) when another
+    /// path could take it instead.
     pub(crate) max_delay: Duration,
 }
 
@@ -289,9 +294,18 @@ impl Gate {
             }
             Some(Action::Delay) => {
                 let wanted = f64::from(prediction.features.rate_limit_wait_ms.max(0.0)) / 1000.0;
-                let wait = Duration::try_from_secs_f64(wanted).unwrap_or(actions.max_delay).min(actions.max_delay);
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
+                let wanted = Duration::try_from_secs_f64(wanted).unwrap_or(Duration::MAX);
+                // Waiting works while the endpoint takes most requests; when
+                // it refuses most (a spent quota), waiting only earns another 429.
+                let futile = prediction.features.rate_limited_share >= 0.5;
+                if (wanted > actions.max_delay || futile) && actions.can_divert {
+                    // Longer than worth waiting, or futile: the next path goes at once.
+                    decision = Some(GateDecision::Divert(prediction.clone()));
+                    verdict = GateVerdict::Divert;
+                } else if !wanted.is_zero() {
+                    // Without another path, waiting is all there is: the
+                    // attempt's wall time bounds it.
+                    tokio::time::sleep(wanted).await;
                     verdict = GateVerdict::Delay;
                 }
             }

@@ -142,11 +142,13 @@ struct EndpointStats {
     by_condition: HashMap<Box<str>, Conditioned>,
     /// The share of answers that were `429 Too Many Requests`.
     rate_limited: Ewma,
-    /// Requests sent within the last [`RATE_WINDOW`], oldest first.
+    /// When the requests it accepted (answered other than 429) within the
+    /// last [`RATE_WINDOW`] were sent, oldest first.
     sent: VecDeque<Instant>,
-    /// The most requests per [`RATE_WINDOW`] the endpoint accepts, as learnt
-    /// from the rate at which it answered 429.
-    limit: Ewma,
+    /// The most requests per [`RATE_WINDOW`] the endpoint accepts: learnt
+    /// from how many it had accepted in the window when it answered 429,
+    /// and raised whenever it accepts more.
+    limit: Option<f64>,
     /// Until when its last `Retry-After` asked to be left alone.
     retry_after: Option<Instant>,
     /// When a response (or a failure to get one) last arrived.
@@ -183,7 +185,7 @@ impl EndpointStats {
             by_condition: HashMap::new(),
             rate_limited: Ewma::default(),
             sent: VecDeque::new(),
-            limit: Ewma::default(),
+            limit: None,
             retry_after: None,
             heard: now,
             asked: None,
@@ -216,13 +218,15 @@ impl EndpointStats {
         self.asked.is_some_and(|asked| asked > self.heard)
     }
 
-    /// Forgets what was known of an outage: a probe under `conditions`
-    /// came back well. Its conditions start afresh (keeping the count of
+    /// Forgets what was known of an outage or a spent quota: a probe under
+    /// `conditions` was taken and came back well. Its conditions start afresh (keeping the count of
     /// their answers, which says they are known); what is known under
     /// other conditions stays: a dollar charge that goes through says
     /// nothing of euro charges.
     fn recovered(&mut self, conditions: &[String]) {
         self.error_rate = Ewma::default();
+        self.rate_limited = Ewma::default();
+        self.retry_after = None;
         self.latency_ms = Ewma::default();
         self.latency_by_size = [Ewma::default(); SIZE_CLASSES];
         for condition in conditions {
@@ -285,7 +289,7 @@ impl EndpointStats {
                 }
             }
         }
-        let limit = self.limit.get().filter(|limit| *limit >= 1.0);
+        let limit = self.limit.filter(|limit| *limit >= 1.0);
         let in_window = self.in_window(now);
         let load = limit.map_or(0.0, |limit| (in_window + 1) as f64 / limit);
         // The wait until the endpoint takes the request: what its
@@ -366,17 +370,18 @@ impl EndpointHealth {
         }
         let stats = endpoints.entry(endpoint.to_string()).or_insert_with(|| EndpointStats::new(now));
         let probing = stats.probed.is_some_and(|probed| probed > stats.heard);
-        if !failed && probing {
+        let taken = !failed && exchange.status != Some(429);
+        if taken && probing {
             // The first answer since a probe was let through came back
             // well: the endpoint has recovered, and what was known of its
             // outage is over.
             stats.recovered(exchange.conditions);
         }
         stats.held_asks = 0;
-        stats.failed_probes = match (failed, probing) {
-            (false, _) => 0,
-            (true, true) => stats.failed_probes.saturating_add(1),
-            (true, false) => stats.failed_probes,
+        stats.failed_probes = match (taken, probing) {
+            (true, _) => 0,
+            (false, true) => stats.failed_probes.saturating_add(1),
+            (false, false) => stats.failed_probes,
         };
         // The old evidence has faded meanwhile: start from what is left of it.
         stats.fade(evidence.fade(now.saturating_duration_since(stats.fresh_until())));
@@ -395,20 +400,28 @@ impl EndpointHealth {
             conditioned.error_rate.add(error);
             conditioned.samples = conditioned.samples.saturating_add(1);
         }
-        // The rate counts the request when it was sent, in order.
+        let limited = exchange.status == Some(429);
+        stats.rate_limited.add(if limited { 1.0 } else { 0.0 });
+        // The window keeps the requests it accepted, by when they were sent.
         while stats.sent.front().is_some_and(|first| exchange.sent_at.saturating_duration_since(*first) >= RATE_WINDOW)
             || stats.sent.len() >= MAX_RATE_SAMPLES
         {
             stats.sent.pop_front();
         }
-        let at = stats.sent.iter().rposition(|sent| *sent <= exchange.sent_at).map_or(0, |i| i + 1);
-        stats.sent.insert(at, exchange.sent_at);
-        let limited = exchange.status == Some(429);
-        stats.rate_limited.add(if limited { 1.0 } else { 0.0 });
+        let accepted = stats.in_window(exchange.sent_at) as f64;
         if limited {
-            // It took the requests before this one in the window, not this one.
-            let accepted = stats.in_window(exchange.sent_at).saturating_sub(1).max(1);
-            stats.limit.add(accepted as f64);
+            // It had taken this many in the window and no more. None at all
+            // is a spent quota, not a rate: its Retry-After says how long.
+            if accepted >= 1.0 {
+                stats.limit = Some(stats.limit.map_or(accepted, |limit| limit + 0.2 * (accepted - limit)));
+            }
+        } else {
+            let at = stats.sent.iter().rposition(|sent| *sent <= exchange.sent_at).map_or(0, |i| i + 1);
+            stats.sent.insert(at, exchange.sent_at);
+            let accepted = accepted + 1.0;
+            if stats.limit.is_some_and(|limit| accepted > limit) {
+                stats.limit = Some(accepted);
+            }
         }
         if let Some(wait) = exchange.retry_after {
             stats.retry_after = Some(now + wait);
@@ -517,7 +530,7 @@ impl EndpointHealth {
                     latency_ms: faded(&stats.latency_ms),
                     error_rate: faded(&stats.error_rate),
                     rate_limited: faded(&stats.rate_limited),
-                    limit_per_window: stats.limit.get(),
+                    limit_per_window: stats.limit,
                     conditions,
                 }
             })
@@ -860,7 +873,7 @@ mod tests {
         endpoints.observe("POST r", answer(500, 429, None), &EVIDENCE, at(505));
         let view = endpoints.get("POST r", &ANY, &EVIDENCE, at(505)).expect("observed");
         assert!(view.rate_limited > 0.0, "{view:?}");
-        assert!((view.load - 7.0 / 5.0).abs() < 1e-6, "six in the window and one more, against five: {view:?}");
+        assert!((view.load - 6.0 / 5.0).abs() < 1e-6, "five taken in the window and one more, against five: {view:?}");
         assert!((view.wait_ms - 495.0).abs() < 1.0, "until the request sent at 0 leaves the window: {view:?}");
         assert_eq!(view.error_rate, 0.0, "a 429 is not a failure of the endpoint");
         // A Retry-After longer than that wins.
@@ -869,6 +882,22 @@ mod tests {
         assert!((view.wait_ms - 800.0).abs() < 1.0, "Retry-After: {view:?}");
         // Two seconds on, the window is empty: one request is well under the limit.
         let view = endpoints.get("POST r", &ANY, &EVIDENCE, at(2_500)).expect("observed");
-        assert!(view.load > 0.0 && view.load < 0.25 && view.wait_ms == 0.0, "{view:?}");
+        assert!((view.load - 1.0 / 5.0).abs() < 1e-6 && view.wait_ms == 0.0, "{view:?}");
+        // A spent quota (nothing taken, 429 to all) teaches no rate: only
+        // its Retry-After holds calls back, and only until it passes.
+        let quota = EndpointHealth::default();
+        for ms in [0, 100, 200] {
+            quota.observe("POST q", answer(ms, 429, Some(Duration::from_secs(1))), &EVIDENCE, at(ms + 5));
+        }
+        let view = quota.get("POST q", &ANY, &EVIDENCE, at(300)).expect("observed");
+        assert!(view.load == 0.0 && (view.wait_ms - 905.0).abs() < 1.0, "{view:?}");
+        let view = quota.get("POST q", &ANY, &EVIDENCE, at(1_300)).expect("observed");
+        assert!(view.load == 0.0 && view.wait_ms == 0.0, "{view:?}");
+        // A limit is raised when the endpoint takes more than it.
+        for ms in [3_000, 3_050, 3_100, 3_150, 3_200, 3_250, 3_300] {
+            endpoints.observe("POST r", answer(ms, 200, None), &EVIDENCE, at(ms + 5));
+        }
+        let view = endpoints.get("POST r", &ANY, &EVIDENCE, at(3_305)).expect("observed");
+        assert!((view.load - 8.0 / 7.0).abs() < 1e-6, "seven taken: the limit is seven now: {view:?}");
     }
 }

@@ -53,7 +53,7 @@ pub use history::{ConditionSummary, EndpointSummary, PathSummary};
 pub use inputs::{InputFeature, InputKind, InputProfile, MAX_INPUTS};
 pub use model::{Model, ModelError, ModelInfo};
 pub use model_slot::Reloaded;
-pub use online::{Learnt, LearntModel};
+pub use online::{Learnt, LearntModel, OnlineModel, Prior};
 pub use rules::{Rule, RuleError, RuleSet};
 // Actions are part of the vocabulary; they are named here too, where rules suggest them.
 pub use crate::vocab::Action;

@@ -198,13 +198,13 @@ pub struct Learnt {
 /// The ONNX model an online model refines: its probability for one
 /// attempt, and which model gave it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Prior<'a> {
+pub struct Prior<'a> {
     /// The model's probability of failure.
-    pub(crate) probability: f32,
+    pub probability: f32,
     /// The model file's digest.
-    pub(crate) digest: &'a str,
+    pub digest: &'a str,
     /// Its card's threshold, if it has one.
-    pub(crate) card_threshold: Option<f64>,
+    pub card_threshold: Option<f64>,
 }
 
 /// The runtime's online model, shared by every attempt.
@@ -213,14 +213,14 @@ pub(crate) struct Prior<'a> {
 /// reload), what was learnt on the old one's logit no longer means the same
 /// and the online model starts afresh on the new one.
 #[derive(Debug, Default)]
-pub(crate) struct OnlineModel {
+pub struct OnlineModel {
     learnt: Mutex<Option<LearntModel>>,
 }
 
 impl OnlineModel {
     /// An online model that goes on from `saved`, if it was saved by this
     /// runtime's schema and format (the prior is checked when it scores).
-    pub(crate) fn restore(saved: Option<LearntModel>) -> Self {
+    pub fn restore(saved: Option<LearntModel>) -> Self {
         let saved = saved.filter(LearntModel::fits);
         Self { learnt: Mutex::new(saved) }
     }
@@ -236,13 +236,13 @@ impl OnlineModel {
     }
 
     /// The probability of failure given the features and the prior.
-    pub(crate) fn score(&self, features: &Features, prior: &Prior<'_>) -> f32 {
+    pub fn score(&self, features: &Features, prior: &Prior<'_>) -> f32 {
         self.with(prior, |learnt| learnt.probability(&LearntModel::inputs(features, prior.probability)) as f32)
     }
 
     /// Learns from one attempt's honest outcome; returns how many attempts
     /// it has learnt from.
-    pub(crate) fn learn(&self, features: &Features, prior: &Prior<'_>, failed: bool) -> u64 {
+    pub fn learn(&self, features: &Features, prior: &Prior<'_>, failed: bool) -> u64 {
         self.with(prior, |learnt| {
             learnt.learn(features, prior.probability, failed);
             learnt.updates
@@ -250,7 +250,7 @@ impl OnlineModel {
     }
 
     /// A copy of what it has learnt, if it has started.
-    pub(crate) fn snapshot(&self) -> Option<LearntModel> {
+    pub fn snapshot(&self) -> Option<LearntModel> {
         self.learnt.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
