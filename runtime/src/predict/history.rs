@@ -411,10 +411,14 @@ impl EndpointHealth {
         let accepted = stats.in_window(exchange.sent_at) as f64;
         if limited {
             // It had taken this many in the window and no more. None at all
-            // is a spent quota, not a rate: its Retry-After says how long.
-            if accepted >= 1.0 {
-                stats.limit = Some(stats.limit.map_or(accepted, |limit| limit + 0.2 * (accepted - limit)));
-            }
+            // is a spent quota, not a rate: its Retry-After says how long,
+            // and a limit learnt from the 429 that began it (taken at the
+            // rate traffic happened to have then) was never one.
+            stats.limit = match (accepted >= 1.0, stats.limit) {
+                (true, Some(limit)) => Some(limit + 0.2 * (accepted - limit)),
+                (true, None) => Some(accepted),
+                (false, _) => None,
+            };
         } else {
             let at = stats.sent.iter().rposition(|sent| *sent <= exchange.sent_at).map_or(0, |i| i + 1);
             stats.sent.insert(at, exchange.sent_at);
@@ -891,6 +895,18 @@ mod tests {
         }
         let view = quota.get("POST q", &ANY, &EVIDENCE, at(300)).expect("observed");
         assert!(view.load == 0.0 && (view.wait_ms - 905.0).abs() < 1.0, "{view:?}");
+        // A quota spent after traffic was taken: the first 429 looks like a
+        // limit at that traffic's rate, the next, with nothing taken, says
+        // it was not one.
+        let spent = EndpointHealth::default();
+        for ms in [0, 100, 200] {
+            spent.observe("POST s", answer(ms, 200, None), &EVIDENCE, at(ms + 5));
+        }
+        spent.observe("POST s", answer(300, 429, Some(Duration::from_secs(1))), &EVIDENCE, at(305));
+        assert!(spent.get("POST s", &ANY, &EVIDENCE, at(306)).is_some_and(|v| v.load > 1.0), "three taken, then a 429");
+        spent.observe("POST s", answer(1_400, 429, Some(Duration::from_secs(1))), &EVIDENCE, at(1_405));
+        let view = spent.get("POST s", &ANY, &EVIDENCE, at(2_500)).expect("observed");
+        assert!(view.load == 0.0 && view.wait_ms == 0.0, "a quota, not a rate: {view:?}");
         let view = quota.get("POST q", &ANY, &EVIDENCE, at(1_300)).expect("observed");
         assert!(view.load == 0.0 && view.wait_ms == 0.0, "{view:?}");
         // A limit is raised when the endpoint takes more than it.
