@@ -120,8 +120,7 @@ fn prediction(c: &mut Criterion) {
     ];
     let input = br#"{"order_id": "order-7", "amount_cents": 1250, "currency": "EUR"}"#;
     let online = OnlineModel::default();
-    let digest = model.info().digest.clone();
-    let prior = |probability| Prior { probability, digest: &digest, card_threshold: model.info().threshold };
+    let prior = |probability| Prior::of(model.info(), probability);
     group.bench_function("inputs_features_rules_model_and_online", |b| {
         b.iter(|| {
             let inputs = InputProfile::read(black_box(input), &declared, "charge");

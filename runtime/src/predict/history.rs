@@ -264,7 +264,8 @@ impl EndpointStats {
     /// for the request: a gateway that fails every euro charge and no dollar
     /// charge is failing for a euro charge and healthy for a dollar one,
     /// whatever the amount bucket they share says.
-    fn known(&self, request_bytes: Option<u64>, conditions: &[String], evidence: &Evidence, now: Instant) -> Known {
+    fn known(&self, request: &Request<'_>, evidence: &Evidence, now: Instant) -> Known {
+        let Request { bytes: request_bytes, conditions } = *request;
         let fade = evidence.fade(now.saturating_duration_since(self.fresh_until()));
         let by_size = request_bytes.and_then(|bytes| self.latency_by_size[size_class(bytes)].get());
         let mut latency = by_size.or(self.latency_ms.get())?;
@@ -449,7 +450,7 @@ impl EndpointHealth {
     /// under these input conditions, if it was ever called (see
     /// [`EndpointStats::known`]).
     pub(crate) fn get(&self, endpoint: &str, request: &Request<'_>, evidence: &Evidence, now: Instant) -> Known {
-        lock(&self.endpoints).get(endpoint)?.known(request.bytes, request.conditions, evidence, now)
+        lock(&self.endpoints).get(endpoint)?.known(request, evidence, now)
     }
 
     /// What the predictor should know of an endpoint when it scores a
@@ -473,7 +474,7 @@ impl EndpointHealth {
             stats.held_asks = 0;
             return None;
         }
-        stats.known(request.bytes, request.conditions, evidence, now)
+        stats.known(request, evidence, now)
     }
 }
 

@@ -207,6 +207,14 @@ pub struct Prior<'a> {
     pub card_threshold: Option<f64>,
 }
 
+impl<'a> Prior<'a> {
+    /// The prior a model gives: its probability for one attempt, and the
+    /// model's digest and card threshold.
+    pub fn of(model: &'a super::ModelInfo, probability: f32) -> Self {
+        Self { probability, digest: &model.digest, card_threshold: model.threshold }
+    }
+}
+
 /// The runtime's online model, shared by every attempt.
 ///
 /// It refines one ONNX model: when the runtime's model is replaced (a

@@ -68,9 +68,7 @@ impl Runtime {
         };
         let Some(slot) = &self.inner.model else { return };
         let model = slot.current();
-        let info = model.info();
-        let prior = Prior { probability, digest: &info.digest, card_threshold: info.threshold };
-        let updates = self.inner.online.learn(&prediction.features, &prior, failed);
+        let updates = self.inner.online.learn(&prediction.features, &Prior::of(model.info(), probability), failed);
         if updates.is_multiple_of(SAVE_EVERY) {
             self.save_learnt();
         }
@@ -96,7 +94,6 @@ impl Runtime {
         probability: f32,
         model: &crate::predict::ModelInfo,
     ) -> f32 {
-        let prior = Prior { probability, digest: &model.digest, card_threshold: model.threshold };
-        self.inner.online.score(features, &prior)
+        self.inner.online.score(features, &Prior::of(model, probability))
     }
 }
