@@ -177,3 +177,29 @@ async fn the_online_model_is_saved_and_restored_with_the_store() {
     let restored = reopened.learnt().model.expect("restored");
     assert_eq!((restored.updates, &restored.weights), (20, &saved.weights));
 }
+
+/// What the store holds of what was learnt, damaged, does not stop a
+/// runtime: it starts learning afresh, and reading the saved state says
+/// which record is damaged and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_saved_model_starts_learning_afresh() {
+    use txmirror_runtime::store::{RedbStore, StateStore, StoreError};
+    let dir = tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
+    store.save_learnt("online-model", b"{\"model\": not json").unwrap();
+    let mut config = txmirror_tests::config(dir.path());
+    config.model = Some(txmirror_runtime::ModelConfig::new(Path::new(models::PLACEHOLDER)));
+    let runtime = Runtime::with_store(config, std::sync::Arc::new(store)).unwrap();
+    assert_eq!(runtime.learnt().model, None, "nothing restored");
+    let error = runtime.saved_learnt().unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    assert!(error.to_string().contains("learnt `online-model`"), "{error}");
+
+    // It learns again from the next attempt.
+    let module = load(&runtime, guests::BANK_TRANSFER).await;
+    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\n");
+    let input = json!({ "account": "a", "amount": 5 }).to_string().into_bytes();
+    let request = TxRequest { path: Some("deposit".into()), input, ..Default::default() };
+    runtime.execute(&module, &policy, request).await.unwrap();
+    assert_eq!(runtime.learnt().model.map(|m| m.updates), Some(1));
+}
