@@ -13,6 +13,12 @@
 //! it has learnt anything it flags exactly what the card flags. Updates are
 //! AdaGrad steps on the log loss, so features of very different scales
 //! learn at their own pace, with a little L2 shrinkage on the features.
+//! AdaGrad gives each weight's first large gradient a full step, so one
+//! surprising attempt could move every weight at once: a handful of
+//! failures nothing foretold (a backup path going down) made the model
+//! flag every attempt. So each update is scaled down, if need be, to move
+//! the attempt's own logit by at most a bound that falls as the model
+//! learns, to a floor that keeps it following a deployment that changes.
 //!
 //! Its output is a probability fitted to outcomes, and the runtime reports
 //! how well: each attempt is scored before it is learnt from (prequential),
@@ -33,6 +39,12 @@ const FORMAT: u32 = 1;
 const REFERENCE_THRESHOLD: f64 = 0.3;
 /// AdaGrad's step size.
 const STEP: f64 = 0.5;
+/// How far one update may move its own attempt's logit at first; the
+/// bound falls as `MAX_MOVE / sqrt(1 + updates / MOVE_DECAY_UPDATES)`…
+const MAX_MOVE: f64 = 1.0;
+const MOVE_DECAY_UPDATES: f64 = 100.0;
+/// …to this floor.
+const MIN_MOVE: f64 = 0.2;
 /// L2 shrinkage of the feature weights per update.
 const SHRINK: f64 = 1e-4;
 /// The largest transformed feature value: `ln(1 + x)` of anything bigger
@@ -169,14 +181,23 @@ impl LearntModel {
         self.failures += u64::from(failed);
         self.mean_log_loss += (loss - self.mean_log_loss) / self.updates as f64;
         self.calibration_error = self.expected_calibration_error();
-        for (i, x) in inputs.iter().enumerate() {
-            let gradient = (p - y) * x;
-            self.squared_gradients[i] += gradient * gradient;
-            let rate = STEP / (self.squared_gradients[i].sqrt() + 1e-8);
+        let steps: Vec<f64> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let gradient = (p - y) * x;
+                self.squared_gradients[i] += gradient * gradient;
+                STEP / (self.squared_gradients[i].sqrt() + 1e-8) * gradient
+            })
+            .collect();
+        let moved: f64 = steps.iter().zip(&inputs).map(|(step, x)| step * x).sum::<f64>().abs();
+        let bound = (MAX_MOVE / (1.0 + self.updates as f64 / MOVE_DECAY_UPDATES).sqrt()).max(MIN_MOVE);
+        let scale = if moved > bound { bound / moved } else { 1.0 };
+        for (i, step) in steps.iter().enumerate() {
             // The bias and the prior are not shrunk: shrinking the prior's
             // weight would forget the offline model for no reason.
             let shrink = if i >= 2 { SHRINK * self.weights[i] } else { 0.0 };
-            self.weights[i] -= rate * gradient + shrink;
+            self.weights[i] -= scale * step + shrink;
         }
     }
 }
@@ -280,6 +301,25 @@ mod tests {
         let uncarded = LearntModel::fresh("d", None);
         let p = uncarded.probability(&LearntModel::inputs(&Features::default(), 0.4));
         assert!((p - 0.4).abs() < 1e-6, "without a card, the prior as it is: {p}");
+    }
+
+    /// A model that has learnt a quiet deployment sees a burst of failures
+    /// it had no sign of (a backup path down, say): it moves, and does not
+    /// flip to flagging every quiet attempt.
+    #[test]
+    fn a_burst_of_surprising_failures_does_not_flip_a_model_that_has_learnt() {
+        let model = OnlineModel::default();
+        let prior = Prior { probability: 0.1, digest: "d", card_threshold: Some(0.869) };
+        for i in 0..500 {
+            model.learn(&features(0.0, (i % 50) as f32), &prior, i % 50 == 0);
+        }
+        let before = model.score(&features(0.0, 10.0), &prior);
+        for i in 0..8 {
+            model.learn(&features(0.0, (i * 7) as f32), &prior, true);
+        }
+        let after = model.score(&features(0.0, 10.0), &prior);
+        assert!(after > before, "it learns from them: {before} -> {after}");
+        assert!(after < REFERENCE_THRESHOLD as f32, "and does not flag every quiet attempt: {before} -> {after}");
     }
 
     /// What the offline model never saw: here, failures wherever an
