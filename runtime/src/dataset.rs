@@ -159,12 +159,11 @@ pub(crate) fn scored(report: &AttemptReport) -> Option<Scored<'_>> {
         (None, Some(at_end)) => ("end", at_end),
         (None, None) => return None,
     };
-    let outcome = match &report.attempt.outcome {
-        AttemptOutcome::Committed => "committed".to_string(),
-        AttemptOutcome::Failed { kind, .. } => kind.to_string(),
+    let (outcome, stopped) = match &report.attempt.outcome {
+        AttemptOutcome::Committed => ("committed".to_string(), false),
+        AttemptOutcome::Failed { kind, .. } => (kind.to_string(), kind.stopped_by_gate()),
     };
     let action = action_of(report);
-    let stopped = matches!(outcome.as_str(), "diverted" | "predicted_failure" | "cancelled");
     let adjusted = matches!(action.as_str(), "adjust_timeouts" | "grant" | "delay");
     let failed = (!stopped && !adjusted).then(|| outcome != "committed");
     Some(Scored { scored_at, prediction, outcome, action, failed })

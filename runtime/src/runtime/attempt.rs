@@ -350,7 +350,12 @@ impl Runtime {
             }
         };
 
-        self.inner.paths.observe(module.hash(), &path, baseline, result.is_err());
+        // An attempt the gate stopped says nothing of its path: counted as
+        // the path's failure, it would raise the failure rate the predictor
+        // reads, and each diversion would call for the next.
+        if !result.as_ref().is_err_and(|failure| failure.kind.stopped_by_gate()) {
+            self.inner.paths.observe(module.hash(), &path, baseline, result.is_err());
+        }
         if run.adaptive {
             let failure = result.as_ref().err().map(|failure| failure.kind);
             self.inner.prior.observe((module.hash(), &path, &run.caller), failure, &report.primary.events);

@@ -97,6 +97,13 @@ impl FailureKind {
         }
     }
 
+    /// Whether the effect gate stopped the attempt before any unsafe call:
+    /// diverted it, failed it fast, or cancelled the hedge that lost. The
+    /// path did not fail; the predictor acted.
+    pub fn stopped_by_gate(self) -> bool {
+        matches!(self, Self::Diverted | Self::PredictedFailure | Self::Cancelled)
+    }
+
     /// Whether the runtime stopped the guest (as opposed to the guest reporting an error).
     pub fn is_trap(self) -> bool {
         matches!(
