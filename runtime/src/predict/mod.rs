@@ -38,6 +38,7 @@
 mod evaluation;
 mod features;
 pub(crate) mod history;
+mod hold;
 mod inputs;
 mod model;
 pub(crate) mod model_slot;

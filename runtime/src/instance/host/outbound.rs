@@ -164,7 +164,7 @@ impl WasiHttpHooks for OutboundHooks {
             // The endpoint is wanted: if the primary's call does not follow,
             // it is being held back, and what is known of it must not fade.
             if self.beside_primary {
-                memory.health.asked(&endpoint, Instant::now());
+                memory.health.asked(&endpoint, &self.input.conditions, Instant::now());
             }
             return Box::new(async move {
                 let drained = Limited::new(request.into_body(), MAX_RESPONSE_BYTES).collect().await;
