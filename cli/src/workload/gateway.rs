@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How the gateway behaves for a while.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,9 +23,6 @@ pub(crate) enum Phase {
     /// Charges in this currency are declined with 502; others go through,
     /// and the health check is fine (the shop shape's regional outage).
     Declining(&'static str),
-    /// Its quota is spent: every charge is answered 429 with
-    /// `Retry-After: 1`; the health check is fine.
-    Throttled,
 }
 
 /// What a gateway does whatever its phase (the shop shape's).
@@ -47,6 +44,9 @@ struct State {
     traits: Traits,
     /// Charges answered 429.
     refused: u32,
+    /// Until when its quota is spent (the shop shape's): whatever its
+    /// phase, every charge is answered 429 until then.
+    quota_spent_until: Option<Instant>,
 }
 
 /// A gateway and its counters. Stops when dropped.
@@ -78,6 +78,7 @@ impl Gateway {
             charges: HashMap::new(),
             traits,
             refused: 0,
+            quota_spent_until: None,
         }));
         let shared = state.clone();
         let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
@@ -100,6 +101,20 @@ impl Gateway {
     /// Sets the phase from now on.
     pub(crate) fn set_phase(&self, phase: Phase) {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).phase = phase;
+    }
+
+    /// Spends its quota for `how_long` from now: until then every charge is
+    /// answered 429, with a `Retry-After` that says when the quota is back
+    /// as HTTP can, in whole seconds rounded up.
+    pub(crate) fn spend_quota(&self, how_long: Duration) {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.quota_spent_until = Some(Instant::now() + how_long);
+    }
+
+    /// Whether a charge sent now would be refused for a spent quota.
+    pub(crate) fn quota_spent(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.quota_spent_until.is_some_and(|until| Instant::now() < until)
     }
 
     /// What it received so far.
@@ -152,19 +167,22 @@ async fn answer(
     // for the client: as with a real gateway.
     let (status, delay_ms, body) = {
         let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if charge && state.phase == Phase::Throttled {
+        let quota_back_in = state.quota_spent_until.map(|until| until.saturating_duration_since(Instant::now()));
+        if let Some(left) = quota_back_in.filter(|left| charge && !left.is_zero()) {
             state.refused += 1;
             let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
             state.charges.entry(key.to_string()).or_default().0 += 1;
-            let headers = [("content-type", "application/json"), ("retry-after", "1")];
+            // Whole seconds, rounded up: a client that waits as long finds
+            // the quota back.
+            let retry_after = left.as_millis().div_ceil(1000).to_string();
+            let headers = [("content-type", "application/json"), ("retry-after", retry_after.as_str())];
             return (StatusCode::TOO_MANY_REQUESTS, headers, "{}").into_response();
         }
         let failing_health = draw(&mut state.health_draws) < 0.6;
         let (currency, amount) = if charge { charge_of(body) } else { (String::new(), 0) };
         let (status, mut delay_ms) = match (state.phase, charge) {
             (Phase::Healthy, true) => (StatusCode::CREATED, 0),
-            (Phase::Healthy | Phase::Declining(_) | Phase::Throttled, false) => (StatusCode::OK, 0),
-            (Phase::Throttled, true) => (StatusCode::TOO_MANY_REQUESTS, 0),
+            (Phase::Healthy | Phase::Declining(_), false) => (StatusCode::OK, 0),
             (Phase::Slow, true) => (StatusCode::CREATED, state.slow_ms),
             (Phase::Slow, false) => (StatusCode::OK, state.slow_ms * 6 / 10),
             (Phase::Failing, true) => (StatusCode::SERVICE_UNAVAILABLE, 0),

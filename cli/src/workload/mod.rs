@@ -14,12 +14,16 @@
 //! charges only, in four currencies, where the primary gateway declines one
 //! currency at a time for a while (a regional outage: the health check and
 //! the other currencies are fine), takes longer than the timeout on large
-//! amounts (a fraud check), and now and then has spent its quota (every
-//! charge answered 429 with `Retry-After`, for a while). Its policy
+//! amounts (a fraud check), and now and then has spent its quota for a
+//! second or two (every charge answered 429, with a `Retry-After` that says
+//! when the quota is back, in whole seconds as HTTP has it). Its policy
 //! declares `currency` and `amount_cents` as input features, as an
 //! operator would; it says nothing of the faults. Ground truth: a charge in
-//! the declined currency, of a large amount, or while the quota is spent
-//! would fail unadjusted.
+//! the declined currency, of a large amount, or sent while the quota is
+//! spent would fail unadjusted. A quota is spent in time, not in
+//! transactions, so that waiting for it is worth something: whether a
+//! charge meets it is known only as the charge is sent, and its ground
+//! truth is taken then.
 //!
 //! Modes: `observe` runs every attempt unadjusted (exploration share 1), so
 //! predictions are recorded and nothing acts on them; `act` lets the
@@ -86,6 +90,8 @@ const OUTBOUND_TIMEOUT_MS: u64 = 300;
 const HOT_ACCOUNTS: usize = 4;
 /// Shop: charges of at least this many cents are slow at the primary gateway.
 const LARGE_AMOUNT: u64 = 200_000;
+/// Shop: how long the primary gateway's quota stays spent, in milliseconds.
+const QUOTA_SPENT_MS: std::ops::Range<u64> = 400..1_200;
 /// Shop: the currencies and their shares of the charges.
 const CURRENCIES: [(&str, f64); 4] = [("EUR", 0.4), ("USD", 0.3), ("GBP", 0.2), ("JPY", 0.1)];
 /// Transactions before the gate's decisions are judged: the predictor
@@ -115,6 +121,8 @@ struct Planned {
     certain: bool,
     primary_phase: Phase,
     backup_phase: Phase,
+    /// The primary gateway's quota is spent for this long as it starts.
+    spends_quota: Option<Duration>,
 }
 
 /// One transaction's result.
@@ -134,13 +142,13 @@ pub(crate) struct Outcome {
     mirrored_attempts: usize,
     /// Its place in the plan.
     index: usize,
-    /// The first attempt's gate before its first unsafe call: whether it
-    /// flagged the attempt (diverted, failed fast, hedged, raised its
-    /// timeouts or delayed it, or would have in the exploration share), if
-    /// the gate stood there.
-    flagged_at_first_call: Option<bool>,
-    /// A rate limit was among that gate's reasons.
-    rate_limit_decision: bool,
+    /// The first attempt's gate before its first unsafe call, if the gate
+    /// stood there: its verdict (`explored:ACTION` for what it would have
+    /// done in the exploration share).
+    first_gate: Option<GateVerdict>,
+    /// That gate's reasons: the rules that held, and `model` if the
+    /// model's score counted.
+    first_gate_reasons: Vec<String>,
 }
 
 /// What a run did.
@@ -176,11 +184,15 @@ pub(crate) struct Summary {
     rate_limited: u32,
     /// After the warm-up, of the transactions whose first attempt's gate
     /// stood before an unsafe call: how many, and the share of those that
-    /// would fail (recall) and of those that would not (false alarms:
-    /// diverted, delayed or otherwise adjusted for nothing) that it flagged.
+    /// would fail that it flagged (recall: any verdict but passing, or the
+    /// same in the exploration share). Of those that would not fail, the
+    /// share it diverted or failed fast (false diversions), and the share
+    /// it adjusted in any way, delays and raised timeouts included (false
+    /// alarms).
     gate_judged: usize,
     gate_recall: f64,
     gate_false_diversion_rate: f64,
+    gate_false_alarm_rate: f64,
     /// After the warm-up, first gates with a rate limit among their reasons.
     gate_rate_limit_decisions: usize,
     /// Attempts, and those of them that ran with their mirror.
@@ -203,7 +215,8 @@ impl Summary {
              latency p50 {:.1} ms, p99 {:.1} ms; charges sent {}, double-charged orders {}, false diversions {}\n\
              attempts {}, mirrored {}; process CPU {:.2} s\n\
              unsafe calls wasted {}, rate limited (429) {}; after {WARM_UP} warm-up, gate at the first unsafe \
-             call on {} transactions: recall {:.3}, false alarms {:.3} ({} for a rate limit)",
+             call on {} transactions: recall {:.3}, false diversions {:.3}, false alarms {:.3} ({} for a rate \
+             limit)",
             self.shape,
             self.seed,
             self.mode,
@@ -230,6 +243,7 @@ impl Summary {
             self.gate_judged,
             self.gate_recall,
             self.gate_false_diversion_rate,
+            self.gate_false_alarm_rate,
             self.gate_rate_limit_decisions,
         )
     }
@@ -308,7 +322,18 @@ fn plan(seed: u64, size: usize) -> Vec<Planned> {
                 let input = json!({ "platform": "shopify", "store": format!("s{seed}"), "payload": payload });
                 (Kind::Order, "import", input, invalid || lines > 1_000, invalid)
             };
-            Planned { index: i, kind, id, path, input, would_fail, certain, primary_phase, backup_phase }
+            Planned {
+                index: i,
+                kind,
+                id,
+                path,
+                input,
+                would_fail,
+                certain,
+                primary_phase,
+                backup_phase,
+                spends_quota: None,
+            }
         })
         .collect()
 }
@@ -316,7 +341,8 @@ fn plan(seed: u64, size: usize) -> Vec<Planned> {
 /// The shop shape's plan (see the module's documentation).
 fn plan_shop(seed: u64, size: usize) -> Vec<Planned> {
     let mut rng = StdRng::seed_from_u64(seed);
-    // The primary's window: a currency declined, or its quota spent.
+    // The primary's window: a currency declined, or the transactions after
+    // its quota was spent (in which no other window starts).
     let mut window: Option<(Phase, u32)> = None;
     let mut backup = Weather { phase: Phase::Healthy, left: 0, start_chance: 0.005 };
     let currency = |rng: &mut StdRng| {
@@ -331,12 +357,14 @@ fn plan_shop(seed: u64, size: usize) -> Vec<Planned> {
     };
     (0..size)
         .map(|i| {
+            let mut spends_quota = None;
             window = match window {
                 Some((phase, left)) if left > 0 => Some((phase, left - 1)),
                 _ if rng.random_bool(0.02) => Some(if rng.random_bool(0.6) {
                     (Phase::Declining(currency(&mut rng)), rng.random_range(40..120))
                 } else {
-                    (Phase::Throttled, rng.random_range(20..60))
+                    spends_quota = Some(Duration::from_millis(rng.random_range(QUOTA_SPENT_MS)));
+                    (Phase::Healthy, rng.random_range(40..100))
                 }),
                 _ => None,
             };
@@ -349,21 +377,18 @@ fn plan_shop(seed: u64, size: usize) -> Vec<Planned> {
             };
             let id = format!("s{seed}-{i}");
             let input = json!({ "order_id": id, "amount_cents": amount, "currency": charged });
-            let refused = match primary_phase {
-                Phase::Declining(declined) => declined == charged,
-                Phase::Throttled => true,
-                _ => false,
-            };
+            let declined = matches!(primary_phase, Phase::Declining(declined) if declined == charged);
             Planned {
                 index: i,
                 kind: Kind::Charge,
                 id,
                 path: "charge",
                 input,
-                would_fail: refused || amount >= LARGE_AMOUNT,
+                would_fail: declined || amount >= LARGE_AMOUNT,
                 certain: false,
                 primary_phase,
                 backup_phase: backup.next(&mut rng),
+                spends_quota,
             }
         })
         .collect()
@@ -444,6 +469,21 @@ async fn load(runtime: &Runtime, dir: &std::path::Path, name: &str) -> anyhow::R
     Ok(runtime.load_module(&bytes).await?)
 }
 
+/// Whether a gate's verdict adjusted the attempt, or would have in the
+/// exploration share: anything but passing.
+fn flags(verdict: GateVerdict) -> bool {
+    !matches!(verdict, GateVerdict::Pass | GateVerdict::Explored(Action::None))
+}
+
+/// Whether a gate's verdict took the attempt off its path, or would have:
+/// diverted, failed fast or cancelled it.
+fn diverts(verdict: GateVerdict) -> bool {
+    match verdict {
+        GateVerdict::Explored(action) => matches!(action, Action::Divert | Action::FailFast),
+        verdict => verdict.stops(),
+    }
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -498,6 +538,11 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
         let permit = permits.clone().acquire_owned().await?;
         primary.set_phase(planned.primary_phase);
         backup.set_phase(planned.backup_phase);
+        if let Some(how_long) = planned.spends_quota {
+            primary.spend_quota(how_long);
+        }
+        // A charge sent while the quota is spent would be refused.
+        let would_fail = planned.would_fail || (planned.kind == Kind::Charge && primary.quota_spent());
         let (module, policy) = match planned.kind {
             Kind::Charge => (payment.clone(), payment_policy.clone()),
             Kind::Transfer => (bank.clone(), bank_policy.clone()),
@@ -527,21 +572,18 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
             let first_gate = report.attempts.first().and_then(|first| {
                 first.primary.events.iter().find_map(|event| match &event.call {
                     HostCall::Gate { decision, reasons, before: GateStage::UnsafeCall, .. } => {
-                        Some((*decision, reasons.iter().any(|rule| rule == "rate_limit")))
+                        Some((*decision, reasons.clone()))
                     }
                     _ => None,
                 })
             });
-            // Anything but passing (or, explored, passing anyway) flags it.
-            let flagged =
-                |decision: GateVerdict| !matches!(decision, GateVerdict::Pass | GateVerdict::Explored(Action::None));
             Ok::<_, anyhow::Error>(Outcome {
                 index: planned.index,
-                flagged_at_first_call: first_gate.map(|(decision, _)| flagged(decision)),
-                rate_limit_decision: first_gate.is_some_and(|(_, rate_limit)| rate_limit),
+                first_gate: first_gate.as_ref().map(|(decision, _)| *decision),
+                first_gate_reasons: first_gate.map(|(_, reasons)| reasons).unwrap_or_default(),
                 id: planned.id,
                 kind: planned.kind,
-                would_fail: planned.would_fail,
+                would_fail,
                 certain_failure: planned.certain,
                 committed: report.failure.is_none(),
                 failure: report.failure.as_ref().map(|f| f.kind.to_string()),
@@ -569,23 +611,27 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
     let committed = outcomes.iter().filter(|o| o.committed).count();
     let booked_total: u32 = booked.values().sum();
     // Judged after the warm-up, where the gate stood before an unsafe call.
-    let judged: Vec<(bool, bool)> = outcomes
+    let judged: Vec<(bool, GateVerdict)> = outcomes
         .iter()
         .filter(|o| o.index >= WARM_UP)
-        .filter_map(|o| o.flagged_at_first_call.map(|flagged| (o.would_fail, flagged)))
+        .filter_map(|o| o.first_gate.map(|verdict| (o.would_fail, verdict)))
         .collect();
-    let share = |would_fail: bool| {
-        let of: Vec<bool> = judged.iter().filter(|(w, _)| *w == would_fail).map(|(_, f)| *f).collect();
-        of.iter().filter(|f| **f).count() as f64 / of.len().max(1) as f64
+    let share = |would_fail: bool, counts: fn(GateVerdict) -> bool| {
+        let of: Vec<GateVerdict> = judged.iter().filter(|(w, _)| *w == would_fail).map(|(_, v)| *v).collect();
+        of.iter().filter(|verdict| counts(**verdict)).count() as f64 / of.len().max(1) as f64
     };
     Ok(Summary {
         shape: options.shape,
         wasted_unsafe_calls: (primary_charges.received + backup_charges.received).saturating_sub(booked_total),
         rate_limited: primary_charges.refused + backup_charges.refused,
         gate_judged: judged.len(),
-        gate_rate_limit_decisions: outcomes.iter().filter(|o| o.index >= WARM_UP && o.rate_limit_decision).count(),
-        gate_recall: share(true),
-        gate_false_diversion_rate: share(false),
+        gate_rate_limit_decisions: outcomes
+            .iter()
+            .filter(|o| o.index >= WARM_UP && o.first_gate_reasons.iter().any(|rule| rule == "rate_limit"))
+            .count(),
+        gate_recall: share(true, flags),
+        gate_false_diversion_rate: share(false, diverts),
+        gate_false_alarm_rate: share(false, flags),
         seed: options.seed,
         size: options.size,
         mode: options.mode,
@@ -641,15 +687,15 @@ mod tests {
         let declined =
             plan.iter().filter(|t| matches!(t.primary_phase, Phase::Declining(c) if t.input["currency"] == c));
         let large = plan.iter().filter(|t| t.input["amount_cents"].as_u64().is_some_and(|a| a >= LARGE_AMOUNT));
-        let throttled = plan.iter().filter(|t| t.primary_phase == Phase::Throttled);
-        let (declined, large, throttled) = (declined.count(), large.count(), throttled.count());
+        let (declined, large) = (declined.count(), large.count());
+        let quotas = plan.iter().filter(|t| t.spends_quota.is_some()).count();
         assert!(
-            declined > 50 && large > 100 && throttled > 50,
-            "{declined} declined, {large} large, {throttled} throttled"
+            declined > 50 && large > 100 && quotas >= 5,
+            "{declined} declined, {large} large, {quotas} quotas spent"
         );
+        // Before anything is sent, what fails is what the charge carries.
         let failing = plan.iter().filter(|t| t.would_fail).count();
-        let most = declined.max(large).max(throttled);
-        assert!(failing >= most && failing <= declined + large + throttled, "{failing}");
+        assert!(failing >= declined.max(large) && failing <= declined + large, "{failing}");
         // In a declining window, the other currencies go through.
         let spared = plan.iter().filter(|t| matches!(t.primary_phase, Phase::Declining(_)) && !t.would_fail).count();
         assert!(spared > declined, "{spared} spared against {declined} declined");
