@@ -86,6 +86,44 @@ async fn a_gateway_failing_one_currency_is_avoided_for_that_currency_only() {
     assert!(by("currency=EUR").error_rate > 0.9 && by("currency=USD").error_rate < 0.1, "{charges_endpoint:?}");
 }
 
+/// The same gateway declining euro charges, and a backup that is down.
+/// Once the backup has failed more often than a euro charge is predicted
+/// to, the gate stops diverting euro charges into it: the diversion could
+/// not succeed, and would take away the primary's own chance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_that_is_down_is_not_diverted_to() {
+    let dir = tempdir().unwrap();
+    let primary = TestServer::start(gateway()).await;
+    let backup = TestServer::start(Behaviour { status: 503, ..gateway() }).await;
+    primary.set_behaviour(Behaviour { failing_bodies: Some((r#""currency":"EUR""#.into(), 502)), ..gateway() });
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    let text = format!(
+        "{}\n[[prediction.inputs]]\nname = \"currency\"\npointer = \"/currency\"\nkind = \"category\"\n",
+        gateway_policy(&primary, &backup)
+    );
+    let policy = policy(&text);
+    // Euro charges fail on both paths; their attempts on the backup teach
+    // how often it fails.
+    for round in 0..6 {
+        runtime.execute(&module, &policy, charge_in("EUR", &format!("EUR-{round}"))).await.unwrap();
+    }
+    let tried_first = euro_charges(&primary);
+    let mut diverted = 0;
+    for round in 0..4 {
+        let report = runtime.execute(&module, &policy, charge_in("EUR", &format!("EUR-next-{round}"))).await.unwrap();
+        let first = &report.attempts[0];
+        if matches!(&first.attempt.outcome, AttemptOutcome::Failed { kind: FailureKind::Diverted, .. }) {
+            diverted += 1;
+        }
+    }
+    assert!(diverted <= 1, "{diverted} of 4 diverted into a backup that fails every time (one may go as a probe)");
+    assert!(euro_charges(&primary) >= tried_first + 3, "the primary was tried first");
+    let learnt = runtime.learnt();
+    let backup_path = learnt.paths.iter().find(|p| p.path == "charge-backup").unwrap();
+    assert!(backup_path.failure_rate > 0.9, "{backup_path:?}");
+}
+
 /// A gateway that takes two charges a second and answers the third with 429
 /// and `Retry-After: 1`. Once it has refused one, the gate holds the next
 /// charge until the window frees instead of sending it to be refused.

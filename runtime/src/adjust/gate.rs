@@ -75,11 +75,29 @@ impl GateDecision {
     }
 }
 
+/// The path a diversion would run: it says whether running it is worth
+/// it for an attempt predicted to fail with a given probability (see
+/// `PathHistory::worth_diverting_to`).
+#[derive(Clone)]
+pub(crate) struct NextPath(Arc<dyn Fn(f32) -> bool + Send + Sync>);
+
+impl NextPath {
+    pub(crate) fn new(worth: impl Fn(f32) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(worth))
+    }
+}
+
+impl std::fmt::Debug for NextPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NextPath")
+    }
+}
+
 /// What the gate may do besides refusing calls.
 #[derive(Debug, Clone)]
 pub(crate) struct GateActions {
-    /// An alternative path exists: the gate may divert or hedge.
-    pub(crate) can_divert: bool,
+    /// The alternative path, if one exists: the gate may divert or hedge.
+    pub(crate) next_path: Option<NextPath>,
     /// The attempt's seat in a hedge race, if it may race.
     pub(crate) seat: Option<HedgeSeat>,
     /// The attempt's timeouts, which `adjust_timeouts` raises.
@@ -209,11 +227,18 @@ impl Gate {
     ) -> (GateVerdict, Option<GateDecision>) {
         match self.intended(prediction, false) {
             _ if sent_unsafe => (GateVerdict::Pass, None),
-            Some(action) if self.actions.explore => (GateVerdict::Explored(action), None),
+            Some(action) if self.actions.explore || prediction.probe => (GateVerdict::Explored(action), None),
             Some(Action::Divert) => (GateVerdict::Divert, Some(GateDecision::Divert(prediction.clone()))),
             Some(Action::FailFast) => (GateVerdict::FailFast, Some(GateDecision::FailFast(prediction.clone()))),
             _ => (GateVerdict::Pass, None),
         }
+    }
+
+    /// Whether diverting the attempt is worth it: another path exists, and
+    /// it is likelier to succeed than this attempt is predicted to (or
+    /// goes as a probe of it).
+    fn divert_helps(&self, prediction: &Prediction) -> bool {
+        self.actions.next_path.as_ref().is_some_and(|next| (next.0)(prediction.failure_probability))
     }
 
     /// The action the gate takes on a prediction, if any: the suggested one,
@@ -225,11 +250,11 @@ impl Gate {
         }
         let actions = &self.actions;
         match prediction.suggested_action() {
-            Action::Divert if actions.can_divert => Some(Action::Divert),
+            Action::Divert if self.divert_helps(prediction) => Some(Action::Divert),
             Action::FailFast => Some(Action::FailFast),
             Action::Hedge
                 if before_unsafe_call
-                    && actions.can_divert
+                    && actions.next_path.is_some()
                     && actions.seat.as_ref().is_some_and(HedgeSeat::is_primary) =>
             {
                 Some(Action::Hedge)
@@ -264,7 +289,9 @@ impl Gate {
         let mut verdict = GateVerdict::Pass;
         match self.intended(&prediction, true) {
             None => {}
-            Some(action) if actions.explore => verdict = GateVerdict::Explored(action),
+            // In the exploration share, or a probe: what the gate would
+            // have done is recorded, and the call goes, to be measured.
+            Some(action) if actions.explore || prediction.probe => verdict = GateVerdict::Explored(action),
             Some(Action::Divert) => {
                 decision = Some(GateDecision::Divert(prediction.clone()));
                 verdict = GateVerdict::Divert;
@@ -298,7 +325,7 @@ impl Gate {
                 // Waiting works while the endpoint takes most requests; when
                 // it refuses most (a spent quota), waiting only earns another 429.
                 let futile = prediction.features.rate_limited_share >= 0.5;
-                if (wanted > actions.max_delay || futile) && actions.can_divert {
+                if (wanted > actions.max_delay || futile) && self.divert_helps(&prediction) {
                     // Longer than worth waiting, or futile: the next path goes at once.
                     decision = Some(GateDecision::Divert(prediction.clone()));
                     verdict = GateVerdict::Divert;

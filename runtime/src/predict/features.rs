@@ -156,6 +156,11 @@ pub struct EndpointView {
     pub load: f32,
     /// How long until it takes the request, in milliseconds.
     pub wait_ms: f32,
+    /// The request goes as a probe: its endpoint's calls (or those under
+    /// one of its input conditions) are being held back, and this one is
+    /// let through to measure it again, like a half-open circuit
+    /// breaker's trial. The gate passes it whatever it scores.
+    pub probe: bool,
 }
 
 /// What is known of an instance besides its host calls.
@@ -200,12 +205,19 @@ pub struct FeatureAccumulator {
     seen: usize,
     /// The features that come from host calls.
     from_calls: Features,
+    /// A call goes as a probe (see [`EndpointView::probe`]).
+    probing: bool,
 }
 
 impl FeatureAccumulator {
     /// How many host calls have been folded in.
     pub fn seen(&self) -> usize {
         self.seen
+    }
+
+    /// Whether a call folded in goes as a probe of its endpoint.
+    pub fn probing(&self) -> bool {
+        self.probing
     }
 
     /// Folds in host calls made since the last call, in any order.
@@ -251,6 +263,7 @@ impl FeatureAccumulator {
                     if let Some(view) = known {
                         features.rate_limit_load = features.rate_limit_load.max(view.load);
                         features.rate_limit_wait_ms = features.rate_limit_wait_ms.max(view.wait_ms);
+                        self.probing |= view.probe;
                     }
                     if let Some(bytes) = request_bytes {
                         features.outbound_request_bytes = features.outbound_request_bytes.max(*bytes as f32);
@@ -376,6 +389,7 @@ mod tests {
                     rate_limited: 0.25,
                     load: 1.2,
                     wait_ms: 300.0,
+                    probe: true,
                 })
             },
             deviation: &|_, _, _| Some(1.5),
@@ -407,5 +421,7 @@ mod tests {
         }
         assert_eq!(accumulator.seen(), t.events.len());
         assert_eq!(accumulator.features(&TraceTotals::of(&t), &context), f);
+        assert!(accumulator.probing(), "the stubbed charge goes as a probe");
+        assert!(!FeatureAccumulator::default().probing());
     }
 }

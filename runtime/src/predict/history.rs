@@ -197,11 +197,16 @@ impl EndpointStats {
     /// Whether a request under `conditions` should go as a probe at `now`,
     /// and if so, marks it sent as one: the endpoint's calls are held back
     /// and its probe is due, or those under one of the conditions are
-    /// (while others go) and that condition's is. Failed probes of the
+    /// (while others go) and that condition's is; never while a
+    /// `Retry-After` asks to be left alone. Failed probes of the
     /// endpoint say nothing of a request under a condition not yet known:
     /// a gateway that declines euro charges must not keep dollar charges
     /// from ever being tried.
     fn take_probe(&mut self, conditions: &[String], evidence: &Evidence, now: Instant) -> bool {
+        if self.retry_after.is_some_and(|until| until > now) {
+            // It asked to be left alone until then: no probe before.
+            return false;
+        }
         let unknown = conditions.iter().any(|condition| {
             self.by_condition.get(condition.as_str()).is_none_or(|seen| seen.samples < MIN_CONDITION_SAMPLES)
         });
@@ -318,6 +323,7 @@ impl EndpointStats {
             rate_limited: (self.rate_limited.get().unwrap_or(0.0) * fade) as f32,
             load: load as f32,
             wait_ms: retry_wait.max(window_wait).as_secs_f32() * 1000.0,
+            probe: false,
         })
     }
 
@@ -465,11 +471,12 @@ impl EndpointHealth {
 
     /// What the predictor should know of an endpoint when it scores a
     /// mirror's call to it: as [`EndpointHealth::get`], except that now and
-    /// then while an endpoint is held back, the answer is `None` (unknown),
-    /// so that this one call goes through and measures it: first a
-    /// sixteenth of the probe interval or four held calls after its last
-    /// answer, whichever comes first, then, each probe that fails doubling
-    /// both, up to once per interval.
+    /// then while an endpoint (or a condition of its calls) is held back,
+    /// the view says `probe`, and the gate lets this one call through to
+    /// measure it (see `predict/hold.rs` for when). The view itself stays
+    /// what is known, so that what is learnt from the probe's outcome is
+    /// learnt from the features it really had. No probe goes while the
+    /// endpoint's `Retry-After` asks to be left alone.
     pub(crate) fn for_prediction(
         &self,
         endpoint: &str,
@@ -479,10 +486,8 @@ impl EndpointHealth {
     ) -> Known {
         let mut endpoints = lock(&self.endpoints);
         let stats = endpoints.get_mut(endpoint)?;
-        if stats.take_probe(request.conditions, evidence, now) {
-            return None;
-        }
-        stats.known(request, evidence, now)
+        let probe = stats.take_probe(request.conditions, evidence, now);
+        stats.known(request, evidence, now).map(|view| EndpointView { probe, ..view })
     }
 }
 
@@ -569,6 +574,9 @@ struct PathStats {
     host_calls: Running,
     duration_micros: Running,
     failure_rate: Ewma,
+    /// Whether diversions to it are held back because it fails, once one
+    /// was (see [`PathHistory::worth_diverting_to`]).
+    hold: Option<Hold>,
 }
 
 /// What is known of one path, for a person (`txmirror model status`).
@@ -611,19 +619,58 @@ impl PathHistory {
     /// failure rate and, from a success, the sample for its baseline. The
     /// sample must come from the twin that [`PathHistory::deviation`] is
     /// asked about: the mirror.
-    pub(crate) fn observe(&self, module: &str, path: &str, sample: Option<BaselineSample>, failed: bool) {
+    pub(crate) fn observe(
+        &self,
+        (module, path): (&str, &str),
+        sample: Option<BaselineSample>,
+        failed: bool,
+        now: Instant,
+    ) {
         let mut paths = lock(&self.paths);
         let key = (module.to_string(), path.to_string());
         if paths.len() >= MAX_ENTRIES && !paths.contains_key(&key) {
             paths.clear();
         }
         let stats = paths.entry(key).or_default();
+        if stats.hold.as_mut().is_some_and(|hold| hold.answer(!failed, now)) {
+            // A diversion let through to it as a probe went well: what was
+            // known of its outage is over.
+            stats.failure_rate = Ewma::default();
+        }
         stats.failure_rate.add(if failed { 1.0 } else { 0.0 });
         if let (false, Some(sample)) = (failed, sample) {
             stats.fuel.add(sample.fuel as f64);
             stats.host_calls.add(sample.host_calls as f64);
             stats.duration_micros.add(sample.micros as f64);
         }
+    }
+
+    /// Whether diverting an attempt predicted to fail with probability
+    /// `predicted` to this path is worth it at `now`: the path has failed
+    /// less often of late, or has never run. Otherwise the diversion is
+    /// held back (sending charges into a backup that is down turns attempts
+    /// that would have gone through into failures) and, like an endpoint's
+    /// calls, now and then one goes anyway as a probe (see `predict/hold.rs`),
+    /// so that a path that recovered is found to have.
+    pub(crate) fn worth_diverting_to(
+        &self,
+        (module, path): (&str, &str),
+        predicted: f32,
+        evidence: &Evidence,
+        now: Instant,
+    ) -> bool {
+        let mut paths = lock(&self.paths);
+        let Some(stats) = paths.get_mut(&(module.to_string(), path.to_string())) else { return true };
+        if stats.failure_rate.get().unwrap_or(0.0) < f64::from(predicted) {
+            return true;
+        }
+        let hold = stats.hold.get_or_insert_with(|| Hold::new(now));
+        hold.ask(now);
+        let probe = hold.probe_due(false, evidence, now);
+        if probe {
+            hold.probe(now);
+        }
+        probe
     }
 
     /// The largest deviation, in standard deviations, of fuel and host calls
@@ -723,17 +770,17 @@ mod tests {
         let paths = PathHistory::default();
         let sample = BaselineSample { fuel: 1000, host_calls: 3, micros: 50 };
         for _ in 0..5 {
-            paths.observe("m", "p", Some(sample), false);
+            paths.observe(("m", "p"), Some(sample), false, Instant::now());
         }
         assert_eq!(paths.deviation("m", "p", 1000, 3), Some(0.0));
         assert!(paths.deviation("m", "p", 5000, 3).expect("baseline") > 3.0, "five times the fuel is far off");
         assert_eq!(paths.failure_rate("m", "p"), 0.0);
         // A failure counts for the failure rate, never for the baseline.
-        paths.observe("m", "p", Some(BaselineSample { fuel: 1, host_calls: 1, micros: 1 }), true);
+        paths.observe(("m", "p"), Some(BaselineSample { fuel: 1, host_calls: 1, micros: 1 }), true, Instant::now());
         assert!((paths.failure_rate("m", "p") - 0.2).abs() < 1e-6);
         assert_eq!(paths.deviation("m", "p", 1000, 3), Some(0.0));
         // An attempt without a mirror has no sample: only its end counts.
-        paths.observe("m", "p", None, false);
+        paths.observe(("m", "p"), None, false, Instant::now());
         assert_eq!(paths.deviation("m", "p", 1000, 3), Some(0.0));
         assert_eq!(paths.deviation("m", "other", 1, 1), None);
     }
@@ -761,10 +808,13 @@ mod tests {
         assert_eq!(errors(3_600_000), Some(outage));
 
         // A probe goes a sixteenth of the interval (312.5 ms) after the last
-        // answer: the first scoring then sees the endpoint as unknown, the
-        // next ones as failing.
-        let probes = |ms: u64| pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(ms))).is_none();
-        assert!(probes(3_600_000), "a probe goes");
+        // answer: the first scoring then sees the endpoint as it is known
+        // (failing), marked as a probe that the gate lets through; the
+        // next ones are not probes.
+        let probe = |ms: u64| endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(ms));
+        let view = probe(3_600_000).expect("observed");
+        assert!(view.probe && view.error_rate == outage, "the probe's view is what is known: {view:?}");
+        let probes = |ms: u64| probe(ms).is_some_and(|view| view.probe);
         assert!(!probes(3_600_001), "one probe at a time");
         assert!(!probes(3_600_300), "not before its wait");
 
@@ -804,7 +854,7 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         endpoints.observe("POST c", sent(None, 2000.0, true), &EVIDENCE, t0);
-        let probes = |ms: u64| pair(endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(ms))).is_none();
+        let probes = |ms: u64| endpoints.for_prediction("POST c", &ANY, &EVIDENCE, at(ms)).is_some_and(|v| v.probe);
         // The first ask holds it; four more are held calls.
         for ms in 1..=4 {
             endpoints.asked("POST c", &[], at(ms));
@@ -886,12 +936,12 @@ mod tests {
         let mut probed_at = None;
         for ms in 20..40 {
             endpoints.asked("POST g", &euro, at(ms));
-            let view = endpoints.for_prediction("POST g", &request(&euro), &EVIDENCE, at(ms));
-            if view.is_none() {
+            let view = endpoints.for_prediction("POST g", &request(&euro), &EVIDENCE, at(ms)).expect("observed");
+            assert!(view.error_rate > 0.9, "{view:?}");
+            if view.probe {
                 probed_at = Some(ms);
                 break;
             }
-            assert!(view.is_some_and(|view| view.error_rate > 0.9), "{view:?}");
             endpoints.observe("POST g", Exchange { conditions: &dollar, ..sent(None, 5.0, false) }, &EVIDENCE, at(ms));
         }
         let probed_at = probed_at.expect("a euro charge goes as a probe after a few held back");
@@ -904,7 +954,48 @@ mod tests {
             at(probed_at + 1),
         );
         let view = endpoints.for_prediction("POST g", &request(&euro), &EVIDENCE, at(probed_at + 2));
-        assert!(view.is_some_and(|view| view.error_rate < 0.1), "{view:?}");
+        assert!(view.is_some_and(|view| view.error_rate < 0.1 && !view.probe), "{view:?}");
+    }
+
+    /// A diversion goes to a path likelier to succeed than the attempt is
+    /// predicted to; to one that fails more, it is held back, with a probe
+    /// now and then, and a probe that goes well opens the path again.
+    #[test]
+    fn diversions_go_to_a_path_likelier_to_succeed_and_probe_one_that_is_not() {
+        let paths = PathHistory::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let backup = ("m", "backup");
+        assert!(paths.worth_diverting_to(backup, 0.3, &EVIDENCE, t0), "never run: nothing against it");
+        for ms in 0..5 {
+            paths.observe(backup, None, true, at(ms));
+        }
+        assert!(!paths.worth_diverting_to(backup, 0.9, &EVIDENCE, at(10)), "it fails every time");
+        let probed = (11..30).find(|ms| paths.worth_diverting_to(backup, 0.9, &EVIDENCE, at(*ms)));
+        let probed = probed.expect("after a few held back, one goes as a probe");
+        assert!(probed <= 15, "{probed}");
+        assert!(!paths.worth_diverting_to(backup, 0.9, &EVIDENCE, at(probed + 1)), "one probe at a time");
+        paths.observe(backup, None, false, at(probed + 2));
+        assert!(paths.worth_diverting_to(backup, 0.3, &EVIDENCE, at(probed + 3)), "the probe went well: open again");
+    }
+
+    /// An endpoint whose `Retry-After` asks to be left alone gets no probe
+    /// before it passes, however many calls are held back meanwhile.
+    #[test]
+    fn no_probe_goes_before_a_retry_after_passes() {
+        let endpoints = EndpointHealth::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let refused =
+            Exchange { status: Some(429), retry_after: Some(Duration::from_secs(2)), ..sent(None, 5.0, false) };
+        endpoints.observe("POST q", refused, &EVIDENCE, t0);
+        let probes = |ms: u64| endpoints.for_prediction("POST q", &ANY, &EVIDENCE, at(ms)).is_some_and(|v| v.probe);
+        for ms in 1..=40 {
+            endpoints.asked("POST q", &[], at(ms * 40));
+            assert!(!probes(ms * 40), "no probe at {} ms", ms * 40);
+        }
+        endpoints.asked("POST q", &[], at(2_001));
+        assert!(probes(2_001), "once it has passed, the held calls have earned one");
     }
 
     /// 429s teach the endpoint's limit, and `Retry-After` how long to wait.

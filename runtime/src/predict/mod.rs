@@ -101,6 +101,11 @@ pub struct Prediction {
     /// probability that counted.
     #[serde(default)]
     pub learnt_probability: Option<f32>,
+    /// A call it scored goes as a probe of an endpoint being held back
+    /// (see `EndpointView::probe`): the gate lets the attempt through
+    /// whatever it scores, as it does in the exploration share.
+    #[serde(default)]
+    pub probe: bool,
 }
 
 /// What the model said of an attempt.

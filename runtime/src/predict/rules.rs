@@ -247,6 +247,7 @@ impl RuleSet {
             rules_probability: failure_probability,
             model_probability: None,
             learnt_probability: None,
+            probe: false,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! its hedge racing (see `adjust/hedge.rs`).
 
 use super::{AttemptEnd, ExecuteError, Purpose, Runtime, TransactionRun, sent_unsafe};
-use crate::adjust::gate::{Gate, GateActions, GateDecision, Scorer};
+use crate::adjust::gate::{Gate, GateActions, GateDecision, NextPath, Scorer};
 use crate::adjust::grants::ResourceWatch;
 use crate::adjust::hedge::{HedgeRace, HedgeSeat};
 use crate::adjust::timeouts::{AttemptTimeouts, Timeouts};
@@ -113,15 +113,14 @@ impl Runtime {
             explore: mirrored && sampled(&run.id, number, share),
             purpose: run.purpose,
         };
-        let can_divert = next_path.is_some();
         let hedge_path = next_path.filter(|_| mirrored);
         let Some(hedge_path) = hedge_path else {
-            let prepared = self.prepare(module, policy, path, can_divert, seed, None).await?;
+            let prepared = self.prepare(module, policy, path, next_path, seed, None).await?;
             return self.conclude(module, prepared, run, turn).await;
         };
 
         let (primary_seat, hedge_seat) = HedgeRace::start();
-        let primary = self.prepare(module, policy, path, can_divert, seed, Some(primary_seat.clone()));
+        let primary = self.prepare(module, policy, path, next_path, seed, Some(primary_seat.clone()));
         let mut primary = std::pin::pin!(primary);
         let alone = tokio::select! {
             biased;
@@ -138,7 +137,7 @@ impl Runtime {
             explore: mirrored && sampled(&run.id, hedge_number, share),
             ..seed
         };
-        let hedge = self.prepare(module, policy, hedge_path, false, hedge_seed, Some(hedge_seat));
+        let hedge = self.prepare(module, policy, hedge_path, None, hedge_seed, Some(hedge_seat));
         let (primary, hedge) = tokio::join!(primary, hedge);
         let (primary, hedge) = (primary?, hedge?);
         // At most one is ready to commit: the race's winner.
@@ -150,12 +149,13 @@ impl Runtime {
 
     /// Runs one attempt up to its commit: the twins from a fresh snapshot,
     /// the gate's decisions, the prediction and the success criteria.
+    /// `next_path` is where the gate may divert it or hedge it to.
     async fn prepare(
         &self,
         module: &Module,
         policy: &Arc<Policy>,
         path: &str,
-        can_divert: bool,
+        next_path: Option<&str>,
         seed: AttemptSeed<'_>,
         seat: Option<HedgeSeat>,
     ) -> Result<Prepared, ExecuteError> {
@@ -186,7 +186,14 @@ impl Runtime {
             };
             let timeout = Duration::from_millis(policy.prediction.gate_timeout_ms);
             let actions = GateActions {
-                can_divert,
+                next_path: next_path.map(|next| {
+                    let (runtime, module, next) = (self.clone(), module.hash().to_string(), next.to_string());
+                    let evidence = policy.prediction.evidence();
+                    NextPath::new(move |predicted| {
+                        let paths = &runtime.inner.paths;
+                        paths.worth_diverting_to((&module, &next), predicted, &evidence, Instant::now())
+                    })
+                }),
                 seat: seat.clone(),
                 timeouts: setup.timeouts.clone(),
                 base_outbound_timeout_ms: policy.resource_requirements.outbound_timeout_ms,
@@ -354,7 +361,7 @@ impl Runtime {
         // the path's failure, it would raise the failure rate the predictor
         // reads, and each diversion would call for the next.
         if !result.as_ref().is_err_and(|failure| failure.kind.stopped_by_gate()) {
-            self.inner.paths.observe(module.hash(), &path, baseline, result.is_err());
+            self.inner.paths.observe((module.hash(), &path), baseline, result.is_err(), Instant::now());
         }
         if run.adaptive {
             let failure = result.as_ref().err().map(|failure| failure.kind);
@@ -419,7 +426,10 @@ impl Runtime {
             input_bytes: input.bytes,
         };
         accumulator.observe(new, &context);
-        let prediction = policy.rules().score(&accumulator.features(totals, &context), input);
+        let prediction = Prediction {
+            probe: accumulator.probing(),
+            ..policy.rules().score(&accumulator.features(totals, &context), input)
+        };
         let Some(slot) = &self.inner.model else { return prediction };
         let settings = &policy.prediction;
         if settings.model_weight.is_some_and(|w| w <= 0.0) {
