@@ -210,8 +210,16 @@ impl EndpointStats {
         let unknown = conditions.iter().any(|condition| {
             self.by_condition.get(condition.as_str()).is_none_or(|seen| seen.samples < MIN_CONDITION_SAMPLES)
         });
+        // A request under a condition whose own calls are held back is
+        // probed by that condition's hold: spent on the endpoint's probe,
+        // it would tell nothing of the others (in a stream alternating
+        // declined euro and dollar charges, every probe of the gateway
+        // went to a euro charge, and dollar charges were never tried).
+        let under_held_condition = conditions
+            .iter()
+            .any(|condition| self.by_condition.get(condition.as_str()).is_some_and(|seen| seen.hold.holding_back()));
         let mut probing = false;
-        if self.hold.probe_due(unknown, evidence, now) {
+        if !under_held_condition && self.hold.probe_due(unknown, evidence, now) {
             self.hold.probe(now);
             probing = true;
         }
@@ -568,12 +576,17 @@ pub(crate) struct Request<'a> {
     pub(crate) conditions: &'a [String],
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct PathStats {
     fuel: Running,
     host_calls: Running,
     duration_micros: Running,
     failure_rate: Ewma,
+    /// The failure rate per input condition, and its attempts: a path that
+    /// fails every euro charge and no other is failing for euro charges
+    /// and healthy for the rest, as an endpoint is (see
+    /// [`PathStats::failure_rate_for`]).
+    by_condition: HashMap<Box<str>, (Ewma, u32)>,
     /// Whether diversions to it are held back because it fails, once one
     /// was (see [`PathHistory::worth_diverting_to`]).
     hold: Option<Hold>,
@@ -621,7 +634,7 @@ impl PathHistory {
     /// asked about: the mirror.
     pub(crate) fn observe(
         &self,
-        (module, path): (&str, &str),
+        (module, path, conditions): (&str, &str, &[String]),
         sample: Option<BaselineSample>,
         failed: bool,
         now: Instant,
@@ -636,8 +649,22 @@ impl PathHistory {
             // A diversion let through to it as a probe went well: what was
             // known of its outage is over.
             stats.failure_rate = Ewma::default();
+            for condition in conditions {
+                if let Some((rate, _)) = stats.by_condition.get_mut(condition.as_str()) {
+                    *rate = Ewma::default();
+                }
+            }
         }
-        stats.failure_rate.add(if failed { 1.0 } else { 0.0 });
+        let failure = if failed { 1.0 } else { 0.0 };
+        stats.failure_rate.add(failure);
+        if stats.by_condition.len() + conditions.len() > MAX_CONDITIONS {
+            stats.by_condition.clear();
+        }
+        for condition in conditions {
+            let (rate, attempts) = stats.by_condition.entry(condition.as_str().into()).or_default();
+            rate.add(failure);
+            *attempts = attempts.saturating_add(1);
+        }
         if let (false, Some(sample)) = (failed, sample) {
             stats.fuel.add(sample.fuel as f64);
             stats.host_calls.add(sample.host_calls as f64);
@@ -654,14 +681,14 @@ impl PathHistory {
     /// so that a path that recovered is found to have.
     pub(crate) fn worth_diverting_to(
         &self,
-        (module, path): (&str, &str),
+        (module, path, conditions): (&str, &str, &[String]),
         predicted: f32,
         evidence: &Evidence,
         now: Instant,
     ) -> bool {
         let mut paths = lock(&self.paths);
         let Some(stats) = paths.get_mut(&(module.to_string(), path.to_string())) else { return true };
-        if stats.failure_rate.get().unwrap_or(0.0) < f64::from(predicted) {
+        if stats.failure_rate_for(conditions) < f64::from(predicted) {
             return true;
         }
         let hold = stats.hold.get_or_insert_with(|| Hold::new(now));
@@ -702,10 +729,28 @@ impl PathHistory {
         summary
     }
 
-    /// The path's recent failure rate, 0 if never run.
-    pub(crate) fn failure_rate(&self, module: &str, path: &str) -> f32 {
+    /// The path's recent failure rate for a transaction under these input
+    /// conditions (see [`PathStats::failure_rate_for`]), 0 if never run.
+    pub(crate) fn failure_rate(&self, (module, path, conditions): (&str, &str, &[String])) -> f32 {
         let paths = lock(&self.paths);
-        paths.get(&(module.to_string(), path.to_string())).and_then(|s| s.failure_rate.get()).unwrap_or(0.0) as f32
+        paths.get(&(module.to_string(), path.to_string())).map_or(0.0, |stats| stats.failure_rate_for(conditions))
+            as f32
+    }
+}
+
+impl PathStats {
+    /// The recent failure rate for a transaction under these input
+    /// conditions: of the conditions with enough attempts, the one furthest
+    /// from the path as a whole speaks; without any, the path as a whole.
+    fn failure_rate_for(&self, conditions: &[String]) -> f64 {
+        let overall = self.failure_rate.get().unwrap_or(0.0);
+        conditions
+            .iter()
+            .filter_map(|condition| self.by_condition.get(condition.as_str()))
+            .filter(|(_, attempts)| *attempts >= MIN_CONDITION_SAMPLES)
+            .filter_map(|(rate, _)| rate.get())
+            .max_by(|a, b| (a - overall).abs().total_cmp(&(b - overall).abs()))
+            .unwrap_or(overall)
     }
 }
 
@@ -770,17 +815,22 @@ mod tests {
         let paths = PathHistory::default();
         let sample = BaselineSample { fuel: 1000, host_calls: 3, micros: 50 };
         for _ in 0..5 {
-            paths.observe(("m", "p"), Some(sample), false, Instant::now());
+            paths.observe(("m", "p", &[]), Some(sample), false, Instant::now());
         }
         assert_eq!(paths.deviation("m", "p", 1000, 3), Some(0.0));
         assert!(paths.deviation("m", "p", 5000, 3).expect("baseline") > 3.0, "five times the fuel is far off");
-        assert_eq!(paths.failure_rate("m", "p"), 0.0);
+        assert_eq!(paths.failure_rate(("m", "p", &[])), 0.0);
         // A failure counts for the failure rate, never for the baseline.
-        paths.observe(("m", "p"), Some(BaselineSample { fuel: 1, host_calls: 1, micros: 1 }), true, Instant::now());
-        assert!((paths.failure_rate("m", "p") - 0.2).abs() < 1e-6);
+        paths.observe(
+            ("m", "p", &[]),
+            Some(BaselineSample { fuel: 1, host_calls: 1, micros: 1 }),
+            true,
+            Instant::now(),
+        );
+        assert!((paths.failure_rate(("m", "p", &[])) - 0.2).abs() < 1e-6);
         assert_eq!(paths.deviation("m", "p", 1000, 3), Some(0.0));
         // An attempt without a mirror has no sample: only its end counts.
-        paths.observe(("m", "p"), None, false, Instant::now());
+        paths.observe(("m", "p", &[]), None, false, Instant::now());
         assert_eq!(paths.deviation("m", "p", 1000, 3), Some(0.0));
         assert_eq!(paths.deviation("m", "other", 1, 1), None);
     }
@@ -819,9 +869,9 @@ mod tests {
         assert!(!probes(3_600_300), "not before its wait");
 
         // Each probe that fails renews the outage and doubles the wait:
-        // 625 ms, then 1.25 s at most.
+        // 625 ms, 1.25 s, 2.5 s, then the whole interval (5 s) at most.
         let mut last = 3_600_000;
-        for wait in [625, 1_250, 1_250, 1_250] {
+        for wait in [625, 1_250, 2_500, 5_000, 5_000] {
             endpoints.observe("POST c", sent(None, 2000.0, true), &EVIDENCE, at(last + 100));
             endpoints.asked("POST c", &[], at(last + 200));
             assert!(errors(last + 200).is_some_and(|e| e > 0.85));
@@ -965,7 +1015,7 @@ mod tests {
         let paths = PathHistory::default();
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let backup = ("m", "backup");
+        let backup = ("m", "backup", &[][..]);
         assert!(paths.worth_diverting_to(backup, 0.3, &EVIDENCE, t0), "never run: nothing against it");
         for ms in 0..5 {
             paths.observe(backup, None, true, at(ms));

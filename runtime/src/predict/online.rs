@@ -41,10 +41,10 @@ const REFERENCE_THRESHOLD: f64 = 0.3;
 const STEP: f64 = 0.5;
 /// How far one update may move its own attempt's logit at first; the
 /// bound falls as `MAX_MOVE / sqrt(1 + updates / MOVE_DECAY_UPDATES)`…
-const MAX_MOVE: f64 = 1.0;
+const MAX_MOVE: f64 = 0.5;
 const MOVE_DECAY_UPDATES: f64 = 100.0;
 /// …to this floor.
-const MIN_MOVE: f64 = 0.2;
+const MIN_MOVE: f64 = 0.1;
 /// L2 shrinkage of the feature weights per update.
 const SHRINK: f64 = 1e-4;
 /// The largest transformed feature value: `ln(1 + x)` of anything bigger

@@ -38,6 +38,8 @@ struct Prepared {
     raised_timeouts: Option<Timeouts>,
     /// The primary's write set stays announced until the attempt is concluded.
     write_claims: Arc<WriteClaims>,
+    /// What the transaction's input says to the predictor.
+    input: Arc<InputProfile>,
 }
 
 /// What a successful primary leaves to commit.
@@ -188,10 +190,10 @@ impl Runtime {
             let actions = GateActions {
                 next_path: next_path.map(|next| {
                     let (runtime, module, next) = (self.clone(), module.hash().to_string(), next.to_string());
-                    let evidence = policy.prediction.evidence();
+                    let (evidence, input) = (policy.prediction.evidence(), setup.input.clone());
                     NextPath::new(move |predicted| {
-                        let paths = &runtime.inner.paths;
-                        paths.worth_diverting_to((&module, &next), predicted, &evidence, Instant::now())
+                        let key = (module.as_str(), next.as_str(), input.conditions.as_slice());
+                        runtime.inner.paths.worth_diverting_to(key, predicted, &evidence, Instant::now())
                     })
                 }),
                 seat: seat.clone(),
@@ -286,6 +288,7 @@ impl Runtime {
             baseline,
             raised_timeouts: setup.timeouts.raised().then(|| setup.timeouts.current()),
             write_claims,
+            input: setup.input.clone(),
         })
     }
 
@@ -299,7 +302,7 @@ impl Runtime {
         turn: &mut Option<Turn>,
     ) -> Result<AttemptEnd, ExecuteError> {
         // The claims are released when this returns, after the commit.
-        let Prepared { mut report, result, baseline, raised_timeouts, write_claims: _claims } = prepared;
+        let Prepared { mut report, result, baseline, raised_timeouts, write_claims: _claims, input } = prepared;
         let path = report.attempt.path.clone();
         if let Some(raised) = raised_timeouts {
             run.raised_timeouts.insert(path.clone(), raised);
@@ -361,7 +364,8 @@ impl Runtime {
         // the path's failure, it would raise the failure rate the predictor
         // reads, and each diversion would call for the next.
         if !result.as_ref().is_err_and(|failure| failure.kind.stopped_by_gate()) {
-            self.inner.paths.observe((module.hash(), &path), baseline, result.is_err(), Instant::now());
+            let key = (module.hash(), path.as_str(), input.conditions.as_slice());
+            self.inner.paths.observe(key, baseline, result.is_err(), Instant::now());
         }
         if run.adaptive {
             let failure = result.as_ref().err().map(|failure| failure.kind);
@@ -422,7 +426,7 @@ impl Runtime {
                 self.inner.endpoints.health.for_prediction(endpoint, &request, &evidence, Instant::now())
             },
             deviation: &|fuel, host_calls, _| self.inner.paths.deviation(module.hash(), path, fuel, host_calls),
-            path_failure_rate: self.inner.paths.failure_rate(module.hash(), path),
+            path_failure_rate: self.inner.paths.failure_rate((module.hash(), path, &input.conditions)),
             input_bytes: input.bytes,
         };
         accumulator.observe(new, &context);
