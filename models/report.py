@@ -40,7 +40,10 @@ def main() -> None:
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--adaptive", type=pathlib.Path, help="the run with adaptive mirroring, for its section")
     parser.add_argument(
-        "--unseen", nargs=2, type=pathlib.Path, help="the shop shape run retry-only and with the predictor acting"
+        "--unseen",
+        nargs="+",
+        type=pathlib.Path,
+        help="the shop shape, per seed: the run retry-only, then the run with the predictor acting",
     )
     args = parser.parse_args()
 
@@ -157,7 +160,10 @@ def main() -> None:
     if args.adaptive:
         lines += adaptive_section(runs[0], runs[2], json.loads(args.adaptive.read_text()))
     if args.unseen:
-        lines += unseen_section(*(json.loads(path.read_text()) for path in args.unseen))
+        if len(args.unseen) % 2:
+            parser.error("--unseen takes pairs: each seed's retry-only run, then its acting run")
+        loaded = [json.loads(path.read_text()) for path in args.unseen]
+        lines += unseen_section(list(zip(loaded[::2], loaded[1::2])))
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}, {latency_png} and {pr_png}")
 
@@ -216,57 +222,86 @@ def adaptive_section(baseline: dict, full: dict, adaptive: dict) -> list[str]:
     return lines
 
 
-def unseen_section(retry: dict, acting: dict) -> list[str]:
-    """The shop shape, which nothing is trained on: retry-only against the predictor acting."""
-    label = acting.get("model") or "no model"
+def unseen_section(pairs: list[tuple[dict, dict]]) -> list[str]:
+    """The shop shape, which nothing is trained on, on several seeds: retry-only against the predictor acting."""
+    acting_runs = [acting for _, acting in pairs]
+    label = acting_runs[0].get("model") or "no model"
     warm_up = 100
+    seeds = ", ".join(str(acting["seed"]) for acting in acting_runs)
+    size = acting_runs[0]["transactions"]
 
-    def row(name: str, key: str, fmt: str = "{}") -> str:
-        return f"| {name} | {fmt.format(retry[key])} | {fmt.format(acting[key])} |"
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
 
-    recall, false_rate = acting["gate_recall"], acting["gate_false_diversion_rate"]
+    def row(name: str, key: str, fmt: str = "{:.0f}", acting_only: bool = False) -> str:
+        cells = []
+        for retry, acting in pairs:
+            shown = fmt.format(acting[key])
+            cells.append(shown if acting_only else f"{fmt.format(retry[key])} / {shown}")
+        retry_mean, acting_mean = mean([r[key] for r, _ in pairs]), mean([a[key] for _, a in pairs])
+        summary = fmt.format(acting_mean) if acting_only else f"{fmt.format(retry_mean)} / {fmt.format(acting_mean)}"
+        return f"| {name} | " + " | ".join(cells) + f" | {summary} |"
+
+    def fit(key: str) -> str:
+        values = [a["online_model"][key] for a in acting_runs if a.get("online_model")]
+        return f"{mean(values):.3f}" if values else "—"
+
+    recall = mean([a["gate_recall"] for a in acting_runs])
+    false_diversions = mean([a["gate_false_diversion_rate"] for a in acting_runs])
+    p99_retry = mean([r["latency_ms_p99"] for r, _ in pairs])
+    p99_acting = mean([a["latency_ms_p99"] for a in acting_runs])
+    wasted_retry = mean([r["wasted_unsafe_calls"] for r, _ in pairs])
+    wasted_acting = mean([a["wasted_unsafe_calls"] for a in acting_runs])
+    per_seed = lambda key, fmt: ", ".join(fmt.format(a[key]) for a in acting_runs)  # noqa: E731
+    header = "| | " + " | ".join(f"seed {a['seed']}" for a in acting_runs) + " | mean |"
     lines = [
         "## An unseen shape: the shop workload",
         "",
-        f"`txmirror workload --shape shop`, seed {acting['seed']} ({acting['transactions']} transactions): charges",
+        f"`txmirror workload --shape shop`, seeds {seeds} ({size} transactions each): charges",
         "only, in four currencies; the primary gateway declines one currency at a time for a while (its",
         "health check and the other currencies are fine), takes longer than the timeout on amounts of",
-        "2,000.00 and more, and now and then has spent its quota (every charge answered 429 with",
-        "`Retry-After: 1` for a while). The shipped model never saw this shape; the policy declares",
-        "`currency` and `amount_cents` as input",
-        f"features and nothing more. (b) runs the rules and the model `{label}`, learning online from a",
-        "fresh store, with an exploration share of 5%. The gate is judged prequentially: each transaction",
-        f"is scored before anything is learnt from it, and after a warm-up of {warm_up} transactions its",
-        "decision at the first unsafe call is held against the ground truth (a charge in the declined",
-        "currency, of a large amount or while the quota is spent would fail unadjusted). Any decision",
-        "but passing counts as flagging: a charge delayed or diverted that would have gone through is a",
-        "false alarm.",
+        "2,000.00 and more, and now and then has spent its quota for 0.4 to 1.2 s (every charge answered",
+        "429 with a `Retry-After` that says, in whole seconds, when it is back); the backup gateway has",
+        "outages of its own. The shipped model never saw this shape; the policy declares `currency` and",
+        f"`amount_cents` as input features and nothing more. Each seed runs retry-only (a), then with the",
+        f"rules and the model `{label}` learning online from a fresh store (b), exploration share 5%.",
         "",
-        "| | (a) retry-only | (b) predictor acting |",
-        "|---|---|---|",
+        "The gate is judged prequentially: each transaction is scored before anything is learnt from it,",
+        f"and after a warm-up of {warm_up} transactions its decision at the first unsafe call is held",
+        "against the ground truth (a charge in the declined currency, of a large amount, or sent while",
+        "the quota is spent would fail unadjusted). Any decision but passing counts as flagging; a",
+        "diversion (or failing fast) of a charge that would have gone through is a false diversion; a",
+        "delay or any other adjustment of one is a false alarm. A charge let through as a probe of an",
+        "endpoint held back, or in the exploration share, counts as what the gate would have done.",
+        "",
+        "Cells are (a) / (b) where both ran.",
+        "",
+        header,
+        "|---|" + "---|" * (len(pairs) + 1),
         row("success rate", "success_rate", "{:.1%}"),
         row("failures reaching the client", "failed"),
         row("would fail unadjusted", "would_fail"),
-        row("... of which committed", "would_fail_committed"),
         row("latency p50 (ms)", "latency_ms_p50", "{:.1f}"),
-        row("latency p99 (ms)", "latency_ms_p99", "{:.1f}"),
+        row("latency p99 (ms)", "latency_ms_p99"),
         row("unsafe calls sent (charges)", "unsafe_calls_sent"),
         row("unsafe calls wasted (declined, refused, failed, too late)", "wasted_unsafe_calls"),
         row("answered 429", "rate_limited"),
         row("orders charged twice or more", "double_charged"),
-        row("false diversions (whole run)", "false_diversions"),
-        f"| gate at the first unsafe call, after the warm-up: recall | — | {recall:.3f} |",
-        f"| ... false alarms (share of would-succeed flagged) | — | {false_rate:.3f} |",
-        f"| ... transactions judged | — | {acting['gate_judged']} |",
+        row("gate after the warm-up: recall", "gate_recall", "{:.3f}", acting_only=True),
+        row("... false diversions (share of would-succeed diverted)", "gate_false_diversion_rate", "{:.3f}", True),
+        row("... false alarms (share of would-succeed adjusted)", "gate_false_alarm_rate", "{:.3f}", True),
+        row("... transactions judged", "gate_judged", "{:.0f}", acting_only=True),
         "",
-        f"- Recall ≥ 0.8 at ≤ 2% false diversions at the first unsafe call: recall {recall:.3f} at false alarms "
-        f"{false_rate:.3f}: " + ("met." if recall >= 0.8 and false_rate <= 0.02 else "**not met**."),
-        f"- Better than retry-only on p99: {acting['latency_ms_p99']:.0f} ms against "
-        f"{retry['latency_ms_p99']:.0f} ms: "
-        + ("met." if acting["latency_ms_p99"] < retry["latency_ms_p99"] else "**not met**."),
-        f"- Better than retry-only on unsafe calls wasted: {acting['wasted_unsafe_calls']} against "
-        f"{retry['wasted_unsafe_calls']}: "
-        + ("met." if acting["wasted_unsafe_calls"] < retry["wasted_unsafe_calls"] else "**not met**."),
+        f"The online model, at the end of (b): calibration error {fit('calibration_error')} and mean log loss "
+        f"{fit('mean_log_loss')} over the scores it gave before learning from each attempt (mean of the seeds).",
+        "",
+        f"- Recall ≥ 0.8 at ≤ 2% false diversions at the first unsafe call: recall {recall:.3f} at false "
+        f"diversions {false_diversions:.3f} (per seed: {per_seed('gate_false_diversion_rate', '{:.3f}')}): "
+        + ("met." if recall >= 0.8 and false_diversions <= 0.02 else "**not met**."),
+        f"- Better than retry-only on p99: {p99_acting:.0f} ms against {p99_retry:.0f} ms: "
+        + ("met." if p99_acting < p99_retry else "**not met**."),
+        f"- Better than retry-only on unsafe calls wasted: {wasted_acting:.0f} against {wasted_retry:.0f}: "
+        + ("met." if wasted_acting < wasted_retry else "**not met**."),
         "",
     ]
     return lines

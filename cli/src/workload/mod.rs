@@ -195,6 +195,10 @@ pub(crate) struct Summary {
     gate_false_alarm_rate: f64,
     /// After the warm-up, first gates with a rate limit among their reasons.
     gate_rate_limit_decisions: usize,
+    /// The online model at the end, if it learnt: how many attempts it
+    /// learnt from, and how well its scores, each given before learning
+    /// from its attempt, fitted the outcomes.
+    online_model: Option<OnlineFit>,
     /// Attempts, and those of them that ran with their mirror.
     attempts: usize,
     mirrored_attempts: usize,
@@ -216,7 +220,7 @@ impl Summary {
              attempts {}, mirrored {}; process CPU {:.2} s\n\
              unsafe calls wasted {}, rate limited (429) {}; after {WARM_UP} warm-up, gate at the first unsafe \
              call on {} transactions: recall {:.3}, false diversions {:.3}, false alarms {:.3} ({} for a rate \
-             limit)",
+             limit){}",
             self.shape,
             self.seed,
             self.mode,
@@ -245,8 +249,24 @@ impl Summary {
             self.gate_false_diversion_rate,
             self.gate_false_alarm_rate,
             self.gate_rate_limit_decisions,
+            self.online_model
+                .as_ref()
+                .map(|fit| format!(
+                    "\nonline model: learnt from {} attempts, calibration error {:.3}, mean log loss {:.3}",
+                    fit.updates, fit.calibration_error, fit.mean_log_loss
+                ))
+                .unwrap_or_default(),
         )
     }
+}
+
+/// How the online model fitted the outcomes it learnt from.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct OnlineFit {
+    updates: u64,
+    /// Expected calibration error of its prequential scores.
+    calibration_error: f64,
+    mean_log_loss: f64,
 }
 
 /// A gateway's phases over the transactions: healthy, with windows of
@@ -629,6 +649,11 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
             .iter()
             .filter(|o| o.index >= WARM_UP && o.first_gate_reasons.iter().any(|rule| rule == "rate_limit"))
             .count(),
+        online_model: runtime.learnt().model.map(|model| OnlineFit {
+            updates: model.updates,
+            calibration_error: model.calibration_error,
+            mean_log_loss: model.mean_log_loss,
+        }),
         gate_recall: share(true, flags),
         gate_false_diversion_rate: share(false, diverts),
         gate_false_alarm_rate: share(false, flags),
