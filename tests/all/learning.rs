@@ -14,6 +14,14 @@ fn charge_in(currency: &str, order: &str) -> TxRequest {
     TxRequest { path: Some("charge".into()), input: input.to_string().into_bytes(), ..Default::default() }
 }
 
+/// The gateways' policy with the charge's currency declared as an input feature.
+fn by_currency(primary: &TestServer, backup: &TestServer) -> String {
+    format!(
+        "{}\n[[prediction.inputs]]\nname = \"currency\"\npointer = \"/currency\"\nkind = \"category\"\n",
+        gateway_policy(primary, backup)
+    )
+}
+
 fn euro_charges(server: &TestServer) -> usize {
     charges(server).iter().filter(|r| String::from_utf8_lossy(&r.body).contains(r#""currency":"EUR""#)).count()
 }
@@ -31,11 +39,7 @@ async fn a_gateway_failing_one_currency_is_avoided_for_that_currency_only() {
     primary.set_behaviour(Behaviour { failing_bodies: Some((r#""currency":"EUR""#.into(), 502)), ..gateway() });
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::PAYMENT).await;
-    let text = format!(
-        "{}\n[[prediction.inputs]]\nname = \"currency\"\npointer = \"/currency\"\nkind = \"category\"\n",
-        gateway_policy(&primary, &backup)
-    );
-    let policy = policy(&text);
+    let policy = policy(&by_currency(&primary, &backup));
 
     // Learning: euro and dollar charges in turn, until the gateway has
     // answered both currencies often enough for each to speak (at first the
@@ -98,11 +102,7 @@ async fn a_backup_that_is_down_is_not_diverted_to() {
     primary.set_behaviour(Behaviour { failing_bodies: Some((r#""currency":"EUR""#.into(), 502)), ..gateway() });
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::PAYMENT).await;
-    let text = format!(
-        "{}\n[[prediction.inputs]]\nname = \"currency\"\npointer = \"/currency\"\nkind = \"category\"\n",
-        gateway_policy(&primary, &backup)
-    );
-    let policy = policy(&text);
+    let policy = policy(&by_currency(&primary, &backup));
     // Euro charges fail on both paths; their attempts on the backup teach
     // how often it fails.
     for round in 0..6 {

@@ -225,8 +225,12 @@ impl Gate {
         prediction: &Prediction,
         sent_unsafe: bool,
     ) -> (GateVerdict, Option<GateDecision>) {
+        if sent_unsafe {
+            return (GateVerdict::Pass, None);
+        }
+        // Asked only now: asking whether the next path is worth diverting
+        // to counts as wanting it (see `PathHistory::worth_diverting_to`).
         match self.intended(prediction, false) {
-            _ if sent_unsafe => (GateVerdict::Pass, None),
             Some(action) if self.actions.explore || prediction.probe => (GateVerdict::Explored(action), None),
             Some(Action::Divert) => (GateVerdict::Divert, Some(GateDecision::Divert(prediction.clone()))),
             Some(Action::FailFast) => (GateVerdict::FailFast, Some(GateDecision::FailFast(prediction.clone()))),

@@ -370,10 +370,10 @@ impl Exchange<'_> {
 /// real responses.
 ///
 /// Evidence fades while nothing is asked of an endpoint, and not while its
-/// calls are held back because of it: then, once per probe interval, one
-/// scoring sees the endpoint as unknown so that one call goes through and
-/// measures it again, like a half-open circuit breaker's trial. A probe
-/// that succeeds clears the error rate; one that fails renews it.
+/// calls are held back because of it: then, now and then, one call is
+/// marked as a probe, which the gate lets through to measure the endpoint
+/// again, like a half-open circuit breaker's trial (see `predict/hold.rs`).
+/// A probe that succeeds clears the error rate; one that fails renews it.
 #[derive(Debug, Default)]
 pub(crate) struct EndpointHealth {
     endpoints: Mutex<HashMap<String, EndpointStats>>,
