@@ -18,9 +18,9 @@ use crate::instance::executor::run_instance;
 use crate::instance::host::{EndpointMemory, InstanceSetup, InstanceState, add_recording_filesystem};
 use crate::instance::module::{Module, ModuleError, ModuleLoader};
 use crate::policy::{Policy, PolicyError};
-use crate::predict::history::PathHistory;
 use crate::predict::model_slot::ModelSlot;
 use crate::predict::online::OnlineModel;
+use crate::predict::paths::PathHistory;
 use crate::predict::{ModelError, ModelInfo, Reloaded};
 use crate::randomness::Randomness;
 use crate::store::{

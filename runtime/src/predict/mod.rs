@@ -7,6 +7,8 @@
 //! - [`model_slot`]: the runtime's current model, replaceable while it runs.
 //! - [`online`]: a logistic regression learnt from the deployment's own
 //!   outcomes, with the ONNX model as its prior.
+//! - `history`, `paths` and `hold`: what is learnt of endpoints and paths
+//!   as transactions run, and the half-open breaker kept for each.
 //!
 //! ## How rules and model combine
 //!
@@ -43,6 +45,7 @@ mod inputs;
 mod model;
 pub(crate) mod model_slot;
 pub(crate) mod online;
+pub(crate) mod paths;
 mod rules;
 
 pub use evaluation::{Evaluation, evaluate};
@@ -50,11 +53,12 @@ pub use features::{
     AttemptLimits, EndpointLookup, EndpointView, FEATURE_NAMES, FeatureAccumulator, FeatureContext, Features,
     SCHEMA_VERSION, TraceTotals,
 };
-pub use history::{ConditionSummary, EndpointSummary, PathSummary};
+pub use history::{ConditionSummary, EndpointSummary};
 pub use inputs::{InputFeature, InputKind, InputProfile, MAX_INPUTS};
 pub use model::{Model, ModelError, ModelInfo};
 pub use model_slot::Reloaded;
 pub use online::{Learnt, LearntModel, OnlineModel, Prior};
+pub use paths::PathSummary;
 pub use rules::{Rule, RuleError, RuleSet};
 // Actions are part of the vocabulary; they are named here too, where rules suggest them.
 pub use crate::vocab::Action;

@@ -213,7 +213,7 @@ pub struct Learnt {
     /// Per endpoint really called.
     pub endpoints: Vec<super::history::EndpointSummary>,
     /// Per path run.
-    pub paths: Vec<super::history::PathSummary>,
+    pub paths: Vec<super::paths::PathSummary>,
 }
 
 /// The ONNX model an online model refines: its probability for one

@@ -14,8 +14,8 @@ use crate::instance::executor::{InstanceRun, run_instance};
 use crate::instance::host::InstanceSetup;
 use crate::instance::module::Module;
 use crate::policy::Policy;
-use crate::predict::history::BaselineSample;
 use crate::predict::history::Request;
+use crate::predict::paths::BaselineSample;
 use crate::predict::{FeatureAccumulator, FeatureContext, InputProfile, ModelScore, Prediction, TraceTotals};
 use crate::store::{
     Attempt, AttemptOutcome, CommitError, CommitRequest, StoreError, TransactionOutcome, TransactionRecord,
