@@ -131,7 +131,12 @@ fn action_of(report: &AttemptReport) -> String {
     first(&[GateVerdict::Divert, GateVerdict::FailFast, GateVerdict::Cancelled])
         .or_else(|| first(&[GateVerdict::Hedge, GateVerdict::AdjustTimeouts, GateVerdict::Delay]))
         .or_else(|| granted.then(|| "grant".to_string()))
-        .or_else(|| decisions.iter().find(|d| matches!(d, GateVerdict::Explored(_))).map(ToString::to_string))
+        .or_else(|| {
+            decisions
+                .iter()
+                .find(|d| matches!(d, GateVerdict::Explored(_) | GateVerdict::Trial(_) | GateVerdict::Probe(_)))
+                .map(ToString::to_string)
+        })
         .unwrap_or_else(|| GateVerdict::Pass.to_string())
 }
 

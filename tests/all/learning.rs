@@ -241,3 +241,61 @@ async fn a_damaged_saved_model_starts_learning_afresh() {
     runtime.execute(&module, &policy, request).await.unwrap();
     assert_eq!(runtime.learnt().model.map(|m| m.updates), Some(1));
 }
+
+/// A model whose lone calls prove wrong stops acting on them. Here a saved
+/// online model is made to flag every deposit, with `fail_fast` as the
+/// model's action and no rule agreeing: at first the gate fails deposits
+/// fast, but as often as the model's record does not earn acting, a
+/// deposit goes as a trial; the trials commit, the record says the model's
+/// calls are wrong, and deposits go through. (Before the model had a
+/// standing, every deposit failed fast, and no outcome ever told it
+/// otherwise: this test failed there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_whose_lone_calls_prove_wrong_stops_acting_on_them() {
+    use txmirror_runtime::predict::Learnt;
+    use txmirror_runtime::store::{RedbStore, StateStore, TransactionOutcome};
+    let dir = tempdir().unwrap();
+    let open = || {
+        let mut config = txmirror_tests::config(dir.path());
+        config.model = Some(txmirror_runtime::ModelConfig::new(Path::new(models::PLACEHOLDER)));
+        Runtime::open(config).unwrap()
+    };
+    let policy =
+        policy("[capabilities]\nkv = { accounts = \"read-write\" }\n[prediction]\nmodel_action = \"fail_fast\"\n");
+    let deposit = |n: usize| {
+        let input = json!({ "account": format!("a{n}"), "amount": 5 }).to_string().into_bytes();
+        TxRequest { path: Some("deposit".into()), input, ..Default::default() }
+    };
+    // One deposit starts the online model; then its bias is made to say
+    // that every call fails, and it is saved so.
+    let runtime = open();
+    let module = load(&runtime, guests::BANK_TRANSFER).await;
+    runtime.execute(&module, &policy, deposit(0)).await.unwrap();
+    let mut model = runtime.learnt().model.expect("learning online");
+    assert_eq!(model.names[0], "bias");
+    model.weights[0] = 8.0;
+    drop(runtime);
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
+    let learnt = Learnt { model: Some(model), endpoints: Vec::new(), paths: Vec::new() };
+    store.save_learnt("online-model", &serde_json::to_vec(&learnt).unwrap()).unwrap();
+    drop(store);
+
+    let runtime = open();
+    let module = load(&runtime, guests::BANK_TRANSFER).await;
+    let mut committed = Vec::new();
+    let mut verdicts = Vec::new();
+    for n in 1..=80 {
+        let report = runtime.execute(&module, &policy, deposit(n)).await.unwrap();
+        committed.push(matches!(report.outcome, TransactionOutcome::Committed { .. }));
+        verdicts.extend(report.attempts.iter().flat_map(|a| gate_decisions(&a.primary)));
+    }
+    assert!(committed[..10].iter().any(|c| !c), "at first the gate acts on the model's calls: {verdicts:?}");
+    assert!(verdicts.iter().any(|v| v == "commit: fail_fast"), "{verdicts:?}");
+    assert!(verdicts.iter().any(|v| v == "commit: trial:fail_fast"), "{verdicts:?}");
+    assert!(committed[60..].iter().all(|c| *c), "in the end, deposits go through: {committed:?}");
+    let standing = runtime.learnt().model.expect("learning online").standing;
+    // Each trial is also an honest label the online model learns from, so
+    // the model itself stops flagging deposits after a few of them.
+    assert!(standing.acted >= 1 && standing.tried >= 5, "{standing:?}");
+    assert!(!standing.trials.is_empty() && standing.failures() == 0, "every trial committed: {standing:?}");
+}

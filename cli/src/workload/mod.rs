@@ -143,8 +143,8 @@ pub(crate) struct Outcome {
     /// Its place in the plan.
     index: usize,
     /// The first attempt's gate before its first unsafe call, if the gate
-    /// stood there: its verdict (`explored:ACTION` for what it would have
-    /// done in the exploration share).
+    /// stood there: its verdict (`explored:ACTION`, `probe:ACTION` or
+    /// `trial:ACTION` for what it would have done when the call went anyway).
     first_gate: Option<GateVerdict>,
     /// That gate's reasons: the rules that held, and `model` if the
     /// model's score counted.
@@ -489,14 +489,24 @@ async fn load(runtime: &Runtime, dir: &std::path::Path, name: &str) -> anyhow::R
     Ok(runtime.load_module(&bytes).await?)
 }
 
-/// Whether a gate's verdict adjusted the attempt, or would have in the
-/// exploration share: anything but passing.
+/// Whether a gate's verdict adjusted the attempt, or would have: anything
+/// but passing. A probe of a held endpoint is flagged (the prediction said
+/// fail, and the call went to measure the endpoint); a trial of the
+/// model's standing is not (the gate judged the model's call not worth
+/// acting on), and where its call fails, it is a miss.
 fn flags(verdict: GateVerdict) -> bool {
-    !matches!(verdict, GateVerdict::Pass | GateVerdict::Explored(Action::None))
+    !matches!(
+        verdict,
+        GateVerdict::Pass
+            | GateVerdict::Explored(Action::None)
+            | GateVerdict::Probe(Action::None)
+            | GateVerdict::Trial(_)
+    )
 }
 
-/// Whether a gate's verdict took the attempt off its path, or would have:
-/// diverted, failed fast or cancelled it.
+/// Whether a gate's verdict took the attempt off its path, or would have
+/// but for the exploration share: diverted, failed fast or cancelled it.
+/// A probe and a trial went their way: they are not diversions.
 fn diverts(verdict: GateVerdict) -> bool {
     match verdict {
         GateVerdict::Explored(action) => matches!(action, Action::Divert | Action::FailFast),

@@ -22,6 +22,14 @@
 //!   when an alternative path exists; without one, the attempt's wall time
 //!   bounds the wait.
 //!
+//! Three kinds of call go whatever the gate would have done, and the
+//! verdict records what that was: a probe of an endpoint whose calls are
+//! held back (`probe:ACTION`, a half-open breaker's trial call); a call
+//! that only the online model's share carried over the threshold, when the
+//! model's record of such calls does not earn acting on it
+//! (`trial:ACTION`, see `predict/standing.rs`); and the policy's
+//! exploration share (`explored:ACTION`). Their outcomes are honest labels.
+//!
 //! In a hedge race, the call then waits for the race's token. The decision
 //! is recorded in the primary's trace and read by the runtime when the
 //! attempt ends.
@@ -93,6 +101,24 @@ impl std::fmt::Debug for NextPath {
     }
 }
 
+/// Whether the gate acts on a call that only the model's share carried
+/// over the given threshold: as often as the model's record of such calls
+/// earns (see `predict/standing.rs`).
+#[derive(Clone)]
+pub(crate) struct LoneModel(Arc<dyn Fn(f32) -> bool + Send + Sync>);
+
+impl LoneModel {
+    pub(crate) fn new(acts: impl Fn(f32) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(acts))
+    }
+}
+
+impl std::fmt::Debug for LoneModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoneModel")
+    }
+}
+
 /// What the gate may do besides refusing calls.
 #[derive(Debug, Clone)]
 pub(crate) struct GateActions {
@@ -107,6 +133,8 @@ pub(crate) struct GateActions {
     /// The attempt is in the exploration share: the gate decides and records
     /// as usual, but carries nothing out, so that its label stays honest.
     pub(crate) explore: bool,
+    /// Whether to act on a call only the model carried, else try it.
+    pub(crate) lone_model: LoneModel,
     /// The mirror's fuel so far, for scoring before it has ended.
     pub(crate) watch: Option<Arc<ResourceWatch>>,
     /// The longest a call is held for a rate limit (`delay`) when another
@@ -231,7 +259,9 @@ impl Gate {
         // Asked only now: asking whether the next path is worth diverting
         // to counts as wanting it (see `PathHistory::worth_diverting_to`).
         match self.intended(prediction, false) {
-            Some(action) if self.actions.explore || prediction.probe => (GateVerdict::Explored(action), None),
+            Some(action) if self.on_trial(prediction) => (GateVerdict::Trial(action), None),
+            Some(action) if prediction.probe => (GateVerdict::Probe(action), None),
+            Some(action) if self.actions.explore => (GateVerdict::Explored(action), None),
             Some(Action::Divert) => (GateVerdict::Divert, Some(GateDecision::Divert(prediction.clone()))),
             Some(Action::FailFast) => (GateVerdict::FailFast, Some(GateDecision::FailFast(prediction.clone()))),
             _ => (GateVerdict::Pass, None),
@@ -243,6 +273,16 @@ impl Gate {
     /// goes as a probe of it).
     fn divert_helps(&self, prediction: &Prediction) -> bool {
         self.actions.next_path.as_ref().is_some_and(|next| (next.0)(prediction.failure_probability))
+    }
+
+    /// Whether a prediction that reaches the threshold goes as a trial:
+    /// the online model's share alone carried it there (the rules stay
+    /// below), and the model's record of such calls does not earn acting
+    /// on this one. Asked only when the gate would act, since asking counts.
+    fn on_trial(&self, prediction: &Prediction) -> bool {
+        prediction.learnt_probability.is_some()
+            && prediction.rules_probability < self.threshold
+            && !(self.actions.lone_model.0)(self.threshold)
     }
 
     /// The action the gate takes on a prediction, if any: the suggested one,
@@ -295,7 +335,16 @@ impl Gate {
             None => {}
             // In the exploration share, or a probe: what the gate would
             // have done is recorded, and the call goes, to be measured.
-            Some(action) if actions.explore || prediction.probe => verdict = GateVerdict::Explored(action),
+            // Carried by the model alone, which has not earned acting on
+            // this one: the call goes as a trial of its standing. Asked
+            // first, so that the exploration share is judged as the gate
+            // would have judged it.
+            Some(action) if self.on_trial(&prediction) => verdict = GateVerdict::Trial(action),
+            // A probe of a held endpoint, or the exploration share: what
+            // the gate would have done is recorded, and the call goes, to
+            // be measured.
+            Some(action) if prediction.probe => verdict = GateVerdict::Probe(action),
+            Some(action) if actions.explore => verdict = GateVerdict::Explored(action),
             Some(Action::Divert) => {
                 decision = Some(GateDecision::Divert(prediction.clone()));
                 verdict = GateVerdict::Divert;

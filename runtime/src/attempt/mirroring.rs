@@ -32,14 +32,19 @@ use std::sync::{Mutex, MutexGuard};
 /// uniform draw from the transaction id and the attempt number, so a
 /// replayed workload draws the same attempts.
 pub(crate) fn sampled(transaction_id: &str, attempt: u32, share: f32) -> bool {
-    if share <= 0.0 {
-        return false;
-    }
+    share > 0.0 && draw(transaction_id, attempt, b"") < f64::from(share)
+}
+
+/// A uniform draw in `[0, 1)` from the transaction id, the attempt number
+/// and what it is drawn for (`salt`), so that draws for different
+/// purposes are independent and a replayed workload draws alike.
+pub(crate) fn draw(transaction_id: &str, attempt: u32, salt: &[u8]) -> f64 {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(transaction_id.as_bytes()).update(&attempt.to_le_bytes());
+    hasher.update(transaction_id.as_bytes()).update(&attempt.to_le_bytes()).update(salt);
     let mut bytes = [0_u8; 8];
     bytes.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
-    (u64::from_le_bytes(bytes) as f64 / u64::MAX as f64) < f64::from(share)
+    // The top 53 bits, so the value is exact in an f64 and below 1.
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1_u64 << 53) as f64
 }
 
 /// How many (module, path, caller) entries are remembered before forgetting all.

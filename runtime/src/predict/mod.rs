@@ -7,6 +7,8 @@
 //! - [`model_slot`]: the runtime's current model, replaceable while it runs.
 //! - [`online`]: a logistic regression learnt from the deployment's own
 //!   outcomes, with the ONNX model as its prior.
+//! - [`standing`]: the model's record of its lone calls, which says how
+//!   often the gate acts on a call that only the model's share carried.
 //! - `history`, `paths` and `hold`: what is learnt of endpoints and paths
 //!   as transactions run, and the half-open breaker kept for each.
 //!
@@ -47,6 +49,7 @@ pub(crate) mod model_slot;
 pub(crate) mod online;
 pub(crate) mod paths;
 mod rules;
+mod standing;
 
 pub use evaluation::{Evaluation, evaluate};
 pub use features::{
@@ -60,6 +63,7 @@ pub use model_slot::Reloaded;
 pub use online::{Learnt, LearntModel, OnlineModel, Prior};
 pub use paths::PathSummary;
 pub use rules::{Rule, RuleError, RuleSet};
+pub use standing::Standing;
 // Actions are part of the vocabulary; they are named here too, where rules suggest them.
 pub use crate::vocab::Action;
 

@@ -28,6 +28,7 @@
 //! another digest, the online model starts afresh on it.
 
 use super::features::{FEATURE_NAMES, Features, SCHEMA_VERSION};
+use super::standing::Standing;
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
@@ -83,6 +84,10 @@ pub struct LearntModel {
     /// Their expected calibration error: over the bins, weighted by their
     /// attempts, how far the mean score is from the share that failed.
     pub calibration_error: f64,
+    /// Its record of lone calls, which says how often the gate acts on one
+    /// (see [`super::standing`]). Saved models from before it start with none.
+    #[serde(default)]
+    pub standing: Standing,
 }
 
 fn sigmoid(z: f64) -> f64 {
@@ -117,6 +122,7 @@ impl LearntModel {
             calibration: vec![(0, 0.0, 0); BINS],
             mean_log_loss: 0.0,
             calibration_error: 0.0,
+            standing: Standing::default(),
         }
     }
 
@@ -276,6 +282,22 @@ impl OnlineModel {
             learnt.learn(features, prior.probability, failed);
             learnt.updates
         })
+    }
+
+    /// Whether the gate acts on a call the model alone carried over the
+    /// gate's `threshold`, given a uniform `draw` taken for the call (see
+    /// [`super::standing`]). Before the model has started, it does.
+    pub fn acts_alone(&self, threshold: f32, draw: f64) -> bool {
+        let mut learnt = self.learnt.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        learnt.as_mut().is_none_or(|model| model.standing.acts(threshold, draw))
+    }
+
+    /// Records the outcome of a lone call the gate let through as a trial.
+    pub fn record_trial(&self, failed: bool) {
+        let mut learnt = self.learnt.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(model) = learnt.as_mut() {
+            model.standing.record(failed);
+        }
     }
 
     /// A copy of what it has learnt, if it has started.

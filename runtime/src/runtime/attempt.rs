@@ -4,11 +4,11 @@
 //! its hedge racing (see `adjust/hedge.rs`).
 
 use super::{AttemptEnd, ExecuteError, Purpose, Runtime, TransactionRun, sent_unsafe};
-use crate::adjust::gate::{Gate, GateActions, GateDecision, NextPath, Scorer};
+use crate::adjust::gate::{Gate, GateActions, GateDecision, LoneModel, NextPath, Scorer};
 use crate::adjust::grants::ResourceWatch;
 use crate::adjust::hedge::{HedgeRace, HedgeSeat};
 use crate::adjust::timeouts::{AttemptTimeouts, Timeouts};
-use crate::attempt::mirroring::sampled;
+use crate::attempt::mirroring::{draw, sampled};
 use crate::contention::{Turn, WriteClaims};
 use crate::instance::executor::{InstanceRun, run_instance};
 use crate::instance::host::InstanceSetup;
@@ -25,6 +25,10 @@ use crate::transaction::{AttemptReport, TxReport, history};
 use crate::vocab::{Failure, FailureKind, GateStage, Role};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+/// What the draw for the model's standing is taken for, so that it is
+/// independent of the exploration share's.
+const STANDING_SALT: &[u8] = b"standing";
 
 /// An attempt that has run, before its commit.
 struct Prepared {
@@ -62,6 +66,9 @@ struct AttemptSeed<'a> {
     mirrored: bool,
     /// The attempt is in the policy's exploration share: nothing is adjusted.
     explore: bool,
+    /// The uniform draw that decides whether the gate acts on a call only
+    /// the model's share carried (see `predict/standing.rs`).
+    standing_draw: f64,
     /// Why the transaction runs.
     purpose: Purpose,
 }
@@ -113,6 +120,7 @@ impl Runtime {
             carried_timeouts: run.raised_timeouts.get(path).copied(),
             mirrored,
             explore: mirrored && sampled(&run.id, number, share),
+            standing_draw: draw(&run.id, number, STANDING_SALT),
             purpose: run.purpose,
         };
         let hedge_path = next_path.filter(|_| mirrored);
@@ -137,6 +145,7 @@ impl Runtime {
             number: hedge_number,
             carried_timeouts: run.raised_timeouts.get(hedge_path).copied(),
             explore: mirrored && sampled(&run.id, hedge_number, share),
+            standing_draw: draw(&run.id, hedge_number, STANDING_SALT),
             ..seed
         };
         let hedge = self.prepare(module, policy, hedge_path, None, hedge_seed, Some(hedge_seat));
@@ -200,6 +209,10 @@ impl Runtime {
                 timeouts: setup.timeouts.clone(),
                 base_outbound_timeout_ms: policy.resource_requirements.outbound_timeout_ms,
                 explore: seed.explore,
+                lone_model: {
+                    let (runtime, draw) = (self.clone(), seed.standing_draw);
+                    LoneModel::new(move |threshold| runtime.inner.online.acts_alone(threshold, draw))
+                },
                 watch: None,
                 max_delay: Duration::from_millis(policy.prediction.max_delay_ms),
             };

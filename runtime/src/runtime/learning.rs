@@ -69,6 +69,12 @@ impl Runtime {
         let Some(slot) = &self.inner.model else { return };
         let model = slot.current();
         let updates = self.inner.online.learn(&prediction.features, &Prior::of(model.info(), probability), failed);
+        let tried = report.primary.events.iter().any(|event| {
+            matches!(event.call, crate::trace::HostCall::Gate { decision: crate::vocab::GateVerdict::Trial(_), .. })
+        });
+        if tried {
+            self.inner.online.record_trial(failed);
+        }
         if updates.is_multiple_of(SAVE_EVERY) {
             self.save_learnt();
         }

@@ -30,6 +30,16 @@ pub enum GateVerdict {
     /// The attempt is in the exploration share: the gate would have taken
     /// this action and did not, so that the outcome stays an honest label.
     Explored(Action),
+    /// Only the model's share carried the prediction over the threshold,
+    /// and the model's record of such lone calls does not earn it this
+    /// one: the gate would have taken this action and let the call go, so
+    /// that its outcome adds to that record (see `predict/standing.rs`).
+    Trial(Action),
+    /// The endpoint's calls (or those under one of the request's input
+    /// conditions) are held back, and this one went as a probe to measure
+    /// it again, like a half-open circuit breaker's trial call: the gate
+    /// would have taken this action otherwise.
+    Probe(Action),
 }
 
 impl GateVerdict {
@@ -42,6 +52,12 @@ impl GateVerdict {
     pub fn from_name(name: &str) -> Option<Self> {
         if let Some(action) = name.strip_prefix("explored:") {
             return Action::from_name(action).map(Self::Explored);
+        }
+        if let Some(action) = name.strip_prefix("trial:") {
+            return Action::from_name(action).map(Self::Trial);
+        }
+        if let Some(action) = name.strip_prefix("probe:") {
+            return Action::from_name(action).map(Self::Probe);
         }
         Some(match name {
             "pass" => Self::Pass,
@@ -67,6 +83,8 @@ impl std::fmt::Display for GateVerdict {
             Self::Delay => f.write_str("delay"),
             Self::Cancelled => f.write_str("cancelled"),
             Self::Explored(action) => write!(f, "explored:{action}"),
+            Self::Trial(action) => write!(f, "trial:{action}"),
+            Self::Probe(action) => write!(f, "probe:{action}"),
         }
     }
 }
@@ -123,6 +141,8 @@ mod tests {
             GateVerdict::Cancelled,
             GateVerdict::Explored(Action::Hedge),
             GateVerdict::Explored(Action::Delay),
+            GateVerdict::Trial(Action::Divert),
+            GateVerdict::Probe(Action::Delay),
         ] {
             let json = serde_json::to_string(&verdict).unwrap_or_default();
             assert_eq!(serde_json::from_str::<GateVerdict>(&json).ok(), Some(verdict), "{json}");
@@ -133,6 +153,7 @@ mod tests {
         );
         assert!(serde_json::from_str::<GateVerdict>(r#""maybe""#).is_err());
         assert!(serde_json::from_str::<GateVerdict>(r#""explored:nothing""#).is_err());
+        assert!(serde_json::from_str::<GateVerdict>(r#""trial:""#).is_err());
         assert_eq!(serde_json::to_string(&GateStage::UnsafeCall).ok().as_deref(), Some(r#""unsafe call""#));
     }
 }
