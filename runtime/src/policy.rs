@@ -182,6 +182,13 @@ pub struct PredictionSettings {
     /// attempt's wall time bounds the wait.
     #[serde(default = "default_max_delay_ms")]
     pub max_delay_ms: u64,
+    /// On the last path, where there is nothing to divert to, the failure
+    /// probability from which a divert the prediction calls for fails the
+    /// attempt fast instead: the call is not sent only to fail (a charge
+    /// sent to a gateway that times out may still be booked), and the
+    /// client hears at once. 1 leaves such attempts to run.
+    #[serde(default = "default_last_path_fail_fast")]
+    pub last_path_fail_fast: f32,
     /// Whether the configured model is refined by an online model learnt
     /// from this deployment's outcomes (see `docs/learning.md`). Without a
     /// configured model, there is nothing to refine and the rules decide alone.
@@ -191,6 +198,10 @@ pub struct PredictionSettings {
 
 fn default_max_delay_ms() -> u64 {
     1_000
+}
+
+fn default_last_path_fail_fast() -> f32 {
+    0.9
 }
 
 fn default_endpoint_half_life_ms() -> u64 {
@@ -238,6 +249,7 @@ impl Default for PredictionSettings {
             endpoint_probe_interval_ms: default_endpoint_probe_interval_ms(),
             inputs: Vec::new(),
             max_delay_ms: default_max_delay_ms(),
+            last_path_fail_fast: default_last_path_fail_fast(),
             online_learning: true,
         }
     }
@@ -723,6 +735,9 @@ impl Policy {
         if self.prediction.model_weight.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
             return Err(("prediction.model_weight".into(), "must be between 0 and 1".into()));
         }
+        if !(0.0..=1.0).contains(&self.prediction.last_path_fail_fast) {
+            return Err(("prediction.last_path_fail_fast".into(), "must be between 0 and 1".into()));
+        }
         if !(0.0..=1.0).contains(&self.prediction.exploration_share) {
             return Err(("prediction.exploration_share".into(), "must be between 0 and 1".into()));
         }
@@ -912,6 +927,7 @@ mod tests {
             ("[prediction]\nthreshold = 1.5", "prediction.threshold"),
             ("[prediction]\nmodel_weight = -0.1", "prediction.model_weight"),
             ("[prediction]\nexploration_share = 2", "prediction.exploration_share"),
+            ("[prediction]\nlast_path_fail_fast = 1.5", "prediction.last_path_fail_fast"),
             ("[prediction]\nendpoint_half_life_ms = 0", "prediction.endpoint_half_life_ms"),
             ("[[prediction.inputs]]\nname = \"a\"\npointer = \"a\"", "prediction.inputs[0]"),
             (

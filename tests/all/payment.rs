@@ -428,3 +428,39 @@ async fn a_healthy_path_stays_on_its_baseline() {
     assert!(deviations[..5].iter().all(|d| *d == 0.0), "{deviations:?}");
     assert!(deviations[5..].iter().all(|d| *d < 3.0), "{deviations:?}");
 }
+
+/// On the last path there is nothing to divert to. A charge the prediction
+/// all but condemns (here a rule of weight 0.95 that always holds, acting
+/// by divert) is failed fast there rather than sent only to fail; a policy
+/// that sets `last_path_fail_fast = 1` lets it run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_last_path_a_condemned_charge_fails_fast_instead_of_being_sent() {
+    let dir = tempdir().unwrap();
+    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    let condemning = |extra: &str| {
+        policy(&format!(
+            "{}\n[prediction]\n{extra}\n[[prediction.rules]]\nname = \"doom\"\nwhen = \"attempt >= 1\"\n\
+             weight = 0.95\nreason = \"every charge is condemned\"\naction = \"divert\"\n",
+            gateway_policy(&primary, &backup)
+        ))
+    };
+
+    let report = runtime.execute(&module, &condemning(""), charge("charge", "order-condemned")).await.unwrap();
+    let failure = report.failure.as_ref().expect("failed");
+    assert_eq!(failure.kind, FailureKind::PredictedFailure, "{report:#?}");
+    let paths: Vec<&str> = report.attempts.iter().map(|a| a.attempt.path.as_str()).collect();
+    assert_eq!(paths, ["charge", "charge-backup"], "diverted once, then stopped on the last path");
+    assert_eq!(gate_decisions(&report.attempts[1].primary), ["unsafe call: fail_fast"]);
+    assert!(charges(&primary).is_empty() && charges(&backup).is_empty(), "no charge was sent");
+
+    let report = runtime
+        .execute(&module, &condemning("last_path_fail_fast = 1"), charge("charge", "order-let-run"))
+        .await
+        .unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    assert_eq!(report.path, "charge-backup");
+    assert_eq!(gate_decisions(&report.attempts[1].primary), ["unsafe call: pass", "commit: pass"]);
+    assert_eq!(charges(&backup).len(), 1);
+}

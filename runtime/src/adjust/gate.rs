@@ -9,7 +9,8 @@
 //!
 //! - `divert` (when an alternative path exists) and `fail_fast`: the call is
 //!   refused and never sent; the primary's other effects are still only
-//!   buffered, so stopping it undoes nothing;
+//!   buffered, so stopping it undoes nothing. On the last path, a divert
+//!   fails fast from `prediction.last_path_fail_fast` (0.9) on;
 //! - `hedge` (when an alternative path exists): the runtime starts the next
 //!   path beside the primary, and the two race (see `hedge.rs`);
 //! - `adjust_timeouts`: the outbound timeout (and the wall time) are raised
@@ -140,6 +141,9 @@ pub(crate) struct GateActions {
     /// The longest a call is held for a rate limit (`delay`) when another
     /// path could take it instead.
     pub(crate) max_delay: Duration,
+    /// Without a next path, the probability from which a divert fails the
+    /// attempt fast instead (`prediction.last_path_fail_fast`).
+    pub(crate) last_path_fail_fast: f32,
 }
 
 /// Scores a mirror's trace so far: folds the new calls into the
@@ -295,6 +299,13 @@ impl Gate {
         let actions = &self.actions;
         match prediction.suggested_action() {
             Action::Divert if self.divert_helps(prediction) => Some(Action::Divert),
+            // Nowhere to divert to, and failure all but certain: the call is
+            // not sent only to fail.
+            Action::Divert
+                if actions.next_path.is_none() && prediction.failure_probability >= actions.last_path_fail_fast =>
+            {
+                Some(Action::FailFast)
+            }
             Action::FailFast => Some(Action::FailFast),
             Action::Hedge
                 if before_unsafe_call

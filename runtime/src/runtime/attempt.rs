@@ -215,6 +215,7 @@ impl Runtime {
                 },
                 watch: None,
                 max_delay: Duration::from_millis(policy.prediction.max_delay_ms),
+                last_path_fail_fast: policy.prediction.last_path_fail_fast,
             };
             let watch = Arc::new(ResourceWatch::default());
             let actions = GateActions { watch: Some(watch.clone()), ..actions };
