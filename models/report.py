@@ -253,6 +253,7 @@ def unseen_section(pairs: list[tuple[dict, dict]]) -> list[str]:
     wasted_retry = mean([r["wasted_unsafe_calls"] for r, _ in pairs])
     wasted_acting = mean([a["wasted_unsafe_calls"] for a in acting_runs])
     per_seed = lambda key, fmt: ", ".join(fmt.format(a[key]) for a in acting_runs)  # noqa: E731
+    retry_per_seed = lambda key, fmt: ", ".join(fmt.format(r[key]) for r, _ in pairs)  # noqa: E731
     header = "| | " + " | ".join(f"seed {a['seed']}" for a in acting_runs) + " | mean |"
     lines = [
         "## An unseen shape: the shop workload",
@@ -272,7 +273,11 @@ def unseen_section(pairs: list[tuple[dict, dict]]) -> list[str]:
         "the quota is spent would fail unadjusted). Any decision but passing counts as flagging; a",
         "diversion (or failing fast) of a charge that would have gone through is a false diversion; a",
         "delay or any other adjustment of one is a false alarm. A charge let through as a probe of an",
-        "endpoint held back, or in the exploration share, counts as what the gate would have done.",
+        "endpoint held back counts as flagged (the prediction said it would fail) and not as a diversion",
+        "(it was sent). One let through as a trial of the model's standing (only the online model flagged",
+        "it, and its record of such calls did not earn acting; see `docs/features.md`) counts as passed:",
+        "the gate chose not to act, so where it fails it is a miss. One in the exploration share counts",
+        "as what the gate would have done.",
         "",
         "Cells are (a) / (b) where both ran.",
         "",
@@ -298,7 +303,8 @@ def unseen_section(pairs: list[tuple[dict, dict]]) -> list[str]:
         f"- Recall ≥ 0.8 at ≤ 2% false diversions at the first unsafe call: recall {recall:.3f} at false "
         f"diversions {false_diversions:.3f} (per seed: {per_seed('gate_false_diversion_rate', '{:.3f}')}): "
         + ("met." if recall >= 0.8 and false_diversions <= 0.02 else "**not met**."),
-        f"- Better than retry-only on p99: {p99_acting:.0f} ms against {p99_retry:.0f} ms: "
+        f"- Better than retry-only on p99: {p99_acting:.0f} ms against {p99_retry:.0f} ms (mean of the seeds; "
+        f"per seed {per_seed('latency_ms_p99', '{:.0f}')} against {retry_per_seed('latency_ms_p99', '{:.0f}')}): "
         + ("met." if p99_acting < p99_retry else "**not met**."),
         f"- Better than retry-only on unsafe calls wasted: {wasted_acting:.0f} against {wasted_retry:.0f}: "
         + ("met." if wasted_acting < wasted_retry else "**not met**."),

@@ -183,10 +183,10 @@ pub struct PredictionSettings {
     #[serde(default = "default_max_delay_ms")]
     pub max_delay_ms: u64,
     /// On the last path, where there is nothing to divert to, the failure
-    /// probability from which a divert the prediction calls for fails the
-    /// attempt fast instead: the call is not sent only to fail (a charge
-    /// sent to a gateway that times out may still be booked), and the
-    /// client hears at once. 1 leaves such attempts to run.
+    /// probability from which a divert the prediction calls for before an
+    /// unsafe call fails the attempt fast instead: the call is not sent
+    /// only to fail (a charge sent to a gateway that times out may still be
+    /// booked), and the client hears at once. 1 leaves such attempts to run.
     #[serde(default = "default_last_path_fail_fast")]
     pub last_path_fail_fast: f32,
     /// Whether the configured model is refined by an online model learnt

@@ -464,3 +464,22 @@ async fn on_the_last_path_a_condemned_charge_fails_fast_instead_of_being_sent() 
     assert_eq!(gate_decisions(&report.attempts[1].primary), ["unsafe call: pass", "commit: pass"]);
     assert_eq!(charges(&backup).len(), 1);
 }
+
+/// Before the commit nothing has left the host, and a failed attempt is
+/// retried from a fresh snapshot: a deposit the prediction condemns on its
+/// only path, having sent nothing, is not failed fast for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_commit_a_condemned_attempt_on_the_last_path_is_not_failed_fast() {
+    let dir = tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::BANK_TRANSFER).await;
+    let policy = policy(
+        "[capabilities]\nkv = { accounts = \"read-write\" }\n[[prediction.rules]]\nname = \"doom\"\n\
+         when = \"attempt >= 1\"\nweight = 0.95\nreason = \"every deposit is condemned\"\naction = \"divert\"\n",
+    );
+    let input = json!({ "account": "a", "amount": 5 }).to_string().into_bytes();
+    let request = TxRequest { path: Some("deposit".into()), input, ..Default::default() };
+    let report = runtime.execute(&module, &policy, request).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    assert_eq!(gate_decisions(&report.attempts[0].primary), ["commit: pass"]);
+}

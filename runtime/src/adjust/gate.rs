@@ -10,7 +10,8 @@
 //! - `divert` (when an alternative path exists) and `fail_fast`: the call is
 //!   refused and never sent; the primary's other effects are still only
 //!   buffered, so stopping it undoes nothing. On the last path, a divert
-//!   fails fast from `prediction.last_path_fail_fast` (0.9) on;
+//!   before an unsafe call fails fast from `prediction.last_path_fail_fast`
+//!   (0.9) on;
 //! - `hedge` (when an alternative path exists): the runtime starts the next
 //!   path beside the primary, and the two race (see `hedge.rs`);
 //! - `adjust_timeouts`: the outbound timeout (and the wall time) are raised
@@ -299,10 +300,15 @@ impl Gate {
         let actions = &self.actions;
         match prediction.suggested_action() {
             Action::Divert if self.divert_helps(prediction) => Some(Action::Divert),
-            // Nowhere to divert to, and failure all but certain: the call is
-            // not sent only to fail.
+            // Nowhere to divert to, and the unsafe call all but certain to
+            // fail: it is not sent only to fail. (Before the commit, nothing
+            // has left the host, and a failed attempt is retried from a
+            // fresh snapshot, which often goes through: a commit predicted
+            // to conflict is no reason to fail the transaction.)
             Action::Divert
-                if actions.next_path.is_none() && prediction.failure_probability >= actions.last_path_fail_fast =>
+                if before_unsafe_call
+                    && actions.next_path.is_none()
+                    && prediction.failure_probability >= actions.last_path_fail_fast =>
             {
                 Some(Action::FailFast)
             }
