@@ -22,6 +22,7 @@ mod peer_extism;
 mod peer_txmirror;
 mod peers;
 mod runaway;
+mod store;
 
 /// Fails to compile unless a module named after the guest exists here.
 macro_rules! assert_guest_has_tests {

@@ -25,6 +25,7 @@ pub mod models {
 }
 
 pub mod peers;
+pub mod postgres;
 
 /// A request the test server received.
 #[derive(Debug, Clone)]

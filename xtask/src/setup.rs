@@ -26,6 +26,7 @@ pub(crate) fn ensure_all(root: &Path) -> Result<()> {
     ensure_onnxruntime(root)?;
     ensure_python_packages(root)?;
     ensure_chromium()?;
+    ensure_postgresql()?;
     Ok(())
 }
 
@@ -34,13 +35,31 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// Installs Debian's Chromium and ChromeDriver (for the operator page's
-/// end-to-end test) if they are missing: with apt-get as root, or through
-/// sudo.
+/// end-to-end test) if they are missing.
 fn ensure_chromium() -> Result<()> {
     if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
         return Ok(());
     }
-    println!("installing Debian's chromium and chromium-driver with apt-get");
+    apt_install(&["chromium", "chromium-driver"])
+        .context("cannot install chromium and chromium-driver (the operator page's browser test needs them)")
+}
+
+/// Where the PostgreSQL store's tests find PostgreSQL's programs.
+const POSTGRES_INITDB: &str = "/usr/lib/postgresql/15/bin/initdb";
+
+/// Installs Debian's PostgreSQL 15 (for the PostgreSQL store's tests, which
+/// start their own servers) if it is missing.
+fn ensure_postgresql() -> Result<()> {
+    if Path::new(POSTGRES_INITDB).exists() {
+        return Ok(());
+    }
+    apt_install(&["postgresql-15"])
+        .context("cannot install postgresql-15 (the PostgreSQL store's tests start their own servers with it)")
+}
+
+/// Installs Debian packages with apt-get: as root, or through sudo.
+fn apt_install(packages: &[&str]) -> Result<()> {
+    println!("installing Debian's {} with apt-get", packages.join(" and "));
     let root = Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.starts_with(b"0"));
     let apt = |args: &[&str]| {
         let mut command = if root { Command::new("apt-get") } else { Command::new("sudo") };
@@ -51,8 +70,7 @@ fn ensure_chromium() -> Result<()> {
         crate::run(&mut command)
     };
     apt(&["update", "-q"])?;
-    apt(&["install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"])
-        .context("cannot install chromium and chromium-driver (the operator page's browser test needs them)")
+    apt(&[&["install", "-y", "-q", "--no-install-recommends"], packages].concat())
 }
 
 /// Adds the wasm targets through rustup if they are missing.

@@ -7,11 +7,13 @@
 //! events and a transaction record in one atomic, durable step.
 //!
 //! The on-disk format of the embedded store is described in `docs/design.md`.
+//! [`PostgresStore`] keeps the same data on a PostgreSQL database.
 
 mod codec;
 mod dead_letter;
 mod fault;
 mod group_commit;
+mod postgres;
 mod record;
 mod redb_store;
 
@@ -19,6 +21,7 @@ pub use dead_letter::{Compensation, DeadLetter};
 pub use fault::{FaultInjectingBackend, FaultPlan};
 pub(crate) use group_commit::GroupCommit;
 pub use group_commit::{DEFAULT_BATCH_LIMIT, GroupCommitStats};
+pub use postgres::PostgresStore;
 pub use record::{Attempt, AttemptOutcome, History, TransactionOutcome, TransactionRecord};
 pub use redb_store::RedbStore;
 // Names are checked where they enter; the store keeps them as given.
@@ -220,7 +223,7 @@ pub enum StoreError {
     /// The store was written in a format this build does not read.
     #[error(
         "the store at {path} is in format {found}; this build reads format {supported} only \
-         (start a new data directory, or open this one with the build that wrote it)"
+         (start a new data directory or database, or open this one with the build that wrote it)"
     )]
     Format {
         /// The database file.

@@ -461,113 +461,9 @@ impl StateStore for RedbStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{History, ReadEntry, TransactionOutcome, WriteEntry};
+    // What every store must do is checked on both stores by one suite
+    // (`tests/all/store.rs`); what is the embedded store's own is here.
     use super::*;
-
-    fn record(id: &str) -> TransactionRecord {
-        TransactionRecord {
-            id: id.into(),
-            module: "m".into(),
-            path: "p".into(),
-            input_hash: "h".into(),
-            outcome: TransactionOutcome::Committed { version: 0, output: vec![] },
-            attempts: vec![],
-            history: History::default(),
-        }
-    }
-
-    fn write(key: &str, value: &[u8]) -> WriteEntry {
-        WriteEntry { namespace: "ns".into(), key: key.into(), value: Some(value.to_vec()) }
-    }
-
-    #[test]
-    fn snapshot_isolation_and_conflict_detection() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = RedbStore::open(&dir.path().join("db")).expect("open");
-        let v1 = store
-            .commit(CommitRequest {
-                reads: vec![],
-                writes: vec![write("a", b"1")],
-                events: vec![],
-                record: record("t1"),
-                idempotency: None,
-            })
-            .expect("commit");
-        assert_eq!(v1, 1);
-
-        let snap = store.snapshot().expect("snapshot");
-        let seen = snap.get("ns", "a").expect("get").expect("present");
-        assert_eq!(seen, Versioned { version: 1, value: b"1".to_vec() });
-
-        // Another transaction moves `a`: the old snapshot still reads 1, and a
-        // commit that read `a` at version 1 is refused.
-        store
-            .commit(CommitRequest {
-                reads: vec![],
-                writes: vec![write("a", b"2")],
-                events: vec![],
-                record: record("t2"),
-                idempotency: None,
-            })
-            .expect("commit");
-        assert_eq!(snap.get("ns", "a").expect("get").expect("present").value, b"1");
-        let err = store
-            .commit(CommitRequest {
-                reads: vec![ReadEntry { namespace: "ns".into(), key: "a".into(), version: 1 }],
-                writes: vec![write("a", b"3")],
-                events: vec![],
-                record: record("t3"),
-                idempotency: None,
-            })
-            .expect_err("conflict");
-        assert!(matches!(err, CommitError::Conflict { read_version: 1, current_version: 2, .. }), "{err}");
-        assert!(store.transaction("t3").expect("read").is_none(), "a refused commit leaves no record");
-    }
-
-    #[test]
-    fn idempotency_claims_are_exclusive_until_they_lapse() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = RedbStore::open(&dir.path().join("db")).expect("open");
-        let claim = |now| Some(IdempotencyClaim { key: "k".into(), now_unix_ms: now, retention_ms: 100 });
-        let commit = |id: &str, now| {
-            store.commit(CommitRequest {
-                reads: vec![],
-                writes: vec![write(id, b"1")],
-                events: vec![],
-                record: record(id),
-                idempotency: claim(now),
-            })
-        };
-        commit("first", 1_000).expect("first claim");
-        let err = commit("second", 1_050).expect_err("key held");
-        assert!(
-            matches!(&err, CommitError::DuplicateIdempotencyKey { transaction_id, .. } if transaction_id == "first"),
-            "{err}"
-        );
-        assert!(store.snapshot().expect("snapshot").get("ns", "second").expect("get").is_none(), "nothing applied");
-        commit("third", 1_100).expect("the claim lapsed at 1,100");
-        let entry = store.idempotency("k").expect("read").expect("claimed");
-        assert_eq!(entry, IdempotencyEntry { transaction_id: "third".into(), expires_unix_ms: 1_200 });
-    }
-
-    #[test]
-    fn scan_stays_inside_namespace_and_prefix() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = RedbStore::open(&dir.path().join("db")).expect("open");
-        let writes = vec![
-            write("user/1", b"a"),
-            write("user/2", b"b"),
-            write("zzz", b"c"),
-            WriteEntry { namespace: "ns2".into(), key: "user/3".into(), value: Some(b"d".to_vec()) },
-        ];
-        store
-            .commit(CommitRequest { reads: vec![], writes, events: vec![], record: record("t"), idempotency: None })
-            .expect("commit");
-        let snap = store.snapshot().expect("snapshot");
-        let keys: Vec<String> = snap.scan("ns", "user/", 10).expect("scan").into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, vec!["user/1", "user/2"]);
-        assert_eq!(snap.scan("ns", "", 1).expect("scan").len(), 1, "limit is honoured");
-    }
 
     #[test]
     fn a_store_of_another_format_is_refused_naming_the_format_found() {
@@ -603,30 +499,5 @@ mod tests {
         let fresh = dir.path().join("fresh.redb");
         drop(RedbStore::open(&fresh).expect("create"));
         RedbStore::open(&fresh).expect("a store of this format opens again");
-    }
-
-    #[test]
-    fn lapsed_keys_are_purged_and_live_ones_kept() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = RedbStore::open(&dir.path().join("db")).expect("open");
-        for (id, now, retention) in [("a", 1_000, 100), ("b", 1_000, 500), ("c", 1_000, 100)] {
-            let claim = IdempotencyClaim { key: format!("key-{id}"), now_unix_ms: now, retention_ms: retention };
-            let request = CommitRequest {
-                reads: vec![],
-                writes: vec![],
-                events: vec![],
-                record: record(id),
-                idempotency: Some(claim),
-            };
-            store.commit(request).expect("commit");
-        }
-        assert_eq!(store.purge_lapsed_keys(1_100, 1).expect("purge"), 1, "at most the limit");
-        assert_eq!(store.purge_lapsed_keys(1_100, 10).expect("purge"), 1, "the other lapsed one");
-        assert_eq!(store.purge_lapsed_keys(1_100, 10).expect("purge"), 0);
-        assert!(
-            store.idempotency("key-a").expect("read").is_none() && store.idempotency("key-c").expect("read").is_none()
-        );
-        assert_eq!(store.idempotency("key-b").expect("read").map(|e| e.transaction_id), Some("b".into()), "live");
-        assert!(store.transaction("a").expect("read").is_some(), "the records stay");
     }
 }

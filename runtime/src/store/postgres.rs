@@ -1,0 +1,643 @@
+//! The networked store, on PostgreSQL (see `docs/design.md`).
+//!
+//! Tables (created by the migrations below, values in the same encodings
+//! as the embedded store's, see `codec.rs`):
+//! - `txm_schema`: the schema version the migrations reached;
+//! - `txm_meta`: one row, the latest commit version and event sequence;
+//! - `txm_kv`: `(namespace, key, version)` → the value that commit wrote,
+//!   or `NULL` where it deleted the key. Every version is kept, so a
+//!   snapshot is only a version number: reading at version `v` takes each
+//!   key's newest row at or below `v`, and no connection is held between
+//!   the reads of an attempt;
+//! - `txm_events`, `txm_transactions`, `txm_idempotency`,
+//!   `txm_dead_letters`, `txm_learnt`: as the embedded store's tables.
+//!
+//! A commit is one SQL transaction. It first locks the `txm_meta` row
+//! (`SELECT … FOR UPDATE`), which orders commits as redb's single writer
+//! does, then validates the read set against each key's newest row,
+//! checks the id and the idempotency key, and writes the new rows, events,
+//! record and version. Nothing in it is particular to PostgreSQL beyond
+//! `FOR UPDATE`, `ON CONFLICT` and `DISTINCT ON`, which CockroachDB and
+//! YugabyteDB speak too; no advisory lock is used.
+//!
+//! [`StateStore`] is synchronous, as redb is. The store runs PostgreSQL's
+//! asynchronous client on a small runtime of its own and waits for each
+//! call on the caller's thread, as a redb call waits for the disk; so it
+//! can be called from inside the runtime's own tasks without nesting one
+//! runtime in another.
+
+use super::codec::{decode_dead_letter, decode_record, encode_dead_letter, encode_record};
+use super::{
+    CommitError, CommitRequest, DeadLetter, IdempotencyClaim, IdempotencyEntry, StateSnapshot, StateStore, StoreError,
+    StoredEvent, TransactionOutcome, TransactionRecord, Version, Versioned,
+};
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+/// The migrations, in order: migration `n` (from 1) takes the schema from
+/// version `n - 1` to `n`.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE txm_meta (
+        id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id),
+        version BIGINT NOT NULL,
+        event_sequence BIGINT NOT NULL
+    );
+    INSERT INTO txm_meta (id, version, event_sequence) VALUES (TRUE, 0, 0);
+    CREATE TABLE txm_kv (
+        namespace TEXT COLLATE "C" NOT NULL,
+        key TEXT COLLATE "C" NOT NULL,
+        version BIGINT NOT NULL,
+        value BYTEA,
+        PRIMARY KEY (namespace, key, version)
+    );
+    CREATE TABLE txm_events (
+        sequence BIGINT PRIMARY KEY,
+        version BIGINT NOT NULL,
+        transaction_id TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        payload BYTEA NOT NULL
+    );
+    CREATE INDEX txm_events_by_stream ON txm_events (stream, sequence);
+    CREATE TABLE txm_transactions (id TEXT COLLATE "C" PRIMARY KEY, record BYTEA NOT NULL);
+    CREATE TABLE txm_idempotency (
+        key TEXT PRIMARY KEY,
+        transaction_id TEXT NOT NULL,
+        expires_unix_ms BIGINT NOT NULL
+    );
+    CREATE INDEX txm_idempotency_by_expiry ON txm_idempotency (expires_unix_ms);
+    CREATE TABLE txm_dead_letters (
+        transaction_id TEXT COLLATE "C" PRIMARY KEY,
+        dead_lettered_unix_ms BIGINT NOT NULL,
+        letter BYTEA NOT NULL
+    );
+    CREATE TABLE txm_learnt (name TEXT PRIMARY KEY, bytes BYTEA NOT NULL);
+"#];
+
+/// How many connections the store opens at most: attempts hold none while
+/// guest code runs, only for the length of one statement or commit.
+const MAX_CONNECTIONS: usize = 16;
+/// How long to wait for a connection to open, or for a free one.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The store on a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// The client's own runtime, shut down without blocking when the
+    /// store goes (it may be dropped inside another runtime's task).
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    /// The database, without its password, for messages.
+    shown: String,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("database", &self.shown).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn storage(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::storage(error)
+}
+
+/// A version as PostgreSQL's `BIGINT`.
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A `BIGINT` as a version; a negative one was never written by a store.
+fn uint(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// `prefix` as a `LIKE` pattern that matches exactly the strings starting with it.
+fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// The database a URL names, shown without its password.
+fn shown(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+impl PostgresStore {
+    /// The schema this build creates and reads. A database migrated further
+    /// by a newer build is refused, never read with guesses.
+    pub const SCHEMA_VERSION: i32 = 1;
+
+    /// Connects to the database at `url` (`postgres://user@host:port/db`)
+    /// and brings its schema to this build's version, creating it in an
+    /// empty database. A URL that does not parse, a database that cannot be
+    /// reached and one of a newer schema are refused with `Open` or
+    /// `Format` errors that name the database (never its password).
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|error| StoreError::Open {
+            path: "the PostgreSQL URL (it does not parse)".into(),
+            source: Arc::new(error),
+        })?;
+        let shown = shown(&config);
+        let open = |source: StoreError| StoreError::Open { path: shown.clone(), source: Arc::new(source) };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("txmirror-postgres")
+            .enable_all()
+            .build()
+            .map_err(|error| open(storage(error)))?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(MAX_CONNECTIONS)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|error| open(storage(error)))?;
+        let handle = runtime.handle().clone();
+        let store = Self { inner: Arc::new(Inner { pool, runtime: Some(runtime), handle, shown: shown.clone() }) };
+        let migrated = store.block(|pool| async move { migrate(&pool).await });
+        match migrated {
+            Ok(()) => Ok(store),
+            Err(StoreError::Format { found, supported, .. }) => {
+                Err(StoreError::Format { path: shown, found, supported })
+            }
+            Err(error) => Err(open(error)),
+        }
+    }
+
+    /// Runs `work` on the store's runtime with its pool and waits for it.
+    fn block<T, F>(&self, work: impl FnOnce(Pool) -> F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let future = work(self.inner.pool.clone());
+        self.inner.handle.spawn(async move {
+            // The caller may have gone; then nobody wants the answer.
+            let _ = sender.send(future.await);
+        });
+        receiver.recv().map_err(|_| StoreError::Committer(None))?
+    }
+
+    /// The latest committed version.
+    pub fn version(&self) -> Result<Version, StoreError> {
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            latest_version(&client).await
+        })
+    }
+}
+
+/// Brings the schema to [`PostgresStore::SCHEMA_VERSION`], each migration in its own SQL
+/// transaction with the schema version it reaches, under the lock of the
+/// schema row so that nodes starting together migrate once.
+async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(storage)?;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS txm_schema (id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id), version INTEGER NOT NULL);
+             INSERT INTO txm_schema (id, version) VALUES (TRUE, 0) ON CONFLICT (id) DO NOTHING;",
+        )
+        .await
+        .map_err(storage)?;
+    let txn = client.transaction().await.map_err(storage)?;
+    let found: i32 = txn.query_one("SELECT version FROM txm_schema FOR UPDATE", &[]).await.map_err(storage)?.get(0);
+    if found > PostgresStore::SCHEMA_VERSION {
+        return Err(StoreError::Format {
+            path: String::new(),
+            found: u64::try_from(found).unwrap_or(0),
+            supported: u64::try_from(PostgresStore::SCHEMA_VERSION).unwrap_or(0),
+        });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+        txn.batch_execute(migration).await.map_err(storage)?;
+        let reached = i32::try_from(index + 1).unwrap_or(i32::MAX);
+        txn.execute("UPDATE txm_schema SET version = $1", &[&reached]).await.map_err(storage)?;
+    }
+    txn.commit().await.map_err(storage)
+}
+
+async fn latest_version(client: &impl GenericClient) -> Result<Version, StoreError> {
+    let row = client.query_one("SELECT version FROM txm_meta", &[]).await.map_err(storage)?;
+    Ok(uint(row.get(0)))
+}
+
+/// The newest version of a key, 0 if absent or deleted, as a commit sees it.
+async fn current_version(client: &impl GenericClient, namespace: &str, key: &str) -> Result<Version, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT version, value IS NULL FROM txm_kv WHERE namespace = $1 AND key = $2 ORDER BY version DESC LIMIT 1",
+            &[&namespace, &key],
+        )
+        .await
+        .map_err(storage)?;
+    Ok(match row {
+        Some(row) if !row.get::<_, bool>(1) => uint(row.get(0)),
+        _ => 0,
+    })
+}
+
+/// The transaction holding `claim.key`, if its claim has not lapsed.
+async fn live_claim(client: &impl GenericClient, claim: &IdempotencyClaim) -> Result<Option<String>, StoreError> {
+    let row = client
+        .query_opt("SELECT transaction_id, expires_unix_ms FROM txm_idempotency WHERE key = $1", &[&claim.key])
+        .await
+        .map_err(storage)?;
+    Ok(row.and_then(|row| (uint(row.get(1)) > claim.now_unix_ms).then(|| row.get(0))))
+}
+
+async fn put_claim(
+    client: &impl GenericClient,
+    claim: &IdempotencyClaim,
+    transaction_id: &str,
+) -> Result<(), StoreError> {
+    let expires = int(claim.now_unix_ms.saturating_add(claim.retention_ms));
+    client
+        .execute(
+            "INSERT INTO txm_idempotency (key, transaction_id, expires_unix_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET transaction_id = EXCLUDED.transaction_id,
+             expires_unix_ms = EXCLUDED.expires_unix_ms",
+            &[&claim.key, &transaction_id, &expires],
+        )
+        .await
+        .map_err(storage)?;
+    Ok(())
+}
+
+async fn put_record(client: &impl GenericClient, record: &TransactionRecord) -> Result<(), StoreError> {
+    let bytes = encode_record(record)?;
+    client
+        .execute(
+            "INSERT INTO txm_transactions (id, record) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+            &[&record.id, &bytes],
+        )
+        .await
+        .map_err(storage)?;
+    Ok(())
+}
+
+/// One commit, in one SQL transaction (see the module's documentation).
+async fn commit(pool: Pool, request: CommitRequest) -> Result<Version, CommitError> {
+    let mut client = pool.get().await.map_err(storage)?;
+    let txn = client.transaction().await.map_err(storage)?;
+    let meta = txn.query_one("SELECT version, event_sequence FROM txm_meta FOR UPDATE", &[]).await.map_err(storage)?;
+    let (latest, mut sequence) = (uint(meta.get(0)), uint(meta.get(1)));
+    for read in &request.reads {
+        let current = current_version(&txn, &read.namespace, &read.key).await?;
+        if current != read.version {
+            return Err(CommitError::Conflict {
+                namespace: read.namespace.clone(),
+                key: read.key.clone(),
+                read_version: read.version,
+                current_version: current,
+            });
+        }
+    }
+    let duplicate =
+        txn.query_opt("SELECT 1 FROM txm_transactions WHERE id = $1", &[&request.record.id]).await.map_err(storage)?;
+    if duplicate.is_some() {
+        return Err(CommitError::DuplicateId(request.record.id.clone()));
+    }
+    if let Some(claim) = &request.idempotency {
+        if let Some(holder) = live_claim(&txn, claim).await? {
+            return Err(CommitError::DuplicateIdempotencyKey { key: claim.key.clone(), transaction_id: holder });
+        }
+        put_claim(&txn, claim, &request.record.id).await?;
+    }
+    let version = latest + 1;
+    for write in &request.writes {
+        txn.execute(
+            "INSERT INTO txm_kv (namespace, key, version, value) VALUES ($1, $2, $3, $4)",
+            &[&write.namespace, &write.key, &int(version), &write.value],
+        )
+        .await
+        .map_err(storage)?;
+    }
+    for event in &request.events {
+        sequence += 1;
+        txn.execute(
+            "INSERT INTO txm_events (sequence, version, transaction_id, stream, payload) VALUES ($1, $2, $3, $4, $5)",
+            &[&int(sequence), &int(version), &request.record.id, &event.stream, &event.payload],
+        )
+        .await
+        .map_err(storage)?;
+    }
+    txn.execute("UPDATE txm_meta SET version = $1, event_sequence = $2", &[&int(version), &int(sequence)])
+        .await
+        .map_err(storage)?;
+    let mut record = request.record;
+    if let TransactionOutcome::Committed { version: committed, .. } = &mut record.outcome {
+        *committed = version;
+    }
+    put_record(&txn, &record).await?;
+    txn.commit().await.map_err(storage)?;
+    Ok(version)
+}
+
+/// A read view at one version: only the number, and the store to ask.
+#[derive(Debug)]
+struct PostgresSnapshot {
+    version: Version,
+    store: PostgresStore,
+}
+
+impl StateSnapshot for PostgresSnapshot {
+    fn version(&self) -> Version {
+        self.version
+    }
+
+    fn get(&self, namespace: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let (namespace, key, at) = (namespace.to_string(), key.to_string(), int(self.version));
+        self.store.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let row = client
+                .query_opt(
+                    "SELECT version, value FROM txm_kv WHERE namespace = $1 AND key = $2 AND version <= $3
+                     ORDER BY version DESC LIMIT 1",
+                    &[&namespace, &key, &at],
+                )
+                .await
+                .map_err(storage)?;
+            Ok(row.and_then(|row| {
+                let value: Option<Vec<u8>> = row.get(1);
+                value.map(|value| Versioned { version: uint(row.get(0)), value })
+            }))
+        })
+    }
+
+    fn scan(&self, namespace: &str, prefix: &str, limit: usize) -> Result<Vec<(String, Versioned)>, StoreError> {
+        let (namespace, pattern, at) = (namespace.to_string(), like_prefix(prefix), int(self.version));
+        let limit = int(limit as u64);
+        self.store.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let rows = client
+                .query(
+                    "SELECT key, version, value FROM (
+                         SELECT DISTINCT ON (key) key, version, value FROM txm_kv
+                         WHERE namespace = $1 AND key LIKE $2 AND version <= $3
+                         ORDER BY key, version DESC
+                     ) AS latest WHERE value IS NOT NULL ORDER BY key LIMIT $4",
+                    &[&namespace, &pattern, &at, &limit],
+                )
+                .await
+                .map_err(storage)?;
+            Ok(rows
+                .into_iter()
+                .map(|row| (row.get(0), Versioned { version: uint(row.get(1)), value: row.get(2) }))
+                .collect())
+        })
+    }
+}
+
+impl StateStore for PostgresStore {
+    fn snapshot(&self) -> Result<Arc<dyn StateSnapshot>, StoreError> {
+        let version = self.version()?;
+        Ok(Arc::new(PostgresSnapshot { version, store: self.clone() }))
+    }
+
+    fn commit(&self, request: CommitRequest) -> Result<Version, CommitError> {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let pool = self.inner.pool.clone();
+        self.inner.handle.spawn(async move {
+            let _ = sender.send(commit(pool, request).await);
+        });
+        receiver.recv().map_err(|_| CommitError::Store(StoreError::Committer(None)))?
+    }
+
+    fn record_outcome(
+        &self,
+        record: TransactionRecord,
+        idempotency: Option<IdempotencyClaim>,
+        dead_letter: Option<DeadLetter>,
+    ) -> Result<(), StoreError> {
+        self.block(|pool| async move {
+            let mut client = pool.get().await.map_err(storage)?;
+            let txn = client.transaction().await.map_err(storage)?;
+            if let Some(letter) = &dead_letter {
+                let bytes = encode_dead_letter(letter)?;
+                txn.execute(
+                    "INSERT INTO txm_dead_letters (transaction_id, dead_lettered_unix_ms, letter) VALUES ($1, $2, $3)
+                     ON CONFLICT (transaction_id) DO UPDATE SET dead_lettered_unix_ms = EXCLUDED.dead_lettered_unix_ms,
+                     letter = EXCLUDED.letter",
+                    &[&letter.transaction_id, &int(letter.dead_lettered_unix_ms), &bytes],
+                )
+                .await
+                .map_err(storage)?;
+            }
+            if let Some(claim) = &idempotency {
+                // The key's row is locked for the check, so that two
+                // outcomes claiming it at once bind it to one of them.
+                txn.query_opt("SELECT 1 FROM txm_idempotency WHERE key = $1 FOR UPDATE", &[&claim.key])
+                    .await
+                    .map_err(storage)?;
+                if live_claim(&txn, claim).await?.is_none() {
+                    put_claim(&txn, claim, &record.id).await?;
+                }
+            }
+            put_record(&txn, &record).await?;
+            txn.commit().await.map_err(storage)
+        })
+    }
+
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let limit = int(limit as u64);
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let rows = client
+                .query(
+                    "SELECT transaction_id, letter FROM txm_dead_letters
+                     ORDER BY dead_lettered_unix_ms, transaction_id LIMIT $1",
+                    &[&limit],
+                )
+                .await
+                .map_err(storage)?;
+            rows.iter().map(|row| decode_dead_letter(row.get(0), row.get(1))).collect()
+        })
+    }
+
+    fn dead_letter(&self, transaction_id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        let id = transaction_id.to_string();
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let row = client
+                .query_opt("SELECT letter FROM txm_dead_letters WHERE transaction_id = $1", &[&id])
+                .await
+                .map_err(storage)?;
+            row.map(|row| decode_dead_letter(&id, row.get(0))).transpose()
+        })
+    }
+
+    fn remove_dead_letter(&self, transaction_id: &str) -> Result<bool, StoreError> {
+        let id = transaction_id.to_string();
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let removed = client
+                .execute("DELETE FROM txm_dead_letters WHERE transaction_id = $1", &[&id])
+                .await
+                .map_err(storage)?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn idempotency(&self, key: &str) -> Result<Option<IdempotencyEntry>, StoreError> {
+        let key = key.to_string();
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let row = client
+                .query_opt("SELECT transaction_id, expires_unix_ms FROM txm_idempotency WHERE key = $1", &[&key])
+                .await
+                .map_err(storage)?;
+            Ok(row.map(|row| IdempotencyEntry { transaction_id: row.get(0), expires_unix_ms: uint(row.get(1)) }))
+        })
+    }
+
+    fn purge_lapsed_keys(&self, now_unix_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let (now, limit) = (int(now_unix_ms), int(limit as u64));
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let removed = client
+                .execute(
+                    "DELETE FROM txm_idempotency WHERE key IN (
+                         SELECT key FROM txm_idempotency WHERE expires_unix_ms <= $1 LIMIT $2
+                     ) AND expires_unix_ms <= $1",
+                    &[&now, &limit],
+                )
+                .await
+                .map_err(storage)?;
+            Ok(usize::try_from(removed).unwrap_or(usize::MAX))
+        })
+    }
+
+    fn transaction(&self, id: &str) -> Result<Option<TransactionRecord>, StoreError> {
+        let id = id.to_string();
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let row =
+                client.query_opt("SELECT record FROM txm_transactions WHERE id = $1", &[&id]).await.map_err(storage)?;
+            row.map(|row| decode_record(&id, row.get(0))).transpose()
+        })
+    }
+
+    fn transactions(&self, after: Option<&str>, limit: usize) -> Result<Vec<TransactionRecord>, StoreError> {
+        let (after, limit) = (after.map(str::to_string), int(limit as u64));
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let rows = client
+                .query(
+                    "SELECT id, record FROM txm_transactions WHERE $1::TEXT IS NULL OR id > $1 ORDER BY id LIMIT $2",
+                    &[&after, &limit],
+                )
+                .await
+                .map_err(storage)?;
+            rows.iter().map(|row| decode_record(row.get(0), row.get(1))).collect()
+        })
+    }
+
+    fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let (stream, after, limit) = (stream.to_string(), int(after), int(limit as u64));
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let rows = client
+                .query(
+                    "SELECT sequence, version, transaction_id, stream, payload FROM txm_events
+                     WHERE stream = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+                    &[&stream, &after, &limit],
+                )
+                .await
+                .map_err(storage)?;
+            Ok(rows
+                .iter()
+                .map(|row| StoredEvent {
+                    sequence: uint(row.get(0)),
+                    version: uint(row.get(1)),
+                    transaction_id: row.get(2),
+                    stream: row.get(3),
+                    payload: row.get(4),
+                })
+                .collect())
+        })
+    }
+
+    fn learnt(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = name.to_string();
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let row =
+                client.query_opt("SELECT bytes FROM txm_learnt WHERE name = $1", &[&name]).await.map_err(storage)?;
+            Ok(row.map(|row| row.get(0)))
+        })
+    }
+
+    fn save_learnt(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let (name, bytes) = (name.to_string(), bytes.to_vec());
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            client
+                .execute(
+                    "INSERT INTO txm_learnt (name, bytes) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET bytes = EXCLUDED.bytes",
+                    &[&name, &bytes],
+                )
+                .await
+                .map_err(storage)?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_only_what_starts_with_them() {
+        assert_eq!(like_prefix("a_b%c\\"), "a\\_b\\%c\\\\%");
+        assert_eq!(like_prefix(""), "%");
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_is_refused_without_connecting() {
+        let error = PostgresStore::connect("postgres://user:secret@[bad").expect_err("refused");
+        assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
+        assert!(!format!("{error:?}").contains("secret"), "{error:?}");
+    }
+}

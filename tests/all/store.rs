@@ -1,0 +1,253 @@
+//! One conformance suite for every store behind the `StateStore` seam:
+//! the embedded store (redb, on disk) and PostgreSQL (a real server the
+//! test starts on 127.0.0.1 and stops at its end). Each check runs on a
+//! fresh store of each kind and must hold alike on both.
+
+use txmirror_runtime::store::{
+    CommitError, CommitRequest, EventEntry, History, IdempotencyClaim, IdempotencyEntry, PostgresStore, ReadEntry,
+    RedbStore, StateStore, StoreError, TransactionOutcome, TransactionRecord, Versioned, WriteEntry,
+};
+use txmirror_tests::postgres::TestPostgres;
+
+fn record(id: &str) -> TransactionRecord {
+    TransactionRecord {
+        id: id.into(),
+        module: "m".into(),
+        path: "p".into(),
+        input_hash: "h".into(),
+        outcome: TransactionOutcome::Committed { version: 0, output: vec![] },
+        attempts: vec![],
+        history: History::default(),
+    }
+}
+
+fn write(key: &str, value: &[u8]) -> WriteEntry {
+    WriteEntry { namespace: "ns".into(), key: key.into(), value: Some(value.to_vec()) }
+}
+
+fn request(id: &str, writes: Vec<WriteEntry>) -> CommitRequest {
+    CommitRequest { reads: vec![], writes, events: vec![], record: record(id), idempotency: None }
+}
+
+fn snapshot_isolation_and_conflict_detection(store: &dyn StateStore) {
+    assert_eq!(store.commit(request("t1", vec![write("a", b"1")])).unwrap(), 1);
+    let snap = store.snapshot().unwrap();
+    assert_eq!(snap.get("ns", "a").unwrap(), Some(Versioned { version: 1, value: b"1".to_vec() }));
+
+    // Another transaction moves `a`: the old snapshot still reads 1, and a
+    // commit that read `a` at version 1 is refused.
+    store.commit(request("t2", vec![write("a", b"2")])).unwrap();
+    assert_eq!(snap.get("ns", "a").unwrap().unwrap().value, b"1");
+    assert_eq!(store.snapshot().unwrap().get("ns", "a").unwrap().unwrap().value, b"2");
+    let conflicting = CommitRequest {
+        reads: vec![ReadEntry { namespace: "ns".into(), key: "a".into(), version: 1 }],
+        ..request("t3", vec![write("a", b"3")])
+    };
+    let err = store.commit(conflicting).unwrap_err();
+    assert!(matches!(err, CommitError::Conflict { read_version: 1, current_version: 2, .. }), "{err}");
+    assert!(store.transaction("t3").unwrap().is_none(), "a refused commit leaves no record");
+
+    // A delete: absent for later snapshots, present for the one before,
+    // and a read of the absent key (version 0) still validates.
+    let before = store.snapshot().unwrap();
+    let delete = WriteEntry { namespace: "ns".into(), key: "a".into(), value: None };
+    store.commit(request("t4", vec![delete])).unwrap();
+    assert!(store.snapshot().unwrap().get("ns", "a").unwrap().is_none());
+    assert!(before.get("ns", "a").unwrap().is_some());
+    let after_delete = CommitRequest {
+        reads: vec![ReadEntry { namespace: "ns".into(), key: "a".into(), version: 0 }],
+        ..request("t5", vec![write("a", b"5")])
+    };
+    assert_eq!(store.commit(after_delete).unwrap(), 4);
+    let duplicate = store.commit(request("t5", vec![])).unwrap_err();
+    assert!(matches!(duplicate, CommitError::DuplicateId(ref id) if id == "t5"), "{duplicate}");
+    let stored = store.transaction("t5").unwrap().unwrap();
+    assert!(matches!(stored.outcome, TransactionOutcome::Committed { version: 4, .. }), "{stored:?}");
+}
+
+fn idempotency_claims_are_exclusive_until_they_lapse(store: &dyn StateStore) {
+    let claim = |now| Some(IdempotencyClaim { key: "k".into(), now_unix_ms: now, retention_ms: 100 });
+    let commit =
+        |id: &str, now| store.commit(CommitRequest { idempotency: claim(now), ..request(id, vec![write(id, b"1")]) });
+    commit("first", 1_000).unwrap();
+    let err = commit("second", 1_050).unwrap_err();
+    assert!(
+        matches!(&err, CommitError::DuplicateIdempotencyKey { transaction_id, .. } if transaction_id == "first"),
+        "{err}"
+    );
+    assert!(store.snapshot().unwrap().get("ns", "second").unwrap().is_none(), "nothing applied");
+    commit("third", 1_100).unwrap();
+    let entry = store.idempotency("k").unwrap().unwrap();
+    assert_eq!(entry, IdempotencyEntry { transaction_id: "third".into(), expires_unix_ms: 1_200 });
+
+    // A failure's outcome claims a free key, and leaves a held one alone.
+    let outcome_claim = IdempotencyClaim { key: "k".into(), now_unix_ms: 1_150, retention_ms: 100 };
+    store.record_outcome(record("failed"), Some(outcome_claim.clone()), None).unwrap();
+    assert_eq!(store.idempotency("k").unwrap().unwrap().transaction_id, "third");
+    store
+        .record_outcome(record("failed-2"), Some(IdempotencyClaim { key: "free".into(), ..outcome_claim }), None)
+        .unwrap();
+    assert_eq!(store.idempotency("free").unwrap().unwrap().transaction_id, "failed-2");
+    assert!(store.transaction("failed").unwrap().is_some());
+}
+
+fn scan_stays_inside_namespace_and_prefix(store: &dyn StateStore) {
+    let writes = vec![
+        write("user/1", b"a"),
+        write("user/2", b"b"),
+        write("user_3", b"not under user/"),
+        write("zzz", b"c"),
+        WriteEntry { namespace: "ns2".into(), key: "user/3".into(), value: Some(b"d".to_vec()) },
+    ];
+    store.commit(request("t", writes)).unwrap();
+    store.commit(request("t2", vec![write("user/2", b"b2")])).unwrap();
+    let snap = store.snapshot().unwrap();
+    let scanned = snap.scan("ns", "user/", 10).unwrap();
+    let keys: Vec<&str> = scanned.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["user/1", "user/2"]);
+    assert_eq!(scanned[1].1, Versioned { version: 2, value: b"b2".to_vec() }, "the newest value at the snapshot");
+    assert_eq!(snap.scan("ns", "", 1).unwrap().len(), 1, "limit is honoured");
+    assert_eq!(snap.scan("ns", "%", 10).unwrap().len(), 0, "a prefix is a prefix, not a pattern");
+}
+
+fn lapsed_keys_are_purged_and_live_ones_kept(store: &dyn StateStore) {
+    for (id, retention) in [("a", 100), ("b", 500), ("c", 100)] {
+        let claim = IdempotencyClaim { key: format!("key-{id}"), now_unix_ms: 1_000, retention_ms: retention };
+        store.commit(CommitRequest { idempotency: Some(claim), ..request(id, vec![]) }).unwrap();
+    }
+    assert_eq!(store.purge_lapsed_keys(1_100, 1).unwrap(), 1, "at most the limit");
+    assert_eq!(store.purge_lapsed_keys(1_100, 10).unwrap(), 1, "the other lapsed one");
+    assert_eq!(store.purge_lapsed_keys(1_100, 10).unwrap(), 0);
+    assert!(store.idempotency("key-a").unwrap().is_none() && store.idempotency("key-c").unwrap().is_none());
+    assert_eq!(store.idempotency("key-b").unwrap().map(|e| e.transaction_id), Some("b".into()), "live");
+    assert!(store.transaction("a").unwrap().is_some(), "the records stay");
+}
+
+fn events_records_and_what_was_learnt_read_back(store: &dyn StateStore) {
+    let events = |stream: &str, payload: &[u8]| EventEntry { stream: stream.into(), payload: payload.to_vec() };
+    store
+        .commit(CommitRequest { events: vec![events("s", b"1"), events("other", b"x")], ..request("e1", vec![]) })
+        .unwrap();
+    store.commit(CommitRequest { events: vec![events("s", b"2")], ..request("e2", vec![]) }).unwrap();
+    let read = store.events("s", 0, 10).unwrap();
+    let seen: Vec<(u64, u64, &str, &[u8])> =
+        read.iter().map(|e| (e.sequence, e.version, e.transaction_id.as_str(), e.payload.as_slice())).collect();
+    assert_eq!(seen, [(1, 1, "e1", b"1".as_slice()), (3, 2, "e2", b"2".as_slice())]);
+    assert_eq!(store.events("s", 1, 10).unwrap().len(), 1, "from a sequence, exclusive");
+    assert_eq!(store.events("s", 0, 1).unwrap().len(), 1, "limit is honoured");
+
+    let ids: Vec<String> = store.transactions(None, 10).unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, ["e1", "e2"]);
+    let after: Vec<String> = store.transactions(Some("e1"), 10).unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(after, ["e2"]);
+
+    assert_eq!(store.learnt("model").unwrap(), None);
+    store.save_learnt("model", b"one").unwrap();
+    store.save_learnt("model", b"two").unwrap();
+    assert_eq!(store.learnt("model").unwrap().as_deref(), Some(b"two".as_slice()));
+}
+
+/// Transfers between ten accounts from many threads at once, each retried
+/// on a conflict: every one commits once, and no money appears or vanishes.
+fn concurrent_transfers_conserve_money(store: &dyn StateStore, transfers: usize) {
+    let accounts = 10;
+    let opening: Vec<WriteEntry> = (0..accounts).map(|a| write(&format!("acct/{a}"), b"100")).collect();
+    store.commit(request("open", opening)).unwrap();
+    let amount = |value: &[u8]| String::from_utf8_lossy(value).parse::<i64>().unwrap();
+    let threads = 8;
+    std::thread::scope(|scope| {
+        for thread in 0..threads {
+            scope.spawn(move || {
+                for n in (thread..transfers).step_by(threads) {
+                    let (from, to) = (format!("acct/{}", n % accounts), format!("acct/{}", (n * 7 + 3) % accounts));
+                    if from == to {
+                        continue;
+                    }
+                    let mut tries = 0;
+                    loop {
+                        tries += 1;
+                        assert!(tries < 1_000, "transfer {n} kept conflicting");
+                        let snap = store.snapshot().unwrap();
+                        let (a, b) = (snap.get("ns", &from).unwrap().unwrap(), snap.get("ns", &to).unwrap().unwrap());
+                        let reads = vec![
+                            ReadEntry { namespace: "ns".into(), key: from.clone(), version: a.version },
+                            ReadEntry { namespace: "ns".into(), key: to.clone(), version: b.version },
+                        ];
+                        let writes = vec![
+                            write(&from, (amount(&a.value) - 1).to_string().as_bytes()),
+                            write(&to, (amount(&b.value) + 1).to_string().as_bytes()),
+                        ];
+                        match store.commit(CommitRequest { reads, ..request(&format!("x{n}"), writes) }) {
+                            Ok(_) => break,
+                            Err(CommitError::Conflict { .. }) => {}
+                            Err(other) => panic!("transfer {n}: {other}"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let snap = store.snapshot().unwrap();
+    let total: i64 = (0..accounts).map(|a| amount(&snap.get("ns", &format!("acct/{a}")).unwrap().unwrap().value)).sum();
+    assert_eq!(total, 100 * accounts as i64, "money is conserved");
+    let committed = store.transactions(None, transfers + 10).unwrap().len();
+    let skipped = (0..transfers).filter(|n| n % accounts == (n * 7 + 3) % accounts).count();
+    assert_eq!(committed, 1 + transfers - skipped, "each transfer committed once");
+}
+
+type Check = fn(&dyn StateStore);
+
+const CHECKS: &[(&str, Check)] = &[
+    ("snapshot isolation and conflicts", snapshot_isolation_and_conflict_detection),
+    ("idempotency", idempotency_claims_are_exclusive_until_they_lapse),
+    ("scan", scan_stays_inside_namespace_and_prefix),
+    ("purge of lapsed keys", lapsed_keys_are_purged_and_live_ones_kept),
+    ("events, records, learnt", events_records_and_what_was_learnt_read_back),
+    ("1,000 concurrent transfers", |store| concurrent_transfers_conserve_money(store, 1_000)),
+];
+
+#[test]
+fn the_embedded_store_conforms() {
+    for (name, check) in CHECKS {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
+        eprintln!("redb: {name}");
+        check(&store);
+    }
+}
+
+#[test]
+fn the_postgresql_store_conforms() {
+    let server = TestPostgres::start();
+    for (name, check) in CHECKS {
+        let store = PostgresStore::connect(&server.fresh_database()).unwrap();
+        eprintln!("postgres: {name}");
+        check(&store);
+    }
+}
+
+/// A store opened again on the same database goes on from what it holds;
+/// a database migrated by a newer build is refused, naming the versions;
+/// an unreachable one is refused with an error that names it.
+#[test]
+fn the_postgresql_store_keeps_its_data_and_refuses_what_it_cannot_read() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let store = PostgresStore::connect(&url).unwrap();
+    store.commit(request("kept", vec![write("k", b"v")])).unwrap();
+    drop(store);
+    let again = PostgresStore::connect(&url).unwrap();
+    assert_eq!(again.snapshot().unwrap().get("ns", "k").unwrap().map(|v| v.value), Some(b"v".to_vec()));
+    drop(again);
+    let newer = PostgresStore::SCHEMA_VERSION + 1;
+    server.sql(&url, &format!("UPDATE txm_schema SET version = {newer}"));
+    let error = PostgresStore::connect(&url).unwrap_err();
+    assert!(matches!(error, StoreError::Format { found, .. } if found == u64::try_from(newer).unwrap()), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("127.0.0.1") && message.contains(&format!("format {newer}")), "{message}");
+
+    server.stop();
+    let error = PostgresStore::connect(&url).unwrap_err();
+    assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
+    assert!(error.to_string().contains("127.0.0.1"), "{error}");
+}
