@@ -49,6 +49,21 @@ pub struct ServiceConfig {
     /// Who may call the API.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Where the tenants' state lives (`[store]`): the embedded store in
+    /// `DATA_DIR/tenants/` unless a PostgreSQL URL is given.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// The tenants' store (`[store]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A PostgreSQL database (`postgres://user@host:port/db`): each
+    /// tenant's state in a schema of its own there. Unset: the embedded
+    /// store, one redb file per tenant.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 /// One bearer token.
@@ -117,6 +132,7 @@ impl ServiceConfig {
             model: None,
             shutdown_deadline_secs: default_shutdown_deadline_secs(),
             tokens,
+            store: StoreConfig::default(),
         }
     }
 
@@ -145,6 +161,11 @@ impl ServiceConfig {
     pub fn check(&self) -> Result<(), String> {
         if self.tokens.is_empty() {
             return Err("no [[tokens]]: every request needs a bearer token; `txmirror token new` makes one".into());
+        }
+        if let Some(url) = &self.store.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err("[store] url must be a PostgreSQL URL, postgres://user@host:port/database".into());
         }
         if self.shutdown_deadline_secs > 3600 {
             return Err(format!("shutdown_deadline_secs = {} is over an hour", self.shutdown_deadline_secs));

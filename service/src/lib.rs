@@ -32,7 +32,7 @@ pub mod openapi;
 mod tenant;
 
 pub use auth::Role;
-pub use config::{ConfigError, ServiceConfig, TokenConfig};
+pub use config::{ConfigError, ServiceConfig, StoreConfig, TokenConfig};
 pub use error::{ErrorBody, ServiceError};
 pub use tenant::Tenant;
 
@@ -41,7 +41,7 @@ use catalog::{Catalog, CatalogError};
 use lifecycle::Admission;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use txmirror_runtime::store::RedbStore;
+use txmirror_runtime::store::{PostgresStore, RedbStore, StateStore};
 use txmirror_runtime::{ModelConfig, Runtime, RuntimeConfig, StartError};
 
 pub use api::app;
@@ -105,8 +105,16 @@ impl Service {
         let mut first: Option<Runtime> = None;
         for name in names {
             let runtime_error = |source: StartError| OpenError::Runtime { tenant: name.to_string(), source };
-            let path = config.data_dir.join("tenants").join(name).join("state.redb");
-            let store = Arc::new(RedbStore::open(&path).map_err(|e| runtime_error(e.into()))?);
+            let store: Arc<dyn StateStore> = match &config.store.url {
+                Some(url) => Arc::new(
+                    PostgresStore::connect_in_schema(url, &tenant::schema(name))
+                        .map_err(|e| runtime_error(e.into()))?,
+                ),
+                None => {
+                    let path = config.data_dir.join("tenants").join(name).join("state.redb");
+                    Arc::new(RedbStore::open(&path).map_err(|e| runtime_error(e.into()))?)
+                }
+            };
             let runtime = match &first {
                 Some(first) => first.with_other_store(store).map_err(|e| runtime_error(e.into()))?,
                 None => Runtime::with_store(runtime_config.clone(), store).map_err(runtime_error)?,

@@ -75,3 +75,34 @@ impl Tenant {
         Ok(entry.clone())
     }
 }
+
+/// The PostgreSQL schema a tenant's state lives in: `txm_`, the name's
+/// ASCII letters and digits lower-cased (at most 32), and 16 hex digits of
+/// its BLAKE3 hash, so that every tenant name, whatever it holds, maps to a
+/// plain identifier of its own.
+pub(crate) fn schema(tenant: &str) -> String {
+    let readable: String =
+        tenant.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).take(32).collect();
+    let hash = blake3::hash(tenant.as_bytes()).to_hex();
+    format!("txm_{readable}_{}", &hash[..16])
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::schema;
+
+    #[test]
+    fn every_tenant_name_maps_to_a_plain_identifier_of_its_own() {
+        let names = ["acme", "Acme", "a-c.me", "ACME", "tenant with spaces", "日本", &"x".repeat(200)];
+        let schemas: Vec<String> = names.iter().map(|name| schema(name)).collect();
+        for s in &schemas {
+            assert!(
+                s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{s}"
+            );
+        }
+        let distinct: std::collections::BTreeSet<&String> = schemas.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{schemas:?}");
+        assert!(schemas[0].starts_with("txm_acme_"), "{}", schemas[0]);
+    }
+}

@@ -170,11 +170,42 @@ impl PostgresStore {
     /// reached and one of a newer schema are refused with `Open` or
     /// `Format` errors that name the database (never its password).
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|error| StoreError::Open {
+        Self::open(url, None)
+    }
+
+    /// As [`PostgresStore::connect`], with the store's tables in the
+    /// database schema `schema` (created if missing), so that several
+    /// stores (a service's tenants) share one database and never see each
+    /// other's rows. The name is ASCII lower-case letters, digits and `_`,
+    /// at most 63 bytes, starting with a letter.
+    pub fn connect_in_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
+        let valid = schema.len() <= 63
+            && schema.starts_with(|c: char| c.is_ascii_lowercase())
+            && schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(StoreError::Open {
+                path: format!("schema `{schema}`"),
+                source: Arc::new(std::io::Error::other(
+                    "a schema name is ASCII lower-case letters, digits and `_`, at most 63 bytes, from a letter on",
+                )),
+            });
+        }
+        Self::open(url, Some(schema))
+    }
+
+    fn open(url: &str, schema: Option<&str>) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|error| StoreError::Open {
             path: "the PostgreSQL URL (it does not parse)".into(),
             source: Arc::new(error),
         })?;
-        let shown = shown(&config);
+        if let Some(schema) = schema {
+            // Every connection of the pool looks in the schema alone.
+            config.options(format!("-c search_path={schema}"));
+        }
+        let shown = match schema {
+            Some(schema) => format!("{} (schema {schema})", shown(&config)),
+            None => shown(&config),
+        };
         let open = |source: StoreError| StoreError::Open { path: shown.clone(), source: Arc::new(source) };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -192,7 +223,8 @@ impl PostgresStore {
             .map_err(|error| open(storage(error)))?;
         let handle = runtime.handle().clone();
         let store = Self { inner: Arc::new(Inner { pool, runtime: Some(runtime), handle, shown: shown.clone() }) };
-        let migrated = store.block(|pool| async move { migrate(&pool).await });
+        let schema = schema.map(str::to_string);
+        let migrated = store.block(|pool| async move { migrate(&pool, schema.as_deref()).await });
         match migrated {
             Ok(()) => Ok(store),
             Err(StoreError::Format { found, supported, .. }) => {
@@ -229,8 +261,12 @@ impl PostgresStore {
 /// Brings the schema to [`PostgresStore::SCHEMA_VERSION`], each migration in its own SQL
 /// transaction with the schema version it reaches, under the lock of the
 /// schema row so that nodes starting together migrate once.
-async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(storage)?;
+    if let Some(schema) = schema {
+        // Checked to be a plain identifier by `connect_in_schema`.
+        client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(storage)?;
+    }
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS txm_schema (id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id), version INTEGER NOT NULL);

@@ -1,0 +1,69 @@
+//! The service on PostgreSQL (`[store] url`): each tenant's state in a
+//! schema of its own in one database, kept across a restart, and a
+//! database that cannot be reached refused at start with a clear error.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod common;
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use common::{BANK_POLICY, Call, install, open};
+use serde_json::json;
+use txmirror_service::{OpenError, Role, Service};
+use txmirror_tests::guests;
+use txmirror_tests::postgres::TestPostgres;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_keep_their_state_apart_in_one_database_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestPostgres::start();
+    let mut config = common::config(dir.path());
+    config.store.url = Some(server.fresh_database());
+
+    let service = open(&config).await;
+    let state = &service.state;
+    let mut ids = Vec::new();
+    for (tenant, amount) in [("acme", 5), ("globex", 7)] {
+        let hash = install(state, tenant, guests::BANK_TRANSFER, BANK_POLICY).await;
+        let body = json!({ "path": "deposit", "input": { "account": "a", "amount": amount } });
+        let (status, report) = Call::as_(state, tenant, Role::Client)
+            .send("POST", &format!("/v1/modules/{hash}/transactions"), body.to_string())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert!(report["failure"].is_null(), "{report}");
+        ids.push(report["transaction_id"].as_str().unwrap().to_string());
+    }
+    // One tenant never sees the other's transaction.
+    let (status, _) = Call::as_(state, "globex", Role::Client)
+        .send("GET", &format!("/v1/transactions/{}", ids[0]), Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    drop(service);
+
+    // Started again on the same database, each tenant finds its own.
+    let service = open(&config).await;
+    for (tenant, id) in [("acme", &ids[0]), ("globex", &ids[1])] {
+        let (status, view) = Call::as_(&service.state, tenant, Role::Client)
+            .send("GET", &format!("/v1/transactions/{id}"), Body::empty())
+            .await;
+        assert_eq!((status, view["status"].as_str()), (StatusCode::OK, Some("committed")), "{view}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_refused_at_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestPostgres::start();
+    let mut config = common::config(dir.path());
+    config.store.url = Some(server.fresh_database());
+    server.stop();
+    let error = Service::open(&config).await.expect_err("refused");
+    assert!(matches!(error, OpenError::Runtime { .. }), "{error:?}");
+    let chain = format!("{error}: {:?}", std::error::Error::source(&error));
+    assert!(chain.contains("127.0.0.1"), "{chain}");
+
+    config.store.url = Some("mysql://nowhere".into());
+    let error = Service::open(&config).await.expect_err("refused");
+    assert!(error.to_string().contains("PostgreSQL URL"), "{error}");
+}
