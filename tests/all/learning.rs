@@ -183,16 +183,19 @@ fn refused(reports: &[txmirror_runtime::TxReport]) -> usize {
     reports.iter().flat_map(|report| &report.attempts).filter(|a| refused(&a.attempt.outcome)).count()
 }
 
+/// A runtime on `dir` that scores with the placeholder model.
+fn with_placeholder_model(dir: &Path) -> Runtime {
+    let mut config = txmirror_tests::config(dir);
+    config.model = Some(txmirror_runtime::ModelConfig::new(Path::new(models::PLACEHOLDER)));
+    Runtime::open(config).unwrap()
+}
+
 /// The online model learns after each attempt, is saved in the store, and
 /// a runtime opened on the store again goes on from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_online_model_is_saved_and_restored_with_the_store() {
     let dir = tempdir().unwrap();
-    let open = || {
-        let mut config = txmirror_tests::config(dir.path());
-        config.model = Some(txmirror_runtime::ModelConfig::new(Path::new(models::PLACEHOLDER)));
-        Runtime::open(config).unwrap()
-    };
+    let open = || with_placeholder_model(dir.path());
     let runtime = open();
     assert!(runtime.saved_learnt().unwrap().is_none(), "a new store has learnt nothing");
     let module = load(&runtime, guests::BANK_TRANSFER).await;
@@ -255,16 +258,15 @@ async fn a_model_whose_lone_calls_prove_wrong_stops_acting_on_them() {
     use txmirror_runtime::predict::Learnt;
     use txmirror_runtime::store::{RedbStore, StateStore, TransactionOutcome};
     let dir = tempdir().unwrap();
-    let open = || {
-        let mut config = txmirror_tests::config(dir.path());
-        config.model = Some(txmirror_runtime::ModelConfig::new(Path::new(models::PLACEHOLDER)));
-        Runtime::open(config).unwrap()
-    };
+    let open = || with_placeholder_model(dir.path());
     let policy =
         policy("[capabilities]\nkv = { accounts = \"read-write\" }\n[prediction]\nmodel_action = \"fail_fast\"\n");
+    // Named, so that the gate's draws (taken from the transaction id) are
+    // the same at every run: the test is deterministic.
     let deposit = |n: usize| {
         let input = json!({ "account": format!("a{n}"), "amount": 5 }).to_string().into_bytes();
-        TxRequest { path: Some("deposit".into()), input, ..Default::default() }
+        let transaction_id = Some(format!("deposit-{n}"));
+        TxRequest { transaction_id, path: Some("deposit".into()), input, ..Default::default() }
     };
     // One deposit starts the online model; then its bias is made to say
     // that every call fails, and it is saved so.

@@ -52,6 +52,22 @@ pub struct ReadEntry {
     pub version: Version,
 }
 
+impl ReadEntry {
+    /// Refuses the commit if the key has moved since it was read: `current`
+    /// is its version now (0 if absent).
+    pub(crate) fn check(&self, current: Version) -> Result<(), CommitError> {
+        if current == self.version {
+            return Ok(());
+        }
+        Err(CommitError::Conflict {
+            namespace: self.namespace.clone(),
+            key: self.key.clone(),
+            read_version: self.version,
+            current_version: current,
+        })
+    }
+}
+
 /// A write of a transaction: `None` deletes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteEntry {

@@ -358,15 +358,7 @@ async fn commit(pool: Pool, request: CommitRequest) -> Result<Version, CommitErr
     let meta = txn.query_one("SELECT version, event_sequence FROM txm_meta FOR UPDATE", &[]).await.map_err(storage)?;
     let (latest, mut sequence) = (uint(meta.get(0)), uint(meta.get(1)));
     for read in &request.reads {
-        let current = current_version(&txn, &read.namespace, &read.key).await?;
-        if current != read.version {
-            return Err(CommitError::Conflict {
-                namespace: read.namespace.clone(),
-                key: read.key.clone(),
-                read_version: read.version,
-                current_version: current,
-            });
-        }
+        read.check(current_version(&txn, &read.namespace, &read.key).await?)?;
     }
     let duplicate =
         txn.query_opt("SELECT 1 FROM txm_transactions WHERE id = $1", &[&request.record.id]).await.map_err(storage)?;

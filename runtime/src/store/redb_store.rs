@@ -109,14 +109,7 @@ fn apply(txn: &redb::WriteTransaction, request: CommitRequest) -> Result<Version
             Some(value) => decode_value(value.value())?.version,
             None => 0,
         };
-        if current != read.version {
-            return Err(CommitError::Conflict {
-                namespace: read.namespace.clone(),
-                key: read.key.clone(),
-                read_version: read.version,
-                current_version: current,
-            });
-        }
+        read.check(current)?;
     }
     let mut transactions = txn.open_table(TRANSACTIONS).map_err(storage)?;
     if transactions.get(request.record.id.as_str()).map_err(storage)?.is_some() {
