@@ -195,6 +195,35 @@ fn concurrent_transfers_conserve_money(store: &dyn StateStore, transfers: usize)
     assert_eq!(committed, 1 + transfers - skipped, "each transfer committed once");
 }
 
+/// A commit and a failure's record claiming the same keys at once: a key a
+/// commit claimed stays its own, whatever the other wrote at the same time.
+fn a_committed_claim_is_never_taken_by_a_failure_at_the_same_time(store: &dyn StateStore) {
+    let keys = 200;
+    let claim = |n: usize| IdempotencyClaim { key: format!("race-{n}"), now_unix_ms: 1_000, retention_ms: 10_000 };
+    let committed: Vec<bool> = std::thread::scope(|scope| {
+        let commits = scope.spawn(|| {
+            (0..keys)
+                .map(|n| {
+                    let request = CommitRequest { idempotency: Some(claim(n)), ..request(&format!("ok-{n}"), vec![]) };
+                    store.commit(request).is_ok()
+                })
+                .collect()
+        });
+        for n in 0..keys {
+            store.record_outcome(record(&format!("failed-{n}")), Some(claim(n)), None).unwrap();
+        }
+        commits.join().unwrap()
+    });
+    for (n, committed) in committed.into_iter().enumerate() {
+        let holder = store.idempotency(&format!("race-{n}")).unwrap().unwrap().transaction_id;
+        if committed {
+            assert_eq!(holder, format!("ok-{n}"), "key {n}");
+        } else {
+            assert_eq!(holder, format!("failed-{n}"), "key {n}: the commit was refused for the failure's claim");
+        }
+    }
+}
+
 type Check = fn(&dyn StateStore);
 
 const CHECKS: &[(&str, Check)] = &[
@@ -204,6 +233,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("purge of lapsed keys", lapsed_keys_are_purged_and_live_ones_kept),
     ("events, records, learnt", events_records_and_what_was_learnt_read_back),
     ("1,000 concurrent transfers", |store| concurrent_transfers_conserve_money(store, 1_000)),
+    ("claims racing", a_committed_claim_is_never_taken_by_a_failure_at_the_same_time),
 ];
 
 #[test]

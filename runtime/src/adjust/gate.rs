@@ -350,8 +350,6 @@ impl Gate {
         let mut verdict = GateVerdict::Pass;
         match self.intended(&prediction, true) {
             None => {}
-            // In the exploration share, or a probe: what the gate would
-            // have done is recorded, and the call goes, to be measured.
             // Carried by the model alone, which has not earned acting on
             // this one: the call goes as a trial of its standing. Asked
             // first, so that the exploration share is judged as the gate

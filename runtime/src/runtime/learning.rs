@@ -7,7 +7,9 @@ use crate::dataset;
 use crate::predict::Learnt;
 use crate::predict::online::{OnlineModel, Prior, STORE_NAME};
 use crate::store::{StateStore, StoreError};
+use crate::trace::HostCall;
 use crate::transaction::AttemptReport;
+use crate::vocab::GateVerdict;
 use std::time::Instant;
 
 /// The online model is saved every this many updates. A crash loses at
@@ -69,9 +71,12 @@ impl Runtime {
         let Some(slot) = &self.inner.model else { return };
         let model = slot.current();
         let updates = self.inner.online.learn(&prediction.features, &Prior::of(model.info(), probability), failed);
-        let tried = report.primary.events.iter().any(|event| {
-            matches!(event.call, crate::trace::HostCall::Gate { decision: crate::vocab::GateVerdict::Trial(_), .. })
-        });
+        // A trial of the model's standing: its outcome joins the record.
+        let tried = report
+            .primary
+            .events
+            .iter()
+            .any(|event| matches!(event.call, HostCall::Gate { decision: GateVerdict::Trial(_), .. }));
         if tried {
             self.inner.online.record_trial(failed);
         }

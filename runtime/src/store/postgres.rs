@@ -311,31 +311,34 @@ async fn current_version(client: &impl GenericClient, namespace: &str, key: &str
     })
 }
 
-/// The transaction holding `claim.key`, if its claim has not lapsed.
-async fn live_claim(client: &impl GenericClient, claim: &IdempotencyClaim) -> Result<Option<String>, StoreError> {
-    let row = client
-        .query_opt("SELECT transaction_id, expires_unix_ms FROM txm_idempotency WHERE key = $1", &[&claim.key])
-        .await
-        .map_err(storage)?;
-    Ok(row.and_then(|row| (uint(row.get(1)) > claim.now_unix_ms).then(|| row.get(0))))
-}
-
-async fn put_claim(
+/// Claims `claim.key` for `transaction_id` unless a claim that has not
+/// lapsed holds it; returns the holder if one does. One statement, so that
+/// two transactions claiming one key at once (a commit and a failure's
+/// record, which do not share the meta row's lock) bind it to one of them.
+async fn claim(
     client: &impl GenericClient,
     claim: &IdempotencyClaim,
     transaction_id: &str,
-) -> Result<(), StoreError> {
+) -> Result<Option<String>, StoreError> {
     let expires = int(claim.now_unix_ms.saturating_add(claim.retention_ms));
-    client
+    let claimed = client
         .execute(
             "INSERT INTO txm_idempotency (key, transaction_id, expires_unix_ms) VALUES ($1, $2, $3)
              ON CONFLICT (key) DO UPDATE SET transaction_id = EXCLUDED.transaction_id,
-             expires_unix_ms = EXCLUDED.expires_unix_ms",
-            &[&claim.key, &transaction_id, &expires],
+             expires_unix_ms = EXCLUDED.expires_unix_ms
+             WHERE txm_idempotency.expires_unix_ms <= $4",
+            &[&claim.key, &transaction_id, &expires, &int(claim.now_unix_ms)],
         )
         .await
         .map_err(storage)?;
-    Ok(())
+    if claimed == 1 {
+        return Ok(None);
+    }
+    let holder = client
+        .query_one("SELECT transaction_id FROM txm_idempotency WHERE key = $1", &[&claim.key])
+        .await
+        .map_err(storage)?;
+    Ok(Some(holder.get(0)))
 }
 
 async fn put_record(client: &impl GenericClient, record: &TransactionRecord) -> Result<(), StoreError> {
@@ -365,11 +368,10 @@ async fn commit(pool: Pool, request: CommitRequest) -> Result<Version, CommitErr
     if duplicate.is_some() {
         return Err(CommitError::DuplicateId(request.record.id.clone()));
     }
-    if let Some(claim) = &request.idempotency {
-        if let Some(holder) = live_claim(&txn, claim).await? {
-            return Err(CommitError::DuplicateIdempotencyKey { key: claim.key.clone(), transaction_id: holder });
-        }
-        put_claim(&txn, claim, &request.record.id).await?;
+    if let Some(wanted) = &request.idempotency
+        && let Some(holder) = claim(&txn, wanted, &request.record.id).await?
+    {
+        return Err(CommitError::DuplicateIdempotencyKey { key: wanted.key.clone(), transaction_id: holder });
     }
     let version = latest + 1;
     for write in &request.writes {
@@ -491,15 +493,9 @@ impl StateStore for PostgresStore {
                 .await
                 .map_err(storage)?;
             }
-            if let Some(claim) = &idempotency {
-                // The key's row is locked for the check, so that two
-                // outcomes claiming it at once bind it to one of them.
-                txn.query_opt("SELECT 1 FROM txm_idempotency WHERE key = $1 FOR UPDATE", &[&claim.key])
-                    .await
-                    .map_err(storage)?;
-                if live_claim(&txn, claim).await?.is_none() {
-                    put_claim(&txn, claim, &record.id).await?;
-                }
+            if let Some(wanted) = &idempotency {
+                // A key held by a claim that has not lapsed stays its holder's.
+                claim(&txn, wanted, &record.id).await?;
             }
             put_record(&txn, &record).await?;
             txn.commit().await.map_err(storage)
