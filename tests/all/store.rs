@@ -281,3 +281,22 @@ fn the_postgresql_store_keeps_its_data_and_refuses_what_it_cannot_read() {
     assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
     assert!(error.to_string().contains("127.0.0.1"), "{error}");
 }
+
+/// Nodes that start together on one database each bring its schema up:
+/// they migrate once between them, and none fails for the other.
+#[test]
+fn stores_connecting_at_once_migrate_once_and_all_open() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    for round in 0..5 {
+        let schema = format!("together_{round}");
+        std::thread::scope(|scope| {
+            let nodes: Vec<_> =
+                (0..4).map(|_| scope.spawn(|| PostgresStore::connect_in_schema(&url, &schema))).collect();
+            for node in nodes {
+                let store = node.join().unwrap().unwrap();
+                assert_eq!(store.snapshot().unwrap().version(), 0);
+            }
+        });
+    }
+}

@@ -258,37 +258,83 @@ impl PostgresStore {
     }
 }
 
-/// Brings the schema to [`PostgresStore::SCHEMA_VERSION`], each migration in its own SQL
-/// transaction with the schema version it reaches, under the lock of the
-/// schema row so that nodes starting together migrate once.
+/// Why one try at migrating failed: SQL, which may be a race with another
+/// node doing the same, or anything else.
+enum Migration {
+    Sql(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Migration {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Sql(error)
+    }
+}
+
+/// How often a migration that lost a race with another node is tried again.
+const MIGRATION_TRIES: u32 = 5;
+
+/// Brings the schema to [`PostgresStore::SCHEMA_VERSION`] (see
+/// [`migrate_once`]). Nodes starting together race to create the schema
+/// and the first table: PostgreSQL's `IF NOT EXISTS` is no guard against
+/// another session creating the same name at the same moment (it fails
+/// with a unique violation in its catalog, or "type already exists"), so
+/// the loser tries again and finds them there.
 async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(storage)?;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match migrate_once(pool, schema).await {
+            Ok(()) => return Ok(()),
+            Err(Migration::Store(error)) => return Err(error),
+            Err(Migration::Sql(error)) => {
+                let race = [
+                    tokio_postgres::error::SqlState::UNIQUE_VIOLATION,
+                    tokio_postgres::error::SqlState::DUPLICATE_SCHEMA,
+                    tokio_postgres::error::SqlState::DUPLICATE_TABLE,
+                    tokio_postgres::error::SqlState::DUPLICATE_OBJECT,
+                ];
+                if tries >= MIGRATION_TRIES || !error.code().is_some_and(|code| race.contains(code)) {
+                    return Err(storage(error));
+                }
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(tries))).await;
+            }
+        }
+    }
+}
+
+/// One try at bringing the schema to [`PostgresStore::SCHEMA_VERSION`],
+/// each migration in the same SQL transaction as the schema version it
+/// reaches, under the lock of the schema row so that nodes starting
+/// together migrate once.
+async fn migrate_once(pool: &Pool, schema: Option<&str>) -> Result<(), Migration> {
+    let mut client = pool.get().await.map_err(|error| Migration::Store(storage(error)))?;
     if let Some(schema) = schema {
         // Checked to be a plain identifier by `connect_in_schema`.
-        client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(storage)?;
+        client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await?;
     }
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS txm_schema (id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id), version INTEGER NOT NULL);
              INSERT INTO txm_schema (id, version) VALUES (TRUE, 0) ON CONFLICT (id) DO NOTHING;",
         )
-        .await
-        .map_err(storage)?;
-    let txn = client.transaction().await.map_err(storage)?;
-    let found: i32 = txn.query_one("SELECT version FROM txm_schema FOR UPDATE", &[]).await.map_err(storage)?.get(0);
+        .await?;
+    let txn = client.transaction().await?;
+    let found: i32 = txn.query_one("SELECT version FROM txm_schema FOR UPDATE", &[]).await?.get(0);
     if found > PostgresStore::SCHEMA_VERSION {
-        return Err(StoreError::Format {
+        return Err(Migration::Store(StoreError::Format {
             path: String::new(),
             found: u64::try_from(found).unwrap_or(0),
             supported: u64::try_from(PostgresStore::SCHEMA_VERSION).unwrap_or(0),
-        });
+        }));
     }
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
-        txn.batch_execute(migration).await.map_err(storage)?;
+        txn.batch_execute(migration).await?;
         let reached = i32::try_from(index + 1).unwrap_or(i32::MAX);
-        txn.execute("UPDATE txm_schema SET version = $1", &[&reached]).await.map_err(storage)?;
+        txn.execute("UPDATE txm_schema SET version = $1", &[&reached]).await?;
     }
-    txn.commit().await.map_err(storage)
+    txn.commit().await?;
+    Ok(())
 }
 
 async fn latest_version(client: &impl GenericClient) -> Result<Version, StoreError> {
