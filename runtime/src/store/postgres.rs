@@ -235,10 +235,11 @@ impl PostgresStore {
     }
 
     /// Runs `work` on the store's runtime with its pool and waits for it.
-    fn block<T, F>(&self, work: impl FnOnce(Pool) -> F) -> Result<T, StoreError>
+    fn block<T, E, F>(&self, work: impl FnOnce(Pool) -> F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
     {
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         let future = work(self.inner.pool.clone());
@@ -246,7 +247,7 @@ impl PostgresStore {
             // The caller may have gone; then nobody wants the answer.
             let _ = sender.send(future.await);
         });
-        receiver.recv().map_err(|_| StoreError::Committer(None))?
+        receiver.recv().map_err(|_| E::from(StoreError::Committer(None)))?
     }
 
     /// The latest committed version.
@@ -511,12 +512,7 @@ impl StateStore for PostgresStore {
     }
 
     fn commit(&self, request: CommitRequest) -> Result<Version, CommitError> {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        let pool = self.inner.pool.clone();
-        self.inner.handle.spawn(async move {
-            let _ = sender.send(commit(pool, request).await);
-        });
-        receiver.recv().map_err(|_| CommitError::Store(StoreError::Committer(None)))?
+        self.block(|pool| commit(pool, request))
     }
 
     fn record_outcome(
