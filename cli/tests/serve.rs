@@ -3,143 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, reason = "tests")]
 
+mod common;
+
+use common::{Server, agent, call, install_bank, submit_and_wait, token, write_config};
 use serde_json::{Value, json};
-use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use txmirror_service::Role;
 use txmirror_service::auth::hash_token;
 use txmirror_tests::guests;
-
-const TENANT: &str = "acme";
-
-fn token(role: Role) -> String {
-    format!("process-test-{role}")
-}
-
-/// A configuration file for one tenant with a token per role.
-fn write_config(dir: &Path) -> PathBuf {
-    let cache = txmirror_tests::config(dir).cache_dir.unwrap();
-    let mut text = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\ncache_dir = {:?}\nshutdown_deadline_secs = 5\n",
-        cache.display().to_string()
-    );
-    for role in [Role::Developer, Role::Operator, Role::Client] {
-        text.push_str(&format!(
-            "\n[[tokens]]\nname = \"{role}\"\ntenant = \"{TENANT}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
-            hash_token(&token(role))
-        ));
-    }
-    let path = dir.join("txmirror.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// The running binary, its address and what it printed.
-struct Server {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_txmirror"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (address_tx, address_rx) = mpsc::channel();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(address) = line.strip_prefix("txmirror serving on ") {
-                    let _ = address_tx.send(address.to_string());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let base = address_rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("the server did not start: {:?}", log.lock().unwrap()));
-        Self { child, base, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
-/// Calls the API as `role`, asking for asynchronous answers (`Prefer:
-/// respond-async`): a submission answers `202` as soon as it is accepted.
-fn call(
-    agent: &ureq::Agent,
-    method: &str,
-    url: &str,
-    role: Role,
-    body: Option<Vec<u8>>,
-) -> Result<(u16, Value), ureq::Error> {
-    send(agent, method, url, role, body, true)
-}
-
-/// Submits a transaction and waits for its report.
-fn submit_and_wait(agent: &ureq::Agent, url: &str, body: &Value) -> (u16, Value) {
-    send(agent, "POST", url, Role::Client, Some(body.to_string().into_bytes()), false).unwrap()
-}
-
-fn send(
-    agent: &ureq::Agent,
-    method: &str,
-    url: &str,
-    role: Role,
-    body: Option<Vec<u8>>,
-    asynchronous: bool,
-) -> Result<(u16, Value), ureq::Error> {
-    let mut request = ureq::http::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("authorization", format!("Bearer {}", token(role)));
-    if asynchronous {
-        request = request.header("prefer", "respond-async");
-    }
-    let mut response = agent.run(request.body(body.unwrap_or_default()).unwrap())?;
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string()?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
-}
-
-/// Uploads bank-transfer with a policy granting its accounts; returns its hash.
-fn install_bank(agent: &ureq::Agent, base: &str) -> String {
-    let wasm = std::fs::read(guests::BANK_TRANSFER).unwrap();
-    let (status, module) = call(agent, "POST", &format!("{base}/v1/modules"), Role::Developer, Some(wasm)).unwrap();
-    assert_eq!(status, 201, "{module}");
-    let hash = module["hash"].as_str().unwrap().to_string();
-    let policy = b"[capabilities]\nkv = { accounts = \"read-write\" }\n".to_vec();
-    let (status, body) =
-        call(agent, "PUT", &format!("{base}/v1/modules/{hash}/policy"), Role::Operator, Some(policy)).unwrap();
-    assert_eq!(status, 200, "{body}");
-    hash
-}
 
 /// Every transaction a client had acknowledged (`202`) before the process
 /// was killed is committed exactly once after a restart; the others are

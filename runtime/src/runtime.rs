@@ -7,7 +7,7 @@ mod learning;
 mod records;
 
 pub use dead_letters::ReplayError;
-pub use idempotency::{KeyClaim, KeyState};
+pub use idempotency::{KeyClaim, KeyState, scoped_key};
 
 use crate::adjust::timeouts::Timeouts;
 use crate::attempt::mirroring::MirrorPrior;
@@ -240,6 +240,8 @@ struct TransactionRun {
     raised_timeouts: HashMap<String, Timeouts>,
     /// Why the transaction runs.
     purpose: Purpose,
+    /// The lease its writes are made under.
+    fence: Option<crate::store::Fence>,
 }
 
 /// Why a transaction runs.
@@ -524,6 +526,7 @@ impl Runtime {
             reports: Vec::new(),
             raised_timeouts: HashMap::new(),
             purpose,
+            fence: request.fence.clone(),
         };
 
         // The default path falls back on the alternatives, in order; a path
@@ -593,6 +596,7 @@ impl Runtime {
             },
             claim,
             dead_letter,
+            run.fence.as_ref(),
         )?;
         Ok(TxReport {
             transaction_id: run.id,

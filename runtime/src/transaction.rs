@@ -4,7 +4,7 @@
 pub(crate) mod history;
 pub(crate) mod plan;
 
-use crate::store::{Attempt, Compensation, DeadLetter, StoreError, TransactionOutcome, TransactionRecord};
+use crate::store::{Attempt, Compensation, DeadLetter, Fence, StoreError, TransactionOutcome, TransactionRecord};
 use crate::trace::Trace;
 use crate::vocab::Failure;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,10 @@ pub struct TxRequest {
     /// adaptive mirroring (`[mirror] mode = "adaptive"`); one anonymous
     /// caller if unset.
     pub caller: Option<String>,
+    /// The lease the transaction runs under, when a service accepted it
+    /// (see [`Fence`]): its commit, or its failure's record, is refused
+    /// once another node has taken the lease over.
+    pub fence: Option<Fence>,
 }
 
 /// One attempt, with the traces of both twins.

@@ -53,6 +53,54 @@ pub struct ServiceConfig {
     /// `DATA_DIR/tenants/` unless a PostgreSQL URL is given.
     #[serde(default)]
     pub store: StoreConfig,
+    /// This process as one node of several (`[node]`).
+    #[serde(default)]
+    pub node: NodeConfig,
+}
+
+/// This process as a node (`[node]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's name, in logs, the API and its lease holder's id; the
+    /// `HOSTNAME` environment variable, or `txmirror`, if unset.
+    #[serde(default = "default_node_name")]
+    pub name: String,
+    /// How long a lease on an accepted transaction lasts unless its node
+    /// renews it, in milliseconds: a dead node's work is taken over this
+    /// long (and a quarter more, at most) after its last renewal.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self { name: default_node_name(), lease_ms: default_lease_ms() }
+    }
+}
+
+impl NodeConfig {
+    /// The lowest lease accepted: renewals every third of it must keep up
+    /// with a loaded database.
+    pub const MIN_LEASE_MS: u64 = 300;
+    /// The highest: a dead node's work waits this long.
+    pub const MAX_LEASE_MS: u64 = 3_600_000;
+
+    /// The lease.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+}
+
+fn default_node_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|name| !name.is_empty() && check_name("node", name).is_ok())
+        .unwrap_or_else(|| "txmirror".to_string())
+}
+
+fn default_lease_ms() -> u64 {
+    10_000
 }
 
 /// The tenants' store (`[store]`).
@@ -133,6 +181,7 @@ impl ServiceConfig {
             shutdown_deadline_secs: default_shutdown_deadline_secs(),
             tokens,
             store: StoreConfig::default(),
+            node: NodeConfig::default(),
         }
     }
 
@@ -166,6 +215,15 @@ impl ServiceConfig {
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
             return Err("[store] url must be a PostgreSQL URL, postgres://user@host:port/database".into());
+        }
+        check_name("[node] name", &self.node.name)?;
+        if !(NodeConfig::MIN_LEASE_MS..=NodeConfig::MAX_LEASE_MS).contains(&self.node.lease_ms) {
+            return Err(format!(
+                "[node] lease_ms = {} is outside {}..={}",
+                self.node.lease_ms,
+                NodeConfig::MIN_LEASE_MS,
+                NodeConfig::MAX_LEASE_MS
+            ));
         }
         if self.shutdown_deadline_secs > 3600 {
             return Err(format!("shutdown_deadline_secs = {} is over an hour", self.shutdown_deadline_secs));

@@ -49,6 +49,14 @@ pub enum ServiceError {
     /// The service is shutting down and admits no new transaction.
     #[error("the service is shutting down; submit again once it is back")]
     ShuttingDown,
+    /// The store cannot be reached (the database is down, say): nothing
+    /// was accepted or changed by this request.
+    #[error("the store cannot be reached; nothing was changed: try again")]
+    StoreUnavailable(String),
+    /// Another node took the transaction over while this one ran it: it
+    /// ends there, once.
+    #[error("transaction {0} was taken over by another node; GET /v1/transactions/{0} for its outcome")]
+    TakenOver(String),
     /// Something failed inside; the details are logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -66,8 +74,9 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// One of `bad_request`, `module_refused`, `policy_refused`,
     /// `model_refused`, `not_found`, `no_policy`, `conflict`,
-    /// `idempotency_key_reused`, `too_large`,
-    /// `unauthorized`, `forbidden`, `shutting_down`, `internal`.
+    /// `idempotency_key_reused`, `too_large`, `unauthorized`,
+    /// `forbidden`, `shutting_down`, `store_unavailable`, `taken_over`,
+    /// `internal`.
     pub code: String,
     /// What went wrong, for a person.
     pub message: String,
@@ -89,6 +98,8 @@ impl ServiceError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::ShuttingDown => "shutting_down",
+            Self::StoreUnavailable(_) => "store_unavailable",
+            Self::TakenOver(_) => "taken_over",
             Self::Internal(_) => "internal",
         }
     }
@@ -105,7 +116,7 @@ impl ServiceError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::StoreUnavailable(_) | Self::TakenOver(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -133,11 +144,14 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
-        if let Self::Internal(detail) = &self {
+        if let Self::Internal(detail) | Self::StoreUnavailable(detail) = &self {
             tracing::error!(%detail, "request failed");
         }
         let body = ErrorBody { error: ErrorDetail { code: self.code().to_string(), message: self.to_string() } };
         let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, Self::StoreUnavailable(_)) {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
         if matches!(self, Self::Unauthorized(_)) {
             response
                 .headers_mut()
@@ -171,6 +185,7 @@ impl From<ExecuteError> for ServiceError {
             }
             ExecuteError::DuplicateId(_) => Self::Conflict(error.to_string()),
             ExecuteError::IdempotencyKeyReused { .. } => Self::IdempotencyKeyReused(error.to_string()),
+            ExecuteError::Store(error) => error.into(),
             other => Self::internal(&other),
         }
     }
@@ -189,12 +204,23 @@ impl From<ReplayError> for ServiceError {
 
 impl From<StoreError> for ServiceError {
     fn from(error: StoreError) -> Self {
-        Self::internal(&error)
+        match &error {
+            // A database that is down, or a pool that cannot get a
+            // connection: the client may try again (on this node or another).
+            StoreError::Storage(_) | StoreError::Open { .. } | StoreError::Committer(_) => {
+                Self::StoreUnavailable(with_causes(&error))
+            }
+            StoreError::Fenced { transaction_id, .. } => Self::TakenOver(transaction_id.clone()),
+            _ => Self::internal(&error),
+        }
     }
 }
 
 impl From<CatalogError> for ServiceError {
     fn from(error: CatalogError) -> Self {
-        Self::internal(&error)
+        match error {
+            CatalogError::Database(error) => error.into(),
+            other => Self::internal(&other),
+        }
     }
 }

@@ -20,6 +20,7 @@
 //! | `GET /v1/transactions`, `GET /v1/transactions/{id}` | client, operator | recent transactions, filtered; one, with its whole story |
 //! | `GET /v1/dlq`, `GET`, `DELETE /v1/dlq/{id}`, `POST /v1/dlq/{id}/replay` | operator | the dead-letter queue |
 //! | `GET /v1/model`, `POST /v1/model/reload` | operator | the prediction model |
+//! | `GET /v1/nodes` | operator | the nodes, their heartbeats, and the leases of the tenant's transactions in flight |
 
 pub mod api;
 pub mod auth;
@@ -28,19 +29,21 @@ pub mod config;
 mod error;
 pub mod lifecycle;
 pub mod metrics;
+pub mod node;
 pub mod openapi;
 mod tenant;
 
 pub use auth::Role;
-pub use config::{ConfigError, ServiceConfig, StoreConfig, TokenConfig};
+pub use config::{ConfigError, NodeConfig, ServiceConfig, StoreConfig, TokenConfig};
 pub use error::{ErrorBody, ServiceError};
 pub use tenant::Tenant;
 
 use auth::TokenInfo;
-use catalog::{Catalog, CatalogError};
+use catalog::{Catalog, CatalogError, PostgresCatalog, RedbCatalog};
 use lifecycle::Admission;
+use node::Node;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use txmirror_runtime::store::{PostgresStore, RedbStore, StateStore};
 use txmirror_runtime::{ModelConfig, Runtime, RuntimeConfig, StartError};
 
@@ -56,8 +59,33 @@ pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 pub struct AppState {
     pub(crate) tenants: Arc<BTreeMap<String, Arc<Tenant>>>,
     pub(crate) tokens: Arc<HashMap<String, TokenInfo>>,
-    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) catalog: Arc<dyn Catalog>,
     pub(crate) admission: Arc<Admission>,
+    pub(crate) node: Arc<Node>,
+}
+
+/// The state, held by the service's background tasks without keeping it
+/// (and its open files) alive.
+#[derive(Debug, Clone)]
+pub(crate) struct WeakState {
+    tenants: Weak<BTreeMap<String, Arc<Tenant>>>,
+    tokens: Weak<HashMap<String, TokenInfo>>,
+    catalog: Weak<dyn Catalog>,
+    admission: Weak<Admission>,
+    node: Weak<Node>,
+}
+
+impl WeakState {
+    /// The state, if the service is still there.
+    pub(crate) fn upgrade(&self) -> Option<AppState> {
+        Some(AppState {
+            tenants: self.tenants.upgrade()?,
+            tokens: self.tokens.upgrade()?,
+            catalog: self.catalog.upgrade()?,
+            admission: self.admission.upgrade()?,
+            node: self.node.upgrade()?,
+        })
+    }
 }
 
 /// Why the service could not start.
@@ -85,16 +113,17 @@ pub enum OpenError {
 pub struct Service {
     /// What the handlers share.
     pub state: AppState,
-    /// Transactions found in flight at the start, now running again or
-    /// dead-lettered as their policies say.
+    /// Transactions whose leases had lapsed at the start (left in flight
+    /// by a previous process, or by a node that died), now running again
+    /// or dead-lettered as their policies say.
     pub recovered: usize,
     /// Stored modules that could not be loaded again (kept in the catalog).
     pub unloadable_modules: Vec<String>,
 }
 
 impl Service {
-    /// Opens the data directory and recovers what a previous process left
-    /// in flight.
+    /// Opens the tenants' stores and the catalog, joins the nodes, and
+    /// takes over what a previous process or a dead node left in flight.
     pub async fn open(config: &ServiceConfig) -> Result<Self, OpenError> {
         config.check().map_err(OpenError::Config)?;
         let mut runtime_config = RuntimeConfig::new(&config.data_dir);
@@ -116,26 +145,43 @@ impl Service {
                 }
             };
             let runtime = match &first {
-                Some(first) => first.with_other_store(store).map_err(|e| runtime_error(e.into()))?,
-                None => Runtime::with_store(runtime_config.clone(), store).map_err(runtime_error)?,
+                Some(first) => first.with_other_store(store.clone()).map_err(|e| runtime_error(e.into()))?,
+                None => Runtime::with_store(runtime_config.clone(), store.clone()).map_err(runtime_error)?,
             };
             first.get_or_insert_with(|| runtime.clone());
-            tenants.insert(name.to_string(), Arc::new(Tenant::new(name.to_string(), runtime)));
+            tenants.insert(name.to_string(), Arc::new(Tenant::new(name.to_string(), runtime, store)));
         }
         let tokens = config
             .tokens
             .iter()
             .map(|t| (t.sha256.clone(), TokenInfo { name: t.name.clone(), tenant: t.tenant.clone(), role: t.role }))
             .collect();
-        let catalog = Arc::new(Catalog::open(&config.data_dir.join("catalog.redb"))?);
+        let catalog: Arc<dyn Catalog> = match &config.store.url {
+            Some(url) => Arc::new(PostgresCatalog::connect(url)?),
+            None => Arc::new(RedbCatalog::open(&config.data_dir.join("catalog.redb"))?),
+        };
+        let node = Arc::new(Node::new(&config.node));
+        catalog.join(&node.info(config.listen.to_string()))?;
         let state = AppState {
             tenants: Arc::new(tenants),
             tokens: Arc::new(tokens),
             catalog,
             admission: Arc::new(Admission::default()),
+            node,
         };
-        let unloadable_modules = lifecycle::load_modules(&state).await?;
-        let recovered = lifecycle::recover(&state)?;
+        let unloadable_modules = lifecycle::sync_modules(&state).await?;
+        let moved = lifecycle::move_legacy_pending(&state, state.catalog.as_ref())?;
+        if moved > 0 {
+            tracing::info!(moved, "transactions an older build accepted were moved into their tenants' stores");
+        }
+        let recovered = node::take_over_lapsed(&state).await;
+        if recovered > 0 {
+            tracing::info!(recovered, "transactions left in flight are being ended");
+        }
+        node::keep_alive(&state);
+        if config.store.url.is_some() {
+            lifecycle::follow_catalog(&state);
+        }
         lifecycle::purge_lapsed_keys_now_and_then(&state);
         Ok(Self { state, recovered, unloadable_modules })
     }
@@ -147,10 +193,31 @@ impl AppState {
         self.tenants.get(name)
     }
 
-    /// Stops admitting transactions and waits up to `deadline` for those in
-    /// flight; returns how many were still running (they are parked: their
-    /// acceptance is durable, and the next start runs them again).
+    /// This node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The state without keeping it alive, for background tasks.
+    pub(crate) fn downgrade(&self) -> WeakState {
+        WeakState {
+            tenants: Arc::downgrade(&self.tenants),
+            tokens: Arc::downgrade(&self.tokens),
+            catalog: Arc::downgrade(&self.catalog),
+            admission: Arc::downgrade(&self.admission),
+            node: Arc::downgrade(&self.node),
+        }
+    }
+
+    /// Drains this node: stops admitting transactions and taking over
+    /// others', waits up to `deadline` for those in flight, then hands the
+    /// leases of any still running back (another node, or this one's next
+    /// start, takes them over at once) and leaves the catalog. Returns how
+    /// many were still running.
     pub async fn shut_down(&self, deadline: std::time::Duration) -> usize {
-        self.admission.shut_down(deadline).await
+        node::draining(self);
+        let left = self.admission.shut_down(deadline).await;
+        node::hand_back(self);
+        left
     }
 }

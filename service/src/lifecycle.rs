@@ -1,22 +1,57 @@
 //! A transaction's life in the service, and the service's own: admission,
-//! the run of an accepted transaction, recovery at the start, shutdown.
+//! the run of an accepted transaction, shutdown.
 //!
 //! Invariant: a transaction is acknowledged (`202`, or the report of a
-//! synchronous request) only after its acceptance is durable in the
-//! [`catalog`](crate::catalog), and its pending entry goes only once its
-//! record is in the tenant's store. So at any start, a pending entry
-//! without a record is a transaction that was in flight: [`recover`] ends
-//! it as its policy says (runs it again, or dead-letters it).
+//! synchronous request) only after its acceptance is durable in its
+//! tenant's store, leased to the node that runs it; its acceptance ends in
+//! the same storage transaction as the record that ends it. So at any
+//! moment, an accepted transaction without a record is in flight on the
+//! node holding its lease, or its lease lapses and another node (or this
+//! one, restarted) takes it over: see [`node`](crate::node).
 
-use crate::catalog::{CatalogError, PendingTx};
+use crate::catalog::{Catalog, CatalogError};
 use crate::tenant::Registered;
 use crate::{AppState, ServiceError, Tenant};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
-use txmirror_runtime::{KeyClaim, KeyState, Policy, TxReport, TxRequest};
+use txmirror_runtime::store::{AcceptRequest, Acceptance, Fence};
+use txmirror_runtime::{KeyClaim, Policy, TxReport, TxRequest, scoped_key};
+
+/// A transaction the service accepted: what its tenant's store keeps as
+/// the accepted request (JSON; the store never reads it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingTx {
+    /// The module's hash.
+    pub module: String,
+    /// The requested path, if any.
+    pub path: Option<String>,
+    /// The input document.
+    pub input: serde_json::Value,
+    /// The request's idempotency key, if any.
+    pub idempotency_key: Option<String>,
+    /// The name of the token that submitted it (the caller of the prior of
+    /// adaptive mirroring); absent in entries written before it existed.
+    #[serde(default)]
+    pub caller: Option<String>,
+    /// When it was accepted, in milliseconds since the Unix epoch.
+    pub accepted_unix_ms: u64,
+}
+
+impl PendingTx {
+    /// The request as its store keeps it.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, ServiceError> {
+        serde_json::to_vec(self).map_err(|e| ServiceError::Internal(format!("cannot encode a request: {e}")))
+    }
+
+    /// A request as its store kept it.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
 
 /// Whether new transactions are admitted, and those running.
 #[derive(Debug, Default)]
@@ -46,77 +81,166 @@ impl Admission {
     }
 }
 
-/// Loads every stored module into its tenant; returns those that failed
-/// (they stay in the catalog, and the log says why).
-pub(crate) async fn load_modules(state: &AppState) -> Result<Vec<String>, CatalogError> {
+/// Brings every tenant's modules and policies to what the catalog holds:
+/// loads the modules this node has not loaded, puts the policies that
+/// changed, and drops the modules removed; returns those that failed to
+/// load (they stay in the catalog, and the log says why).
+pub(crate) async fn sync_modules(state: &AppState) -> Result<Vec<String>, CatalogError> {
     let mut failed = Vec::new();
-    for stored in state.catalog.modules()? {
-        let Some(tenant) = state.tenants.get(&stored.tenant) else { continue };
-        let module = match tenant.runtime().load_module(&stored.bytes).await {
-            Ok(module) => module,
-            Err(error) => {
-                tracing::error!(tenant = %stored.tenant, module = %stored.hash, %error, "a stored module no longer loads");
-                failed.push(format!("{}/{}", stored.tenant, stored.hash));
-                continue;
+    let stored = state.catalog.modules()?;
+    for tenant in state.tenants.values() {
+        for registered in tenant.modules() {
+            let hash = registered.module.hash();
+            if !stored.iter().any(|m| m.tenant == tenant.name() && m.hash == hash) {
+                tenant.remove_module(hash);
             }
-        };
-        tenant.add_module(module);
-        if let Some(text) = stored.policy {
-            match Policy::parse(&text, std::path::Path::new("policy.toml")) {
-                Ok(policy) => {
-                    let _ = tenant.set_policy(&stored.hash, policy, text);
+        }
+    }
+    for stored in stored {
+        let Some(tenant) = state.tenants.get(&stored.tenant) else { continue };
+        let loaded = tenant.module(&stored.hash).ok();
+        if loaded.as_ref().is_none() {
+            match tenant.runtime().load_module(&stored.bytes).await {
+                Ok(module) => {
+                    tenant.add_module(module);
                 }
                 Err(error) => {
-                    tracing::error!(tenant = %stored.tenant, module = %stored.hash, %error, "a stored policy no longer parses");
+                    tracing::error!(tenant = %stored.tenant, module = %stored.hash, %error, "a stored module no longer loads");
+                    failed.push(format!("{}/{}", stored.tenant, stored.hash));
+                    continue;
                 }
+            }
+        }
+        let Some(text) = stored.policy else { continue };
+        if loaded.is_some_and(|registered| registered.policy_text.as_deref() == Some(text.as_str())) {
+            continue;
+        }
+        match Policy::parse(&text, std::path::Path::new("policy.toml")) {
+            Ok(policy) => {
+                let _ = tenant.set_policy(&stored.hash, policy, text);
+            }
+            Err(error) => {
+                tracing::error!(tenant = %stored.tenant, module = %stored.hash, %error, "a stored policy no longer parses");
             }
         }
     }
     Ok(failed)
 }
 
-/// Ends what a previous process left in flight; returns how many.
-pub(crate) fn recover(state: &AppState) -> Result<usize, CatalogError> {
-    let mut count = 0;
-    for (tenant_name, id, pending) in state.catalog.all_pending()? {
+/// How often a node asks whether another changed a module or a policy.
+const CATALOG_POLL: Duration = Duration::from_secs(1);
+
+/// Follows the changes other nodes make to modules and policies: asks the
+/// catalog's generation every [`CATALOG_POLL`], and syncs when it moved.
+/// A node's own changes apply at once; another node's within a second.
+pub(crate) fn follow_catalog(state: &AppState) {
+    let weak = state.downgrade();
+    tokio::spawn(async move {
+        let mut seen = None;
+        let mut ticks = tokio::time::interval(CATALOG_POLL);
+        loop {
+            ticks.tick().await;
+            let Some(state) = weak.upgrade() else { break };
+            if !state.admission.is_open() {
+                break;
+            }
+            match state.catalog.generation() {
+                Ok(generation) if seen == Some(generation) => {}
+                Ok(generation) => {
+                    if let Err(error) = sync_modules(&state).await {
+                        tracing::warn!(%error, "cannot follow the catalog's changes");
+                        continue;
+                    }
+                    seen = Some(generation);
+                }
+                Err(error) => tracing::warn!(%error, "cannot read the catalog's generation"),
+            }
+        }
+    });
+}
+
+/// A tenant's module with its policy, loaded from the catalog if this
+/// node has not loaded it yet (another node took the upload).
+pub(crate) async fn module(state: &AppState, tenant: &Arc<Tenant>, hash: &str) -> Result<Registered, ServiceError> {
+    if let Ok(registered) = tenant.module(hash) {
+        return Ok(registered);
+    }
+    let Some(stored) = state.catalog.module(tenant.name(), hash)? else {
+        return Err(ServiceError::NotFound(format!("no module {hash}")));
+    };
+    // Compiled code comes from this node's cache, by content hash, when
+    // the node compiled the module before.
+    let module = tenant.runtime().load_module(&stored.bytes).await?;
+    tenant.add_module(module);
+    if let Some(text) = stored.policy {
+        let policy = Policy::parse(&text, std::path::Path::new("policy.toml"))?;
+        return tenant.set_policy(hash, policy, text);
+    }
+    tenant.module(hash)
+}
+
+/// Accepts a transaction durably in its tenant's store, leased to this
+/// node; the fence its writes are made under, or why it was not accepted.
+pub(crate) fn accept(
+    state: &AppState,
+    tenant: &Tenant,
+    id: &str,
+    pending: &PendingTx,
+) -> Result<Result<Fence, Acceptance>, ServiceError> {
+    let request = AcceptRequest {
+        transaction_id: id.to_string(),
+        idempotency_key: pending.idempotency_key.as_deref().map(|key| scoped_key(&pending.module, key)),
+        request: pending.encode()?,
+        holder: state.node.id.clone(),
+        lease_ms: state.node.lease_ms(),
+        now_unix_ms: pending.accepted_unix_ms,
+    };
+    Ok(match tenant.store().accept(request)? {
+        Acceptance::Accepted { lease, .. } => Ok(Fence { transaction_id: id.to_string(), epoch: lease.epoch }),
+        other => Err(other),
+    })
+}
+
+/// The holder of the transactions an older build accepted, as they are
+/// moved: their leases are let lapse at once, for the start to take over.
+const LEGACY_HOLDER: &str = "legacy";
+
+/// Moves the transactions an older build left accepted in the catalog into
+/// their tenants' stores, with lapsed leases: the takeover at the start
+/// then ends them as any other left in flight.
+pub(crate) fn move_legacy_pending(state: &AppState, catalog: &dyn Catalog) -> Result<usize, CatalogError> {
+    let mut moved = 0;
+    for (tenant_name, id, request) in catalog.legacy_pending()? {
         let Some(tenant) = state.tenants.get(&tenant_name) else {
             tracing::warn!(tenant = %tenant_name, transaction = %id, "in flight for a tenant no longer configured");
             continue;
         };
-        let registered = match tenant.module(&pending.module) {
-            Ok(registered) if registered.policy.is_some() => registered,
-            _ => {
-                tracing::error!(
-                    tenant = %tenant_name, transaction = %id, module = %pending.module,
-                    "in flight, but its module or policy is gone: left pending"
-                );
-                continue;
-            }
-        };
-        // Held until the recovery ends, so that a client's repeat waits for
-        // it; a key bound elsewhere already is for `recover_interrupted`.
-        let request = match request_of(&id, &pending) {
-            Ok(request) => request,
+        let pending: PendingTx = match serde_json::from_value(request) {
+            Ok(pending) => pending,
             Err(error) => {
-                tracing::error!(%error, transaction = %id, "in flight, but its input cannot be read: left pending");
+                tracing::error!(%error, transaction = %id, "an older build's accepted transaction cannot be read: kept");
                 continue;
             }
         };
-        let claim = match registered
-            .policy
-            .as_deref()
-            .map(|policy| tenant.runtime().claim_key(&registered.module, policy, &request, &id))
-        {
-            Some(Ok(KeyState::Claimed(claim))) => Some(claim),
-            _ => None,
+        let accepted = AcceptRequest {
+            transaction_id: id.clone(),
+            idempotency_key: pending.idempotency_key.as_deref().map(|key| scoped_key(&pending.module, key)),
+            request: serde_json::to_vec(&pending).map_err(CatalogError::Encode)?,
+            holder: LEGACY_HOLDER.into(),
+            lease_ms: 0,
+            now_unix_ms: pending.accepted_unix_ms,
         };
-        count += 1;
-        drop(spawn_run(state, tenant.clone(), id, request, registered, Run::Recovery, claim));
+        // A record of it, or a copy moved before, ends it: forgotten.
+        tenant.store().accept(accepted).map_err(CatalogError::Database)?;
+        catalog.forget_legacy_pending(&tenant_name, &id)?;
+        moved += 1;
     }
-    if count > 0 {
-        tracing::info!(count, "transactions left in flight by the previous process are being ended");
+    if moved > 0 {
+        for tenant in state.tenants.values() {
+            tenant.store().release_leases(LEGACY_HOLDER).map_err(CatalogError::Database)?;
+        }
     }
-    Ok(count)
+    Ok(moved)
 }
 
 /// How often lapsed idempotency keys are purged from the tenants' stores.
@@ -126,21 +250,20 @@ const PURGE_LIMIT: usize = 10_000;
 
 /// Purges lapsed idempotency keys from every tenant's store now and then,
 /// so that a service that never restarts keeps only keys that bind
-/// something. The task holds the tenants weakly: it ends with the service.
+/// something. The task holds the state weakly: it ends with the service.
 pub(crate) fn purge_lapsed_keys_now_and_then(state: &AppState) {
-    let tenants = Arc::downgrade(&state.tenants);
-    let admission = state.admission.clone();
+    let weak = state.downgrade();
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(PURGE_INTERVAL);
         // The first tick is now; each runtime purged when it opened.
         ticks.tick().await;
         loop {
             ticks.tick().await;
-            let Some(tenants) = tenants.upgrade() else { break };
-            if !admission.is_open() {
+            let Some(state) = weak.upgrade() else { break };
+            if !state.admission.is_open() {
                 break;
             }
-            for tenant in tenants.values() {
+            for tenant in state.tenants.values() {
                 match tenant.runtime().purge_lapsed_keys(PURGE_LIMIT) {
                     Ok(0) => {}
                     Ok(purged) => tracing::debug!(tenant = %tenant.name(), purged, "lapsed idempotency keys purged"),
@@ -153,14 +276,16 @@ pub(crate) fn purge_lapsed_keys_now_and_then(state: &AppState) {
     });
 }
 
-/// The runtime's request for an accepted transaction.
-pub(crate) fn request_of(id: &str, pending: &PendingTx) -> Result<TxRequest, ServiceError> {
+/// The runtime's request for an accepted transaction, its writes made
+/// under `fence`.
+pub(crate) fn request_of(id: &str, pending: &PendingTx, fence: Option<Fence>) -> Result<TxRequest, ServiceError> {
     Ok(TxRequest {
         transaction_id: Some(id.to_string()),
         path: pending.path.clone(),
         input: serde_json::to_vec(&pending.input).map_err(|e| ServiceError::Internal(e.to_string()))?,
         idempotency_key: pending.idempotency_key.clone(),
         caller: pending.caller.clone(),
+        fence,
     })
 }
 
@@ -169,23 +294,35 @@ pub(crate) fn request_of(id: &str, pending: &PendingTx) -> Result<TxRequest, Ser
 pub(crate) enum Run {
     /// A client submitted it.
     Submitted,
-    /// A previous process accepted it and stopped before its end.
+    /// Its lease lapsed (its node died, stalled or drained) and this node
+    /// took it over.
     Recovery,
+}
+
+/// An accepted transaction, ready to run on this node.
+pub(crate) struct Launch {
+    /// Its tenant.
+    pub(crate) tenant: Arc<Tenant>,
+    /// Its id.
+    pub(crate) id: String,
+    /// The runtime's request, with the fence its writes are made under.
+    pub(crate) request: TxRequest,
+    /// Its module and policy.
+    pub(crate) registered: Registered,
+    /// Why it runs.
+    pub(crate) run: Run,
+    /// Its hold on its idempotency key on this node, if it has one.
+    pub(crate) claim: Option<KeyClaim>,
+    /// This node's note that it runs it.
+    pub(crate) running: crate::node::Running,
 }
 
 /// Runs an accepted transaction on its own task, tracked for shutdown: it
 /// finishes even if the client goes away.
-pub(crate) fn spawn_run(
-    state: &AppState,
-    tenant: Arc<Tenant>,
-    id: String,
-    request: TxRequest,
-    registered: Registered,
-    run: Run,
-    claim: Option<KeyClaim>,
-) -> JoinHandle<Result<TxReport, ServiceError>> {
-    let catalog = state.catalog.clone();
+pub(crate) fn spawn_run(state: &AppState, launch: Launch) -> JoinHandle<Result<TxReport, ServiceError>> {
+    let Launch { tenant, id, request, registered, run, claim, running } = launch;
     tenant.metrics().started();
+    let fence = request.fence.clone();
     state.admission.running.spawn(async move {
         let started = Instant::now();
         let policy =
@@ -197,19 +334,31 @@ pub(crate) fn spawn_run(
         };
         // The record binds the key from now on.
         drop(claim);
+        // A failed run below leaves the lease to this node's next pass.
+        drop(running);
         match result {
             Ok(report) => {
                 tenant.metrics().ended(&report, started.elapsed());
-                if let Err(error) = catalog.finish(tenant.name(), &id) {
-                    tracing::error!(%error, transaction = %id, "cannot clear a finished transaction: it is checked again at the next start");
+                // The record's commit ended the acceptance, unless the
+                // outcome was found rather than written (a repeat's): end it.
+                if let Some(fence) = &fence
+                    && let Err(error) = tenant.store().finish(fence)
+                {
+                    tracing::warn!(%error, transaction = %id, "cannot end a finished transaction's acceptance: its lease lapses and the taker finds its record");
                 }
                 Ok(report)
             }
+            Err(txmirror_runtime::ExecuteError::Store(error)) if crate::node::taken_over(&error) => {
+                tenant.metrics().abandoned();
+                tracing::warn!(%error, transaction = %id, "another node took the transaction over; this node's run ends");
+                Err(ServiceError::TakenOver(id))
+            }
             Err(error) => {
                 // Only the store can fail here (the request was checked at
-                // acceptance): the entry stays pending for the next start.
+                // acceptance): the transaction stays accepted, and its
+                // lease, unless renewed, lapses for a node to take it over.
                 tenant.metrics().abandoned();
-                tracing::error!(%error, transaction = %id, "a transaction could not run; it stays pending");
+                tracing::error!(%error, transaction = %id, "a transaction could not run; it stays accepted");
                 Err(error.into())
             }
         }

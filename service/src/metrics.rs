@@ -13,6 +13,8 @@
 //! | `txmirror_grants_total` | `resource` | resources granted to running primaries |
 //! | `txmirror_instance_duration_seconds` | `twin` | wall time of primaries and mirrors |
 //! | `txmirror_fuel_consumed_total` | `twin` | fuel burnt by primaries and mirrors: the mirror's CPU overhead |
+//! | `txmirror_leases_held` | | accepted transactions this node holds the lease of, at its last renewal |
+//! | `txmirror_takeovers_total` | | transactions this node took over from a node whose lease lapsed |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -62,6 +64,8 @@ pub struct TenantMetrics {
     grants: Family<Resource, Counter>,
     instance_duration: Family<Twin, Histogram, fn() -> Histogram>,
     fuel: Family<Twin, Counter>,
+    leases_held: Gauge,
+    takeovers: Counter,
 }
 
 impl Default for TenantMetrics {
@@ -78,6 +82,8 @@ impl Default for TenantMetrics {
             grants: Family::default(),
             instance_duration: Family::new_with_constructor(latency_histogram),
             fuel: Family::default(),
+            leases_held: Gauge::default(),
+            takeovers: Counter::default(),
         };
         let r = &mut metrics.registry;
         r.register("txmirror_transactions", "Transactions ended, by outcome", metrics.outcomes.clone());
@@ -98,6 +104,16 @@ impl Default for TenantMetrics {
             metrics.instance_duration.clone(),
         );
         r.register("txmirror_fuel_consumed", "Fuel burnt, by twin", metrics.fuel.clone());
+        r.register(
+            "txmirror_leases_held",
+            "Accepted transactions this node holds the lease of",
+            metrics.leases_held.clone(),
+        );
+        r.register(
+            "txmirror_takeovers",
+            "Transactions taken over from a node whose lease lapsed",
+            metrics.takeovers.clone(),
+        );
         metrics
     }
 }
@@ -110,6 +126,16 @@ impl TenantMetrics {
     /// A transaction was accepted.
     pub fn started(&self) {
         self.in_flight.inc();
+    }
+
+    /// This node took over a transaction whose lease lapsed.
+    pub fn took_over(&self) {
+        self.takeovers.inc();
+    }
+
+    /// This node holds `count` leases, as its last renewal found.
+    pub fn leases_held(&self, count: usize) {
+        self.leases_held.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// A transaction accepted earlier ended (or was parked) without a report.

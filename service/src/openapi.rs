@@ -1,6 +1,9 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use crate::api::{Accepted, ModuleInfo, SubmitBody, TransactionList, TransactionSummary, TransactionView};
+use crate::api::{
+    Accepted, LeaseView, ModuleInfo, NodesView, SubmitBody, TransactionList, TransactionSummary, TransactionView,
+};
+use crate::catalog::NodeStatus;
 use crate::error::{ErrorBody, ErrorDetail};
 use utoipa::Modify;
 use utoipa::OpenApi;
@@ -15,10 +18,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::api::put_policy, crate::api::get_policy,
         crate::api::submit, crate::api::list_transactions, crate::api::show_transaction,
         crate::api::dead_letters, crate::api::dead_letter, crate::api::drop_dead_letter, crate::api::replay,
-        crate::api::model, crate::api::reload_model,
+        crate::api::model, crate::api::reload_model, crate::api::nodes,
     ),
     components(schemas(ErrorBody, ErrorDetail, ModuleInfo, SubmitBody, Accepted, TransactionView,
-        TransactionSummary, TransactionList)),
+        TransactionSummary, TransactionList, NodesView, NodeStatus, LeaseView)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;

@@ -4,6 +4,7 @@ use crate::ServiceError;
 use crate::metrics::TenantMetrics;
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
+use txmirror_runtime::store::StateStore;
 use txmirror_runtime::{Module, Policy, Runtime};
 
 /// A module of a tenant's, with its policy.
@@ -14,20 +15,28 @@ pub(crate) struct Registered {
     pub(crate) policy_text: Option<String>,
 }
 
-/// One tenant of the service. Its store (`DATA_DIR/tenants/NAME/state.redb`)
-/// holds its key-value namespaces, transactions, idempotency keys, events
-/// and dead letters, and no other tenant's.
+/// One tenant of the service. Its store (`DATA_DIR/tenants/NAME/state.redb`,
+/// or a schema of its own on PostgreSQL) holds its key-value namespaces,
+/// accepted transactions, records, idempotency keys, events and dead
+/// letters, and no other tenant's.
 #[derive(Debug)]
 pub struct Tenant {
     name: String,
     runtime: Runtime,
+    store: Arc<dyn StateStore>,
     modules: RwLock<BTreeMap<String, Registered>>,
     metrics: TenantMetrics,
 }
 
 impl Tenant {
-    pub(crate) fn new(name: String, runtime: Runtime) -> Self {
-        Self { name, runtime, modules: RwLock::default(), metrics: TenantMetrics::default() }
+    pub(crate) fn new(name: String, runtime: Runtime, store: Arc<dyn StateStore>) -> Self {
+        Self { name, runtime, store, modules: RwLock::default(), metrics: TenantMetrics::default() }
+    }
+
+    /// The tenant's store, which its runtime commits to: the service keeps
+    /// accepted transactions and their leases there.
+    pub(crate) fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
     }
 
     /// The tenant's name.

@@ -9,8 +9,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{BANK_POLICY, Call, error_code, install, open, poll};
 use serde_json::{Value, json};
+use txmirror_runtime::store::{AcceptRequest, Acceptance, RedbStore, StateStore};
 use txmirror_service::Role::{Client, Developer, Operator};
-use txmirror_service::catalog::{Catalog, PendingTx};
+use txmirror_service::lifecycle::PendingTx;
 use txmirror_tests::guests;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,27 +368,40 @@ async fn in_flight_transactions_are_ended_at_the_next_start_and_shutdown_stops_a
         let parked = install(&service.state, "globex", guests::BANK_TRANSFER, &dead_letter_policy).await;
         (rerun, parked)
     };
-    {
-        // What `accept` leaves behind when the process dies right after it.
-        let catalog = Catalog::open(&config.data_dir.join("catalog.redb")).unwrap();
-        for (tenant, hash, id) in [("acme", &rerun_hash, "crashed-1"), ("globex", &parked_hash, "crashed-2")] {
-            let pending = PendingTx {
-                module: hash.clone(),
-                path: Some("deposit".into()),
-                input: json!({ "account": "a", "amount": 11 }),
+    let pending = |hash: &str| PendingTx {
+        module: hash.to_string(),
+        path: Some("deposit".into()),
+        input: json!({ "account": "a", "amount": 11 }),
+        idempotency_key: None,
+        caller: None,
+        accepted_unix_ms: 1,
+    };
+    for (tenant, hash, id) in [("acme", &rerun_hash, "crashed-1"), ("globex", &parked_hash, "crashed-2")] {
+        // What an acceptance leaves behind when the process dies right
+        // after it: a lease of the dead process's, not lapsed yet (one
+        // process holds a redb file, so its next start takes it at once).
+        let store = RedbStore::open(&config.data_dir.join("tenants").join(tenant).join("state.redb")).unwrap();
+        let accepted = store
+            .accept(AcceptRequest {
+                transaction_id: id.into(),
                 idempotency_key: None,
-                caller: None,
-                accepted_unix_ms: 1,
-                sequence: 0,
-            };
-            catalog.accept(tenant, id, pending).unwrap();
-        }
+                request: serde_json::to_vec(&pending(hash)).unwrap(),
+                holder: "dead:00000000".into(),
+                lease_ms: 60_000,
+                now_unix_ms: 1,
+            })
+            .unwrap();
+        assert!(matches!(accepted, Acceptance::Accepted { .. }), "{accepted:?}");
     }
+    // What an older build left: its accepted transactions in the catalog.
+    common::leave_legacy_pending(&config.data_dir, "acme", "crashed-3", &pending(&rerun_hash));
     let service = open(&config).await;
-    assert_eq!(service.recovered, 2);
+    assert_eq!(service.recovered, 3);
     let state = &service.state;
-    let view = poll(&Call::as_(state, "acme", Client), "crashed-1").await;
-    assert_eq!(view["status"], "committed", "{view}");
+    for id in ["crashed-1", "crashed-3"] {
+        let view = poll(&Call::as_(state, "acme", Client), id).await;
+        assert_eq!(view["status"], "committed", "{view}");
+    }
     let view = poll(&Call::as_(state, "globex", Client), "crashed-2").await;
     assert_eq!((view["status"].clone(), view["dead_lettered"].clone()), (json!("failed"), json!(true)), "{view}");
     assert_eq!(view["record"]["outcome"]["kind"], "interrupted");

@@ -11,7 +11,7 @@ use axum::http::{Request, StatusCode};
 use common::{BANK_POLICY, Call, error_code, install, open, poll};
 use serde_json::json;
 use txmirror_service::Role::{Client, Operator};
-use txmirror_service::catalog::{Catalog, PendingTx};
+use txmirror_service::lifecycle::PendingTx;
 use txmirror_tests::guests;
 
 fn deposit(account: &str, amount: u64) -> String {
@@ -119,24 +119,22 @@ async fn a_pending_repeat_of_a_committed_key_is_not_dead_lettered_at_the_next_st
         assert_eq!(status, StatusCode::OK, "{first}");
         (hash, first)
     };
-    {
-        // What the old synchronous route left behind for a repeat when the
-        // process died: an acceptance of its own, with the bound key.
-        let catalog = Catalog::open(&config.data_dir.join("catalog.redb")).unwrap();
-        let pending = PendingTx {
-            module: hash.clone(),
-            path: Some("deposit".into()),
-            input: json!({ "account": "a", "amount": 9 }),
-            idempotency_key: Some("once".into()),
-            caller: None,
-            accepted_unix_ms: 1,
-            sequence: 0,
-        };
-        catalog.accept("acme", "repeat", pending).unwrap();
-    }
+    // What the old synchronous route of an older build left behind for a
+    // repeat when the process died: an acceptance of its own, with the
+    // bound key. Moved into the store at the start, it is refused there:
+    // the key is bound.
+    let pending = PendingTx {
+        module: hash.clone(),
+        path: Some("deposit".into()),
+        input: json!({ "account": "a", "amount": 9 }),
+        idempotency_key: Some("once".into()),
+        caller: None,
+        accepted_unix_ms: 1,
+    };
+    common::leave_legacy_pending(&config.data_dir, "acme", "repeat", &pending);
     let service = open(&config).await;
     let state = &service.state;
-    assert_eq!(service.recovered, 1);
+    assert_eq!(service.recovered, 0);
     let operator = Call::as_(state, "acme", Operator);
     for _ in 0..500 {
         if listed(&Call::as_(state, "acme", Client)).await.len() == 1 {

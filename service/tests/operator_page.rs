@@ -12,7 +12,7 @@ use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use txmirror_service::Role::{Client, Operator};
-use txmirror_service::catalog::{Catalog, PendingTx};
+use txmirror_service::lifecycle::PendingTx;
 use txmirror_tests::guests;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -49,9 +49,8 @@ async fn the_operator_page_shows_a_submitted_transaction_and_replays_a_dead_lett
         idempotency_key: None,
         caller: None,
         accepted_unix_ms: 1,
-        sequence: 0,
     };
-    Catalog::open(&config.data_dir.join("catalog.redb")).unwrap().accept("acme", "interrupted-1", pending).unwrap();
+    common::leave_legacy_pending(&config.data_dir, "acme", "interrupted-1", &pending);
     let service = common::open(&config).await;
     let state = service.state.clone();
     let deposit =

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use tempfile::tempdir;
 use txmirror_runtime::store::{
-    AttemptOutcome, CommitError, CommitRequest, DeadLetter, IdempotencyClaim, IdempotencyEntry, RedbStore,
-    StateSnapshot, StateStore, StoreError, StoredEvent, TransactionRecord,
+    AcceptRequest, Acceptance, Accepted, AttemptOutcome, CommitError, CommitRequest, DeadLetter, Fence,
+    IdempotencyClaim, IdempotencyEntry, RedbStore, StateSnapshot, StateStore, StoreError, StoredEvent,
+    TransactionRecord,
 };
 use txmirror_runtime::{FailureKind, Module, Policy, Runtime, RuntimeConfig, TxReport, TxRequest};
 use txmirror_tests::{guests, load, policy, runtime};
@@ -94,8 +95,9 @@ impl StateStore for RacingStore {
         record: TransactionRecord,
         claim: Option<IdempotencyClaim>,
         letter: Option<DeadLetter>,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
-        self.inner.record_outcome(record, claim, letter)
+        self.inner.record_outcome(record, claim, letter, fence)
     }
     fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         self.inner.dead_letters(limit)
@@ -126,6 +128,30 @@ impl StateStore for RacingStore {
     }
     fn save_learnt(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         self.inner.save_learnt(name, bytes)
+    }
+    fn accept(&self, request: AcceptRequest) -> Result<Acceptance, StoreError> {
+        self.inner.accept(request)
+    }
+    fn accepted(&self, id: &str) -> Result<Option<Accepted>, StoreError> {
+        self.inner.accepted(id)
+    }
+    fn in_flight(&self, limit: usize) -> Result<Vec<Accepted>, StoreError> {
+        self.inner.in_flight(limit)
+    }
+    fn submissions(&self, before: Option<u64>, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        self.inner.submissions(before, limit)
+    }
+    fn finish(&self, fence: &Fence) -> Result<bool, StoreError> {
+        self.inner.finish(fence)
+    }
+    fn renew_leases(&self, holder: &str, lease_ms: u64) -> Result<usize, StoreError> {
+        self.inner.renew_leases(holder, lease_ms)
+    }
+    fn take_over(&self, holder: &str, lease_ms: u64, limit: usize) -> Result<Vec<Accepted>, StoreError> {
+        self.inner.take_over(holder, lease_ms, limit)
+    }
+    fn release_leases(&self, holder: &str) -> Result<usize, StoreError> {
+        self.inner.release_leases(holder)
     }
 }
 

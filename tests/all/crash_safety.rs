@@ -32,6 +32,7 @@ fn transfer(id: &str, from: u64, to: u64) -> CommitRequest {
         events: vec![EventEntry { stream: "transfers".into(), payload: b"{}".to_vec() }],
         record: record(id),
         idempotency: None,
+        fence: None,
     }
 }
 

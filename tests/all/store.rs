@@ -3,9 +3,12 @@
 //! test starts on 127.0.0.1 and stops at its end). Each check runs on a
 //! fresh store of each kind and must hold alike on both.
 
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use txmirror_runtime::store::{
-    CommitError, CommitRequest, EventEntry, History, IdempotencyClaim, IdempotencyEntry, PostgresStore, ReadEntry,
-    RedbStore, StateStore, StoreError, TransactionOutcome, TransactionRecord, Versioned, WriteEntry,
+    AcceptRequest, Acceptance, CommitError, CommitRequest, EventEntry, Fence, History, IdempotencyClaim,
+    IdempotencyEntry, PostgresStore, ReadEntry, RedbStore, StateStore, StoreError, TransactionOutcome,
+    TransactionRecord, Versioned, WriteEntry,
 };
 use txmirror_tests::postgres::TestPostgres;
 
@@ -26,7 +29,7 @@ fn write(key: &str, value: &[u8]) -> WriteEntry {
 }
 
 fn request(id: &str, writes: Vec<WriteEntry>) -> CommitRequest {
-    CommitRequest { reads: vec![], writes, events: vec![], record: record(id), idempotency: None }
+    CommitRequest { reads: vec![], writes, events: vec![], record: record(id), idempotency: None, fence: None }
 }
 
 fn snapshot_isolation_and_conflict_detection(store: &dyn StateStore) {
@@ -82,10 +85,10 @@ fn idempotency_claims_are_exclusive_until_they_lapse(store: &dyn StateStore) {
 
     // A failure's outcome claims a free key, and leaves a held one alone.
     let outcome_claim = IdempotencyClaim { key: "k".into(), now_unix_ms: 1_150, retention_ms: 100 };
-    store.record_outcome(record("failed"), Some(outcome_claim.clone()), None).unwrap();
+    store.record_outcome(record("failed"), Some(outcome_claim.clone()), None, None).unwrap();
     assert_eq!(store.idempotency("k").unwrap().unwrap().transaction_id, "third");
     store
-        .record_outcome(record("failed-2"), Some(IdempotencyClaim { key: "free".into(), ..outcome_claim }), None)
+        .record_outcome(record("failed-2"), Some(IdempotencyClaim { key: "free".into(), ..outcome_claim }), None, None)
         .unwrap();
     assert_eq!(store.idempotency("free").unwrap().unwrap().transaction_id, "failed-2");
     assert!(store.transaction("failed").unwrap().is_some());
@@ -210,7 +213,7 @@ fn a_committed_claim_is_never_taken_by_a_failure_at_the_same_time(store: &dyn St
                 .collect()
         });
         for n in 0..keys {
-            store.record_outcome(record(&format!("failed-{n}")), Some(claim(n)), None).unwrap();
+            store.record_outcome(record(&format!("failed-{n}")), Some(claim(n)), None, None).unwrap();
         }
         commits.join().unwrap()
     });
@@ -224,6 +227,153 @@ fn a_committed_claim_is_never_taken_by_a_failure_at_the_same_time(store: &dyn St
     }
 }
 
+fn now_ms() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+fn acceptance(id: &str, key: Option<&str>, holder: &str, lease_ms: u64) -> AcceptRequest {
+    AcceptRequest {
+        transaction_id: id.into(),
+        idempotency_key: key.map(str::to_string),
+        request: format!("request of {id}").into_bytes(),
+        holder: holder.into(),
+        lease_ms,
+        now_unix_ms: now_ms(),
+    }
+}
+
+fn fence(id: &str, epoch: u64) -> Fence {
+    Fence { transaction_id: id.into(), epoch }
+}
+
+/// An accepted transaction is held once, by id and by key, is listed while
+/// in flight and among the submissions ever after, and its commit under
+/// its lease ends it in the same step.
+fn acceptances_are_unique_and_end_with_their_commit(store: &dyn StateStore) {
+    let first = store.accept(acceptance("a1", Some("key"), "node-a", 60_000)).unwrap();
+    let Acceptance::Accepted { sequence, lease } = first else { panic!("{first:?}") };
+    assert_eq!((sequence, lease.holder.as_str(), lease.epoch), (1, "node-a", 1));
+    assert!(lease.expires_unix_ms >= now_ms() + 50_000, "{lease:?}");
+    assert_eq!(store.accept(acceptance("a1", None, "node-b", 60_000)).unwrap(), Acceptance::IdTaken);
+    assert_eq!(
+        store.accept(acceptance("a2", Some("key"), "node-b", 60_000)).unwrap(),
+        Acceptance::KeyHeld { transaction_id: "a1".into() }
+    );
+    assert!(matches!(store.accept(acceptance("a3", None, "node-b", 60_000)).unwrap(), Acceptance::Accepted { .. }));
+    let held = store.accepted("a1").unwrap().unwrap();
+    assert_eq!((held.request, held.idempotency_key), (b"request of a1".to_vec(), Some("key".to_string())));
+    let ids = |accepted: Vec<txmirror_runtime::store::Accepted>| -> Vec<String> {
+        accepted.into_iter().map(|a| a.transaction_id).collect()
+    };
+    assert_eq!(ids(store.in_flight(10).unwrap()), ["a1", "a3"]);
+
+    // A commit under the lease that is refused (here, in a group commit,
+    // for a conflict) leaves the acceptance as it was.
+    let stale_read = ReadEntry { namespace: "ns".into(), key: "k".into(), version: 99 };
+    let refused = store.commit_batch(vec![CommitRequest {
+        reads: vec![stale_read],
+        fence: Some(fence("a1", 1)),
+        ..request("a1", vec![write("k", b"v")])
+    }]);
+    assert!(matches!(refused.as_slice(), [Err(CommitError::Conflict { .. })]), "{refused:?}");
+    assert!(store.accepted("a1").unwrap().is_some(), "a refused commit ends nothing");
+
+    let claim = IdempotencyClaim { key: "key".into(), now_unix_ms: now_ms(), retention_ms: 60_000 };
+    let commit = CommitRequest {
+        idempotency: Some(claim),
+        fence: Some(fence("a1", 1)),
+        ..request("a1", vec![write("k", b"v")])
+    };
+    store.commit(commit).unwrap();
+    assert_eq!(store.accepted("a1").unwrap(), None, "the commit ended the acceptance");
+    assert_eq!(ids(store.in_flight(10).unwrap()), ["a3"]);
+    assert!(!store.finish(&fence("a1", 1)).unwrap(), "nothing left to end");
+    assert_eq!(
+        store.accept(acceptance("a4", Some("key"), "node-b", 60_000)).unwrap(),
+        Acceptance::KeyHeld { transaction_id: "a1".into() },
+        "the recorded claim holds the key now"
+    );
+    assert_eq!(store.accept(acceptance("a1", None, "node-b", 60_000)).unwrap(), Acceptance::IdTaken, "recorded");
+    let listed: Vec<String> = store.submissions(None, 10).unwrap().into_iter().map(|(_, id)| id).collect();
+    assert_eq!(listed, ["a3", "a1"], "newest first, ended or not");
+    assert_eq!(store.submissions(Some(2), 10).unwrap(), [(1, "a1".to_string())]);
+    assert!(store.finish(&fence("a3", 1)).unwrap());
+    assert!(store.in_flight(10).unwrap().is_empty());
+}
+
+/// A lapsed lease is taken over at the next epoch; from then on the old
+/// holder's commits and records are refused and change nothing, its
+/// renewals find nothing, and the new holder's commits go through.
+fn a_taken_over_lease_fences_its_old_holder_out(store: &dyn StateStore) {
+    store.accept(acceptance("t1", None, "node-a", 0)).unwrap();
+    store.accept(acceptance("t2", None, "node-a", 60_000)).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let taken = store.take_over("node-b", 60_000, 10).unwrap();
+    assert_eq!(taken.iter().map(|a| (a.transaction_id.as_str(), a.lease.epoch)).collect::<Vec<_>>(), [("t1", 2)]);
+    assert_eq!(taken[0].lease.holder, "node-b");
+    assert!(store.take_over("node-b", 60_000, 10).unwrap().is_empty(), "node-a's live lease is not taken");
+    let version = store.snapshot().unwrap().version();
+
+    let stale = store.commit(CommitRequest { fence: Some(fence("t1", 1)), ..request("t1", vec![write("x", b"1")]) });
+    assert!(
+        matches!(&stale, Err(CommitError::Store(StoreError::Fenced { current: Some(2), epoch: 1, .. }))),
+        "{stale:?}"
+    );
+    let stale = store.record_outcome(record("t1"), None, None, Some(&fence("t1", 1)));
+    assert!(matches!(&stale, Err(StoreError::Fenced { .. })), "{stale:?}");
+    assert_eq!(store.snapshot().unwrap().version(), version, "nothing of the old holder's was written");
+    assert!(store.transaction("t1").unwrap().is_none());
+    assert_eq!(store.renew_leases("node-a", 60_000).unwrap(), 1, "only t2 is still node-a's");
+
+    // A compensation writes under the lease of what it compensates, which
+    // stays in flight until its own record.
+    let compensation = CommitRequest { fence: Some(fence("t1", 2)), ..request("t1.compensation", vec![]) };
+    store.commit(compensation).unwrap();
+    assert!(store.accepted("t1").unwrap().is_some());
+    store.record_outcome(record("t1"), None, None, Some(&fence("t1", 2))).unwrap();
+    assert!(store.accepted("t1").unwrap().is_none());
+    let late = store.commit(CommitRequest { fence: Some(fence("t1", 2)), ..request("t1-again", vec![]) });
+    assert!(matches!(&late, Err(CommitError::Store(StoreError::Fenced { current: None, .. }))), "{late:?}");
+
+    // A drained node hands its leases back, and another takes them at once.
+    assert_eq!(store.release_leases("node-a").unwrap(), 1);
+    let taken = store.take_over("node-c", 60_000, 10).unwrap();
+    assert_eq!(taken.iter().map(|a| (a.transaction_id.as_str(), a.lease.epoch)).collect::<Vec<_>>(), [("t2", 2)]);
+}
+
+/// Nodes taking over at once share the lapsed leases: each is taken once.
+fn nodes_taking_over_at_once_take_each_lease_once(store: &dyn StateStore) {
+    for n in 0..60 {
+        store.accept(acceptance(&format!("d{n}"), None, "dead", 0)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    let taken: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let takers: Vec<_> = ["node-b", "node-c", "node-d"]
+            .into_iter()
+            .map(|node| {
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    for _ in 0..100 {
+                        let batch = store.take_over(node, 60_000, 7).unwrap();
+                        if batch.is_empty() && !mine.is_empty() {
+                            break;
+                        }
+                        mine.extend(batch.into_iter().map(|a| {
+                            assert_eq!((a.lease.holder.as_str(), a.lease.epoch), (node, 2));
+                            a.transaction_id
+                        }));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        takers.into_iter().map(|taker| taker.join().unwrap()).collect()
+    });
+    let all: Vec<&String> = taken.iter().flatten().collect();
+    let distinct: BTreeSet<&String> = all.iter().copied().collect();
+    assert_eq!((all.len(), distinct.len()), (60, 60), "{taken:?}");
+}
+
 type Check = fn(&dyn StateStore);
 
 const CHECKS: &[(&str, Check)] = &[
@@ -234,6 +384,9 @@ const CHECKS: &[(&str, Check)] = &[
     ("events, records, learnt", events_records_and_what_was_learnt_read_back),
     ("1,000 concurrent transfers", |store| concurrent_transfers_conserve_money(store, 1_000)),
     ("claims racing", a_committed_claim_is_never_taken_by_a_failure_at_the_same_time),
+    ("acceptances", acceptances_are_unique_and_end_with_their_commit),
+    ("fences", a_taken_over_lease_fences_its_old_holder_out),
+    ("takeovers racing", nodes_taking_over_at_once_take_each_lease_once),
 ];
 
 #[test]

@@ -206,7 +206,9 @@ pub fn seed_accounts(store: &dyn StateStore, balances: impl IntoIterator<Item = 
         attempts: Vec::new(),
         history: txmirror_runtime::store::History::default(),
     };
-    store.commit(CommitRequest { reads: Vec::new(), writes, events: Vec::new(), record, idempotency: None }).unwrap();
+    store
+        .commit(CommitRequest { reads: Vec::new(), writes, events: Vec::new(), record, idempotency: None, fence: None })
+        .unwrap();
 }
 
 /// Parses a policy written in a test.

@@ -87,25 +87,36 @@ impl TestPostgres {
         let mut last = String::new();
         for _ in 0..3 {
             self.port = free_port();
-            let options = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
-                self.port,
-                self.dir.path().display()
-            );
-            let mut pg_ctl = program("pg_ctl");
-            pg_ctl
-                .args(["-w", "-t", "60", "-o", &options, "-l"])
-                .arg(self.log())
-                .arg("-D")
-                .arg(self.data())
-                .arg("start");
-            let out = pg_ctl.output().expect("pg_ctl starts");
-            if out.status.success() {
-                return self;
+            match self.pg_ctl_start() {
+                Ok(()) => return self,
+                Err(log) => last = log,
             }
-            last = std::fs::read_to_string(self.log()).unwrap_or_default();
         }
         panic!("PostgreSQL did not start:\n{last}");
+    }
+
+    /// `pg_ctl start` on the server's port; the server's log if it failed.
+    fn pg_ctl_start(&self) -> Result<(), String> {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut pg_ctl = program("pg_ctl");
+        pg_ctl.args(["-w", "-t", "60", "-o", &options, "-l"]).arg(self.log()).arg("-D").arg(self.data()).arg("start");
+        let out = pg_ctl.output().expect("pg_ctl starts");
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(std::fs::read_to_string(self.log()).unwrap_or_default())
+    }
+
+    /// Starts a stopped server again, on the same port (its clients
+    /// reconnect to the address they know).
+    pub fn start_again(&self) {
+        if let Err(log) = self.pg_ctl_start() {
+            panic!("PostgreSQL did not start again:\n{log}");
+        }
     }
 
     fn data(&self) -> PathBuf {

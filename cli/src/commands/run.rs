@@ -33,7 +33,7 @@ impl RunCommand {
         let module = load(&runtime, &self.module).await?;
         let input = self.request.input_bytes()?;
         let RequestArgs { path, transaction_id, idempotency_key, .. } = self.request;
-        let request = TxRequest { transaction_id, path, input, idempotency_key, caller: None };
+        let request = TxRequest { transaction_id, path, input, idempotency_key, caller: None, fence: None };
         if self.dry_run {
             let dry = runtime.dry_run(&module, &policy, request).await?;
             print(&if self.json { json(&dry)? } else { render::dry_run(&dry) });

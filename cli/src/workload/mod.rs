@@ -586,6 +586,7 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
                 input: planned.input.to_string().into_bytes(),
                 idempotency_key: None,
                 caller: None,
+                fence: None,
             };
             let sent = Instant::now();
             let report = runtime.execute(&module, &policy, request).await;

@@ -344,6 +344,7 @@ impl Runtime {
                     events: ready.events,
                     record,
                     idempotency: run.claim.clone(),
+                    fence: run.fence.clone(),
                 };
                 match self.inner.commits.commit(commit).await {
                     Ok(version) => Ok((version, ready.output)),

@@ -34,6 +34,8 @@ impl Runtime {
                     input: input.to_vec(),
                     idempotency_key: None,
                     caller: Some(run.caller.clone()),
+                    // Written under the lease of the transaction it compensates.
+                    fence: run.fence.clone(),
                 };
                 let report = Box::pin(self.execute_once(module, policy, request, None, Purpose::Compensation)).await?;
                 Some(Compensation {
@@ -124,6 +126,7 @@ impl Runtime {
             // Dead-lettered: the key stays free (see `execute_once`).
             None,
             Some(dead_letter),
+            request.fence.as_ref(),
         )?;
         Ok(TxReport {
             transaction_id: transaction_id.to_string(),
@@ -160,6 +163,7 @@ impl Runtime {
             input: letter.input,
             idempotency_key: Some(key),
             caller: None,
+            fence: None,
         };
         let report = self.execute(module, policy, request).await?;
         if report.commit_version().is_some() {

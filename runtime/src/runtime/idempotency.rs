@@ -56,7 +56,14 @@ pub(super) fn input_hash(input: &[u8]) -> String {
 /// The key as the store and the maps hold it: scoped by module, so that
 /// two modules never share a key.
 fn scoped(module: &Module, key: &str) -> String {
-    format!("{}/{key}", module.hash())
+    scoped_key(module.hash(), key)
+}
+
+/// A client's idempotency key as the store holds it, for the module with
+/// the content hash `module`: what an accepted transaction's key must be
+/// for the store to see it held (see `store::AcceptRequest`).
+pub fn scoped_key(module: &str, key: &str) -> String {
+    format!("{module}/{key}")
 }
 
 /// An accepted transaction's hold on a key, until it ends: dropping it

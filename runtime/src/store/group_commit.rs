@@ -199,6 +199,7 @@ mod tests {
                 history: History::default(),
             },
             idempotency: None,
+            fence: None,
         }
     }
 

@@ -13,7 +13,8 @@ mod codec;
 mod dead_letter;
 mod fault;
 mod group_commit;
-mod postgres;
+mod inbox;
+pub mod postgres;
 mod record;
 mod redb_store;
 
@@ -21,7 +22,8 @@ pub use dead_letter::{Compensation, DeadLetter};
 pub use fault::{FaultInjectingBackend, FaultPlan};
 pub(crate) use group_commit::GroupCommit;
 pub use group_commit::{DEFAULT_BATCH_LIMIT, GroupCommitStats};
-pub use postgres::PostgresStore;
+pub use inbox::{AcceptRequest, Acceptance, Accepted, Fence, Lease};
+pub use postgres::{PgDatabase, PostgresStore};
 pub use record::{Attempt, AttemptOutcome, History, TransactionOutcome, TransactionRecord};
 pub use redb_store::RedbStore;
 // Names are checked where they enter; the store keeps them as given.
@@ -116,6 +118,9 @@ pub struct CommitRequest {
     pub record: TransactionRecord,
     /// The idempotency key the transaction claims, stored with the state.
     pub idempotency: Option<IdempotencyClaim>,
+    /// The lease the commit is made under, checked in the commit; if it is
+    /// the transaction's own (not a compensation's), the commit ends it.
+    pub fence: Option<Fence>,
 }
 
 /// A transaction's claim on an idempotency key.
@@ -167,12 +172,13 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     }
     /// Stores the record of a transaction that changes no state (a failure),
     /// with its idempotency claim unless the key is claimed already, and its
-    /// dead letter if it has one, atomically.
+    /// dead letter if it has one, atomically; under `fence`, as a commit is.
     fn record_outcome(
         &self,
         record: TransactionRecord,
         idempotency: Option<IdempotencyClaim>,
         dead_letter: Option<DeadLetter>,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
     /// Dead letters, oldest first, at most `limit`.
     fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
@@ -198,6 +204,34 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn learnt(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Saves what the runtime has learnt under `name`, replacing what was there.
     fn save_learnt(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// Accepts a transaction durably, leased to `request.holder` at epoch
+    /// 1, unless its id is taken or another transaction holds its
+    /// idempotency key (see [`Acceptance`]).
+    fn accept(&self, request: AcceptRequest) -> Result<Acceptance, StoreError>;
+    /// An accepted transaction that has not ended.
+    fn accepted(&self, transaction_id: &str) -> Result<Option<Accepted>, StoreError>;
+    /// Accepted transactions that have not ended, oldest first, at most `limit`.
+    fn in_flight(&self, limit: usize) -> Result<Vec<Accepted>, StoreError>;
+    /// The ids of accepted transactions, ended or not, newest first: those
+    /// before sequence `before` (exclusive) if given, at most `limit`.
+    fn submissions(&self, before: Option<u64>, limit: usize) -> Result<Vec<(u64, String)>, StoreError>;
+    /// Ends an accepted transaction whose record is stored, if `fence` is
+    /// still its lease; whether it did.
+    fn finish(&self, fence: &Fence) -> Result<bool, StoreError>;
+    /// Extends every lease `holder` holds to `lease_ms` from now; how many.
+    fn renew_leases(&self, holder: &str, lease_ms: u64) -> Result<usize, StoreError>;
+    /// Takes over up to `limit` accepted transactions whose leases lapsed
+    /// and that another holder held, oldest first: each is leased to
+    /// `holder` for `lease_ms` at the next epoch, so that the writes of its
+    /// previous holder are refused from now on. Two holders taking over at
+    /// once never take the same transaction. A store that one process
+    /// holds alone (redb) also takes, lapsed or not, the leases of holders
+    /// that never wrote through its handle: they were a process that ended.
+    fn take_over(&self, holder: &str, lease_ms: u64, limit: usize) -> Result<Vec<Accepted>, StoreError>;
+    /// Lets every lease `holder` holds lapse now, for another node to take
+    /// over at once (a node that drains); how many.
+    fn release_leases(&self, holder: &str) -> Result<usize, StoreError>;
 }
 
 /// What made the storage engine fail, kept as a [`StoreError`]'s source.
@@ -248,6 +282,20 @@ pub enum StoreError {
         found: u64,
         /// The format this build reads and writes.
         supported: u64,
+    },
+    /// A write was made under a lease that another node has taken over
+    /// since, or that has ended: the transaction is no longer this writer's.
+    #[error(
+        "transaction `{transaction_id}` is no longer leased at epoch {epoch} (now: {}); another node has taken it over",
+        current.map_or_else(|| "ended".to_string(), |epoch| format!("epoch {epoch}"))
+    )]
+    Fenced {
+        /// The accepted transaction.
+        transaction_id: String,
+        /// The epoch the write was made under.
+        epoch: u64,
+        /// The lease's epoch now, if the transaction is still in flight.
+        current: Option<u64>,
     },
     /// A stored value could not be decoded.
     #[error("corrupt record {what}: {reason}")]

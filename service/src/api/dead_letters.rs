@@ -1,9 +1,9 @@
 //! The dead-letter queue.
 
 use crate::auth::{Caller, Role};
-use crate::{ErrorBody, ServiceError};
+use crate::{AppState, ErrorBody, ServiceError};
 use axum::Json;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use txmirror_runtime::DeadLetterReport;
@@ -85,12 +85,16 @@ pub(crate) async fn drop_dead_letter(caller: Caller, Path(id): Path<String>) -> 
     responses((status = 200, description = "The replay's report (TxReport)", body = Object),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
-pub(crate) async fn replay(caller: Caller, Path(id): Path<String>) -> Result<Json<TxReport>, ServiceError> {
+pub(crate) async fn replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TxReport>, ServiceError> {
     caller.require(&[Role::Operator])?;
     let tenant = &caller.tenant;
     let letter =
         tenant.runtime().dead_letter(&id)?.ok_or_else(|| ServiceError::NotFound(format!("no dead letter {id}")))?;
-    let registered = tenant.module(&letter.module)?;
+    let registered = crate::lifecycle::module(&state, tenant, &letter.module).await?;
     let policy = registered.policy.clone().ok_or_else(|| ServiceError::NoPolicy(letter.module.clone()))?;
     let started = std::time::Instant::now();
     tenant.metrics().started();

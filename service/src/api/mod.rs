@@ -3,10 +3,12 @@
 mod dead_letters;
 mod model;
 mod modules;
+mod nodes;
 mod ops;
 mod transactions;
 
 pub use modules::ModuleInfo;
+pub use nodes::{LeaseView, NodesView};
 pub use transactions::{Accepted, SubmitBody, TransactionList, TransactionSummary, TransactionView};
 
 use crate::{AppState, MAX_MODULE_BYTES, MAX_REQUEST_BYTES, ServiceError};
@@ -24,6 +26,7 @@ pub(crate) use modules::{
     __path_delete_module, __path_get_policy, __path_list_modules, __path_put_policy, __path_show_module,
     __path_upload_module,
 };
+pub(crate) use nodes::__path_nodes;
 pub(crate) use ops::{__path_healthz, __path_metrics, __path_readyz};
 pub(crate) use transactions::{__path_list_transactions, __path_show_transaction, __path_submit};
 
@@ -55,6 +58,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/dlq/{id}/replay", post(dead_letters::replay))
         .route("/v1/model", get(model::model))
         .route("/v1/model/reload", post(model::reload_model))
+        .route("/v1/nodes", get(nodes::nodes))
         .fallback(|| async { ServiceError::NotFound("no such endpoint; GET /openapi.json lists them".into()) })
         .with_state(state)
 }

@@ -2,6 +2,7 @@
 
 use super::body;
 use crate::auth::{Caller, Role};
+use crate::lifecycle;
 use crate::tenant::Registered;
 use crate::{AppState, ErrorBody, MAX_MODULE_BYTES, MAX_REQUEST_BYTES, ServiceError};
 use axum::Json;
@@ -67,9 +68,13 @@ pub(crate) async fn list_modules(caller: Caller) -> Result<Json<Vec<ModuleInfo>>
 /// One module: paths, imports and policy.
 #[utoipa::path(get, path = "/v1/modules/{hash}", tag = "modules", params(("hash" = String, Path)),
     responses((status = 200, body = ModuleInfo), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub(crate) async fn show_module(caller: Caller, Path(hash): Path<String>) -> Result<Json<ModuleInfo>, ServiceError> {
+pub(crate) async fn show_module(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(hash): Path<String>,
+) -> Result<Json<ModuleInfo>, ServiceError> {
     caller.require(&[Role::Developer, Role::Operator])?;
-    Ok(Json(info(&caller.tenant.module(&hash)?)))
+    Ok(Json(info(&lifecycle::module(&state, &caller.tenant, &hash).await?)))
 }
 
 /// Removes a module and its policy. Its transactions' records stay.
@@ -81,7 +86,7 @@ pub(crate) async fn delete_module(
     Path(hash): Path<String>,
 ) -> Result<StatusCode, ServiceError> {
     caller.require(&[Role::Developer])?;
-    caller.tenant.module(&hash)?;
+    lifecycle::module(&state, &caller.tenant, &hash).await?;
     state.catalog.delete_module(caller.tenant.name(), &hash)?;
     caller.tenant.remove_module(&hash);
     Ok(StatusCode::NO_CONTENT)
@@ -100,7 +105,7 @@ pub(crate) async fn put_policy(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ModuleInfo>, ServiceError> {
     caller.require(&[Role::Operator])?;
-    let registered = caller.tenant.module(&hash)?;
+    let registered = lifecycle::module(&state, &caller.tenant, &hash).await?;
     let bytes = body(bytes, MAX_REQUEST_BYTES)?;
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ServiceError::PolicyRefused("the policy is not UTF-8 text".into()))?;
@@ -114,8 +119,12 @@ pub(crate) async fn put_policy(
 #[utoipa::path(get, path = "/v1/modules/{hash}/policy", tag = "policies", params(("hash" = String, Path)),
     responses((status = 200, content_type = "application/toml", body = String), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub(crate) async fn get_policy(caller: Caller, Path(hash): Path<String>) -> Result<String, ServiceError> {
+pub(crate) async fn get_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(hash): Path<String>,
+) -> Result<String, ServiceError> {
     caller.require(&[Role::Operator, Role::Developer])?;
-    let registered = caller.tenant.module(&hash)?;
+    let registered = lifecycle::module(&state, &caller.tenant, &hash).await?;
     registered.policy_text.ok_or_else(|| ServiceError::NotFound(format!("module {hash} has no policy")))
 }

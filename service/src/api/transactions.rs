@@ -2,8 +2,7 @@
 
 use super::body;
 use crate::auth::{Caller, Role};
-use crate::catalog::{CatalogError, PendingTx};
-use crate::lifecycle::{Run, request_of, spawn_run};
+use crate::lifecycle::{self, Launch, PendingTx, Run, request_of, spawn_run};
 use crate::{AppState, ErrorBody, MAX_REQUEST_BYTES, ServiceError, Tenant};
 use axum::Json;
 use axum::body::Bytes;
@@ -12,8 +11,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use std::time::SystemTime;
-use txmirror_runtime::store::TransactionOutcome;
+use std::time::{Duration, Instant, SystemTime};
+use txmirror_runtime::store::{Acceptance, TransactionOutcome};
 use txmirror_runtime::trace::HostCall;
 use txmirror_runtime::{KeyState, RecordedTransaction, TxRequest};
 
@@ -175,7 +174,7 @@ pub(crate) async fn submit(
     state.admission.check()?;
     let bytes = body(bytes, MAX_REQUEST_BYTES)?;
     let tenant = caller.tenant.clone();
-    let registered = tenant.module(&hash)?;
+    let registered = lifecycle::module(&state, &tenant, &hash).await?;
     let policy = registered.policy.clone().ok_or_else(|| ServiceError::NoPolicy(hash.clone()))?;
     let request: SubmitBody =
         serde_json::from_slice(&bytes).map_err(|e| ServiceError::BadRequest(format!("the request body: {e}")))?;
@@ -217,9 +216,8 @@ pub(crate) async fn submit(
         idempotency_key,
         caller: Some(caller.token_name.clone()),
         accepted_unix_ms: unix_ms(),
-        sequence: 0,
     };
-    let tx_request = request_of(&id, &pending)?;
+    let tx_request = request_of(&id, &pending, None)?;
     // The key is checked and held before anything is accepted, on both
     // routes: a repeat (even one naming the same transaction id) gets the
     // first request's outcome or id, and another request with the key is
@@ -241,14 +239,34 @@ pub(crate) async fn submit(
     if runtime.transaction(&id)?.is_some() {
         return Err(ServiceError::Conflict(format!("transaction {id} already exists")));
     }
-    if let Err(error) = state.catalog.accept(tenant.name(), &id, pending) {
-        // The key is released as `claim` drops.
-        return Err(match error {
-            CatalogError::AlreadyAccepted(id) => ServiceError::Conflict(format!("transaction {id} already exists")),
-            other => other.into(),
-        });
-    }
-    let handle = spawn_run(&state, tenant.clone(), id.clone(), tx_request, registered, Run::Submitted, Some(claim));
+    // Noted as running before it is accepted, so that no pass of this
+    // node's takes its lease for one that a failed run left.
+    let running = state
+        .node
+        .run(tenant.name(), &id)
+        .ok_or_else(|| ServiceError::Conflict(format!("transaction {id} already exists")))?;
+    // The key is released as `claim` drops, if nothing is accepted.
+    let fence = match lifecycle::accept(&state, &tenant, &id, &pending)? {
+        Ok(fence) => fence,
+        Err(Acceptance::KeyHeld { transaction_id }) if asynchronous => return Ok(accepted(transaction_id, true)),
+        // Another node runs the key's transaction: its outcome is this one's.
+        Err(Acceptance::KeyHeld { transaction_id }) => {
+            drop(claim);
+            return outcome_of_holder(&tenant, &registered, &tx_request, &transaction_id).await;
+        }
+        Err(_) => return Err(ServiceError::Conflict(format!("transaction {id} already exists"))),
+    };
+    let tx_request = TxRequest { fence: Some(fence), ..tx_request };
+    let launch = Launch {
+        tenant: tenant.clone(),
+        id: id.clone(),
+        request: tx_request,
+        registered,
+        run: Run::Submitted,
+        claim: Some(claim),
+        running,
+    };
+    let handle = spawn_run(&state, launch);
     if asynchronous {
         return Ok(accepted(id, false));
     }
@@ -257,6 +275,51 @@ pub(crate) async fn submit(
         Ok(Err(error)) => Err(error),
         Err(join) => Err(ServiceError::Internal(format!("the transaction's task failed: {join}"))),
     }
+}
+
+/// How long a synchronous request whose idempotency key another node holds
+/// waits for that node's outcome before it is answered `202` with the
+/// holder's id to poll.
+const HOLDER_WAIT: Duration = Duration::from_secs(30);
+/// How often the holder's record is looked for meanwhile.
+const HOLDER_POLL: Duration = Duration::from_millis(50);
+
+/// The outcome of the transaction another node runs under the request's
+/// idempotency key, once it is recorded; `202` with its id if it takes
+/// longer than [`HOLDER_WAIT`]. The key's usual rules answer: a request
+/// that differs from the holder's is refused.
+async fn outcome_of_holder(
+    tenant: &Tenant,
+    registered: &crate::tenant::Registered,
+    request: &TxRequest,
+    holder: &str,
+) -> Result<Response, ServiceError> {
+    let policy = registered.policy.clone().ok_or_else(|| ServiceError::NoPolicy(registered.module.hash().into()))?;
+    let started = Instant::now();
+    while started.elapsed() < HOLDER_WAIT {
+        if tenant.runtime().transaction(holder)?.is_some() {
+            return match tenant.runtime().claim_key(&registered.module, &policy, request, holder)? {
+                KeyState::Recorded(report) => Ok(Json(report).into_response()),
+                // The holder was dead-lettered, which frees its key: the
+                // client may submit again.
+                _ => Err(ServiceError::Conflict(format!(
+                    "the idempotency key was held by transaction {holder}, which ended without binding it: submit again"
+                ))),
+            };
+        }
+        if let Some(in_flight) = tenant.store().accepted(holder)?
+            && let Ok(pending) = PendingTx::decode(&in_flight.request)
+            && (pending.module != registered.module.hash()
+                || pending.path != request.path
+                || serde_json::to_vec(&pending.input).ok().as_deref() != Some(request.input.as_slice()))
+        {
+            return Err(ServiceError::IdempotencyKeyReused(format!(
+                "the idempotency key is held by transaction {holder}, a different request"
+            )));
+        }
+        tokio::time::sleep(HOLDER_POLL).await;
+    }
+    Ok(accepted(holder.to_string(), true))
 }
 
 fn status(record: &RecordedTransaction) -> &'static str {
@@ -272,11 +335,12 @@ enum Found {
     Pending(PendingTx),
 }
 
-/// A transaction's record is written before its acceptance is forgotten,
-/// so a transaction that is not pending when the catalog is read either
-/// never was, or is recorded by then: the store is read again after the
-/// catalog, and a transaction that ends between two reads is still found.
-fn find(tenant: &Tenant, state: &AppState, id: &str) -> Result<Option<Found>, ServiceError> {
+/// A transaction's record is written in the same storage transaction that
+/// ends its acceptance, so a transaction that is not accepted when the
+/// store is asked either never was, or is recorded by then: the record is
+/// looked for again after the acceptance, and a transaction that ends
+/// between two reads is still found.
+fn find(tenant: &Tenant, id: &str) -> Result<Option<Found>, ServiceError> {
     let runtime = tenant.runtime();
     let recorded = |id: &str| -> Result<Option<Found>, ServiceError> {
         let Some(record) = runtime.transaction(id)? else { return Ok(None) };
@@ -286,7 +350,10 @@ fn find(tenant: &Tenant, state: &AppState, id: &str) -> Result<Option<Found>, Se
     if let Some(found) = recorded(id)? {
         return Ok(Some(found));
     }
-    if let Some(pending) = state.catalog.pending(tenant.name(), id)? {
+    if let Some(accepted) = tenant.store().accepted(id)? {
+        let pending = PendingTx::decode(&accepted.request).map_err(|e| {
+            ServiceError::Internal(format!("the accepted request of transaction {id} cannot be read: {e}"))
+        })?;
         return Ok(Some(Found::Pending(pending)));
     }
     recorded(id)
@@ -315,12 +382,11 @@ fn view(id: &str, found: Found) -> TransactionView {
 #[utoipa::path(get, path = "/v1/transactions/{id}", tag = "transactions", params(("id" = String, Path)),
     responses((status = 200, body = TransactionView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn show_transaction(
-    State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<TransactionView>, ServiceError> {
     caller.require(&[Role::Client, Role::Operator])?;
-    find(&caller.tenant, &state, &id)?
+    find(&caller.tenant, &id)?
         .map(|found| Json(view(&id, found)))
         .ok_or_else(|| ServiceError::NotFound(format!("no transaction {id}")))
 }
@@ -359,7 +425,6 @@ fn summary(sequence: u64, view: TransactionView, module: String, requested_path:
 #[utoipa::path(get, path = "/v1/transactions", tag = "transactions", params(ListQuery),
     responses((status = 200, body = TransactionList), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn list_transactions(
-    State(state): State<AppState>,
     caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TransactionList>, ServiceError> {
@@ -376,7 +441,7 @@ pub(crate) async fn list_transactions(
     let mut before = query.before;
     let mut scanned = 0;
     'pages: while scanned < SCAN_LIMIT {
-        let page = state.catalog.submissions(tenant.name(), before, 200)?;
+        let page = tenant.store().submissions(before, 200)?;
         if page.is_empty() {
             before = None;
             break;
@@ -384,7 +449,7 @@ pub(crate) async fn list_transactions(
         for (sequence, id) in page {
             scanned += 1;
             before = Some(sequence);
-            let Some(found) = find(tenant, &state, &id)? else { continue };
+            let Some(found) = find(tenant, &id)? else { continue };
             let (module, path) = match &found {
                 Found::Pending(pending) => (pending.module.clone(), pending.path.clone()),
                 Found::Recorded { .. } => (String::new(), None),

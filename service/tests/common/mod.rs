@@ -108,3 +108,16 @@ pub async fn poll(client: &Call<'_>, id: &str) -> Value {
     }
     panic!("transaction {id} still pending after 5 s");
 }
+
+/// Leaves in the catalog file what an older build left there for a
+/// transaction accepted and not ended when its process died: the
+/// `pending` table, which the service moves into the tenants' stores.
+#[allow(dead_code, reason = "not every test binary leaves legacy entries")]
+pub fn leave_legacy_pending(data_dir: &Path, tenant: &str, id: &str, pending: &txmirror_service::lifecycle::PendingTx) {
+    let catalog = redb::Database::create(data_dir.join("catalog.redb")).unwrap();
+    let txn = catalog.begin_write().unwrap();
+    let legacy: redb::TableDefinition<'_, (&str, &str), &[u8]> = redb::TableDefinition::new("pending");
+    let bytes = serde_json::to_vec(pending).unwrap();
+    txn.open_table(legacy).unwrap().insert((tenant, id), bytes.as_slice()).unwrap();
+    txn.commit().unwrap();
+}

@@ -28,19 +28,27 @@
 
 use super::codec::{decode_dead_letter, decode_record, encode_dead_letter, encode_record};
 use super::{
-    CommitError, CommitRequest, DeadLetter, IdempotencyClaim, IdempotencyEntry, StateSnapshot, StateStore, StoreError,
-    StoredEvent, TransactionOutcome, TransactionRecord, Version, Versioned,
+    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Fence, IdempotencyClaim,
+    IdempotencyEntry, StateSnapshot, StateStore, StoreError, StoredEvent, TransactionOutcome, TransactionRecord,
+    Version, Versioned,
 };
-use deadpool_postgres::GenericClient;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Pool};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio_postgres::NoTls;
+
+mod database;
+mod inbox;
+
+use database::storage;
+pub use database::{PgDatabase, int, uint, valid_schema};
 
 /// The migrations, in order: migration `n` (from 1) takes the schema from
 /// version `n - 1` to `n`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[MIGRATION_1, inbox::MIGRATION];
+
+/// The first schema: the state, events, records, keys, dead letters and
+/// what the runtime learnt.
+const MIGRATION_1: &str = r#"
     CREATE TABLE txm_meta (
         id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id),
         version BIGINT NOT NULL,
@@ -75,56 +83,12 @@ const MIGRATIONS: &[&str] = &[r#"
         letter BYTEA NOT NULL
     );
     CREATE TABLE txm_learnt (name TEXT PRIMARY KEY, bytes BYTEA NOT NULL);
-"#];
-
-/// How many connections the store opens at most: attempts hold none while
-/// guest code runs, only for the length of one statement or commit.
-const MAX_CONNECTIONS: usize = 16;
-/// How long to wait for a connection to open, or for a free one.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+"#;
 
 /// The store on a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    pool: Pool,
-    /// The client's own runtime, shut down without blocking when the
-    /// store goes (it may be dropped inside another runtime's task).
-    runtime: Option<tokio::runtime::Runtime>,
-    handle: tokio::runtime::Handle,
-    /// The database, without its password, for messages.
-    shown: String,
-}
-
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStore").field("database", &self.shown).finish_non_exhaustive()
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-fn storage(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::storage(error)
-}
-
-/// A version as PostgreSQL's `BIGINT`.
-fn int(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// A `BIGINT` as a version; a negative one was never written by a store.
-fn uint(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
+    database: PgDatabase,
 }
 
 /// `prefix` as a `LIKE` pattern that matches exactly the strings starting with it.
@@ -140,29 +104,10 @@ fn like_prefix(prefix: &str) -> String {
     pattern
 }
 
-/// The database a URL names, shown without its password.
-fn shown(config: &tokio_postgres::Config) -> String {
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .map(|host| match host {
-            tokio_postgres::config::Host::Tcp(name) => name.clone(),
-            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .collect();
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "postgres://{}@{}:{port}/{}",
-        config.get_user().unwrap_or(""),
-        hosts.join(","),
-        config.get_dbname().unwrap_or("")
-    )
-}
-
 impl PostgresStore {
     /// The schema this build creates and reads. A database migrated further
     /// by a newer build is refused, never read with guesses.
-    pub const SCHEMA_VERSION: i32 = 1;
+    pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
     /// Connects to the database at `url` (`postgres://user@host:port/db`)
     /// and brings its schema to this build's version, creating it in an
@@ -170,7 +115,7 @@ impl PostgresStore {
     /// reached and one of a newer schema are refused with `Open` or
     /// `Format` errors that name the database (never its password).
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::open(url, None)
+        Self::connect_in_schema(url, "public")
     }
 
     /// As [`PostgresStore::connect`], with the store's tables in the
@@ -179,75 +124,16 @@ impl PostgresStore {
     /// other's rows. The name is ASCII lower-case letters, digits and `_`,
     /// at most 63 bytes, starting with a letter.
     pub fn connect_in_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
-        let valid = schema.len() <= 63
-            && schema.starts_with(|c: char| c.is_ascii_lowercase())
-            && schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !valid {
-            return Err(StoreError::Open {
-                path: format!("schema `{schema}`"),
-                source: Arc::new(std::io::Error::other(
-                    "a schema name is ASCII lower-case letters, digits and `_`, at most 63 bytes, from a letter on",
-                )),
-            });
-        }
-        Self::open(url, Some(schema))
+        Ok(Self { database: PgDatabase::connect(url, schema, MIGRATIONS)? })
     }
 
-    fn open(url: &str, schema: Option<&str>) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|error| StoreError::Open {
-            path: "the PostgreSQL URL (it does not parse)".into(),
-            source: Arc::new(error),
-        })?;
-        if let Some(schema) = schema {
-            // Every connection of the pool looks in the schema alone.
-            config.options(format!("-c search_path={schema}"));
-        }
-        let shown = match schema {
-            Some(schema) => format!("{} (schema {schema})", shown(&config)),
-            None => shown(&config),
-        };
-        let open = |source: StoreError| StoreError::Open { path: shown.clone(), source: Arc::new(source) };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("txmirror-postgres")
-            .enable_all()
-            .build()
-            .map_err(|error| open(storage(error)))?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(MAX_CONNECTIONS)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .wait_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|error| open(storage(error)))?;
-        let handle = runtime.handle().clone();
-        let store = Self { inner: Arc::new(Inner { pool, runtime: Some(runtime), handle, shown: shown.clone() }) };
-        let schema = schema.map(str::to_string);
-        let migrated = store.block(|pool| async move { migrate(&pool, schema.as_deref()).await });
-        match migrated {
-            Ok(()) => Ok(store),
-            Err(StoreError::Format { found, supported, .. }) => {
-                Err(StoreError::Format { path: shown, found, supported })
-            }
-            Err(error) => Err(open(error)),
-        }
-    }
-
-    /// Runs `work` on the store's runtime with its pool and waits for it.
     fn block<T, E, F>(&self, work: impl FnOnce(Pool) -> F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        let future = work(self.inner.pool.clone());
-        self.inner.handle.spawn(async move {
-            // The caller may have gone; then nobody wants the answer.
-            let _ = sender.send(future.await);
-        });
-        receiver.recv().map_err(|_| E::from(StoreError::Committer(None)))?
+        self.database.block(work)
     }
 
     /// The latest committed version.
@@ -257,85 +143,6 @@ impl PostgresStore {
             latest_version(&client).await
         })
     }
-}
-
-/// Why one try at migrating failed: SQL, which may be a race with another
-/// node doing the same, or anything else.
-enum Migration {
-    Sql(tokio_postgres::Error),
-    Store(StoreError),
-}
-
-impl From<tokio_postgres::Error> for Migration {
-    fn from(error: tokio_postgres::Error) -> Self {
-        Self::Sql(error)
-    }
-}
-
-/// How often a migration that lost a race with another node is tried again.
-const MIGRATION_TRIES: u32 = 5;
-
-/// Brings the schema to [`PostgresStore::SCHEMA_VERSION`] (see
-/// [`migrate_once`]). Nodes starting together race to create the schema
-/// and the first table: PostgreSQL's `IF NOT EXISTS` is no guard against
-/// another session creating the same name at the same moment (it fails
-/// with a unique violation in its catalog, or "type already exists"), so
-/// the loser tries again and finds them there.
-async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<(), StoreError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match migrate_once(pool, schema).await {
-            Ok(()) => return Ok(()),
-            Err(Migration::Store(error)) => return Err(error),
-            Err(Migration::Sql(error)) => {
-                let race = [
-                    tokio_postgres::error::SqlState::UNIQUE_VIOLATION,
-                    tokio_postgres::error::SqlState::DUPLICATE_SCHEMA,
-                    tokio_postgres::error::SqlState::DUPLICATE_TABLE,
-                    tokio_postgres::error::SqlState::DUPLICATE_OBJECT,
-                ];
-                if tries >= MIGRATION_TRIES || !error.code().is_some_and(|code| race.contains(code)) {
-                    return Err(storage(error));
-                }
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(tries))).await;
-            }
-        }
-    }
-}
-
-/// One try at bringing the schema to [`PostgresStore::SCHEMA_VERSION`],
-/// each migration in the same SQL transaction as the schema version it
-/// reaches, under the lock of the schema row so that nodes starting
-/// together migrate once.
-async fn migrate_once(pool: &Pool, schema: Option<&str>) -> Result<(), Migration> {
-    let mut client = pool.get().await.map_err(|error| Migration::Store(storage(error)))?;
-    if let Some(schema) = schema {
-        // Checked to be a plain identifier by `connect_in_schema`.
-        client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await?;
-    }
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS txm_schema (id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id), version INTEGER NOT NULL);
-             INSERT INTO txm_schema (id, version) VALUES (TRUE, 0) ON CONFLICT (id) DO NOTHING;",
-        )
-        .await?;
-    let txn = client.transaction().await?;
-    let found: i32 = txn.query_one("SELECT version FROM txm_schema FOR UPDATE", &[]).await?.get(0);
-    if found > PostgresStore::SCHEMA_VERSION {
-        return Err(Migration::Store(StoreError::Format {
-            path: String::new(),
-            found: u64::try_from(found).unwrap_or(0),
-            supported: u64::try_from(PostgresStore::SCHEMA_VERSION).unwrap_or(0),
-        }));
-    }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
-        txn.batch_execute(migration).await?;
-        let reached = i32::try_from(index + 1).unwrap_or(i32::MAX);
-        txn.execute("UPDATE txm_schema SET version = $1", &[&reached]).await?;
-    }
-    txn.commit().await?;
-    Ok(())
 }
 
 async fn latest_version(client: &impl GenericClient) -> Result<Version, StoreError> {
@@ -407,6 +214,9 @@ async fn commit(pool: Pool, request: CommitRequest) -> Result<Version, CommitErr
     let txn = client.transaction().await.map_err(storage)?;
     let meta = txn.query_one("SELECT version, event_sequence FROM txm_meta FOR UPDATE", &[]).await.map_err(storage)?;
     let (latest, mut sequence) = (uint(meta.get(0)), uint(meta.get(1)));
+    if let Some(fence) = &request.fence {
+        inbox::check_fence(&txn, fence, &request.record.id).await?;
+    }
     for read in &request.reads {
         read.check(current_version(&txn, &read.namespace, &read.key).await?)?;
     }
@@ -520,10 +330,15 @@ impl StateStore for PostgresStore {
         record: TransactionRecord,
         idempotency: Option<IdempotencyClaim>,
         dead_letter: Option<DeadLetter>,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
+        let fence = fence.cloned();
         self.block(|pool| async move {
             let mut client = pool.get().await.map_err(storage)?;
             let txn = client.transaction().await.map_err(storage)?;
+            if let Some(fence) = &fence {
+                inbox::check_fence(&txn, fence, &record.id).await?;
+            }
             if let Some(letter) = &dead_letter {
                 let bytes = encode_dead_letter(letter)?;
                 txn.execute(
@@ -688,6 +503,43 @@ impl StateStore for PostgresStore {
             Ok(())
         })
     }
+
+    fn accept(&self, request: AcceptRequest) -> Result<Acceptance, StoreError> {
+        self.block(|pool| inbox::accept(pool, request))
+    }
+
+    fn accepted(&self, transaction_id: &str) -> Result<Option<Accepted>, StoreError> {
+        let id = transaction_id.to_string();
+        self.block(|pool| inbox::find(pool, id))
+    }
+
+    fn in_flight(&self, limit: usize) -> Result<Vec<Accepted>, StoreError> {
+        self.block(|pool| inbox::in_flight(pool, limit))
+    }
+
+    fn submissions(&self, before: Option<u64>, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        self.block(|pool| inbox::submissions(pool, before, limit))
+    }
+
+    fn finish(&self, fence: &Fence) -> Result<bool, StoreError> {
+        let fence = fence.clone();
+        self.block(|pool| inbox::finish(pool, fence))
+    }
+
+    fn renew_leases(&self, holder: &str, lease_ms: u64) -> Result<usize, StoreError> {
+        let holder = holder.to_string();
+        self.block(|pool| inbox::renew(pool, holder, lease_ms))
+    }
+
+    fn take_over(&self, holder: &str, lease_ms: u64, limit: usize) -> Result<Vec<Accepted>, StoreError> {
+        let holder = holder.to_string();
+        self.block(|pool| inbox::take_over(pool, holder, lease_ms, limit))
+    }
+
+    fn release_leases(&self, holder: &str) -> Result<usize, StoreError> {
+        let holder = holder.to_string();
+        self.block(|pool| inbox::release(pool, holder))
+    }
 }
 
 #[cfg(test)]
@@ -698,12 +550,5 @@ mod tests {
     fn prefixes_match_only_what_starts_with_them() {
         assert_eq!(like_prefix("a_b%c\\"), "a\\_b\\%c\\\\%");
         assert_eq!(like_prefix(""), "%");
-    }
-
-    #[test]
-    fn a_url_that_does_not_parse_is_refused_without_connecting() {
-        let error = PostgresStore::connect("postgres://user:secret@[bad").expect_err("refused");
-        assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
-        assert!(!format!("{error:?}").contains("secret"), "{error:?}");
     }
 }

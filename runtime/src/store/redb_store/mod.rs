@@ -6,7 +6,10 @@
 //! - `events`: sequence → [`StoredEvent`];
 //! - `transactions`: id → [`TransactionRecord`];
 //! - `idempotency`: key → [`IdempotencyEntry`];
-//! - `dead_letters`: id → [`DeadLetter`].
+//! - `dead_letters`: id → [`DeadLetter`];
+//! - `learnt`: name → bytes the store never reads;
+//! - `inbox`, `inbox_keys`, `submissions`: accepted transactions and their
+//!   leases (see `inbox.rs`).
 //!
 //! redb gives snapshot isolation to readers and serialises writers, so a
 //! commit validates its read set inside the write transaction and no other
@@ -17,8 +20,8 @@ use super::codec::{
     encode_dead_letter, encode_record, encode_versioned,
 };
 use super::{
-    CommitError, CommitRequest, DeadLetter, IdempotencyClaim, IdempotencyEntry, StateSnapshot, StateStore, StoreError,
-    StoredEvent, TransactionRecord, Version, Versioned,
+    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Fence, IdempotencyClaim,
+    IdempotencyEntry, StateSnapshot, StateStore, StoreError, StoredEvent, TransactionRecord, Version, Versioned,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -35,6 +38,8 @@ const DEAD_LETTERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("dea
 /// existed gets it, empty, when next opened.
 const LEARNT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("learnt");
 
+mod inbox;
+
 const VERSION_KEY: &str = "version";
 const EVENT_SEQUENCE_KEY: &str = "event_sequence";
 
@@ -42,6 +47,9 @@ const EVENT_SEQUENCE_KEY: &str = "event_sequence";
 #[derive(Debug, Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
+    /// The lease holders that have written through this handle: any other
+    /// holder's lease was written by a process that has ended (see `inbox.rs`).
+    live_holders: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 fn storage(err: impl Into<redb::Error>) -> StoreError {
@@ -102,6 +110,9 @@ fn put_claim(
 /// read has moved, applies it. Every check comes before the first change, so
 /// a refused request leaves nothing behind.
 fn apply(txn: &redb::WriteTransaction, request: CommitRequest) -> Result<Version, CommitError> {
+    if let Some(fence) = &request.fence {
+        inbox::check_fence(txn, fence)?;
+    }
     let mut meta = txn.open_table(META).map_err(storage)?;
     let mut kv = txn.open_table(KV).map_err(storage)?;
     for read in &request.reads {
@@ -121,6 +132,10 @@ fn apply(txn: &redb::WriteTransaction, request: CommitRequest) -> Result<Version
             return Err(CommitError::DuplicateIdempotencyKey { key: claim.key.clone(), transaction_id: holder });
         }
         put_claim(&mut keys, claim, &request.record.id)?;
+    }
+    // Every check has passed: from here on, the request changes the store.
+    if let Some(fence) = &request.fence {
+        inbox::end_if_own(txn, fence, &request.record.id)?;
     }
     let version = meta.get(VERSION_KEY).map_err(storage)?.map_or(0, |v| v.value()) + 1;
     for write in &request.writes {
@@ -222,9 +237,12 @@ impl RedbStore {
             txn.open_table(IDEMPOTENCY).map_err(storage)?;
             txn.open_table(DEAD_LETTERS).map_err(storage)?;
             txn.open_table(LEARNT).map_err(storage)?;
+            txn.open_table(inbox::INBOX).map_err(storage)?;
+            txn.open_table(inbox::INBOX_KEYS).map_err(storage)?;
+            txn.open_table(inbox::SUBMISSIONS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self { db: Arc::new(db), live_holders: Arc::default() })
     }
 
     /// The latest committed version.
@@ -298,7 +316,10 @@ impl StateStore for RedbStore {
             match apply(&txn, request) {
                 // A storage failure leaves the write transaction unusable:
                 // it is dropped, which aborts it, and every request fails.
-                Err(CommitError::Store(error)) => return all_failed(error),
+                // A fenced request is refused before it changes anything.
+                Err(CommitError::Store(error)) if !matches!(error, StoreError::Fenced { .. }) => {
+                    return all_failed(error);
+                }
                 result => results.push(result),
             }
         }
@@ -313,9 +334,14 @@ impl StateStore for RedbStore {
         record: TransactionRecord,
         idempotency: Option<IdempotencyClaim>,
         dead_letter: Option<DeadLetter>,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(storage)?;
         {
+            if let Some(fence) = fence {
+                inbox::check_fence(&txn, fence)?;
+                inbox::end_if_own(&txn, fence, &record.id)?;
+            }
             if let Some(letter) = &dead_letter {
                 let bytes = encode_dead_letter(letter)?;
                 let mut letters = txn.open_table(DEAD_LETTERS).map_err(storage)?;
@@ -449,6 +475,38 @@ impl StateStore for RedbStore {
         let txn = self.db.begin_write().map_err(storage)?;
         txn.open_table(LEARNT).map_err(storage)?.insert(name, bytes).map_err(storage)?;
         txn.commit().map_err(storage)
+    }
+
+    fn accept(&self, request: AcceptRequest) -> Result<Acceptance, StoreError> {
+        self.accept_transaction(request)
+    }
+
+    fn accepted(&self, transaction_id: &str) -> Result<Option<Accepted>, StoreError> {
+        self.accepted_transaction(transaction_id)
+    }
+
+    fn in_flight(&self, limit: usize) -> Result<Vec<Accepted>, StoreError> {
+        self.accepted_in_flight(limit)
+    }
+
+    fn submissions(&self, before: Option<u64>, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        self.submitted(before, limit)
+    }
+
+    fn finish(&self, fence: &Fence) -> Result<bool, StoreError> {
+        self.finish_accepted(fence)
+    }
+
+    fn renew_leases(&self, holder: &str, lease_ms: u64) -> Result<usize, StoreError> {
+        self.renew(holder, lease_ms)
+    }
+
+    fn take_over(&self, holder: &str, lease_ms: u64, limit: usize) -> Result<Vec<Accepted>, StoreError> {
+        self.take_over_leases(holder, lease_ms, limit)
+    }
+
+    fn release_leases(&self, holder: &str) -> Result<usize, StoreError> {
+        self.release(holder)
     }
 }
 
