@@ -398,6 +398,9 @@ fn a_node_stalled_past_its_lease_cannot_commit() {
         agent.run(request).unwrap().body_mut().read_to_string().unwrap()
     };
     assert!(metrics.contains("txmirror_takeovers_total 1"), "{metrics}");
+    let heartbeat =
+        format!("txmirror_node_heartbeat_age_seconds{{node=\"{}\",state=\"serving\"}}", this_node(&other.base));
+    assert!(metrics.contains(&heartbeat), "{metrics}");
 }
 
 /// PostgreSQL stopped (as a crash would) and started again under load:

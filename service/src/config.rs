@@ -42,8 +42,8 @@ pub struct ServiceConfig {
     /// The failure-prediction model (an ONNX file), if any.
     #[serde(default)]
     pub model: Option<PathBuf>,
-    /// How long a shutdown waits for transactions in flight before it parks
-    /// them (they run again at the next start).
+    /// How long a shutdown waits for transactions in flight before it hands
+    /// their leases back (another node, or the next start, ends them).
     #[serde(default = "default_shutdown_deadline_secs")]
     pub shutdown_deadline_secs: u64,
     /// Who may call the API.

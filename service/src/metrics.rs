@@ -15,6 +15,7 @@
 //! | `txmirror_fuel_consumed_total` | `twin` | fuel burnt by primaries and mirrors: the mirror's CPU overhead |
 //! | `txmirror_leases_held` | | accepted transactions this node holds the lease of, at its last renewal |
 //! | `txmirror_takeovers_total` | | transactions this node took over from a node whose lease lapsed |
+//! | `txmirror_node_heartbeat_age_seconds` | `node`, `state` | each node's time since its last heartbeat, as the catalog saw it at the scrape |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,6 +23,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use txmirror_runtime::GateVerdict;
 use txmirror_runtime::TxReport;
@@ -45,6 +47,12 @@ label_set!(Reason, reason);
 label_set!(Resource, resource);
 label_set!(Twin, twin);
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+    state: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs to about 6.5 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
@@ -66,6 +74,7 @@ pub struct TenantMetrics {
     fuel: Family<Twin, Counter>,
     leases_held: Gauge,
     takeovers: Counter,
+    heartbeats: Family<NodeLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for TenantMetrics {
@@ -84,6 +93,7 @@ impl Default for TenantMetrics {
             fuel: Family::default(),
             leases_held: Gauge::default(),
             takeovers: Counter::default(),
+            heartbeats: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register("txmirror_transactions", "Transactions ended, by outcome", metrics.outcomes.clone());
@@ -114,6 +124,11 @@ impl Default for TenantMetrics {
             "Transactions taken over from a node whose lease lapsed",
             metrics.takeovers.clone(),
         );
+        r.register(
+            "txmirror_node_heartbeat_age_seconds",
+            "Time since each node's last heartbeat, as the catalog saw it",
+            metrics.heartbeats.clone(),
+        );
         metrics
     }
 }
@@ -133,12 +148,21 @@ impl TenantMetrics {
         self.takeovers.inc();
     }
 
+    /// The nodes as the catalog lists them now: `(id, state, heartbeat age)`;
+    /// nodes no longer listed are dropped from the series.
+    pub fn nodes(&self, nodes: impl IntoIterator<Item = (String, String, Duration)>) {
+        self.heartbeats.clear();
+        for (node, state, age) in nodes {
+            self.heartbeats.get_or_create(&NodeLabels { node, state }).set(age.as_secs_f64());
+        }
+    }
+
     /// This node holds `count` leases, as its last renewal found.
     pub fn leases_held(&self, count: usize) {
         self.leases_held.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// A transaction accepted earlier ended (or was parked) without a report.
+    /// A transaction accepted earlier ended (or was handed back) without a report.
     pub fn abandoned(&self) {
         self.in_flight.dec();
     }

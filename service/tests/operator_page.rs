@@ -114,6 +114,9 @@ async fn the_operator_page_shows_a_submitted_transaction_and_replays_a_dead_lett
     assert!(text.contains("committed") && text.contains("deposit") && text.contains("pass"), "{text}");
     let model = browser.find(Locator::Id("model")).await.unwrap().text().await.unwrap();
     assert!(model.contains("no model configured"), "{model}");
+    let node = format!("#nodes tr[data-id='{}']", state.node().id);
+    let node = browser.find(Locator::Css(&node)).await.unwrap().text().await.unwrap();
+    assert!(node.contains("serving") && node.contains("this page's"), "{node}");
     assert!(!browser.current_url().await.unwrap().as_str().contains(&token), "the token leaves the address bar");
 
     let letter =

@@ -9,6 +9,7 @@ mod dlq;
 mod events;
 mod inspect;
 mod model;
+mod nodes;
 mod put_policy;
 mod run;
 mod serve;
@@ -60,6 +61,9 @@ pub(crate) enum Command {
     /// The learning loop: datasets of labelled attempts, and the model.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// The nodes serving one database, and the tenant's transactions in
+    /// flight with the node holding each (--server; operator token).
+    Nodes(nodes::NodesCommand),
 }
 
 impl Command {
@@ -78,6 +82,7 @@ impl Command {
             Self::Serve(command) => command.execute(target).await,
             Self::Token(command) => command.execute(target).await,
             Self::Model(command) => command.execute(target).await,
+            Self::Nodes(command) => command.execute(target).await,
         }
     }
 }

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use txmirror_service::{Service, ServiceConfig};
 
 /// How long the server is given to close its connections once the
-/// transactions have finished or been parked.
+/// transactions have finished or been handed back.
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// Serves the runtime over HTTP.
@@ -34,8 +34,8 @@ impl ServeCommand {
 
 /// Serves until SIGINT or SIGTERM, then shuts down gracefully: stops
 /// admitting transactions, waits for those in flight up to the
-/// configuration's deadline, and parks the rest (their acceptance is
-/// durable: the next start runs them).
+/// configuration's deadline, and hands the leases of the rest back (their
+/// acceptance is durable: another node, or the next start, runs them).
 async fn serve(config_path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<u8> {
     let mut config = ServiceConfig::load(config_path).map_err(|error| {
         anyhow::anyhow!(
@@ -46,6 +46,12 @@ async fn serve(config_path: &Path, listen: Option<std::net::SocketAddr>) -> anyh
     if let Some(listen) = listen {
         config.listen = listen;
     }
+    // Bound first, so that the node joins the others under the address it
+    // serves (a port of 0 picks one); requests wait until it serves.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    config.listen = listener.local_addr()?;
     let service = Service::open(&config).await.context("the service could not start")?;
     if service.recovered > 0 {
         eprintln!("txmirror: {} transactions left in flight are being ended", service.recovered);
@@ -53,10 +59,7 @@ async fn serve(config_path: &Path, listen: Option<std::net::SocketAddr>) -> anyh
     for module in &service.unloadable_modules {
         eprintln!("txmirror: stored module {module} no longer loads (see the log); it is kept");
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    eprintln!("txmirror serving on http://{}", listener.local_addr()?);
+    eprintln!("txmirror serving on http://{}", config.listen);
     let state = service.state.clone();
     let stop_server = CancellationToken::new();
     let server = axum::serve(listener, txmirror_service::app(state.clone()))
@@ -67,7 +70,9 @@ async fn serve(config_path: &Path, listen: Option<std::net::SocketAddr>) -> anyh
         eprintln!("txmirror: shutting down; waiting up to {}s for transactions in flight", deadline.as_secs());
         let parked = state.shut_down(deadline).await;
         if parked > 0 {
-            eprintln!("txmirror: {parked} transactions parked; the next start runs them");
+            eprintln!(
+                "txmirror: {parked} transactions still running were handed back; another node or the next start ends them"
+            );
         }
         stop_server.cancel();
         tokio::time::sleep(DRAIN).await;

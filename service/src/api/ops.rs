@@ -28,8 +28,17 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<&'static str
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "text/plain", body = String), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
-pub(crate) async fn metrics(caller: Caller) -> Result<impl IntoResponse, ServiceError> {
+pub(crate) async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ServiceError> {
     caller.require(&[Role::Operator])?;
+    match state.catalog.nodes() {
+        Ok(nodes) => caller.tenant.metrics().nodes(
+            nodes
+                .into_iter()
+                .map(|node| (node.id, node.state, std::time::Duration::from_millis(node.heartbeat_age_ms))),
+        ),
+        // The other series are still worth a scrape.
+        Err(error) => tracing::warn!(%error, "cannot list the nodes for the metrics"),
+    }
     let text = caller.tenant.metrics().encode().map_err(|e| ServiceError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
 }

@@ -1,5 +1,8 @@
 //! The scripted demo: the examples on a fresh embedded store, with a local
-//! payment gateway, through the `txmirror` CLI.
+//! payment gateway, through the `txmirror` CLI; then the service, and
+//! several nodes on a local PostgreSQL (`nodes.rs`).
+
+mod nodes;
 
 use anyhow::{Context as _, Result, bail};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -147,11 +150,32 @@ fn service_scenario(root: &Path, demo: &Path, bank: &(std::path::PathBuf, std::p
     let dir = demo.join("service");
     std::fs::create_dir_all(&dir)?;
     step("9. the service: a configuration with one tenant and a token per role (only their hashes are stored)");
-    let mut config =
-        format!("data_dir = \"data\"\nmodel = {:?}\n", root.join(crate::learning::MODEL).display().to_string());
+    let (tokens_config, tokens) = new_tokens(&txmirror, "demo")?;
+    let config = format!(
+        "data_dir = \"data\"\nmodel = {:?}\n{tokens_config}",
+        root.join(crate::learning::MODEL).display().to_string()
+    );
+    std::fs::write(dir.join("txmirror.toml"), &config)?;
+    println!("{config}");
+
+    let (mut server, base) = serve(root, &txmirror, &dir.join("txmirror.toml"), "serve")?;
+    println!("serving on {base}; the operator page: {base}/#token=<the operator token>");
+    let result = drive_service(&txmirror, &base, &tokens, bank);
+    step("14. SIGTERM: the service stops admitting, finishes what is in flight and exits");
+    let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
+    let status = server.wait()?;
+    println!("txmirror serve exited with {status}");
+    result?;
+    nodes::scenario(root, demo, bank, &txmirror)
+}
+
+/// A token per role for `tenant`: the configuration's `[[tokens]]` entries
+/// (hashes only), and the tokens themselves by role.
+fn new_tokens(txmirror: &Path, tenant: &str) -> Result<(String, std::collections::HashMap<&'static str, String>)> {
+    let mut config = String::new();
     let mut tokens = std::collections::HashMap::new();
     for role in ["developer", "operator", "client"] {
-        let out = Command::new(&txmirror).args(["token", "new", "--tenant", "demo", "--role", role]).output()?;
+        let out = Command::new(txmirror).args(["token", "new", "--tenant", tenant, "--role", role]).output()?;
         if !out.status.success() {
             bail!("`txmirror token new` failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -159,11 +183,15 @@ fn service_scenario(root: &Path, demo: &Path, bank: &(std::path::PathBuf, std::p
         let token = String::from_utf8_lossy(&out.stderr).rsplit(' ').next().unwrap_or_default().trim().to_string();
         tokens.insert(role, token);
     }
-    std::fs::write(dir.join("txmirror.toml"), &config)?;
-    println!("{config}");
+    Ok((config, tokens))
+}
 
-    let mut server = Command::new(&txmirror);
-    server.args(["serve", "--config"]).arg(dir.join("txmirror.toml")).args(["--listen", "127.0.0.1:0"]);
+/// Starts `txmirror serve` with `config` on a free port of 127.0.0.1; the
+/// process and its address. Its log goes on to the terminal, each line
+/// behind `[label]`.
+fn serve(root: &Path, txmirror: &Path, config: &Path, label: &str) -> Result<(std::process::Child, String)> {
+    let mut server = Command::new(txmirror);
+    server.args(["serve", "--config"]).arg(config).args(["--listen", "127.0.0.1:0"]);
     if std::env::var_os("ORT_DYLIB_PATH").is_none() {
         server.env("ORT_DYLIB_PATH", crate::setup::onnxruntime_library(root));
     }
@@ -173,27 +201,22 @@ fn service_scenario(root: &Path, demo: &Path, bank: &(std::path::PathBuf, std::p
     stderr.read_line(&mut line)?;
     let Some(base) = line.trim().strip_prefix("txmirror serving on ").map(str::to_string) else {
         let _ = server.kill();
+        let _ = server.wait();
         bail!("txmirror serve did not start: {line}");
     };
-    // The server's log goes on to the terminal.
+    let label = label.to_string();
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
-            eprintln!("  [serve] {line}");
+            eprintln!("  [{label}] {line}");
         }
     });
-    println!("serving on {base}; the operator page: {base}/#token=<the operator token>");
-    let result = drive_service(&txmirror, &base, &tokens, bank);
-    step("14. SIGTERM: the service stops admitting, finishes what is in flight and exits");
-    let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
-    let status = server.wait()?;
-    println!("txmirror serve exited with {status}");
-    result
+    Ok((server, base))
 }
 
 fn drive_service(
     txmirror: &Path,
     base: &str,
-    tokens: &std::collections::HashMap<&str, String>,
+    tokens: &std::collections::HashMap<&'static str, String>,
     (module, policy): &(std::path::PathBuf, std::path::PathBuf),
 ) -> Result<()> {
     let as_role = |role: &str| {
