@@ -67,3 +67,29 @@ async fn an_unreachable_database_is_refused_at_start_naming_it() {
     let error = Service::open(&config).await.expect_err("refused");
     assert!(error.to_string().contains("PostgreSQL URL"), "{error}");
 }
+
+/// A catalog migrated by a newer build is refused at start, naming the
+/// database, its schema and both versions; nothing is served from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_of_a_newer_schema_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let mut config = common::config(dir.path());
+    config.store.url = Some(url.clone());
+    drop(open(&config).await);
+    server.sql(&url, "UPDATE txm_catalog.txm_schema SET version = 99");
+    let error = Service::open(&config).await.expect_err("refused");
+    let message = format!("{error}: {}", error_chain(&error));
+    assert!(message.contains("txm_catalog") && message.contains("format 99"), "{message}");
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        out.push_str(&format!("{error}; "));
+        cause = error.source();
+    }
+    out
+}

@@ -374,6 +374,38 @@ fn nodes_taking_over_at_once_take_each_lease_once(store: &dyn StateStore) {
     assert_eq!((all.len(), distinct.len()), (60, 60), "{taken:?}");
 }
 
+/// A group commit applies its requests in order, each checked against the
+/// state the ones before it left: a conflict or a duplicate refuses only
+/// its own request.
+fn a_batch_applies_its_requests_in_order(store: &dyn StateStore) {
+    store.commit(request("seed", vec![write("k", b"v1")])).unwrap();
+    let read = |version| vec![ReadEntry { namespace: "ns".into(), key: "k".into(), version }];
+    let delete = WriteEntry { namespace: "ns".into(), key: "k".into(), value: None };
+    let results = store.commit_batch(vec![
+        CommitRequest { reads: read(1), ..request("a", vec![write("k", b"v2")]) },
+        CommitRequest { reads: read(1), ..request("b", vec![write("k", b"v3")]) },
+        CommitRequest { reads: read(2), ..request("c", vec![delete]) },
+        CommitRequest { reads: vec![], ..request("a", vec![write("x", b"1")]) },
+        CommitRequest { reads: read(0), ..request("e", vec![write("j", b"1")]) },
+    ]);
+    let shown: Vec<String> = results
+        .iter()
+        .map(|result| match result {
+            Ok(version) => format!("ok {version}"),
+            Err(CommitError::Conflict { .. }) => "conflict".into(),
+            Err(CommitError::DuplicateId(_)) => "duplicate".into(),
+            Err(other) => format!("{other}"),
+        })
+        .collect();
+    assert_eq!(shown, ["ok 2", "conflict", "ok 3", "duplicate", "ok 4"]);
+    let snapshot = store.snapshot().unwrap();
+    assert_eq!(snapshot.version(), 4);
+    assert_eq!(snapshot.get("ns", "k").unwrap(), None);
+    assert_eq!(snapshot.get("ns", "x").unwrap(), None, "the duplicate wrote nothing");
+    assert_eq!(snapshot.get("ns", "j").unwrap().map(|v| v.version), Some(4));
+    assert!(store.transaction("b").unwrap().is_none());
+}
+
 type Check = fn(&dyn StateStore);
 
 const CHECKS: &[(&str, Check)] = &[
@@ -384,6 +416,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("events, records, learnt", events_records_and_what_was_learnt_read_back),
     ("1,000 concurrent transfers", |store| concurrent_transfers_conserve_money(store, 1_000)),
     ("claims racing", a_committed_claim_is_never_taken_by_a_failure_at_the_same_time),
+    ("batches", a_batch_applies_its_requests_in_order),
     ("acceptances", acceptances_are_unique_and_end_with_their_commit),
     ("fences", a_taken_over_lease_fences_its_old_holder_out),
     ("takeovers racing", nodes_taking_over_at_once_take_each_lease_once),

@@ -94,7 +94,7 @@ fn run_chore() -> Result<()> {
         }
         _ => {
             println!(
-                "usage: cargo xtask <demo | test [cargo test args] | bench [--quick] [peers] [durable] | setup | \
+                "usage: cargo xtask <demo | test [cargo test args] | bench [--quick] [peers] [durable] [nodes] | setup | \
                  train-model | effectiveness>"
             );
             if args.is_empty() { Ok(()) } else { bail!("unknown command {:?}", args[0]) }

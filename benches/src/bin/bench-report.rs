@@ -10,8 +10,10 @@
 //!   durably on the embedded store (on disk, fsync), mirrored and primary
 //!   only: transactions per second, latency, CPU per transaction, and how
 //!   many transactions each fsync carried;
+//! - `nodes`: the same on PostgreSQL with one, two and three nodes, beside
+//!   the embedded store, at 64 clients;
 //!
-//! `bench-report [--quick] [--write FILE] [peers] [durable]`: with `--write`, each
+//! `bench-report [--quick] [--write FILE] [peers] [durable] [nodes]`: with `--write`, each
 //! section's table replaces the text between its markers in FILE
 //! (`<!-- bench:NAME -->` … `<!-- /bench:NAME -->`). `--quick` runs short,
 //! for checking that it works, not for numbers.
@@ -23,7 +25,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use txmirror_runtime::store::{DEFAULT_BATCH_LIMIT, RedbStore, TransactionOutcome};
+use txmirror_runtime::store::{DEFAULT_BATCH_LIMIT, PostgresStore, RedbStore, StateStore, TransactionOutcome};
 use txmirror_runtime::{Policy, Runtime, TxRequest};
 use txmirror_tests::guests;
 use txmirror_tests::peers::{ComponentPeer, EngineSetup, ORDER, Peer, TRANSFER, TxmirrorPeer};
@@ -41,18 +43,21 @@ fn main() -> Result<()> {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--write" => options.write = Some(args.next().context("--write needs a file")?.into()),
-            "peers" | "durable" => options.sections.push(arg),
+            "peers" | "durable" | "nodes" => options.sections.push(arg),
             other => {
-                bail!("unknown argument {other:?}; usage: bench-report [--quick] [--write FILE] [peers] [durable]")
+                bail!(
+                    "unknown argument {other:?}; usage: bench-report [--quick] [--write FILE] [peers] [durable] [nodes]"
+                )
             }
         }
     }
     if options.sections.is_empty() {
-        options.sections = vec!["peers".into(), "durable".into()];
+        options.sections = vec!["peers".into(), "durable".into(), "nodes".into()];
     }
     for section in options.sections.clone() {
         let table = match section.as_str() {
             "peers" => peers(&options)?,
+            "nodes" => nodes(&options)?,
             _ => durable(&options)?,
         };
         println!("{table}");
@@ -181,34 +186,64 @@ struct Run {
     failed: usize,
     elapsed: Duration,
     cpu: Duration,
+    /// The whole machine's busy CPU time over the run.
+    machine_cpu: Duration,
     latency: (Duration, Duration),
     commits_per_fsync: f64,
 }
 
 /// `clients` tasks on two worker threads transfer between random accounts
-/// for `length`, each waiting for its transaction before sending the next.
+/// for `length`, each waiting for its transaction before sending the next,
+/// on one embedded store on disk.
 fn durable_run(mirrored: bool, clients: usize, batch_limit: usize, length: Duration) -> Result<Run> {
     let dir = tempfile::tempdir()?;
+    let store: Arc<dyn StateStore> = Arc::new(RedbStore::open(&dir.path().join("state.redb"))?);
+    nodes_run(dir.path(), vec![store], mirrored, clients, batch_limit, length)
+}
+
+/// As [`durable_run`], with each store of `stores` a node of its own (its
+/// own runtime, engine, instance limit and group commit), the clients
+/// shared out between them in turn. Accounts are seeded through the first.
+fn nodes_run(
+    dir: &Path,
+    stores: Vec<Arc<dyn StateStore>>,
+    mirrored: bool,
+    clients: usize,
+    batch_limit: usize,
+    length: Duration,
+) -> Result<Run> {
     let executor = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let mut config = txmirror_tests::config(dir.path());
-    config.engine.max_instances = u32::try_from(clients * 2 + 8)?;
-    config.commit_batch_limit = batch_limit;
-    let store = Arc::new(RedbStore::open(&dir.path().join("state.redb"))?);
-    txmirror_tests::seed_accounts(store.as_ref(), (0..ACCOUNTS).map(|i| (format!("account-{i}"), 1_000_000_000)));
-    let runtime = Runtime::with_store(config, store)?;
-    let module = executor.block_on(txmirror_tests::load(&runtime, guests::BANK_TRANSFER));
+    txmirror_tests::seed_accounts(
+        stores.first().context("no store")?.as_ref(),
+        (0..ACCOUNTS).map(|i| (format!("account-{i}"), 1_000_000_000)),
+    );
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bank-transfer/policy.toml"))?;
     let text = text.replace("failure_prediction_enabled = true", &format!("failure_prediction_enabled = {mirrored}"));
     let policy = Arc::new(Policy::parse(&text, Path::new("policy.toml"))?);
-    let (batches_before, transactions_before) =
-        (runtime.commit_stats().batches(), runtime.commit_stats().transactions());
+    let mut nodes = Vec::new();
+    for store in stores {
+        let mut config = txmirror_tests::config(dir);
+        config.engine.max_instances = u32::try_from(clients * 2 + 8)?;
+        config.commit_batch_limit = batch_limit;
+        let runtime = Runtime::with_store(config, store)?;
+        let module = executor.block_on(txmirror_tests::load(&runtime, guests::BANK_TRANSFER));
+        nodes.push((runtime, module));
+    }
+    let stats = |nodes: &[(Runtime, txmirror_runtime::Module)]| {
+        nodes.iter().fold((0, 0), |(batches, transactions), (runtime, _)| {
+            (batches + runtime.commit_stats().batches(), transactions + runtime.commit_stats().transactions())
+        })
+    };
+    let (batches_before, transactions_before) = stats(&nodes);
     let cpu = cpu_time::ProcessTime::now();
+    let machine = machine_busy();
     let started = Instant::now();
     let results = executor.block_on(async {
         let tasks: Vec<_> = (0..clients)
             .map(|client| {
-                let (runtime, module, policy) = (runtime.clone(), module.clone(), policy.clone());
+                let (runtime, module) = nodes[client % nodes.len()].clone();
+                let policy = policy.clone();
                 tokio::spawn(async move {
                     let mut state = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                     let mut next = move || {
@@ -252,17 +287,95 @@ fn durable_run(mirrored: bool, clients: usize, batch_limit: usize, length: Durat
     });
     let elapsed = started.elapsed();
     let cpu = cpu.elapsed();
+    let machine_cpu = machine_busy().saturating_sub(machine);
     let (mut latencies, failed) = results;
-    let batches = runtime.commit_stats().batches() - batches_before;
-    let transactions = runtime.commit_stats().transactions() - transactions_before;
+    let (batches, transactions) = stats(&nodes);
+    let (batches, transactions) = (batches - batches_before, transactions - transactions_before);
     Ok(Run {
         committed: latencies.len(),
         failed,
         elapsed,
         cpu,
+        machine_cpu,
         latency: percentiles(&mut latencies),
         commits_per_fsync: transactions as f64 / batches.max(1) as f64,
     })
+}
+
+/// The machine's busy CPU time so far, every process's (the database's
+/// too): from `/proc/stat`, in clock ticks of 10 ms.
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .map(|cpu| {
+            // user nice system idle iowait irq softirq steal: all but idle and iowait.
+            cpu.split_whitespace()
+                .skip(1)
+                .take(8)
+                .enumerate()
+                .filter(|(i, _)| *i != 3 && *i != 4)
+                .filter_map(|(_, n)| n.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Durable throughput on PostgreSQL with one, two and three nodes, beside
+/// the embedded store, mirrored and primary-only.
+fn nodes(options: &Options) -> Result<String> {
+    let length = if options.quick { Duration::from_millis(500) } else { Duration::from_secs(5) };
+    let postgres = txmirror_tests::postgres::TestPostgres::start_durable();
+    let clients = 64;
+    let mut table = String::new();
+    writeln!(
+        table,
+        "| store | nodes | mode | clients | tx/s | p50 | p99 | CPU per tx (machine) | tx per commit | failed |"
+    )?;
+    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|")?;
+    let rows = [(None, false), (None, true)]
+        .into_iter()
+        .chain([1, 2, 3].into_iter().flat_map(|nodes| [(Some(nodes), false), (Some(nodes), true)]));
+    for (nodes, mirrored) in rows {
+        let dir = tempfile::tempdir()?;
+        let run = match nodes {
+            None => durable_run(mirrored, clients, DEFAULT_BATCH_LIMIT, length)?,
+            Some(count) => {
+                let url = postgres.fresh_database();
+                let stores = (0..count)
+                    .map(|_| Ok(Arc::new(PostgresStore::connect(&url)?) as Arc<dyn StateStore>))
+                    .collect::<Result<Vec<_>>>()?;
+                nodes_run(dir.path(), stores, mirrored, clients, DEFAULT_BATCH_LIMIT, length)?
+            }
+        };
+        let rate = run.committed as f64 / run.elapsed.as_secs_f64();
+        writeln!(
+            table,
+            "| {} | {} | {} | {clients} | {rate:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} | {} |",
+            if nodes.is_some() { "PostgreSQL" } else { "redb" },
+            nodes.unwrap_or(1),
+            if mirrored { "mirrored" } else { "primary only" },
+            micros(run.latency.0),
+            micros(run.latency.1),
+            micros(run.machine_cpu) / run.committed.max(1) as f64,
+            run.commits_per_fsync,
+            run.failed,
+        )?;
+        eprintln!("measured {} nodes={nodes:?} mirrored={mirrored}", clients);
+    }
+    writeln!(
+        table,
+        "\nBank transfers between {ACCOUNTS} accounts from {clients} clients, for {} s per row, in one process on \
+         this machine (2 cores): each node is a runtime of its own (engine, instance limit, group commit) over its \
+         own connection pool, the clients shared out between the nodes. PostgreSQL 15 runs on 127.0.0.1 with its \
+         durable defaults (`fsync=on`, `synchronous_commit=on`: a commit returns once its write-ahead log is \
+         flushed); redb fsyncs each group commit. CPU is the whole machine's (the database's too) divided by the \
+         transactions committed; \"tx per commit\" is how many transactions each group commit carried.",
+        length.as_secs_f64()
+    )?;
+    Ok(table)
 }
 
 fn durable(options: &Options) -> Result<String> {

@@ -6,7 +6,12 @@
 wasmtime::component::bindgen!({
     world: "transaction",
     path: "../wit",
-    imports: { default: trappable },
+    // A key's read may wait for a networked store: it is awaited, not
+    // blocked on, so that the worker thread runs other instances meanwhile.
+    imports: {
+        "txmirror:transaction/kv.get": async | trappable,
+        default: trappable,
+    },
     exports: { default: async },
     with: {
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,

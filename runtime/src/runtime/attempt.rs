@@ -23,6 +23,7 @@ use crate::store::{
 use crate::trace::{HostCall, TraceEvent, TraceRecorder};
 use crate::transaction::{AttemptReport, TxReport, history};
 use crate::vocab::{Failure, FailureKind, GateStage, Role};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -422,13 +423,26 @@ impl Runtime {
         (accumulator, new, totals): (&mut FeatureAccumulator, &[TraceEvent], &TraceTotals),
         (attempt, owner, input): (u32, u64, &InputProfile),
     ) -> Prediction {
-        let latest = std::cell::OnceCell::new();
+        // The newest versions of the keys these events read, asked for in
+        // one call (one statement on a networked store).
+        let read: Vec<(String, String)> = new
+            .iter()
+            .filter_map(|event| match &event.call {
+                HostCall::KvGet { namespace, key, version: Some(_) } => Some((namespace.clone(), key.clone())),
+                _ => None,
+            })
+            .collect();
+        let latest: HashMap<(String, String), u64> = if read.is_empty() {
+            HashMap::new()
+        } else {
+            self.inner
+                .store
+                .latest_versions(&read)
+                .map(|versions| read.into_iter().zip(versions).collect())
+                .unwrap_or_default()
+        };
         let contended = |namespace: &str, key: &str, version: u64| {
-            let latest = latest.get_or_init(|| self.inner.store.snapshot().ok());
-            let moved = latest
-                .as_ref()
-                .and_then(|s| s.get(namespace, key).ok())
-                .is_some_and(|now| now.map_or(0, |v| v.version) != version);
+            let moved = latest.get(&(namespace.to_string(), key.to_string())).is_some_and(|&now| now != version);
             moved || self.inner.in_flight_writes.held_by_other(owner, namespace, key)
         };
         let evidence = policy.prediction.evidence();

@@ -29,6 +29,7 @@ pub use redb_store::RedbStore;
 // Names are checked where they enter; the store keeps them as given.
 pub use crate::vocab::{MAX_NAME_LEN, validate_name};
 
+use std::future::Future;
 use std::sync::Arc;
 
 /// A commit version. Version 0 is the empty store; each commit adds one.
@@ -143,12 +144,22 @@ pub struct IdempotencyEntry {
     pub expires_unix_ms: u64,
 }
 
+/// What [`StateSnapshot::get_async`] answers.
+pub type ReadFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Option<Versioned>, StoreError>> + Send + 'a>>;
+
 /// A consistent read view of the store at one version.
 pub trait StateSnapshot: Send + Sync + std::fmt::Debug {
     /// The version this snapshot reads at.
     fn version(&self) -> Version;
     /// The value of a key at this version.
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// As [`StateSnapshot::get`], awaited rather than blocked on: a guest's
+    /// read from a networked store leaves its thread to other instances
+    /// while the answer travels. The default answers at once with `get`,
+    /// right for an embedded store, whose reads do not wait on a network.
+    fn get_async<'a>(&'a self, namespace: &'a str, key: &'a str) -> ReadFuture<'a> {
+        Box::pin(std::future::ready(self.get(namespace, key)))
+    }
     /// Up to `limit` entries of `namespace` whose key starts with `prefix`, in key order.
     fn scan(&self, namespace: &str, prefix: &str, limit: usize) -> Result<Vec<(String, Versioned)>, StoreError>;
 }
@@ -160,6 +171,14 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Validates `request.reads` against the current versions and, if none
     /// moved, applies the writes, events and record atomically and durably.
     fn commit(&self, request: CommitRequest) -> Result<Version, CommitError>;
+    /// The newest version of each key (0 if absent), one per key, in order:
+    /// what a commit's read-set check would compare against now.
+    ///
+    /// The default reads them from a fresh snapshot.
+    fn latest_versions(&self, keys: &[(String, String)]) -> Result<Vec<Version>, StoreError> {
+        let snapshot = self.snapshot()?;
+        keys.iter().map(|(namespace, key)| Ok(snapshot.get(namespace, key)?.map_or(0, |v| v.version))).collect()
+    }
     /// Commits several transactions in one atomic, durable step (group
     /// commit: one fsync for all), with one result per request, in order.
     /// Each request is validated against the state left by the ones before

@@ -64,11 +64,26 @@ pub struct LocalPostgres {
     dir: tempfile::TempDir,
     port: u16,
     databases: std::sync::atomic::AtomicUsize,
+    /// Whether commits wait for the disk (`fsync`), as PostgreSQL's
+    /// default has it; off for tests of behaviour.
+    durable: bool,
 }
 
 impl LocalPostgres {
-    /// Creates a cluster in a temporary directory and starts it.
+    /// Creates a cluster in a temporary directory and starts it, with
+    /// `fsync=off`: for tests of behaviour, not of durability.
     pub fn start() -> Self {
+        Self::create(false)
+    }
+
+    /// As [`LocalPostgres::start`], with PostgreSQL's durable defaults
+    /// (`fsync=on`, `synchronous_commit=on`: a commit returns once its
+    /// write-ahead log is flushed), for measurements.
+    pub fn start_durable() -> Self {
+        Self::create(true)
+    }
+
+    fn create(durable: bool) -> Self {
         let dir = tempfile::Builder::new().prefix("txmirror-pg-").tempdir().expect("a temporary directory");
         if is_root() {
             let (uid, gid) = postgres_ids();
@@ -78,7 +93,7 @@ impl LocalPostgres {
         let mut initdb = program("initdb");
         initdb.args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "-D"]).arg(&data);
         run(initdb, "initdb");
-        let server = Self { dir, port: 0, databases: 0.into() };
+        let server = Self { dir, port: 0, databases: 0.into(), durable };
         server.started()
     }
 
@@ -99,9 +114,10 @@ impl LocalPostgres {
     /// `pg_ctl start` on the server's port; the server's log if it failed.
     fn pg_ctl_start(&self) -> Result<(), String> {
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync={} -c max_connections=200",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            if self.durable { "on" } else { "off" }
         );
         let mut pg_ctl = program("pg_ctl");
         pg_ctl.args(["-w", "-t", "60", "-o", &options, "-l"]).arg(self.log()).arg("-D").arg(self.data()).arg("start");

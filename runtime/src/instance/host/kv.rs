@@ -107,7 +107,7 @@ impl InstanceState {
 }
 
 impl Host for InstanceState {
-    fn get(&mut self, namespace: String, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
+    async fn get(&mut self, namespace: String, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
         let at = self.trace.now_micros();
         if let Err(error) = check(self, &namespace, &key, false) {
             self.trace.record_since(at, HostCall::KvGet { namespace, key, version: None });
@@ -119,7 +119,7 @@ impl Host for InstanceState {
             self.trace.record_since(at, HostCall::KvGet { namespace: id.0, key: id.1, version: None });
             return Ok(Ok(value));
         }
-        let found = self.kv.snapshot.get(&id.0, &id.1).map_err(storage_trap)?;
+        let found = self.kv.snapshot.get_async(&id.0, &id.1).await.map_err(storage_trap)?;
         let version = found.as_ref().map_or(0, |v| v.version);
         // The first version read is the one the commit validates.
         self.kv.reads.entry(id.clone()).or_insert(version);

@@ -158,7 +158,34 @@ impl PgDatabase {
             // The caller may have gone; then nobody wants the answer.
             let _ = sender.send(future.await);
         });
-        receiver.recv().map_err(|_| E::from(StoreError::Committer(None)))?
+        wait_off_worker(|| receiver.recv().map_err(|_| E::from(StoreError::Committer(None))))?
+    }
+}
+
+/// Runs `wait`, a wait for the network. On a worker of a multi-threaded
+/// tokio runtime (the runtime's tasks, a guest's host calls), the worker's
+/// other tasks are handed to another thread first: a round trip to the
+/// database must not stall every transaction the worker runs.
+fn wait_off_worker<T>(wait: impl FnOnce() -> T) -> T {
+    let on_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_worker { tokio::task::block_in_place(wait) } else { wait() }
+}
+
+impl PgDatabase {
+    /// Runs `work` on the database's runtime with its pool, and awaits it
+    /// from the caller's runtime without blocking a thread.
+    pub async fn run<T, E, F>(&self, work: impl FnOnce(Pool) -> F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let future = work(self.inner.pool.clone());
+        match self.inner.handle.spawn(future).await {
+            Ok(answer) => answer,
+            Err(_) => Err(E::from(StoreError::Committer(None))),
+        }
     }
 }
 

@@ -9,10 +9,10 @@
 //! A takeover picks lapsed rows with `FOR UPDATE SKIP LOCKED` (two nodes
 //! taking over at once share the work, neither waits for the other) and
 //! re-checks the lapse in the `UPDATE` that raises the epoch. A commit
-//! under a fence deletes its own row, or locks a compensated
-//! transaction's row `FOR SHARE`, in its SQL transaction: a takeover
-//! either comes before (and the commit is refused) or after (and finds
-//! nothing to take).
+//! under a fence locks its transaction's row (`FOR UPDATE`) and, if it
+//! writes the transaction's own record, deletes it, in its SQL
+//! transaction: a takeover either comes before (and the commit is refused)
+//! or after (and finds nothing to take).
 
 use super::super::{AcceptRequest, Acceptance, Accepted, Fence, Lease, StoreError};
 use super::database::{int, storage, uint};
@@ -52,24 +52,47 @@ fn accepted(row: &Row) -> Accepted {
 }
 
 /// Inside a commit's SQL transaction: refuses it unless `fence` is still
-/// its transaction's lease, and ends the transaction if the commit writes
-/// its own record.
-pub(super) async fn check_fence(client: &impl GenericClient, fence: &Fence, record_id: &str) -> Result<(), StoreError> {
-    let id = &fence.transaction_id;
-    if fence.ends_with(record_id) {
-        let ended = client
-            .execute("DELETE FROM txm_inbox WHERE transaction_id = $1 AND epoch = $2", &[id, &int(fence.epoch)])
-            .await
-            .map_err(storage)?;
-        if ended == 1 {
-            return Ok(());
-        }
-    }
+/// its transaction's lease. Changes nothing, but locks the row until the
+/// commit ends, so that a takeover cannot slip in between this check and
+/// the commit (it skips the locked row, and finds it gone or re-checks it).
+pub(super) async fn check_fence(client: &impl GenericClient, fence: &Fence) -> Result<(), StoreError> {
     let row = client
-        .query_opt("SELECT epoch FROM txm_inbox WHERE transaction_id = $1 FOR SHARE", &[id])
+        .query_opt("SELECT epoch FROM txm_inbox WHERE transaction_id = $1 FOR UPDATE", &[&fence.transaction_id])
         .await
         .map_err(storage)?;
     fence.check(row.map(|row| uint(row.get(0))))
+}
+
+/// Locks the rows of the accepted transactions `ids` until the commit ends;
+/// their epochs, for those in flight.
+pub(super) async fn lock_epochs(client: &impl GenericClient, ids: &[&str]) -> Result<Vec<(String, u64)>, StoreError> {
+    let rows = client
+        .query("SELECT transaction_id, epoch FROM txm_inbox WHERE transaction_id = ANY($1) FOR UPDATE", &[&ids])
+        .await
+        .map_err(storage)?;
+    Ok(rows.iter().map(|row| (row.get(0), uint(row.get(1)))).collect())
+}
+
+/// Ends the accepted transactions `ids`, whose rows the commit has locked
+/// and checked.
+pub(super) async fn end(client: &impl GenericClient, ids: &[String]) -> Result<(), StoreError> {
+    client.execute("DELETE FROM txm_inbox WHERE transaction_id = ANY($1)", &[&ids]).await.map_err(storage)?;
+    Ok(())
+}
+
+/// Once every check of a write under `fence` passed: if the write is the
+/// transaction's own record, ends its acceptance in the same transaction.
+pub(super) async fn end_if_own(client: &impl GenericClient, fence: &Fence, record_id: &str) -> Result<(), StoreError> {
+    if fence.ends_with(record_id) {
+        client
+            .execute(
+                "DELETE FROM txm_inbox WHERE transaction_id = $1 AND epoch = $2",
+                &[&fence.transaction_id, &int(fence.epoch)],
+            )
+            .await
+            .map_err(storage)?;
+    }
+    Ok(())
 }
 
 /// Why an acceptance's `INSERT` was refused: one of the rows it would

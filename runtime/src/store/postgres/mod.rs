@@ -12,11 +12,13 @@
 //! - `txm_events`, `txm_transactions`, `txm_idempotency`,
 //!   `txm_dead_letters`, `txm_learnt`: as the embedded store's tables.
 //!
-//! A commit is one SQL transaction. It first locks the `txm_meta` row
-//! (`SELECT … FOR UPDATE`), which orders commits as redb's single writer
-//! does, then validates the read set against each key's newest row,
-//! checks the id and the idempotency key, and writes the new rows, events,
-//! record and version. Nothing in it is particular to PostgreSQL beyond
+//! A commit is one SQL transaction, and so is a group of commits (the
+//! runtime's group commit, as on redb: one flush of the log for all). It
+//! first locks the `txm_meta` row (`SELECT … FOR UPDATE`), which orders
+//! commits as redb's single writer does; then, request by request, it
+//! validates the read set against each key's newest row, checks the fence,
+//! the id and the idempotency key, and writes the new rows, events and
+//! record; then the version. Nothing in it is particular to PostgreSQL beyond
 //! `FOR UPDATE`, `ON CONFLICT` and `DISTINCT ON`, which CockroachDB and
 //! YugabyteDB speak too; no advisory lock is used.
 //!
@@ -29,10 +31,11 @@
 use super::codec::{decode_dead_letter, decode_record, encode_dead_letter, encode_record};
 use super::{
     AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Fence, IdempotencyClaim,
-    IdempotencyEntry, StateSnapshot, StateStore, StoreError, StoredEvent, TransactionOutcome, TransactionRecord,
-    Version, Versioned,
+    IdempotencyEntry, ReadFuture, StateSnapshot, StateStore, StoreError, StoredEvent, TransactionOutcome,
+    TransactionRecord, Version, Versioned,
 };
 use deadpool_postgres::{GenericClient, Pool};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -145,24 +148,16 @@ impl PostgresStore {
     }
 }
 
-async fn latest_version(client: &impl GenericClient) -> Result<Version, StoreError> {
-    let row = client.query_one("SELECT version FROM txm_meta", &[]).await.map_err(storage)?;
-    Ok(uint(row.get(0)))
+/// `sql`, prepared once per connection: the statements of the hot paths
+/// (reads, commits) skip the server's parse and plan after the first time.
+async fn cached(client: &impl GenericClient, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+    client.prepare_cached(sql).await.map_err(storage)
 }
 
-/// The newest version of a key, 0 if absent or deleted, as a commit sees it.
-async fn current_version(client: &impl GenericClient, namespace: &str, key: &str) -> Result<Version, StoreError> {
-    let row = client
-        .query_opt(
-            "SELECT version, value IS NULL FROM txm_kv WHERE namespace = $1 AND key = $2 ORDER BY version DESC LIMIT 1",
-            &[&namespace, &key],
-        )
-        .await
-        .map_err(storage)?;
-    Ok(match row {
-        Some(row) if !row.get::<_, bool>(1) => uint(row.get(0)),
-        _ => 0,
-    })
+async fn latest_version(client: &impl GenericClient) -> Result<Version, StoreError> {
+    let statement = client.prepare_cached("SELECT version FROM txm_meta").await.map_err(storage)?;
+    let row = client.query_one(&statement, &[]).await.map_err(storage)?;
+    Ok(uint(row.get(0)))
 }
 
 /// Claims `claim.key` for `transaction_id` unless a claim that has not
@@ -208,63 +203,313 @@ async fn put_record(client: &impl GenericClient, record: &TransactionRecord) -> 
     Ok(())
 }
 
-/// One commit, in one SQL transaction (see the module's documentation).
-async fn commit(pool: Pool, request: CommitRequest) -> Result<Version, CommitError> {
+/// Commits `requests` in one SQL transaction, in order (see the module's
+/// documentation): one lock of the meta row and one flush of the log for
+/// all of them. A request refused (a conflict, a duplicate, a fence) leaves
+/// nothing behind; a storage failure fails them all and applies nothing.
+async fn commit_batch(pool: Pool, requests: Vec<CommitRequest>) -> Vec<Result<Version, CommitError>> {
+    let count = requests.len();
+    match commit_all(pool, requests).await {
+        Ok(results) => results,
+        Err(error) => (0..count).map(|_| Err(CommitError::Store(error.clone()))).collect(),
+    }
+}
+
+/// The newest row of each `(namespace, key)` of two arrays: its namespace,
+/// key, version, and whether it deletes the key.
+const LATEST_VERSIONS: &str = "SELECT DISTINCT ON (k.namespace, k.key) k.namespace, k.key, k.version, k.value IS NULL
+     FROM txm_kv k JOIN unnest($1::TEXT[], $2::TEXT[]) AS r(namespace, key)
+       ON k.namespace = r.namespace AND k.key = r.key
+     ORDER BY k.namespace, k.key, k.version DESC";
+
+/// What the batch's requests read and check, fetched in three statements
+/// whatever the batch's size, then kept up to date in memory as the
+/// batch's requests are accepted in order.
+struct BatchView {
+    /// Each key read: its newest version (0 if absent or deleted).
+    versions: HashMap<(String, String), Version>,
+    /// Ids recorded, before the batch or by it.
+    recorded: HashSet<String>,
+    /// The epochs of the accepted transactions the batch writes under
+    /// (their rows locked); `None` once the batch ended one.
+    epochs: HashMap<String, Option<u64>>,
+}
+
+impl BatchView {
+    async fn fetch(txn: &impl GenericClient, requests: &[CommitRequest]) -> Result<Self, StoreError> {
+        let mut namespaces = Vec::new();
+        let mut keys = Vec::new();
+        let mut seen = HashSet::new();
+        for read in requests.iter().flat_map(|request| &request.reads) {
+            if seen.insert((read.namespace.as_str(), read.key.as_str())) {
+                namespaces.push(read.namespace.as_str());
+                keys.push(read.key.as_str());
+            }
+        }
+        let mut versions = HashMap::new();
+        if !keys.is_empty() {
+            let rows = txn.query(&cached(txn, LATEST_VERSIONS).await?, &[&namespaces, &keys]).await.map_err(storage)?;
+            for row in rows {
+                let deleted: bool = row.get(3);
+                versions.insert((row.get(0), row.get(1)), if deleted { 0 } else { uint(row.get(2)) });
+            }
+        }
+        let ids: Vec<&str> = requests.iter().map(|request| request.record.id.as_str()).collect();
+        let recorded = txn
+            .query(&cached(txn, "SELECT id FROM txm_transactions WHERE id = ANY($1)").await?, &[&ids])
+            .await
+            .map_err(storage)?
+            .into_iter()
+            .map(|row| row.get(0))
+            .collect();
+        let fenced: Vec<&str> =
+            requests.iter().filter_map(|request| request.fence.as_ref()).map(|f| f.transaction_id.as_str()).collect();
+        let mut epochs: HashMap<String, Option<u64>> = fenced.iter().map(|id| ((*id).to_string(), None)).collect();
+        if !fenced.is_empty() {
+            // Locked until the commit ends: a takeover skips these rows,
+            // and finds them gone or re-checks them after.
+            for row in inbox::lock_epochs(txn, &fenced).await? {
+                epochs.insert(row.0, Some(row.1));
+            }
+        }
+        Ok(Self { versions, recorded, epochs })
+    }
+
+    fn version(&self, namespace: &str, key: &str) -> Version {
+        self.versions.get(&(namespace.to_string(), key.to_string())).copied().unwrap_or(0)
+    }
+}
+
+/// The rows a batch writes, gathered as its requests are accepted, column
+/// by column: each table is written by one `INSERT … SELECT * FROM unnest`.
+#[derive(Default)]
+struct BatchWrites {
+    kv: KvRows,
+    events: EventRows,
+    records: RecordRows,
+    ended: Vec<String>,
+}
+
+#[derive(Default)]
+struct KvRows {
+    namespaces: Vec<String>,
+    keys: Vec<String>,
+    versions: Vec<i64>,
+    values: Vec<Option<Vec<u8>>>,
+}
+
+#[derive(Default)]
+struct EventRows {
+    sequences: Vec<i64>,
+    versions: Vec<i64>,
+    transaction_ids: Vec<String>,
+    streams: Vec<String>,
+    payloads: Vec<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct RecordRows {
+    ids: Vec<String>,
+    records: Vec<Vec<u8>>,
+}
+
+async fn commit_all(pool: Pool, requests: Vec<CommitRequest>) -> Result<Vec<Result<Version, CommitError>>, StoreError> {
     let mut client = pool.get().await.map_err(storage)?;
     let txn = client.transaction().await.map_err(storage)?;
-    let meta = txn.query_one("SELECT version, event_sequence FROM txm_meta FOR UPDATE", &[]).await.map_err(storage)?;
-    let (latest, mut sequence) = (uint(meta.get(0)), uint(meta.get(1)));
+    let meta = txn
+        .query_one(&cached(&txn, "SELECT version, event_sequence FROM txm_meta FOR UPDATE").await?, &[])
+        .await
+        .map_err(storage)?;
+    let (mut version, mut event_sequence) = (uint(meta.get(0)), uint(meta.get(1)));
+    let mut view = BatchView::fetch(&txn, &requests).await?;
+    let mut writes = BatchWrites::default();
+    let mut results = Vec::with_capacity(requests.len());
+    for request in requests {
+        let checked = check(&txn, &request, &view).await;
+        let checked = match checked {
+            Err(CommitError::Store(error)) if !matches!(error, StoreError::Fenced { .. }) => return Err(error),
+            other => other,
+        };
+        if let Err(refused) = checked {
+            results.push(Err(refused));
+            continue;
+        }
+        version += 1;
+        if let Some(fence) = &request.fence
+            && fence.ends_with(&request.record.id)
+        {
+            view.epochs.insert(fence.transaction_id.clone(), None);
+            writes.ended.push(fence.transaction_id.clone());
+        }
+        for write in request.writes {
+            let new = if write.value.is_some() { version } else { 0 };
+            view.versions.insert((write.namespace.clone(), write.key.clone()), new);
+            writes.kv.namespaces.push(write.namespace);
+            writes.kv.keys.push(write.key);
+            writes.kv.versions.push(int(version));
+            writes.kv.values.push(write.value);
+        }
+        for event in request.events {
+            event_sequence += 1;
+            writes.events.sequences.push(int(event_sequence));
+            writes.events.versions.push(int(version));
+            writes.events.transaction_ids.push(request.record.id.clone());
+            writes.events.streams.push(event.stream);
+            writes.events.payloads.push(event.payload);
+        }
+        let mut record = request.record;
+        if let TransactionOutcome::Committed { version: committed, .. } = &mut record.outcome {
+            *committed = version;
+        }
+        view.recorded.insert(record.id.clone());
+        writes.records.records.push(encode_record(&record)?);
+        writes.records.ids.push(record.id);
+        results.push(Ok(version));
+    }
+    if !writes.records.ids.is_empty() {
+        write_batch(&txn, &writes, version, event_sequence).await?;
+    }
+    txn.commit().await.map_err(storage)?;
+    Ok(results)
+}
+
+/// Whether one request of a batch may commit, against the state the batch
+/// has reached. Only a won idempotency claim writes, and nothing after it
+/// refuses the request.
+async fn check(txn: &impl GenericClient, request: &CommitRequest, view: &BatchView) -> Result<(), CommitError> {
     if let Some(fence) = &request.fence {
-        inbox::check_fence(&txn, fence, &request.record.id).await?;
+        fence.check(view.epochs.get(&fence.transaction_id).copied().flatten())?;
     }
     for read in &request.reads {
-        read.check(current_version(&txn, &read.namespace, &read.key).await?)?;
+        read.check(view.version(&read.namespace, &read.key))?;
     }
-    let duplicate =
-        txn.query_opt("SELECT 1 FROM txm_transactions WHERE id = $1", &[&request.record.id]).await.map_err(storage)?;
-    if duplicate.is_some() {
+    if view.recorded.contains(&request.record.id) {
         return Err(CommitError::DuplicateId(request.record.id.clone()));
     }
     if let Some(wanted) = &request.idempotency
-        && let Some(holder) = claim(&txn, wanted, &request.record.id).await?
+        && let Some(holder) = claim(txn, wanted, &request.record.id).await?
     {
         return Err(CommitError::DuplicateIdempotencyKey { key: wanted.key.clone(), transaction_id: holder });
     }
-    let version = latest + 1;
-    for write in &request.writes {
-        txn.execute(
-            "INSERT INTO txm_kv (namespace, key, version, value) VALUES ($1, $2, $3, $4)",
-            &[&write.namespace, &write.key, &int(version), &write.value],
-        )
-        .await
-        .map_err(storage)?;
-    }
-    for event in &request.events {
-        sequence += 1;
-        txn.execute(
-            "INSERT INTO txm_events (sequence, version, transaction_id, stream, payload) VALUES ($1, $2, $3, $4, $5)",
-            &[&int(sequence), &int(version), &request.record.id, &event.stream, &event.payload],
-        )
-        .await
-        .map_err(storage)?;
-    }
-    txn.execute("UPDATE txm_meta SET version = $1, event_sequence = $2", &[&int(version), &int(sequence)])
-        .await
-        .map_err(storage)?;
-    let mut record = request.record;
-    if let TransactionOutcome::Committed { version: committed, .. } = &mut record.outcome {
-        *committed = version;
-    }
-    put_record(&txn, &record).await?;
-    txn.commit().await.map_err(storage)?;
-    Ok(version)
+    Ok(())
 }
 
-/// A read view at one version: only the number, and the store to ask.
+/// Writes what a batch's accepted requests write, one statement per table.
+async fn write_batch(
+    txn: &impl GenericClient,
+    writes: &BatchWrites,
+    version: Version,
+    event_sequence: u64,
+) -> Result<(), StoreError> {
+    let KvRows { namespaces, keys, versions, values } = &writes.kv;
+    if !keys.is_empty() {
+        txn.execute(
+            &cached(
+                txn,
+                "INSERT INTO txm_kv (namespace, key, version, value)
+             SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BYTEA[])",
+            )
+            .await?,
+            &[namespaces, keys, versions, values],
+        )
+        .await
+        .map_err(storage)?;
+    }
+    let EventRows { sequences, versions: event_versions, transaction_ids: ids, streams, payloads } = &writes.events;
+    if !sequences.is_empty() {
+        txn.execute(
+            &cached(
+                txn,
+                "INSERT INTO txm_events (sequence, version, transaction_id, stream, payload)
+             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BYTEA[])",
+            )
+            .await?,
+            &[sequences, event_versions, ids, streams, payloads],
+        )
+        .await
+        .map_err(storage)?;
+    }
+    let RecordRows { ids, records } = &writes.records;
+    txn.execute(
+        &cached(
+            txn,
+            "INSERT INTO txm_transactions (id, record) SELECT * FROM unnest($1::TEXT[], $2::BYTEA[])
+         ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+        )
+        .await?,
+        &[ids, records],
+    )
+    .await
+    .map_err(storage)?;
+    if !writes.ended.is_empty() {
+        inbox::end(txn, &writes.ended).await?;
+    }
+    txn.execute(
+        &cached(txn, "UPDATE txm_meta SET version = $1, event_sequence = $2").await?,
+        &[&int(version), &int(event_sequence)],
+    )
+    .await
+    .map_err(storage)?;
+    Ok(())
+}
+
+/// A read view at one version: the number, the store to ask, and what was
+/// read at it. What a key holds at a version never changes, so the twins of
+/// an attempt, which read through one snapshot, ask the database once per
+/// key between them.
 #[derive(Debug)]
 struct PostgresSnapshot {
     version: Version,
     store: PostgresStore,
+    read: std::sync::Mutex<HashMap<(String, String), Arc<ReadOnce>>>,
+}
+
+/// One key's read at a snapshot, made once: a twin asking while the other's
+/// read is on its way awaits that answer instead of asking again. A failed
+/// read leaves it empty, for the next to ask again.
+type ReadOnce = tokio::sync::OnceCell<Option<Versioned>>;
+
+/// The most keys a snapshot remembers; reads past it go to the database.
+const SNAPSHOT_CACHE: usize = 4_096;
+
+impl PostgresSnapshot {
+    /// The cell of a key's read, unless the snapshot remembers enough keys.
+    fn cell(&self, namespace: &str, key: &str) -> Option<Arc<ReadOnce>> {
+        let mut read = self.read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = (namespace.to_string(), key.to_string());
+        match read.get(&entry) {
+            Some(cell) => Some(cell.clone()),
+            None if read.len() < SNAPSHOT_CACHE => Some(read.entry(entry).or_default().clone()),
+            None => None,
+        }
+    }
+}
+
+/// What `key` holds at `version`, from the database.
+async fn fetch(pool: Pool, namespace: String, key: String, version: Version) -> Result<Option<Versioned>, StoreError> {
+    let client = pool.get().await.map_err(storage)?;
+    let statement = cached(
+        &client,
+        "SELECT version, value FROM txm_kv WHERE namespace = $1 AND key = $2 AND version <= $3
+         ORDER BY version DESC LIMIT 1",
+    )
+    .await?;
+    let row = client.query_opt(&statement, &[&namespace, &key, &int(version)]).await.map_err(storage)?;
+    Ok(row.and_then(|row| {
+        let value: Option<Vec<u8>> = row.get(1);
+        value.map(|value| Versioned { version: uint(row.get(0)), value })
+    }))
+}
+
+/// [`fetch`], awaited from the caller's runtime.
+async fn fetch_async(
+    store: &PostgresStore,
+    namespace: &str,
+    key: &str,
+    version: Version,
+) -> Result<Option<Versioned>, StoreError> {
+    let (namespace, key) = (namespace.to_string(), key.to_string());
+    store.database.run(|pool| fetch(pool, namespace, key, version)).await
 }
 
 impl StateSnapshot for PostgresSnapshot {
@@ -273,21 +518,25 @@ impl StateSnapshot for PostgresSnapshot {
     }
 
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
-        let (namespace, key, at) = (namespace.to_string(), key.to_string(), int(self.version));
-        self.store.block(|pool| async move {
-            let client = pool.get().await.map_err(storage)?;
-            let row = client
-                .query_opt(
-                    "SELECT version, value FROM txm_kv WHERE namespace = $1 AND key = $2 AND version <= $3
-                     ORDER BY version DESC LIMIT 1",
-                    &[&namespace, &key, &at],
-                )
-                .await
-                .map_err(storage)?;
-            Ok(row.and_then(|row| {
-                let value: Option<Vec<u8>> = row.get(1);
-                value.map(|value| Versioned { version: uint(row.get(0)), value })
-            }))
+        let Some(cell) = self.cell(namespace, key) else {
+            return self.store.block(|pool| fetch(pool, namespace.to_string(), key.to_string(), self.version));
+        };
+        if let Some(found) = cell.get() {
+            return Ok(found.clone());
+        }
+        let found = self.store.block(|pool| fetch(pool, namespace.to_string(), key.to_string(), self.version))?;
+        // Another reader may have filled it meanwhile, with the same answer.
+        let _ = cell.set(found.clone());
+        Ok(found)
+    }
+
+    fn get_async<'a>(&'a self, namespace: &'a str, key: &'a str) -> ReadFuture<'a> {
+        Box::pin(async move {
+            let read = || fetch_async(&self.store, namespace, key, self.version);
+            match self.cell(namespace, key) {
+                Some(cell) => cell.get_or_try_init(read).await.cloned(),
+                None => read().await,
+            }
         })
     }
 
@@ -318,11 +567,37 @@ impl StateSnapshot for PostgresSnapshot {
 impl StateStore for PostgresStore {
     fn snapshot(&self) -> Result<Arc<dyn StateSnapshot>, StoreError> {
         let version = self.version()?;
-        Ok(Arc::new(PostgresSnapshot { version, store: self.clone() }))
+        Ok(Arc::new(PostgresSnapshot { version, store: self.clone(), read: std::sync::Mutex::default() }))
     }
 
     fn commit(&self, request: CommitRequest) -> Result<Version, CommitError> {
-        self.block(|pool| commit(pool, request))
+        let mut results = self.commit_batch(vec![request]);
+        results.pop().unwrap_or_else(|| Err(CommitError::Store(StoreError::Committer(None))))
+    }
+
+    fn latest_versions(&self, keys: &[(String, String)]) -> Result<Vec<Version>, StoreError> {
+        let (namespaces, names): (Vec<String>, Vec<String>) = keys.iter().cloned().unzip();
+        let found: HashMap<(String, String), Version> = self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let statement = cached(&client, LATEST_VERSIONS).await?;
+            let rows = client.query(&statement, &[&namespaces, &names]).await.map_err(storage)?;
+            Ok::<_, StoreError>(
+                rows.iter()
+                    .map(|row| {
+                        let deleted: bool = row.get(3);
+                        ((row.get(0), row.get(1)), if deleted { 0 } else { uint(row.get(2)) })
+                    })
+                    .collect(),
+            )
+        })?;
+        Ok(keys.iter().map(|key| found.get(key).copied().unwrap_or(0)).collect())
+    }
+
+    fn commit_batch(&self, requests: Vec<CommitRequest>) -> Vec<Result<Version, CommitError>> {
+        let count = requests.len();
+        let answer: Result<Vec<Result<Version, CommitError>>, StoreError> =
+            self.block(|pool| async move { Ok(commit_batch(pool, requests).await) });
+        answer.unwrap_or_else(|error| (0..count).map(|_| Err(CommitError::Store(error.clone()))).collect())
     }
 
     fn record_outcome(
@@ -337,7 +612,8 @@ impl StateStore for PostgresStore {
             let mut client = pool.get().await.map_err(storage)?;
             let txn = client.transaction().await.map_err(storage)?;
             if let Some(fence) = &fence {
-                inbox::check_fence(&txn, fence, &record.id).await?;
+                inbox::check_fence(&txn, fence).await?;
+                inbox::end_if_own(&txn, fence, &record.id).await?;
             }
             if let Some(letter) = &dead_letter {
                 let bytes = encode_dead_letter(letter)?;
