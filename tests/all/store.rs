@@ -50,9 +50,11 @@ fn snapshot_isolation_and_conflict_detection(store: &dyn StateStore) {
     assert!(matches!(err, CommitError::Conflict { read_version: 1, current_version: 2, .. }), "{err}");
     assert!(store.transaction("t3").unwrap().is_none(), "a refused commit leaves no record");
 
-    // A delete: absent for later snapshots, present for the one before,
-    // and a read of the absent key (version 0) still validates.
+    // A delete: absent for later snapshots, present for the one before
+    // (whose view its first read fixed), and a read of the absent key
+    // (version 0) still validates.
     let before = store.snapshot().unwrap();
+    assert!(before.get("ns", "a").unwrap().is_some());
     let delete = WriteEntry { namespace: "ns".into(), key: "a".into(), value: None };
     store.commit(request("t4", vec![delete])).unwrap();
     assert!(store.snapshot().unwrap().get("ns", "a").unwrap().is_none());

@@ -188,12 +188,23 @@ impl Runtime {
         let owner = write_claims.owner();
         setup.write_claims = Some(write_claims.clone());
         let started = Instant::now();
+        // The newest versions of the keys the mirror read, asked for without
+        // blocking once the mirror has ended (see `predict`).
+        let latest: Latest = Arc::default();
         let mirror_trace = if seed.mirrored {
             let scorer: Scorer = {
                 let (runtime, module, path, policy) = (self.clone(), module.clone(), path.to_string(), policy.clone());
-                let input = setup.input.clone();
+                let (input, latest) = (setup.input.clone(), latest.clone());
                 Box::new(move |accumulator: &mut FeatureAccumulator, new: &[TraceEvent], totals: &TraceTotals| {
-                    runtime.predict(&module, &path, &policy, (accumulator, new, totals), (number, owner, &input))
+                    let known = latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    runtime.predict(
+                        &module,
+                        &path,
+                        &policy,
+                        (accumulator, new, totals),
+                        (number, owner, &input),
+                        &known,
+                    )
                 })
             };
             let timeout = Duration::from_millis(policy.prediction.gate_timeout_ms);
@@ -231,6 +242,14 @@ impl Runtime {
         // The gate's decision overrides how the primary, stopped by it, ended.
         if let Some(decision) = setup.gate.as_ref().and_then(|gate| gate.decision()) {
             primary.result = Err(decision.failure());
+        }
+        if let Some(mirror) = &mirror {
+            let keys = read_keys(&mirror.trace.events);
+            if !keys.is_empty()
+                && let Ok(versions) = self.inner.store.latest_versions_async(&keys).await
+            {
+                latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(keys.into_iter().zip(versions));
+            }
         }
         let prediction = match (&setup.gate, &mirror) {
             (Some(gate), Some(mirror)) => Some(gate.score_final(&mirror.trace)),
@@ -422,25 +441,19 @@ impl Runtime {
         policy: &Policy,
         (accumulator, new, totals): (&mut FeatureAccumulator, &[TraceEvent], &TraceTotals),
         (attempt, owner, input): (u32, u64, &InputProfile),
+        known: &HashMap<(String, String), u64>,
     ) -> Prediction {
-        // The newest versions of the keys these events read, asked for in
-        // one call (one statement on a networked store).
-        let read: Vec<(String, String)> = new
-            .iter()
-            .filter_map(|event| match &event.call {
-                HostCall::KvGet { namespace, key, version: Some(_) } => Some((namespace.clone(), key.clone())),
-                _ => None,
-            })
-            .collect();
-        let latest: HashMap<(String, String), u64> = if read.is_empty() {
-            HashMap::new()
-        } else {
-            self.inner
-                .store
-                .latest_versions(&read)
-                .map(|versions| read.into_iter().zip(versions).collect())
-                .unwrap_or_default()
-        };
+        // The newest versions of the keys these events read: those asked for
+        // already once the mirror ended, the others in one call (one
+        // statement on a networked store).
+        let unknown: Vec<(String, String)> =
+            read_keys(new).into_iter().filter(|key| !known.contains_key(key)).collect();
+        let mut latest = known.clone();
+        if !unknown.is_empty()
+            && let Ok(versions) = self.inner.store.latest_versions(&unknown)
+        {
+            latest.extend(unknown.into_iter().zip(versions));
+        }
         let contended = |namespace: &str, key: &str, version: u64| {
             let moved = latest.get(&(namespace.to_string(), key.to_string())).is_some_and(|&now| now != version);
             moved || self.inner.in_flight_writes.held_by_other(owner, namespace, key)
@@ -571,4 +584,18 @@ fn check_success(policy: &Policy, output: &[u8], duration_micros: u64) -> Result
         }
     }
     Ok(())
+}
+
+/// The newest versions of keys, as the mirror's prediction knows them.
+type Latest = Arc<std::sync::Mutex<HashMap<(String, String), u64>>>;
+
+/// The keys these events read from the store (not from their own writes).
+fn read_keys(events: &[TraceEvent]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|event| match &event.call {
+            HostCall::KvGet { namespace, key, version: Some(_) } => Some((namespace.clone(), key.clone())),
+            _ => None,
+        })
+        .collect()
 }

@@ -144,6 +144,9 @@ pub struct IdempotencyEntry {
     pub expires_unix_ms: u64,
 }
 
+/// What [`StateStore::latest_versions_async`] answers.
+pub type VersionsFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Vec<Version>, StoreError>> + Send + 'a>>;
+
 /// What [`StateSnapshot::get_async`] answers.
 pub type ReadFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Option<Versioned>, StoreError>> + Send + 'a>>;
 
@@ -166,7 +169,11 @@ pub trait StateSnapshot: Send + Sync + std::fmt::Debug {
 
 /// A transactional, durable key-value store.
 pub trait StateStore: Send + Sync + std::fmt::Debug {
-    /// A read view at the latest committed version.
+    /// A read view at one committed version, no older than the latest at
+    /// this call. Its view is fixed at the latest no later than its first
+    /// read (an embedded store fixes it now; a networked one with that
+    /// read, saving a statement): any committed version is a consistent
+    /// view, and a commit validates the version of every key it read.
     fn snapshot(&self) -> Result<Arc<dyn StateSnapshot>, StoreError>;
     /// Validates `request.reads` against the current versions and, if none
     /// moved, applies the writes, events and record atomically and durably.
@@ -178,6 +185,11 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn latest_versions(&self, keys: &[(String, String)]) -> Result<Vec<Version>, StoreError> {
         let snapshot = self.snapshot()?;
         keys.iter().map(|(namespace, key)| Ok(snapshot.get(namespace, key)?.map_or(0, |v| v.version))).collect()
+    }
+    /// As [`StateStore::latest_versions`], awaited rather than blocked on
+    /// (see [`StateSnapshot::get_async`]). The default answers at once.
+    fn latest_versions_async<'a>(&'a self, keys: &'a [(String, String)]) -> VersionsFuture<'a> {
+        Box::pin(std::future::ready(self.latest_versions(keys)))
     }
     /// Commits several transactions in one atomic, durable step (group
     /// commit: one fsync for all), with one result per request, in order.

@@ -32,7 +32,7 @@ use super::codec::{decode_dead_letter, decode_record, encode_dead_letter, encode
 use super::{
     AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Fence, IdempotencyClaim,
     IdempotencyEntry, ReadFuture, StateSnapshot, StateStore, StoreError, StoredEvent, TransactionOutcome,
-    TransactionRecord, Version, Versioned,
+    TransactionRecord, Version, Versioned, VersionsFuture,
 };
 use deadpool_postgres::{GenericClient, Pool};
 use std::collections::{HashMap, HashSet};
@@ -221,6 +221,24 @@ const LATEST_VERSIONS: &str = "SELECT DISTINCT ON (k.namespace, k.key) k.namespa
      FROM txm_kv k JOIN unnest($1::TEXT[], $2::TEXT[]) AS r(namespace, key)
        ON k.namespace = r.namespace AND k.key = r.key
      ORDER BY k.namespace, k.key, k.version DESC";
+
+/// The newest version of each of `keys` that has a row (0 for a delete).
+async fn latest_versions(
+    pool: Pool,
+    keys: Vec<(String, String)>,
+) -> Result<HashMap<(String, String), Version>, StoreError> {
+    let (namespaces, names): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+    let client = pool.get().await.map_err(storage)?;
+    let statement = cached(&client, LATEST_VERSIONS).await?;
+    let rows = client.query(&statement, &[&namespaces, &names]).await.map_err(storage)?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let deleted: bool = row.get(3);
+            ((row.get(0), row.get(1)), if deleted { 0 } else { uint(row.get(2)) })
+        })
+        .collect())
+}
 
 /// What the batch's requests read and check, fetched in three statements
 /// whatever the batch's size, then kept up to date in memory as the
@@ -457,9 +475,14 @@ async fn write_batch(
 /// read at it. What a key holds at a version never changes, so the twins of
 /// an attempt, which read through one snapshot, ask the database once per
 /// key between them.
+///
+/// The version is fixed by the snapshot's first read, in the same
+/// statement as that read: any committed version is a consistent view, and
+/// a commit validates each key it read, so the view need not be older than
+/// its first read. A snapshot that reads nothing costs no statement.
 #[derive(Debug)]
 struct PostgresSnapshot {
-    version: Version,
+    version: tokio::sync::OnceCell<Version>,
     store: PostgresStore,
     read: std::sync::Mutex<HashMap<(String, String), Arc<ReadOnce>>>,
 }
@@ -473,6 +496,48 @@ type ReadOnce = tokio::sync::OnceCell<Option<Versioned>>;
 const SNAPSHOT_CACHE: usize = 4_096;
 
 impl PostgresSnapshot {
+    /// The snapshot's version, fixed now by asking for the latest if no read
+    /// fixed it yet.
+    fn at(&self) -> Result<Version, StoreError> {
+        if let Some(version) = self.version.get() {
+            return Ok(*version);
+        }
+        let latest = self.store.version()?;
+        // A first read on its way fixes it instead: wait for it (briefly;
+        // a read is one statement).
+        for _ in 0..10_000 {
+            match self.version.set(latest) {
+                Ok(()) => return Ok(latest),
+                Err(_) => {
+                    if let Some(version) = self.version.get() {
+                        return Ok(*version);
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+            }
+        }
+        Err(StoreError::Committer(None))
+    }
+
+    /// What `key` holds at the snapshot's version; the first read fixes the
+    /// version in the same statement.
+    async fn read_async(&self, namespace: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let mut first = None;
+        let version = *self
+            .version
+            .get_or_try_init(|| async {
+                let (namespace, key) = (namespace.to_string(), key.to_string());
+                let (version, found) = self.store.database.run(|pool| fetch_first(pool, namespace, key)).await?;
+                first = Some(found);
+                Ok::<_, StoreError>(version)
+            })
+            .await?;
+        match first {
+            Some(found) => Ok(found),
+            None => fetch_async(&self.store, namespace, key, version).await,
+        }
+    }
+
     /// The cell of a key's read, unless the snapshot remembers enough keys.
     fn cell(&self, namespace: &str, key: &str) -> Option<Arc<ReadOnce>> {
         let mut read = self.read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -501,6 +566,25 @@ async fn fetch(pool: Pool, namespace: String, key: String, version: Version) -> 
     }))
 }
 
+/// The latest version, and what `key` holds at it, in one statement.
+async fn fetch_first(pool: Pool, namespace: String, key: String) -> Result<(Version, Option<Versioned>), StoreError> {
+    let client = pool.get().await.map_err(storage)?;
+    let statement = cached(
+        &client,
+        "SELECT m.version, k.version, k.value FROM txm_meta m LEFT JOIN LATERAL (
+             SELECT version, value FROM txm_kv WHERE namespace = $1 AND key = $2 AND version <= m.version
+             ORDER BY version DESC LIMIT 1
+         ) k ON TRUE",
+    )
+    .await?;
+    let row = client.query_one(&statement, &[&namespace, &key]).await.map_err(storage)?;
+    let found = match (row.get::<_, Option<i64>>(1), row.get::<_, Option<Vec<u8>>>(2)) {
+        (Some(version), Some(value)) => Some(Versioned { version: uint(version), value }),
+        _ => None,
+    };
+    Ok((uint(row.get(0)), found))
+}
+
 /// [`fetch`], awaited from the caller's runtime.
 async fn fetch_async(
     store: &PostgresStore,
@@ -514,17 +598,21 @@ async fn fetch_async(
 
 impl StateSnapshot for PostgresSnapshot {
     fn version(&self) -> Version {
-        self.version
+        // Asked once the attempt ended: a snapshot that read nothing is at
+        // the latest version; if even that cannot be asked, nothing was
+        // read at any version.
+        self.at().unwrap_or(0)
     }
 
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let version = self.at()?;
         let Some(cell) = self.cell(namespace, key) else {
-            return self.store.block(|pool| fetch(pool, namespace.to_string(), key.to_string(), self.version));
+            return self.store.block(|pool| fetch(pool, namespace.to_string(), key.to_string(), version));
         };
         if let Some(found) = cell.get() {
             return Ok(found.clone());
         }
-        let found = self.store.block(|pool| fetch(pool, namespace.to_string(), key.to_string(), self.version))?;
+        let found = self.store.block(|pool| fetch(pool, namespace.to_string(), key.to_string(), version))?;
         // Another reader may have filled it meanwhile, with the same answer.
         let _ = cell.set(found.clone());
         Ok(found)
@@ -532,7 +620,7 @@ impl StateSnapshot for PostgresSnapshot {
 
     fn get_async<'a>(&'a self, namespace: &'a str, key: &'a str) -> ReadFuture<'a> {
         Box::pin(async move {
-            let read = || fetch_async(&self.store, namespace, key, self.version);
+            let read = || self.read_async(namespace, key);
             match self.cell(namespace, key) {
                 Some(cell) => cell.get_or_try_init(read).await.cloned(),
                 None => read().await,
@@ -541,7 +629,7 @@ impl StateSnapshot for PostgresSnapshot {
     }
 
     fn scan(&self, namespace: &str, prefix: &str, limit: usize) -> Result<Vec<(String, Versioned)>, StoreError> {
-        let (namespace, pattern, at) = (namespace.to_string(), like_prefix(prefix), int(self.version));
+        let (namespace, pattern, at) = (namespace.to_string(), like_prefix(prefix), int(self.at()?));
         let limit = int(limit as u64);
         self.store.block(|pool| async move {
             let client = pool.get().await.map_err(storage)?;
@@ -566,8 +654,11 @@ impl StateSnapshot for PostgresSnapshot {
 
 impl StateStore for PostgresStore {
     fn snapshot(&self) -> Result<Arc<dyn StateSnapshot>, StoreError> {
-        let version = self.version()?;
-        Ok(Arc::new(PostgresSnapshot { version, store: self.clone(), read: std::sync::Mutex::default() }))
+        Ok(Arc::new(PostgresSnapshot {
+            version: tokio::sync::OnceCell::new(),
+            store: self.clone(),
+            read: std::sync::Mutex::default(),
+        }))
     }
 
     fn commit(&self, request: CommitRequest) -> Result<Version, CommitError> {
@@ -576,21 +667,17 @@ impl StateStore for PostgresStore {
     }
 
     fn latest_versions(&self, keys: &[(String, String)]) -> Result<Vec<Version>, StoreError> {
-        let (namespaces, names): (Vec<String>, Vec<String>) = keys.iter().cloned().unzip();
-        let found: HashMap<(String, String), Version> = self.block(|pool| async move {
-            let client = pool.get().await.map_err(storage)?;
-            let statement = cached(&client, LATEST_VERSIONS).await?;
-            let rows = client.query(&statement, &[&namespaces, &names]).await.map_err(storage)?;
-            Ok::<_, StoreError>(
-                rows.iter()
-                    .map(|row| {
-                        let deleted: bool = row.get(3);
-                        ((row.get(0), row.get(1)), if deleted { 0 } else { uint(row.get(2)) })
-                    })
-                    .collect(),
-            )
-        })?;
+        let asked = keys.to_vec();
+        let found = self.block(|pool| latest_versions(pool, asked))?;
         Ok(keys.iter().map(|key| found.get(key).copied().unwrap_or(0)).collect())
+    }
+
+    fn latest_versions_async<'a>(&'a self, keys: &'a [(String, String)]) -> VersionsFuture<'a> {
+        Box::pin(async move {
+            let asked = keys.to_vec();
+            let found = self.database.run(|pool| latest_versions(pool, asked)).await?;
+            Ok(keys.iter().map(|key| found.get(key).copied().unwrap_or(0)).collect())
+        })
     }
 
     fn commit_batch(&self, requests: Vec<CommitRequest>) -> Vec<Result<Version, CommitError>> {
