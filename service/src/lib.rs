@@ -209,6 +209,30 @@ impl AppState {
         }
     }
 
+    /// Runs `work` every `interval`, from one interval after now, while the
+    /// service admits transactions. The task holds the state weakly between
+    /// rounds, so that a service dropped without a shutdown (in a test)
+    /// closes its files, and the task ends with it.
+    pub(crate) fn every<F, Fut>(&self, interval: std::time::Duration, mut work: F)
+    where
+        F: FnMut(AppState) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let weak = self.downgrade();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(state) = weak.upgrade() else { break };
+                if !state.admission.is_open() {
+                    break;
+                }
+                work(state).await;
+            }
+        });
+    }
+
     /// Drains this node: stops admitting transactions and taking over
     /// others', waits up to `deadline` for those in flight, then hands the
     /// leases of any still running back (another node, or this one's next

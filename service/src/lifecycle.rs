@@ -134,26 +134,20 @@ const CATALOG_POLL: Duration = Duration::from_secs(1);
 /// catalog's generation every [`CATALOG_POLL`], and syncs when it moved.
 /// A node's own changes apply at once; another node's within a second.
 pub(crate) fn follow_catalog(state: &AppState) {
-    let weak = state.downgrade();
-    tokio::spawn(async move {
-        let mut seen = None;
-        let mut ticks = tokio::time::interval(CATALOG_POLL);
-        loop {
-            ticks.tick().await;
-            let Some(state) = weak.upgrade() else { break };
-            if !state.admission.is_open() {
-                break;
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    state.every(CATALOG_POLL, move |state| {
+        let seen = seen.clone();
+        async move {
+            let generation = match state.catalog.generation() {
+                Ok(generation) => generation,
+                Err(error) => return tracing::warn!(%error, "cannot read the catalog's generation"),
+            };
+            if *seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) == Some(generation) {
+                return;
             }
-            match state.catalog.generation() {
-                Ok(generation) if seen == Some(generation) => {}
-                Ok(generation) => {
-                    if let Err(error) = sync_modules(&state).await {
-                        tracing::warn!(%error, "cannot follow the catalog's changes");
-                        continue;
-                    }
-                    seen = Some(generation);
-                }
-                Err(error) => tracing::warn!(%error, "cannot read the catalog's generation"),
+            match sync_modules(&state).await {
+                Ok(_) => *seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(generation),
+                Err(error) => tracing::warn!(%error, "cannot follow the catalog's changes"),
             }
         }
     });
@@ -250,27 +244,15 @@ const PURGE_LIMIT: usize = 10_000;
 
 /// Purges lapsed idempotency keys from every tenant's store now and then,
 /// so that a service that never restarts keeps only keys that bind
-/// something. The task holds the state weakly: it ends with the service.
+/// something.
 pub(crate) fn purge_lapsed_keys_now_and_then(state: &AppState) {
-    let weak = state.downgrade();
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(PURGE_INTERVAL);
-        // The first tick is now; each runtime purged when it opened.
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            let Some(state) = weak.upgrade() else { break };
-            if !state.admission.is_open() {
-                break;
-            }
-            for tenant in state.tenants.values() {
-                match tenant.runtime().purge_lapsed_keys(PURGE_LIMIT) {
-                    Ok(0) => {}
-                    Ok(purged) => tracing::debug!(tenant = %tenant.name(), purged, "lapsed idempotency keys purged"),
-                    Err(error) => {
-                        tracing::warn!(tenant = %tenant.name(), %error, "cannot purge lapsed idempotency keys")
-                    }
-                }
+    // Each runtime purged when it opened.
+    state.every(PURGE_INTERVAL, |state| async move {
+        for tenant in state.tenants.values() {
+            match tenant.runtime().purge_lapsed_keys(PURGE_LIMIT) {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(tenant = %tenant.name(), purged, "lapsed idempotency keys purged"),
+                Err(error) => tracing::warn!(tenant = %tenant.name(), %error, "cannot purge lapsed idempotency keys"),
             }
         }
     });

@@ -181,39 +181,12 @@ async fn resume(state: &AppState, tenant: &Arc<crate::Tenant>, accepted: Accepte
 }
 
 /// Renews this node's heartbeat and leases, and takes over lapsed leases,
-/// until the service stops admitting or is dropped: the tasks hold the
-/// state weakly, so that a service dropped without a shutdown (in a test)
-/// closes its files.
+/// until the service stops admitting or is dropped.
 pub(crate) fn keep_alive(state: &AppState) {
-    let renewing = state.downgrade();
-    let interval = state.node.renew_interval();
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            let Some(state) = renewing.upgrade() else { break };
-            if !state.admission.is_open() {
-                break;
-            }
-            renew(&state);
-        }
-    });
-    let taking = state.downgrade();
-    let interval = state.node.take_over_interval();
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is now, and the start has just taken over.
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            let Some(state) = taking.upgrade() else { break };
-            if !state.admission.is_open() {
-                break;
-            }
-            take_over_lapsed(&state).await;
-        }
+    state.every(state.node.renew_interval(), |state| async move { renew(&state) });
+    // The start has just taken over.
+    state.every(state.node.take_over_interval(), |state| async move {
+        take_over_lapsed(&state).await;
     });
 }
 
