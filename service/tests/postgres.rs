@@ -93,3 +93,44 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// Two nodes on one database: a request whose idempotency key the other
+/// node holds for the same request answers with the other's transaction;
+/// for a different request (another amount), it is refused, whether the
+/// holder is still in flight or already recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_held_on_another_node_answers_the_same_request_and_refuses_another() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut config_a = common::config(dir_a.path());
+    config_a.store.url = Some(url.clone());
+    let mut config_b = common::config(dir_b.path());
+    config_b.store.url = Some(url);
+    let (node_a, node_b) = (open(&config_a).await, open(&config_b).await);
+    assert_ne!(node_a.state.node().id, node_b.state.node().id);
+    let hash = install(&node_a.state, "acme", guests::BANK_TRANSFER, BANK_POLICY).await;
+    let submit = |state, key: &str, amount: u64| {
+        let request = axum::http::Request::builder()
+            .method("POST")
+            .uri(format!("/v1/modules/{hash}/transactions"))
+            .header("idempotency-key", key)
+            .header("prefer", "respond-async");
+        let body = json!({ "path": "deposit", "input": { "account": key, "amount": amount } }).to_string();
+        async move { Call::as_(state, "acme", Role::Client).send_with(request, body).await }
+    };
+    for n in 0..5 {
+        let key = format!("shared-{n}");
+        let (status, first) = submit(&node_a.state, &key, 1).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+        let (status, again) = submit(&node_b.state, &key, 1).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+        assert_eq!(again["transaction_id"], first["transaction_id"], "the same transaction");
+        let (status, other) = submit(&node_b.state, &key, 2).await;
+        assert_eq!(
+            (status, other["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused")),
+            "{other}"
+        );
+    }
+}

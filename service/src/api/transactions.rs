@@ -248,11 +248,19 @@ pub(crate) async fn submit(
     // The key is released as `claim` drops, if nothing is accepted.
     let fence = match lifecycle::accept(&state, &tenant, &id, &pending)? {
         Ok(fence) => fence,
-        Err(Acceptance::KeyHeld { transaction_id }) if asynchronous => return Ok(accepted(transaction_id, true)),
-        // Another node runs the key's transaction: its outcome is this one's.
+        // Another node holds the key: its transaction is this request's,
+        // if it is the same request.
         Err(Acceptance::KeyHeld { transaction_id }) => {
             drop(claim);
-            return outcome_of_holder(&tenant, &registered, &tx_request, &transaction_id).await;
+            if held_for_another(&tenant, &registered, &tx_request, &transaction_id)? {
+                return Err(ServiceError::IdempotencyKeyReused(format!(
+                    "the idempotency key is held by transaction {transaction_id}, a different request"
+                )));
+            }
+            if !asynchronous || runtime.transaction(&transaction_id)?.is_some() {
+                return outcome_of_holder(&tenant, &registered, &tx_request, &transaction_id, asynchronous).await;
+            }
+            return Ok(accepted(transaction_id, true));
         }
         Err(_) => return Err(ServiceError::Conflict(format!("transaction {id} already exists"))),
     };
@@ -285,20 +293,23 @@ const HOLDER_WAIT: Duration = Duration::from_secs(30);
 const HOLDER_POLL: Duration = Duration::from_millis(50);
 
 /// The outcome of the transaction another node runs under the request's
-/// idempotency key, once it is recorded; `202` with its id if it takes
-/// longer than [`HOLDER_WAIT`]. The key's usual rules answer: a request
-/// that differs from the holder's is refused.
+/// idempotency key, once it is recorded (`202` with its id for an
+/// asynchronous request); `202` with its id if it takes longer than
+/// [`HOLDER_WAIT`]. The key's usual rules answer: a request that differs
+/// from the holder's recorded one is refused.
 async fn outcome_of_holder(
     tenant: &Tenant,
     registered: &crate::tenant::Registered,
     request: &TxRequest,
     holder: &str,
+    asynchronous: bool,
 ) -> Result<Response, ServiceError> {
     let policy = registered.policy.clone().ok_or_else(|| ServiceError::NoPolicy(registered.module.hash().into()))?;
     let started = Instant::now();
     while started.elapsed() < HOLDER_WAIT {
         if tenant.runtime().transaction(holder)?.is_some() {
             return match tenant.runtime().claim_key(&registered.module, &policy, request, holder)? {
+                KeyState::Recorded(report) if asynchronous => Ok(accepted(report.transaction_id, true)),
                 KeyState::Recorded(report) => Ok(Json(report).into_response()),
                 // The holder was dead-lettered, which frees its key: the
                 // client may submit again.
@@ -307,19 +318,26 @@ async fn outcome_of_holder(
                 ))),
             };
         }
-        if let Some(in_flight) = tenant.store().accepted(holder)?
-            && let Ok(pending) = PendingTx::decode(&in_flight.request)
-            && (pending.module != registered.module.hash()
-                || pending.path != request.path
-                || serde_json::to_vec(&pending.input).ok().as_deref() != Some(request.input.as_slice()))
-        {
-            return Err(ServiceError::IdempotencyKeyReused(format!(
-                "the idempotency key is held by transaction {holder}, a different request"
-            )));
-        }
         tokio::time::sleep(HOLDER_POLL).await;
     }
     Ok(accepted(holder.to_string(), true))
+}
+
+/// Whether the transaction in flight that holds the request's idempotency
+/// key (on another node) was accepted for another request: another module,
+/// path or input. One that has ended is judged by its record instead.
+fn held_for_another(
+    tenant: &Tenant,
+    registered: &crate::tenant::Registered,
+    request: &TxRequest,
+    holder: &str,
+) -> Result<bool, ServiceError> {
+    let Some(in_flight) = tenant.store().accepted(holder)? else { return Ok(false) };
+    let Ok(pending) = PendingTx::decode(&in_flight.request) else { return Ok(false) };
+    let input = serde_json::to_vec(&pending.input).ok();
+    Ok(pending.module != registered.module.hash()
+        || pending.path != request.path
+        || input.as_deref() != Some(request.input.as_slice()))
 }
 
 fn status(record: &RecordedTransaction) -> &'static str {
