@@ -436,6 +436,9 @@ fn bad_configurations_are_refused_with_the_reason() {
         (token("a", "acme", &hash) + &token("b", "acme", &hash), "the same hash"),
         (token("a", "acme", &hash).replace("client", "admin"), "unknown variant `admin`"),
         (format!("shutdown_deadline_secs = 99999\n{}", token("a", "acme", &hash)), "over an hour"),
+        (format!("{}[node]\nlease_ms = 10\n", token("a", "acme", &hash)), "lease_ms = 10 is outside"),
+        (format!("{}[node]\nname = \"Node One\"\n", token("a", "acme", &hash)), "[node] name `Node One`"),
+        (format!("{}[node]\ncolour = 1\n", token("a", "acme", &hash)), "unknown field `colour`"),
     ] {
         let error = txmirror_service::ServiceConfig::parse(&text, path).unwrap_err().to_string();
         assert!(error.contains(expected), "{text:?}: {error}");
