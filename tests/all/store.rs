@@ -408,10 +408,72 @@ fn a_batch_applies_its_requests_in_order(store: &dyn StateStore) {
     assert!(store.transaction("b").unwrap().is_none());
 }
 
+/// Snapshots of many versions reading at once, from threads and from tasks
+/// (PostgreSQL's store sends the reads that wait together, in one
+/// statement): each sees its own version and nothing newer, and the newest
+/// versions asked for meanwhile are the newest.
+fn snapshots_reading_at_once_each_see_their_own_version(store: &dyn StateStore) {
+    let commits = 24_usize;
+    let mut snapshots = Vec::new();
+    for n in 1..=commits {
+        let writes = vec![write("k", n.to_string().as_bytes()), write(&format!("only-{n}"), b"x")];
+        store.commit(request(&format!("v{n}"), writes)).unwrap();
+        let snapshot = store.snapshot().unwrap();
+        // Its first read fixes its view at this commit.
+        assert_eq!(snapshot.get("ns", "k").unwrap().unwrap().value, n.to_string().as_bytes());
+        snapshots.push((n, snapshot));
+    }
+    store.commit(request("last", vec![write("k", b"last")])).unwrap();
+    let sees = |n: usize, m: usize, found: Option<Versioned>| match found {
+        Some(found) => {
+            assert!(m <= n, "the snapshot of commit {n} sees `only-{m}`, written after it");
+            assert_eq!(found.version, m as u64);
+        }
+        None => assert!(m > n, "the snapshot of commit {n} misses `only-{m}`"),
+    };
+    std::thread::scope(|scope| {
+        for (n, snapshot) in &snapshots {
+            scope.spawn(move || {
+                for m in (1..=commits).rev().filter(|m| m % 2 == 1) {
+                    sees(*n, m, snapshot.get("ns", &format!("only-{m}")).unwrap());
+                }
+            });
+        }
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let keys = vec![("ns".to_string(), "k".to_string()), ("ns".to_string(), "none".to_string())];
+                assert_eq!(store.latest_versions(&keys).unwrap(), vec![commits as u64 + 1, 0]);
+            });
+        }
+    });
+    // The same from tasks, through the asynchronous read, of the keys not
+    // read yet (a snapshot remembers what it read).
+    let executor = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    executor.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (n, snapshot) in snapshots {
+            tasks.spawn(async move {
+                for m in (1..=commits).filter(|m| m % 2 == 0) {
+                    let found = snapshot.get_async("ns", &format!("only-{m}")).await.unwrap();
+                    assert_eq!(
+                        found.map(|found| found.version),
+                        Some(m as u64).filter(|_| m <= n),
+                        "snapshot {n}, key {m}"
+                    );
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    });
+}
+
 type Check = fn(&dyn StateStore);
 
 const CHECKS: &[(&str, Check)] = &[
     ("snapshot isolation and conflicts", snapshot_isolation_and_conflict_detection),
+    ("snapshots reading at once", snapshots_reading_at_once_each_see_their_own_version),
     ("idempotency", idempotency_claims_are_exclusive_until_they_lapse),
     ("scan", scan_stays_inside_namespace_and_prefix),
     ("purge of lapsed keys", lapsed_keys_are_purged_and_live_ones_kept),

@@ -138,6 +138,12 @@ impl PgDatabase {
         }
     }
 
+    /// The pool of connections, and the runtime its connections run on: for
+    /// a task of the store's own that outlives any one call.
+    pub(crate) fn pool_and_runtime(&self) -> (Pool, &tokio::runtime::Handle) {
+        (self.inner.pool.clone(), &self.inner.handle)
+    }
+
     /// The database and schema, without the password.
     pub fn shown(&self) -> &str {
         &self.inner.shown

@@ -41,9 +41,11 @@ use std::sync::Arc;
 
 mod database;
 mod inbox;
+mod reads;
 
 use database::storage;
 pub use database::{PgDatabase, int, uint, valid_schema};
+use reads::Reads;
 
 /// The migrations, in order: migration `n` (from 1) takes the schema from
 /// version `n - 1` to `n`.
@@ -92,6 +94,8 @@ const MIGRATION_1: &str = r#"
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     database: PgDatabase,
+    /// The queue every read of the store's snapshots goes through.
+    reads: Arc<Reads>,
 }
 
 /// `prefix` as a `LIKE` pattern that matches exactly the strings starting with it.
@@ -127,7 +131,10 @@ impl PostgresStore {
     /// other's rows. The name is ASCII lower-case letters, digits and `_`,
     /// at most 63 bytes, starting with a letter.
     pub fn connect_in_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
-        Ok(Self { database: PgDatabase::connect(url, schema, MIGRATIONS)? })
+        let database = PgDatabase::connect(url, schema, MIGRATIONS)?;
+        let (pool, runtime) = database.pool_and_runtime();
+        let reads = Arc::new(Reads::start(pool, runtime));
+        Ok(Self { database, reads })
     }
 
     fn block<T, E, F>(&self, work: impl FnOnce(Pool) -> F) -> Result<T, E>
@@ -215,30 +222,16 @@ async fn commit_batch(pool: Pool, requests: Vec<CommitRequest>) -> Vec<Result<Ve
     }
 }
 
-/// The newest row of each `(namespace, key)` of two arrays: its namespace,
-/// key, version, and whether it deletes the key.
-const LATEST_VERSIONS: &str = "SELECT DISTINCT ON (k.namespace, k.key) k.namespace, k.key, k.version, k.value IS NULL
-     FROM txm_kv k JOIN unnest($1::TEXT[], $2::TEXT[]) AS r(namespace, key)
-       ON k.namespace = r.namespace AND k.key = r.key
-     ORDER BY k.namespace, k.key, k.version DESC";
-
-/// The newest version of each of `keys` that has a row (0 for a delete).
-async fn latest_versions(
-    pool: Pool,
-    keys: Vec<(String, String)>,
-) -> Result<HashMap<(String, String), Version>, StoreError> {
-    let (namespaces, names): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
-    let client = pool.get().await.map_err(storage)?;
-    let statement = cached(&client, LATEST_VERSIONS).await?;
-    let rows = client.query(&statement, &[&namespaces, &names]).await.map_err(storage)?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let deleted: bool = row.get(3);
-            ((row.get(0), row.get(1)), if deleted { 0 } else { uint(row.get(2)) })
-        })
-        .collect())
-}
+/// The newest row of each `(namespace, key)` of two arrays that has one: its
+/// namespace, key, version, and whether it deletes the key. Each key's
+/// newest row is one step of its index backwards, however many versions
+/// the key has.
+const LATEST_VERSIONS: &str = "SELECT r.namespace, r.key, k.version, k.value IS NULL
+     FROM unnest($1::TEXT[], $2::TEXT[]) AS r(namespace, key)
+     JOIN LATERAL (
+         SELECT version, value FROM txm_kv WHERE namespace = r.namespace AND key = r.key
+         ORDER BY version DESC LIMIT 1
+     ) k ON TRUE";
 
 /// What the batch's requests read and check, fetched in three statements
 /// whatever the batch's size, then kept up to date in memory as the
@@ -526,15 +519,15 @@ impl PostgresSnapshot {
         let version = *self
             .version
             .get_or_try_init(|| async {
-                let (namespace, key) = (namespace.to_string(), key.to_string());
-                let (version, found) = self.store.database.run(|pool| fetch_first(pool, namespace, key)).await?;
-                first = Some(found);
-                Ok::<_, StoreError>(version)
+                let found = self.store.reads.read(namespace, key, None).await?;
+                let latest = found.latest;
+                first = Some(found.versioned());
+                Ok::<_, StoreError>(latest)
             })
             .await?;
         match first {
             Some(found) => Ok(found),
-            None => fetch_async(&self.store, namespace, key, version).await,
+            None => Ok(self.store.reads.read(namespace, key, Some(version)).await?.versioned()),
         }
     }
 
@@ -550,50 +543,10 @@ impl PostgresSnapshot {
     }
 }
 
-/// What `key` holds at `version`, from the database.
-async fn fetch(pool: Pool, namespace: String, key: String, version: Version) -> Result<Option<Versioned>, StoreError> {
-    let client = pool.get().await.map_err(storage)?;
-    let statement = cached(
-        &client,
-        "SELECT version, value FROM txm_kv WHERE namespace = $1 AND key = $2 AND version <= $3
-         ORDER BY version DESC LIMIT 1",
-    )
-    .await?;
-    let row = client.query_opt(&statement, &[&namespace, &key, &int(version)]).await.map_err(storage)?;
-    Ok(row.and_then(|row| {
-        let value: Option<Vec<u8>> = row.get(1);
-        value.map(|value| Versioned { version: uint(row.get(0)), value })
-    }))
-}
-
-/// The latest version, and what `key` holds at it, in one statement.
-async fn fetch_first(pool: Pool, namespace: String, key: String) -> Result<(Version, Option<Versioned>), StoreError> {
-    let client = pool.get().await.map_err(storage)?;
-    let statement = cached(
-        &client,
-        "SELECT m.version, k.version, k.value FROM txm_meta m LEFT JOIN LATERAL (
-             SELECT version, value FROM txm_kv WHERE namespace = $1 AND key = $2 AND version <= m.version
-             ORDER BY version DESC LIMIT 1
-         ) k ON TRUE",
-    )
-    .await?;
-    let row = client.query_one(&statement, &[&namespace, &key]).await.map_err(storage)?;
-    let found = match (row.get::<_, Option<i64>>(1), row.get::<_, Option<Vec<u8>>>(2)) {
-        (Some(version), Some(value)) => Some(Versioned { version: uint(version), value }),
-        _ => None,
-    };
-    Ok((uint(row.get(0)), found))
-}
-
-/// [`fetch`], awaited from the caller's runtime.
-async fn fetch_async(
-    store: &PostgresStore,
-    namespace: &str,
-    key: &str,
-    version: Version,
-) -> Result<Option<Versioned>, StoreError> {
-    let (namespace, key) = (namespace.to_string(), key.to_string());
-    store.database.run(|pool| fetch(pool, namespace, key, version)).await
+/// What `key` holds at `version`, waited for on the caller's thread.
+fn fetch(store: &PostgresStore, namespace: &str, key: &str, version: Version) -> Result<Option<Versioned>, StoreError> {
+    let (reads, namespace, key) = (store.reads.clone(), namespace.to_string(), key.to_string());
+    store.block(|_| async move { Ok(reads.read(&namespace, &key, Some(version)).await?.versioned()) })
 }
 
 impl StateSnapshot for PostgresSnapshot {
@@ -607,12 +560,12 @@ impl StateSnapshot for PostgresSnapshot {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
         let version = self.at()?;
         let Some(cell) = self.cell(namespace, key) else {
-            return self.store.block(|pool| fetch(pool, namespace.to_string(), key.to_string(), version));
+            return fetch(&self.store, namespace, key, version);
         };
         if let Some(found) = cell.get() {
             return Ok(found.clone());
         }
-        let found = self.store.block(|pool| fetch(pool, namespace.to_string(), key.to_string(), version))?;
+        let found = fetch(&self.store, namespace, key, version)?;
         // Another reader may have filled it meanwhile, with the same answer.
         let _ = cell.set(found.clone());
         Ok(found)
@@ -667,17 +620,12 @@ impl StateStore for PostgresStore {
     }
 
     fn latest_versions(&self, keys: &[(String, String)]) -> Result<Vec<Version>, StoreError> {
-        let asked = keys.to_vec();
-        let found = self.block(|pool| latest_versions(pool, asked))?;
-        Ok(keys.iter().map(|key| found.get(key).copied().unwrap_or(0)).collect())
+        let (reads, keys) = (self.reads.clone(), keys.to_vec());
+        self.block(|_| async move { reads.latest_versions(&keys).await })
     }
 
     fn latest_versions_async<'a>(&'a self, keys: &'a [(String, String)]) -> VersionsFuture<'a> {
-        Box::pin(async move {
-            let asked = keys.to_vec();
-            let found = self.database.run(|pool| latest_versions(pool, asked)).await?;
-            Ok(keys.iter().map(|key| found.get(key).copied().unwrap_or(0)).collect())
-        })
+        Box::pin(self.reads.latest_versions(keys))
     }
 
     fn commit_batch(&self, requests: Vec<CommitRequest>) -> Vec<Result<Version, CommitError>> {
