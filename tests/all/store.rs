@@ -408,6 +408,40 @@ fn a_batch_applies_its_requests_in_order(store: &dyn StateStore) {
     assert!(store.transaction("b").unwrap().is_none());
 }
 
+/// A batch closed late: what `more` gives once the store is ready joins the
+/// batch after the requests given first, each validated against the ones
+/// before it; `more` is asked once.
+fn a_batch_left_open_takes_what_arrives_before_it_applies(store: &dyn StateStore) {
+    assert_eq!(store.commit(request("seed", vec![write("a", b"0")])).unwrap(), 1);
+    let mut asked = 0;
+    let mut more = || {
+        asked += 1;
+        vec![
+            // Read `a` at the seed's version, which the first request moved.
+            CommitRequest {
+                reads: vec![ReadEntry { namespace: "ns".into(), key: "a".into(), version: 1 }],
+                ..request("late-1", vec![write("b", b"2")])
+            },
+            request("late-2", vec![write("c", b"3")]),
+        ]
+    };
+    let results = store.commit_batch_open(vec![request("first", vec![write("a", b"1")])], &mut more);
+    assert_eq!(asked, 1, "`more` is asked once");
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert!(matches!(results[0], Ok(2)), "{results:?}");
+    assert!(
+        matches!(results[1], Err(CommitError::Conflict { read_version: 1, current_version: 2, .. })),
+        "{results:?}"
+    );
+    assert!(matches!(results[2], Ok(3)), "{results:?}");
+    let snapshot = store.snapshot().unwrap();
+    assert_eq!(snapshot.get("ns", "a").unwrap().map(|found| found.version), Some(2));
+    assert_eq!(snapshot.get("ns", "b").unwrap(), None, "the refused request wrote nothing");
+    assert_eq!(snapshot.get("ns", "c").unwrap().map(|found| found.version), Some(3));
+    assert!(store.transaction("late-1").unwrap().is_none());
+    assert!(store.transaction("late-2").unwrap().is_some());
+}
+
 /// Snapshots of many versions reading at once, from threads and from tasks
 /// (PostgreSQL's store sends the reads that wait together, in one
 /// statement): each sees its own version and nothing newer, and the newest
@@ -481,6 +515,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("1,000 concurrent transfers", |store| concurrent_transfers_conserve_money(store, 1_000)),
     ("claims racing", a_committed_claim_is_never_taken_by_a_failure_at_the_same_time),
     ("batches", a_batch_applies_its_requests_in_order),
+    ("batches left open", a_batch_left_open_takes_what_arrives_before_it_applies),
     ("acceptances", acceptances_are_unique_and_end_with_their_commit),
     ("fences", a_taken_over_lease_fences_its_old_holder_out),
     ("takeovers racing", nodes_taking_over_at_once_take_each_lease_once),

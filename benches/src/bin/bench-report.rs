@@ -192,6 +192,13 @@ struct Run {
     commits_per_fsync: f64,
 }
 
+impl Run {
+    /// Transactions committed per second.
+    fn rate(&self) -> f64 {
+        self.committed as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
 /// `clients` tasks on two worker threads transfer between random accounts
 /// for `length`, each waiting for its transaction before sending the next,
 /// on one embedded store on disk.
@@ -324,55 +331,70 @@ fn machine_busy() -> Duration {
 }
 
 /// Durable throughput on PostgreSQL with one, two and three nodes, beside
-/// the embedded store, mirrored and primary-only.
+/// the embedded store, mirrored and primary-only: every row once per round,
+/// in turn, so that the machine's drift (a neighbour's load, the disk's
+/// flush times) falls on all rows alike; each row shows its median round.
 fn nodes(options: &Options) -> Result<String> {
-    let length = if options.quick { Duration::from_millis(500) } else { Duration::from_secs(5) };
+    let (length, rounds) = if options.quick { (Duration::from_millis(500), 1) } else { (Duration::from_secs(5), 3) };
     let postgres = txmirror_tests::postgres::TestPostgres::start_durable();
     let clients = 64;
+    let rows: Vec<(Option<usize>, bool)> = [(None, false), (None, true)]
+        .into_iter()
+        .chain([1, 2, 3].into_iter().flat_map(|nodes| [(Some(nodes), false), (Some(nodes), true)]))
+        .collect();
+    let mut runs: Vec<Vec<Run>> = rows.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        for (&(nodes, mirrored), runs) in rows.iter().zip(&mut runs) {
+            let dir = tempfile::tempdir()?;
+            let run = match nodes {
+                None => durable_run(mirrored, clients, DEFAULT_BATCH_LIMIT, length)?,
+                Some(count) => {
+                    let url = postgres.fresh_database();
+                    let stores = (0..count)
+                        .map(|_| Ok(Arc::new(PostgresStore::connect(&url)?) as Arc<dyn StateStore>))
+                        .collect::<Result<Vec<_>>>()?;
+                    nodes_run(dir.path(), stores, mirrored, clients, DEFAULT_BATCH_LIMIT, length)?
+                }
+            };
+            eprintln!("round {round}: nodes={nodes:?} mirrored={mirrored}: {:.0} tx/s", run.rate());
+            runs.push(run);
+        }
+    }
     let mut table = String::new();
     writeln!(
         table,
-        "| store | nodes | mode | clients | tx/s | p50 | p99 | CPU per tx (machine) | tx per commit | failed |"
+        "| store | nodes | mode | clients | tx/s (median) | rounds' range | p50 | p99 | CPU per tx (machine) | tx per \
+         commit | failed |"
     )?;
-    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|")?;
-    let rows = [(None, false), (None, true)]
-        .into_iter()
-        .chain([1, 2, 3].into_iter().flat_map(|nodes| [(Some(nodes), false), (Some(nodes), true)]));
-    for (nodes, mirrored) in rows {
-        let dir = tempfile::tempdir()?;
-        let run = match nodes {
-            None => durable_run(mirrored, clients, DEFAULT_BATCH_LIMIT, length)?,
-            Some(count) => {
-                let url = postgres.fresh_database();
-                let stores = (0..count)
-                    .map(|_| Ok(Arc::new(PostgresStore::connect(&url)?) as Arc<dyn StateStore>))
-                    .collect::<Result<Vec<_>>>()?;
-                nodes_run(dir.path(), stores, mirrored, clients, DEFAULT_BATCH_LIMIT, length)?
-            }
-        };
-        let rate = run.committed as f64 / run.elapsed.as_secs_f64();
+    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+    for ((nodes, mirrored), mut runs) in rows.into_iter().zip(runs) {
+        runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+        let (lowest, highest) = (runs[0].rate(), runs[runs.len() - 1].rate());
+        let median = &runs[runs.len() / 2];
         writeln!(
             table,
-            "| {} | {} | {} | {clients} | {rate:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} | {} |",
+            "| {} | {} | {} | {clients} | {:.0} | {lowest:.0}–{highest:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} | {} |",
             if nodes.is_some() { "PostgreSQL" } else { "redb" },
             nodes.unwrap_or(1),
             if mirrored { "mirrored" } else { "primary only" },
-            micros(run.latency.0),
-            micros(run.latency.1),
-            micros(run.machine_cpu) / run.committed.max(1) as f64,
-            run.commits_per_fsync,
-            run.failed,
+            median.rate(),
+            micros(median.latency.0),
+            micros(median.latency.1),
+            micros(median.machine_cpu) / median.committed.max(1) as f64,
+            median.commits_per_fsync,
+            runs.iter().map(|run| run.failed).sum::<usize>(),
         )?;
-        eprintln!("measured {} nodes={nodes:?} mirrored={mirrored}", clients);
     }
     writeln!(
         table,
-        "\nBank transfers between {ACCOUNTS} accounts from {clients} clients, for {} s per row, in one process on \
-         this machine (2 cores): each node is a runtime of its own (engine, instance limit, group commit) over its \
-         own connection pool, the clients shared out between the nodes. PostgreSQL 15 runs on 127.0.0.1 with its \
-         durable defaults (`fsync=on`, `synchronous_commit=on`: a commit returns once its write-ahead log is \
-         flushed); redb fsyncs each group commit. CPU is the whole machine's (the database's too) divided by the \
-         transactions committed; \"tx per commit\" is how many transactions each group commit carried.",
+        "\nBank transfers between {ACCOUNTS} accounts from {clients} clients, for {} s per row and round, {rounds} \
+         rounds, in one process on this machine (2 cores): each node is a runtime of its own (engine, instance \
+         limit, group commit) over its own connection pool, the clients shared out between the nodes. Each row \
+         shows its median round (its p50, p99, CPU and commit sizes are that round's), the range of its rounds' \
+         rates, and the failures of all its rounds. PostgreSQL 15 runs on 127.0.0.1 with its durable defaults \
+         (`fsync=on`, `synchronous_commit=on`: a commit returns once its write-ahead log is flushed); redb fsyncs \
+         each group commit. CPU is the whole machine's (the database's too) divided by the transactions \
+         committed; \"tx per commit\" is how many transactions each group commit carried.",
         length.as_secs_f64()
     )?;
     Ok(table)

@@ -166,9 +166,19 @@ fn commit_loop(
             replies.push(job.reply);
         }
         let writing = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        stats.record(requests.len());
-        let results = store.commit_batch(std::mem::take(&mut requests));
+        // What arrived while the store got ready joins the batch.
+        let mut more = || {
+            let room = batch_limit.saturating_sub(replies.len());
+            let mut more = Vec::new();
+            for job in std::iter::from_fn(|| queue.try_recv().ok()).take(room) {
+                more.push(job.request);
+                replies.push(job.reply);
+            }
+            more
+        };
+        let results = store.commit_batch_open(std::mem::take(&mut requests), &mut more);
         drop(writing);
+        stats.record(replies.len());
         for (reply, result) in replies.drain(..).zip(results) {
             // The transaction may have been cancelled; its commit stands.
             let _ = reply.send(result);

@@ -201,6 +201,24 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn commit_batch(&self, requests: Vec<CommitRequest>) -> Vec<Result<Version, CommitError>> {
         requests.into_iter().map(|request| self.commit(request)).collect()
     }
+    /// As [`StateStore::commit_batch`], with the batch closed as late as
+    /// the store can: `more` is called once, when the store is ready to
+    /// apply the batch, for the requests that arrived since `requests` were
+    /// taken; the results are `requests`' then those, in order. On a store
+    /// whose commits wait for one another's (PostgreSQL's, several nodes
+    /// on one database), the wait grows the batch instead of delaying
+    /// whatever arrives during it. If the store fails before it is ready,
+    /// `more` is not called.
+    ///
+    /// The default calls `more` at once.
+    fn commit_batch_open(
+        &self,
+        mut requests: Vec<CommitRequest>,
+        more: &mut dyn FnMut() -> Vec<CommitRequest>,
+    ) -> Vec<Result<Version, CommitError>> {
+        requests.extend(more());
+        self.commit_batch(requests)
+    }
     /// Stores the record of a transaction that changes no state (a failure),
     /// with its idempotency claim unless the key is claimed already, and its
     /// dead letter if it has one, atomically; under `fence`, as a commit is.

@@ -172,7 +172,7 @@ impl PgDatabase {
 /// tokio runtime (the runtime's tasks, a guest's host calls), the worker's
 /// other tasks are handed to another thread first: a round trip to the
 /// database must not stall every transaction the worker runs.
-fn wait_off_worker<T>(wait: impl FnOnce() -> T) -> T {
+pub(super) fn wait_off_worker<T>(wait: impl FnOnce() -> T) -> T {
     let on_worker = tokio::runtime::Handle::try_current()
         .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if on_worker { tokio::task::block_in_place(wait) } else { wait() }

@@ -15,6 +15,7 @@
 //! or after (and finds nothing to take).
 
 use super::super::{AcceptRequest, Acceptance, Accepted, Fence, Lease, StoreError};
+use super::cached;
 use super::database::{int, storage, uint};
 use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
@@ -66,17 +67,17 @@ pub(super) async fn check_fence(client: &impl GenericClient, fence: &Fence) -> R
 /// Locks the rows of the accepted transactions `ids` until the commit ends;
 /// their epochs, for those in flight.
 pub(super) async fn lock_epochs(client: &impl GenericClient, ids: &[&str]) -> Result<Vec<(String, u64)>, StoreError> {
-    let rows = client
-        .query("SELECT transaction_id, epoch FROM txm_inbox WHERE transaction_id = ANY($1) FOR UPDATE", &[&ids])
-        .await
-        .map_err(storage)?;
+    let statement =
+        cached(client, "SELECT transaction_id, epoch FROM txm_inbox WHERE transaction_id = ANY($1) FOR UPDATE").await?;
+    let rows = client.query(&statement, &[&ids]).await.map_err(storage)?;
     Ok(rows.iter().map(|row| (row.get(0), uint(row.get(1)))).collect())
 }
 
 /// Ends the accepted transactions `ids`, whose rows the commit has locked
 /// and checked.
 pub(super) async fn end(client: &impl GenericClient, ids: &[String]) -> Result<(), StoreError> {
-    client.execute("DELETE FROM txm_inbox WHERE transaction_id = ANY($1)", &[&ids]).await.map_err(storage)?;
+    let statement = cached(client, "DELETE FROM txm_inbox WHERE transaction_id = ANY($1)").await?;
+    client.execute(&statement, &[&ids]).await.map_err(storage)?;
     Ok(())
 }
 

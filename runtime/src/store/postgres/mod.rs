@@ -177,23 +177,23 @@ async fn claim(
     transaction_id: &str,
 ) -> Result<Option<String>, StoreError> {
     let expires = int(claim.now_unix_ms.saturating_add(claim.retention_ms));
+    let statement = cached(
+        client,
+        "INSERT INTO txm_idempotency (key, transaction_id, expires_unix_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (key) DO UPDATE SET transaction_id = EXCLUDED.transaction_id,
+         expires_unix_ms = EXCLUDED.expires_unix_ms
+         WHERE txm_idempotency.expires_unix_ms <= $4",
+    )
+    .await?;
     let claimed = client
-        .execute(
-            "INSERT INTO txm_idempotency (key, transaction_id, expires_unix_ms) VALUES ($1, $2, $3)
-             ON CONFLICT (key) DO UPDATE SET transaction_id = EXCLUDED.transaction_id,
-             expires_unix_ms = EXCLUDED.expires_unix_ms
-             WHERE txm_idempotency.expires_unix_ms <= $4",
-            &[&claim.key, &transaction_id, &expires, &int(claim.now_unix_ms)],
-        )
+        .execute(&statement, &[&claim.key, &transaction_id, &expires, &int(claim.now_unix_ms)])
         .await
         .map_err(storage)?;
     if claimed == 1 {
         return Ok(None);
     }
-    let holder = client
-        .query_one("SELECT transaction_id FROM txm_idempotency WHERE key = $1", &[&claim.key])
-        .await
-        .map_err(storage)?;
+    let statement = cached(client, "SELECT transaction_id FROM txm_idempotency WHERE key = $1").await?;
+    let holder = client.query_one(&statement, &[&claim.key]).await.map_err(storage)?;
     Ok(Some(holder.get(0)))
 }
 
@@ -216,10 +216,17 @@ async fn put_record(client: &impl GenericClient, record: &TransactionRecord) -> 
 /// nothing behind; a storage failure fails them all and applies nothing.
 async fn commit_batch(pool: Pool, requests: Vec<CommitRequest>) -> Vec<Result<Version, CommitError>> {
     let count = requests.len();
-    match commit_all(pool, requests).await {
+    match commit_all(pool, requests, None).await {
         Ok(results) => results,
         Err(error) => (0..count).map(|_| Err(CommitError::Store(error.clone()))).collect(),
     }
+}
+
+/// The hand-over of an open batch: the commit says when it holds the meta
+/// row's lock, and is given what arrived meanwhile.
+struct OpenBatch {
+    ready: std::sync::mpsc::SyncSender<()>,
+    more: tokio::sync::oneshot::Receiver<Vec<CommitRequest>>,
 }
 
 /// The newest row of each `(namespace, key)` of two arrays that has one: its
@@ -257,31 +264,42 @@ impl BatchView {
                 keys.push(read.key.as_str());
             }
         }
-        let mut versions = HashMap::new();
-        if !keys.is_empty() {
-            let rows = txn.query(&cached(txn, LATEST_VERSIONS).await?, &[&namespaces, &keys]).await.map_err(storage)?;
-            for row in rows {
-                let deleted: bool = row.get(3);
-                versions.insert((row.get(0), row.get(1)), if deleted { 0 } else { uint(row.get(2)) });
-            }
-        }
         let ids: Vec<&str> = requests.iter().map(|request| request.record.id.as_str()).collect();
-        let recorded = txn
-            .query(&cached(txn, "SELECT id FROM txm_transactions WHERE id = ANY($1)").await?, &[&ids])
-            .await
-            .map_err(storage)?
-            .into_iter()
-            .map(|row| row.get(0))
-            .collect();
         let fenced: Vec<&str> =
             requests.iter().filter_map(|request| request.fence.as_ref()).map(|f| f.transaction_id.as_str()).collect();
-        let mut epochs: HashMap<String, Option<u64>> = fenced.iter().map(|id| ((*id).to_string(), None)).collect();
-        if !fenced.is_empty() {
-            // Locked until the commit ends: a takeover skips these rows,
-            // and finds them gone or re-checks them after.
-            for row in inbox::lock_epochs(txn, &fenced).await? {
-                epochs.insert(row.0, Some(row.1));
+        // Sent together, without waiting for each answer before the next
+        // question (the client pipelines what is awaited together): the
+        // meta row stays locked for fewer round trips.
+        let newest = async {
+            if keys.is_empty() {
+                return Ok(Vec::new());
             }
+            txn.query(&cached(txn, LATEST_VERSIONS).await?, &[&namespaces, &keys]).await.map_err(storage)
+        };
+        let recorded = async {
+            let statement = cached(txn, "SELECT id FROM txm_transactions WHERE id = ANY($1)").await?;
+            txn.query(&statement, &[&ids]).await.map_err(storage)
+        };
+        // Locked until the commit ends: a takeover skips these rows, and
+        // finds them gone or re-checks them after.
+        let locked = async {
+            if fenced.is_empty() {
+                return Ok(Vec::new());
+            }
+            inbox::lock_epochs(txn, &fenced).await
+        };
+        let (newest, recorded, locked) = tokio::try_join!(newest, recorded, locked)?;
+        let versions = newest
+            .iter()
+            .map(|row| {
+                let deleted: bool = row.get(3);
+                ((row.get(0), row.get(1)), if deleted { 0 } else { uint(row.get(2)) })
+            })
+            .collect();
+        let recorded = recorded.into_iter().map(|row| row.get(0)).collect();
+        let mut epochs: HashMap<String, Option<u64>> = fenced.iter().map(|id| ((*id).to_string(), None)).collect();
+        for (id, epoch) in locked {
+            epochs.insert(id, Some(epoch));
         }
         Ok(Self { versions, recorded, epochs })
     }
@@ -324,13 +342,25 @@ struct RecordRows {
     records: Vec<Vec<u8>>,
 }
 
-async fn commit_all(pool: Pool, requests: Vec<CommitRequest>) -> Result<Vec<Result<Version, CommitError>>, StoreError> {
+async fn commit_all(
+    pool: Pool,
+    mut requests: Vec<CommitRequest>,
+    open: Option<OpenBatch>,
+) -> Result<Vec<Result<Version, CommitError>>, StoreError> {
     let mut client = pool.get().await.map_err(storage)?;
     let txn = client.transaction().await.map_err(storage)?;
     let meta = txn
         .query_one(&cached(&txn, "SELECT version, event_sequence FROM txm_meta FOR UPDATE").await?, &[])
         .await
         .map_err(storage)?;
+    // The lock may have waited for another node's commit; what arrived
+    // meanwhile joins this one.
+    if let Some(open) = open
+        && open.ready.send(()).is_ok()
+        && let Ok(more) = open.more.await
+    {
+        requests.extend(more);
+    }
     let (mut version, mut event_sequence) = (uint(meta.get(0)), uint(meta.get(1)));
     let mut view = BatchView::fetch(&txn, &requests).await?;
     let mut writes = BatchWrites::default();
@@ -413,54 +443,54 @@ async fn write_batch(
     event_sequence: u64,
 ) -> Result<(), StoreError> {
     let KvRows { namespaces, keys, versions, values } = &writes.kv;
-    if !keys.is_empty() {
-        txn.execute(
-            &cached(
-                txn,
-                "INSERT INTO txm_kv (namespace, key, version, value)
-             SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BYTEA[])",
-            )
-            .await?,
-            &[namespaces, keys, versions, values],
-        )
-        .await
-        .map_err(storage)?;
-    }
-    let EventRows { sequences, versions: event_versions, transaction_ids: ids, streams, payloads } = &writes.events;
-    if !sequences.is_empty() {
-        txn.execute(
-            &cached(
-                txn,
-                "INSERT INTO txm_events (sequence, version, transaction_id, stream, payload)
-             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BYTEA[])",
-            )
-            .await?,
-            &[sequences, event_versions, ids, streams, payloads],
-        )
-        .await
-        .map_err(storage)?;
-    }
+    let EventRows { sequences, versions: event_versions, transaction_ids, streams, payloads } = &writes.events;
     let RecordRows { ids, records } = &writes.records;
-    txn.execute(
-        &cached(
+    // Independent writes, sent together (pipelined) rather than one round
+    // trip each while the meta row is locked.
+    let kv = async {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let statement = cached(
+            txn,
+            "INSERT INTO txm_kv (namespace, key, version, value)
+             SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BYTEA[])",
+        )
+        .await?;
+        txn.execute(&statement, &[namespaces, keys, versions, values]).await.map_err(storage)
+    };
+    let events = async {
+        if sequences.is_empty() {
+            return Ok(0);
+        }
+        let statement = cached(
+            txn,
+            "INSERT INTO txm_events (sequence, version, transaction_id, stream, payload)
+             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BYTEA[])",
+        )
+        .await?;
+        txn.execute(&statement, &[sequences, event_versions, transaction_ids, streams, payloads]).await.map_err(storage)
+    };
+    let records = async {
+        let statement = cached(
             txn,
             "INSERT INTO txm_transactions (id, record) SELECT * FROM unnest($1::TEXT[], $2::BYTEA[])
-         ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
         )
-        .await?,
-        &[ids, records],
-    )
-    .await
-    .map_err(storage)?;
-    if !writes.ended.is_empty() {
-        inbox::end(txn, &writes.ended).await?;
-    }
-    txn.execute(
-        &cached(txn, "UPDATE txm_meta SET version = $1, event_sequence = $2").await?,
-        &[&int(version), &int(event_sequence)],
-    )
-    .await
-    .map_err(storage)?;
+        .await?;
+        txn.execute(&statement, &[ids, records]).await.map_err(storage)
+    };
+    let ended = async {
+        if writes.ended.is_empty() {
+            return Ok(());
+        }
+        inbox::end(txn, &writes.ended).await
+    };
+    let meta = async {
+        let statement = cached(txn, "UPDATE txm_meta SET version = $1, event_sequence = $2").await?;
+        txn.execute(&statement, &[&int(version), &int(event_sequence)]).await.map_err(storage)
+    };
+    tokio::try_join!(kv, events, records, ended, meta)?;
     Ok(())
 }
 
@@ -633,6 +663,40 @@ impl StateStore for PostgresStore {
         let answer: Result<Vec<Result<Version, CommitError>>, StoreError> =
             self.block(|pool| async move { Ok(commit_batch(pool, requests).await) });
         answer.unwrap_or_else(|error| (0..count).map(|_| Err(CommitError::Store(error.clone()))).collect())
+    }
+
+    fn commit_batch_open(
+        &self,
+        requests: Vec<CommitRequest>,
+        more: &mut dyn FnMut() -> Vec<CommitRequest>,
+    ) -> Vec<Result<Version, CommitError>> {
+        let mut count = requests.len();
+        let (ready, is_ready) = std::sync::mpsc::sync_channel(1);
+        let (give, given) = tokio::sync::oneshot::channel();
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let (pool, runtime) = self.database.pool_and_runtime();
+        runtime.spawn(async move {
+            let open = OpenBatch { ready, more: given };
+            // The caller waits below for as long as this runs.
+            let _ = answer.send(commit_all(pool, requests, Some(open)).await);
+        });
+        let answer = database::wait_off_worker(|| {
+            // No signal: the commit failed before it held the lock, and
+            // `more` stays unasked (what it would take stays queued).
+            if is_ready.recv().is_ok() {
+                let more = more();
+                count += more.len();
+                // Refused only if the commit is gone; then it answers with
+                // its failure, which counts these too.
+                let _ = give.send(more);
+            }
+            answered.recv()
+        });
+        match answer {
+            Ok(Ok(results)) => results,
+            Ok(Err(error)) => (0..count).map(|_| Err(CommitError::Store(error.clone()))).collect(),
+            Err(_) => (0..count).map(|_| Err(CommitError::Store(StoreError::Committer(None)))).collect(),
+        }
     }
 
     fn record_outcome(
