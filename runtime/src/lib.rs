@@ -41,6 +41,7 @@ mod transaction;
 pub mod vocab;
 
 pub use instance::engine::{EngineError, EngineSettings, tuned_config};
+pub use instance::host::effect_key;
 pub use instance::module::{Module, ModuleError};
 pub use policy::{Policy, PolicyError};
 pub use randomness::Randomness;

@@ -56,6 +56,9 @@ pub struct Policy {
     /// What becomes of a transaction the process stopped in the middle of.
     #[serde(default)]
     pub recovery: RecoverySettings,
+    /// How the primary's unsafe calls are keyed and journalled.
+    #[serde(default)]
+    pub effects: EffectSettings,
     /// `prediction.rules` (or the defaults), checked and compiled.
     #[serde(skip)]
     rules: RuleSet,
@@ -81,6 +84,7 @@ impl Default for Policy {
             prediction: PredictionSettings::default(),
             idempotency: IdempotencySettings::default(),
             recovery: RecoverySettings::default(),
+            effects: EffectSettings::default(),
             rules: RuleSet::defaults(),
         }
     }
@@ -103,6 +107,44 @@ impl Default for IdempotencySettings {
     fn default() -> Self {
         Self { retention_secs: default_retention_secs() }
     }
+}
+
+/// How the primary's unsafe outbound calls are keyed and journalled
+/// (`[effects]`, see `docs/policy.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EffectSettings {
+    /// The header that carries each unsafe call's idempotency key; a key
+    /// the guest set in it itself is kept.
+    #[serde(default = "default_key_header")]
+    pub idempotency_header: String,
+    /// What a later attempt does with a call that was sent and never
+    /// answered (a crash, a timeout): send it again with the same key.
+    #[serde(default)]
+    pub in_doubt: InDoubt,
+}
+
+fn default_key_header() -> String {
+    "Idempotency-Key".into()
+}
+
+impl Default for EffectSettings {
+    fn default() -> Self {
+        Self { idempotency_header: default_key_header(), in_doubt: InDoubt::default() }
+    }
+}
+
+/// See [`EffectSettings::in_doubt`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InDoubt {
+    /// Send it again with the same idempotency key: for endpoints that
+    /// honour the key, the second send cannot act twice.
+    #[default]
+    Resend,
+    /// Send nothing and dead-letter the transaction (`effect_in_doubt`),
+    /// for an operator to find out: for endpoints that ignore keys.
+    DeadLetter,
 }
 
 /// What becomes of transactions that were in flight when the process
@@ -693,6 +735,12 @@ impl Policy {
 
     /// Checks the values that serde alone cannot.
     fn validate(&self) -> Result<(), (String, String)> {
+        if http::HeaderName::from_bytes(self.effects.idempotency_header.as_bytes()).is_err() {
+            return Err((
+                "effects.idempotency_header".into(),
+                format!("`{}` is not an HTTP header name", self.effects.idempotency_header),
+            ));
+        }
         let r = &self.resource_requirements;
         let positive = |key: &str, value: u64| {
             if value == 0 {

@@ -256,11 +256,11 @@ enum Purpose {
 }
 
 /// Whether a primary sent an unsafe request (one that may have had an
-/// effect, answered or not).
+/// effect, answered or not), or found one an earlier attempt sent.
 fn sent_unsafe(primary: &Trace) -> bool {
     primary.events.iter().any(|e| {
         matches!(&e.call, HostCall::Http { safe: false, outcome, .. }
-            if matches!(outcome, HttpOutcome::Answered { .. } | HttpOutcome::Failed { .. }))
+            if matches!(outcome, HttpOutcome::Answered { .. } | HttpOutcome::Failed { .. } | HttpOutcome::Replayed { .. }))
     })
 }
 

@@ -52,6 +52,14 @@ pub enum HttpOutcome {
         /// Why.
         reason: String,
     },
+    /// Not sent again: an earlier attempt of the transaction sent this call
+    /// and it succeeded, so it is answered from the effect journal.
+    Replayed {
+        /// The recorded status.
+        status: u16,
+        /// Size of the recorded body.
+        response_bytes: usize,
+    },
 }
 
 /// One host call.
@@ -277,6 +285,9 @@ fn describe(call: &HostCall) -> String {
                 HttpOutcome::Failed { error } => format!("sent, failed: {error}"),
                 HttpOutcome::Stubbed { status, source } => format!("NOT sent, stub {status} ({source})"),
                 HttpOutcome::Denied { reason } => format!("denied: {reason}"),
+                HttpOutcome::Replayed { status, response_bytes } => {
+                    format!("NOT sent again, {status} from the effect journal ({response_bytes} bytes)")
+                }
             };
             format!("http {method} {url} → {outcome}")
         }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use tempfile::tempdir;
 use txmirror_runtime::store::{
-    AcceptRequest, Acceptance, Accepted, AttemptOutcome, CommitError, CommitRequest, DeadLetter, Fence,
+    AcceptRequest, Acceptance, Accepted, AttemptOutcome, CommitError, CommitRequest, DeadLetter, Effect, Fence,
     IdempotencyClaim, IdempotencyEntry, RedbStore, StateSnapshot, StateStore, StoreError, StoredEvent,
     TransactionRecord,
 };
@@ -152,6 +152,12 @@ impl StateStore for RacingStore {
     }
     fn release_leases(&self, holder: &str) -> Result<usize, StoreError> {
         self.inner.release_leases(holder)
+    }
+    fn record_effect(&self, id: &str, effect: &Effect, fence: Option<&Fence>) -> Result<(), StoreError> {
+        self.inner.record_effect(id, effect, fence)
+    }
+    fn effects(&self, id: &str) -> Result<Vec<Effect>, StoreError> {
+        self.inner.effects(id)
     }
 }
 

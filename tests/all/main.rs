@@ -11,6 +11,7 @@ mod crash_safety;
 mod effects;
 mod foreign_world;
 mod idempotency;
+mod journal;
 mod learning;
 mod model;
 mod module_cache;

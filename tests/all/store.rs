@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use txmirror_runtime::store::{
-    AcceptRequest, Acceptance, CommitError, CommitRequest, EventEntry, Fence, History, IdempotencyClaim,
-    IdempotencyEntry, PostgresStore, ReadEntry, RedbStore, StateStore, StoreError, TransactionOutcome,
-    TransactionRecord, Versioned, WriteEntry,
+    AcceptRequest, Acceptance, CommitError, CommitRequest, Effect, EffectResponse, EventEntry, Fence, History,
+    IdempotencyClaim, IdempotencyEntry, PostgresStore, ReadEntry, RedbStore, StateStore, StoreError,
+    TransactionOutcome, TransactionRecord, Versioned, WriteEntry,
 };
 use txmirror_tests::postgres::TestPostgres;
 
@@ -408,6 +408,50 @@ fn a_batch_applies_its_requests_in_order(store: &dyn StateStore) {
     assert!(store.transaction("b").unwrap().is_none());
 }
 
+/// The effect journal: entries by transaction, path and ordinal, replaced
+/// in place, kept apart from other transactions', and refused under a
+/// fence another node took over.
+fn the_effect_journal_keeps_each_call_and_its_answer(store: &dyn StateStore) {
+    let effect = |path: &str, ordinal: u32, response: Option<u16>| Effect {
+        path: path.into(),
+        ordinal,
+        method: "POST".into(),
+        url: "http://127.0.0.1:9/charges".into(),
+        digest: format!("digest-{path}-{ordinal}"),
+        key: format!("key-{path}-{ordinal}"),
+        sends: 1,
+        sent_unix_ms: 5,
+        response: response.map(|status| EffectResponse {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: b"{\"receipt\":1}".to_vec(),
+            unix_ms: 6,
+        }),
+    };
+    assert_eq!(store.effects("t1").unwrap(), Vec::new());
+    store.record_effect("t1", &effect("charge", 2, None), None).unwrap();
+    store.record_effect("t1", &effect("charge", 1, None), None).unwrap();
+    store.record_effect("t1", &effect("refund", 1, Some(201)), None).unwrap();
+    store.record_effect("t10", &effect("charge", 1, None), None).unwrap();
+    // The intent, then its answer in its place.
+    store.record_effect("t1", &effect("charge", 1, Some(200)), None).unwrap();
+    let journal = store.effects("t1").unwrap();
+    assert_eq!(
+        journal,
+        vec![effect("charge", 1, Some(200)), effect("charge", 2, None), effect("refund", 1, Some(201))],
+        "by path, then ordinal; another transaction's (`t10`) apart"
+    );
+    assert!(journal[0].succeeded() && journal[1].in_doubt());
+    // Under a lease another node took over, nothing is written.
+    assert!(matches!(store.accept(acceptance("t2", None, "node-a", 1)).unwrap(), Acceptance::Accepted { .. }));
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(store.take_over("node-b", 60_000, 10).unwrap().len(), 1);
+    let refused = store.record_effect("t2", &effect("charge", 1, None), Some(&fence("t2", 1))).unwrap_err();
+    assert!(matches!(refused, StoreError::Fenced { .. }), "{refused}");
+    store.record_effect("t2", &effect("charge", 1, None), Some(&fence("t2", 2))).unwrap();
+    assert_eq!(store.effects("t2").unwrap().len(), 1);
+}
+
 /// A batch closed late: what `more` gives once the store is ready joins the
 /// batch after the requests given first, each validated against the ones
 /// before it; `more` is asked once.
@@ -516,6 +560,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("claims racing", a_committed_claim_is_never_taken_by_a_failure_at_the_same_time),
     ("batches", a_batch_applies_its_requests_in_order),
     ("batches left open", a_batch_left_open_takes_what_arrives_before_it_applies),
+    ("effect journal", the_effect_journal_keeps_each_call_and_its_answer),
     ("acceptances", acceptances_are_unique_and_end_with_their_commit),
     ("fences", a_taken_over_lease_fences_its_old_holder_out),
     ("takeovers racing", nodes_taking_over_at_once_take_each_lease_once),

@@ -40,6 +40,15 @@ pub struct Received {
     pub content_length: Option<String>,
     /// The body.
     pub body: Vec<u8>,
+    /// Every header, names in lower case (values that are not UTF-8 left out).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Received {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
 }
 
 /// How the test server answers.
@@ -100,6 +109,10 @@ impl TestServer {
                         idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(String::from),
                         content_length: headers.get("content-length").and_then(|v| v.to_str().ok()).map(String::from),
                         body: body.to_vec(),
+                        headers: headers
+                            .iter()
+                            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+                            .collect(),
                     });
                     received.len()
                 };

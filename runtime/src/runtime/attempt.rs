@@ -11,14 +11,14 @@ use crate::adjust::timeouts::{AttemptTimeouts, Timeouts};
 use crate::attempt::mirroring::{draw, sampled};
 use crate::contention::{Turn, WriteClaims};
 use crate::instance::executor::{InstanceRun, run_instance};
-use crate::instance::host::InstanceSetup;
+use crate::instance::host::{EffectJournal, InstanceSetup};
 use crate::instance::module::Module;
 use crate::policy::Policy;
 use crate::predict::history::Request;
 use crate::predict::paths::BaselineSample;
 use crate::predict::{FeatureAccumulator, FeatureContext, InputProfile, ModelScore, Prediction, TraceTotals};
 use crate::store::{
-    Attempt, AttemptOutcome, CommitError, CommitRequest, StoreError, TransactionOutcome, TransactionRecord,
+    Attempt, AttemptOutcome, CommitError, CommitRequest, Fence, StoreError, TransactionOutcome, TransactionRecord,
 };
 use crate::trace::{HostCall, TraceEvent, TraceRecorder};
 use crate::transaction::{AttemptReport, TxReport, history};
@@ -72,6 +72,9 @@ struct AttemptSeed<'a> {
     standing_draw: f64,
     /// Why the transaction runs.
     purpose: Purpose,
+    /// The transaction, for its effect journal, and the lease it runs under.
+    transaction_id: &'a str,
+    fence: Option<&'a Fence>,
 }
 
 /// The failure of an attempt that lost a hedge race.
@@ -109,6 +112,8 @@ impl Runtime {
         turn: &mut Option<Turn>,
     ) -> Result<AttemptEnd, ExecuteError> {
         let PathTry { path, next_path, input } = what;
+        // Owned here, so that the attempts' seeds do not borrow `run`.
+        let (transaction_id, fence) = (run.id.clone(), run.fence.clone());
         let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
         let share = policy.prediction.exploration_share;
         let who = (module.hash(), path, run.caller.as_str());
@@ -123,6 +128,8 @@ impl Runtime {
             explore: mirrored && sampled(&run.id, number, share),
             standing_draw: draw(&run.id, number, STANDING_SALT),
             purpose: run.purpose,
+            transaction_id: &transaction_id,
+            fence: fence.as_ref(),
         };
         let hedge_path = next_path.filter(|_| mirrored);
         let Some(hedge_path) = hedge_path else {
@@ -184,6 +191,13 @@ impl Runtime {
         setup.cancelled = seat.as_ref().map(HedgeSeat::cancelled);
         setup.adjust = !seed.explore;
         setup.input = Arc::new(InputProfile::read(seed.input, &policy.prediction.inputs, path));
+        setup.journal = Some(Arc::new(EffectJournal::new(
+            self.inner.store.clone(),
+            seed.transaction_id.to_string(),
+            path.to_string(),
+            seed.fence.cloned(),
+            policy.effects.clone(),
+        )));
         let write_claims = self.inner.in_flight_writes.claims();
         let owner = write_claims.owner();
         setup.write_claims = Some(write_claims.clone());
@@ -242,6 +256,11 @@ impl Runtime {
         // The gate's decision overrides how the primary, stopped by it, ended.
         if let Some(decision) = setup.gate.as_ref().and_then(|gate| gate.decision()) {
             primary.result = Err(decision.failure());
+        }
+        // So does what the effect journal found: a call that must not be
+        // sent ends the attempt, whatever the guest made of the refusal.
+        if let Some(failure) = setup.journal.as_ref().and_then(|journal| journal.failure()) {
+            primary.result = Err(failure);
         }
         if let Some(mirror) = &mirror {
             let keys = read_keys(&mirror.trace.events);

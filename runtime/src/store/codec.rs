@@ -11,7 +11,8 @@
 //! so that a new kind anywhere in the list changes nothing on disk.
 
 use super::{
-    Attempt, AttemptOutcome, Compensation, DeadLetter, History, StoreError, TransactionOutcome, TransactionRecord,
+    Attempt, AttemptOutcome, Compensation, DeadLetter, Effect, EffectResponse, History, StoreError, TransactionOutcome,
+    TransactionRecord,
 };
 use crate::vocab::{Failure, FailureKind};
 use serde::de::DeserializeOwned;
@@ -194,6 +195,70 @@ pub(super) fn decode_record(id: &str, bytes: &[u8]) -> Result<TransactionRecord,
         outcome: disk.outcome.try_into().map_err(corrupt)?,
         attempts,
         history: History::from_bytes(disk.history),
+    })
+}
+
+/// An effect of the journal, as stored.
+#[derive(Serialize, Deserialize)]
+struct DiskEffect {
+    path: String,
+    ordinal: u32,
+    method: String,
+    url: String,
+    digest: String,
+    key: String,
+    sends: u32,
+    sent_unix_ms: u64,
+    response: Option<DiskEffectResponse>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskEffectResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    unix_ms: u64,
+}
+
+/// An effect of the journal as stored.
+pub(super) fn encode_effect(effect: &Effect) -> Result<Vec<u8>, StoreError> {
+    let response = effect.response.as_ref().map(|response| DiskEffectResponse {
+        status: response.status,
+        headers: response.headers.clone(),
+        body: response.body.clone(),
+        unix_ms: response.unix_ms,
+    });
+    encode(&DiskEffect {
+        path: effect.path.clone(),
+        ordinal: effect.ordinal,
+        method: effect.method.clone(),
+        url: effect.url.clone(),
+        digest: effect.digest.clone(),
+        key: effect.key.clone(),
+        sends: effect.sends,
+        sent_unix_ms: effect.sent_unix_ms,
+        response,
+    })
+}
+
+/// A stored effect of `transaction_id`'s journal.
+pub(super) fn decode_effect(transaction_id: &str, bytes: &[u8]) -> Result<Effect, StoreError> {
+    let disk: DiskEffect = decode(|| format!("effect of transaction {transaction_id}"), bytes)?;
+    Ok(Effect {
+        path: disk.path,
+        ordinal: disk.ordinal,
+        method: disk.method,
+        url: disk.url,
+        digest: disk.digest,
+        key: disk.key,
+        sends: disk.sends,
+        sent_unix_ms: disk.sent_unix_ms,
+        response: disk.response.map(|response| EffectResponse {
+            status: response.status,
+            headers: response.headers,
+            body: response.body,
+            unix_ms: response.unix_ms,
+        }),
     })
 }
 

@@ -11,6 +11,7 @@
 
 mod codec;
 mod dead_letter;
+mod effects;
 mod fault;
 mod group_commit;
 mod inbox;
@@ -19,6 +20,7 @@ mod record;
 mod redb_store;
 
 pub use dead_letter::{Compensation, DeadLetter};
+pub use effects::{Effect, EffectResponse};
 pub use fault::{FaultInjectingBackend, FaultPlan};
 pub(crate) use group_commit::GroupCommit;
 pub use group_commit::{DEFAULT_BATCH_LIMIT, GroupCommitStats};
@@ -281,6 +283,15 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Lets every lease `holder` holds lapse now, for another node to take
     /// over at once (a node that drains); how many.
     fn release_leases(&self, holder: &str) -> Result<usize, StoreError>;
+
+    /// Writes `effect` into the journal of `transaction_id`, replacing the
+    /// entry of the same path and ordinal: durably, before the call is sent
+    /// (its intent) and after it is answered (its response). Under `fence`,
+    /// refused with [`StoreError::Fenced`] once another node took the
+    /// transaction over, so a stalled node never sends what it no longer owns.
+    fn record_effect(&self, transaction_id: &str, effect: &Effect, fence: Option<&Fence>) -> Result<(), StoreError>;
+    /// The journal of `transaction_id`: its effects by path, then ordinal.
+    fn effects(&self, transaction_id: &str) -> Result<Vec<Effect>, StoreError>;
 }
 
 /// What made the storage engine fail, kept as a [`StoreError`]'s source.

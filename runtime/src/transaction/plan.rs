@@ -93,6 +93,10 @@ impl<'p> Plan<'p> {
             self.tries -= 1;
             return Next::SecondLook;
         }
+        if kind.ends_the_transaction() {
+            // Not the caller's doing: for an operator, with what was sent.
+            return Next::DeadLetter;
+        }
         if self.retry.final_kinds.contains(&kind) {
             return Next::Final;
         }

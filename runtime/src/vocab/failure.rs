@@ -48,10 +48,18 @@ pub enum FailureKind {
     /// policy says such transactions go to the dead-letter queue
     /// (`recovery.in_flight = "dead_letter"`) rather than run again.
     Interrupted,
+    /// An attempt made an unsafe call, at a point where an earlier attempt
+    /// of the same transaction had sent a different one: what was sent
+    /// cannot be matched, so nothing more is sent.
+    EffectMismatch,
+    /// An earlier attempt sent an unsafe call and never learnt its answer,
+    /// and the policy says not to send it again
+    /// (`effects.in_doubt = "dead_letter"`).
+    EffectInDoubt,
 }
 
 impl FailureKind {
-    const ALL: [Self; 16] = [
+    const ALL: [Self; 18] = [
         Self::Validation,
         Self::Rejected,
         Self::Unavailable,
@@ -68,6 +76,8 @@ impl FailureKind {
         Self::PredictedFailure,
         Self::Cancelled,
         Self::Interrupted,
+        Self::EffectMismatch,
+        Self::EffectInDoubt,
     ];
 
     /// The kind with this stable name.
@@ -94,6 +104,8 @@ impl FailureKind {
             Self::PredictedFailure => "predicted_failure",
             Self::Cancelled => "cancelled",
             Self::Interrupted => "interrupted",
+            Self::EffectMismatch => "effect_mismatch",
+            Self::EffectInDoubt => "effect_in_doubt",
         }
     }
 
@@ -102,6 +114,14 @@ impl FailureKind {
     /// path did not fail; the predictor acted.
     pub fn stopped_by_gate(self) -> bool {
         matches!(self, Self::Diverted | Self::PredictedFailure | Self::Cancelled)
+    }
+
+    /// Whether the failure ends the transaction whatever the retry policy
+    /// says, into the dead-letter queue: what an earlier attempt sent cannot
+    /// be matched or confirmed, and another attempt or path could send it
+    /// twice.
+    pub fn ends_the_transaction(self) -> bool {
+        matches!(self, Self::EffectMismatch | Self::EffectInDoubt)
     }
 
     /// Whether the runtime stopped the guest (as opposed to the guest reporting an error).

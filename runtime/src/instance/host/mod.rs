@@ -9,11 +9,14 @@
 mod diagnostics;
 mod events;
 mod filesystem;
+mod journal;
 mod kv;
 mod outbound;
 mod state;
 
 pub(crate) use filesystem::add_recording_filesystem;
+pub(crate) use journal::EffectJournal;
+pub use journal::effect_key;
 pub(crate) use kv::KvView;
 pub use outbound::EndpointMemory;
 pub(crate) use state::{InstanceSetup, InstanceState};

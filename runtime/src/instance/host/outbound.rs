@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::MAX_RESPONSE_BYTES;
+use super::journal::{EffectJournal, Prepared};
 use crate::adjust::gate::{Gate, Verdict};
 use crate::adjust::timeouts::AttemptTimeouts;
 use crate::predict::InputProfile;
@@ -74,10 +75,12 @@ pub(crate) struct OutboundHooks {
     pub(crate) beside_primary: bool,
     /// The attempt's timeouts, which the gate may raise.
     pub(crate) timeouts: Arc<AttemptTimeouts>,
-    /// Unsafe requests the primary has made so far.
+    /// Unsafe requests the instance has made so far.
     pub(crate) unsafe_calls: usize,
     /// The transaction's input, whose conditions each request is learnt under.
     pub(crate) input: Arc<InputProfile>,
+    /// The transaction's effect journal, if it keeps one (not in a dry run).
+    pub(crate) journal: Option<Arc<EffectJournal>>,
 }
 
 type ResponseFuture = Box<
@@ -155,12 +158,19 @@ impl WasiHttpHooks for OutboundHooks {
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
 
+        // The place of an unsafe call among the instance's unsafe calls:
+        // the twins count alike, so the mirror's n-th call is the primary's.
+        let ordinal = (!safe).then(|| {
+            self.unsafe_calls += 1;
+            u32::try_from(self.unsafe_calls).unwrap_or(u32::MAX)
+        });
         let endpoint = EndpointMemory::endpoint(request.method(), &uri);
         if self.role == Role::Mirror && !safe {
             // Never sent. Drain the request body so the guest's writes finish,
             // then answer from a stub.
             let stub = find_stub(&self.policy.mirror.stubs, request.method(), &uri.to_string()).cloned();
             let memory = self.memory.clone();
+            let journal = self.journal.clone().zip(ordinal);
             // The endpoint is wanted: if the primary's call does not follow,
             // it is being held back, and what is known of it must not fade.
             if self.beside_primary {
@@ -170,9 +180,18 @@ impl WasiHttpHooks for OutboundHooks {
                 let drained = Limited::new(request.into_body(), MAX_RESPONSE_BYTES).collect().await;
                 let request_bytes =
                     drained.ok().and_then(|body| u64::try_from(body.to_bytes().len()).ok()).or(declared);
-                let (status, body, source) = match stub {
-                    Some(stub) => (stub.status, Bytes::from(stub.body), "policy"),
-                    None => match memory.recall(&endpoint) {
+                // The real answer to this very call, if an attempt of the
+                // transaction got one, before any guess.
+                let sent = match journal {
+                    Some((journal, ordinal)) => journal.prior(ordinal).await.ok().flatten(),
+                    None => None,
+                };
+                let (status, body, source) = match (sent.and_then(|effect| effect.response), stub) {
+                    (Some(real), _) if (200..300).contains(&real.status) => {
+                        (real.status, Bytes::from(real.body), "journal")
+                    }
+                    (_, Some(stub)) => (stub.status, Bytes::from(stub.body), "policy"),
+                    (_, None) => match memory.recall(&endpoint) {
                         Some((status, body)) => (status, body, "last-response"),
                         None => (200, Bytes::from_static(b"{}"), "synthesised"),
                     },
@@ -196,11 +215,12 @@ impl WasiHttpHooks for OutboundHooks {
         let input = self.input.clone();
         // The primary's unsafe calls pass the effect gate first.
         let gate = match (&self.gate, self.role, safe) {
-            (Some(gate), Role::Primary, false) => {
-                self.unsafe_calls += 1;
-                Some((gate.clone(), self.unsafe_calls, self.trace.clone()))
-            }
+            (Some(gate), Role::Primary, false) => Some((gate.clone(), self.unsafe_calls, self.trace.clone())),
             _ => None,
+        };
+        let journal = match self.role {
+            Role::Primary => self.journal.clone().zip(ordinal),
+            Role::Mirror => None,
         };
         Box::new(async move {
             if let Some((gate, nth, primary)) = gate
@@ -208,6 +228,26 @@ impl WasiHttpHooks for OutboundHooks {
             {
                 record(HttpOutcome::Denied { reason }, declared);
                 return Err(HttpError::HttpRequestDenied);
+            }
+            // Keyed and journalled before it leaves; not sent again if an
+            // earlier attempt's call succeeded.
+            let mut request = request;
+            let mut sending = None;
+            if let Some((journal, ordinal)) = journal {
+                match journal.prepare(ordinal, request).await {
+                    Prepared::Send { request: keyed, effect } => {
+                        request = keyed;
+                        sending = Some((journal, effect));
+                    }
+                    Prepared::Replay { response, status, response_bytes } => {
+                        record(HttpOutcome::Replayed { status, response_bytes }, declared);
+                        return Ok((response, done()));
+                    }
+                    Prepared::Refused { reason, error } => {
+                        record(HttpOutcome::Denied { reason }, declared);
+                        return Err(error);
+                    }
+                }
             }
             // Read after the gate, which may have raised it.
             let limit = timeouts.outbound();
@@ -255,6 +295,9 @@ impl WasiHttpHooks for OutboundHooks {
                     let status = parts.status.as_u16();
                     observe(Some(status), retry_after(&parts.headers, SystemTime::now()));
                     record(HttpOutcome::Answered { status, response_bytes: body.len() }, declared);
+                    if let Some((journal, effect)) = sending {
+                        journal.answered(effect, &parts, &body).await;
+                    }
                     if let Some(memory) = remember {
                         memory.remember(endpoint, status, body.clone());
                     }

@@ -1,6 +1,7 @@
 //! The data of one instance's store.
 
 use super::KvView;
+use super::journal::EffectJournal;
 use super::outbound::{EndpointMemory, OutboundHooks};
 use crate::adjust::gate::Gate;
 use crate::adjust::grants::ResourceWatch;
@@ -77,6 +78,9 @@ pub(crate) struct InstanceSetup {
     /// What the transaction's input says to the predictor: the conditions
     /// its outbound requests are learnt under.
     pub(crate) input: Arc<InputProfile>,
+    /// The transaction's effect journal: where the primary's unsafe calls
+    /// are recorded, and earlier attempts' calls found; `None` in a dry run.
+    pub(crate) journal: Option<Arc<EffectJournal>>,
 }
 
 impl InstanceSetup {
@@ -104,6 +108,7 @@ impl InstanceSetup {
             write_claims: None,
             adjust: true,
             input: Arc::default(),
+            journal: None,
         }
     }
 }
@@ -196,6 +201,7 @@ impl InstanceState {
                 timeouts: setup.timeouts.clone(),
                 unsafe_calls: 0,
                 input: setup.input.clone(),
+                journal: setup.journal.clone(),
             },
             trace,
             table: ResourceTable::new(),

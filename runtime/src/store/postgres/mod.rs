@@ -28,9 +28,11 @@
 //! can be called from inside the runtime's own tasks without nesting one
 //! runtime in another.
 
-use super::codec::{decode_dead_letter, decode_record, encode_dead_letter, encode_record};
+use super::codec::{
+    decode_dead_letter, decode_effect, decode_record, encode_dead_letter, encode_effect, encode_record,
+};
 use super::{
-    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Fence, IdempotencyClaim,
+    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, Fence, IdempotencyClaim,
     IdempotencyEntry, ReadFuture, StateSnapshot, StateStore, StoreError, StoredEvent, TransactionOutcome,
     TransactionRecord, Version, Versioned, VersionsFuture,
 };
@@ -49,7 +51,7 @@ use reads::Reads;
 
 /// The migrations, in order: migration `n` (from 1) takes the schema from
 /// version `n - 1` to `n`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, inbox::MIGRATION];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, inbox::MIGRATION, MIGRATION_3];
 
 /// The first schema: the state, events, records, keys, dead letters and
 /// what the runtime learnt.
@@ -88,6 +90,18 @@ const MIGRATION_1: &str = r#"
         letter BYTEA NOT NULL
     );
     CREATE TABLE txm_learnt (name TEXT PRIMARY KEY, bytes BYTEA NOT NULL);
+"#;
+
+/// The third schema: the effect journal, one row per unsafe call of a
+/// transaction (the embedded store's encoding of [`Effect`]).
+const MIGRATION_3: &str = r#"
+    CREATE TABLE txm_effects (
+        transaction_id TEXT COLLATE "C" NOT NULL,
+        path TEXT COLLATE "C" NOT NULL,
+        ordinal INTEGER NOT NULL,
+        effect BYTEA NOT NULL,
+        PRIMARY KEY (transaction_id, path, ordinal)
+    );
 "#;
 
 /// The store on a PostgreSQL database.
@@ -876,6 +890,40 @@ impl StateStore for PostgresStore {
                 .await
                 .map_err(storage)?;
             Ok(())
+        })
+    }
+
+    fn record_effect(&self, transaction_id: &str, effect: &Effect, fence: Option<&Fence>) -> Result<(), StoreError> {
+        let (id, path, ordinal) = (transaction_id.to_string(), effect.path.clone(), i32::try_from(effect.ordinal));
+        let ordinal =
+            ordinal.map_err(|_| StoreError::storage(std::io::Error::other("an effect's ordinal past i32")))?;
+        let (bytes, fence) = (encode_effect(effect)?, fence.cloned());
+        self.block(|pool| async move {
+            let mut client = pool.get().await.map_err(storage)?;
+            let txn = client.transaction().await.map_err(storage)?;
+            if let Some(fence) = &fence {
+                inbox::check_fence(&txn, fence).await?;
+            }
+            let statement = cached(
+                &txn,
+                "INSERT INTO txm_effects (transaction_id, path, ordinal, effect) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (transaction_id, path, ordinal) DO UPDATE SET effect = EXCLUDED.effect",
+            )
+            .await?;
+            txn.execute(&statement, &[&id, &path, &ordinal, &bytes]).await.map_err(storage)?;
+            txn.commit().await.map_err(storage)
+        })
+    }
+
+    fn effects(&self, transaction_id: &str) -> Result<Vec<Effect>, StoreError> {
+        let id = transaction_id.to_string();
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let statement =
+                cached(&client, "SELECT effect FROM txm_effects WHERE transaction_id = $1 ORDER BY path, ordinal")
+                    .await?;
+            let rows = client.query(&statement, &[&id]).await.map_err(storage)?;
+            rows.iter().map(|row| decode_effect(&id, row.get(0))).collect()
         })
     }
 

@@ -8,6 +8,7 @@
 //! - `idempotency`: key → [`IdempotencyEntry`];
 //! - `dead_letters`: id → [`DeadLetter`];
 //! - `learnt`: name → bytes the store never reads;
+//! - `effects`: the effect journal, `id NUL path NUL ordinal` → [`Effect`];
 //! - `inbox`, `inbox_keys`, `submissions`: accepted transactions and their
 //!   leases (see `inbox.rs`).
 //!
@@ -16,11 +17,11 @@
 //! commit can slip in between the check and the write.
 
 use super::codec::{
-    FORMAT_KEY, FORMAT_VERSION, decode, decode_dead_letter, decode_record, decode_versioned, encode,
-    encode_dead_letter, encode_record, encode_versioned,
+    FORMAT_KEY, FORMAT_VERSION, decode, decode_dead_letter, decode_effect, decode_record, decode_versioned, encode,
+    encode_dead_letter, encode_effect, encode_record, encode_versioned,
 };
 use super::{
-    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Fence, IdempotencyClaim,
+    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, Fence, IdempotencyClaim,
     IdempotencyEntry, StateSnapshot, StateStore, StoreError, StoredEvent, TransactionRecord, Version, Versioned,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -37,6 +38,15 @@ const DEAD_LETTERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("dea
 /// store never reads. Added within format 2: a store opened before it
 /// existed gets it, empty, when next opened.
 const LEARNT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("learnt");
+/// The effect journal: `transaction id NUL path NUL ordinal` (the ordinal
+/// in ten digits, so a transaction's entries sort by path, then ordinal) →
+/// [`Effect`]. Added within format 2, as `learnt` was.
+const EFFECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("effects");
+
+/// The key of an effect in [`EFFECTS`].
+fn effect_key(transaction_id: &str, path: &str, ordinal: u32) -> String {
+    format!("{transaction_id}\0{path}\0{ordinal:010}")
+}
 
 mod inbox;
 
@@ -237,6 +247,7 @@ impl RedbStore {
             txn.open_table(IDEMPOTENCY).map_err(storage)?;
             txn.open_table(DEAD_LETTERS).map_err(storage)?;
             txn.open_table(LEARNT).map_err(storage)?;
+            txn.open_table(EFFECTS).map_err(storage)?;
             txn.open_table(inbox::INBOX).map_err(storage)?;
             txn.open_table(inbox::INBOX_KEYS).map_err(storage)?;
             txn.open_table(inbox::SUBMISSIONS).map_err(storage)?;
@@ -479,6 +490,31 @@ impl StateStore for RedbStore {
 
     fn accept(&self, request: AcceptRequest) -> Result<Acceptance, StoreError> {
         self.accept_transaction(request)
+    }
+
+    fn record_effect(&self, transaction_id: &str, effect: &Effect, fence: Option<&Fence>) -> Result<(), StoreError> {
+        let bytes = encode_effect(effect)?;
+        let txn = self.db.begin_write().map_err(storage)?;
+        if let Some(fence) = fence {
+            inbox::check_fence(&txn, fence)?;
+        }
+        txn.open_table(EFFECTS)
+            .map_err(storage)?
+            .insert(effect_key(transaction_id, &effect.path, effect.ordinal).as_str(), bytes.as_slice())
+            .map_err(storage)?;
+        txn.commit().map_err(storage)
+    }
+
+    fn effects(&self, transaction_id: &str) -> Result<Vec<Effect>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(EFFECTS).map_err(storage)?;
+        let (from, to) = (format!("{transaction_id}\0"), format!("{transaction_id}\u{1}"));
+        let mut effects = Vec::new();
+        for item in table.range(from.as_str()..to.as_str()).map_err(storage)? {
+            let (_, bytes) = item.map_err(storage)?;
+            effects.push(decode_effect(transaction_id, bytes.value())?);
+        }
+        Ok(effects)
     }
 
     fn accepted(&self, transaction_id: &str) -> Result<Option<Accepted>, StoreError> {

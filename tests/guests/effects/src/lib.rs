@@ -11,6 +11,13 @@
 //! the commit can stop it. Path `diverge` POSTs to the sink and, if the
 //! answer asks for it (`{"spin": n}`), loops n times before returning: a
 //! stubbed answer can send the mirror down a longer road than the primary.
+//! Path `charge` reads the key `receipt`, POSTs a charge of `amount` to the sink, writes the answer
+//! under the key `receipt` and then, as `then` says, returns it (`ok`),
+//! fails as unavailable (`unavailable`), leaves its output without the
+//! `receipt` field (`no-receipt`, for a success criterion to fail), or
+//! POSTs again with the amount the first answer gave (`twice`). Path
+//! `quote` GETs a quote from the sink, POSTs a charge of it and fails as
+//! unavailable: when the quote changes between attempts, so does the charge.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -82,6 +89,35 @@ fn sloppy(_input: Value) -> Result<Value, Error> {
     Ok(serde_json::json!({ "written": true }))
 }
 
+/// One charge, then whatever the input says (see the module's documentation).
+fn charge(input: Value) -> Result<Value, Error> {
+    let sink = config::require("sink")?;
+    // Read first, so that two charges at once conflict on the receipt.
+    let _previous: Option<String> = kv::get("scratch", "receipt")?;
+    let amount = input.get("amount").cloned().unwrap_or(Value::from(1));
+    let response = Request::post(&sink).json(&serde_json::json!({ "charge": amount }))?.send()?;
+    let receipt = String::from_utf8_lossy(&response.body).into_owned();
+    kv::put("scratch", "receipt", &receipt)?;
+    match input.get("then").and_then(Value::as_str).unwrap_or("ok") {
+        "unavailable" => Err(Error::unavailable("the gateway answered too late to be trusted")),
+        "no-receipt" => Ok(serde_json::json!({ "status": response.status })),
+        "twice" => {
+            let again = Request::post(&sink).json(&serde_json::json!({ "charge": receipt }))?.send()?;
+            Ok(serde_json::json!({ "status": again.status, "receipt": receipt }))
+        }
+        _ => Ok(serde_json::json!({ "status": response.status, "receipt": receipt })),
+    }
+}
+
+/// A charge of whatever the sink quotes, then a failure.
+fn quote(_input: Value) -> Result<Value, Error> {
+    let sink = config::require("sink")?;
+    let quote = Request::get(&sink).send()?;
+    let quoted = String::from_utf8_lossy(&quote.body).into_owned();
+    Request::post(&sink).json(&serde_json::json!({ "charge": quoted }))?.send()?;
+    Err(Error::unavailable("the quote expired"))
+}
+
 /// Loops as long as the sink's answer says.
 fn diverge(_input: Value) -> Result<Value, Error> {
     let response = Request::post(&config::require("sink")?).json(&serde_json::json!({ "effect": "post" }))?.send()?;
@@ -99,6 +135,8 @@ txmirror_guest::transaction_module! {
         "all-effects" => all_effects,
         "sloppy" => sloppy,
         "diverge" => diverge,
+        "charge" => charge,
+        "quote" => quote,
         "observe" => observe,
         "fetch" => fetch,
         "careless" => careless,
