@@ -373,6 +373,12 @@ fn a_node_stalled_past_its_lease_cannot_commit() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(status_of(&stalled.base, &id), "committed");
+    // The node that took over found the charge in the journal, sent and
+    // unanswered, and sent it again under the same key; the stalled node,
+    // fenced out, sent nothing more.
+    let posts: Vec<_> = gateway.received().into_iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert!(posts.iter().all(|r| r.idempotency_key.as_deref() == Some("order-1")), "{posts:?}");
     let view: Value = {
         let (status, view) =
             call(&agent, "GET", &format!("{}/v1/transactions/{id}", other.base), Role::Client, None).unwrap();

@@ -320,3 +320,109 @@ fn the_cli_drives_a_service_with_server_and_token() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--server needs a token"), "{}", text(&out.stderr));
 }
+
+/// Installs the payment example with `extra` policy lines, its gateways
+/// pointing at `gateway`; returns its hash.
+fn install_payment(agent: &ureq::Agent, base: &str, gateway: &txmirror_tests::TestServer, extra: &str) -> String {
+    let wasm = std::fs::read(guests::PAYMENT).unwrap();
+    let (status, module) = call(agent, "POST", &format!("{base}/v1/modules"), Role::Developer, Some(wasm)).unwrap();
+    assert_eq!(status, 201, "{module}");
+    let hash = module["hash"].as_str().unwrap().to_string();
+    let policy = format!(
+        "{extra}\n[capabilities]\nkv = {{ payments = \"read-write\" }}\noutbound_hosts = [\"{0}\"]\n\
+         [resource_requirements]\nwall_time_ms = 30_000\noutbound_timeout_ms = 20_000\n\
+         [config]\nprimary_gateway = \"{1}\"\nbackup_gateway = \"{1}\"\n",
+        gateway.authority(),
+        gateway.url()
+    );
+    let (status, body) =
+        call(agent, "PUT", &format!("{base}/v1/modules/{hash}/policy"), Role::Operator, Some(policy.into_bytes()))
+            .unwrap();
+    assert_eq!(status, 200, "{body}");
+    hash
+}
+
+/// The transaction's status and failure kind, once it has ended (within 60 s).
+fn ended(base: &str, id: &str) -> (String, Option<String>) {
+    let started = Instant::now();
+    loop {
+        let (status, view) =
+            call(&agent(), "GET", &format!("{base}/v1/transactions/{id}"), Role::Client, None).unwrap();
+        let state = view["status"].as_str().unwrap_or_default().to_string();
+        if status == 200 && matches!(state.as_str(), "committed" | "failed") {
+            let kind = view["record"]["outcome"]["kind"].as_str().map(String::from);
+            return (state, kind);
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{id} never ended: {view}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `kill -9` of the service while the gateway holds a charge it received
+/// and has not answered, then a restart: the rerun finds the charge in the
+/// journal, in doubt, and sends it again with the same key (a gateway that
+/// honours keys charges once), or, with `effects.in_doubt =
+/// "dead_letter"`, sends nothing and dead-letters the transaction.
+#[test]
+fn a_charge_in_doubt_at_a_crash_is_never_charged_under_two_keys() {
+    for in_doubt in ["resend", "dead_letter"] {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let slow = txmirror_tests::Behaviour {
+            status: 201,
+            body: r#"{"charge_id": "ch-{n}"}"#.into(),
+            delay: Duration::from_secs(3),
+            ..Default::default()
+        };
+        let gateway = runtime.block_on(txmirror_tests::TestServer::start(slow));
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path());
+        let agent = agent();
+        let server = Server::start(&config);
+        let hash = install_payment(&agent, &server.base, &gateway, &format!("[effects]\nin_doubt = \"{in_doubt}\""));
+        let charge =
+            json!({ "path": "charge", "input": { "order_id": "order-7", "amount_cents": 990, "currency": "EUR" } });
+        let (status, accepted) = call(
+            &agent,
+            "POST",
+            &format!("{}/v1/modules/{hash}/transactions", server.base),
+            Role::Client,
+            Some(charge.to_string().into_bytes()),
+        )
+        .unwrap();
+        assert_eq!(status, 202, "{accepted}");
+        let id = accepted["transaction_id"].as_str().unwrap().to_string();
+        let started = Instant::now();
+        while gateway.received().iter().all(|r| r.method != "POST") {
+            assert!(started.elapsed() < Duration::from_secs(30), "the charge never left");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Received and not answered: killed now.
+        let mut server = server;
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        gateway.set_behaviour(txmirror_tests::Behaviour {
+            status: 201,
+            body: r#"{"charge_id": "ch-{n}"}"#.into(),
+            ..Default::default()
+        });
+        let restarted = Server::start(&config);
+        let (state, kind) = ended(&restarted.base, &id);
+        let posts: Vec<_> = gateway.received().into_iter().filter(|r| r.method == "POST").collect();
+        let keys: std::collections::BTreeSet<_> = posts.iter().map(|r| r.idempotency_key.clone()).collect();
+        assert_eq!(keys, [Some("order-7".to_string())].into(), "the guest's own key, on every send");
+        match in_doubt {
+            "resend" => {
+                assert_eq!(state, "committed", "{kind:?}");
+                assert_eq!(posts.len(), 2, "sent again once, under the same key");
+            }
+            _ => {
+                assert_eq!((state.as_str(), kind.as_deref()), ("failed", Some("effect_in_doubt")));
+                assert_eq!(posts.len(), 1, "not sent again");
+                let (status, letter) =
+                    call(&agent, "GET", &format!("{}/v1/dlq/{id}", restarted.base), Role::Operator, None).unwrap();
+                assert_eq!(status, 200, "{letter}");
+            }
+        }
+        println!("in_doubt = {in_doubt}: {state} ({kind:?}) after {} sends under one key", posts.len());
+    }
+}
