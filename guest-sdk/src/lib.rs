@@ -38,6 +38,8 @@
 //! - [`http`]: outbound HTTP requests to hosts the policy grants.
 //! - [`validation`]: report invalid input early, so the runtime can fail fast.
 //! - [`config`]: operator-provided settings.
+//! - [`context`]: the transaction's id and the idempotency keys of its
+//!   unsafe calls, the same in every attempt and rerun.
 //! - [`log`], [`random`], [`clock`]: diagnostics and deterministic inputs.
 //!
 //! When the runtime mirrors a transaction, the same code runs a second time
@@ -49,6 +51,7 @@ extern crate self as txmirror_guest;
 
 pub mod clock;
 pub mod config;
+pub mod context;
 mod error;
 pub mod events;
 pub mod http;

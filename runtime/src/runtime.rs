@@ -209,7 +209,7 @@ impl std::fmt::Debug for Runtime {
 }
 
 fn link(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>> {
-    use crate::instance::bindings::txmirror::transaction::{config, events, kv, log, types, validation};
+    use crate::instance::bindings::txmirror::transaction::{config, context, events, kv, log, types, validation};
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -220,6 +220,7 @@ fn link(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>> {
     log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     validation::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     config::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    context::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 

@@ -238,3 +238,12 @@ async fn a_retrys_mirror_is_answered_from_the_journal() {
         assert_eq!(mirror, vec![HttpOutcome::Stubbed { status: 200, source: "journal".into() }], "{report:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_sdk_tells_the_transaction_id_and_the_keys() {
+    let fixture = Fixture::new(Behaviour::default(), "").await;
+    let report = fixture.run("whoami", "t-who", json!({})).await;
+    let TransactionOutcome::Committed { output, .. } = &report.outcome else { panic!("{:?}", report.failure) };
+    let output: Value = serde_json::from_slice(output).unwrap();
+    assert_eq!(output, json!({ "transaction_id": "t-who", "first_key": effect_key("t-who", "whoami", 1) }));
+}

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod bank_transfer;
+mod contract_0_1_0;
 mod crash_safety;
 mod effects;
 mod foreign_world;

@@ -1,7 +1,7 @@
-//! `log`, `validation` and `config`: the small, read-only capabilities.
+//! `log`, `validation`, `config` and `context`: the small, read-only capabilities.
 
 use super::InstanceState;
-use crate::instance::bindings::txmirror::transaction::{config, log, types, validation};
+use crate::instance::bindings::txmirror::transaction::{config, context, log, types, validation};
 use crate::trace::HostCall;
 
 /// The longest log line kept; longer ones are cut.
@@ -35,6 +35,16 @@ impl validation::Host for InstanceState {
     fn report(&mut self, issue: types::ValidationIssue) -> wasmtime::Result<()> {
         self.trace.record(HostCall::Validation { field: issue.field, message: issue.message });
         Ok(())
+    }
+}
+
+impl context::Host for InstanceState {
+    fn transaction_id(&mut self) -> wasmtime::Result<String> {
+        Ok(self.journal().map(|journal| journal.transaction_id().to_string()).unwrap_or_default())
+    }
+
+    fn effect_key(&mut self, ordinal: u32) -> wasmtime::Result<String> {
+        Ok(self.journal().map(|journal| journal.key(ordinal)).unwrap_or_default())
     }
 }
 

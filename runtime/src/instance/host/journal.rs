@@ -103,6 +103,11 @@ impl EffectJournal {
         }
     }
 
+    /// The transaction's id.
+    pub(crate) fn transaction_id(&self) -> &str {
+        &self.transaction_id
+    }
+
     /// The key of the path's `ordinal`-th unsafe call.
     pub(crate) fn key(&self, ordinal: u32) -> String {
         effect_key(&self.transaction_id, &self.path, ordinal)

@@ -209,6 +209,13 @@ impl InstanceState {
     }
 }
 
+impl InstanceState {
+    /// The transaction's effect journal, if it keeps one (not in a dry run).
+    pub(crate) fn journal(&self) -> Option<&EffectJournal> {
+        self.hooks.journal.as_deref()
+    }
+}
+
 impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }

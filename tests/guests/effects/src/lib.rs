@@ -18,6 +18,8 @@
 //! POSTs again with the amount the first answer gave (`twice`). Path
 //! `quote` GETs a quote from the sink, POSTs a charge of it and fails as
 //! unavailable: when the quote changes between attempts, so does the charge.
+//! Path `whoami` returns the transaction id and the key of its first unsafe
+//! call, as the guest SDK tells them.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -118,6 +120,14 @@ fn quote(_input: Value) -> Result<Value, Error> {
     Err(Error::unavailable("the quote expired"))
 }
 
+/// What the guest SDK says of the transaction.
+fn whoami(_input: Value) -> Result<Value, Error> {
+    Ok(serde_json::json!({
+        "transaction_id": txmirror_guest::context::transaction_id(),
+        "first_key": txmirror_guest::context::effect_key(1),
+    }))
+}
+
 /// Loops as long as the sink's answer says.
 fn diverge(_input: Value) -> Result<Value, Error> {
     let response = Request::post(&config::require("sink")?).json(&serde_json::json!({ "effect": "post" }))?.send()?;
@@ -137,6 +147,7 @@ txmirror_guest::transaction_module! {
         "diverge" => diverge,
         "charge" => charge,
         "quote" => quote,
+        "whoami" => whoami,
         "observe" => observe,
         "fetch" => fetch,
         "careless" => careless,
