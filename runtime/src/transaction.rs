@@ -4,7 +4,9 @@
 pub(crate) mod history;
 pub(crate) mod plan;
 
-use crate::store::{Attempt, Compensation, DeadLetter, Fence, StoreError, TransactionOutcome, TransactionRecord};
+use crate::store::{
+    Attempt, Compensation, DeadLetter, Effect, Fence, StoreError, TransactionOutcome, TransactionRecord,
+};
 use crate::trace::Trace;
 use crate::vocab::Failure;
 use serde::{Deserialize, Serialize};
@@ -179,11 +181,15 @@ pub struct DeadLetterReport {
     /// The request's idempotency key, which its replay claims in turn.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The unsafe calls it sent, from its effect journal: what its
+    /// compensation was told of, and what an operator must know.
+    #[serde(default)]
+    pub effects: Vec<Effect>,
 }
 
 impl DeadLetterReport {
-    /// The letter with its attempts decoded.
-    pub(crate) fn decode(letter: DeadLetter) -> Result<Self, StoreError> {
+    /// The letter with its attempts decoded, and the calls it sent.
+    pub(crate) fn decode(letter: DeadLetter, effects: Vec<Effect>) -> Result<Self, StoreError> {
         let attempts = history::decode(&format!("dead letter {}", letter.transaction_id), &letter.attempts)?;
         Ok(Self {
             transaction_id: letter.transaction_id,
@@ -195,6 +201,7 @@ impl DeadLetterReport {
             compensation: letter.compensation,
             dead_lettered_unix_ms: letter.dead_lettered_unix_ms,
             idempotency_key: letter.idempotency_key,
+            effects,
         })
     }
 }

@@ -99,30 +99,30 @@ pub(crate) async fn sync_modules(state: &AppState) -> Result<Vec<String>, Catalo
     for stored in stored {
         let Some(tenant) = state.tenants.get(&stored.tenant) else { continue };
         let loaded = tenant.module(&stored.hash).ok();
-        if loaded.as_ref().is_none() {
-            match tenant.runtime().load_module(&stored.bytes).await {
-                Ok(module) => {
-                    tenant.add_module(module);
-                }
+        if loaded.as_ref().is_some_and(|registered| registered.policy_text.as_deref() == stored.policy.as_deref()) {
+            continue;
+        }
+        let policy = match stored.policy.map(|text| (Policy::parse(&text, std::path::Path::new("policy.toml")), text)) {
+            Some((Ok(policy), text)) => Some((policy, text)),
+            Some((Err(error), _)) => {
+                tracing::error!(tenant = %stored.tenant, module = %stored.hash, %error, "a stored policy no longer parses");
+                None
+            }
+            None => None,
+        };
+        let module = match loaded {
+            Some(registered) => registered.module,
+            None => match tenant.runtime().load_module(&stored.bytes).await {
+                Ok(module) => module,
                 Err(error) => {
                     tracing::error!(tenant = %stored.tenant, module = %stored.hash, %error, "a stored module no longer loads");
                     failed.push(format!("{}/{}", stored.tenant, stored.hash));
                     continue;
                 }
-            }
-        }
-        let Some(text) = stored.policy else { continue };
-        if loaded.is_some_and(|registered| registered.policy_text.as_deref() == Some(text.as_str())) {
-            continue;
-        }
-        match Policy::parse(&text, std::path::Path::new("policy.toml")) {
-            Ok(policy) => {
-                let _ = tenant.set_policy(&stored.hash, policy, text);
-            }
-            Err(error) => {
-                tracing::error!(tenant = %stored.tenant, module = %stored.hash, %error, "a stored policy no longer parses");
-            }
-        }
+            },
+        };
+        // With its policy, in one step (see `Tenant::add_stored_module`).
+        tenant.add_stored_module(module, policy);
     }
     Ok(failed)
 }
@@ -165,12 +165,11 @@ pub(crate) async fn module(state: &AppState, tenant: &Arc<Tenant>, hash: &str) -
     // Compiled code comes from this node's cache, by content hash, when
     // the node compiled the module before.
     let module = tenant.runtime().load_module(&stored.bytes).await?;
-    tenant.add_module(module);
-    if let Some(text) = stored.policy {
-        let policy = Policy::parse(&text, std::path::Path::new("policy.toml"))?;
-        return tenant.set_policy(hash, policy, text);
-    }
-    tenant.module(hash)
+    let policy = match stored.policy {
+        Some(text) => Some((Policy::parse(&text, std::path::Path::new("policy.toml"))?, text)),
+        None => None,
+    };
+    Ok(tenant.add_stored_module(module, policy))
 }
 
 /// Accepts a transaction durably in its tenant's store, leased to this

@@ -72,6 +72,25 @@ impl Tenant {
             .clone()
     }
 
+    /// Adds `module` loaded from the catalog together with its stored
+    /// policy, in one step: a request that finds the module finds its policy
+    /// too, never the module alone between the two.
+    pub(crate) fn add_stored_module(&self, module: Module, policy: Option<(Policy, String)>) -> Registered {
+        let mut modules = self.modules.write().unwrap_or_else(PoisonError::into_inner);
+        let entry = modules.entry(module.hash().to_string()).or_insert_with(|| Registered {
+            module,
+            policy: None,
+            policy_text: None,
+        });
+        if let Some((policy, text)) = policy
+            && entry.policy_text.as_deref() != Some(text.as_str())
+        {
+            entry.policy = Some(Arc::new(policy));
+            entry.policy_text = Some(text);
+        }
+        entry.clone()
+    }
+
     pub(crate) fn remove_module(&self, hash: &str) -> bool {
         self.modules.write().unwrap_or_else(PoisonError::into_inner).remove(hash).is_some()
     }

@@ -240,6 +240,48 @@ async fn when_every_path_fails_it_compensates_dead_letters_and_replays_once() {
     assert!(stored["charge_id"].as_str().unwrap().starts_with("ch_"));
 }
 
+/// Every path charges and then fails (a success criterion the charge's
+/// output never meets): the compensation refunds exactly the charges that
+/// were sent, at the gateways that took them, and the dead letter shows
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compensation_refunds_exactly_the_charges_that_were_sent() {
+    let dir = tempdir().unwrap();
+    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    let text = format!(
+        "failure_prediction_enabled = false\n{}\n[success_criteria]\nrequired_output_fields = [\"settled\"]\n",
+        gateway_policy(&primary, &backup)
+    );
+    let policy = policy(&text);
+    let report = runtime.execute(&module, &policy, charge("charge", "order-comp")).await.unwrap();
+    assert_eq!(report.failure.as_ref().map(|f| f.kind), Some(FailureKind::SuccessCriteria));
+    let paths: std::collections::BTreeSet<&str> = report.attempts.iter().map(|a| a.attempt.path.as_str()).collect();
+    assert_eq!(paths, ["charge", "charge-backup"].into(), "both paths tried");
+    // Each path charged once, however many attempts it made.
+    let (charged_primary, charged_backup) = (charges(&primary), charges(&backup));
+    assert_eq!((charged_primary.len(), charged_backup.len()), (1, 1));
+    let refunds = |server: &TestServer| -> Vec<Value> {
+        server
+            .received()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.uri == "/refunds")
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect()
+    };
+    // The gateways answered `ch_{n}`, n counting their requests: the charge
+    // was request 2 at each (after the health check).
+    assert_eq!(refunds(&primary), vec![json!({ "charge_id": "ch_2" })], "the primary's charge, refunded");
+    assert_eq!(refunds(&backup), vec![json!({ "charge_id": "ch_2" })], "the backup's charge, refunded");
+    let letter = runtime.dead_letter(&report.transaction_id).unwrap().unwrap();
+    let sent: Vec<(&str, u32, Option<u16>)> =
+        letter.effects.iter().map(|e| (e.path.as_str(), e.ordinal, e.response.as_ref().map(|r| r.status))).collect();
+    assert_eq!(sent, vec![("charge", 1, Some(201)), ("charge-backup", 1, Some(201))], "the letter shows what was sent");
+    let compensation = letter.compensation.unwrap();
+    assert!(matches!(compensation.outcome, TransactionOutcome::Committed { .. }), "{compensation:?}");
+}
+
 /// A policy whose only rule always holds, with the given action: every
 /// charge is doubted, so the gate acts on every attempt.
 fn doubting_policy(primary: &TestServer, backup: &TestServer, action: &str, extra: &str) -> String {

@@ -4,7 +4,10 @@
 //! - `charge` (default): through the gateway named by the `primary_gateway`
 //!   config value;
 //! - `charge-backup`: the alternative path, through `backup_gateway`;
-//! - `refund`: the compensation path, which refunds a recorded charge.
+//! - `refund`: the compensation path. Run as the compensation of a failed
+//!   charge, it refunds exactly the charges the runtime's effect journal
+//!   says were sent, by any attempt on either path, answered or not; asked
+//!   for directly, it refunds the recorded charge.
 //!
 //! Before charging, the path checks the gateway's `/health` (a safe GET,
 //! which lets the runtime measure the gateway from the mirror).
@@ -14,6 +17,7 @@
 //! the `payments` namespace and announced on the `payments` stream.
 
 use serde::{Deserialize, Serialize};
+use txmirror_guest::context::{self, SentEffect};
 use txmirror_guest::http::Request;
 use txmirror_guest::validation::Validator;
 use txmirror_guest::{Error, config, events, kv, log};
@@ -117,6 +121,16 @@ struct RefundDone {
 }
 
 fn refund(input: Refund) -> Result<RefundDone, Error> {
+    // As a compensation, the runtime tells which charges were sent, by any
+    // attempt on any path, answered or not: those are what to undo, even
+    // when no attempt lived to record its charge.
+    let sent: Vec<SentEffect> = context::sent_effects()
+        .into_iter()
+        .filter(|effect| effect.method == "POST" && effect.url.ends_with("/charges") && effect.may_have_acted())
+        .collect();
+    if !sent.is_empty() {
+        return refund_sent(input, &sent);
+    }
     let Some(mut record) = kv::get::<ChargeRecord>(PAYMENTS, &input.order_id)? else {
         log::info(&format!("order {} has no charge to refund", input.order_id));
         return Ok(RefundDone { order_id: input.order_id, refunded: false });
@@ -135,6 +149,31 @@ fn refund(input: Refund) -> Result<RefundDone, Error> {
     record.refunded = true;
     kv::put(PAYMENTS, &record.order_id, &record)?;
     events::emit("payments", &serde_json::json!({ "refunded": record.order_id }))?;
+    Ok(RefundDone { order_id: input.order_id, refunded: true })
+}
+
+/// Refunds each charge in `sent` at the gateway that took it: by its
+/// charge id where its answer gave one, else (an answer that never came)
+/// by the idempotency key it was sent under. Each refund goes without a
+/// key of its own, so the runtime keys it: a compensation run again refunds
+/// nothing twice.
+fn refund_sent(input: Refund, sent: &[SentEffect]) -> Result<RefundDone, Error> {
+    for charge in sent {
+        let base = charge.url.trim_end_matches("/charges");
+        let body = match charge.json::<GatewayCharge>() {
+            Ok(GatewayCharge { charge_id }) => serde_json::json!({ "charge_id": charge_id }),
+            Err(_) => serde_json::json!({ "idempotency_key": charge.key }),
+        };
+        let response = Request::post(&format!("{base}/refunds")).json(&body)?.send()?;
+        if !response.is_success() {
+            return Err(Error::unavailable(format!("refund of {} answered {}", charge.url, response.status)));
+        }
+    }
+    if let Some(mut record) = kv::get::<ChargeRecord>(PAYMENTS, &input.order_id)? {
+        record.refunded = true;
+        kv::put(PAYMENTS, &record.order_id, &record)?;
+    }
+    events::emit("payments", &serde_json::json!({ "refunded": input.order_id, "charges": sent.len() }))?;
     Ok(RefundDone { order_id: input.order_id, refunded: true })
 }
 

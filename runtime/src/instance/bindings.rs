@@ -10,6 +10,8 @@ wasmtime::component::bindgen!({
     // blocked on, so that the worker thread runs other instances meanwhile.
     imports: {
         "txmirror:transaction/kv.get": async | trappable,
+        // So may the journal's read.
+        "txmirror:transaction/context.sent-effects": async | trappable,
         default: trappable,
     },
     exports: { default: async },

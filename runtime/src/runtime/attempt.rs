@@ -3,6 +3,7 @@
 //! with its report kept. A try of a path is an attempt, or an attempt and
 //! its hedge racing (see `adjust/hedge.rs`).
 
+use super::dead_letters::compensated;
 use super::{AttemptEnd, ExecuteError, Purpose, Runtime, TransactionRun, sent_unsafe};
 use crate::adjust::gate::{Gate, GateActions, GateDecision, LoneModel, NextPath, Scorer};
 use crate::adjust::grants::ResourceWatch;
@@ -74,6 +75,8 @@ struct AttemptSeed<'a> {
     purpose: Purpose,
     /// The transaction, for its effect journal, and the lease it runs under.
     transaction_id: &'a str,
+    /// The transaction whose sent calls the guest is told of.
+    facts_of: &'a str,
     fence: Option<&'a Fence>,
 }
 
@@ -114,6 +117,11 @@ impl Runtime {
         let PathTry { path, next_path, input } = what;
         // Owned here, so that the attempts' seeds do not borrow `run`.
         let (transaction_id, fence) = (run.id.clone(), run.fence.clone());
+        // A compensation is told what the transaction it compensates sent.
+        let facts_of = match run.purpose {
+            Purpose::Compensation => compensated(&run.id).unwrap_or(&run.id).to_string(),
+            Purpose::Request => run.id.clone(),
+        };
         let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
         let share = policy.prediction.exploration_share;
         let who = (module.hash(), path, run.caller.as_str());
@@ -129,6 +137,7 @@ impl Runtime {
             standing_draw: draw(&run.id, number, STANDING_SALT),
             purpose: run.purpose,
             transaction_id: &transaction_id,
+            facts_of: &facts_of,
             fence: fence.as_ref(),
         };
         let hedge_path = next_path.filter(|_| mirrored);
@@ -193,7 +202,7 @@ impl Runtime {
         setup.input = Arc::new(InputProfile::read(seed.input, &policy.prediction.inputs, path));
         setup.journal = Some(Arc::new(EffectJournal::new(
             self.inner.store.clone(),
-            seed.transaction_id.to_string(),
+            (seed.transaction_id.to_string(), seed.facts_of.to_string()),
             path.to_string(),
             seed.fence.cloned(),
             policy.effects.clone(),

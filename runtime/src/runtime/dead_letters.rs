@@ -11,6 +11,15 @@ use crate::transaction::{TxReport, TxRequest, history};
 use crate::vocab::{Failure, FailureKind};
 use std::sync::Arc;
 
+/// How a compensation's transaction id ends: the compensated transaction's
+/// id, then this.
+const COMPENSATION_SUFFIX: &str = ".compensation";
+
+/// The id of the transaction the compensation `id` compensates, if it is one.
+pub(super) fn compensated(id: &str) -> Option<&str> {
+    id.strip_suffix(COMPENSATION_SUFFIX)
+}
+
 impl Runtime {
     /// Runs the compensation path, if any, and builds the dead letter of a
     /// transaction that failed on every path.
@@ -29,7 +38,7 @@ impl Runtime {
         let compensation = match &policy.compensation_path {
             Some(path) if run.purpose == Purpose::Request => {
                 let request = TxRequest {
-                    transaction_id: Some(format!("{}.compensation", run.id)),
+                    transaction_id: Some(format!("{}{COMPENSATION_SUFFIX}", run.id)),
                     path: Some(path.clone()),
                     input: input.to_vec(),
                     idempotency_key: None,

@@ -22,12 +22,19 @@ impl Runtime {
 
     /// Dead letters, oldest first, at most `limit`.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterReport>, StoreError> {
-        self.inner.store.dead_letters(limit)?.into_iter().map(DeadLetterReport::decode).collect()
+        let letters = self.inner.store.dead_letters(limit)?;
+        letters.into_iter().map(|letter| self.with_effects(letter)).collect()
     }
 
     /// One dead letter.
     pub fn dead_letter(&self, transaction_id: &str) -> Result<Option<DeadLetterReport>, StoreError> {
-        self.inner.store.dead_letter(transaction_id)?.map(DeadLetterReport::decode).transpose()
+        self.inner.store.dead_letter(transaction_id)?.map(|letter| self.with_effects(letter)).transpose()
+    }
+
+    /// A letter, decoded, with the calls its transaction sent.
+    fn with_effects(&self, letter: crate::store::DeadLetter) -> Result<DeadLetterReport, StoreError> {
+        let effects = self.inner.store.effects(&letter.transaction_id)?;
+        DeadLetterReport::decode(letter, effects)
     }
 
     /// Whether a transaction is in the dead-letter queue.

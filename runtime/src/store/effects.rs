@@ -9,11 +9,13 @@
 //! received by the other side, and is sent again with the same idempotency
 //! key, or not at all, as the policy says. See `docs/design.md`.
 
+use serde::{Deserialize, Serialize};
+
 /// One unsafe outbound call of a transaction, as the journal keeps it. A
 /// call is known by the path that made it and its ordinal among that path's
 /// unsafe calls (from 1): the same code on the same input makes the same
 /// calls in the same order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Effect {
     /// The path that made it.
     pub path: String,
@@ -36,7 +38,7 @@ pub struct Effect {
 }
 
 /// What an unsafe call got back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EffectResponse {
     pub status: u16,
     /// Its headers, in order (values that are not UTF-8 are left out).

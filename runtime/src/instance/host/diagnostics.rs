@@ -46,6 +46,27 @@ impl context::Host for InstanceState {
     fn effect_key(&mut self, ordinal: u32) -> wasmtime::Result<String> {
         Ok(self.journal().map(|journal| journal.key(ordinal)).unwrap_or_default())
     }
+
+    async fn sent_effects(&mut self) -> wasmtime::Result<Vec<context::SentEffect>> {
+        let Some(journal) = self.journal() else { return Ok(Vec::new()) };
+        // A journal that cannot be read stops the guest: a compensation
+        // that saw nothing sent would undo nothing.
+        let effects =
+            journal.sent().await.map_err(|error| wasmtime::Error::msg(format!("the effect journal: {error}")))?;
+        Ok(effects
+            .into_iter()
+            .map(|effect| context::SentEffect {
+                path: effect.path,
+                ordinal: effect.ordinal,
+                method: effect.method,
+                url: effect.url,
+                key: effect.key,
+                sends: effect.sends,
+                status: effect.response.as_ref().map(|response| response.status),
+                body: effect.response.map(|response| response.body).unwrap_or_default(),
+            })
+            .collect())
+    }
 }
 
 impl config::Host for InstanceState {

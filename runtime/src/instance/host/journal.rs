@@ -37,6 +37,9 @@ fn unix_ms() -> u64 {
 pub(crate) struct EffectJournal {
     store: Arc<dyn StateStore>,
     transaction_id: String,
+    /// The transaction whose sent calls `sent` tells: this one, or, for a
+    /// compensation, the one it compensates.
+    facts_of: String,
     path: String,
     fence: Option<Fence>,
     pub(crate) settings: EffectSettings,
@@ -87,7 +90,7 @@ pub(crate) fn request_digest(method: &str, url: &str, body: &[u8]) -> String {
 impl EffectJournal {
     pub(crate) fn new(
         store: Arc<dyn StateStore>,
-        transaction_id: String,
+        (transaction_id, facts_of): (String, String),
         path: String,
         fence: Option<Fence>,
         settings: EffectSettings,
@@ -95,6 +98,7 @@ impl EffectJournal {
         Self {
             store,
             transaction_id,
+            facts_of,
             path,
             fence,
             settings,
@@ -128,6 +132,13 @@ impl EffectJournal {
             })
             .await?;
         Ok(known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&ordinal).cloned())
+    }
+
+    /// The calls sent so far by the transaction `facts_of` names, every
+    /// path's, as the store holds them.
+    pub(crate) async fn sent(&self) -> Result<Vec<Effect>, StoreError> {
+        let (store, id) = (self.store.clone(), self.facts_of.clone());
+        tokio::task::spawn_blocking(move || store.effects(&id)).await.map_err(|_| StoreError::Committer(None))?
     }
 
     /// Writes `effect` durably (under the attempt's fence), then remembers it.
