@@ -254,6 +254,10 @@ enum Purpose {
     /// success criteria (written for the transaction's own paths) do not
     /// apply, and its own failure is not compensated again.
     Compensation,
+    /// An operator replays a dead letter: a failure leaves that letter as
+    /// it is, to be replayed again at once, without a letter of its own, a
+    /// second compensation, or a key left bound.
+    Replay,
 }
 
 /// Whether a primary sent an unsafe request (one that may have had an
@@ -456,8 +460,19 @@ impl Runtime {
         policy: &Arc<Policy>,
         request: TxRequest,
     ) -> Result<TxReport, ExecuteError> {
+        self.execute_for(module, policy, request, Purpose::Request).await
+    }
+
+    /// [`Runtime::execute`], for `purpose`.
+    async fn execute_for(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        request: TxRequest,
+        purpose: Purpose,
+    ) -> Result<TxReport, ExecuteError> {
         let Some((key, claim)) = self.key_of(module, policy, &request)? else {
-            return self.execute_once(module, policy, request, None, Purpose::Request).await;
+            return self.execute_once(module, policy, request, None, purpose).await;
         };
         let user_key = request.idempotency_key.clone().unwrap_or_default();
         let requested = choose_path(module, policy, request.path.clone())?;
@@ -484,7 +499,7 @@ impl Runtime {
                     return Ok(report);
                 }
                 ran = true;
-                self.execute_once(module, policy, request, Some(claim), Purpose::Request).await
+                self.execute_once(module, policy, request, Some(claim), purpose).await
             })
             .await
             .cloned();
@@ -573,7 +588,8 @@ impl Runtime {
         }
 
         let failure = last_failure.unwrap_or_else(|| Failure::new(FailureKind::Conflict, "no attempt was made"));
-        let dead_letter = if ended_by_final_failure {
+        // A failed replay adds nothing to the queue: its letter stays.
+        let dead_letter = if ended_by_final_failure || purpose == Purpose::Replay {
             None
         } else {
             Some(self.compensate_and_dead_letter(module, policy, &request, &requested, &run, &failure).await?)
@@ -581,8 +597,9 @@ impl Runtime {
         // A final failure keeps its key: the same request would fail the
         // same way. A dead-lettered one releases it, so that the client's
         // retry may run; the letter keeps the key, so that its replay and
-        // that retry cannot both commit.
-        let claim = if ended_by_final_failure { run.claim.take() } else { None };
+        // that retry cannot both commit. A failed replay releases it, so
+        // that the letter can be replayed again at once.
+        let claim = if ended_by_final_failure && purpose != Purpose::Replay { run.claim.take() } else { None };
         let outcome = TransactionOutcome::Failed { kind: failure.kind, message: failure.message.clone() };
         let last_path = run.attempts.last().map_or(requested, |a| a.path.clone());
         self.inner.store.record_outcome(

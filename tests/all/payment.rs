@@ -226,7 +226,21 @@ async fn when_every_path_fails_it_compensates_dead_letters_and_replays_once() {
     assert!(runtime.transaction(&compensation.transaction_id).unwrap().is_some());
     assert!(charges(&primary).is_empty());
 
-    // The fault is removed; the replay commits, once.
+    // Replayed while the fault lasts: it fails, and leaves the letter as it
+    // was, with no letter of its own and no second compensation; twice in
+    // a row, at once.
+    for _ in 0..2 {
+        let failed = runtime.replay_dead_letter(&module, &policy, &report.transaction_id).await.unwrap();
+        assert!(failed.failure.is_some(), "{failed:#?}");
+        let letters = runtime.dead_letters(10).unwrap();
+        assert_eq!(letters.len(), 1, "still the one letter");
+        assert_eq!(letters[0].transaction_id, report.transaction_id);
+        assert!(runtime.transaction(&format!("{}.compensation", failed.transaction_id)).unwrap().is_none());
+    }
+
+    // The fault is removed; the replay commits, once. (The failed replays'
+    // charges were refused with 503: nothing was charged.)
+    let refused = charges(&primary).len();
     primary.set_behaviour(gateway());
     let replayed = runtime.replay_dead_letter(&module, &policy, &report.transaction_id).await.unwrap();
     assert!(replayed.failure.is_none(), "{replayed:#?}");
@@ -234,7 +248,7 @@ async fn when_every_path_fails_it_compensates_dead_letters_and_replays_once() {
     assert!(runtime.dead_letter(&report.transaction_id).unwrap().is_none(), "the letter is gone");
     let again = runtime.replay_dead_letter(&module, &policy, &report.transaction_id).await.unwrap_err();
     assert!(matches!(again, ReplayError::NoSuchDeadLetter(_)), "{again}");
-    assert_eq!(charges(&primary).len(), 1, "one charge, from the replay");
+    assert_eq!(charges(&primary).len() - refused, 1, "one charge, from the replay");
     let stored = runtime.snapshot().unwrap().get("payments", "order-dlq").unwrap().unwrap();
     let stored: Value = serde_json::from_slice(&stored.value).unwrap();
     assert!(stored["charge_id"].as_str().unwrap().starts_with("ch_"));

@@ -120,7 +120,7 @@ impl Runtime {
         // A compensation is told what the transaction it compensates sent.
         let facts_of = match run.purpose {
             Purpose::Compensation => compensated(&run.id).unwrap_or(&run.id).to_string(),
-            Purpose::Request => run.id.clone(),
+            Purpose::Request | Purpose::Replay => run.id.clone(),
         };
         let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
         let share = policy.prediction.exploration_share;
@@ -318,7 +318,7 @@ impl Runtime {
         let mut result = primary
             .result
             .and_then(|output| match seed.purpose {
-                Purpose::Request => check_success(policy, &output, duration_micros).map(|()| output),
+                Purpose::Request | Purpose::Replay => check_success(policy, &output, duration_micros).map(|()| output),
                 Purpose::Compensation => Ok(output),
             })
             .map(|output| Ready { reads: primary.reads, writes: primary.writes, events: primary.events, output });

@@ -148,9 +148,10 @@ impl Runtime {
         })
     }
 
-    /// Runs a dead-lettered transaction again, once: a second replay of the
-    /// same letter answers with the first replay's outcome. A replay that
-    /// commits removes the letter.
+    /// Runs a dead-lettered transaction again. A replay that commits removes
+    /// the letter, and a second replay of it answers with that outcome; one
+    /// that fails leaves the letter as it was (no letter of its own, no
+    /// second compensation), to be replayed again at once.
     pub async fn replay_dead_letter(
         &self,
         module: &Module,
@@ -174,7 +175,7 @@ impl Runtime {
             caller: None,
             fence: None,
         };
-        let report = self.execute(module, policy, request).await?;
+        let report = self.execute_for(module, policy, request, Purpose::Replay).await?;
         if report.commit_version().is_some() {
             self.inner.store.remove_dead_letter(transaction_id)?;
         }
