@@ -122,6 +122,12 @@ pub struct EffectSettings {
     /// answered (a crash, a timeout): send it again with the same key.
     #[serde(default)]
     pub in_doubt: InDoubt,
+    /// Whether unsafe calls are journalled (the default). Off, they are
+    /// still keyed, but a retry or rerun sends them again (under the same
+    /// key): for endpoints that honour keys, where the journal's two
+    /// durable writes per call cost more than they save.
+    #[serde(default = "default_true")]
+    pub journal: bool,
 }
 
 fn default_key_header() -> String {
@@ -130,7 +136,7 @@ fn default_key_header() -> String {
 
 impl Default for EffectSettings {
     fn default() -> Self {
-        Self { idempotency_header: default_key_header(), in_doubt: InDoubt::default() }
+        Self { idempotency_header: default_key_header(), in_doubt: InDoubt::default(), journal: true }
     }
 }
 

@@ -247,3 +247,11 @@ async fn the_guest_sdk_tells_the_transaction_id_and_the_keys() {
     let output: Value = serde_json::from_slice(output).unwrap();
     assert_eq!(output, json!({ "transaction_id": "t-who", "first_key": effect_key("t-who", "whoami", 1) }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_journal_calls_are_keyed_and_sent_again() {
+    let fixture = Fixture::new(Behaviour::default(), &format!("{RETRIES}\n[effects]\njournal = false\n")).await;
+    let report = fixture.charge("t-unjournalled", json!({ "then": "unavailable" })).await;
+    assert_eq!(failures(&report), vec![FailureKind::Unavailable; 3]);
+    assert_eq!(fixture.charges(), HashMap::from([(Some(effect_key("t-unjournalled", "charge", 1)), 3)]));
+}

@@ -12,8 +12,10 @@
 //!   many transactions each fsync carried;
 //! - `nodes`: the same on PostgreSQL with one, two and three nodes, beside
 //!   the embedded store, at 64 clients;
+//! - `effects`: the effect journal's cost: a path with one unsafe call
+//!   (a charge to a gateway on 127.0.0.1), journalled and not, on both stores;
 //!
-//! `bench-report [--quick] [--write FILE] [peers] [durable] [nodes]`: with `--write`, each
+//! `bench-report [--quick] [--write FILE] [peers] [durable] [nodes] [effects]`: with `--write`, each
 //! section's table replaces the text between its markers in FILE
 //! (`<!-- bench:NAME -->` … `<!-- /bench:NAME -->`). `--quick` runs short,
 //! for checking that it works, not for numbers.
@@ -43,21 +45,23 @@ fn main() -> Result<()> {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--write" => options.write = Some(args.next().context("--write needs a file")?.into()),
-            "peers" | "durable" | "nodes" => options.sections.push(arg),
+            "peers" | "durable" | "nodes" | "effects" => options.sections.push(arg),
             other => {
                 bail!(
-                    "unknown argument {other:?}; usage: bench-report [--quick] [--write FILE] [peers] [durable] [nodes]"
+                    "unknown argument {other:?}; usage: bench-report [--quick] [--write FILE] [peers] [durable] [nodes] \
+                     [effects]"
                 )
             }
         }
     }
     if options.sections.is_empty() {
-        options.sections = vec!["peers".into(), "durable".into(), "nodes".into()];
+        options.sections = vec!["peers".into(), "durable".into(), "nodes".into(), "effects".into()];
     }
     for section in options.sections.clone() {
         let table = match section.as_str() {
             "peers" => peers(&options)?,
             "nodes" => nodes(&options)?,
+            "effects" => effects(&options)?,
             _ => durable(&options)?,
         };
         println!("{table}");
@@ -431,6 +435,137 @@ fn durable(options: &Options) -> Result<String> {
         "\nBank transfers (`examples/bank-transfer`, its own policy) between {ACCOUNTS} accounts, for {} s per row; \
          an embedded store on disk, every commit durable (fsync); two tokio worker threads. CPU is the whole \
          process's (all threads) divided by the transactions committed.",
+        length.as_secs_f64()
+    )?;
+    Ok(table)
+}
+
+/// One row of `effects`: `clients` tasks charge, each transaction one
+/// unsafe call to `gateway` and one key of its own, for `length`.
+fn effects_run(
+    executor: &tokio::runtime::Runtime,
+    dir: &Path,
+    store: Arc<dyn StateStore>,
+    gateway: &txmirror_tests::TestServer,
+    journal: bool,
+    clients: usize,
+    length: Duration,
+) -> Result<Run> {
+    let text = format!(
+        "failure_prediction_enabled = false\n[effects]\njournal = {journal}\n\
+         [capabilities]\nkv = {{ scratch = \"read-write\" }}\noutbound_hosts = [\"{}\"]\n\
+         [config]\nsink = \"{}/charges\"\n",
+        gateway.authority(),
+        gateway.url()
+    );
+    let policy = Arc::new(Policy::parse(&text, Path::new("policy.toml"))?);
+    let mut config = txmirror_tests::config(dir);
+    config.engine.max_instances = u32::try_from(clients * 2 + 8)?;
+    let runtime = Runtime::with_store(config, store)?;
+    let module = executor.block_on(txmirror_tests::load(&runtime, guests::EFFECTS));
+    let machine = machine_busy();
+    let cpu = cpu_time::ProcessTime::now();
+    let started = Instant::now();
+    let results = executor.block_on(async {
+        let tasks: Vec<_> = (0..clients)
+            .map(|client| {
+                let (runtime, module, policy) = (runtime.clone(), module.clone(), policy.clone());
+                tokio::spawn(async move {
+                    let (mut latencies, mut failed, mut n) = (Vec::new(), 0, 0_u64);
+                    while started.elapsed() < length {
+                        n += 1;
+                        let input = format!(r#"{{"order":"c{client}-{n}"}}"#);
+                        let request =
+                            TxRequest { path: Some("charge".into()), input: input.into_bytes(), ..Default::default() };
+                        let sent = Instant::now();
+                        match runtime.execute(&module, &policy, request).await {
+                            Ok(report) if matches!(report.outcome, TransactionOutcome::Committed { .. }) => {
+                                latencies.push(sent.elapsed())
+                            }
+                            _ => failed += 1,
+                        }
+                    }
+                    (latencies, failed)
+                })
+            })
+            .collect();
+        let mut all = (Vec::new(), 0);
+        for task in tasks {
+            let (latencies, failed) = task.await.unwrap();
+            all.0.extend(latencies);
+            all.1 += failed;
+        }
+        all
+    });
+    let (mut latencies, failed) = results;
+    Ok(Run {
+        committed: latencies.len(),
+        failed,
+        elapsed: started.elapsed(),
+        cpu: cpu.elapsed(),
+        machine_cpu: machine_busy().saturating_sub(machine),
+        latency: percentiles(&mut latencies),
+        commits_per_fsync: runtime.commit_stats().transactions() as f64
+            / runtime.commit_stats().batches().max(1) as f64,
+    })
+}
+
+/// The effect journal's cost per unsafe call: a path that charges once
+/// (the `effects` guest's `charge`: a read, a POST, a write), journalled
+/// and not, on the embedded store and on PostgreSQL, primary only; rows in
+/// turn, three rounds, each row's median round.
+fn effects(options: &Options) -> Result<String> {
+    let (length, rounds) = if options.quick { (Duration::from_millis(500), 1) } else { (Duration::from_secs(5), 3) };
+    let executor = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let gateway = executor.block_on(txmirror_tests::TestServer::start(txmirror_tests::Behaviour {
+        status: 201,
+        body: r#"{"charge_id":"ch"}"#.into(),
+        ..Default::default()
+    }));
+    let postgres = txmirror_tests::postgres::TestPostgres::start_durable();
+    let clients = 16;
+    let rows = [("redb", true), ("redb", false), ("PostgreSQL", true), ("PostgreSQL", false)];
+    let mut runs: Vec<Vec<Run>> = rows.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        for (&(store, journal), runs) in rows.iter().zip(&mut runs) {
+            let dir = tempfile::tempdir()?;
+            let opened: Arc<dyn StateStore> = match store {
+                "redb" => Arc::new(RedbStore::open(&dir.path().join("state.redb"))?),
+                _ => Arc::new(PostgresStore::connect(&postgres.fresh_database())?),
+            };
+            let run = effects_run(&executor, dir.path(), opened, &gateway, journal, clients, length)?;
+            eprintln!("round {round}: {store}, journal {journal}: {:.0} tx/s", run.rate());
+            runs.push(run);
+        }
+    }
+    let mut table = String::new();
+    writeln!(
+        table,
+        "| store | journal | clients | tx/s (median) | rounds' range | p50 | p99 | CPU per tx (machine) | failed |"
+    )?;
+    writeln!(table, "|---|---|---|---|---|---|---|---|---|")?;
+    for ((store, journal), mut runs) in rows.into_iter().zip(runs) {
+        runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+        let (lowest, highest) = (runs[0].rate(), runs[runs.len() - 1].rate());
+        let median = &runs[runs.len() / 2];
+        writeln!(
+            table,
+            "| {store} | {} | {clients} | {:.0} | {lowest:.0}–{highest:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {} |",
+            if journal { "on" } else { "off" },
+            median.rate(),
+            micros(median.latency.0),
+            micros(median.latency.1),
+            micros(median.machine_cpu) / median.committed.max(1) as f64,
+            runs.iter().map(|run| run.failed).sum::<usize>(),
+        )?;
+    }
+    writeln!(
+        table,
+        "\nEach transaction reads a key, POSTs one charge to a gateway on 127.0.0.1 (axum, answering at once) \
+         and writes the key, primary only, from {clients} clients, {} s per row and round, {rounds} rounds in \
+         turn; each row shows its median round. Journalled, the charge's intent and its answer are each one \
+         durable write of their own (an fsync on redb, a committed SQL transaction on PostgreSQL) besides the \
+         transaction's group commit.",
         length.as_secs_f64()
     )?;
     Ok(table)

@@ -285,8 +285,11 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn release_leases(&self, holder: &str) -> Result<usize, StoreError>;
 
     /// Writes `effect` into the journal of `transaction_id`, replacing the
-    /// entry of the same path and ordinal: durably, before the call is sent
-    /// (its intent) and after it is answered (its response). Under `fence`,
+    /// entry of the same path and ordinal: before the call is sent (its
+    /// intent, durable when this returns) and after it is answered (its
+    /// response, durable with the store's next durable write at the latest,
+    /// which the transaction's own commit or record is: lost in a crash
+    /// before that, the call is only in doubt again). Under `fence`,
     /// refused with [`StoreError::Fenced`] once another node took the
     /// transaction over, so a stalled node never sends what it no longer owns.
     fn record_effect(&self, transaction_id: &str, effect: &Effect, fence: Option<&Fence>) -> Result<(), StoreError>;

@@ -120,6 +120,9 @@ impl EffectJournal {
     /// The path's `ordinal`-th unsafe call as an earlier attempt (or this
     /// one) left it, if any.
     pub(crate) async fn prior(&self, ordinal: u32) -> Result<Option<Effect>, StoreError> {
+        if !self.settings.journal {
+            return Ok(None);
+        }
         let known = self
             .known
             .get_or_try_init(|| async {
@@ -143,6 +146,9 @@ impl EffectJournal {
 
     /// Writes `effect` durably (under the attempt's fence), then remembers it.
     pub(crate) async fn record(&self, effect: Effect) -> Result<(), StoreError> {
+        if !self.settings.journal {
+            return Ok(());
+        }
         let (store, id, fence) = (self.store.clone(), self.transaction_id.clone(), self.fence.clone());
         let written = effect.clone();
         tokio::task::spawn_blocking(move || store.record_effect(&id, &written, fence.as_ref()))

@@ -494,7 +494,12 @@ impl StateStore for RedbStore {
 
     fn record_effect(&self, transaction_id: &str, effect: &Effect, fence: Option<&Fence>) -> Result<(), StoreError> {
         let bytes = encode_effect(effect)?;
-        let txn = self.db.begin_write().map_err(storage)?;
+        let mut txn = self.db.begin_write().map_err(storage)?;
+        // An answer need not cost an fsync of its own: the transaction's
+        // commit or record, the next durable write, persists it too.
+        if effect.response.is_some() {
+            txn.set_durability(redb::Durability::None).map_err(storage)?;
+        }
         if let Some(fence) = fence {
             inbox::check_fence(&txn, fence)?;
         }

@@ -94,12 +94,17 @@ fn sloppy(_input: Value) -> Result<Value, Error> {
 /// One charge, then whatever the input says (see the module's documentation).
 fn charge(input: Value) -> Result<Value, Error> {
     let sink = config::require("sink")?;
-    // Read first, so that two charges at once conflict on the receipt.
-    let _previous: Option<String> = kv::get("scratch", "receipt")?;
+    // Read first, so that two charges at once conflict on the receipt
+    // (one per `order`, if the input names one).
+    let receipt_key = match input.get("order").and_then(Value::as_str) {
+        Some(order) => format!("receipt-{order}"),
+        None => "receipt".to_string(),
+    };
+    let _previous: Option<String> = kv::get("scratch", &receipt_key)?;
     let amount = input.get("amount").cloned().unwrap_or(Value::from(1));
     let response = Request::post(&sink).json(&serde_json::json!({ "charge": amount }))?.send()?;
     let receipt = String::from_utf8_lossy(&response.body).into_owned();
-    kv::put("scratch", "receipt", &receipt)?;
+    kv::put("scratch", &receipt_key, &receipt)?;
     match input.get("then").and_then(Value::as_str).unwrap_or("ok") {
         "unavailable" => Err(Error::unavailable("the gateway answered too late to be trusted")),
         "no-receipt" => Ok(serde_json::json!({ "status": response.status })),
