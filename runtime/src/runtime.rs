@@ -24,8 +24,8 @@ use crate::predict::paths::PathHistory;
 use crate::predict::{ModelError, ModelInfo, Reloaded};
 use crate::randomness::Randomness;
 use crate::store::{
-    Attempt, EmptySnapshot, GroupCommit, GroupCommitStats, IdempotencyClaim, RedbStore, StateStore, StoreError,
-    TransactionOutcome, TransactionRecord,
+    Attempt, EmptySnapshot, GroupCommit, GroupCommitStats, IdempotencyClaim, JournalWrites, RedbStore, StateStore,
+    StoreError, TransactionOutcome, TransactionRecord,
 };
 use crate::trace::{HostCall, HttpOutcome, Trace, TraceRecorder};
 use crate::transaction::history;
@@ -170,6 +170,8 @@ struct RuntimeInner {
     store: Arc<dyn StateStore>,
     /// The store's commit queue: concurrent commits share one fsync.
     commits: GroupCommit,
+    /// The effect journal's grouped writes.
+    journal: Arc<JournalWrites>,
     cache_dir: PathBuf,
     endpoints: Arc<EndpointMemory>,
     /// One permit per instance the pooling allocator can hold: transactions
@@ -311,6 +313,7 @@ impl Runtime {
                 engine,
                 linker,
                 commits: GroupCommit::start(store.clone(), config.commit_batch_limit)?,
+                journal: Arc::new(JournalWrites::start(store.clone())?),
                 store,
                 cache_dir,
                 endpoints: Arc::new(EndpointMemory::default()),
@@ -346,6 +349,7 @@ impl Runtime {
                 engine: shared.engine.clone(),
                 linker: shared.linker.clone(),
                 commits: GroupCommit::start(store.clone(), shared.commits.batch_limit())?,
+                journal: Arc::new(JournalWrites::start(store.clone())?),
                 store,
                 cache_dir: shared.cache_dir.clone(),
                 endpoints: Arc::new(EndpointMemory::default()),

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use txmirror_runtime::store::{
-    AcceptRequest, Acceptance, CommitError, CommitRequest, Effect, EffectResponse, EventEntry, Fence, History,
-    IdempotencyClaim, IdempotencyEntry, PostgresStore, ReadEntry, RedbStore, StateStore, StoreError,
+    AcceptRequest, Acceptance, CommitError, CommitRequest, Effect, EffectResponse, EffectWrite, EventEntry, Fence,
+    History, IdempotencyClaim, IdempotencyEntry, PostgresStore, ReadEntry, RedbStore, StateStore, StoreError,
     TransactionOutcome, TransactionRecord, Versioned, WriteEntry,
 };
 use txmirror_tests::postgres::TestPostgres;
@@ -450,6 +450,19 @@ fn the_effect_journal_keeps_each_call_and_its_answer(store: &dyn StateStore) {
     assert!(matches!(refused, StoreError::Fenced { .. }), "{refused}");
     store.record_effect("t2", &effect("charge", 1, None), Some(&fence("t2", 2))).unwrap();
     assert_eq!(store.effects("t2").unwrap().len(), 1);
+    // Several at once: each its own result; a stale fence refuses its own
+    // write alone; the same call written twice, the later stands.
+    let write =
+        |id: &str, effect: Effect, fence: Option<Fence>| EffectWrite { transaction_id: id.into(), effect, fence };
+    let results = store.record_effects(&[
+        write("t3", effect("charge", 1, None), None),
+        write("t2", effect("charge", 2, None), Some(fence("t2", 1))),
+        write("t3", effect("charge", 1, Some(200)), None),
+        write("t2", effect("refund", 1, None), Some(fence("t2", 2))),
+    ]);
+    assert!(matches!(results.as_slice(), [Ok(()), Err(StoreError::Fenced { .. }), Ok(()), Ok(())]), "{results:?}");
+    assert_eq!(store.effects("t3").unwrap(), vec![effect("charge", 1, Some(200))]);
+    assert_eq!(store.effects("t2").unwrap(), vec![effect("charge", 1, None), effect("refund", 1, None)]);
 }
 
 /// A batch closed late: what `more` gives once the store is ready joins the

@@ -201,7 +201,7 @@ impl Runtime {
         setup.adjust = !seed.explore;
         setup.input = Arc::new(InputProfile::read(seed.input, &policy.prediction.inputs, path));
         setup.journal = Some(Arc::new(EffectJournal::new(
-            self.inner.store.clone(),
+            (self.inner.store.clone(), self.inner.journal.clone()),
             (seed.transaction_id.to_string(), seed.facts_of.to_string()),
             path.to_string(),
             seed.fence.cloned(),

@@ -48,6 +48,15 @@ pub struct EffectResponse {
     pub unix_ms: u64,
 }
 
+/// One write of the effect journal: `effect`, into the journal of
+/// `transaction_id`, under `fence` if the transaction is leased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectWrite {
+    pub transaction_id: String,
+    pub effect: Effect,
+    pub fence: Option<super::Fence>,
+}
+
 impl Effect {
     /// Whether the call succeeded (a 2xx status): it is never sent again.
     pub fn succeeded(&self) -> bool {

@@ -15,16 +15,18 @@ mod effects;
 mod fault;
 mod group_commit;
 mod inbox;
+mod journal_writes;
 pub mod postgres;
 mod record;
 mod redb_store;
 
 pub use dead_letter::{Compensation, DeadLetter};
-pub use effects::{Effect, EffectResponse};
+pub use effects::{Effect, EffectResponse, EffectWrite};
 pub use fault::{FaultInjectingBackend, FaultPlan};
 pub(crate) use group_commit::GroupCommit;
 pub use group_commit::{DEFAULT_BATCH_LIMIT, GroupCommitStats};
 pub use inbox::{AcceptRequest, Acceptance, Accepted, Fence, Lease};
+pub(crate) use journal_writes::JournalWrites;
 pub use postgres::{PgDatabase, PostgresStore};
 pub use record::{Attempt, AttemptOutcome, History, TransactionOutcome, TransactionRecord};
 pub use redb_store::RedbStore;
@@ -293,6 +295,17 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// refused with [`StoreError::Fenced`] once another node took the
     /// transaction over, so a stalled node never sends what it no longer owns.
     fn record_effect(&self, transaction_id: &str, effect: &Effect, fence: Option<&Fence>) -> Result<(), StoreError>;
+    /// Several writes of [`StateStore::record_effect`], of any transactions,
+    /// in one step: one durable write for all the intents among them. Each
+    /// has its own result; one refused by its fence leaves the others alone,
+    /// and a storage failure fails them all. The default writes them one by
+    /// one.
+    fn record_effects(&self, writes: &[EffectWrite]) -> Vec<Result<(), StoreError>> {
+        writes
+            .iter()
+            .map(|write| self.record_effect(&write.transaction_id, &write.effect, write.fence.as_ref()))
+            .collect()
+    }
     /// The journal of `transaction_id`: its effects by path, then ordinal.
     fn effects(&self, transaction_id: &str) -> Result<Vec<Effect>, StoreError>;
 }

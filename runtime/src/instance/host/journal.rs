@@ -7,7 +7,7 @@
 
 use super::MAX_RESPONSE_BYTES;
 use crate::policy::{EffectSettings, InDoubt};
-use crate::store::{Effect, EffectResponse, Fence, StateStore, StoreError};
+use crate::store::{Effect, EffectResponse, EffectWrite, Fence, JournalWrites, StateStore, StoreError};
 use crate::vocab::{Failure, FailureKind};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
@@ -36,6 +36,8 @@ fn unix_ms() -> u64 {
 /// One attempt's view of its transaction's journal, shared by its twins.
 pub(crate) struct EffectJournal {
     store: Arc<dyn StateStore>,
+    /// Where its writes go, grouped with other transactions'.
+    writes: Arc<JournalWrites>,
     transaction_id: String,
     /// The transaction whose sent calls `sent` tells: this one, or, for a
     /// compensation, the one it compensates.
@@ -89,7 +91,7 @@ pub(crate) fn request_digest(method: &str, url: &str, body: &[u8]) -> String {
 
 impl EffectJournal {
     pub(crate) fn new(
-        store: Arc<dyn StateStore>,
+        (store, writes): (Arc<dyn StateStore>, Arc<JournalWrites>),
         (transaction_id, facts_of): (String, String),
         path: String,
         fence: Option<Fence>,
@@ -97,6 +99,7 @@ impl EffectJournal {
     ) -> Self {
         Self {
             store,
+            writes,
             transaction_id,
             facts_of,
             path,
@@ -149,11 +152,12 @@ impl EffectJournal {
         if !self.settings.journal {
             return Ok(());
         }
-        let (store, id, fence) = (self.store.clone(), self.transaction_id.clone(), self.fence.clone());
-        let written = effect.clone();
-        tokio::task::spawn_blocking(move || store.record_effect(&id, &written, fence.as_ref()))
-            .await
-            .map_err(|_| StoreError::Committer(None))??;
+        let write = EffectWrite {
+            transaction_id: self.transaction_id.clone(),
+            effect: effect.clone(),
+            fence: self.fence.clone(),
+        };
+        self.writes.write(write).await?;
         if let Some(known) = self.known.get() {
             known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(effect.ordinal, effect);
         }

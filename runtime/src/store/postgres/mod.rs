@@ -32,9 +32,9 @@ use super::codec::{
     decode_dead_letter, decode_effect, decode_record, encode_dead_letter, encode_effect, encode_record,
 };
 use super::{
-    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, Fence, IdempotencyClaim,
-    IdempotencyEntry, ReadFuture, StateSnapshot, StateStore, StoreError, StoredEvent, TransactionOutcome,
-    TransactionRecord, Version, Versioned, VersionsFuture,
+    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, EffectWrite, Fence,
+    IdempotencyClaim, IdempotencyEntry, ReadFuture, StateSnapshot, StateStore, StoreError, StoredEvent,
+    TransactionOutcome, TransactionRecord, Version, Versioned, VersionsFuture,
 };
 use deadpool_postgres::{GenericClient, Pool};
 use std::collections::{HashMap, HashSet};
@@ -918,6 +918,66 @@ impl StateStore for PostgresStore {
             txn.execute(&statement, &[&id, &path, &ordinal, &bytes]).await.map_err(storage)?;
             txn.commit().await.map_err(storage)
         })
+    }
+
+    fn record_effects(&self, writes: &[EffectWrite]) -> Vec<Result<(), StoreError>> {
+        let count = writes.len();
+        let writes = writes.to_vec();
+        let answer: Result<Vec<Result<(), StoreError>>, StoreError> = self.block(|pool| async move {
+            let mut rows = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for write in &writes {
+                let ordinal = i32::try_from(write.effect.ordinal)
+                    .map_err(|_| StoreError::storage(std::io::Error::other("an effect's ordinal past i32")))?;
+                rows.0.push(write.transaction_id.clone());
+                rows.1.push(write.effect.path.clone());
+                rows.2.push(ordinal);
+                rows.3.push(encode_effect(&write.effect)?);
+            }
+            let mut client = pool.get().await.map_err(storage)?;
+            let txn = client.transaction().await.map_err(storage)?;
+            // Answers alone need not wait for the log's flush (see
+            // `record_effect`).
+            if writes.iter().all(|write| write.effect.response.is_some()) {
+                txn.batch_execute("SET LOCAL synchronous_commit = off").await.map_err(storage)?;
+            }
+            let mut results = Vec::with_capacity(writes.len());
+            let mut kept = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (i, write) in writes.iter().enumerate() {
+                let fenced = match &write.fence {
+                    Some(fence) => inbox::check_fence(&txn, fence).await,
+                    None => Ok(()),
+                };
+                // The same call written twice in one batch: the later write
+                // stands (one statement cannot write a row twice).
+                let later = writes[i + 1..].iter().any(|other| {
+                    (&other.transaction_id, &other.effect.path, other.effect.ordinal)
+                        == (&write.transaction_id, &write.effect.path, write.effect.ordinal)
+                });
+                match fenced {
+                    Ok(()) if later => results.push(Ok(())),
+                    Ok(()) => {
+                        kept.0.push(rows.0[i].clone());
+                        kept.1.push(rows.1[i].clone());
+                        kept.2.push(rows.2[i]);
+                        kept.3.push(rows.3[i].clone());
+                        results.push(Ok(()));
+                    }
+                    Err(refused @ StoreError::Fenced { .. }) => results.push(Err(refused)),
+                    Err(error) => return Err(error),
+                }
+            }
+            let statement = cached(
+                &txn,
+                "INSERT INTO txm_effects (transaction_id, path, ordinal, effect)
+                 SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::INTEGER[], $4::BYTEA[])
+                 ON CONFLICT (transaction_id, path, ordinal) DO UPDATE SET effect = EXCLUDED.effect",
+            )
+            .await?;
+            txn.execute(&statement, &[&kept.0, &kept.1, &kept.2, &kept.3]).await.map_err(storage)?;
+            txn.commit().await.map_err(storage)?;
+            Ok(results)
+        });
+        answer.unwrap_or_else(|error| (0..count).map(|_| Err(error.clone())).collect())
     }
 
     fn effects(&self, transaction_id: &str) -> Result<Vec<Effect>, StoreError> {

@@ -21,8 +21,9 @@ use super::codec::{
     encode_dead_letter, encode_effect, encode_record, encode_versioned,
 };
 use super::{
-    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, Fence, IdempotencyClaim,
-    IdempotencyEntry, StateSnapshot, StateStore, StoreError, StoredEvent, TransactionRecord, Version, Versioned,
+    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, EffectWrite, Fence,
+    IdempotencyClaim, IdempotencyEntry, StateSnapshot, StateStore, StoreError, StoredEvent, TransactionRecord, Version,
+    Versioned,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -508,6 +509,45 @@ impl StateStore for RedbStore {
             .insert(effect_key(transaction_id, &effect.path, effect.ordinal).as_str(), bytes.as_slice())
             .map_err(storage)?;
         txn.commit().map_err(storage)
+    }
+
+    fn record_effects(&self, writes: &[EffectWrite]) -> Vec<Result<(), StoreError>> {
+        let all_failed = |error: StoreError| writes.iter().map(|_| Err(error.clone())).collect();
+        let encoded: Result<Vec<Vec<u8>>, StoreError> =
+            writes.iter().map(|write| encode_effect(&write.effect)).collect();
+        let encoded = match encoded {
+            Ok(encoded) => encoded,
+            Err(error) => return all_failed(error),
+        };
+        let mut txn = match self.db.begin_write() {
+            Ok(txn) => txn,
+            Err(error) => return all_failed(storage(error)),
+        };
+        // Answers alone need no fsync of their own (see `record_effect`).
+        if writes.iter().all(|write| write.effect.response.is_some())
+            && let Err(error) = txn.set_durability(redb::Durability::None)
+        {
+            return all_failed(storage(error));
+        }
+        let mut results = Vec::with_capacity(writes.len());
+        for (write, bytes) in writes.iter().zip(&encoded) {
+            let written = (|| {
+                if let Some(fence) = &write.fence {
+                    inbox::check_fence(&txn, fence)?;
+                }
+                let key = effect_key(&write.transaction_id, &write.effect.path, write.effect.ordinal);
+                txn.open_table(EFFECTS).map_err(storage)?.insert(key.as_str(), bytes.as_slice()).map_err(storage)?;
+                Ok(())
+            })();
+            match written {
+                Err(StoreError::Fenced { .. }) | Ok(()) => results.push(written),
+                Err(error) => return all_failed(error),
+            }
+        }
+        match txn.commit() {
+            Ok(()) => results,
+            Err(error) => all_failed(storage(error)),
+        }
     }
 
     fn effects(&self, transaction_id: &str) -> Result<Vec<Effect>, StoreError> {
