@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{Server, agent, call, install_bank, submit_and_wait, token, write_config_with};
+use common::{
+    Server, agent, call, charge_until_sent, install_bank, install_payment, submit_and_wait, token, write_config_with,
+};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -300,48 +302,11 @@ fn a_node_stalled_past_its_lease_cannot_commit() {
     let stalled = start_node(&stalled_config);
     let other = start_node(&other_config);
     let agent = agent();
-    let wasm = std::fs::read(txmirror_tests::guests::PAYMENT).unwrap();
-    let (status, module) =
-        call(&agent, "POST", &format!("{}/v1/modules", stalled.base), Role::Developer, Some(wasm)).unwrap();
-    assert_eq!(status, 201, "{module}");
-    let hash = module["hash"].as_str().unwrap().to_string();
-    let policy = format!(
-        "[capabilities]\nkv = {{ payments = \"read-write\" }}\noutbound_hosts = [\"{0}\"]\n\
-         [resource_requirements]\nwall_time_ms = 30_000\noutbound_timeout_ms = 20_000\n\
-         [config]\nprimary_gateway = \"{1}\"\nbackup_gateway = \"{1}\"\n\
-         [[mirror.stubs]]\nmethod = \"POST\"\nurl_prefix = \"{1}/charges\"\nstatus = 201\nbody = '{{\"charge_id\": \"stub\"}}'\n",
-        gateway.authority(),
-        gateway.url()
-    );
-    let (status, body) = call(
-        &agent,
-        "PUT",
-        &format!("{}/v1/modules/{hash}/policy", stalled.base),
-        Role::Operator,
-        Some(policy.into_bytes()),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
+    let hash = install_payment(&agent, &stalled.base, &gateway, "");
 
     let stalled_id = this_node(&stalled.base);
-    let charge =
-        json!({ "path": "charge", "input": { "order_id": "order-1", "amount_cents": 1250, "currency": "EUR" } });
-    let (status, accepted) = call(
-        &agent,
-        "POST",
-        &format!("{}/v1/modules/{hash}/transactions", stalled.base),
-        Role::Client,
-        Some(charge.to_string().into_bytes()),
-    )
-    .unwrap();
-    assert_eq!(status, 202, "{accepted}");
-    let id = accepted["transaction_id"].as_str().unwrap().to_string();
     // Stopped while its charge waits for the gateway.
-    let started = Instant::now();
-    while gateway.received().iter().all(|r| r.method != "POST") {
-        assert!(started.elapsed() < Duration::from_secs(20), "the charge never left");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let id = charge_until_sent(&agent, &stalled.base, &hash, &gateway, "order-1");
     signal("STOP", stalled.child.id());
     let stopped_at = Instant::now();
     // The other node takes it over once the lease lapses, and ends it.

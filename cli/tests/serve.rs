@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Server, agent, call, install_bank, submit_and_wait, token, write_config};
+use common::{
+    Server, agent, call, charge_until_sent, install_bank, install_payment, submit_and_wait, token, write_config,
+};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
@@ -321,27 +323,6 @@ fn the_cli_drives_a_service_with_server_and_token() {
     assert!(text(&out.stderr).contains("--server needs a token"), "{}", text(&out.stderr));
 }
 
-/// Installs the payment example with `extra` policy lines, its gateways
-/// pointing at `gateway`; returns its hash.
-fn install_payment(agent: &ureq::Agent, base: &str, gateway: &txmirror_tests::TestServer, extra: &str) -> String {
-    let wasm = std::fs::read(guests::PAYMENT).unwrap();
-    let (status, module) = call(agent, "POST", &format!("{base}/v1/modules"), Role::Developer, Some(wasm)).unwrap();
-    assert_eq!(status, 201, "{module}");
-    let hash = module["hash"].as_str().unwrap().to_string();
-    let policy = format!(
-        "{extra}\n[capabilities]\nkv = {{ payments = \"read-write\" }}\noutbound_hosts = [\"{0}\"]\n\
-         [resource_requirements]\nwall_time_ms = 30_000\noutbound_timeout_ms = 20_000\n\
-         [config]\nprimary_gateway = \"{1}\"\nbackup_gateway = \"{1}\"\n",
-        gateway.authority(),
-        gateway.url()
-    );
-    let (status, body) =
-        call(agent, "PUT", &format!("{base}/v1/modules/{hash}/policy"), Role::Operator, Some(policy.into_bytes()))
-            .unwrap();
-    assert_eq!(status, 200, "{body}");
-    hash
-}
-
 /// The transaction's status and failure kind, once it has ended (within 60 s).
 fn ended(base: &str, id: &str) -> (String, Option<String>) {
     let started = Instant::now();
@@ -379,23 +360,7 @@ fn a_charge_in_doubt_at_a_crash_is_never_charged_under_two_keys() {
         let agent = agent();
         let server = Server::start(&config);
         let hash = install_payment(&agent, &server.base, &gateway, &format!("[effects]\nin_doubt = \"{in_doubt}\""));
-        let charge =
-            json!({ "path": "charge", "input": { "order_id": "order-7", "amount_cents": 990, "currency": "EUR" } });
-        let (status, accepted) = call(
-            &agent,
-            "POST",
-            &format!("{}/v1/modules/{hash}/transactions", server.base),
-            Role::Client,
-            Some(charge.to_string().into_bytes()),
-        )
-        .unwrap();
-        assert_eq!(status, 202, "{accepted}");
-        let id = accepted["transaction_id"].as_str().unwrap().to_string();
-        let started = Instant::now();
-        while gateway.received().iter().all(|r| r.method != "POST") {
-            assert!(started.elapsed() < Duration::from_secs(30), "the charge never left");
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let id = charge_until_sent(&agent, &server.base, &hash, &gateway, "order-7");
         // Received and not answered: killed now.
         let mut server = server;
         server.child.kill().unwrap();

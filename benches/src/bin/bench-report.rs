@@ -250,34 +250,66 @@ fn nodes_run(
     let cpu = cpu_time::ProcessTime::now();
     let machine = machine_busy();
     let started = Instant::now();
-    let results = executor.block_on(async {
+    let results = closed_loop(&executor, clients, started, length, |client| {
+        let (runtime, module) = nodes[client % nodes.len()].clone();
+        let mut state = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || {
+            // xorshift64: cheap, deterministic per client.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize % ACCOUNTS
+        };
+        let transfer = move || {
+            let (from, to) = (next(), next());
+            // A transfer to the same account is not one.
+            let to = if from == to { (to + 1) % ACCOUNTS } else { to };
+            let input = format!(r#"{{"from":"account-{from}","to":"account-{to}","amount":1}}"#);
+            TxRequest { path: Some("transfer".into()), input: input.into_bytes(), ..Default::default() }
+        };
+        (runtime, module, policy.clone(), Box::new(transfer) as Requests)
+    });
+    let elapsed = started.elapsed();
+    let cpu = cpu.elapsed();
+    let machine_cpu = machine_busy().saturating_sub(machine);
+    let (mut latencies, failed) = results;
+    let (batches, transactions) = stats(&nodes);
+    let (batches, transactions) = (batches - batches_before, transactions - transactions_before);
+    Ok(Run {
+        committed: latencies.len(),
+        failed,
+        elapsed,
+        cpu,
+        machine_cpu,
+        latency: percentiles(&mut latencies),
+        commits_per_fsync: transactions as f64 / batches.max(1) as f64,
+    })
+}
+
+/// Each client's next request.
+type Requests = Box<dyn FnMut() -> TxRequest + Send>;
+
+/// `clients` tasks, each sending its requests (from `client(i)`: the
+/// runtime, module and policy it uses and its requests) one after the
+/// other, each waiting for its transaction, until `length` has passed since
+/// `started`: the latencies of the committed ones, and how many did not
+/// commit.
+fn closed_loop(
+    executor: &tokio::runtime::Runtime,
+    clients: usize,
+    started: Instant,
+    length: Duration,
+    client: impl Fn(usize) -> (Runtime, txmirror_runtime::Module, Arc<Policy>, Requests),
+) -> (Vec<Duration>, usize) {
+    executor.block_on(async {
         let tasks: Vec<_> = (0..clients)
-            .map(|client| {
-                let (runtime, module) = nodes[client % nodes.len()].clone();
-                let policy = policy.clone();
+            .map(|i| {
+                let (runtime, module, policy, mut requests) = client(i);
                 tokio::spawn(async move {
-                    let mut state = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                    let mut next = move || {
-                        // xorshift64: cheap, deterministic per client.
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        state as usize % ACCOUNTS
-                    };
                     let (mut latencies, mut failed) = (Vec::new(), 0);
                     while started.elapsed() < length {
-                        let (from, to) = (next(), next());
-                        if from == to {
-                            continue;
-                        }
-                        let input = format!(r#"{{"from":"account-{from}","to":"account-{to}","amount":1}}"#);
-                        let request = TxRequest {
-                            path: Some("transfer".into()),
-                            input: input.into_bytes(),
-                            ..Default::default()
-                        };
                         let sent = Instant::now();
-                        match runtime.execute(&module, &policy, request).await {
+                        match runtime.execute(&module, &policy, requests()).await {
                             Ok(report) if matches!(report.outcome, TransactionOutcome::Committed { .. }) => {
                                 latencies.push(sent.elapsed())
                             }
@@ -295,21 +327,6 @@ fn nodes_run(
             all.1 += failed;
         }
         all
-    });
-    let elapsed = started.elapsed();
-    let cpu = cpu.elapsed();
-    let machine_cpu = machine_busy().saturating_sub(machine);
-    let (mut latencies, failed) = results;
-    let (batches, transactions) = stats(&nodes);
-    let (batches, transactions) = (batches - batches_before, transactions - transactions_before);
-    Ok(Run {
-        committed: latencies.len(),
-        failed,
-        elapsed,
-        cpu,
-        machine_cpu,
-        latency: percentiles(&mut latencies),
-        commits_per_fsync: transactions as f64 / batches.max(1) as f64,
     })
 }
 
@@ -466,36 +483,14 @@ fn effects_run(
     let machine = machine_busy();
     let cpu = cpu_time::ProcessTime::now();
     let started = Instant::now();
-    let results = executor.block_on(async {
-        let tasks: Vec<_> = (0..clients)
-            .map(|client| {
-                let (runtime, module, policy) = (runtime.clone(), module.clone(), policy.clone());
-                tokio::spawn(async move {
-                    let (mut latencies, mut failed, mut n) = (Vec::new(), 0, 0_u64);
-                    while started.elapsed() < length {
-                        n += 1;
-                        let input = format!(r#"{{"order":"c{client}-{n}"}}"#);
-                        let request =
-                            TxRequest { path: Some("charge".into()), input: input.into_bytes(), ..Default::default() };
-                        let sent = Instant::now();
-                        match runtime.execute(&module, &policy, request).await {
-                            Ok(report) if matches!(report.outcome, TransactionOutcome::Committed { .. }) => {
-                                latencies.push(sent.elapsed())
-                            }
-                            _ => failed += 1,
-                        }
-                    }
-                    (latencies, failed)
-                })
-            })
-            .collect();
-        let mut all = (Vec::new(), 0);
-        for task in tasks {
-            let (latencies, failed) = task.await.unwrap();
-            all.0.extend(latencies);
-            all.1 += failed;
-        }
-        all
+    let results = closed_loop(executor, clients, started, length, |client| {
+        let mut n = 0_u64;
+        let charge = move || {
+            n += 1;
+            let input = format!(r#"{{"order":"c{client}-{n}"}}"#);
+            TxRequest { path: Some("charge".into()), input: input.into_bytes(), ..Default::default() }
+        };
+        (runtime.clone(), module.clone(), policy.clone(), Box::new(charge) as Requests)
     });
     let (mut latencies, failed) = results;
     Ok(Run {

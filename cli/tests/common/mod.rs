@@ -153,3 +153,49 @@ pub fn install_bank(agent: &ureq::Agent, base: &str) -> String {
     assert_eq!(status, 200, "{body}");
     hash
 }
+
+/// Uploads the payment example with a policy whose gateways are `gateway`,
+/// with `extra` (TOML) at its start and the mirror's charges stubbed;
+/// returns its hash.
+pub fn install_payment(agent: &ureq::Agent, base: &str, gateway: &txmirror_tests::TestServer, extra: &str) -> String {
+    let wasm = std::fs::read(guests::PAYMENT).unwrap();
+    let (status, module) = call(agent, "POST", &format!("{base}/v1/modules"), Role::Developer, Some(wasm)).unwrap();
+    assert_eq!(status, 201, "{module}");
+    let hash = module["hash"].as_str().unwrap().to_string();
+    let policy = format!(
+        "{extra}\n[capabilities]\nkv = {{ payments = \"read-write\" }}\noutbound_hosts = [\"{0}\"]\n\
+         [resource_requirements]\nwall_time_ms = 30_000\noutbound_timeout_ms = 20_000\n\
+         [config]\nprimary_gateway = \"{1}\"\nbackup_gateway = \"{1}\"\n\
+         [[mirror.stubs]]\nmethod = \"POST\"\nurl_prefix = \"{1}/charges\"\nstatus = 201\nbody = '{{\"charge_id\": \"stub\"}}'\n",
+        gateway.authority(),
+        gateway.url()
+    );
+    let (status, body) =
+        call(agent, "PUT", &format!("{base}/v1/modules/{hash}/policy"), Role::Operator, Some(policy.into_bytes()))
+            .unwrap();
+    assert_eq!(status, 200, "{body}");
+    hash
+}
+
+/// Submits a charge of `order` through the payment example (`hash`) for an
+/// asynchronous answer, and waits (at most 30 s) until `gateway` has
+/// received it; the transaction's id.
+pub fn charge_until_sent(
+    agent: &ureq::Agent,
+    base: &str,
+    hash: &str,
+    gateway: &txmirror_tests::TestServer,
+    order: &str,
+) -> String {
+    let charge =
+        serde_json::json!({ "path": "charge", "input": { "order_id": order, "amount_cents": 990, "currency": "EUR" } });
+    let url = format!("{base}/v1/modules/{hash}/transactions");
+    let (status, accepted) = call(agent, "POST", &url, Role::Client, Some(charge.to_string().into_bytes())).unwrap();
+    assert_eq!(status, 202, "{accepted}");
+    let started = std::time::Instant::now();
+    while gateway.received().iter().all(|r| r.method != "POST") {
+        assert!(started.elapsed() < Duration::from_secs(30), "the charge never left");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    accepted["transaction_id"].as_str().unwrap().to_string()
+}
