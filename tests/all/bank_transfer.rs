@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use tempfile::tempdir;
 use txmirror_runtime::store::{
-    AcceptRequest, Acceptance, Accepted, AttemptOutcome, CommitError, CommitRequest, DeadLetter, Effect, Fence,
-    IdempotencyClaim, IdempotencyEntry, RedbStore, StateSnapshot, StateStore, StoreError, StoredEvent,
+    AcceptRequest, Acceptance, Accepted, AttemptOutcome, CommitError, CommitRequest, DeadLetter, Effect, EffectWrite,
+    Fence, IdempotencyClaim, IdempotencyEntry, RedbStore, StateSnapshot, StateStore, StoreError, StoredEvent,
     TransactionRecord,
 };
 use txmirror_runtime::{FailureKind, Module, Policy, Runtime, RuntimeConfig, TxReport, TxRequest};
@@ -153,8 +153,8 @@ impl StateStore for RacingStore {
     fn release_leases(&self, holder: &str) -> Result<usize, StoreError> {
         self.inner.release_leases(holder)
     }
-    fn record_effect(&self, id: &str, effect: &Effect, fence: Option<&Fence>) -> Result<(), StoreError> {
-        self.inner.record_effect(id, effect, fence)
+    fn record_effects(&self, writes: &[EffectWrite]) -> Vec<Result<(), StoreError>> {
+        self.inner.record_effects(writes)
     }
     fn effects(&self, id: &str) -> Result<Vec<Effect>, StoreError> {
         self.inner.effects(id)

@@ -196,6 +196,24 @@ struct Run {
     commits_per_fsync: f64,
 }
 
+/// A row's rounds as its table shows them: the median round's rate, the
+/// rounds' range, the median round's p50, p99 and machine CPU per
+/// transaction (as table cells); that round; and the failures of all.
+fn rounds_columns(runs: &mut [Run]) -> (String, &Run, usize) {
+    runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let (lowest, highest) = (runs[0].rate(), runs[runs.len() - 1].rate());
+    let failed = runs.iter().map(|run| run.failed).sum();
+    let median = &runs[runs.len() / 2];
+    let columns = format!(
+        "{:.0} | {lowest:.0}–{highest:.0} | {:.0} µs | {:.0} µs | {:.0} µs",
+        median.rate(),
+        micros(median.latency.0),
+        micros(median.latency.1),
+        micros(median.machine_cpu) / median.committed.max(1) as f64,
+    );
+    (columns, median, failed)
+}
+
 impl Run {
     /// Transactions committed per second.
     fn rate(&self) -> f64 {
@@ -389,21 +407,14 @@ fn nodes(options: &Options) -> Result<String> {
     )?;
     writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|")?;
     for ((nodes, mirrored), mut runs) in rows.into_iter().zip(runs) {
-        runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
-        let (lowest, highest) = (runs[0].rate(), runs[runs.len() - 1].rate());
-        let median = &runs[runs.len() / 2];
+        let (columns, median, failed) = rounds_columns(&mut runs);
         writeln!(
             table,
-            "| {} | {} | {} | {clients} | {:.0} | {lowest:.0}–{highest:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} | {} |",
+            "| {} | {} | {} | {clients} | {columns} | {:.1} | {failed} |",
             if nodes.is_some() { "PostgreSQL" } else { "redb" },
             nodes.unwrap_or(1),
             if mirrored { "mirrored" } else { "primary only" },
-            median.rate(),
-            micros(median.latency.0),
-            micros(median.latency.1),
-            micros(median.machine_cpu) / median.committed.max(1) as f64,
             median.commits_per_fsync,
-            runs.iter().map(|run| run.failed).sum::<usize>(),
         )?;
     }
     writeln!(
@@ -540,19 +551,8 @@ fn effects(options: &Options) -> Result<String> {
     )?;
     writeln!(table, "|---|---|---|---|---|---|---|---|---|")?;
     for ((store, journal), mut runs) in rows.into_iter().zip(runs) {
-        runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
-        let (lowest, highest) = (runs[0].rate(), runs[runs.len() - 1].rate());
-        let median = &runs[runs.len() / 2];
-        writeln!(
-            table,
-            "| {store} | {} | {clients} | {:.0} | {lowest:.0}–{highest:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {} |",
-            if journal { "on" } else { "off" },
-            median.rate(),
-            micros(median.latency.0),
-            micros(median.latency.1),
-            micros(median.machine_cpu) / median.committed.max(1) as f64,
-            runs.iter().map(|run| run.failed).sum::<usize>(),
-        )?;
+        let (columns, _, failed) = rounds_columns(&mut runs);
+        writeln!(table, "| {store} | {} | {clients} | {columns} | {failed} |", if journal { "on" } else { "off" })?;
     }
     writeln!(
         table,

@@ -294,18 +294,17 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// before that, the call is only in doubt again). Under `fence`,
     /// refused with [`StoreError::Fenced`] once another node took the
     /// transaction over, so a stalled node never sends what it no longer owns.
-    fn record_effect(&self, transaction_id: &str, effect: &Effect, fence: Option<&Fence>) -> Result<(), StoreError>;
-    /// Several writes of [`StateStore::record_effect`], of any transactions,
-    /// in one step: one durable write for all the intents among them. Each
-    /// has its own result; one refused by its fence leaves the others alone,
-    /// and a storage failure fails them all. The default writes them one by
-    /// one.
-    fn record_effects(&self, writes: &[EffectWrite]) -> Vec<Result<(), StoreError>> {
-        writes
-            .iter()
-            .map(|write| self.record_effect(&write.transaction_id, &write.effect, write.fence.as_ref()))
-            .collect()
+    fn record_effect(&self, transaction_id: &str, effect: &Effect, fence: Option<&Fence>) -> Result<(), StoreError> {
+        let write =
+            EffectWrite { transaction_id: transaction_id.to_string(), effect: effect.clone(), fence: fence.cloned() };
+        self.record_effects(std::slice::from_ref(&write)).pop().unwrap_or(Err(StoreError::Committer(None)))
     }
+    /// Several writes of [`StateStore::record_effect`], of any transactions,
+    /// in one step: one durable write for all the intents among them (none
+    /// of its own when all are answers). Each has its own result; one
+    /// refused by its fence leaves the others alone, and a storage failure
+    /// fails them all.
+    fn record_effects(&self, writes: &[EffectWrite]) -> Vec<Result<(), StoreError>>;
     /// The journal of `transaction_id`: its effects by path, then ordinal.
     fn effects(&self, transaction_id: &str) -> Result<Vec<Effect>, StoreError>;
 }

@@ -893,33 +893,6 @@ impl StateStore for PostgresStore {
         })
     }
 
-    fn record_effect(&self, transaction_id: &str, effect: &Effect, fence: Option<&Fence>) -> Result<(), StoreError> {
-        let (id, path, ordinal) = (transaction_id.to_string(), effect.path.clone(), i32::try_from(effect.ordinal));
-        let ordinal =
-            ordinal.map_err(|_| StoreError::storage(std::io::Error::other("an effect's ordinal past i32")))?;
-        let (bytes, fence, answered) = (encode_effect(effect)?, fence.cloned(), effect.response.is_some());
-        self.block(|pool| async move {
-            let mut client = pool.get().await.map_err(storage)?;
-            let txn = client.transaction().await.map_err(storage)?;
-            if let Some(fence) = &fence {
-                inbox::check_fence(&txn, fence).await?;
-            }
-            // An answer need not wait for the log's flush: the transaction's
-            // commit or record, a durable commit after it, flushes it too.
-            if answered {
-                txn.batch_execute("SET LOCAL synchronous_commit = off").await.map_err(storage)?;
-            }
-            let statement = cached(
-                &txn,
-                "INSERT INTO txm_effects (transaction_id, path, ordinal, effect) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (transaction_id, path, ordinal) DO UPDATE SET effect = EXCLUDED.effect",
-            )
-            .await?;
-            txn.execute(&statement, &[&id, &path, &ordinal, &bytes]).await.map_err(storage)?;
-            txn.commit().await.map_err(storage)
-        })
-    }
-
     fn record_effects(&self, writes: &[EffectWrite]) -> Vec<Result<(), StoreError>> {
         let count = writes.len();
         let writes = writes.to_vec();

@@ -493,24 +493,6 @@ impl StateStore for RedbStore {
         self.accept_transaction(request)
     }
 
-    fn record_effect(&self, transaction_id: &str, effect: &Effect, fence: Option<&Fence>) -> Result<(), StoreError> {
-        let bytes = encode_effect(effect)?;
-        let mut txn = self.db.begin_write().map_err(storage)?;
-        // An answer need not cost an fsync of its own: the transaction's
-        // commit or record, the next durable write, persists it too.
-        if effect.response.is_some() {
-            txn.set_durability(redb::Durability::None).map_err(storage)?;
-        }
-        if let Some(fence) = fence {
-            inbox::check_fence(&txn, fence)?;
-        }
-        txn.open_table(EFFECTS)
-            .map_err(storage)?
-            .insert(effect_key(transaction_id, &effect.path, effect.ordinal).as_str(), bytes.as_slice())
-            .map_err(storage)?;
-        txn.commit().map_err(storage)
-    }
-
     fn record_effects(&self, writes: &[EffectWrite]) -> Vec<Result<(), StoreError>> {
         let all_failed = |error: StoreError| writes.iter().map(|_| Err(error.clone())).collect();
         let encoded: Result<Vec<Vec<u8>>, StoreError> =
