@@ -161,6 +161,26 @@ fn dead_letters_can_be_listed_shown_replayed_and_dropped() {
     let out = txmirror(&data, &["dlq", "show", "dead-1"]);
     assert_eq!(out.status.code(), Some(4));
     assert!(text(&out.stderr).contains("no dead letter `dead-1`"));
+
+    // In bulk, by filter: two deposits and a transfer dead-lettered; the
+    // deposits replayed, the transfer dropped.
+    assert_eq!(deposit(starved.to_str().unwrap(), "dead-3").status.code(), Some(1));
+    assert_eq!(deposit(starved.to_str().unwrap(), "dead-4").status.code(), Some(1));
+    let transfer = ["--transaction-id", "dead-5"];
+    let out = run_bank(&data, starved.to_str().unwrap(), "transfer", r#"{"from":"a","to":"b","amount":1}"#, &transfer);
+    assert_eq!(out.status.code(), Some(1));
+    let list = text(&txmirror(&data, &["dlq", "list", "--path", "transfer", "--kind", "fuel_exhausted"]).stdout);
+    assert!(list.starts_with("dead-5  path transfer") && list.lines().count() == 1, "{list}");
+    let out = txmirror(&data, &["dlq", "replay-all", "--path", "deposit", guests::BANK_TRANSFER, "--policy", &policy]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("2 selected, 2 committed, 0 failed"), "{}", text(&out.stdout));
+    let out = txmirror(&data, &["dlq", "drop-all"]);
+    assert_eq!(out.status.code(), Some(2), "no filter, no --all");
+    let out = txmirror(&data, &["dlq", "drop-all", "--kind", "fuel_exhausted"]);
+    assert_eq!(text(&out.stdout), "dropped dead-5\n1 dropped\n");
+    assert_eq!(text(&txmirror(&data, &["dlq", "list"]).stdout).trim(), "");
+    let out = run_bank(&data, &policy, "balance", r#"{"account":"a"}"#, &[]);
+    assert!(text(&out.stdout).contains(r#""balance":15"#), "three deposits of 5: {}", text(&out.stdout));
 }
 
 #[test]

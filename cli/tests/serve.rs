@@ -293,6 +293,33 @@ fn the_cli_drives_a_service_with_server_and_token() {
     let out = cli(Role::Operator, &["dlq", "replay", "nope"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("404 not_found"), "{}", text(&out.stderr));
+    // A letter made under a starved policy, found by filters and replayed
+    // in bulk once the policy gives fuel again.
+    let starved = dir.path().join("starved.toml");
+    std::fs::write(
+        &starved,
+        "[capabilities]\nkv = { accounts = \"read-write\" }\n[resource_requirements]\nfuel = 1000\n",
+    )
+    .unwrap();
+    assert_eq!(cli(Role::Operator, &["put-policy", &hash, starved.to_str().unwrap()]).status.code(), Some(0));
+    let out = cli(Role::Client, &[&deposit[..], &["--transaction-id", "cli-dead"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert_eq!(cli(Role::Operator, &["put-policy", &hash, policy.to_str().unwrap()]).status.code(), Some(0));
+    let out = cli(Role::Operator, &["dlq", "list", "--path", "deposit", "--since", "1h"]);
+    assert!(text(&out.stdout).starts_with("cli-dead  path deposit"), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = cli(Role::Operator, &["dlq", "list", "--path", "transfer"]);
+    assert_eq!(text(&out.stdout), "", "no letter of that path");
+    let out = cli(Role::Operator, &["dlq", "list", "--since", "last tuesday"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--since `last tuesday` is not a time"), "{}", text(&out.stderr));
+    let out = cli(Role::Operator, &["dlq", "drop-all"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("pass --all"), "{}", text(&out.stderr));
+    let out = cli(Role::Operator, &["dlq", "replay-all", "--kind", "fuel_exhausted"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("cli-dead  committed as "), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("1 selected, 1 committed, 0 failed"), "{}", text(&out.stdout));
+    assert_eq!(text(&cli(Role::Operator, &["dlq", "list"]).stdout), "");
     let out = cli(Role::Operator, &["model", "status"]);
     assert!(text(&out.stdout).contains("\"configured\": false"), "{}", text(&out.stdout));
     // Commands of one side only say so.

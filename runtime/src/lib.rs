@@ -45,8 +45,10 @@ pub use instance::host::effect_key;
 pub use instance::module::{Module, ModuleError};
 pub use policy::{Policy, PolicyError};
 pub use randomness::Randomness;
-pub use runtime::{ExecuteError, ModelConfig, ReplayError, Runtime, RuntimeConfig, StartError};
+pub use runtime::{ExecuteError, ModelConfig, ReplayError, ReplayedLetter, Runtime, RuntimeConfig, StartError};
 pub use runtime::{KeyClaim, KeyState, scoped_key};
 pub use trace::Trace;
-pub use transaction::{AttemptReport, DeadLetterReport, DryRun, RecordedTransaction, TxReport, TxRequest};
+pub use transaction::{
+    AttemptReport, DeadLetterFilter, DeadLetterReport, DryRun, RecordedTransaction, TxReport, TxRequest,
+};
 pub use vocab::{Action, Failure, FailureKind, GateStage, GateVerdict, Role};

@@ -6,7 +6,7 @@ mod idempotency;
 mod learning;
 mod records;
 
-pub use dead_letters::ReplayError;
+pub use dead_letters::{ReplayError, ReplayedLetter};
 pub use idempotency::{KeyClaim, KeyState, scoped_key};
 
 use crate::adjust::timeouts::Timeouts;

@@ -1,6 +1,7 @@
 //! Transactions as the runtime's callers see them: requests, reports, and
 //! the durable records and dead letters with their histories decoded.
 
+mod dead_letter_filter;
 pub(crate) mod history;
 pub(crate) mod plan;
 
@@ -10,6 +11,8 @@ use crate::store::{
 use crate::trace::Trace;
 use crate::vocab::Failure;
 use serde::{Deserialize, Serialize};
+
+pub use dead_letter_filter::DeadLetterFilter;
 
 /// A request to run one transaction.
 #[derive(Debug, Clone, Default)]

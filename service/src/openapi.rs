@@ -1,7 +1,8 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use crate::api::{
-    Accepted, LeaseView, ModuleInfo, NodesView, SubmitBody, TransactionList, TransactionSummary, TransactionView,
+    Accepted, BulkBody, BulkDropReport, BulkReplayReport, LeaseView, ModuleInfo, NodesView, ReplayedLetter, SubmitBody,
+    TransactionList, TransactionSummary, TransactionView,
 };
 use crate::catalog::NodeStatus;
 use crate::error::{ErrorBody, ErrorDetail};
@@ -18,10 +19,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::api::put_policy, crate::api::get_policy,
         crate::api::submit, crate::api::list_transactions, crate::api::show_transaction,
         crate::api::dead_letters, crate::api::dead_letter, crate::api::drop_dead_letter, crate::api::replay,
+        crate::api::replay_matching, crate::api::drop_matching,
         crate::api::model, crate::api::reload_model, crate::api::nodes,
     ),
     components(schemas(ErrorBody, ErrorDetail, ModuleInfo, SubmitBody, Accepted, TransactionView,
-        TransactionSummary, TransactionList, NodesView, NodeStatus, LeaseView)),
+        TransactionSummary, TransactionList, NodesView, NodeStatus, LeaseView, BulkBody, BulkReplayReport,
+        BulkDropReport, ReplayedLetter)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;

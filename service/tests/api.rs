@@ -201,6 +201,8 @@ async fn roles_are_enforced_and_tenants_see_nothing_of_each_other() {
         (Client, "GET", "/v1/dlq".to_string()),
         (Developer, "POST", "/v1/dlq/t1/replay".to_string()),
         (Client, "DELETE", "/v1/dlq/t1".to_string()),
+        (Developer, "POST", "/v1/dlq/replay".to_string()),
+        (Client, "POST", "/v1/dlq/drop".to_string()),
         (Client, "GET", "/v1/model".to_string()),
         (Developer, "POST", "/v1/model/reload".to_string()),
         (Client, "GET", "/metrics".to_string()),
@@ -242,6 +244,116 @@ async fn roles_are_enforced_and_tenants_see_nothing_of_each_other() {
     assert_eq!(report["outcome"]["kind"], "rejected", "globex has no account a: {report}");
     let (_, acme_view) = Call::as_(state, "acme", Client).send("GET", "/v1/transactions/t1", Body::empty()).await;
     assert_eq!(acme_view["record"]["path"], "deposit", "acme's t1 is untouched: {acme_view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_replayed_and_dropped_in_bulk_by_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = open(&common::config(dir.path())).await;
+    let state = &service.state;
+    let operator = Call::as_(state, "acme", Operator);
+    // So little fuel that every attempt traps: each transaction is dead-lettered.
+    let starved = format!("{BANK_POLICY}[resource_requirements]\nfuel = 1000\n");
+    let bank = install(state, "acme", guests::BANK_TRANSFER, &starved).await;
+    let runaway = install(state, "acme", guests::RUNAWAY, "[retry]\nmax_attempts = 1\n").await;
+    let submit = |hash: &str, id: &str, path: &str, input: Value| {
+        let uri = format!("/v1/modules/{hash}/transactions");
+        let body = json!({ "path": path, "input": input, "transaction_id": id }).to_string();
+        async move {
+            let (status, report) = Call::as_(state, "acme", Client).send("POST", &uri, body).await;
+            assert_eq!(status, StatusCode::OK, "{report}");
+            // Letters a few milliseconds apart, so that a time range can
+            // fall between any two.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            report
+        }
+    };
+    let deposit = json!({ "account": "a", "amount": 5 });
+    submit(&bank, "d1", "deposit", deposit.clone()).await;
+    submit(&bank, "d2", "deposit", deposit).await;
+    submit(&bank, "t1", "transfer", json!({ "from": "a", "to": "c", "amount": 1 })).await;
+    submit(&runaway, "p1", "panic", json!({})).await;
+
+    let ids = |letters: &Value| -> Vec<String> {
+        letters.as_array().unwrap().iter().map(|l| l["transaction_id"].as_str().unwrap().to_string()).collect()
+    };
+    let list = |query: &str| {
+        let uri = format!("/v1/dlq{query}");
+        let operator = &operator;
+        async move {
+            let (status, letters) = operator.send("GET", &uri, Body::empty()).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {letters}");
+            letters
+        }
+    };
+    let all = list("").await;
+    assert_eq!(ids(&all), ["d1", "d2", "t1", "p1"], "oldest first: {all}");
+    let at = |i: usize| all[i]["dead_lettered_unix_ms"].as_u64().unwrap();
+    assert_eq!(ids(&list("?path=deposit").await), ["d1", "d2"]);
+    assert_eq!(ids(&list("?kind=guest_trap").await), ["p1"]);
+    assert_eq!(ids(&list(&format!("?module={runaway}")).await), ["p1"]);
+    assert_eq!(ids(&list(&format!("?since_unix_ms={}&until_unix_ms={}", at(1), at(3))).await), ["d2", "t1"]);
+    assert_eq!(ids(&list("?kind=fuel_exhausted&limit=2").await), ["d1", "d2"]);
+    for (query, says) in [
+        ("?kind=no_such_kind", "not a failure kind"),
+        ("?since_unix_ms=5&until_unix_ms=5", "the time range is empty"),
+        ("?limit=0", "at least 1"),
+        ("?colour=red", "unknown field"),
+    ] {
+        let (status, body) = operator.send("GET", &format!("/v1/dlq{query}"), Body::empty()).await;
+        assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "bad_request"), "{query}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(says), "{query}: {body}");
+    }
+
+    // Still starved: the replay fails again, and its letter stays as it was,
+    // with no letter of its own.
+    let (status, replayed) =
+        operator.send("POST", "/v1/dlq/replay", json!({ "path": "deposit", "limit": 1 }).to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{replayed}");
+    assert_eq!((replayed["selected"].clone(), replayed["failed"].clone()), (json!(1), json!(1)), "{replayed}");
+    assert_eq!(replayed["letters"][0]["transaction_id"], "d1", "{replayed}");
+    assert!(replayed["letters"][0]["error"].as_str().unwrap().contains("fuel_exhausted"), "{replayed}");
+    assert_eq!(ids(&list("").await), ["d1", "d2", "t1", "p1"]);
+
+    // With fuel, the deposits commit and leave the queue; the transfer runs
+    // and is rejected (account `c` does not exist), so its letter stays.
+    let (status, body) = operator.send("PUT", &format!("/v1/modules/{bank}/policy"), BANK_POLICY).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, replayed) =
+        operator.send("POST", "/v1/dlq/replay", json!({ "kind": "fuel_exhausted" }).to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{replayed}");
+    assert_eq!(
+        (replayed["selected"].clone(), replayed["committed"].clone(), replayed["failed"].clone()),
+        (json!(3), json!(2), json!(1)),
+        "{replayed}"
+    );
+    assert!(replayed["letters"][2]["error"].as_str().unwrap().contains("no account `c`"), "{replayed}");
+    assert_eq!(ids(&list("").await), ["t1", "p1"]);
+    let balance = submit(&bank, "b1", "balance", json!({ "account": "a" })).await;
+    let output = balance["attempts"][0]["primary"]["output"].as_str().unwrap();
+    assert_eq!(output, r#"{"account":"a","balance":10}"#, "each deposit committed once: {balance}");
+
+    // A drop needs a filter, or `all` said outright; another tenant's drop
+    // of everything drops none of acme's.
+    let (status, body) = operator.send("POST", "/v1/dlq/drop", json!({}).to_string()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "bad_request"), "{body}");
+    let (status, body) = operator.send("POST", "/v1/dlq/drop", json!({ "pth": "transfer" }).to_string()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "bad_request"), "{body}");
+    let globex = Call::as_(state, "globex", Operator);
+    let (status, dropped) = globex.send("POST", "/v1/dlq/drop", json!({ "all": true }).to_string()).await;
+    assert_eq!((status, dropped), (StatusCode::OK, json!({ "dropped": [] })));
+    let (status, dropped) = operator.send("POST", "/v1/dlq/drop", json!({ "path": "transfer" }).to_string()).await;
+    assert_eq!((status, dropped), (StatusCode::OK, json!({ "dropped": ["t1"] })));
+    let (status, dropped) = operator.send("POST", "/v1/dlq/drop", json!({ "all": true }).to_string()).await;
+    assert_eq!((status, dropped), (StatusCode::OK, json!({ "dropped": ["p1"] })));
+    assert_eq!(list("").await, json!([]));
+
+    // The bulk routes' names are no transaction ids.
+    let body = json!({ "path": "balance", "input": { "account": "a" }, "transaction_id": "replay" }).to_string();
+    let (status, refused) =
+        Call::as_(state, "acme", Client).send("POST", &format!("/v1/modules/{bank}/transactions"), body).await;
+    assert_eq!((status, error_code(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, "bad_request"), "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("reserved"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,6 +431,8 @@ async fn the_dead_letter_queue_the_model_metrics_and_the_openapi_document() {
         ("/v1/dlq/{id}", "get"),
         ("/v1/dlq/{id}", "delete"),
         ("/v1/dlq/{id}/replay", "post"),
+        ("/v1/dlq/replay", "post"),
+        ("/v1/dlq/drop", "post"),
         ("/v1/model", "get"),
         ("/v1/model/reload", "post"),
     ] {

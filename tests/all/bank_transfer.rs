@@ -7,8 +7,8 @@ use std::sync::{Arc, Barrier};
 use tempfile::tempdir;
 use txmirror_runtime::store::{
     AcceptRequest, Acceptance, Accepted, AttemptOutcome, CommitError, CommitRequest, DeadLetter, Effect, EffectWrite,
-    Fence, IdempotencyClaim, IdempotencyEntry, RedbStore, StateSnapshot, StateStore, StoreError, StoredEvent,
-    TransactionRecord,
+    Fence, IdempotencyClaim, IdempotencyEntry, LetterPosition, RedbStore, StateSnapshot, StateStore, StoreError,
+    StoredEvent, TransactionRecord,
 };
 use txmirror_runtime::{FailureKind, Module, Policy, Runtime, RuntimeConfig, TxReport, TxRequest};
 use txmirror_tests::{guests, load, policy, runtime};
@@ -99,8 +99,8 @@ impl StateStore for RacingStore {
     ) -> Result<(), StoreError> {
         self.inner.record_outcome(record, claim, letter, fence)
     }
-    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        self.inner.dead_letters(limit)
+    fn dead_letters(&self, after: Option<&LetterPosition>, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters(after, limit)
     }
     fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
         self.inner.dead_letter(id)

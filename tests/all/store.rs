@@ -6,10 +6,11 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use txmirror_runtime::store::{
-    AcceptRequest, Acceptance, CommitError, CommitRequest, Effect, EffectResponse, EffectWrite, EventEntry, Fence,
-    History, IdempotencyClaim, IdempotencyEntry, PostgresStore, ReadEntry, RedbStore, StateStore, StoreError,
+    AcceptRequest, Acceptance, CommitError, CommitRequest, DeadLetter, Effect, EffectResponse, EffectWrite, EventEntry,
+    Fence, History, IdempotencyClaim, IdempotencyEntry, PostgresStore, ReadEntry, RedbStore, StateStore, StoreError,
     TransactionOutcome, TransactionRecord, Versioned, WriteEntry,
 };
+use txmirror_runtime::{Failure, FailureKind};
 use txmirror_tests::postgres::TestPostgres;
 
 fn record(id: &str) -> TransactionRecord {
@@ -227,6 +228,38 @@ fn a_committed_claim_is_never_taken_by_a_failure_at_the_same_time(store: &dyn St
             assert_eq!(holder, format!("failed-{n}"), "key {n}: the commit was refused for the failure's claim");
         }
     }
+}
+
+fn dead_letters_page_in_time_then_id_order(store: &dyn StateStore) {
+    let letter = |id: &str, at: u64| DeadLetter {
+        transaction_id: id.into(),
+        module: "m".into(),
+        path: "p".into(),
+        input: Vec::new(),
+        failure: Failure { kind: FailureKind::Unavailable, message: "down".into() },
+        attempts: History::default(),
+        compensation: None,
+        dead_lettered_unix_ms: at,
+        idempotency_key: None,
+    };
+    // Written out of order; two share a millisecond, which their ids order.
+    for (id, at) in [("c", 30), ("a", 10), ("z", 20), ("b", 20), ("d", 40)] {
+        let failed = TransactionRecord {
+            outcome: TransactionOutcome::Failed { kind: FailureKind::Unavailable, message: "down".into() },
+            ..record(id)
+        };
+        store.record_outcome(failed, None, Some(letter(id, at)), None).unwrap();
+    }
+    let ids = |page: Vec<DeadLetter>| page.into_iter().map(|l| l.transaction_id).collect::<Vec<_>>();
+    assert_eq!(ids(store.dead_letters(None, 10).unwrap()), ["a", "b", "z", "c", "d"]);
+    let first = store.dead_letters(None, 2).unwrap();
+    assert_eq!(ids(first.clone()), ["a", "b"]);
+    let after = first.last().unwrap().position();
+    assert_eq!(ids(store.dead_letters(Some(&after), 2).unwrap()), ["z", "c"], "the page goes on past the tie");
+    let last = store.dead_letters(None, 5).unwrap().pop().unwrap().position();
+    assert!(store.dead_letters(Some(&last), 5).unwrap().is_empty(), "nothing after the last");
+    assert!(store.remove_dead_letter("z").unwrap());
+    assert_eq!(ids(store.dead_letters(Some(&after), 5).unwrap()), ["c", "d"]);
 }
 
 fn now_ms() -> u64 {
@@ -574,6 +607,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("batches", a_batch_applies_its_requests_in_order),
     ("batches left open", a_batch_left_open_takes_what_arrives_before_it_applies),
     ("effect journal", the_effect_journal_keeps_each_call_and_its_answer),
+    ("dead letters paged", dead_letters_page_in_time_then_id_order),
     ("acceptances", acceptances_are_unique_and_end_with_their_commit),
     ("fences", a_taken_over_lease_fences_its_old_holder_out),
     ("takeovers racing", nodes_taking_over_at_once_take_each_lease_once),

@@ -1,8 +1,11 @@
 //! `txmirror dlq`: the dead-letter queue.
 
 mod drop_letter;
+mod drop_matching;
+mod filter;
 mod list;
 mod replay;
+mod replay_matching;
 mod show;
 
 use super::Target;
@@ -20,6 +23,10 @@ pub(crate) enum DlqCommand {
     Replay(replay::DlqReplayCommand),
     /// Removes a dead letter without running it.
     Drop(drop_letter::DlqDropCommand),
+    /// Runs again every dead letter the filters select, oldest first.
+    ReplayAll(replay_matching::DlqReplayAllCommand),
+    /// Removes every dead letter the filters select, without running them.
+    DropAll(drop_matching::DlqDropAllCommand),
 }
 
 impl DlqCommand {
@@ -29,6 +36,8 @@ impl DlqCommand {
             Self::Show(command) => command.execute(target).await,
             Self::Replay(command) => command.execute(target).await,
             Self::Drop(command) => command.execute(target).await,
+            Self::ReplayAll(command) => command.execute(target).await,
+            Self::DropAll(command) => command.execute(target).await,
         }
     }
 }

@@ -7,7 +7,7 @@ use super::{ExecuteError, Purpose, Runtime, TransactionRun, choose_path, unix_mi
 use crate::instance::module::Module;
 use crate::policy::Policy;
 use crate::store::{Compensation, DeadLetter, History, StoreError, TransactionOutcome, TransactionRecord};
-use crate::transaction::{TxReport, TxRequest, history};
+use crate::transaction::{DeadLetterFilter, TxReport, TxRequest, history};
 use crate::vocab::{Failure, FailureKind};
 use std::sync::Arc;
 
@@ -181,6 +181,40 @@ impl Runtime {
         }
         Ok(report)
     }
+
+    /// Replays the letters of `module` the filter selects, oldest first, at
+    /// most `limit`, one after another (each as [`Runtime::replay_dead_letter`]).
+    /// A letter that cannot be replayed does not stop the others: its
+    /// error is its result.
+    pub async fn replay_dead_letters(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        filter: &DeadLetterFilter,
+        limit: usize,
+    ) -> Result<Vec<ReplayedLetter>, StoreError> {
+        // A filter naming another module selects none of this one's.
+        if filter.module.as_deref().is_some_and(|named| named != module.hash()) {
+            return Ok(Vec::new());
+        }
+        let filter = filter.clone().module(module.hash());
+        let mut replayed = Vec::new();
+        for letter in self.letters_matching(&filter, limit)? {
+            let result = self.replay_dead_letter(module, policy, &letter.transaction_id).await;
+            replayed.push(ReplayedLetter { transaction_id: letter.transaction_id, result });
+        }
+        Ok(replayed)
+    }
+}
+
+/// One letter of a bulk replay, and how its replay went.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ReplayedLetter {
+    /// The dead letter's transaction id.
+    pub transaction_id: String,
+    /// The replay's report, or why it could not run.
+    pub result: Result<TxReport, ReplayError>,
 }
 
 /// Why a dead letter could not be replayed. A replay that runs and fails

@@ -4,8 +4,8 @@
 //! stays the store's business.
 
 use super::Runtime;
-use crate::store::{StateSnapshot, StoreError, StoredEvent};
-use crate::transaction::{DeadLetterReport, RecordedTransaction};
+use crate::store::{DeadLetter, StateSnapshot, StoreError, StoredEvent};
+use crate::transaction::{DeadLetterFilter, DeadLetterReport, RecordedTransaction};
 use std::sync::Arc;
 
 impl Runtime {
@@ -22,8 +22,66 @@ impl Runtime {
 
     /// Dead letters, oldest first, at most `limit`.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterReport>, StoreError> {
-        let letters = self.inner.store.dead_letters(limit)?;
+        self.dead_letters_matching(&DeadLetterFilter::default(), limit)
+    }
+
+    /// The dead letters the filter selects, oldest first, at most `limit`.
+    pub fn dead_letters_matching(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: usize,
+    ) -> Result<Vec<DeadLetterReport>, StoreError> {
+        let letters = self.letters_matching(filter, limit)?;
         letters.into_iter().map(|letter| self.with_effects(letter)).collect()
+    }
+
+    /// Removes the dead letters the filter selects, oldest first, at most
+    /// `limit`, without replaying them; the ids of those it removed.
+    pub fn drop_dead_letters(&self, filter: &DeadLetterFilter, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut dropped = Vec::new();
+        for letter in self.letters_matching(filter, limit)? {
+            // Gone meanwhile (replayed, or dropped by another caller): not
+            // this call's to report.
+            if self.inner.store.remove_dead_letter(&letter.transaction_id)? {
+                dropped.push(letter.transaction_id);
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// The stored letters the filter selects, read page by page in the
+    /// queue's order until `limit` are found or the queue (or the filter's
+    /// time range) ends.
+    pub(super) fn letters_matching(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        const PAGE: usize = 256;
+        let mut found = Vec::new();
+        let mut after = None;
+        while found.len() < limit {
+            let page = self.inner.store.dead_letters(after.as_ref(), PAGE)?;
+            let Some(last) = page.last() else { break };
+            // Each page starts after the last: the loop ends with the queue.
+            after = Some(last.position());
+            let full = page.len() == PAGE;
+            for letter in page {
+                if filter.is_past(&letter) {
+                    return Ok(found);
+                }
+                if filter.matches(&letter) {
+                    found.push(letter);
+                    if found.len() == limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(found)
     }
 
     /// One dead letter.
@@ -32,7 +90,7 @@ impl Runtime {
     }
 
     /// A letter, decoded, with the calls its transaction sent.
-    fn with_effects(&self, letter: crate::store::DeadLetter) -> Result<DeadLetterReport, StoreError> {
+    fn with_effects(&self, letter: DeadLetter) -> Result<DeadLetterReport, StoreError> {
         let effects = self.inner.store.effects(&letter.transaction_id)?;
         DeadLetterReport::decode(letter, effects)
     }

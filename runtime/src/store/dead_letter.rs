@@ -38,3 +38,23 @@ pub struct DeadLetter {
     /// The request's idempotency key, which its replay claims in turn.
     pub idempotency_key: Option<String>,
 }
+
+/// A letter's place in the queue, whose order is oldest first and then by
+/// transaction id: where a page of letters starts (after it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LetterPosition {
+    /// When the letter was written, in milliseconds since the Unix epoch.
+    pub dead_lettered_unix_ms: u64,
+    /// Its transaction id, which orders letters written in one millisecond.
+    pub transaction_id: String,
+}
+
+impl DeadLetter {
+    /// The letter's place in the queue.
+    pub fn position(&self) -> LetterPosition {
+        LetterPosition {
+            dead_lettered_unix_ms: self.dead_lettered_unix_ms,
+            transaction_id: self.transaction_id.clone(),
+        }
+    }
+}

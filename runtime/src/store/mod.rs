@@ -20,7 +20,7 @@ pub mod postgres;
 mod record;
 mod redb_store;
 
-pub use dead_letter::{Compensation, DeadLetter};
+pub use dead_letter::{Compensation, DeadLetter, LetterPosition};
 pub use effects::{Effect, EffectResponse, EffectWrite};
 pub use fault::{FaultInjectingBackend, FaultPlan};
 pub(crate) use group_commit::GroupCommit;
@@ -233,8 +233,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         dead_letter: Option<DeadLetter>,
         fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
-    /// Dead letters, oldest first, at most `limit`.
-    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Dead letters in the queue's order (oldest first, then by id), at
+    /// most `limit`, starting after `after` if given: a page of the queue.
+    fn dead_letters(&self, after: Option<&LetterPosition>, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
     /// One dead letter.
     fn dead_letter(&self, transaction_id: &str) -> Result<Option<DeadLetter>, StoreError>;
     /// Removes a dead letter; whether it was there.

@@ -7,6 +7,7 @@ mod nodes;
 mod ops;
 mod transactions;
 
+pub use dead_letters::{BulkBody, BulkDropReport, BulkReplayReport, ReplayedLetter};
 pub use modules::ModuleInfo;
 pub use nodes::{LeaseView, NodesView};
 pub use transactions::{Accepted, SubmitBody, TransactionList, TransactionSummary, TransactionView};
@@ -21,6 +22,7 @@ use axum::routing::{get, post};
 
 pub(crate) use dead_letters::__path_dead_letters;
 pub(crate) use dead_letters::{__path_dead_letter, __path_drop_dead_letter, __path_replay};
+pub(crate) use dead_letters::{__path_drop_matching, __path_replay_matching};
 pub(crate) use model::{__path_model, __path_reload_model};
 pub(crate) use modules::{
     __path_delete_module, __path_get_policy, __path_list_modules, __path_put_policy, __path_show_module,
@@ -54,6 +56,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/transactions", get(transactions::list_transactions))
         .route("/v1/transactions/{id}", get(transactions::show_transaction))
         .route("/v1/dlq", get(dead_letters::dead_letters))
+        // Static segments win over `{id}`: a transaction id is never
+        // `replay` or `drop` (see `transactions::check_id`).
+        .route("/v1/dlq/replay", post(dead_letters::replay_matching))
+        .route("/v1/dlq/drop", post(dead_letters::drop_matching))
         .route("/v1/dlq/{id}", get(dead_letters::dead_letter).delete(dead_letters::drop_dead_letter))
         .route("/v1/dlq/{id}/replay", post(dead_letters::replay))
         .route("/v1/model", get(model::model))

@@ -110,7 +110,14 @@ const MAX_ID_LEN: usize = 128;
 /// How many submissions one list request looks through at most.
 const SCAN_LIMIT: usize = 10_000;
 
+/// Ids that name the dead-letter queue's bulk operations (`/v1/dlq/replay`,
+/// `/v1/dlq/drop`): a letter of that id could not be reached by its id.
+const RESERVED_IDS: [&str; 2] = ["replay", "drop"];
+
 fn check_id(id: &str) -> Result<(), ServiceError> {
+    if RESERVED_IDS.contains(&id) {
+        return Err(ServiceError::BadRequest(format!("transaction_id `{id}` is reserved; choose another")));
+    }
     let fits = !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));

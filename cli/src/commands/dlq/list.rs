@@ -1,22 +1,26 @@
 //! `txmirror dlq list`.
 
+use super::filter::LetterFilterArgs;
 use crate::commands::{Target, blocking, print};
 use crate::exit::Failed;
 
 /// Lists dead letters, oldest first.
 #[derive(clap::Args, Debug)]
 pub(crate) struct DlqListCommand {
-    /// At most this many.
+    #[command(flatten)]
+    filter: LetterFilterArgs,
+    /// At most this many (the service lists at most 500).
     #[arg(long, default_value_t = 100)]
     limit: usize,
 }
 
 impl DlqListCommand {
     pub(crate) async fn execute(self, target: Target) -> Result<u8, Failed> {
+        let filter = self.filter.read(std::time::SystemTime::now())?;
         let lines: Vec<String> = match target {
             Target::Local(local) => local
                 .open()?
-                .dead_letters(self.limit)?
+                .dead_letters_matching(&filter.filter, self.limit)?
                 .iter()
                 .map(|letter| {
                     line(
@@ -29,7 +33,8 @@ impl DlqListCommand {
                 })
                 .collect(),
             Target::Remote(remote) => {
-                let letters = blocking(remote, |remote| remote.call("GET", "/v1/dlq", None, &[])).await?;
+                let path = format!("/v1/dlq?{}", filter.query(self.limit)?);
+                let letters = blocking(remote, move |remote| remote.call("GET", &path, None, &[])).await?;
                 letters
                     .as_array()
                     .into_iter()

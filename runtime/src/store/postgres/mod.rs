@@ -33,7 +33,7 @@ use super::codec::{
 };
 use super::{
     AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, EffectWrite, Fence,
-    IdempotencyClaim, IdempotencyEntry, ReadFuture, StateSnapshot, StateStore, StoreError, StoredEvent,
+    IdempotencyClaim, IdempotencyEntry, LetterPosition, ReadFuture, StateSnapshot, StateStore, StoreError, StoredEvent,
     TransactionOutcome, TransactionRecord, Version, Versioned, VersionsFuture,
 };
 use deadpool_postgres::{GenericClient, Pool};
@@ -748,15 +748,19 @@ impl StateStore for PostgresStore {
         })
     }
 
-    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    fn dead_letters(&self, after: Option<&LetterPosition>, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         let limit = int(limit as u64);
+        // A first page starts before every letter: before time 0's empty id.
+        let (after_ms, after_id) =
+            after.map_or((-1, String::new()), |after| (int(after.dead_lettered_unix_ms), after.transaction_id.clone()));
         self.block(|pool| async move {
             let client = pool.get().await.map_err(storage)?;
             let rows = client
                 .query(
                     "SELECT transaction_id, letter FROM txm_dead_letters
-                     ORDER BY dead_lettered_unix_ms, transaction_id LIMIT $1",
-                    &[&limit],
+                     WHERE (dead_lettered_unix_ms, transaction_id) > ($1, $2)
+                     ORDER BY dead_lettered_unix_ms, transaction_id LIMIT $3",
+                    &[&after_ms, &after_id, &limit],
                 )
                 .await
                 .map_err(storage)?;

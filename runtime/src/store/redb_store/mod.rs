@@ -22,8 +22,8 @@ use super::codec::{
 };
 use super::{
     AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, EffectWrite, Fence,
-    IdempotencyClaim, IdempotencyEntry, StateSnapshot, StateStore, StoreError, StoredEvent, TransactionRecord, Version,
-    Versioned,
+    IdempotencyClaim, IdempotencyEntry, LetterPosition, StateSnapshot, StateStore, StoreError, StoredEvent,
+    TransactionRecord, Version, Versioned,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -374,15 +374,20 @@ impl StateStore for RedbStore {
         txn.commit().map_err(storage)
     }
 
-    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    fn dead_letters(&self, after: Option<&LetterPosition>, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        // The table is keyed by id, not by time: a page is a whole scan.
+        // The queue is meant to stay short (an operator's worklist).
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(DEAD_LETTERS).map_err(storage)?;
         let mut letters = Vec::new();
         for item in table.iter().map_err(storage)? {
             let (id, bytes) = item.map_err(storage)?;
-            letters.push(decode_dead_letter(id.value(), bytes.value())?);
+            let letter = decode_dead_letter(id.value(), bytes.value())?;
+            if after.is_none_or(|after| letter.position() > *after) {
+                letters.push(letter);
+            }
         }
-        letters.sort_by_key(|l| l.dead_lettered_unix_ms);
+        letters.sort_by_key(DeadLetter::position);
         letters.truncate(limit);
         Ok(letters)
     }
