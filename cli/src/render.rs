@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use txmirror_runtime::predict::Evaluation;
 use txmirror_runtime::predict::MODEL_REASON;
 use txmirror_runtime::store::{AttemptOutcome, TransactionOutcome};
-use txmirror_runtime::{DryRun, TxReport};
+use txmirror_runtime::{DryRun, HedgeTrigger, TxReport};
 
 pub(crate) fn report(report: &TxReport) -> String {
     let mut out = String::new();
@@ -36,6 +36,18 @@ pub(crate) fn report(report: &TxReport) -> String {
             "\nattempt {} on `{}` from store version {}: {outcome} ({} µs)",
             a.number, a.path, a.snapshot_version, a.duration_micros
         );
+        if let Some(hedge) = &attempt.hedge {
+            let why = match hedge.by {
+                HedgeTrigger::Delay => "it ran past the policy's hedge delay",
+                HedgeTrigger::Predictor => "the predictor doubted it",
+                _ => "asked for",
+            };
+            let _ = writeln!(
+                out,
+                "a hedge of attempt {}, started {} µs into it: {why}",
+                hedge.of_attempt, hedge.after_micros
+            );
+        }
         let _ = write!(out, "{}", attempt.primary.summary());
         match &attempt.mirror {
             Some(mirror) => {

@@ -49,6 +49,7 @@ pub use runtime::{ExecuteError, ModelConfig, ReplayError, ReplayedLetter, Runtim
 pub use runtime::{KeyClaim, KeyState, scoped_key};
 pub use trace::Trace;
 pub use transaction::{
-    AttemptReport, DeadLetterFilter, DeadLetterReport, DryRun, RecordedTransaction, TxReport, TxRequest,
+    AttemptReport, DeadLetterFilter, DeadLetterReport, DryRun, HedgeStart, HedgeTrigger, RecordedTransaction, TxReport,
+    TxRequest,
 };
 pub use vocab::{Action, Failure, FailureKind, GateStage, GateVerdict, Role};

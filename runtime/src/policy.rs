@@ -13,6 +13,13 @@ use std::path::{Path, PathBuf};
 /// The largest memory a policy may ask for, in MiB, unless the operator raises it.
 pub const DEFAULT_MEMORY_CEILING_MIB: u64 = 1024;
 
+/// How many of a path's recent committed attempts a hedge's percentile is
+/// taken over, at most (see [`HedgeSettings::min_samples`]).
+pub(crate) const MAX_HEDGE_SAMPLES: usize = 1024;
+
+/// The longest a primary may yield the token to its hedge (ms).
+const MAX_HEDGE_YIELD_MS: u64 = 60_000;
+
 /// A validated policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +66,9 @@ pub struct Policy {
     /// How the primary's unsafe calls are keyed and journalled.
     #[serde(default)]
     pub effects: EffectSettings,
+    /// When a hedge starts on the next path beside a slow primary.
+    #[serde(default)]
+    pub hedge: HedgeSettings,
     /// `prediction.rules` (or the defaults), checked and compiled.
     #[serde(skip)]
     rules: RuleSet,
@@ -85,6 +95,7 @@ impl Default for Policy {
             idempotency: IdempotencySettings::default(),
             recovery: RecoverySettings::default(),
             effects: EffectSettings::default(),
+            hedge: HedgeSettings::default(),
             rules: RuleSet::defaults(),
         }
     }
@@ -137,6 +148,50 @@ fn default_key_header() -> String {
 impl Default for EffectSettings {
     fn default() -> Self {
         Self { idempotency_header: default_key_header(), in_doubt: InDoubt::default(), journal: true }
+    }
+}
+
+/// When a hedge starts on the next path beside a primary attempt that is
+/// still running (`[hedge]`, see `docs/policy.md`). Without `after_ms` or
+/// `after_percentile`, only the predictor starts hedges (a rule whose
+/// action is `hedge`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeSettings {
+    /// Start the hedge once the primary has run this long (milliseconds);
+    /// with `after_percentile`, until the path has enough samples.
+    #[serde(default)]
+    pub after_ms: Option<u64>,
+    /// Start the hedge once the primary has run longer than this
+    /// percentile (0–100, exclusive) of the path's recent committed
+    /// attempts on this node.
+    #[serde(default)]
+    pub after_percentile: Option<f64>,
+    /// How many committed attempts the percentile needs first.
+    #[serde(default = "default_hedge_min_samples")]
+    pub min_samples: usize,
+    /// How long a primary that asked for its hedge (the predictor doubts
+    /// it) lets the hedge reach its first unsafe call first (milliseconds).
+    #[serde(default = "default_hedge_yield_ms")]
+    pub yield_ms: u64,
+}
+
+fn default_hedge_min_samples() -> usize {
+    20
+}
+
+fn default_hedge_yield_ms() -> u64 {
+    1_000
+}
+
+impl Default for HedgeSettings {
+    fn default() -> Self {
+        Self {
+            after_ms: None,
+            after_percentile: None,
+            min_samples: default_hedge_min_samples(),
+            yield_ms: default_hedge_yield_ms(),
+        }
     }
 }
 
@@ -747,6 +802,22 @@ impl Policy {
                 format!("`{}` is not an HTTP header name", self.effects.idempotency_header),
             ));
         }
+        let hedge = &self.hedge;
+        if let Some(percentile) = hedge.after_percentile
+            && !(percentile > 0.0 && percentile < 100.0)
+        {
+            return Err(("hedge.after_percentile".into(), "must be above 0 and below 100".into()));
+        }
+        if hedge.after_ms == Some(0) {
+            return Err(("hedge.after_ms".into(), "must be greater than 0 (leave it out for no timed hedge)".into()));
+        }
+        if hedge.min_samples == 0 || hedge.min_samples > MAX_HEDGE_SAMPLES {
+            return Err(("hedge.min_samples".into(), format!("must be from 1 to {MAX_HEDGE_SAMPLES}")));
+        }
+        // The attempt's wall time bounds the wait in any case.
+        if hedge.yield_ms > MAX_HEDGE_YIELD_MS {
+            return Err(("hedge.yield_ms".into(), format!("must be at most {MAX_HEDGE_YIELD_MS}")));
+        }
         let r = &self.resource_requirements;
         let positive = |key: &str, value: u64| {
             if value == 0 {
@@ -998,6 +1069,13 @@ mod tests {
             ("[effects]\nin_doubt = \"maybe\"", "effects.in_doubt"),
             ("[effects]\njournal = \"yes\"", "effects.journal"),
             ("[effects]\nkey_header = \"X\"", "effects.key_header"),
+            ("[hedge]\nafter_percentile = 100", "hedge.after_percentile"),
+            ("[hedge]\nafter_percentile = 0", "hedge.after_percentile"),
+            ("[hedge]\nafter_ms = 0", "hedge.after_ms"),
+            ("[hedge]\nafter_ms = -5", "hedge.after_ms"),
+            ("[hedge]\nmin_samples = 0", "hedge.min_samples"),
+            ("[hedge]\nyield_ms = 999999999", "hedge.yield_ms"),
+            ("[hedge]\ndelay_ms = 5", "hedge.delay_ms"),
             ("[mirror]\nsample = 1.5", "mirror.sample"),
             ("[mirror]\nuncertain_from = -0.1", "mirror.uncertain_from"),
             ("[retry]\nnon_retryable = [\"tired\"]", "retry.non_retryable[0]"),

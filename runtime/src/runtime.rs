@@ -9,6 +9,7 @@ mod records;
 pub use dead_letters::{ReplayError, ReplayedLetter};
 pub use idempotency::{KeyClaim, KeyState, scoped_key};
 
+use crate::adjust::hedge::HedgeDelays;
 use crate::adjust::timeouts::Timeouts;
 use crate::attempt::mirroring::MirrorPrior;
 use crate::clock::{Clock, SystemClock};
@@ -182,6 +183,8 @@ struct RuntimeInner {
     in_flight_writes: Arc<InFlightWrites>,
     /// Baselines and failure rates of paths, for the predictor.
     paths: PathHistory,
+    /// Durations of paths' committed attempts, for hedges' percentile delays.
+    hedge_delays: HedgeDelays,
     /// What adaptive mirroring knows before an attempt runs.
     prior: MirrorPrior,
     /// Transactions running per idempotency key, for requests that share one.
@@ -271,6 +274,20 @@ fn sent_unsafe(primary: &Trace) -> bool {
     })
 }
 
+/// Whether an attempt's primary sent an unsafe call that may have acted:
+/// answered with success, never answered, or replayed from the journal
+/// (sent by an earlier attempt, with success).
+fn may_have_acted(primary: &Trace) -> bool {
+    primary.events.iter().any(|e| match &e.call {
+        HostCall::Http { safe: false, outcome, .. } => match outcome {
+            HttpOutcome::Answered { status, .. } | HttpOutcome::Replayed { status, .. } => (200..300).contains(status),
+            HttpOutcome::Failed { .. } => true,
+            _ => false,
+        },
+        _ => false,
+    })
+}
+
 /// How an attempt ended.
 enum AttemptEnd {
     /// The transaction is done: committed (or answered by a duplicate key's outcome).
@@ -321,6 +338,7 @@ impl Runtime {
                 hot_keys: HotKeys::default(),
                 in_flight_writes: Arc::default(),
                 paths: PathHistory::default(),
+                hedge_delays: HedgeDelays::default(),
                 prior: MirrorPrior::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 accepted_keys: Mutex::new(HashMap::new()),
@@ -357,6 +375,7 @@ impl Runtime {
                 hot_keys: HotKeys::default(),
                 in_flight_writes: Arc::default(),
                 paths: PathHistory::default(),
+                hedge_delays: HedgeDelays::default(),
                 prior: MirrorPrior::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 accepted_keys: Mutex::new(HashMap::new()),
@@ -567,7 +586,10 @@ impl Runtime {
             let next_path = plan.next_path().map(str::to_owned);
             let what = PathTry { path: &path, next_path: next_path.as_deref(), input: &request.input };
             let failure = match self.try_path(module, policy, what, &mut run, &mut turn).await? {
-                AttemptEnd::Committed(report) => return Ok(report),
+                AttemptEnd::Committed(report) => {
+                    self.compensate_abandoned(module, policy, &run, (&request.input, &report)).await;
+                    return Ok(report);
+                }
                 AttemptEnd::Failed(failure) => failure,
             };
             let unmirrored = run.reports.last().is_some_and(|r| r.mirror.is_none() && !sent_unsafe(&r.primary));

@@ -56,6 +56,31 @@ pub struct AttemptReport {
     /// adjustment, so its outcome is an honest label.
     #[serde(default)]
     pub explored: bool,
+    /// The attempt ran as the hedge of another: which, when, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<HedgeStart>,
+}
+
+/// When and why a hedge started beside its primary attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HedgeStart {
+    /// The number of the attempt it hedged.
+    pub of_attempt: u32,
+    /// How long that attempt had run when the hedge started (µs).
+    pub after_micros: u64,
+    /// What started it.
+    pub by: HedgeTrigger,
+}
+
+/// What started a hedge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HedgeTrigger {
+    /// The primary ran longer than the policy's `[hedge]` delay.
+    Delay,
+    /// The primary's gate asked for it: the predictor doubted the primary.
+    Predictor,
 }
 
 /// The whole story of one transaction.

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use tempfile::tempdir;
 use txmirror_runtime::store::{AttemptOutcome, TransactionOutcome};
 use txmirror_runtime::trace::{HostCall, HttpOutcome};
-use txmirror_runtime::{FailureKind, GateVerdict, ReplayError, TxRequest};
+use txmirror_runtime::{FailureKind, GateVerdict, HedgeTrigger, ReplayError, TxRequest};
 use txmirror_tests::{Behaviour, TestServer, guests, load, policy, runtime};
 
 pub(crate) fn charge(path: &str, order: &str) -> TxRequest {
@@ -296,6 +296,57 @@ async fn the_compensation_refunds_exactly_the_charges_that_were_sent() {
     assert!(matches!(compensation.outcome, TransactionOutcome::Committed { .. }), "{compensation:?}");
 }
 
+/// A dead letter nothing compensated still holds the charges its paths
+/// made: a replay goes on from its journal, as a retry would, and sends
+/// none of them again. One whose compensation committed starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_goes_on_from_the_letters_journal_unless_it_was_compensated() {
+    let dir = tempdir().unwrap();
+    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    // Every charge goes through, and no output is ever `settled`: both
+    // paths charge once and fail; without a compensation path, nothing
+    // is refunded.
+    let base = gateway_policy(&primary, &backup).replace("compensation_path = \"refund\"", "");
+    let unmet = |compensate: bool| {
+        let compensation = if compensate { "compensation_path = \"refund\"\n" } else { "" };
+        policy(&format!(
+            "failure_prediction_enabled = false\n{compensation}{base}\n[success_criteria]\nrequired_output_fields = [\"settled\"]\n"
+        ))
+    };
+    let met = policy(&format!("failure_prediction_enabled = false\n{base}"));
+
+    let report = runtime.execute(&module, &unmet(false), charge("charge", "order-kept")).await.unwrap();
+    assert_eq!(report.failure.as_ref().map(|f| f.kind), Some(FailureKind::SuccessCriteria));
+    assert_eq!((charges(&primary).len(), charges(&backup).len()), (1, 1));
+    let letter = runtime.dead_letter(&report.transaction_id).unwrap().unwrap();
+    assert!(letter.compensation.is_none());
+
+    let replayed = runtime.replay_dead_letter(&module, &met, &report.transaction_id).await.unwrap();
+    assert!(replayed.failure.is_none(), "{replayed:#?}");
+    assert!(replayed.transaction_id.starts_with(&format!("{}.replay-", report.transaction_id)));
+    let replayed_charge = replayed.attempts[0].primary.events.iter().any(|e| {
+        matches!(&e.call, HostCall::Http { safe: false, outcome: HttpOutcome::Replayed { status: 201, .. }, .. })
+    });
+    assert!(replayed_charge, "the charge answered from the letter's journal: {:#?}", replayed.attempts[0].primary);
+    assert_eq!((charges(&primary).len(), charges(&backup).len()), (1, 1), "nothing charged again");
+    let stored = runtime.snapshot().unwrap().get("payments", "order-kept").unwrap().unwrap();
+    let stored: Value = serde_json::from_slice(&stored.value).unwrap();
+    assert_eq!(stored["charge_id"], "ch_2", "the first charge's id, from its recorded answer");
+
+    // Compensated, the letter's charges were refunded: its replay charges anew.
+    let report = runtime.execute(&module, &unmet(true), charge("charge", "order-undone")).await.unwrap();
+    assert_eq!(report.failure.as_ref().map(|f| f.kind), Some(FailureKind::SuccessCriteria));
+    let letter = runtime.dead_letter(&report.transaction_id).unwrap().unwrap();
+    assert!(matches!(letter.compensation.unwrap().outcome, TransactionOutcome::Committed { .. }));
+    let before = charges(&primary).len();
+    let replayed = runtime.replay_dead_letter(&module, &met, &report.transaction_id).await.unwrap();
+    assert!(replayed.failure.is_none(), "{replayed:#?}");
+    assert!(!replayed.transaction_id.contains(".replay-"), "a fresh transaction: {}", replayed.transaction_id);
+    assert_eq!(charges(&primary).len(), before + 1, "charged again, under a new key");
+}
+
 /// A policy whose only rule always holds, with the given action: every
 /// charge is doubted, so the gate acts on every attempt.
 fn doubting_policy(primary: &TestServer, backup: &TestServer, action: &str, extra: &str) -> String {
@@ -325,10 +376,30 @@ fn failed_kind(outcome: &AttemptOutcome) -> Option<FailureKind> {
     }
 }
 
+/// The refunds (POST /refunds) a gateway received, their bodies as JSON.
+fn refunds(server: &TestServer) -> Vec<Value> {
+    server
+        .received()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.uri == "/refunds")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+/// Whether the trace shows an unsafe call that left the host.
+fn sent_a_charge(trace: &txmirror_runtime::Trace) -> bool {
+    trace.events.iter().any(|e| {
+        matches!(
+            &e.call,
+            HostCall::Http { safe: false, outcome: HttpOutcome::Answered { .. } | HttpOutcome::Failed { .. }, .. }
+        )
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hedge_runs_beside_the_primary_and_exactly_one_commits() {
+async fn a_hedge_the_predictor_asks_for_beats_a_slow_primary_with_one_charge() {
     let dir = tempdir().unwrap();
-    // The primary gateway is slow enough that the hedge reaches its gate first.
+    // The primary gateway is slow; the predictor doubts every charge.
     let slow = Behaviour { delay: std::time::Duration::from_millis(300), ..gateway() };
     let (primary, backup) = (TestServer::start(slow).await, TestServer::start(gateway()).await);
     let runtime = runtime(dir.path());
@@ -337,57 +408,137 @@ async fn a_hedge_runs_beside_the_primary_and_exactly_one_commits() {
 
     let report = runtime.execute(&module, &policy, charge("charge", "order-hedged")).await.unwrap();
     assert!(report.failure.is_none(), "{report:#?}");
-    assert_eq!(report.path, "charge", "the primary held the token first and won");
+    assert_eq!(report.path, "charge-backup", "the hedge reached its charge first and won");
     let [first, hedge] = report.attempts.as_slice() else { panic!("two attempts: {report:#?}") };
-    assert_eq!(
-        gate_decisions(&first.primary),
-        ["unsafe call: hedge", "commit: pass"],
-        "the gate asked for the hedge and passed"
-    );
+    // The primary asked for its hedge, yielded the token, and lost.
+    assert_eq!(gate_decisions(&first.primary), ["unsafe call: cancelled"]);
+    assert_eq!(failed_kind(&first.attempt.outcome), Some(FailureKind::Cancelled), "{:?}", first.attempt.outcome);
+    assert!(!sent_a_charge(&first.primary), "the loser sent no unsafe call: {:#?}", first.primary);
     assert_eq!((hedge.attempt.number, hedge.attempt.path.as_str()), (2, "charge-backup"));
-    assert_eq!(failed_kind(&hedge.attempt.outcome), Some(FailureKind::Cancelled), "{:?}", hedge.attempt.outcome);
-    // Both paths ran: the hedge checked its gateway's health, twice (primary and mirror).
-    assert!(hedge.mirror.is_some());
-    assert_eq!(backup.received().iter().filter(|r| r.uri == "/health").count(), 2, "{:?}", backup.received());
-    assert_eq!(gate_decisions(&hedge.primary), ["unsafe call: cancelled"], "it waited at its gate and lost");
-    assert!(
-        !hedge
-            .primary
-            .events
-            .iter()
-            .any(|e| matches!(&e.call, HostCall::Http { safe: false, outcome: HttpOutcome::Answered { .. }, .. })),
-        "the loser sent no unsafe call: {:#?}",
-        hedge.primary
-    );
-    assert!(charges(&backup).is_empty(), "nothing charged by the loser");
-    assert_eq!(charges(&primary).len(), 1, "one charge in all");
+    assert_eq!(hedge.attempt.outcome, AttemptOutcome::Committed);
+    let start = hedge.hedge.expect("the hedge says what it hedged");
+    assert_eq!((start.of_attempt, start.by), (1, HedgeTrigger::Predictor));
+    assert!(charges(&primary).is_empty(), "nothing charged by the loser");
+    assert_eq!(charges(&backup).len(), 1, "one charge in all");
+    assert!(refunds(&primary).is_empty() && refunds(&backup).is_empty(), "nothing to compensate");
 
     // The durable record tells both sides of the race.
     let record = runtime.transaction(&report.transaction_id).unwrap().unwrap();
     assert_eq!(record.history.len(), 2);
+    assert_eq!(record.history[1].hedge, Some(start));
     assert!(matches!(record.outcome, TransactionOutcome::Committed { .. }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hedge_takes_over_when_the_primary_fails() {
+async fn a_slow_but_healthy_primary_loses_to_a_timed_hedge() {
     let dir = tempdir().unwrap();
-    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
-    primary.set_behaviour(Behaviour { status: 503, body: "{}".into(), ..Default::default() });
+    // Nothing is predicted: the primary is only slow (every request of its
+    // gateway takes 600 ms), and the policy hedges after 100 ms.
+    let slow = Behaviour { delay: std::time::Duration::from_millis(600), ..gateway() };
+    let (primary, backup) = (TestServer::start(slow).await, TestServer::start(gateway()).await);
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::PAYMENT).await;
-    let policy = policy(&doubting_policy(&primary, &backup, "hedge", ""));
+    let policy = policy(&format!("{}\n[hedge]\nafter_ms = 100\n", gateway_policy(&primary, &backup)));
 
-    let report = runtime.execute(&module, &policy, charge("charge", "order-rescued")).await.unwrap();
+    let report = runtime.execute(&module, &policy, charge("charge", "order-timed")).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    assert_eq!(report.path, "charge-backup", "{report:#?}");
+    let [first, hedge] = report.attempts.as_slice() else { panic!("two attempts: {report:#?}") };
+    assert_eq!(failed_kind(&first.attempt.outcome), Some(FailureKind::Cancelled), "{:?}", first.attempt.outcome);
+    assert!(!sent_a_charge(&first.primary), "cancelled before its charge: {:#?}", first.primary);
+    let start = hedge.hedge.expect("a hedge");
+    assert_eq!((start.of_attempt, start.by), (1, HedgeTrigger::Delay));
+    assert!((100_000..600_000).contains(&start.after_micros), "started after the policy's delay: {start:?}");
+    assert_eq!((charges(&primary).len(), charges(&backup).len()), (0, 1), "exactly one charge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedge_waits_on_its_percentile_of_the_path() {
+    let dir = tempdir().unwrap();
+    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    let text = format!("{}\n[hedge]\nafter_percentile = 95\nmin_samples = 20\n", gateway_policy(&primary, &backup));
+    let policy = policy(&text);
+    // Twenty quick charges teach the path how long it takes; with fewer,
+    // and no fixed delay, nothing is hedged.
+    let mut slowest = 0;
+    for n in 0..20 {
+        let report = runtime.execute(&module, &policy, charge("charge", &format!("order-quick-{n}"))).await.unwrap();
+        assert_eq!(report.attempts.len(), 1, "no hedge before the path has its samples: {report:#?}");
+        slowest = slowest.max(report.attempts[0].attempt.duration_micros);
+    }
+    primary.set_behaviour(Behaviour { delay: std::time::Duration::from_millis(1_500), ..gateway() });
+    let report = runtime.execute(&module, &policy, charge("charge", "order-late")).await.unwrap();
+    assert_eq!(report.path, "charge-backup", "{report:#?}");
+    let start = report.attempts[1].hedge.expect("a hedge");
+    assert_eq!(start.by, HedgeTrigger::Delay);
+    assert!(start.after_micros < 1_500_000, "long before the slow gateway answered: {start:?}");
+    assert!(
+        start.after_micros >= slowest / 2,
+        "after about the 95th percentile of the quick ones (slowest {slowest} µs): {start:?}"
+    );
+    assert_eq!(charges(&backup).len(), 1);
+    assert_eq!(charges(&primary).len(), 20, "the quick ones only");
+}
+
+/// The primary holds the token, sends its charge, gets no answer in time
+/// and fails; the hedge then charges and commits. The primary's charge may
+/// have gone through: the compensation refunds it (by its key, having no
+/// charge id), and only it; the committed charge stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedge_that_wins_after_the_primary_charged_has_that_charge_compensated() {
+    let dir = tempdir().unwrap();
+    let slow = Behaviour { delay: std::time::Duration::from_millis(700), ..gateway() };
+    let primary = std::sync::Arc::new(TestServer::start(slow).await);
+    let backup = TestServer::start(gateway()).await;
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    // The health check and the charge each time out at 300 ms; the hedge
+    // starts at 450 ms, while the primary waits for its charge's answer.
+    // The predictor, which would divert the primary at its failed health
+    // check, is kept from acting.
+    let text = format!(
+        "resource_requirements = {{ outbound_timeout_ms = 300 }}\n{}\n[hedge]\nafter_ms = 450\n\
+         [prediction]\nthreshold = 0.99\n",
+        gateway_policy(&primary, &backup)
+    );
+    let policy = policy(&text);
+    // Once the charge has reached it, the primary gateway answers at once
+    // again, so that the refund goes through.
+    let healed = tokio::spawn({
+        let primary = primary.clone();
+        async move {
+            for _ in 0..500 {
+                if !charges(&primary).is_empty() {
+                    primary.set_behaviour(gateway());
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            false
+        }
+    });
+
+    let report = runtime.execute(&module, &policy, charge("charge", "order-doubt")).await.unwrap();
+    assert!(healed.await.unwrap(), "the primary gateway received the charge");
     assert!(report.failure.is_none(), "{report:#?}");
     assert_eq!(report.path, "charge-backup");
     let [first, hedge] = report.attempts.as_slice() else { panic!("two attempts: {report:#?}") };
     assert_eq!(failed_kind(&first.attempt.outcome), Some(FailureKind::Unavailable), "{:?}", first.attempt.outcome);
-    assert_eq!(hedge.attempt.outcome, AttemptOutcome::Committed);
-    assert_eq!(charges(&primary).len(), 1, "the failed charge");
-    assert_eq!(charges(&backup).len(), 1, "the hedge charged once, after the primary gave the token back");
-    let stored = runtime.snapshot().unwrap().get("payments", "order-rescued").unwrap().unwrap();
+    assert_eq!(hedge.hedge.map(|h| h.by), Some(HedgeTrigger::Delay));
+    assert_eq!((charges(&primary).len(), charges(&backup).len()), (1, 1));
+    assert_eq!(
+        refunds(&primary),
+        vec![json!({ "idempotency_key": "order-doubt" })],
+        "the primary's charge, in doubt, refunded by its key"
+    );
+    assert!(refunds(&backup).is_empty(), "the committed charge stands");
+    let compensation = runtime.transaction(&format!("{}.compensation", report.transaction_id)).unwrap().unwrap();
+    assert!(matches!(compensation.outcome, TransactionOutcome::Committed { .. }), "{compensation:?}");
+    let stored = runtime.snapshot().unwrap().get("payments", "order-doubt").unwrap().unwrap();
     let stored: Value = serde_json::from_slice(&stored.value).unwrap();
-    assert_eq!(stored["gateway"], "backup_gateway");
+    assert_eq!((stored["gateway"].clone(), stored["refunded"].clone()), (json!("backup_gateway"), json!(false)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -158,10 +158,15 @@ fn refund(input: Refund) -> Result<RefundDone, Error> {
 /// key of its own, so the runtime keys it: a compensation run again refunds
 /// nothing twice.
 fn refund_sent(input: Refund, sent: &[SentEffect]) -> Result<RefundDone, Error> {
+    let mut refunded = Vec::new();
     for charge in sent {
         let base = charge.url.trim_end_matches("/charges");
         let body = match charge.json::<GatewayCharge>() {
-            Ok(GatewayCharge { charge_id }) => serde_json::json!({ "charge_id": charge_id }),
+            Ok(GatewayCharge { charge_id }) => {
+                let body = serde_json::json!({ "charge_id": charge_id });
+                refunded.push((base.to_string(), charge_id));
+                body
+            }
             Err(_) => serde_json::json!({ "idempotency_key": charge.key }),
         };
         let response = Request::post(&format!("{base}/refunds")).json(&body)?.send()?;
@@ -169,7 +174,12 @@ fn refund_sent(input: Refund, sent: &[SentEffect]) -> Result<RefundDone, Error> 
             return Err(Error::unavailable(format!("refund of {} answered {}", charge.url, response.status)));
         }
     }
-    if let Some(mut record) = kv::get::<ChargeRecord>(PAYMENTS, &input.order_id)? {
+    // The order's record is marked only if its own charge was refunded: a
+    // compensation after a commit refunds the charges of abandoned paths
+    // (a hedge that lost), and the committed charge stands.
+    if let Some(mut record) = kv::get::<ChargeRecord>(PAYMENTS, &input.order_id)?
+        && refunded.contains(&(config::require(&record.gateway)?, record.charge_id.clone()))
+    {
         record.refunded = true;
         kv::put(PAYMENTS, &record.order_id, &record)?;
     }

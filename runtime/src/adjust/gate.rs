@@ -128,6 +128,8 @@ pub(crate) struct GateActions {
     pub(crate) next_path: Option<NextPath>,
     /// The attempt's seat in a hedge race, if it may race.
     pub(crate) seat: Option<HedgeSeat>,
+    /// How long a primary that asked for its hedge yields the token to it.
+    pub(crate) hedge_yield: Duration,
     /// The attempt's timeouts, which `adjust_timeouts` raises.
     pub(crate) timeouts: Arc<AttemptTimeouts>,
     /// The policy's outbound timeout, which latency features are relative to, in ms.
@@ -407,9 +409,17 @@ impl Gate {
             Some(_) => {}
         }
         // In a hedge race, nothing irreversible happens without the token.
+        // A primary that has just asked for its hedge lets the hedge reach
+        // its own unsafe call first: it is the one the predictor doubts.
+        let claimed = |seat: &HedgeSeat| {
+            let seat = seat.clone();
+            let yielding = verdict == GateVerdict::Hedge;
+            let window = actions.hedge_yield;
+            async move { if yielding { seat.claim_yielding(window).await } else { seat.claim().await } }
+        };
         if decision.is_none()
             && let Some(seat) = &actions.seat
-            && seat.claim().await.is_err()
+            && claimed(seat).await.is_err()
         {
             decision = Some(GateDecision::Cancelled);
             verdict = GateVerdict::Cancelled;

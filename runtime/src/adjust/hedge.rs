@@ -1,18 +1,28 @@
-//! Hedging: an alternative path runs beside a primary the predictor doubts,
-//! and exactly one of the two takes effect.
+//! Hedging: an alternative path runs beside a primary that is slow or that
+//! the predictor doubts, and exactly one of the two takes effect.
 //!
-//! The two attempts of a race each hold a [`HedgeSeat`]. Before anything
-//! that cannot be undone (an unsafe outbound call, or the commit) an attempt
-//! takes the race's token: the first to ask gets it and keeps it until its
-//! attempt ends; the other waits at that point. When the holder is ready to
-//! commit, it wins: the other is cancelled (its wait ends in a refusal, and
-//! its instances trap at their next epoch tick) and commits nothing. When
-//! the holder fails instead, it hands the token back, and the other goes on.
-//! So the loser never sends an unsafe call, and the winner's effects are the
-//! only ones.
+//! The hedge starts when the primary has run longer than the policy's delay
+//! (fixed, or a percentile of the path's recent committed attempts: see
+//! [`HedgeDelays`]), or when the primary's gate asks for it. Both then run.
+//! Before anything that cannot be undone (an unsafe outbound call, or the
+//! commit) an attempt takes the race's token: the first to ask gets it and
+//! keeps it until its attempt ends; the other waits at that point. The
+//! first ready to commit wins: the other is cancelled (its wait ends in a
+//! refusal, and its instances trap at their next epoch tick) and commits
+//! nothing. When the holder fails instead, it hands the token back, and the
+//! other goes on; what the failed holder sent is compensated once the
+//! transaction commits (see `runtime::compensate_abandoned`).
+//!
+//! A primary whose gate asked for the hedge does not take the token at
+//! once: it yields, for the policy's `yield_ms` at most, so that the hedge
+//! can reach its own first unsafe call first. Otherwise the primary, already
+//! at its call, would always win, and the hedge would be a mere standby.
 
+use crate::policy::{HedgeSettings, MAX_HEDGE_SAMPLES};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
@@ -23,6 +33,8 @@ struct RaceState {
     winner: Option<usize>,
     /// Whether the hedge was asked for.
     requested: bool,
+    /// Seats whose attempt ended without winning.
+    ended: [bool; 2],
 }
 
 /// The race of one primary attempt and its hedge.
@@ -105,6 +117,26 @@ impl HedgeSeat {
         }
     }
 
+    /// Takes the token, but first lets the other seat take it, for up to
+    /// `window`: until the other seat holds it, ends or wins, or the window
+    /// passes, whichever comes first.
+    pub(crate) async fn claim_yielding(&self, window: Duration) -> Result<(), Lost> {
+        let deadline = tokio::time::Instant::now() + window;
+        loop {
+            let changed = self.race.changed.notified();
+            {
+                let state = self.race.lock();
+                if state.holder.is_some() || state.winner.is_some() || state.ended[1 - self.seat] {
+                    break;
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                break;
+            }
+        }
+        self.claim().await
+    }
+
     /// Takes the token and wins: the other seat is cancelled.
     pub(crate) async fn win(&self) -> Result<(), Lost> {
         self.claim().await?;
@@ -120,8 +152,50 @@ impl HedgeSeat {
         if state.holder == Some(self.seat) {
             state.holder = None;
         }
+        state.ended[self.seat] = true;
         drop(state);
         self.race.changed.notify_waiters();
+    }
+}
+
+/// The recent durations of each path's committed attempts, on this node:
+/// what a hedge's percentile delay is taken over.
+#[derive(Debug, Default)]
+pub(crate) struct HedgeDelays {
+    /// By module hash and path: the newest durations (µs), oldest first.
+    paths: Mutex<HashMap<(String, String), VecDeque<u64>>>,
+}
+
+impl HedgeDelays {
+    /// Remembers how long a committed attempt of the path took.
+    pub(crate) fn record(&self, module: &str, path: &str, micros: u64) {
+        let mut paths = self.paths.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let durations = paths.entry((module.to_string(), path.to_string())).or_default();
+        if durations.len() == MAX_HEDGE_SAMPLES {
+            durations.pop_front();
+        }
+        durations.push_back(micros);
+    }
+
+    /// How long the primary runs before its hedge starts, if the policy
+    /// starts hedges by time: the percentile of the path's durations once
+    /// there are enough of them, else the fixed delay.
+    pub(crate) fn delay(&self, module: &str, path: &str, settings: &HedgeSettings) -> Option<Duration> {
+        let fixed = settings.after_ms.map(Duration::from_millis);
+        let Some(percentile) = settings.after_percentile else { return fixed };
+        let paths = self.paths.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(durations) = paths.get(&(module.to_string(), path.to_string())) else { return fixed };
+        if durations.len() < settings.min_samples {
+            return fixed;
+        }
+        let mut sorted: Vec<u64> = durations.iter().copied().collect();
+        drop(paths);
+        sorted.sort_unstable();
+        // The nearest rank: the smallest duration at or above which lies
+        // `percentile` percent of the samples.
+        let rank = ((percentile / 100.0) * sorted.len() as f64).ceil() as usize;
+        let micros = sorted[rank.clamp(1, sorted.len()) - 1];
+        Some(Duration::from_micros(micros))
     }
 }
 
@@ -158,5 +232,55 @@ mod tests {
         assert_eq!(waiting.await.expect("joins"), Ok(()));
         assert!(primary.cancelled().load(Ordering::SeqCst));
         assert_eq!(primary.claim().await, Err(Lost));
+    }
+
+    #[tokio::test]
+    async fn a_yielding_claim_lets_the_other_seat_take_the_token_first() {
+        let (primary, hedge) = HedgeRace::start();
+        let yielding = tokio::spawn({
+            let primary = primary.clone();
+            async move { primary.claim_yielding(Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!yielding.is_finished(), "the primary waits for its hedge");
+        hedge.claim().await.expect("the hedge takes the token first");
+        hedge.win().await.expect("and wins");
+        assert_eq!(yielding.await.expect("joins"), Err(Lost), "the primary lost without sending anything");
+    }
+
+    #[tokio::test]
+    async fn a_yielding_claim_stops_yielding_when_the_other_seat_ends_or_the_window_passes() {
+        let (primary, hedge) = HedgeRace::start();
+        let yielding = tokio::spawn({
+            let primary = primary.clone();
+            async move { primary.claim_yielding(Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        hedge.release();
+        assert_eq!(yielding.await.expect("joins"), Ok(()), "the hedge ended: the primary goes on");
+
+        let (primary, _hedge) = HedgeRace::start();
+        let claimed = primary.claim_yielding(Duration::from_millis(10)).await;
+        assert_eq!(claimed, Ok(()), "a hedge that never comes is waited for only the window");
+    }
+
+    #[test]
+    fn the_delay_is_the_percentile_once_the_path_has_enough_samples() {
+        let delays = HedgeDelays::default();
+        let settings =
+            HedgeSettings { after_ms: Some(250), after_percentile: Some(90.0), min_samples: 10, ..Default::default() };
+        for micros in 1..=9 {
+            delays.record("m", "p", micros * 1_000);
+        }
+        assert_eq!(delays.delay("m", "p", &settings), Some(Duration::from_millis(250)), "too few: the fixed delay");
+        delays.record("m", "p", 100_000);
+        assert_eq!(delays.delay("m", "p", &settings), Some(Duration::from_millis(9)), "the 9th of 10");
+        assert_eq!(delays.delay("m", "other", &settings), Some(Duration::from_millis(250)), "per path");
+        let untimed = HedgeSettings::default();
+        assert_eq!(delays.delay("m", "p", &untimed), None, "no timed hedge unless the policy asks");
+        for _ in 0..MAX_HEDGE_SAMPLES {
+            delays.record("m", "p", 7_000);
+        }
+        assert_eq!(delays.delay("m", "p", &settings), Some(Duration::from_millis(7)), "only the newest are kept");
     }
 }

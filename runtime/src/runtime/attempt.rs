@@ -3,7 +3,7 @@
 //! with its report kept. A try of a path is an attempt, or an attempt and
 //! its hedge racing (see `adjust/hedge.rs`).
 
-use super::dead_letters::compensated;
+use super::dead_letters::{compensated, replayed};
 use super::{AttemptEnd, ExecuteError, Purpose, Runtime, TransactionRun, sent_unsafe};
 use crate::adjust::gate::{Gate, GateActions, GateDecision, LoneModel, NextPath, Scorer};
 use crate::adjust::grants::ResourceWatch;
@@ -22,7 +22,7 @@ use crate::store::{
     Attempt, AttemptOutcome, CommitError, CommitRequest, Fence, StoreError, TransactionOutcome, TransactionRecord,
 };
 use crate::trace::{HostCall, TraceEvent, TraceRecorder};
-use crate::transaction::{AttemptReport, TxReport, history};
+use crate::transaction::{AttemptReport, HedgeStart, HedgeTrigger, TxReport, history};
 use crate::vocab::{Failure, FailureKind, GateStage, Role};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -73,7 +73,9 @@ struct AttemptSeed<'a> {
     standing_draw: f64,
     /// Why the transaction runs.
     purpose: Purpose,
-    /// The transaction, for its effect journal, and the lease it runs under.
+    /// The transaction whose effect journal the attempt keys and records
+    /// its calls in (its own, or the one a replay continues), and the lease
+    /// it runs under.
     transaction_id: &'a str,
     /// The transaction whose sent calls the guest is told of.
     facts_of: &'a str,
@@ -115,12 +117,18 @@ impl Runtime {
         turn: &mut Option<Turn>,
     ) -> Result<AttemptEnd, ExecuteError> {
         let PathTry { path, next_path, input } = what;
-        // Owned here, so that the attempts' seeds do not borrow `run`.
-        let (transaction_id, fence) = (run.id.clone(), run.fence.clone());
+        // Owned here, so that the attempts' seeds do not borrow `run`. A
+        // replay that continues its letter's transaction keys and journals
+        // its calls as that transaction (see `replay_dead_letter`).
+        let journal_id = match run.purpose {
+            Purpose::Replay => replayed(&run.id).unwrap_or(&run.id),
+            Purpose::Request | Purpose::Compensation => &run.id,
+        };
+        let (transaction_id, fence) = (journal_id.to_string(), run.fence.clone());
         // A compensation is told what the transaction it compensates sent.
         let facts_of = match run.purpose {
             Purpose::Compensation => compensated(&run.id).unwrap_or(&run.id).to_string(),
-            Purpose::Request | Purpose::Replay => run.id.clone(),
+            Purpose::Request | Purpose::Replay => transaction_id.clone(),
         };
         let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
         let share = policy.prediction.exploration_share;
@@ -149,14 +157,27 @@ impl Runtime {
         let (primary_seat, hedge_seat) = HedgeRace::start();
         let primary = self.prepare(module, policy, path, next_path, seed, Some(primary_seat.clone()));
         let mut primary = std::pin::pin!(primary);
-        let alone = tokio::select! {
-            biased;
-            prepared = &mut primary => Some(prepared?),
-            () = primary_seat.hedge_requested() => None,
+        // The hedge starts when the primary has run past the policy's delay,
+        // or when its gate asks for it, whichever comes first.
+        let started = Instant::now();
+        let delay = self.inner.hedge_delays.delay(module.hash(), path, &policy.hedge);
+        let delayed = async move {
+            match delay {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => std::future::pending().await,
+            }
         };
-        if let Some(prepared) = alone {
-            return self.conclude(module, prepared, run, turn).await;
-        }
+        let by = tokio::select! {
+            biased;
+            prepared = &mut primary => return self.conclude(module, prepared?, run, turn).await,
+            () = primary_seat.hedge_requested() => HedgeTrigger::Predictor,
+            () = delayed => HedgeTrigger::Delay,
+        };
+        let hedge_start = HedgeStart {
+            of_attempt: seed.number,
+            after_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            by,
+        };
         let hedge_number = seed.number.saturating_add(1);
         let hedge_seed = AttemptSeed {
             number: hedge_number,
@@ -167,7 +188,8 @@ impl Runtime {
         };
         let hedge = self.prepare(module, policy, hedge_path, None, hedge_seed, Some(hedge_seat));
         let (primary, hedge) = tokio::join!(primary, hedge);
-        let (primary, hedge) = (primary?, hedge?);
+        let (primary, mut hedge) = (primary?, hedge?);
+        hedge.report.hedge = Some(hedge_start);
         // At most one is ready to commit: the race's winner.
         let (winner, loser) = if hedge.result.is_ok() { (hedge, primary) } else { (primary, hedge) };
         // The loser only goes into the history: its result is a failure.
@@ -241,6 +263,7 @@ impl Runtime {
                     })
                 }),
                 seat: seat.clone(),
+                hedge_yield: Duration::from_millis(policy.hedge.yield_ms),
                 timeouts: setup.timeouts.clone(),
                 base_outbound_timeout_ms: policy.resource_requirements.outbound_timeout_ms,
                 explore: seed.explore,
@@ -345,6 +368,7 @@ impl Runtime {
                 prediction,
                 gate_prediction: setup.gate.as_ref().and_then(|gate| gate.first_prediction()),
                 explored: seed.explore,
+                hedge: None,
             },
             result,
             baseline,
@@ -434,8 +458,12 @@ impl Runtime {
             let failure = result.as_ref().err().map(|failure| failure.kind);
             self.inner.prior.observe((module.hash(), &path, &run.caller), failure, &report.primary.events);
         }
-        if let Err(failure) = &result {
-            report.attempt.outcome = AttemptOutcome::Failed { kind: failure.kind, message: failure.message.clone() };
+        match &result {
+            Err(failure) => {
+                report.attempt.outcome =
+                    AttemptOutcome::Failed { kind: failure.kind, message: failure.message.clone() };
+            }
+            Ok(_) => self.inner.hedge_delays.record(module.hash(), &path, report.attempt.duration_micros),
         }
         self.learn_online(&report);
         run.attempts.push(report.attempt.clone());

@@ -15,9 +15,20 @@ use std::sync::Arc;
 /// id, then this.
 const COMPENSATION_SUFFIX: &str = ".compensation";
 
+/// What a replay's transaction id has between the letter's id and a
+/// random tail, when the replay continues the letter's effect journal.
+const REPLAY_INFIX: &str = ".replay-";
+
 /// The id of the transaction the compensation `id` compensates, if it is one.
 pub(super) fn compensated(id: &str) -> Option<&str> {
     id.strip_suffix(COMPENSATION_SUFFIX)
+}
+
+/// The id of the dead letter whose journal the replay `id` continues, if
+/// it does. Asked only of replays: a caller's own id of that shape is no
+/// replay, and reads no other transaction's journal.
+pub(super) fn replayed(id: &str) -> Option<&str> {
+    id.rsplit_once(REPLAY_INFIX).map(|(letter, _)| letter)
 }
 
 impl Runtime {
@@ -66,6 +77,56 @@ impl Runtime {
             dead_lettered_unix_ms: unix_millis(self.inner.clock.now()),
             idempotency_key: request.idempotency_key.clone(),
         })
+    }
+
+    /// Runs the compensation path, if any, for what the transaction's
+    /// attempts on other paths than the one that committed may have done:
+    /// a hedge that lost after its unsafe call, or a path abandoned for
+    /// the next after its charge went through. The compensation is told
+    /// only those calls (see `EffectJournal::sent`). It runs after the
+    /// commit, which must stand first; how it ends is its own record
+    /// (`ID.compensation`), and a failure of it leaves the commit as it is.
+    pub(super) async fn compensate_abandoned(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        run: &TransactionRun,
+        (input, report): (&[u8], &TxReport),
+    ) {
+        let Some(path) = &policy.compensation_path else { return };
+        if run.purpose == Purpose::Compensation || report.deduplicated {
+            return;
+        }
+        let abandoned =
+            report.attempts.iter().any(|a| a.attempt.path != report.path && super::may_have_acted(&a.primary));
+        if !abandoned {
+            return;
+        }
+        let request = TxRequest {
+            transaction_id: Some(format!("{}{COMPENSATION_SUFFIX}", run.id)),
+            path: Some(path.clone()),
+            input: input.to_vec(),
+            idempotency_key: None,
+            caller: Some(run.caller.clone()),
+            // The lease ended with the commit.
+            fence: None,
+        };
+        match Box::pin(self.execute_once(module, policy, request, None, Purpose::Compensation)).await {
+            Ok(compensation) if compensation.commit_version().is_some() => {
+                tracing::info!(transaction = %run.id, "compensated the calls of attempts on abandoned paths");
+            }
+            Ok(compensation) => tracing::warn!(
+                transaction = %run.id,
+                failure = ?compensation.failure,
+                "the compensation of abandoned paths failed; it is dead-lettered as {}",
+                compensation.transaction_id
+            ),
+            Err(error) => tracing::warn!(
+                transaction = %run.id,
+                %error,
+                "the compensation of abandoned paths could not run"
+            ),
+        }
     }
 
     /// Ends a transaction that was accepted but not recorded when the
@@ -167,8 +228,21 @@ impl Runtime {
         // The letter's own key, if it had one: a replay and the client's
         // retry with that key are one request, and only one of them commits.
         let key = letter.idempotency_key.unwrap_or_else(|| format!("replay-of:{transaction_id}"));
+        // A letter whose compensation committed was undone: its replay
+        // starts afresh, under its own id and keys. Any other replay goes on
+        // from the letter's effect journal, as a retry would: a call that
+        // succeeded is answered from it, not sent again, and one that
+        // failed or is in doubt is sent under its first key.
+        let undone = letter
+            .compensation
+            .as_ref()
+            .is_some_and(|compensation| matches!(compensation.outcome, TransactionOutcome::Committed { .. }));
+        let replay_id = (!undone).then(|| {
+            let tail = self.inner.randomness.transaction_id();
+            format!("{transaction_id}{REPLAY_INFIX}{}", &tail[..12])
+        });
         let request = TxRequest {
-            transaction_id: None,
+            transaction_id: replay_id,
             path: Some(letter.path),
             input: letter.input,
             idempotency_key: Some(key),

@@ -96,6 +96,7 @@ mod tests {
             prediction: None,
             gate_prediction: None,
             explored: false,
+            hedge: None,
         }
     }
 

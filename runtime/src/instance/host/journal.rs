@@ -7,7 +7,9 @@
 
 use super::MAX_RESPONSE_BYTES;
 use crate::policy::{EffectSettings, InDoubt};
-use crate::store::{Effect, EffectResponse, EffectWrite, Fence, JournalWrites, StateStore, StoreError};
+use crate::store::{
+    Effect, EffectResponse, EffectWrite, Fence, JournalWrites, StateStore, StoreError, TransactionOutcome,
+};
 use crate::vocab::{Failure, FailureKind};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
@@ -141,10 +143,23 @@ impl EffectJournal {
     }
 
     /// The calls sent so far by the transaction `facts_of` names, every
-    /// path's, as the store holds them.
+    /// path's, as the store holds them; but when that transaction (another
+    /// one: this is its compensation) committed, not the calls of the path
+    /// it committed on, which its outcome stands on: those of abandoned
+    /// paths only.
     pub(crate) async fn sent(&self) -> Result<Vec<Effect>, StoreError> {
         let (store, id) = (self.store.clone(), self.facts_of.clone());
-        tokio::task::spawn_blocking(move || store.effects(&id)).await.map_err(|_| StoreError::Committer(None))?
+        let other = id != self.transaction_id;
+        tokio::task::spawn_blocking(move || {
+            let effects = store.effects(&id)?;
+            let committed_path = match other.then(|| store.transaction(&id)).transpose()?.flatten() {
+                Some(record) if matches!(record.outcome, TransactionOutcome::Committed { .. }) => Some(record.path),
+                _ => None,
+            };
+            Ok(effects.into_iter().filter(|effect| committed_path.as_ref() != Some(&effect.path)).collect())
+        })
+        .await
+        .map_err(|_| StoreError::Committer(None))?
     }
 
     /// Writes `effect` durably (under the attempt's fence), then remembers it.
