@@ -374,6 +374,42 @@ fn a_node_stalled_past_its_lease_cannot_commit() {
     assert!(metrics.contains(&heartbeat), "{metrics}");
 }
 
+/// A node killed (SIGKILL) while its charge waits for the gateway: the
+/// other node takes the transaction over once the lease lapses, finds the
+/// charge in the journal sent and unanswered, and sends it again under the
+/// same key, which a gateway that honours keys charges once; it commits.
+#[test]
+fn a_node_killed_after_its_charge_left_is_taken_over_and_charges_once() {
+    let postgres = TestPostgres::start();
+    let url = postgres.fresh_database();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let behaviour = txmirror_tests::Behaviour {
+        status: 201,
+        body: r#"{"charge_id": "ch-{n}"}"#.into(),
+        delay: Duration::from_millis(700),
+        ..Default::default()
+    };
+    let gateway = runtime.block_on(txmirror_tests::TestServer::start(behaviour));
+    let dir = tempfile::tempdir().unwrap();
+    let killed = start_node(&node_config(dir.path(), &url, "killed", 1_000));
+    let other = start_node(&node_config(dir.path(), &url, "survives", 1_000));
+    let agent = agent();
+    let hash = install_payment(&agent, &killed.base, &gateway, "");
+
+    let id = charge_until_sent(&agent, &killed.base, &hash, &gateway, "order-k");
+    signal("KILL", killed.child.id());
+    let killed_at = Instant::now();
+    while status_of(&other.base, &id) != "committed" {
+        assert!(killed_at.elapsed() < Duration::from_secs(30), "never committed: {}", status_of(&other.base, &id));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let posts: Vec<_> = gateway.received().into_iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(posts.len(), 2, "sent by the killed node, then again by the other: {posts:?}");
+    let keys: BTreeSet<_> = posts.iter().map(|r| r.idempotency_key.clone()).collect();
+    assert_eq!(keys, BTreeSet::from([Some("order-k".to_string())]), "one key: one charge at the gateway");
+    println!("taken over and committed {} ms after the kill", killed_at.elapsed().as_millis());
+}
+
 /// PostgreSQL stopped (as a crash would) and started again under load:
 /// while it is down, submissions fail with `503 store_unavailable`; the
 /// nodes reconnect by themselves; every acknowledged deposit commits once.
