@@ -44,8 +44,14 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
-/// The most lapsed idempotency keys removed when a runtime opens.
+/// The most lapsed idempotency keys (and, apart, old journal entries)
+/// removed when a runtime opens.
 const PURGE_AT_OPEN: usize = 10_000;
+
+/// How long the effect journal of a transaction that ended (and is not a
+/// dead letter) is kept after its last call: long enough for an operator
+/// to look into a complaint about a charge.
+const JOURNAL_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Where and how a runtime keeps its data.
 #[derive(Debug, Clone)]
@@ -352,6 +358,7 @@ impl Runtime {
         // Keys whose retention passed bind nothing; a service also purges
         // them now and then while it runs.
         runtime.purge_lapsed_keys(PURGE_AT_OPEN)?;
+        runtime.purge_old_effects(PURGE_AT_OPEN)?;
         Ok(runtime)
     }
 

@@ -241,9 +241,10 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// The most keys one purge removes per tenant (one write transaction).
 const PURGE_LIMIT: usize = 10_000;
 
-/// Purges lapsed idempotency keys from every tenant's store now and then,
-/// so that a service that never restarts keeps only keys that bind
-/// something.
+/// Purges lapsed idempotency keys and old effect journal entries from
+/// every tenant's store now and then, so that a service that never
+/// restarts keeps only keys that bind something and journals someone may
+/// still need.
 pub(crate) fn purge_lapsed_keys_now_and_then(state: &AppState) {
     // Each runtime purged when it opened.
     state.every(PURGE_INTERVAL, |state| async move {
@@ -252,6 +253,11 @@ pub(crate) fn purge_lapsed_keys_now_and_then(state: &AppState) {
                 Ok(0) => {}
                 Ok(purged) => tracing::debug!(tenant = %tenant.name(), purged, "lapsed idempotency keys purged"),
                 Err(error) => tracing::warn!(tenant = %tenant.name(), %error, "cannot purge lapsed idempotency keys"),
+            }
+            match tenant.runtime().purge_old_effects(PURGE_LIMIT) {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(tenant = %tenant.name(), purged, "old effect journal entries purged"),
+                Err(error) => tracing::warn!(tenant = %tenant.name(), %error, "cannot purge the effect journal"),
             }
         }
     });

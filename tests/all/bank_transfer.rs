@@ -159,6 +159,9 @@ impl StateStore for RacingStore {
     fn effects(&self, id: &str) -> Result<Vec<Effect>, StoreError> {
         self.inner.effects(id)
     }
+    fn purge_effects(&self, before_unix_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        self.inner.purge_effects(before_unix_ms, limit)
+    }
 }
 
 async fn racing_pair(max_attempts: u32) -> (Runtime, [TxReport; 2]) {

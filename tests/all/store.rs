@@ -498,6 +498,57 @@ fn the_effect_journal_keeps_each_call_and_its_answer(store: &dyn StateStore) {
     assert_eq!(store.effects("t2").unwrap(), vec![effect("charge", 1, None), effect("refund", 1, None)]);
 }
 
+/// Old journal entries of ended transactions go; those of transactions in
+/// flight, of dead letters, and recent ones stay.
+fn old_journal_entries_of_ended_transactions_are_purged(store: &dyn StateStore) {
+    let effect = |ordinal: u32, sent_unix_ms: u64| Effect {
+        path: "charge".into(),
+        ordinal,
+        method: "POST".into(),
+        url: "http://127.0.0.1:9/charges".into(),
+        digest: "d".into(),
+        key: "k".into(),
+        sends: 1,
+        sent_unix_ms,
+        response: None,
+    };
+    // `ended`: recorded, old; `recent`: recorded, one recent call;
+    // `flying`: no record yet; `letter`: dead-lettered.
+    for id in ["ended", "recent", "flying", "letter"] {
+        store.record_effect(id, &effect(1, 100), None).unwrap();
+    }
+    store.record_effect("ended", &effect(2, 150), None).unwrap();
+    store.record_effect("recent", &effect(2, 5_000), None).unwrap();
+    store.commit(request("ended", vec![])).unwrap();
+    store.commit(request("recent", vec![])).unwrap();
+    let failed = TransactionRecord {
+        outcome: TransactionOutcome::Failed { kind: FailureKind::Unavailable, message: "down".into() },
+        ..record("letter")
+    };
+    let letter = DeadLetter {
+        transaction_id: "letter".into(),
+        module: "m".into(),
+        path: "charge".into(),
+        input: Vec::new(),
+        failure: Failure { kind: FailureKind::Unavailable, message: "down".into() },
+        attempts: History::default(),
+        compensation: None,
+        dead_lettered_unix_ms: 1,
+        idempotency_key: None,
+    };
+    store.record_outcome(failed, None, Some(letter), None).unwrap();
+
+    assert_eq!(store.purge_effects(1_000, 1).unwrap(), 1, "at most the limit");
+    assert_eq!(store.purge_effects(1_000, 100).unwrap(), 2, "the rest of `ended`'s and `recent`'s old call");
+    assert!(store.effects("ended").unwrap().is_empty());
+    assert_eq!(store.effects("recent").unwrap(), vec![effect(2, 5_000)], "the recent call stays");
+    assert_eq!(store.effects("flying").unwrap().len(), 1, "in flight: kept");
+    assert_eq!(store.effects("letter").unwrap().len(), 1, "a dead letter's: kept");
+    assert_eq!(store.purge_effects(1_000, 100).unwrap(), 0, "nothing more");
+    assert!(store.remove_dead_letter("letter").unwrap());
+    assert_eq!(store.purge_effects(1_000, 100).unwrap(), 1, "the letter gone, its journal goes");
+}
+
 /// A batch closed late: what `more` gives once the store is ready joins the
 /// batch after the requests given first, each validated against the ones
 /// before it; `more` is asked once.
@@ -608,6 +659,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("batches left open", a_batch_left_open_takes_what_arrives_before_it_applies),
     ("effect journal", the_effect_journal_keeps_each_call_and_its_answer),
     ("dead letters paged", dead_letters_page_in_time_then_id_order),
+    ("journal purged", old_journal_entries_of_ended_transactions_are_purged),
     ("acceptances", acceptances_are_unique_and_end_with_their_commit),
     ("fences", a_taken_over_lease_fences_its_old_holder_out),
     ("takeovers racing", nodes_taking_over_at_once_take_each_lease_once),

@@ -105,6 +105,16 @@ impl Runtime {
         self.inner.store.remove_dead_letter(transaction_id)
     }
 
+    /// Removes up to `limit` entries of the effect journal of transactions
+    /// that ended more than seven days ago and are not dead letters; how
+    /// many it removed. The runtime does it when it opens; a service calls
+    /// it now and then.
+    pub fn purge_old_effects(&self, limit: usize) -> Result<usize, StoreError> {
+        let now = super::unix_millis(self.inner.clock.now());
+        let before = now.saturating_sub(u64::try_from(super::JOURNAL_RETENTION.as_millis()).unwrap_or(u64::MAX));
+        self.inner.store.purge_effects(before, limit)
+    }
+
     /// Removes up to `limit` idempotency keys whose retention has passed;
     /// how many it removed. The runtime does it when it opens; a service
     /// calls it now and then.

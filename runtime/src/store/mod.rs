@@ -308,6 +308,11 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn record_effects(&self, writes: &[EffectWrite]) -> Vec<Result<(), StoreError>>;
     /// The journal of `transaction_id`: its effects by path, then ordinal.
     fn effects(&self, transaction_id: &str) -> Result<Vec<Effect>, StoreError>;
+    /// Removes up to `limit` journal entries last sent before
+    /// `before_unix_ms` whose transaction has ended (its record is written)
+    /// and is not a dead letter (whose replay and operator still need
+    /// them); how many it removed.
+    fn purge_effects(&self, before_unix_ms: u64, limit: usize) -> Result<usize, StoreError>;
 }
 
 /// What made the storage engine fail, kept as a [`StoreError`]'s source.

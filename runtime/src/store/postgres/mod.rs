@@ -51,7 +51,7 @@ use reads::Reads;
 
 /// The migrations, in order: migration `n` (from 1) takes the schema from
 /// version `n - 1` to `n`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, inbox::MIGRATION, MIGRATION_3];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, inbox::MIGRATION, MIGRATION_3, MIGRATION_4];
 
 /// The first schema: the state, events, records, keys, dead letters and
 /// what the runtime learnt.
@@ -102,6 +102,14 @@ const MIGRATION_3: &str = r#"
         effect BYTEA NOT NULL,
         PRIMARY KEY (transaction_id, path, ordinal)
     );
+"#;
+
+/// The fourth schema: when each journal entry was last sent, so that old
+/// entries can be purged without reading them (entries of the third
+/// schema count as sent at time 0).
+const MIGRATION_4: &str = r#"
+    ALTER TABLE txm_effects ADD COLUMN sent_unix_ms BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX txm_effects_sent ON txm_effects (sent_unix_ms);
 "#;
 
 /// The store on a PostgreSQL database.
@@ -901,7 +909,7 @@ impl StateStore for PostgresStore {
         let count = writes.len();
         let writes = writes.to_vec();
         let answer: Result<Vec<Result<(), StoreError>>, StoreError> = self.block(|pool| async move {
-            let mut rows = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut rows = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for write in &writes {
                 let ordinal = i32::try_from(write.effect.ordinal)
                     .map_err(|_| StoreError::storage(std::io::Error::other("an effect's ordinal past i32")))?;
@@ -909,6 +917,7 @@ impl StateStore for PostgresStore {
                 rows.1.push(write.effect.path.clone());
                 rows.2.push(ordinal);
                 rows.3.push(encode_effect(&write.effect)?);
+                rows.4.push(int(write.effect.sent_unix_ms));
             }
             let mut client = pool.get().await.map_err(storage)?;
             let txn = client.transaction().await.map_err(storage)?;
@@ -918,7 +927,7 @@ impl StateStore for PostgresStore {
                 txn.batch_execute("SET LOCAL synchronous_commit = off").await.map_err(storage)?;
             }
             let mut results = Vec::with_capacity(writes.len());
-            let mut kept = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut kept = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (i, write) in writes.iter().enumerate() {
                 let fenced = match &write.fence {
                     Some(fence) => inbox::check_fence(&txn, fence).await,
@@ -937,6 +946,7 @@ impl StateStore for PostgresStore {
                         kept.1.push(rows.1[i].clone());
                         kept.2.push(rows.2[i]);
                         kept.3.push(rows.3[i].clone());
+                        kept.4.push(rows.4[i]);
                         results.push(Ok(()));
                     }
                     Err(refused @ StoreError::Fenced { .. }) => results.push(Err(refused)),
@@ -945,12 +955,13 @@ impl StateStore for PostgresStore {
             }
             let statement = cached(
                 &txn,
-                "INSERT INTO txm_effects (transaction_id, path, ordinal, effect)
-                 SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::INTEGER[], $4::BYTEA[])
-                 ON CONFLICT (transaction_id, path, ordinal) DO UPDATE SET effect = EXCLUDED.effect",
+                "INSERT INTO txm_effects (transaction_id, path, ordinal, effect, sent_unix_ms)
+                 SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::INTEGER[], $4::BYTEA[], $5::BIGINT[])
+                 ON CONFLICT (transaction_id, path, ordinal)
+                 DO UPDATE SET effect = EXCLUDED.effect, sent_unix_ms = EXCLUDED.sent_unix_ms",
             )
             .await?;
-            txn.execute(&statement, &[&kept.0, &kept.1, &kept.2, &kept.3]).await.map_err(storage)?;
+            txn.execute(&statement, &[&kept.0, &kept.1, &kept.2, &kept.3, &kept.4]).await.map_err(storage)?;
             txn.commit().await.map_err(storage)?;
             Ok(results)
         });
@@ -966,6 +977,26 @@ impl StateStore for PostgresStore {
                     .await?;
             let rows = client.query(&statement, &[&id]).await.map_err(storage)?;
             rows.iter().map(|row| decode_effect(&id, row.get(0))).collect()
+        })
+    }
+
+    fn purge_effects(&self, before_unix_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let (before, limit) = (int(before_unix_ms), int(limit as u64));
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let removed = client
+                .execute(
+                    "DELETE FROM txm_effects WHERE (transaction_id, path, ordinal) IN (
+                         SELECT e.transaction_id, e.path, e.ordinal FROM txm_effects e
+                         WHERE e.sent_unix_ms < $1
+                           AND EXISTS (SELECT 1 FROM txm_transactions t WHERE t.id = e.transaction_id)
+                           AND NOT EXISTS (SELECT 1 FROM txm_dead_letters d WHERE d.transaction_id = e.transaction_id)
+                         LIMIT $2)",
+                    &[&before, &limit],
+                )
+                .await
+                .map_err(storage)?;
+            Ok(usize::try_from(removed).unwrap_or(usize::MAX))
         })
     }
 

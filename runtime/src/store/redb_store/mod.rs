@@ -549,6 +549,33 @@ impl StateStore for RedbStore {
         Ok(effects)
     }
 
+    fn purge_effects(&self, before_unix_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let removed = {
+            let records = txn.open_table(TRANSACTIONS).map_err(storage)?;
+            let letters = txn.open_table(DEAD_LETTERS).map_err(storage)?;
+            let mut effects = txn.open_table(EFFECTS).map_err(storage)?;
+            let mut done = Vec::new();
+            for item in effects.iter().map_err(storage)? {
+                if done.len() >= limit {
+                    break;
+                }
+                let (key, bytes) = item.map_err(storage)?;
+                let Some((id, _)) = key.value().split_once('\0') else { continue };
+                let ended = records.get(id).map_err(storage)?.is_some() && letters.get(id).map_err(storage)?.is_none();
+                if ended && decode_effect(id, bytes.value())?.sent_unix_ms < before_unix_ms {
+                    done.push(key.value().to_string());
+                }
+            }
+            for key in &done {
+                effects.remove(key.as_str()).map_err(storage)?;
+            }
+            done.len()
+        };
+        txn.commit().map_err(storage)?;
+        Ok(removed)
+    }
+
     fn accepted(&self, transaction_id: &str) -> Result<Option<Accepted>, StoreError> {
         self.accepted_transaction(transaction_id)
     }
