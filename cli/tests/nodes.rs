@@ -282,27 +282,47 @@ fn three_nodes_lose_and_double_nothing_when_nodes_are_killed() {
 /// then resumed: the other node has taken the transaction over (epoch 2)
 /// and committed it; the stalled node's write is refused by the epoch, so
 /// the order is recorded once.
+/// Two nodes on a fresh database (lease 1 s) with the payment example
+/// installed, charging through a gateway that answers each charge after
+/// 700 ms: long enough to stop or kill a node while its charge is on the
+/// way. Everything stops when it is dropped.
+struct ChargingNodes {
+    _postgres: TestPostgres,
+    /// The gateway's server runs on it.
+    _runtime: tokio::runtime::Runtime,
+    gateway: txmirror_tests::TestServer,
+    _dir: tempfile::TempDir,
+    first: Server,
+    other: Server,
+    /// The payment module's hash.
+    hash: String,
+}
+
+impl ChargingNodes {
+    fn start(first: &str, other: &str) -> Self {
+        let postgres = TestPostgres::start();
+        let url = postgres.fresh_database();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let behaviour = txmirror_tests::Behaviour {
+            status: 201,
+            body: r#"{"charge_id": "ch-{n}"}"#.into(),
+            delay: Duration::from_millis(700),
+            ..Default::default()
+        };
+        let gateway = runtime.block_on(txmirror_tests::TestServer::start(behaviour));
+        let dir = tempfile::tempdir().unwrap();
+        let first = start_node(&node_config(dir.path(), &url, first, 1_000));
+        let other = start_node(&node_config(dir.path(), &url, other, 1_000));
+        let hash = install_payment(&agent(), &first.base, &gateway, "");
+        Self { _postgres: postgres, _runtime: runtime, gateway, _dir: dir, first, other, hash }
+    }
+}
+
 #[test]
 fn a_node_stalled_past_its_lease_cannot_commit() {
-    let postgres = TestPostgres::start();
-    let url = postgres.fresh_database();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    // The gateway answers each charge after a while: long enough to stop
-    // the node while its charge is on the way.
-    let behaviour = txmirror_tests::Behaviour {
-        status: 201,
-        body: r#"{"charge_id": "ch-{n}"}"#.into(),
-        delay: Duration::from_millis(700),
-        ..Default::default()
-    };
-    let gateway = runtime.block_on(txmirror_tests::TestServer::start(behaviour));
-    let dir = tempfile::tempdir().unwrap();
-    let stalled_config = node_config(dir.path(), &url, "stalls", 1_000);
-    let other_config = node_config(dir.path(), &url, "stays", 1_000);
-    let stalled = start_node(&stalled_config);
-    let other = start_node(&other_config);
+    let ChargingNodes { _postgres, _runtime, gateway, _dir, first: stalled, other, hash } =
+        ChargingNodes::start("stalls", "stays");
     let agent = agent();
-    let hash = install_payment(&agent, &stalled.base, &gateway, "");
 
     let stalled_id = this_node(&stalled.base);
     // Stopped while its charge waits for the gateway.
@@ -380,21 +400,9 @@ fn a_node_stalled_past_its_lease_cannot_commit() {
 /// same key, which a gateway that honours keys charges once; it commits.
 #[test]
 fn a_node_killed_after_its_charge_left_is_taken_over_and_charges_once() {
-    let postgres = TestPostgres::start();
-    let url = postgres.fresh_database();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let behaviour = txmirror_tests::Behaviour {
-        status: 201,
-        body: r#"{"charge_id": "ch-{n}"}"#.into(),
-        delay: Duration::from_millis(700),
-        ..Default::default()
-    };
-    let gateway = runtime.block_on(txmirror_tests::TestServer::start(behaviour));
-    let dir = tempfile::tempdir().unwrap();
-    let killed = start_node(&node_config(dir.path(), &url, "killed", 1_000));
-    let other = start_node(&node_config(dir.path(), &url, "survives", 1_000));
+    let ChargingNodes { _postgres, _runtime, gateway, _dir, first: killed, other, hash } =
+        ChargingNodes::start("killed", "survives");
     let agent = agent();
-    let hash = install_payment(&agent, &killed.base, &gateway, "");
 
     let id = charge_until_sent(&agent, &killed.base, &hash, &gateway, "order-k");
     signal("KILL", killed.child.id());

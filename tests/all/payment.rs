@@ -50,7 +50,8 @@ pub(crate) fn gateway() -> Behaviour {
 /// that grants them.
 struct Payments {
     _dir: tempfile::TempDir,
-    primary: TestServer,
+    /// Shared, so that a test can change its behaviour from another task.
+    primary: std::sync::Arc<TestServer>,
     backup: TestServer,
     runtime: txmirror_runtime::Runtime,
     module: txmirror_runtime::Module,
@@ -59,12 +60,18 @@ struct Payments {
 
 impl Payments {
     async fn start() -> Self {
+        Self::with(gateway(), gateway_policy).await
+    }
+
+    /// The primary gateway behaving as `primary`, and the policy `text`
+    /// writes for the two gateways.
+    async fn with(primary: Behaviour, text: impl Fn(&TestServer, &TestServer) -> String) -> Self {
         let dir = tempdir().unwrap();
-        let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
+        let (primary, backup) = (TestServer::start(primary).await, TestServer::start(gateway()).await);
         let runtime = runtime(dir.path());
         let module = load(&runtime, guests::PAYMENT).await;
-        let policy = policy(&gateway_policy(&primary, &backup));
-        Self { _dir: dir, primary, backup, runtime, module, policy }
+        let policy = policy(&text(&primary, &backup));
+        Self { _dir: dir, primary: std::sync::Arc::new(primary), backup, runtime, module, policy }
     }
 }
 
@@ -398,13 +405,10 @@ fn sent_a_charge(trace: &txmirror_runtime::Trace) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hedge_the_predictor_asks_for_beats_a_slow_primary_with_one_charge() {
-    let dir = tempdir().unwrap();
     // The primary gateway is slow; the predictor doubts every charge.
     let slow = Behaviour { delay: std::time::Duration::from_millis(300), ..gateway() };
-    let (primary, backup) = (TestServer::start(slow).await, TestServer::start(gateway()).await);
-    let runtime = runtime(dir.path());
-    let module = load(&runtime, guests::PAYMENT).await;
-    let policy = policy(&doubting_policy(&primary, &backup, "hedge", ""));
+    let Payments { _dir, primary, backup, runtime, module, policy } =
+        Payments::with(slow, |primary, backup| doubting_policy(primary, backup, "hedge", "")).await;
 
     let report = runtime.execute(&module, &policy, charge("charge", "order-hedged")).await.unwrap();
     assert!(report.failure.is_none(), "{report:#?}");
@@ -431,14 +435,13 @@ async fn a_hedge_the_predictor_asks_for_beats_a_slow_primary_with_one_charge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_but_healthy_primary_loses_to_a_timed_hedge() {
-    let dir = tempdir().unwrap();
     // Nothing is predicted: the primary is only slow (every request of its
     // gateway takes 600 ms), and the policy hedges after 100 ms.
     let slow = Behaviour { delay: std::time::Duration::from_millis(600), ..gateway() };
-    let (primary, backup) = (TestServer::start(slow).await, TestServer::start(gateway()).await);
-    let runtime = runtime(dir.path());
-    let module = load(&runtime, guests::PAYMENT).await;
-    let policy = policy(&format!("{}\n[hedge]\nafter_ms = 100\n", gateway_policy(&primary, &backup)));
+    let Payments { _dir, primary, backup, runtime, module, policy } = Payments::with(slow, |primary, backup| {
+        format!("{}\n[hedge]\nafter_ms = 100\n", gateway_policy(primary, backup))
+    })
+    .await;
 
     let report = runtime.execute(&module, &policy, charge("charge", "order-timed")).await.unwrap();
     assert!(report.failure.is_none(), "{report:#?}");
@@ -454,12 +457,10 @@ async fn a_slow_but_healthy_primary_loses_to_a_timed_hedge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hedge_waits_on_its_percentile_of_the_path() {
-    let dir = tempdir().unwrap();
-    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
-    let runtime = runtime(dir.path());
-    let module = load(&runtime, guests::PAYMENT).await;
-    let text = format!("{}\n[hedge]\nafter_percentile = 95\nmin_samples = 20\n", gateway_policy(&primary, &backup));
-    let policy = policy(&text);
+    let Payments { _dir, primary, backup, runtime, module, policy } = Payments::with(gateway(), |primary, backup| {
+        format!("{}\n[hedge]\nafter_percentile = 95\nmin_samples = 20\n", gateway_policy(primary, backup))
+    })
+    .await;
     // Twenty quick charges teach the path how long it takes; with fewer,
     // and no fixed delay, nothing is hedged.
     let mut slowest = 0;
@@ -488,22 +489,19 @@ async fn a_hedge_waits_on_its_percentile_of_the_path() {
 /// charge id), and only it; the committed charge stands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hedge_that_wins_after_the_primary_charged_has_that_charge_compensated() {
-    let dir = tempdir().unwrap();
     let slow = Behaviour { delay: std::time::Duration::from_millis(700), ..gateway() };
-    let primary = std::sync::Arc::new(TestServer::start(slow).await);
-    let backup = TestServer::start(gateway()).await;
-    let runtime = runtime(dir.path());
-    let module = load(&runtime, guests::PAYMENT).await;
     // The health check and the charge each time out at 300 ms; the hedge
     // starts at 450 ms, while the primary waits for its charge's answer.
     // The predictor, which would divert the primary at its failed health
     // check, is kept from acting.
-    let text = format!(
-        "resource_requirements = {{ outbound_timeout_ms = 300 }}\n{}\n[hedge]\nafter_ms = 450\n\
-         [prediction]\nthreshold = 0.99\n",
-        gateway_policy(&primary, &backup)
-    );
-    let policy = policy(&text);
+    let Payments { _dir, primary, backup, runtime, module, policy } = Payments::with(slow, |primary, backup| {
+        format!(
+            "resource_requirements = {{ outbound_timeout_ms = 300 }}\n{}\n[hedge]\nafter_ms = 450\n\
+             [prediction]\nthreshold = 0.99\n",
+            gateway_policy(primary, backup)
+        )
+    })
+    .await;
     // Once the charge has reached it, the primary gateway answers at once
     // again, so that the refund goes through.
     let healed = tokio::spawn({

@@ -6,7 +6,7 @@ use super::idempotency::{Fingerprint, input_hash};
 use super::{ExecuteError, Purpose, Runtime, TransactionRun, choose_path, unix_millis};
 use crate::instance::module::Module;
 use crate::policy::Policy;
-use crate::store::{Compensation, DeadLetter, History, StoreError, TransactionOutcome, TransactionRecord};
+use crate::store::{Compensation, DeadLetter, Fence, History, StoreError, TransactionOutcome, TransactionRecord};
 use crate::transaction::{DeadLetterFilter, TxReport, TxRequest, history};
 use crate::vocab::{Failure, FailureKind};
 use std::sync::Arc;
@@ -22,6 +22,19 @@ const REPLAY_INFIX: &str = ".replay-";
 /// The id of the transaction the compensation `id` compensates, if it is one.
 pub(super) fn compensated(id: &str) -> Option<&str> {
     id.strip_suffix(COMPENSATION_SUFFIX)
+}
+
+/// The request of the compensation of `run`: the compensation `path` on
+/// the transaction's input, as `ID.compensation`, written under `fence`.
+fn compensation_request(run: &TransactionRun, path: &str, input: &[u8], fence: Option<Fence>) -> TxRequest {
+    TxRequest {
+        transaction_id: Some(format!("{}{COMPENSATION_SUFFIX}", run.id)),
+        path: Some(path.to_string()),
+        input: input.to_vec(),
+        idempotency_key: None,
+        caller: Some(run.caller.clone()),
+        fence,
+    }
 }
 
 /// The id of the dead letter whose journal the replay `id` continues, if
@@ -48,15 +61,8 @@ impl Runtime {
         // again: that way lies a loop.
         let compensation = match &policy.compensation_path {
             Some(path) if run.purpose == Purpose::Request => {
-                let request = TxRequest {
-                    transaction_id: Some(format!("{}{COMPENSATION_SUFFIX}", run.id)),
-                    path: Some(path.clone()),
-                    input: input.to_vec(),
-                    idempotency_key: None,
-                    caller: Some(run.caller.clone()),
-                    // Written under the lease of the transaction it compensates.
-                    fence: run.fence.clone(),
-                };
+                // Written under the lease of the transaction it compensates.
+                let request = compensation_request(run, path, input, run.fence.clone());
                 let report = Box::pin(self.execute_once(module, policy, request, None, Purpose::Compensation)).await?;
                 Some(Compensation {
                     path: path.clone(),
@@ -102,15 +108,8 @@ impl Runtime {
         if !abandoned {
             return;
         }
-        let request = TxRequest {
-            transaction_id: Some(format!("{}{COMPENSATION_SUFFIX}", run.id)),
-            path: Some(path.clone()),
-            input: input.to_vec(),
-            idempotency_key: None,
-            caller: Some(run.caller.clone()),
-            // The lease ended with the commit.
-            fence: None,
-        };
+        // The lease ended with the commit.
+        let request = compensation_request(run, path, input, None);
         match Box::pin(self.execute_once(module, policy, request, None, Purpose::Compensation)).await {
             Ok(compensation) if compensation.commit_version().is_some() => {
                 tracing::info!(transaction = %run.id, "compensated the calls of attempts on abandoned paths");
