@@ -308,10 +308,8 @@ async fn the_compensation_refunds_exactly_the_charges_that_were_sent() {
 /// none of them again. One whose compensation committed starts afresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_goes_on_from_the_letters_journal_unless_it_was_compensated() {
-    let dir = tempdir().unwrap();
-    let (primary, backup) = (TestServer::start(gateway()).await, TestServer::start(gateway()).await);
-    let runtime = runtime(dir.path());
-    let module = load(&runtime, guests::PAYMENT).await;
+    // The policies differ below: the one `start` makes is not used.
+    let Payments { _dir, primary, backup, runtime, module, policy: _ } = Payments::start().await;
     // Every charge goes through, and no output is ever `settled`: both
     // paths charge once and fail; without a compensation path, nothing
     // is refunded.
