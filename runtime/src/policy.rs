@@ -4,6 +4,10 @@
 //! field is documented in `docs/policy.md`. Unknown keys and bad values are
 //! refused with a [`PolicyError`] that names the file, the key and the reason.
 
+mod hosts;
+
+pub(crate) use hosts::{HostGrant, HostPort};
+
 use crate::predict::{AttemptLimits, InputFeature, MAX_INPUTS, Rule, RuleSet};
 use crate::vocab::{Action, FailureKind};
 use serde::{Deserialize, Serialize};
@@ -658,6 +662,16 @@ pub struct MirrorSettings {
     /// is trusted at all.
     #[serde(default = "default_min_history")]
     pub min_history: u32,
+    /// The methods the mirror may send (to measure them): `GET`, `HEAD`
+    /// and `OPTIONS` at most, and only without a body or a method
+    /// override. Every other request is unsafe: the mirror never sends it,
+    /// and the primary's goes through the gate and the effect journal.
+    #[serde(default = "default_send_methods")]
+    pub send_methods: Vec<String>,
+    /// Per granted host, what the mirror does with the safe requests it
+    /// could send (`send` unless a host is listed here).
+    #[serde(default)]
+    pub hosts: Vec<MirrorHost>,
 }
 
 impl Default for MirrorSettings {
@@ -668,7 +682,60 @@ impl Default for MirrorSettings {
             sample: default_mirror_sample(),
             uncertain_from: default_uncertain_from(),
             min_history: default_min_history(),
+            send_methods: default_send_methods(),
+            hosts: Vec::new(),
         }
+    }
+}
+
+/// The methods a mirror may send unless the policy says otherwise.
+fn default_send_methods() -> Vec<String> {
+    vec!["GET".into(), "HEAD".into()]
+}
+
+/// The methods `mirror.send_methods` may name: those RFC 9110 calls safe,
+/// less `TRACE` (which echoes the request back).
+const SENDABLE_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
+
+/// What the mirror does with its safe requests to one host (`[[mirror.hosts]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorHost {
+    /// The host, as `capabilities.outbound_hosts` names it.
+    pub host: String,
+    /// `send` them, `stub` them as unsafe calls are (a policy stub, else
+    /// the primary's last answer, else `200 {}`), or answer them from the
+    /// primary's `recorded` answers (else `200 {}`): for a GET with side
+    /// effects, or an API whose quota the mirror must not spend.
+    pub safe_calls: SafeCalls,
+}
+
+/// See [`MirrorHost::safe_calls`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SafeCalls {
+    /// Sent, and measured.
+    #[default]
+    Send,
+    /// Answered as an unsafe call is: a policy stub, else the primary's last answer.
+    Stub,
+    /// Answered from the primary's last answer to the same endpoint.
+    Recorded,
+}
+
+impl MirrorSettings {
+    /// What the mirror does with its safe requests to `target`.
+    pub(crate) fn safe_calls(&self, target: &HostPort, scheme: Option<&str>) -> SafeCalls {
+        self.hosts
+            .iter()
+            .find(|listed| HostGrant::parse(&listed.host).is_ok_and(|grant| grant.allows(target, scheme)))
+            .map_or(SafeCalls::Send, |listed| listed.safe_calls)
+    }
+
+    /// Whether the mirror may send a request of `method` (given no body and
+    /// no method override).
+    pub(crate) fn may_send(&self, method: &str) -> bool {
+        self.send_methods.iter().any(|sendable| sendable.eq_ignore_ascii_case(method))
     }
 }
 
@@ -918,16 +985,7 @@ impl Policy {
             }
         }
         for (index, host) in self.capabilities.outbound_hosts.iter().enumerate() {
-            let valid = !host.is_empty()
-                && !host.contains('/')
-                && !host.contains("://")
-                && host.parse::<http::uri::Authority>().is_ok();
-            if !valid {
-                return Err((
-                    format!("capabilities.outbound_hosts[{index}]"),
-                    format!("`{host}` is not a host or host:port (no scheme, no path)"),
-                ));
-            }
+            HostGrant::parse(host).map_err(|reason| (format!("capabilities.outbound_hosts[{index}]"), reason))?;
         }
         for (index, grant) in self.capabilities.files.iter().enumerate() {
             if !grant.guest.starts_with('/') {
@@ -936,6 +994,20 @@ impl Policy {
                     "must be an absolute path such as /data".into(),
                 ));
             }
+        }
+        for (index, method) in self.mirror.send_methods.iter().enumerate() {
+            if !SENDABLE_METHODS.iter().any(|sendable| sendable.eq_ignore_ascii_case(method)) {
+                return Err((
+                    format!("mirror.send_methods[{index}]"),
+                    format!(
+                        "the mirror may send only {} (without a body), not `{method}`",
+                        SENDABLE_METHODS.join(", ")
+                    ),
+                ));
+            }
+        }
+        for (index, listed) in self.mirror.hosts.iter().enumerate() {
+            HostGrant::parse(&listed.host).map_err(|reason| (format!("mirror.hosts[{index}].host"), reason))?;
         }
         for (index, stub) in self.mirror.stubs.iter().enumerate() {
             if !(100..=599).contains(&stub.status) {
@@ -1044,6 +1116,11 @@ mod tests {
             ("[resource_requirements]\nfuel = 0", "resource_requirements.fuel"),
             ("[resource_requirements]\nmemory_mib = 100000", "resource_requirements.memory_mib"),
             ("[capabilities]\noutbound_hosts = [\"http://x/y\"]", "capabilities.outbound_hosts[0]"),
+            ("[capabilities]\noutbound_hosts = [\"a.test\", \"2130706433\"]", "capabilities.outbound_hosts[1]"),
+            ("[capabilities]\noutbound_hosts = [\"user@a.test\"]", "capabilities.outbound_hosts[0]"),
+            ("[mirror]\nsend_methods = [\"GET\", \"DELETE\"]", "mirror.send_methods[1]"),
+            ("[[mirror.hosts]]\nhost = \"a.test/x\"\nsafe_calls = \"stub\"", "mirror.hosts[0].host"),
+            ("[[mirror.hosts]]\nhost = \"a.test\"\nsafe_calls = \"maybe\"", "mirror.hosts[0].safe_calls"),
             ("[capabilities.kv]\n\"\" = \"read\"", "capabilities.kv."),
             ("[capabilities.kv]\naccounts = \"write-only\"", "capabilities.kv.accounts"),
             ("alternative_paths = [\"a\", \"a\"]", "alternative_paths[1]"),

@@ -144,6 +144,17 @@ pub enum HostCall {
         /// Message.
         message: String,
     },
+    /// What the guest wrote to its standard output or error, recorded once
+    /// when the instance ends (bounded: see `instance/host/output.rs`).
+    Output {
+        /// `stdout` or `stderr`.
+        stream: String,
+        /// What was kept, as text.
+        text: String,
+        /// How many bytes past the bound were dropped.
+        #[serde(default)]
+        dropped_bytes: u64,
+    },
     /// The effect gate, before one of the primary's unsafe calls.
     Gate {
         /// How long the primary waited for the mirror, in microseconds.
@@ -300,6 +311,10 @@ fn describe(call: &HostCall) -> String {
         }
         HostCall::Validation { field, message } => format!("validation issue {field}: {message}"),
         HostCall::Log { level, message } => format!("log {level}: {message}"),
+        HostCall::Output { stream, text, dropped_bytes } => {
+            let more = if *dropped_bytes > 0 { format!(" (and {dropped_bytes} bytes more)") } else { String::new() };
+            format!("{stream}: {}{more}", text.trim_end())
+        }
         HostCall::Config { key, found } => format!("config {key} → {}", if *found { "set" } else { "unset" }),
         HostCall::Grant { resource, from, to, mirror_needed } => {
             format!("grant {resource}: {from} → {to} (the mirror needed {mirror_needed})")

@@ -384,3 +384,118 @@ async fn the_exploration_share_runs_flagged_attempts_unadjusted() {
     let module2 = load(&other, guests::EFFECTS).await;
     assert_eq!(other.execute(&module2, &policy, again).await.unwrap().attempts[0].explored, first);
 }
+
+/// A module that tries to act from the mirror the ways a server might let
+/// it: a body on a GET, a method override, a method in lower case, another
+/// spelling of its granted host, credentials in the URL, another port, an
+/// address in an odd spelling. The mirror sends only plain GETs, and its stubbed answers
+/// carry nothing the guest could tell them by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_cannot_be_made_to_act_by_a_request_in_disguise() {
+    let fixture = Fixture::new(Behaviour::default()).await;
+    let port = fixture.server.url().rsplit(':').next().unwrap().to_string();
+    let sink = format!("{}/sink", fixture.server.url());
+    let request = |method: &str, url: &str, headers: Value, body: Option<&str>| serde_json::json!({ "method": method, "url": url, "headers": headers, "body": body });
+    let none = Value::Array(Vec::new());
+    let override_header = serde_json::json!([["X-HTTP-Method-Override", "DELETE"]]);
+    let requests = Value::Array(vec![
+        request("GET", &sink, none.clone(), Some("DELETE FROM accounts")),
+        request("GET", &sink, override_header, None),
+        request("purge", &sink, none.clone(), None),
+        request("POST", &sink, none.clone(), Some("{}")),
+        request("GET", &format!("http://LOCALHOST:{port}/spelt"), none.clone(), None),
+        request("GET", &format!("http://user:secret@127.0.0.1:{port}/spelt"), none.clone(), None),
+        request(
+            "GET",
+            &format!("http://127.0.0.1:{}/other-port", port.parse::<u16>().unwrap() + 1),
+            none.clone(),
+            None,
+        ),
+        request("GET", &format!("http://2130706433:{port}/odd"), none, None),
+    ]);
+    let transaction =
+        TxRequest { path: Some("sneak".into()), input: requests.to_string().into_bytes(), ..Default::default() };
+    let report = fixture.runtime.execute(&fixture.module, &fixture.policy, transaction).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+
+    let received = fixture.server.received();
+    let acting: Vec<_> = received
+        .iter()
+        .filter(|r| r.method != "GET" || !r.body.is_empty() || r.headers.iter().any(|(n, _)| n.contains("override")))
+        .collect();
+    assert_eq!(acting.len(), 4, "the primary's four, none from the mirror: {received:#?}");
+    assert!(acting.iter().all(|r| r.headers.iter().any(|(n, _)| n == "idempotency-key")), "each keyed: {acting:#?}");
+    let plain: Vec<&str> = received.iter().filter(|r| !acting.contains(r)).map(|r| r.uri.as_str()).collect();
+    assert_eq!(plain, ["/spelt", "/spelt"], "both twins, by another spelling; nothing else: {plain:?}");
+    assert!(!plain.iter().any(|uri| uri.contains("other-port") || uri.contains("odd")), "{plain:?}");
+
+    let attempt = &report.attempts[0];
+    let mirror = attempt.mirror.as_ref().unwrap();
+    let outcomes = |trace: &txmirror_runtime::Trace| -> Vec<String> {
+        trace
+            .events
+            .iter()
+            .filter_map(|e| match &e.call {
+                HostCall::Http { outcome, .. } => Some(match outcome {
+                    HttpOutcome::Answered { .. } => "sent".to_string(),
+                    HttpOutcome::Stubbed { .. } => "stubbed".to_string(),
+                    HttpOutcome::Denied { reason } => format!("denied: {reason}"),
+                    other => format!("{other:?}"),
+                }),
+                _ => None,
+            })
+            .collect()
+    };
+    let mirror_outcomes = outcomes(mirror);
+    assert_eq!(&mirror_outcomes[..5], ["stubbed", "stubbed", "stubbed", "stubbed", "sent"], "{mirror_outcomes:?}");
+    assert!(mirror_outcomes[5].contains("user-info"), "{mirror_outcomes:?}");
+    assert!(mirror_outcomes[6].contains("does not grant host `127.0.0.1:"), "{mirror_outcomes:?}");
+    assert!(mirror_outcomes[7].contains("unusual spelling"), "{mirror_outcomes:?}");
+    let primary_outcomes: Vec<String> = outcomes(&attempt.primary).into_iter().skip(4).collect();
+    assert_eq!(primary_outcomes[1..], mirror_outcomes[5..], "the primary is refused alike");
+    let answers = mirror.output.as_deref().unwrap_or_default();
+    assert!(!answers.contains("x-txmirror"), "no marker the guest can read: {answers}");
+}
+
+/// A host whose GETs must not come from the mirror (they spend a quota, or
+/// act): the policy has the mirror answer them from the primary's recorded
+/// answers; and a method left out of `send_methods` is unsafe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_keeps_the_mirrors_safe_calls_from_a_host() {
+    let dir = tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let server = TestServer::start(Behaviour { body: r#"{"quota": "spent"}"#.into(), ..Behaviour::default() }).await;
+    let runtime = runtime(&dir.path().join("data"));
+    let module = load(&runtime, guests::EFFECTS).await;
+    let text = format!(
+        "{}\n[mirror]\nsend_methods = [\"GET\"]\n[[mirror.hosts]]\nhost = \"{}\"\nsafe_calls = \"recorded\"\n",
+        effects_policy(&server, &files),
+        server.authority().replace("127.0.0.1", "LOCALHOST")
+    );
+    let policy = policy(&text);
+    let fetch = || TxRequest { path: Some("fetch".into()), input: b"{}".to_vec(), ..Default::default() };
+    let mut sources = Vec::new();
+    for _ in 0..2 {
+        let report = runtime.execute(&module, &policy, fetch()).await.unwrap();
+        assert!(report.failure.is_none(), "{report:#?}");
+        let mirror = report.attempts[0].mirror.as_ref().unwrap();
+        sources.extend(mirror.events.iter().filter_map(|e| match &e.call {
+            HostCall::Http { outcome: HttpOutcome::Stubbed { source, .. }, .. } => Some(source.clone()),
+            _ => None,
+        }));
+    }
+    assert_eq!(server.received().len(), 2, "the primaries' GETs only: {:#?}", server.received());
+    assert_eq!(sources.len(), 2, "each mirror answered itself: {sources:?}");
+    assert!(sources.iter().all(|s| s == "last-response" || s == "synthesised"), "{sources:?}");
+    assert_eq!(sources[1], "last-response", "the second from the first primary's answer");
+
+    // HEAD is not in `send_methods`: the primary's goes keyed, the mirror's not at all.
+    let head = serde_json::json!([{ "method": "HEAD", "url": format!("{}/sink", server.url()), "headers": [] }]);
+    let sneak = TxRequest { path: Some("sneak".into()), input: head.to_string().into_bytes(), ..Default::default() };
+    let report = runtime.execute(&module, &policy, sneak).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    let heads: Vec<_> = server.received().into_iter().filter(|r| r.method == "HEAD").collect();
+    assert_eq!(heads.len(), 1, "{heads:#?}");
+    assert!(heads[0].headers.iter().any(|(name, _)| name == "idempotency-key"), "{heads:#?}");
+}

@@ -36,6 +36,26 @@ async fn foreign_and_malformed_modules_are_refused() {
     let text = format!("{:#}", anyhow::Error::new(foreign));
     assert!(text.contains(&causes), "the CLI prints the whole chain: {text}");
 
+    // A component that imports sockets (as `std::net` would): refused,
+    // before any of its code runs, naming each import no policy grants.
+    let sockets = wat::parse_str(
+        r#"(component
+             (import "wasi:cli/stdout@0.2.0" (instance))
+             (import "wasi:sockets/tcp@0.2.0" (instance))
+             (import "wasi:sockets/ip-name-lookup@0.2.0" (instance))
+             (import "acme:backdoor/open@1.0.0" (instance)))"#,
+    )
+    .unwrap();
+    let refused = runtime.load_module(&sockets).await.unwrap_err();
+    let ModuleError::ImportsNotGranted(names) = &refused else { panic!("{refused}") };
+    assert_eq!(names, &["wasi:sockets/tcp@0.2.0", "wasi:sockets/ip-name-lookup@0.2.0", "acme:backdoor/open@1.0.0"]);
+    assert!(
+        refused
+            .to_string()
+            .contains("wasi:sockets/tcp@0.2.0, wasi:sockets/ip-name-lookup@0.2.0, acme:backdoor/open@1.0.0"),
+        "{refused}"
+    );
+
     // A truncated component.
     let real = std::fs::read(guests::BANK_TRANSFER).unwrap();
     let truncated = runtime.load_module(&real[..real.len() / 2]).await.unwrap_err();

@@ -261,3 +261,32 @@ async fn retry_delays_wait_on_the_clock_and_draws_come_from_the_seeded_randomnes
     assert_eq!(ids[0], ids[1], "the same seed, the same transaction id");
     assert_eq!(waited[0], waited[1], "the same seed, the same jitter");
 }
+
+/// What a module prints is in both twins' traces, bounded; a module that
+/// prints a lot is not stopped for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guests_output_is_traced_and_bounded() {
+    let dir = tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::RUNAWAY).await;
+    let report = runtime.execute(&module, &policy(""), request("chatty", r#"{"bytes": 40000}"#)).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    let attempt = &report.attempts[0];
+    for trace in [&attempt.primary, attempt.mirror.as_ref().unwrap()] {
+        let outputs: Vec<(&str, usize, u64)> = trace
+            .events
+            .iter()
+            .filter_map(|e| match &e.call {
+                &HostCall::Output { ref stream, ref text, dropped_bytes } => {
+                    Some((stream.as_str(), text.len(), dropped_bytes))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(outputs.len(), 2, "{outputs:?}");
+        let (stdout, stderr) = (outputs[0], outputs[1]);
+        assert_eq!((stdout.0, stdout.1), ("stdout", 16 * 1024), "kept up to its bound");
+        assert_eq!(u64::try_from(stdout.1).unwrap() + stdout.2, 40_000, "the rest counted");
+        assert_eq!(stderr, ("stderr", "chatty: about to print\n".len(), 0));
+    }
+}

@@ -28,7 +28,7 @@ pub mod peers;
 pub mod postgres;
 
 /// A request the test server received.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
     /// The method.
     pub method: String,

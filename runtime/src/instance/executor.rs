@@ -229,6 +229,12 @@ pub(crate) async fn run_instance(
         )),
     };
     let state = store.into_data();
+    for (stream, captured) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
+        let (text, dropped_bytes) = captured.kept();
+        if !text.is_empty() || dropped_bytes > 0 {
+            state.trace.record(HostCall::Output { stream: stream.into(), text, dropped_bytes });
+        }
+    }
     let ended = match &result {
         Ok(output) => format!("returned {} bytes", output.len()),
         Err(failure) => format!("{}: {}", failure.kind, failure.message),

@@ -30,6 +30,16 @@ pub enum ModuleError {
     /// The component does not target the `txmirror:transaction` world.
     #[error("the component does not target the txmirror:transaction world")]
     WorldMismatch(#[source] ModuleCause),
+    /// The component imports interfaces no policy grants (sockets, say):
+    /// each of them, by name.
+    #[error(
+        "the module imports what no policy grants: {}; a module may import the txmirror:transaction \
+         interfaces, wasi:io, wasi:clocks, wasi:random, wasi:cli (its output is traced), wasi:filesystem \
+         (which reaches only the policy's directories) and wasi:http's types and outgoing handler (which \
+         reach only the policy's hosts)",
+        .0.join(", ")
+    )]
+    ImportsNotGranted(Vec<String>),
     /// The `init` export trapped or could not be snapshotted.
     #[error("pre-initialisation (`init`) failed")]
     Preinit(#[source] ModuleCause),
@@ -118,6 +128,35 @@ fn check_header(bytes: &[u8]) -> Result<(), ModuleError> {
     }
 }
 
+/// The interfaces a module may import, by prefix. The linker holds all of
+/// WASI 0.2, so a component importing `wasi:sockets` would otherwise load
+/// and open sockets as wasmtime's defaults allow; no policy grants sockets.
+/// `wasi:filesystem` and `wasi:cli` are what every standard library
+/// imports: the host preopens only the policy's directories and traces
+/// the guest's output.
+const GRANTABLE_IMPORTS: [&str; 8] = [
+    "txmirror:transaction/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:cli/",
+    "wasi:filesystem/",
+    "wasi:http/types@",
+    "wasi:http/outgoing-handler@",
+];
+
+/// Refuses a component that imports an interface no policy grants, naming
+/// each one.
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), ModuleError> {
+    let refused: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .filter(|name| !GRANTABLE_IMPORTS.iter().any(|prefix| name.starts_with(prefix)))
+        .collect();
+    if refused.is_empty() { Ok(()) } else { Err(ModuleError::ImportsNotGranted(refused)) }
+}
+
 pub(crate) struct ModuleLoader<'a> {
     pub(crate) engine: &'a Engine,
     pub(crate) linker: &'a Linker<InstanceState>,
@@ -139,12 +178,15 @@ impl ModuleLoader<'_> {
 
         let (component, preinitialized) = match self.read_cache(&cache_file)? {
             Some(component) => {
+                check_imports(self.engine, &component)?;
                 let preinitialized = exports_init(self.engine, &component);
                 (component, preinitialized)
             }
             None => {
                 let mut compiled = precompile(self.engine, bytes)?;
                 let mut component = deserialize(self.engine, &compiled)?;
+                // Before `init` runs any of the module's code.
+                check_imports(self.engine, &component)?;
                 let preinitialized = exports_init(self.engine, &component);
                 if preinitialized {
                     let snapshot = self.preinitialize(bytes).await?;

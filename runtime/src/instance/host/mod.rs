@@ -12,6 +12,7 @@ mod filesystem;
 mod journal;
 mod kv;
 mod outbound;
+mod output;
 mod state;
 
 pub(crate) use filesystem::add_recording_filesystem;

@@ -1,13 +1,18 @@
 //! Outbound HTTP: the host decides per request whether it goes out.
 //!
-//! - A host the policy does not grant is refused (`HTTP-request-denied`).
+//! - A host the policy does not grant is refused (`HTTP-request-denied`),
+//!   however it is spelt (see `policy/hosts.rs`).
 //! - The primary sends what is granted, within the policy's timeout.
 //! - The mirror sends safe requests (GET, HEAD) to measure them, and never
 //!   sends an unsafe one: it records it and answers with a stub from the
 //!   policy, else the primary's last real response to the same endpoint,
-//!   else a synthesised `200 {}`.
+//!   else a synthesised `200 {}`. A GET or HEAD that carries a body or a
+//!   method-override header is unsafe: a server may act on either.
+//! - A stubbed answer carries nothing the guest could tell it by (the trace
+//!   says where it came from), so that a module cannot behave for the
+//!   mirror and otherwise for real.
 
-use crate::policy::{Policy, Stub};
+use crate::policy::{HostGrant, HostPort, MirrorSettings, Policy, SafeCalls, Stub};
 use crate::trace::{HostCall, HttpOutcome, TraceRecorder};
 use crate::vocab::Role;
 use bytes::Bytes;
@@ -41,13 +46,9 @@ pub struct EndpointMemory {
 const REMEMBERED_ENDPOINTS: usize = 4096;
 
 impl EndpointMemory {
-    fn endpoint(method: &Method, uri: &http::Uri) -> String {
-        format!(
-            "{method} {}://{}{}",
-            uri.scheme_str().unwrap_or("http"),
-            uri.authority().map_or("", |a| a.as_str()),
-            uri.path()
-        )
+    /// An endpoint's one name, however the request spelt its host.
+    fn endpoint(method: &Method, uri: &http::Uri, target: &HostPort) -> String {
+        format!("{method} {}://{target}{}", uri.scheme_str().unwrap_or("http").to_ascii_lowercase(), uri.path())
     }
 
     fn remember(&self, endpoint: String, status: u16, body: Bytes) {
@@ -96,8 +97,21 @@ fn done() -> Box<dyn Future<Output = Result<(), HttpError>> + Send> {
     Box::new(async { Ok(()) })
 }
 
-fn is_safe(method: &Method) -> bool {
-    method == Method::GET || method == Method::HEAD
+/// Headers by which a server may take a request for another method.
+const METHOD_OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+
+/// Whether a request cannot act: of a method the mirror may send (GET and
+/// HEAD unless `[mirror] send_methods` says otherwise), with no body
+/// declared and no method override. (A body streamed without a declared
+/// length is found when the mirror reads it, before anything is sent.)
+fn is_safe(request: &http::Request<WasiBody>, mirror: &MirrorSettings) -> bool {
+    let headers = request.headers();
+    mirror.may_send(request.method().as_str())
+        && !METHOD_OVERRIDES.iter().any(|name| headers.contains_key(*name))
+        && !headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_none_or(|length| length.to_str().ok().and_then(|text| text.trim().parse::<u64>().ok()) == Some(0))
 }
 
 fn find_stub<'a>(stubs: &'a [Stub], method: &Method, url: &str) -> Option<&'a Stub> {
@@ -131,7 +145,7 @@ impl WasiHttpHooks for OutboundHooks {
         let method = request.method().clone();
         let uri = request.uri().clone();
         let url = uri.to_string();
-        let safe = is_safe(&method);
+        let safe = is_safe(&request, &self.policy.mirror);
         let at = self.trace.now_micros();
         let trace = self.trace.clone();
         // The request's size, as its `Content-Length` declares it (the
@@ -145,18 +159,21 @@ impl WasiHttpHooks for OutboundHooks {
             trace.record_since(at, HostCall::Http { method, url, safe, request_bytes, outcome });
         };
 
-        let authority = uri.authority().map(|a| a.as_str().to_ascii_lowercase()).unwrap_or_default();
-        let host_only = uri.host().unwrap_or_default().to_ascii_lowercase();
-        let granted = self
-            .policy
-            .capabilities
-            .outbound_hosts
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(&authority) || h.eq_ignore_ascii_case(&host_only));
-        if !granted {
-            record(HttpOutcome::Denied { reason: format!("the policy does not grant host `{authority}`") }, declared);
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
-        }
+        let target = HostPort::of(&uri).and_then(|target| {
+            let grants = &self.policy.capabilities.outbound_hosts;
+            let granted = grants
+                .iter()
+                .filter_map(|grant| HostGrant::parse(grant).ok())
+                .any(|grant| grant.allows(&target, uri.scheme_str()));
+            if granted { Ok(target) } else { Err(format!("the policy does not grant host `{target}`")) }
+        });
+        let target = match target {
+            Ok(target) => target,
+            Err(reason) => {
+                record(HttpOutcome::Denied { reason }, declared);
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            }
+        };
 
         // The place of an unsafe call among the instance's unsafe calls:
         // the twins count alike, so the mirror's n-th call is the primary's.
@@ -164,11 +181,24 @@ impl WasiHttpHooks for OutboundHooks {
             self.unsafe_calls += 1;
             u32::try_from(self.unsafe_calls).unwrap_or(u32::MAX)
         });
-        let endpoint = EndpointMemory::endpoint(request.method(), &uri);
-        if self.role == Role::Mirror && !safe {
+        let endpoint = EndpointMemory::endpoint(request.method(), &uri, &target);
+        // What the mirror answers itself instead of sending: every unsafe
+        // request, and the safe ones to a host the policy says so of.
+        let held = match (self.role, safe) {
+            (Role::Primary, _) => None,
+            (Role::Mirror, false) => Some(SafeCalls::Stub),
+            (Role::Mirror, true) => match self.policy.mirror.safe_calls(&target, uri.scheme_str()) {
+                SafeCalls::Send => None,
+                answer => Some(answer),
+            },
+        };
+        if let Some(answer) = held {
             // Never sent. Drain the request body so the guest's writes finish,
-            // then answer from a stub.
-            let stub = find_stub(&self.policy.mirror.stubs, request.method(), &uri.to_string()).cloned();
+            // then answer from a stub (a policy stub only where the policy
+            // asks for stubs, not for recorded answers).
+            let stub = (answer == SafeCalls::Stub)
+                .then(|| find_stub(&self.policy.mirror.stubs, request.method(), &uri.to_string()).cloned())
+                .flatten();
             let memory = self.memory.clone();
             let journal = self.journal.clone().zip(ordinal);
             // The endpoint is wanted: if the primary's call does not follow,
@@ -200,7 +230,6 @@ impl WasiHttpHooks for OutboundHooks {
                 let response = Response::builder()
                     .status(status)
                     .header(http::header::CONTENT_TYPE, "application/json")
-                    .header("x-txmirror-stub", source)
                     .body(full_body(body))
                     .map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
                 Ok((response, done()))
@@ -222,6 +251,7 @@ impl WasiHttpHooks for OutboundHooks {
             Role::Primary => self.journal.clone().zip(ordinal),
             Role::Mirror => None,
         };
+        let mirror = self.role == Role::Mirror;
         Box::new(async move {
             if let Some((gate, nth, primary)) = gate
                 && let Verdict::Stop(reason) = gate.before_unsafe_call(nth, at, &primary).await
@@ -248,6 +278,19 @@ impl WasiHttpHooks for OutboundHooks {
                         return Err(error);
                     }
                 }
+            }
+            // The mirror's safe request goes without a body: one streamed
+            // without a declared length is read first, and if it holds
+            // anything, nothing is sent (a server may act on it).
+            if mirror {
+                let (parts, body) = request.into_parts();
+                let read = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map(|body| body.to_bytes());
+                if !read.as_ref().is_ok_and(Bytes::is_empty) {
+                    let reason = "the mirror sends no body on GET or HEAD".to_string();
+                    record(HttpOutcome::Denied { reason }, declared);
+                    return Err(HttpError::HttpRequestDenied);
+                }
+                request = http::Request::from_parts(parts, full_body(Bytes::new()));
             }
             // Read after the gate, which may have raised it.
             let limit = timeouts.outbound();

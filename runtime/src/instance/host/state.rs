@@ -3,6 +3,7 @@
 use super::KvView;
 use super::journal::EffectJournal;
 use super::outbound::{EndpointMemory, OutboundHooks};
+use super::output::CapturedOutput;
 use crate::adjust::gate::Gate;
 use crate::adjust::grants::ResourceWatch;
 use crate::adjust::timeouts::AttemptTimeouts;
@@ -38,6 +39,9 @@ pub(crate) struct InstanceState {
     /// The primary's claims on the keys it writes, for other transactions' predictors.
     pub(crate) write_claims: Option<Arc<WriteClaims>>,
     wasi: WasiCtx,
+    /// What the guest printed, for its trace.
+    pub(crate) stdout: CapturedOutput,
+    pub(crate) stderr: CapturedOutput,
     http: WasiHttpCtx,
     hooks: OutboundHooks,
     table: ResourceTable,
@@ -156,6 +160,9 @@ impl InstanceState {
             .insecure_random_seed(u128::from(setup.random_seed))
             .wall_clock(FrozenWallClock(setup.clock.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()))
             .monotonic_clock(SteppingMonotonicClock(std::sync::atomic::AtomicU64::new(0)));
+        // What the guest prints goes into its trace (see `output.rs`).
+        let (stdout, stderr) = (CapturedOutput::default(), CapturedOutput::default());
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
         for grant in &setup.policy.capabilities.files {
             let perms = match (role, grant.access) {
                 (Role::Primary, Access::ReadWrite) => FsPerms::ReadWrite,
@@ -188,6 +195,8 @@ impl InstanceState {
             cancelled: false,
             write_claims: if role == Role::Primary { setup.write_claims.clone() } else { None },
             wasi: wasi.build(),
+            stdout,
+            stderr,
             http: WasiHttpCtx::new(),
             hooks: OutboundHooks {
                 role,

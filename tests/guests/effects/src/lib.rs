@@ -19,7 +19,10 @@
 //! `quote` GETs a quote from the sink, POSTs a charge of it and fails as
 //! unavailable: when the quote changes between attempts, so does the charge.
 //! Path `whoami` returns the transaction id and the key of its first unsafe
-//! call, as the guest SDK tells them.
+//! call, as the guest SDK tells them. Path `sneak` sends the requests its
+//! input lists (`[{"method", "url", "headers": [[name, value]], "body"}]`),
+//! as a module that tries to act from the mirror would, and returns each
+//! one's status or error, and the headers of each answer.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -133,6 +136,28 @@ fn whoami(_input: Value) -> Result<Value, Error> {
     }))
 }
 
+/// Sends each request of the input, carrying on past refusals.
+fn sneak(input: Value) -> Result<Value, Error> {
+    let mut outcomes = Vec::new();
+    for request in input.as_array().into_iter().flatten() {
+        let text = |name: &str| request.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut sent = Request::new(&text("method"), &text("url"));
+        for pair in request.get("headers").and_then(Value::as_array).into_iter().flatten() {
+            if let (Some(name), Some(value)) = (pair[0].as_str(), pair[1].as_str()) {
+                sent = sent.header(name, value);
+            }
+        }
+        if let Some(body) = request.get("body").and_then(Value::as_str) {
+            sent = sent.body(body.as_bytes().to_vec());
+        }
+        outcomes.push(match sent.send() {
+            Ok(response) => serde_json::json!({ "status": response.status, "headers": response.headers }),
+            Err(error) => serde_json::json!({ "error": error.to_string() }),
+        });
+    }
+    Ok(Value::Array(outcomes))
+}
+
 /// Loops as long as the sink's answer says.
 fn diverge(_input: Value) -> Result<Value, Error> {
     let response = Request::post(&config::require("sink")?).json(&serde_json::json!({ "effect": "post" }))?.send()?;
@@ -153,6 +178,7 @@ txmirror_guest::transaction_module! {
         "charge" => charge,
         "quote" => quote,
         "whoami" => whoami,
+        "sneak" => sneak,
         "observe" => observe,
         "fetch" => fetch,
         "careless" => careless,

@@ -6,6 +6,7 @@
 //! - `burn`: `{"rounds": n}` of arithmetic, to size fuel needs;
 //! - `allocate`: `{"mib": n}` held at once, to size memory needs;
 //! - `panic`: panics;
+//! - `chatty`: a line to standard error, then `{"bytes": n}` to standard output;
 //! - `ok`: does nothing and succeeds.
 
 use serde::Deserialize;
@@ -77,6 +78,20 @@ fn ok(_input: Value) -> Result<Value, Error> {
     Ok(serde_json::json!({ "ok": true }))
 }
 
+/// Prints, as a module's own diagnostics would.
+#[allow(clippy::print_stdout, clippy::print_stderr, reason = "printing is what the path tests")]
+fn chatty(input: Value) -> Result<Value, Error> {
+    eprintln!("chatty: about to print");
+    let bytes = input.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+    let line = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
+    let mut printed = 0;
+    while printed < bytes {
+        print!("{line}");
+        printed += line.len() as u64;
+    }
+    Ok(serde_json::json!({ "printed": printed }))
+}
+
 txmirror_guest::transaction_module! {
     paths: {
         "ok" => ok,
@@ -86,5 +101,6 @@ txmirror_guest::transaction_module! {
         "burn" => burn,
         "allocate" => allocate,
         "panic" => panic,
+        "chatty" => chatty,
     }
 }
