@@ -73,6 +73,9 @@ pub struct Policy {
     /// When a hedge starts on the next path beside a slow primary.
     #[serde(default)]
     pub hedge: HedgeSettings,
+    /// Where the primary's `wasi:random/random` comes from.
+    #[serde(default)]
+    pub randomness: RandomnessSettings,
     /// `prediction.rules` (or the defaults), checked and compiled.
     #[serde(skip)]
     rules: RuleSet,
@@ -100,6 +103,7 @@ impl Default for Policy {
             recovery: RecoverySettings::default(),
             effects: EffectSettings::default(),
             hedge: HedgeSettings::default(),
+            randomness: RandomnessSettings::default(),
             rules: RuleSet::defaults(),
         }
     }
@@ -153,6 +157,31 @@ impl Default for EffectSettings {
     fn default() -> Self {
         Self { idempotency_header: default_key_header(), in_doubt: InDoubt::default(), journal: true }
     }
+}
+
+/// Where randomness comes from (`[randomness]`, see `docs/sandbox.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomnessSettings {
+    /// The primary's `wasi:random/random` (the "secure" interface).
+    #[serde(default)]
+    pub primary: PrimaryRandomness,
+}
+
+/// See [`RandomnessSettings::primary`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrimaryRandomness {
+    /// One deterministic stream seeded per transaction, shared by the twins
+    /// and their retries: the mirror sees what the primary sees. Not fit
+    /// for secrets.
+    #[default]
+    Shared,
+    /// The operating system's generator, for secrets (keys, tokens). The
+    /// mirror keeps the shared stream, so it sees other values than the
+    /// primary: a path whose control flow depends on them is predicted
+    /// from a road the primary may not take.
+    System,
 }
 
 /// When a hedge starts on the next path beside a primary attempt that is
@@ -1146,6 +1175,7 @@ mod tests {
             ("[effects]\nin_doubt = \"maybe\"", "effects.in_doubt"),
             ("[effects]\njournal = \"yes\"", "effects.journal"),
             ("[effects]\nkey_header = \"X\"", "effects.key_header"),
+            ("[randomness]\nprimary = \"strong\"", "randomness.primary"),
             ("[hedge]\nafter_percentile = 100", "hedge.after_percentile"),
             ("[hedge]\nafter_percentile = 0", "hedge.after_percentile"),
             ("[hedge]\nafter_ms = 0", "hedge.after_ms"),

@@ -130,6 +130,17 @@ pub enum HostCall {
         /// `None` if opened; the error code if refused.
         error: Option<String>,
     },
+    /// A change to a granted directory other than opening a file: unlink,
+    /// rename, mkdir, rmdir, link, symlink or set-times.
+    FileChange {
+        /// What was asked (`unlink`, `rename`…).
+        op: String,
+        /// The path it named (`from -> to` for a rename, `link -> target`
+        /// for a link).
+        path: String,
+        /// `None` if done; the error code if refused.
+        error: Option<String>,
+    },
     /// A validation issue reported by the guest.
     Validation {
         /// Field.
@@ -205,6 +216,7 @@ impl HostCall {
             Self::KvWrite { .. } | Self::Emit { .. } => true,
             Self::Http { safe, .. } => !safe,
             Self::FileOpen { write, .. } => *write,
+            Self::FileChange { .. } => true,
             _ => false,
         }
     }
@@ -302,6 +314,10 @@ fn describe(call: &HostCall) -> String {
             };
             format!("http {method} {url} → {outcome}")
         }
+        HostCall::FileChange { op, path, error } => match error {
+            None => format!("file {op} {path}"),
+            Some(error) => format!("file {op} {path} refused: {error}"),
+        },
         HostCall::FileOpen { path, write, error } => {
             let mode = if *write { "write" } else { "read" };
             match error {

@@ -154,6 +154,46 @@ async fn twins_see_the_same_version_randomness_and_clock() {
     assert_ne!(primary["random"], other["random"]);
 }
 
+/// For secrets, the policy gives the primary the operating system's
+/// generator: it then differs from the mirror's stream, and from a seeded
+/// replay of the same transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_may_draw_secrets_from_the_system() {
+    let dir = tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let server = TestServer::start(Behaviour::default()).await;
+    let observe = || TxRequest { path: Some("observe".into()), input: b"{}".to_vec(), ..Default::default() };
+    // Each on a fresh store, with the same seed for the runtime's own draws.
+    let draws = |policy_text: String| {
+        let data = tempdir().unwrap();
+        let config = txmirror_runtime::RuntimeConfig {
+            randomness: txmirror_runtime::Randomness::seeded(7),
+            ..txmirror_tests::config(data.path())
+        };
+        let runtime = txmirror_runtime::Runtime::open(config).unwrap();
+        async move {
+            let _data = data;
+            let module = load(&runtime, guests::EFFECTS).await;
+            let report = runtime.execute(&module, &policy(&policy_text), observe()).await.unwrap();
+            let attempt = &report.attempts[0];
+            let random = |output: &Option<String>| -> Value {
+                serde_json::from_str::<Value>(output.as_ref().unwrap()).unwrap()["random"].clone()
+            };
+            (random(&attempt.primary.output), random(&attempt.mirror.as_ref().unwrap().output))
+        }
+    };
+    let shared = effects_policy(&server, &files);
+    let system = format!("{shared}\n[randomness]\nprimary = \"system\"\n");
+    let (primary, mirror) = draws(shared.clone()).await;
+    assert_eq!(primary, mirror, "shared by default");
+    assert_eq!(draws(shared).await, (primary.clone(), mirror.clone()), "and the same for the same seed");
+    let (secret, mirror_then) = draws(system.clone()).await;
+    assert_eq!(mirror_then, mirror, "the mirror keeps the seeded stream");
+    assert_ne!(secret, mirror_then, "the primary's comes from the system");
+    assert_ne!(draws(system).await.0, secret, "and is not replayed by the seed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_granted_by_default() {
     let dir = tempdir().unwrap();
@@ -498,4 +538,51 @@ async fn the_policy_keeps_the_mirrors_safe_calls_from_a_host() {
     let heads: Vec<_> = server.received().into_iter().filter(|r| r.method == "HEAD").collect();
     assert_eq!(heads.len(), 1, "{heads:#?}");
     assert!(heads[0].headers.iter().any(|(name, _)| name == "idempotency-key"), "{heads:#?}");
+}
+
+/// Every change to a granted directory is in the trace, in both twins: the
+/// primary's done (or refused), the mirror's refused (its view is
+/// read-only); a symlink pointing outside the directory is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_to_a_directory_is_traced_and_no_link_leaves_it() {
+    let dir = tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let server = TestServer::start(Behaviour::default()).await;
+    let runtime = runtime(&dir.path().join("data"));
+    let module = load(&runtime, guests::EFFECTS).await;
+    let policy = policy(&effects_policy(&server, &files));
+    let request = TxRequest { path: Some("files".into()), input: b"{}".to_vec(), ..Default::default() };
+    let report = runtime.execute(&module, &policy, request).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    let changes = |trace: &txmirror_runtime::Trace| -> Vec<(String, String, bool)> {
+        trace
+            .events
+            .iter()
+            .filter_map(|e| match &e.call {
+                HostCall::FileChange { op, path, error } => Some((op.clone(), path.clone(), error.is_none())),
+                _ => None,
+            })
+            .collect()
+    };
+    let attempt = &report.attempts[0];
+    let done = |op: &str, path: &str, ok: bool| (op.to_string(), path.to_string(), ok);
+    assert_eq!(
+        changes(&attempt.primary),
+        [
+            done("mkdir", "d", true),
+            done("rename", "a.txt -> d/b.txt", true),
+            done("set-times", "", true),
+            done("symlink", "escape -> ../outside", false),
+            done("symlink", "inside -> d/b.txt", true),
+            done("unlink", "inside", true),
+            done("rmdir", "d", false),
+        ],
+        "{:#?}",
+        attempt.primary
+    );
+    let mirror = changes(attempt.mirror.as_ref().unwrap());
+    assert!(mirror.len() >= 3 && mirror.iter().all(|(_, _, ok)| !ok), "the mirror changes nothing: {mirror:?}");
+    assert!(std::fs::symlink_metadata(files.join("escape")).is_err(), "no link out of the directory");
+    assert_eq!(std::fs::read(files.join("d/b.txt")).unwrap(), b"a", "the primary's changes stand");
 }

@@ -9,6 +9,7 @@ use crate::adjust::grants::ResourceWatch;
 use crate::adjust::timeouts::AttemptTimeouts;
 use crate::contention::WriteClaims;
 use crate::instance::limits::InstanceLimiter;
+use crate::policy::PrimaryRandomness;
 use crate::policy::{Access, Policy};
 use crate::predict::InputProfile;
 use crate::store::{EventEntry, StateSnapshot};
@@ -155,8 +156,12 @@ pub(crate) struct SetupError {
 impl InstanceState {
     pub(crate) fn new(setup: &InstanceSetup, role: Role, trace: TraceRecorder) -> Result<Self, SetupError> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.secure_random(StdRng::seed_from_u64(setup.random_seed))
-            .insecure_random(StdRng::seed_from_u64(setup.random_seed.rotate_left(17)))
+        match (role, setup.policy.randomness.primary) {
+            // Secrets for the primary alone; the mirror keeps the stream.
+            (Role::Primary, PrimaryRandomness::System) => wasi.secure_random(rand::make_rng::<StdRng>()),
+            _ => wasi.secure_random(StdRng::seed_from_u64(setup.random_seed)),
+        };
+        wasi.insecure_random(StdRng::seed_from_u64(setup.random_seed.rotate_left(17)))
             .insecure_random_seed(u128::from(setup.random_seed))
             .wall_clock(FrozenWallClock(setup.clock.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()))
             .monotonic_clock(SteppingMonotonicClock(std::sync::atomic::AtomicU64::new(0)));
