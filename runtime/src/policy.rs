@@ -4,12 +4,8 @@
 //! field is documented in `docs/policy.md`. Unknown keys and bad values are
 //! refused with a [`PolicyError`] that names the file, the key and the reason.
 
-mod hosts;
-
-pub(crate) use hosts::{HostGrant, HostPort};
-
 use crate::predict::{AttemptLimits, InputFeature, MAX_INPUTS, Rule, RuleSet};
-use crate::vocab::{Action, FailureKind};
+use crate::vocab::{Action, FailureKind, HostGrant, HostPort};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -76,6 +72,9 @@ pub struct Policy {
     /// Where the primary's `wasi:random/random` comes from.
     #[serde(default)]
     pub randomness: RandomnessSettings,
+    /// What of the guest's requests its traces keep.
+    #[serde(default)]
+    pub redaction: RedactionSettings,
     /// `prediction.rules` (or the defaults), checked and compiled.
     #[serde(skip)]
     rules: RuleSet,
@@ -104,6 +103,7 @@ impl Default for Policy {
             effects: EffectSettings::default(),
             hedge: HedgeSettings::default(),
             randomness: RandomnessSettings::default(),
+            redaction: RedactionSettings::default(),
             rules: RuleSet::defaults(),
         }
     }
@@ -156,6 +156,62 @@ fn default_key_header() -> String {
 impl Default for EffectSettings {
     fn default() -> Self {
         Self { idempotency_header: default_key_header(), in_doubt: InDoubt::default(), journal: true }
+    }
+}
+
+/// What of a request's URL a trace keeps (`[redaction]`, see
+/// `docs/sandbox.md`). Traces are stored with the transaction and shown by
+/// the API; a URL's query string is where credentials and card numbers
+/// end up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionSettings {
+    /// `redact` (the default): each query value becomes `REDACTED`, its
+    /// name kept; `drop`: the whole query string goes; `keep`: as sent.
+    #[serde(default)]
+    pub query: QueryRedaction,
+}
+
+/// See [`RedactionSettings::query`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryRedaction {
+    /// Names kept, values replaced.
+    #[default]
+    Redact,
+    /// The query string left out.
+    Drop,
+    /// As sent.
+    Keep,
+}
+
+impl RedactionSettings {
+    /// The URL as a trace keeps it.
+    pub(crate) fn url(&self, url: &str) -> String {
+        let Some((base, query)) = url.split_once('?') else { return url.to_string() };
+        // A fragment is never sent, but a guest may write one.
+        let (query, fragment) =
+            query.split_once('#').map_or((query, None), |(query, fragment)| (query, Some(fragment)));
+        let kept = match self.query {
+            QueryRedaction::Keep => return url.to_string(),
+            QueryRedaction::Drop => base.to_string(),
+            QueryRedaction::Redact => {
+                let pairs: Vec<String> = query
+                    .split('&')
+                    .filter(|pair| !pair.is_empty())
+                    .map(|pair| match pair.split_once('=') {
+                        Some((name, _)) => format!("{name}=REDACTED"),
+                        None => pair.to_string(),
+                    })
+                    .collect();
+                format!("{base}?{}", pairs.join("&"))
+            }
+        };
+        match fragment {
+            Some(_) if self.query != QueryRedaction::Keep => kept,
+            Some(fragment) => format!("{kept}#{fragment}"),
+            None => kept,
+        }
     }
 }
 
@@ -1134,6 +1190,16 @@ mod tests {
     }
 
     #[test]
+    fn query_strings_are_redacted_unless_the_policy_keeps_them() {
+        let url = "http://pay.test/charge?card=4111111111111111&cvc=123&flag#frag";
+        let with = |query| RedactionSettings { query }.url(url);
+        assert_eq!(with(QueryRedaction::Redact), "http://pay.test/charge?card=REDACTED&cvc=REDACTED&flag");
+        assert_eq!(with(QueryRedaction::Drop), "http://pay.test/charge");
+        assert_eq!(with(QueryRedaction::Keep), url);
+        assert_eq!(RedactionSettings::default().url("http://pay.test/x"), "http://pay.test/x");
+    }
+
+    #[test]
     fn syntax_error_gives_line() {
         let err = parse("a = = 3").expect_err("syntax");
         assert!(err.to_string().contains("line 1"), "{err}");
@@ -1176,6 +1242,7 @@ mod tests {
             ("[effects]\njournal = \"yes\"", "effects.journal"),
             ("[effects]\nkey_header = \"X\"", "effects.key_header"),
             ("[randomness]\nprimary = \"strong\"", "randomness.primary"),
+            ("[redaction]\nquery = \"hide\"", "redaction.query"),
             ("[hedge]\nafter_percentile = 100", "hedge.after_percentile"),
             ("[hedge]\nafter_percentile = 0", "hedge.after_percentile"),
             ("[hedge]\nafter_ms = 0", "hedge.after_ms"),

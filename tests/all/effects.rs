@@ -586,3 +586,51 @@ async fn every_change_to_a_directory_is_traced_and_no_link_leaves_it() {
     assert!(std::fs::symlink_metadata(files.join("escape")).is_err(), "no link out of the directory");
     assert_eq!(std::fs::read(files.join("d/b.txt")).unwrap(), b"a", "the primary's changes stand");
 }
+
+/// A card number in a query string never reaches the stored record: the
+/// trace keeps the names of the query's fields, not their values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_values_are_redacted_before_a_trace_is_stored() {
+    let fixture = Fixture::new(Behaviour::default()).await;
+    let url = format!("{}/sink?card=4111111111111111&cvc=123", fixture.server.url());
+    let requests = serde_json::json!([
+        { "method": "GET", "url": url, "headers": [] },
+        { "method": "POST", "url": url, "headers": [], "body": "{}" },
+    ]);
+    let request =
+        TxRequest { path: Some("sneak".into()), input: requests.to_string().into_bytes(), ..Default::default() };
+    let report = fixture.runtime.execute(&fixture.module, &fixture.policy, request).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    let received = fixture.server.received();
+    assert!(received.iter().all(|r| r.uri.contains("card=4111111111111111")), "sent as the guest asked");
+    let attempt = &report.attempts[0];
+    for trace in [&attempt.primary, attempt.mirror.as_ref().unwrap()] {
+        let urls: Vec<&str> = trace
+            .events
+            .iter()
+            .filter_map(|e| match &e.call {
+                HostCall::Http { url, .. } => Some(url.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(urls.len(), 2);
+        assert!(urls.iter().all(|url| url.ends_with("/sink?card=REDACTED&cvc=REDACTED")), "{urls:?}");
+    }
+    let stored = fixture.runtime.transaction(&report.transaction_id).unwrap().unwrap();
+    let text = serde_json::to_string(&stored.history).unwrap();
+    assert!(!text.contains("4111111111111111"), "no card number in the stored record");
+
+    // Nor in the effect journal, which a dead letter shows: the output
+    // never meets this policy's criterion, so the transaction is one.
+    let files = fixture._dir.path().join("files");
+    let unmet = policy(&format!(
+        "{}\n[retry]\nmax_attempts = 1\n[success_criteria]\nrequired_output_fields = [\"never\"]\n",
+        effects_policy(&fixture.server, &files)
+    ));
+    let request =
+        TxRequest { path: Some("sneak".into()), input: requests.to_string().into_bytes(), ..Default::default() };
+    let report = fixture.runtime.execute(&fixture.module, &unmet, request).await.unwrap();
+    let letter = fixture.runtime.dead_letter(&report.transaction_id).unwrap().expect("dead-lettered");
+    assert_eq!(letter.effects.len(), 1, "the POST: {letter:#?}");
+    assert!(letter.effects[0].url.ends_with("/sink?card=REDACTED&cvc=REDACTED"), "{:?}", letter.effects[0].url);
+}

@@ -123,8 +123,7 @@ fn rescuable(kind: FailureKind) -> bool {
 
 /// The endpoint key of `EndpointHealth` for a request of the trace.
 fn endpoint_of(method: &str, url: &str) -> Option<String> {
-    let uri: http::Uri = url.parse().ok()?;
-    Some(format!("{method} {}://{}{}", uri.scheme_str().unwrap_or("http"), uri.authority()?.as_str(), uri.path()))
+    crate::vocab::endpoint_name(method, &url.parse().ok()?)
 }
 
 /// Whether a failure of an attempt that adaptive mirroring ran without its

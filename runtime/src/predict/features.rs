@@ -133,10 +133,15 @@ impl std::fmt::Debug for FeatureContext<'_> {
 }
 
 /// The endpoint of a URL, as the endpoint statistics key it: method, scheme,
-/// authority and path, without the query.
+/// the host in its one spelling with its port, and the path, without the
+/// query (see `vocab/hosts.rs`).
 pub fn endpoint_key(method: &str, url: &str) -> String {
-    let without_query = url.split(['?', '#']).next().unwrap_or(url);
-    format!("{method} {without_query}")
+    match url.parse::<http::Uri>().ok().and_then(|uri| crate::vocab::endpoint_name(method, &uri)) {
+        Some(name) => name,
+        // Not a URL the allow-list could judge: it was refused, and is its
+        // own endpoint.
+        None => format!("{method} {}", url.split(['?', '#']).next().unwrap_or(url)),
+    }
 }
 
 /// What is known of an endpoint: `(endpoint, request bytes)` to what it
@@ -383,7 +388,7 @@ mod tests {
             attempt: 2,
             contended: &|_, key, _| key == "hot",
             endpoint: &|endpoint, _| {
-                (endpoint == "POST http://h/charge").then_some(EndpointView {
+                (endpoint == "POST http://h:80/charge").then_some(EndpointView {
                     latency_ms: 100.0,
                     error_rate: 0.5,
                     rate_limited: 0.25,
@@ -412,7 +417,7 @@ mod tests {
         assert_eq!(f.input_bytes, 42.0);
         assert_eq!(f.outbound_request_bytes, 80.0);
         assert_eq!((f.rate_limited_share, f.rate_limit_load, f.rate_limit_wait_ms), (0.25, 1.2, 300.0));
-        assert_eq!(endpoint_key("GET", "http://h/slow?q=1"), "GET http://h/slow");
+        assert_eq!(endpoint_key("GET", "http://h/slow?q=1"), "GET http://h:80/slow");
 
         // Folding the calls in as they come gives the same features.
         let mut accumulator = FeatureAccumulator::default();

@@ -227,7 +227,7 @@ impl Runtime {
             (seed.transaction_id.to_string(), seed.facts_of.to_string()),
             path.to_string(),
             seed.fence.cloned(),
-            policy.effects.clone(),
+            (policy.effects.clone(), policy.redaction.clone()),
         )));
         let write_claims = self.inner.in_flight_writes.claims();
         let owner = write_claims.owner();

@@ -1,5 +1,5 @@
 //! The runtime's leaf vocabulary: the words every other part speaks —
-//! failure kinds, twins, actions, gate verdicts, names — as typed values,
+//! failure kinds, twins, actions, gate verdicts, names, hosts — as typed values,
 //! in memory and on disk.
 //!
 //! **Architecture invariant:** nothing here imports anything of the crate
@@ -8,12 +8,14 @@
 
 mod action;
 mod failure;
+mod hosts;
 mod name;
 mod role;
 mod verdict;
 
 pub use action::Action;
 pub use failure::{Failure, FailureKind};
+pub(crate) use hosts::{HostGrant, HostPort, endpoint_name};
 pub use name::{MAX_NAME_LEN, validate_name};
 pub use role::Role;
 pub use verdict::{GateStage, GateVerdict};

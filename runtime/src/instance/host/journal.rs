@@ -6,7 +6,7 @@
 //! a worker goes on running other instances while the journal is written.
 
 use super::MAX_RESPONSE_BYTES;
-use crate::policy::{EffectSettings, InDoubt};
+use crate::policy::{EffectSettings, InDoubt, RedactionSettings};
 use crate::store::{
     Effect, EffectResponse, EffectWrite, Fence, JournalWrites, StateStore, StoreError, TransactionOutcome,
 };
@@ -47,6 +47,8 @@ pub(crate) struct EffectJournal {
     path: String,
     fence: Option<Fence>,
     pub(crate) settings: EffectSettings,
+    /// What of a call's URL the journal keeps.
+    redaction: RedactionSettings,
     /// The path's effects by ordinal: read from the store at the attempt's
     /// first unsafe call, then kept up to date by the attempt's own writes.
     known: tokio::sync::OnceCell<Mutex<HashMap<u32, Effect>>>,
@@ -97,7 +99,7 @@ impl EffectJournal {
         (transaction_id, facts_of): (String, String),
         path: String,
         fence: Option<Fence>,
-        settings: EffectSettings,
+        (settings, redaction): (EffectSettings, RedactionSettings),
     ) -> Self {
         Self {
             store,
@@ -107,6 +109,7 @@ impl EffectJournal {
             path,
             fence,
             settings,
+            redaction,
             known: tokio::sync::OnceCell::new(),
             failure: Mutex::default(),
         }
@@ -199,7 +202,10 @@ impl EffectJournal {
             }
         };
         let (method, url) = (parts.method.to_string(), parts.uri.to_string());
+        // The digest is of the request as sent; the journal, which is
+        // stored and shown, keeps the URL as the policy's redaction says.
         let digest = request_digest(&method, &url, &body);
+        let url = self.redaction.url(&url);
         // Validated with the policy; a name that is not one keys nothing.
         let header = HeaderName::from_bytes(self.settings.idempotency_header.as_bytes()).ok();
         let key = match header.as_ref().and_then(|name| parts.headers.get(name)).and_then(|v| v.to_str().ok()) {

@@ -12,9 +12,10 @@
 //!   says where it came from), so that a module cannot behave for the
 //!   mirror and otherwise for real.
 
-use crate::policy::{HostGrant, HostPort, MirrorSettings, Policy, SafeCalls, Stub};
+use crate::policy::{MirrorSettings, Policy, SafeCalls, Stub};
 use crate::trace::{HostCall, HttpOutcome, TraceRecorder};
 use crate::vocab::Role;
+use crate::vocab::{HostGrant, HostPort, endpoint_name};
 use bytes::Bytes;
 use http::{Method, Response};
 use http_body_util::{BodyExt, Full, Limited};
@@ -46,11 +47,6 @@ pub struct EndpointMemory {
 const REMEMBERED_ENDPOINTS: usize = 4096;
 
 impl EndpointMemory {
-    /// An endpoint's one name, however the request spelt its host.
-    fn endpoint(method: &Method, uri: &http::Uri, target: &HostPort) -> String {
-        format!("{method} {}://{target}{}", uri.scheme_str().unwrap_or("http").to_ascii_lowercase(), uri.path())
-    }
-
     fn remember(&self, endpoint: String, status: u16, body: Bytes) {
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if last.len() >= REMEMBERED_ENDPOINTS && !last.contains_key(&endpoint) {
@@ -154,8 +150,10 @@ impl WasiHttpHooks for OutboundHooks {
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        // The trace keeps the URL as the policy's redaction says.
+        let traced_url = self.policy.redaction.url(&url);
         let record = move |outcome: HttpOutcome, request_bytes: Option<u64>| {
-            let (method, url) = (method.to_string(), url.clone());
+            let (method, url) = (method.to_string(), traced_url.clone());
             trace.record_since(at, HostCall::Http { method, url, safe, request_bytes, outcome });
         };
 
@@ -181,7 +179,8 @@ impl WasiHttpHooks for OutboundHooks {
             self.unsafe_calls += 1;
             u32::try_from(self.unsafe_calls).unwrap_or(u32::MAX)
         });
-        let endpoint = EndpointMemory::endpoint(request.method(), &uri, &target);
+        // Granted, so the host has its one spelling.
+        let endpoint = endpoint_name(request.method().as_str(), &uri).unwrap_or_else(|| target.to_string());
         // What the mirror answers itself instead of sending: every unsafe
         // request, and the safe ones to a host the policy says so of.
         let held = match (self.role, safe) {

@@ -1,4 +1,5 @@
-//! Hosts as `capabilities.outbound_hosts` knows them: one spelling per host and port, so
+//! Hosts as the allow-list (`capabilities.outbound_hosts`) and the
+//! endpoints' health know them: one spelling per host and port, so
 //! that a grant can be neither evaded nor missed by spelling a host another
 //! way (`EXAMPLE.com.`, `example.com:80`, `[::1]`, `2130706433`), and
 //! an endpoint's health is learnt once however it is spelt.
@@ -78,6 +79,15 @@ impl HostPort {
         let port = authority.port_u16().unwrap_or_else(|| default_port(uri.scheme_str()));
         Ok(Self { host: canonical_host(authority.host())?, port })
     }
+}
+
+/// An endpoint's one name, however the request spelt its host: the key
+/// under which its health is learnt and looked up (`METHOD
+/// scheme://host:port/path`, no query). `None` for a URL with no host the
+/// allow-list could judge.
+pub(crate) fn endpoint_name(method: &str, uri: &http::Uri) -> Option<String> {
+    let target = HostPort::of(uri).ok()?;
+    Some(format!("{method} {}://{target}{}", uri.scheme_str().unwrap_or("http").to_ascii_lowercase(), uri.path()))
 }
 
 /// One `capabilities.outbound_hosts` entry: a host, and the port it names,
@@ -174,6 +184,15 @@ mod tests {
         assert!(!allowed("127.0.0.1:9000", "http://127.0.0.1:9001/"));
         assert!(!allowed("api.example.com", "http://api.example.com.evil.test/"));
         assert!(!allowed("api.example.com", "http://evil.test/?api.example.com"));
+    }
+
+    #[test]
+    fn an_endpoint_has_one_name() {
+        let name = |url: &str| endpoint_name("POST", &url.parse::<http::Uri>().expect("a URI"));
+        let one = Some("POST http://api.example.com:80/charges".to_string());
+        assert_eq!(name("http://api.example.com/charges"), one);
+        assert_eq!(name("HTTP://API.example.com.:80/charges?card=1"), one);
+        assert_eq!(name("http://2130706433/charges"), None);
     }
 
     #[test]
