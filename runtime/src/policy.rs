@@ -1310,4 +1310,89 @@ mod tests {
         let err = policy.resolve_paths(&["main".to_string()]).expect_err("missing path");
         assert!(err.to_string().contains("no path `backup`"), "{err}");
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Real keys, so that the values reach validation, not only serde.
+        const KEYS: [(&str, &str); 16] = [
+            ("resource_requirements", "fuel"),
+            ("resource_requirements", "memory_mib"),
+            ("resource_requirements", "wall_time_ms"),
+            ("resource_requirements", "outbound_timeout_ms"),
+            ("retry", "max_attempts"),
+            ("retry", "jitter"),
+            ("prediction", "threshold"),
+            ("prediction", "gate_timeout_ms"),
+            ("hedge", "after_ms"),
+            ("hedge", "after_percentile"),
+            ("mirror", "send_methods"),
+            ("mirror", "sample"),
+            ("effects", "in_doubt"),
+            ("capabilities", "outbound_hosts"),
+            ("redaction", "query"),
+            ("idempotency", "retention_secs"),
+        ];
+
+        const VALUES: [&str; 18] = [
+            "-1",
+            "0",
+            "1",
+            "1.5",
+            "1e308",
+            "-1e308",
+            "nan",
+            "\"x\"",
+            "\"\"",
+            "[]",
+            "[\"GET\"]",
+            "[\"2130706433\", \"a.test:0\"]",
+            "[1, 2]",
+            "true",
+            "{}",
+            "18446744073709551615",
+            "9223372036854775807",
+            "\"send\"",
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Any text at all: a policy, or an error that says where.
+            #[test]
+            fn any_text_parses_or_is_refused(text in "(\\PC|\n){0,200}") {
+                if let Err(error) = Policy::parse(&text, Path::new("p.toml")) {
+                    prop_assert!(!error.to_string().is_empty());
+                }
+            }
+
+            /// Real keys with odd values: accepted, or refused naming a key;
+            /// never a panic (an overflow in validation, say).
+            #[test]
+            fn real_keys_with_odd_values_are_accepted_or_refused_by_name(
+                entries in proptest::collection::vec((0..KEYS.len(), 0..VALUES.len()), 1..6)
+            ) {
+                let mut sections: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+                for (key, value) in entries {
+                    let (section, name) = KEYS[key];
+                    let lines = sections.entry(section).or_default();
+                    if !lines.iter().any(|line| line.starts_with(&format!("{name} ="))) {
+                        lines.push(format!("{name} = {}", VALUES[value]));
+                    }
+                }
+                let text: String = sections
+                    .iter()
+                    .map(|(section, lines)| format!("[{section}]\n{}\n", lines.join("\n")))
+                    .collect();
+                match Policy::parse(&text, Path::new("p.toml")) {
+                    Ok(policy) => prop_assert!(policy.resource_requirements.fuel > 0),
+                    Err(PolicyError::Invalid { key, reason, .. }) => {
+                        prop_assert!(!key.is_empty() && !reason.is_empty(), "{text}");
+                    }
+                    Err(other) => prop_assert!(!other.to_string().is_empty()),
+                }
+            }
+        }
+    }
 }

@@ -386,4 +386,122 @@ mod tests {
             decode(String::new, &renamed).unwrap_or(DiskOutcome::Committed { version: 0, output: Vec::new() });
         assert_eq!(TransactionOutcome::try_from(outcome).err().as_deref(), Some("`exploded` is not a failure kind"));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn kind() -> impl Strategy<Value = FailureKind> {
+            (0..64usize).prop_filter_map("a known kind", |i| {
+                ["unavailable", "conflict", "guest_trap", "effect_in_doubt", "diverted", "rejected"]
+                    .get(i % 6)
+                    .and_then(|name| FailureKind::from_name(name))
+            })
+        }
+
+        fn outcome() -> impl Strategy<Value = TransactionOutcome> {
+            prop_oneof![
+                (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64))
+                    .prop_map(|(version, output)| TransactionOutcome::Committed { version, output }),
+                (kind(), ".{0,40}").prop_map(|(kind, message)| TransactionOutcome::Failed { kind, message }),
+            ]
+        }
+
+        fn attempt() -> impl Strategy<Value = Attempt> {
+            (any::<u32>(), "[a-z-]{1,12}", prop::option::of((kind(), ".{0,20}")), any::<u64>(), any::<u64>()).prop_map(
+                |(number, path, failed, snapshot_version, duration_micros)| Attempt {
+                    number,
+                    path,
+                    outcome: failed
+                        .map_or(AttemptOutcome::Committed, |(kind, message)| AttemptOutcome::Failed { kind, message }),
+                    snapshot_version,
+                    duration_micros,
+                },
+            )
+        }
+
+        fn record() -> impl Strategy<Value = TransactionRecord> {
+            (
+                ".{1,40}",
+                "[0-9a-f]{0,64}",
+                ".{0,20}",
+                outcome(),
+                proptest::collection::vec(attempt(), 0..4),
+                proptest::collection::vec(any::<u8>(), 0..128),
+            )
+                .prop_map(|(id, module, path, outcome, attempts, history)| TransactionRecord {
+                    id,
+                    module,
+                    path,
+                    input_hash: "h".into(),
+                    outcome,
+                    attempts,
+                    history: History::from_bytes(history),
+                })
+        }
+
+        fn effect() -> impl Strategy<Value = Effect> {
+            (
+                "[a-z-]{1,12}",
+                any::<u32>(),
+                ".{0,60}",
+                any::<u32>(),
+                any::<u64>(),
+                prop::option::of((100u16..600, proptest::collection::vec(any::<u8>(), 0..64), any::<u64>())),
+            )
+                .prop_map(|(path, ordinal, url, sends, sent_unix_ms, response)| Effect {
+                    path,
+                    ordinal,
+                    method: "POST".into(),
+                    url,
+                    digest: "d".into(),
+                    key: "k".into(),
+                    sends,
+                    sent_unix_ms,
+                    response: response.map(|(status, body, unix_ms)| EffectResponse {
+                        status,
+                        headers: vec![("content-type".into(), "application/json".into())],
+                        body,
+                        unix_ms,
+                    }),
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Whatever bytes a store hands back, decoding answers, never panics.
+            #[test]
+            fn any_bytes_decode_or_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = decode_record("t", &bytes);
+                let _ = decode_effect("t", &bytes);
+                let _ = decode_dead_letter("t", &bytes);
+                let _ = decode_versioned(&bytes);
+            }
+
+            /// A record, an effect and a versioned value read back as written.
+            #[test]
+            fn what_is_written_reads_back(record in record(), effect in effect(), version in any::<u64>(),
+                                          value in proptest::collection::vec(any::<u8>(), 0..64)) {
+                let bytes = encode_record(&record).expect("encodes");
+                prop_assert_eq!(decode_record(&record.id, &bytes).expect("decodes"), record);
+                let bytes = encode_effect(&effect).expect("encodes");
+                prop_assert_eq!(decode_effect("t", &bytes).expect("decodes"), effect);
+                let bytes = encode_versioned(version, &value);
+                prop_assert_eq!(decode_versioned(&bytes).expect("decodes"), (version, value.as_slice()));
+            }
+
+            /// A record cut short, or with a byte changed, is refused or read, never a panic.
+            #[test]
+            fn damaged_records_never_panic(record in record(), cut in any::<prop::sample::Index>(),
+                                           flip in any::<prop::sample::Index>(), bit in 0u8..8) {
+                let bytes = encode_record(&record).expect("encodes");
+                let _ = decode_record("t", &bytes[..cut.index(bytes.len() + 1)]);
+                let mut flipped = bytes.clone();
+                let at = flip.index(flipped.len());
+                flipped[at] ^= 1 << bit;
+                let _ = decode_record("t", &flipped);
+            }
+        }
+    }
 }
