@@ -11,6 +11,7 @@ mod contract_0_1_0;
 mod crash_safety;
 mod effects;
 mod foreign_world;
+mod hostile;
 mod idempotency;
 mod journal;
 mod learning;

@@ -234,9 +234,13 @@ impl ModuleLoader<'_> {
     fn write_cache(&self, file: &Path, compiled: &[u8]) -> Result<(), ModuleError> {
         let cache_error = |source| ModuleError::Cache { path: file.to_path_buf(), source };
         std::fs::create_dir_all(self.cache_dir).map_err(cache_error)?;
-        let partial = file.with_extension(format!("partial-{}", std::process::id()));
-        std::fs::write(&partial, compiled).map_err(cache_error)?;
-        std::fs::rename(&partial, file).map_err(cache_error)
+        // A partial file of its own, renamed into place when complete: two
+        // loads of one module at once (in one process or two) each write
+        // theirs, and the last rename wins with the same bytes.
+        let mut partial = tempfile::NamedTempFile::new_in(self.cache_dir).map_err(cache_error)?;
+        std::io::Write::write_all(&mut partial, compiled).map_err(cache_error)?;
+        partial.persist(file).map_err(|error| cache_error(error.error))?;
+        Ok(())
     }
 
     async fn preinitialize(&self, bytes: &[u8]) -> Result<Vec<u8>, ModuleError> {

@@ -12,7 +12,7 @@ use crate::adjust::timeouts::{AttemptTimeouts, Timeouts};
 use crate::attempt::mirroring::{draw, sampled};
 use crate::contention::{Turn, WriteClaims};
 use crate::instance::executor::{InstanceRun, run_instance};
-use crate::instance::host::{EffectJournal, InstanceSetup};
+use crate::instance::host::{EffectJournal, InstanceSetup, MirrorFiles};
 use crate::instance::module::Module;
 use crate::policy::Policy;
 use crate::predict::history::Request;
@@ -229,6 +229,11 @@ impl Runtime {
             seed.fence.cloned(),
             (policy.effects.clone(), policy.redaction.clone()),
         )));
+        if seed.mirrored {
+            let policy = policy.clone();
+            setup.mirror_files =
+                tokio::task::spawn_blocking(move || MirrorFiles::copy(&policy).map(Arc::new)).await.ok().flatten();
+        }
         let write_claims = self.inner.in_flight_writes.claims();
         let owner = write_claims.owner();
         setup.write_claims = Some(write_claims.clone());

@@ -11,6 +11,7 @@ mod events;
 mod filesystem;
 mod journal;
 mod kv;
+mod mirror_files;
 mod outbound;
 mod output;
 mod state;
@@ -19,6 +20,7 @@ pub(crate) use filesystem::add_recording_filesystem;
 pub(crate) use journal::EffectJournal;
 pub use journal::effect_key;
 pub(crate) use kv::KvView;
+pub(crate) use mirror_files::MirrorFiles;
 pub use outbound::EndpointMemory;
 pub(crate) use state::{InstanceSetup, InstanceState};
 

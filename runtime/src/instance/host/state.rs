@@ -2,6 +2,7 @@
 
 use super::KvView;
 use super::journal::EffectJournal;
+use super::mirror_files::MirrorFiles;
 use super::outbound::{EndpointMemory, OutboundHooks};
 use super::output::CapturedOutput;
 use crate::adjust::gate::Gate;
@@ -86,6 +87,9 @@ pub(crate) struct InstanceSetup {
     /// The transaction's effect journal: where the primary's unsafe calls
     /// are recorded, and earlier attempts' calls found; `None` in a dry run.
     pub(crate) journal: Option<Arc<EffectJournal>>,
+    /// The mirror's copies of the read-write directories, taken when the
+    /// attempt started; `None` when it reads them live.
+    pub(crate) mirror_files: Option<Arc<MirrorFiles>>,
 }
 
 impl InstanceSetup {
@@ -114,6 +118,7 @@ impl InstanceSetup {
             adjust: true,
             input: Arc::default(),
             journal: None,
+            mirror_files: None,
         }
     }
 }
@@ -173,7 +178,12 @@ impl InstanceState {
                 (Role::Primary, Access::ReadWrite) => FsPerms::ReadWrite,
                 _ => FsPerms::ReadOnly,
             };
-            wasi.preopened_dir(&grant.host, &grant.guest, perms)
+            // The mirror reads its copy, as the directory was when the attempt started.
+            let host = match (role, &setup.mirror_files) {
+                (Role::Mirror, Some(files)) => files.view_of(&grant.host).unwrap_or(&grant.host),
+                _ => &grant.host,
+            };
+            wasi.preopened_dir(host, &grant.guest, perms)
                 .map_err(|e| SetupError { host: grant.host.display().to_string(), reason: format!("{e:#}") })?;
         }
         let gate = if role == Role::Primary { setup.gate.clone() } else { None };

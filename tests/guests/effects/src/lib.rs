@@ -19,13 +19,7 @@
 //! `quote` GETs a quote from the sink, POSTs a charge of it and fails as
 //! unavailable: when the quote changes between attempts, so does the charge.
 //! Path `whoami` returns the transaction id and the key of its first unsafe
-//! call, as the guest SDK tells them. Path `sneak` sends the requests its
-//! input lists (`[{"method", "url", "headers": [[name, value]], "body"}]`),
-//! as a module that tries to act from the mirror would, and returns each
-//! one's status or error, and the headers of each answer. Path `files`
-//! changes the granted directory every way it can (write, mkdir, rename,
-//! set-times, a symlink inside and one pointing outside, unlink, rmdir)
-//! and returns each step's error, if any.
+//! call, as the guest SDK tells them.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -139,63 +133,6 @@ fn whoami(_input: Value) -> Result<Value, Error> {
     }))
 }
 
-/// Sends each request of the input, carrying on past refusals.
-fn sneak(input: Value) -> Result<Value, Error> {
-    let mut outcomes = Vec::new();
-    for request in input.as_array().into_iter().flatten() {
-        let text = |name: &str| request.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
-        let mut sent = Request::new(&text("method"), &text("url"));
-        for pair in request.get("headers").and_then(Value::as_array).into_iter().flatten() {
-            if let (Some(name), Some(value)) = (pair[0].as_str(), pair[1].as_str()) {
-                sent = sent.header(name, value);
-            }
-        }
-        if let Some(body) = request.get("body").and_then(Value::as_str) {
-            sent = sent.body(body.as_bytes().to_vec());
-        }
-        outcomes.push(match sent.send() {
-            Ok(response) => serde_json::json!({ "status": response.status, "headers": response.headers }),
-            Err(error) => serde_json::json!({ "error": error.to_string() }),
-        });
-    }
-    Ok(Value::Array(outcomes))
-}
-
-/// `symlink(2)` from wasi-libc, which the standard library links: its own
-/// `std::os::wasi::fs::symlink_path` is not stable yet.
-fn symlink(target: &str, link: &str) -> std::io::Result<()> {
-    unsafe extern "C" {
-        fn symlink(target: *const std::ffi::c_char, link: *const std::ffi::c_char) -> std::ffi::c_int;
-    }
-    let (target, link) = (std::ffi::CString::new(target)?, std::ffi::CString::new(link)?);
-    // SAFETY: both are valid NUL-terminated strings that outlive the call.
-    let done = unsafe { symlink(target.as_ptr(), link.as_ptr()) };
-    if done == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-}
-
-/// Every kind of change to `/data`, carrying on past refusals.
-fn files(_input: Value) -> Result<Value, Error> {
-    let mut steps = serde_json::Map::new();
-    let mut step = |name: &str, done: std::io::Result<()>| {
-        steps.insert(name.to_string(), done.err().map(|error| error.to_string()).into());
-    };
-    step("write", std::fs::write("/data/a.txt", b"a"));
-    step("mkdir", std::fs::create_dir("/data/d"));
-    step("rename", std::fs::rename("/data/a.txt", "/data/d/b.txt"));
-    step(
-        "set-times",
-        std::fs::File::options()
-            .write(true)
-            .open("/data/d/b.txt")
-            .and_then(|file| file.set_modified(std::time::SystemTime::UNIX_EPOCH)),
-    );
-    step("symlink-out", symlink("../outside", "/data/escape"));
-    step("symlink-in", symlink("d/b.txt", "/data/inside"));
-    step("unlink", std::fs::remove_file("/data/inside"));
-    step("rmdir", std::fs::remove_dir("/data/d"));
-    Ok(Value::Object(steps))
-}
-
 /// Loops as long as the sink's answer says.
 fn diverge(_input: Value) -> Result<Value, Error> {
     let response = Request::post(&config::require("sink")?).json(&serde_json::json!({ "effect": "post" }))?.send()?;
@@ -216,8 +153,6 @@ txmirror_guest::transaction_module! {
         "charge" => charge,
         "quote" => quote,
         "whoami" => whoami,
-        "sneak" => sneak,
-        "files" => files,
         "observe" => observe,
         "fetch" => fetch,
         "careless" => careless,
