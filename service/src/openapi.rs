@@ -9,6 +9,7 @@ use crate::error::{ErrorBody, ErrorDetail};
 use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref, ResponseBuilder};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,6 +39,31 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // Every operation behind a token answers 401 without a valid one and
+        // 403 when the token's role may not: said once here, for all.
+        let refused = |description: &str| {
+            let body = Content::new(Some(Ref::from_schema_name("ErrorBody")));
+            ResponseBuilder::new().description(description).content("application/json", body).build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                if operation.security.as_ref().is_some_and(|security| !security.is_empty()) {
+                    let responses = &mut operation.responses.responses;
+                    responses.entry("401".into()).or_insert_with(|| refused("No valid bearer token").into());
+                    responses.entry("403".into()).or_insert_with(|| refused("The token's role may not do this").into());
+                }
+            }
+        }
     }
 }
 

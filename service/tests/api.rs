@@ -297,7 +297,8 @@ async fn dead_letters_are_listed_replayed_and_dropped_in_bulk_by_filter() {
     for (query, says) in [
         ("?kind=no_such_kind", "not a failure kind"),
         ("?since_unix_ms=5&until_unix_ms=5", "the time range is empty"),
-        ("?limit=0", "at least 1"),
+        ("?limit=0", "from 1 to 500"),
+        ("?limit=501", "from 1 to 500"),
         ("?colour=red", "unknown field"),
     ] {
         let (status, body) = operator.send("GET", &format!("/v1/dlq{query}"), Body::empty()).await;

@@ -5,7 +5,8 @@
 //!   (its own download host is out of reach) into `target/onnxruntime/`;
 //! - the training pipeline's Python packages (`models/requirements.txt`)
 //!   into `target/python/`, without touching the system (the tests train
-//!   their model fixtures with them).
+//!   their model fixtures with them), and the API fuzzer the tests run
+//!   (`tests/requirements.txt`, schemathesis) into `target/python-tests/`.
 //!
 //! `.cargo/config.toml` points `ORT_DYLIB_PATH` and `TXMIRROR_PYTHONPATH` at
 //! these places for everything cargo runs.
@@ -134,18 +135,25 @@ fn ensure_onnxruntime(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Installs the pinned training packages into `target/python`, again when
-/// `models/requirements.txt` changes.
+/// Installs the pinned training packages into `target/python`, and the API
+/// fuzzer of the tests into `target/python-tests`, each again when its
+/// requirements file changes.
 fn ensure_python_packages(root: &Path) -> Result<()> {
-    let requirements = root.join("models/requirements.txt");
+    install_requirements(root, "models/requirements.txt", "target/python", "the training packages")?;
+    install_requirements(root, "tests/requirements.txt", "target/python-tests", "the API fuzzer (schemathesis)")
+}
+
+/// Installs the pinned packages of `requirements` into `target` with pip.
+fn install_requirements(root: &Path, requirements: &str, target: &str, what: &str) -> Result<()> {
+    let requirements = root.join(requirements);
     let wanted =
         std::fs::read_to_string(&requirements).with_context(|| format!("cannot read {}", requirements.display()))?;
-    let target = root.join("target/python");
+    let target = root.join(target);
     let stamp = target.join(".requirements.txt");
     if std::fs::read_to_string(&stamp).is_ok_and(|installed| installed == wanted) {
         return Ok(());
     }
-    println!("installing the training packages of models/requirements.txt into {}", target.display());
+    println!("installing {what} of {} into {}", requirements.display(), target.display());
     if target.exists() {
         std::fs::remove_dir_all(&target).with_context(|| format!("cannot clear {}", target.display()))?;
     }
@@ -158,7 +166,7 @@ fn ensure_python_packages(root: &Path) -> Result<()> {
             .arg("-r")
             .arg(&requirements),
     )
-    .context("pip could not install the training packages")?;
+    .with_context(|| format!("pip could not install {what}"))?;
     std::fs::write(&stamp, wanted).with_context(|| format!("cannot write {}", stamp.display()))?;
     Ok(())
 }

@@ -48,13 +48,14 @@ pub struct LetterQuery {
     pub since_unix_ms: Option<u64>,
     /// Only those dead-lettered before this time (ms since the Unix epoch).
     pub until_unix_ms: Option<u64>,
-    /// At most this many (default 500, at most 500).
+    /// At most this many (default 500; from 1 to 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
 }
 
 /// What a bulk replay or drop takes: filters (every one given must hold),
 /// a limit, and, for a drop with no filter, `all` to say so outright.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkBody {
     /// Only this module's (its content hash).
@@ -72,8 +73,9 @@ pub struct BulkBody {
     /// Only those dead-lettered before this time (ms since the Unix epoch).
     #[serde(default)]
     pub until_unix_ms: Option<u64>,
-    /// At most this many, oldest first (default 100, at most 500).
+    /// At most this many, oldest first (default 100; from 1 to 500).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// Takes every letter when no filter is given (a drop refuses an empty
     /// filter without it).
@@ -147,22 +149,24 @@ fn filter(
     Ok(filter)
 }
 
-/// A limit from the request: at least 1, at most [`MAX_LIMIT`].
-fn limit(given: Option<usize>, default: usize) -> Result<usize, ServiceError> {
+/// A limit from the request: from 1 to [`MAX_LIMIT`], as the API document says.
+pub(crate) fn limit(given: Option<usize>, default: usize) -> Result<usize, ServiceError> {
     match given.unwrap_or(default) {
-        0 => Err(ServiceError::BadRequest("the limit must be at least 1".into())),
-        n => Ok(n.min(MAX_LIMIT)),
+        n @ 1..=MAX_LIMIT => Ok(n),
+        n => Err(ServiceError::BadRequest(format!("the limit must be from 1 to {MAX_LIMIT}, not {n}"))),
     }
 }
 
 impl BulkBody {
     /// The body, read, and its filter and limit.
     fn read(bytes: &[u8]) -> Result<(Self, DeadLetterFilter, usize), ServiceError> {
-        let body: Self = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Self::default()
-        } else {
-            serde_json::from_slice(bytes).map_err(|e| ServiceError::BadRequest(format!("the request body: {e}")))?
-        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ServiceError::BadRequest(
+                "the request body is a JSON object of filters ({} selects every letter)".into(),
+            ));
+        }
+        let body: Self =
+            serde_json::from_slice(bytes).map_err(|e| ServiceError::BadRequest(format!("the request body: {e}")))?;
         let filter = filter(
             (body.module.clone(), body.path.clone(), body.kind.clone()),
             (body.since_unix_ms, body.until_unix_ms),

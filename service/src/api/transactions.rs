@@ -102,7 +102,8 @@ pub struct ListQuery {
     pub path: Option<String>,
     /// Only those accepted before this sequence (for paging).
     pub before: Option<u64>,
-    /// At most this many (default 50, at most 500).
+    /// At most this many (default 50; from 1 to 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
 }
 
@@ -460,7 +461,7 @@ pub(crate) async fn list_transactions(
     {
         return Err(ServiceError::BadRequest(format!("status `{status}` is not pending, committed or failed")));
     }
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let limit = super::dead_letters::limit(query.limit, 50)?;
     let tenant = &caller.tenant;
     let mut out = Vec::new();
     let mut before = query.before;
