@@ -283,14 +283,6 @@ async fn the_compensation_refunds_exactly_the_charges_that_were_sent() {
     // Each path charged once, however many attempts it made.
     let (charged_primary, charged_backup) = (charges(&primary), charges(&backup));
     assert_eq!((charged_primary.len(), charged_backup.len()), (1, 1));
-    let refunds = |server: &TestServer| -> Vec<Value> {
-        server
-            .received()
-            .into_iter()
-            .filter(|r| r.method == "POST" && r.uri == "/refunds")
-            .map(|r| serde_json::from_slice(&r.body).unwrap())
-            .collect()
-    };
     // The gateways answered `ch_{n}`, n counting their requests: the charge
     // was request 2 at each (after the health check).
     assert_eq!(refunds(&primary), vec![json!({ "charge_id": "ch_2" })], "the primary's charge, refunded");

@@ -1,7 +1,7 @@
 //! `txmirror dlq drop-all`.
 
 use super::filter::LetterFilterArgs;
-use crate::commands::{Target, blocking, print};
+use crate::commands::{Target, print};
 use crate::exit::Failed;
 
 /// Removes every dead letter the filters select, oldest first, without
@@ -27,14 +27,7 @@ impl DlqDropAllCommand {
         let dropped: Vec<String> = match target {
             Target::Local(local) => local.open()?.drop_dead_letters(&filter.filter, self.limit)?,
             Target::Remote(remote) => {
-                let mut body = filter.fields();
-                body.insert("limit".into(), self.limit.into());
-                body.insert("all".into(), self.all.into());
-                let body = serde_json::to_vec(&body).map_err(|e| Failed { code: 2, error: e.into() })?;
-                let answer = blocking(remote, move |remote| {
-                    remote.call("POST", "/v1/dlq/drop", Some(("application/json", body)), &[])
-                })
-                .await?;
+                let answer = filter.post(remote, "/v1/dlq/drop", self.limit, &[("all", self.all.into())]).await?;
                 answer["dropped"]
                     .as_array()
                     .into_iter()

@@ -84,6 +84,28 @@ impl LetterFilter {
         fields
     }
 
+    /// Posts the filter, a limit and `extra` fields as the JSON body of the
+    /// bulk operation at `path` (`/v1/dlq/replay`, `/v1/dlq/drop`); the
+    /// service's answer.
+    pub(crate) async fn post(
+        &self,
+        remote: crate::remote::Remote,
+        path: &'static str,
+        limit: usize,
+        extra: &[(&str, serde_json::Value)],
+    ) -> Result<serde_json::Value, Failed> {
+        let mut body = self.fields();
+        body.insert("limit".into(), limit.into());
+        for (name, value) in extra {
+            body.insert((*name).to_string(), value.clone());
+        }
+        let body = serde_json::to_vec(&body).map_err(|e| Failed { code: 2, error: e.into() })?;
+        crate::commands::blocking(remote, move |remote| {
+            remote.call("POST", path, Some(("application/json", body)), &[])
+        })
+        .await
+    }
+
     /// The filter as a query string (without its `?`), with a limit.
     pub(crate) fn query(&self, limit: usize) -> Result<String, Failed> {
         let mut pairs: Vec<(String, String)> = self

@@ -1,7 +1,7 @@
 //! `txmirror dlq replay-all`.
 
 use super::filter::LetterFilterArgs;
-use crate::commands::{Target, blocking, load, print};
+use crate::commands::{Target, load, print};
 use crate::exit::Failed;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,13 +37,7 @@ impl DlqReplayAllCommand {
         let filter = self.filter.read(std::time::SystemTime::now())?;
         let lines = match target {
             Target::Remote(remote) => {
-                let mut body = filter.fields();
-                body.insert("limit".into(), self.limit.into());
-                let body = serde_json::to_vec(&body).map_err(|e| Failed { code: 2, error: e.into() })?;
-                let answer = blocking(remote, move |remote| {
-                    remote.call("POST", "/v1/dlq/replay", Some(("application/json", body)), &[])
-                })
-                .await?;
+                let answer = filter.post(remote, "/v1/dlq/replay", self.limit, &[]).await?;
                 answer["letters"]
                     .as_array()
                     .into_iter()
