@@ -21,6 +21,7 @@ use http::{Method, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
@@ -78,7 +79,12 @@ pub(crate) struct OutboundHooks {
     pub(crate) input: Arc<InputProfile>,
     /// The transaction's effect journal, if it keeps one (not in a dry run).
     pub(crate) journal: Option<Arc<EffectJournal>>,
+    /// Set when the attempt lost a hedge race: a request in flight stops.
+    pub(crate) cancelled: Option<Arc<AtomicBool>>,
 }
+
+/// How often a request in flight looks whether its attempt lost its race.
+const CANCEL_POLL: Duration = Duration::from_millis(5);
 
 type ResponseFuture = Box<
     dyn Future<Output = Result<(Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>>
@@ -251,6 +257,7 @@ impl WasiHttpHooks for OutboundHooks {
             Role::Mirror => None,
         };
         let mirror = self.role == Role::Mirror;
+        let cancelled = self.cancelled.clone();
         Box::new(async move {
             if let Some((gate, nth, primary)) = gate
                 && let Verdict::Stop(reason) = gate.before_unsafe_call(nth, at, &primary).await
@@ -307,7 +314,21 @@ impl WasiHttpHooks for OutboundHooks {
                     .to_bytes();
                 Ok::<_, HttpError>((parts, body, io))
             };
-            let outcome = tokio::time::timeout(timeout, exchange).await;
+            // In a hedge race the other attempt won: this one stops waiting
+            // for its answer (it holds no token, so the call is a safe one).
+            let lost = async move {
+                let Some(flag) = cancelled else { return std::future::pending().await };
+                while !flag.load(Ordering::SeqCst) {
+                    tokio::time::sleep(CANCEL_POLL).await;
+                }
+            };
+            let outcome = tokio::select! {
+                outcome = tokio::time::timeout(timeout, exchange) => outcome,
+                () = lost => {
+                    record(HttpOutcome::Failed { error: "stopped: the other path of the hedge won".into() }, declared);
+                    return Err(HttpError::InternalError(Some("cancelled: the other path of the hedge won".into())));
+                }
+            };
             let observe = |status: Option<u16>, retry_after: Option<Duration>| {
                 let exchange = Exchange {
                     sent_at: started,

@@ -226,6 +226,7 @@ impl InstanceState {
                 unsafe_calls: 0,
                 input: setup.input.clone(),
                 journal: setup.journal.clone(),
+                cancelled: setup.cancelled.clone(),
             },
             trace,
             table: ResourceTable::new(),
