@@ -9,7 +9,8 @@
 mod common;
 
 use common::{
-    Server, agent, call, charge_until_sent, install_bank, install_payment, submit_and_wait, token, write_config_with,
+    Server, agent, call, charge_until_sent, install_bank, install_payment, slow_gateway, submit_and_wait, token,
+    write_config_with,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -303,13 +304,7 @@ impl ChargingNodes {
         let postgres = TestPostgres::start();
         let url = postgres.fresh_database();
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let behaviour = txmirror_tests::Behaviour {
-            status: 201,
-            body: r#"{"charge_id": "ch-{n}"}"#.into(),
-            delay: Duration::from_millis(700),
-            ..Default::default()
-        };
-        let gateway = runtime.block_on(txmirror_tests::TestServer::start(behaviour));
+        let gateway = slow_gateway(&runtime, Duration::from_millis(700));
         let dir = tempfile::tempdir().unwrap();
         let first = start_node(&node_config(dir.path(), &url, first, 1_000));
         let other = start_node(&node_config(dir.path(), &url, other, 1_000));

@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    Server, agent, call, charge_until_sent, install_bank, install_payment, submit_and_wait, token, write_config,
+    Server, agent, call, charge_until_sent, install_bank, install_payment, slow_gateway, submit_and_wait, token,
+    write_config,
 };
 use serde_json::{Value, json};
 use std::path::Path;
@@ -375,13 +376,7 @@ fn ended(base: &str, id: &str) -> (String, Option<String>) {
 fn a_charge_in_doubt_at_a_crash_is_never_charged_under_two_keys() {
     for in_doubt in ["resend", "dead_letter"] {
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let slow = txmirror_tests::Behaviour {
-            status: 201,
-            body: r#"{"charge_id": "ch-{n}"}"#.into(),
-            delay: Duration::from_secs(3),
-            ..Default::default()
-        };
-        let gateway = runtime.block_on(txmirror_tests::TestServer::start(slow));
+        let gateway = slow_gateway(&runtime, Duration::from_secs(3));
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path());
         let agent = agent();

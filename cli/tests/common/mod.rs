@@ -199,3 +199,16 @@ pub fn charge_until_sent(
     }
     accepted["transaction_id"].as_str().unwrap().to_string()
 }
+
+/// A payment gateway on 127.0.0.1 that answers each request with a new
+/// charge id (`ch-{n}`) after `delay`: long enough to stop or kill a node
+/// while its charge is on the way.
+pub fn slow_gateway(runtime: &tokio::runtime::Runtime, delay: Duration) -> txmirror_tests::TestServer {
+    let behaviour = txmirror_tests::Behaviour {
+        status: 201,
+        body: r#"{"charge_id": "ch-{n}"}"#.into(),
+        delay,
+        ..Default::default()
+    };
+    runtime.block_on(txmirror_tests::TestServer::start(behaviour))
+}

@@ -162,15 +162,19 @@ impl HedgeSeat {
 /// what a hedge's percentile delay is taken over.
 #[derive(Debug, Default)]
 pub(crate) struct HedgeDelays {
-    /// By module hash and path: the newest durations (µs), oldest first.
-    paths: Mutex<HashMap<(String, String), VecDeque<u64>>>,
+    /// By module hash, then path: the newest durations (µs), oldest first.
+    /// Nested, so that a commit looks its path up without allocating.
+    paths: Mutex<HashMap<String, HashMap<String, VecDeque<u64>>>>,
 }
 
 impl HedgeDelays {
     /// Remembers how long a committed attempt of the path took.
     pub(crate) fn record(&self, module: &str, path: &str, micros: u64) {
         let mut paths = self.paths.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let durations = paths.entry((module.to_string(), path.to_string())).or_default();
+        if !paths.get(module).is_some_and(|of_module| of_module.contains_key(path)) {
+            paths.entry(module.to_string()).or_default().insert(path.to_string(), VecDeque::new());
+        }
+        let Some(durations) = paths.get_mut(module).and_then(|of_module| of_module.get_mut(path)) else { return };
         if durations.len() == MAX_HEDGE_SAMPLES {
             durations.pop_front();
         }
@@ -184,7 +188,7 @@ impl HedgeDelays {
         let fixed = settings.after_ms.map(Duration::from_millis);
         let Some(percentile) = settings.after_percentile else { return fixed };
         let paths = self.paths.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(durations) = paths.get(&(module.to_string(), path.to_string())) else { return fixed };
+        let Some(durations) = paths.get(module).and_then(|of_module| of_module.get(path)) else { return fixed };
         if durations.len() < settings.min_samples {
             return fixed;
         }

@@ -229,7 +229,9 @@ impl Runtime {
             seed.fence.cloned(),
             (policy.effects.clone(), policy.redaction.clone()),
         )));
-        if seed.mirrored {
+        // Only a policy with read-write directories has anything to copy:
+        // the others pay no blocking task per attempt.
+        if seed.mirrored && MirrorFiles::needed(policy) {
             let policy = policy.clone();
             setup.mirror_files =
                 tokio::task::spawn_blocking(move || MirrorFiles::copy(&policy).map(Arc::new)).await.ok().flatten();

@@ -19,18 +19,23 @@ pub(crate) struct MirrorFiles {
     copies: Vec<(PathBuf, tempfile::TempDir)>,
 }
 
+/// The directories the primary may change: the ones the mirror reads a copy of.
+fn writable(policy: &Policy) -> impl Iterator<Item = &Path> {
+    policy.capabilities.files.iter().filter(|grant| grant.access == Access::ReadWrite).map(|grant| grant.host.as_path())
+}
+
 impl MirrorFiles {
+    /// Whether the policy grants a read-write directory, so that there is
+    /// something to copy.
+    pub(crate) fn needed(policy: &Policy) -> bool {
+        writable(policy).next().is_some()
+    }
+
     /// Copies of the policy's read-write directories, or `None` when it
     /// grants none, or they could not be copied (then the mirror reads them
     /// live, and the reason is logged).
     pub(crate) fn copy(policy: &Policy) -> Option<Self> {
-        let writable: Vec<&Path> = policy
-            .capabilities
-            .files
-            .iter()
-            .filter(|grant| grant.access == Access::ReadWrite)
-            .map(|grant| grant.host.as_path())
-            .collect();
+        let writable: Vec<&Path> = writable(policy).collect();
         if writable.is_empty() {
             return None;
         }
