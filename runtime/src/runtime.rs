@@ -16,7 +16,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::contention::{HotKeys, InFlightWrites, Turn};
 use crate::instance::engine::{EngineError, EngineSettings, EpochTicker, new_engine};
 use crate::instance::executor::run_instance;
-use crate::instance::host::{EndpointMemory, InstanceSetup, InstanceState, add_recording_filesystem};
+use crate::instance::host::{
+    EndpointMemory, InstanceSetup, InstanceState, add_closed_sockets, add_recording_filesystem,
+};
 use crate::instance::module::{Module, ModuleError, ModuleLoader};
 use crate::policy::{Policy, PolicyError};
 use crate::predict::model_slot::ModelSlot;
@@ -225,6 +227,7 @@ fn link(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     add_recording_filesystem(&mut linker)?;
+    add_closed_sockets(&mut linker)?;
     types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     kv::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     events::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;

@@ -141,6 +141,16 @@ pub enum HostCall {
         /// `None` if done; the error code if refused.
         error: Option<String>,
     },
+    /// An attempt to open a socket or look a name up: always refused
+    /// (see `instance/host/sockets.rs`).
+    Socket {
+        /// `tcp`, `udp` or `name-lookup`.
+        op: String,
+        /// The address family asked for, or the name looked up.
+        detail: String,
+        /// The error code the guest was answered with.
+        error: String,
+    },
     /// A validation issue reported by the guest.
     Validation {
         /// Field.
@@ -325,6 +335,7 @@ fn describe(call: &HostCall) -> String {
                 Some(e) => format!("file open {path} for {mode} → refused: {e}"),
             }
         }
+        HostCall::Socket { op, detail, error } => format!("socket {op} {detail} refused: {error}"),
         HostCall::Validation { field, message } => format!("validation issue {field}: {message}"),
         HostCall::Log { level, message } => format!("log {level}: {message}"),
         HostCall::Output { stream, text, dropped_bytes } => {

@@ -36,25 +36,22 @@ async fn foreign_and_malformed_modules_are_refused() {
     let text = format!("{:#}", anyhow::Error::new(foreign));
     assert!(text.contains(&causes), "the CLI prints the whole chain: {text}");
 
-    // A component that imports sockets (as `std::net` would): refused,
-    // before any of its code runs, naming each import no policy grants.
-    let sockets = wat::parse_str(
+    // A component that imports what the runtime does not offer (an
+    // incoming HTTP handler, another package): refused, before any of its
+    // code runs, naming each such import. Sockets are linked, closed (see
+    // `hostile.rs`), since every guest built on wasi-libc imports them.
+    let foreign = wat::parse_str(
         r#"(component
              (import "wasi:cli/stdout@0.2.0" (instance))
              (import "wasi:sockets/tcp@0.2.0" (instance))
-             (import "wasi:sockets/ip-name-lookup@0.2.0" (instance))
+             (import "wasi:http/incoming-handler@0.2.0" (instance))
              (import "acme:backdoor/open@1.0.0" (instance)))"#,
     )
     .unwrap();
-    let refused = runtime.load_module(&sockets).await.unwrap_err();
+    let refused = runtime.load_module(&foreign).await.unwrap_err();
     let ModuleError::ImportsNotGranted(names) = &refused else { panic!("{refused}") };
-    assert_eq!(names, &["wasi:sockets/tcp@0.2.0", "wasi:sockets/ip-name-lookup@0.2.0", "acme:backdoor/open@1.0.0"]);
-    assert!(
-        refused
-            .to_string()
-            .contains("wasi:sockets/tcp@0.2.0, wasi:sockets/ip-name-lookup@0.2.0, acme:backdoor/open@1.0.0"),
-        "{refused}"
-    );
+    assert_eq!(names, &["wasi:http/incoming-handler@0.2.0", "acme:backdoor/open@1.0.0"]);
+    assert!(refused.to_string().contains("wasi:http/incoming-handler@0.2.0, acme:backdoor/open@1.0.0"), "{refused}");
 
     // A truncated component.
     let real = std::fs::read(guests::BANK_TRANSFER).unwrap();

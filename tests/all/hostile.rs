@@ -226,3 +226,52 @@ async fn query_values_are_redacted_before_a_trace_is_stored() {
     assert_eq!(letter.effects.len(), 1, "the POST: {letter:#?}");
     assert!(letter.effects[0].url.ends_with("/sink?card=REDACTED&cvc=REDACTED"), "{:?}", letter.effects[0].url);
 }
+
+/// Sockets are linked closed: a connection, a datagram, a listener and a
+/// name lookup are each refused and traced, in both twins, and nothing
+/// reaches a listener on the address the guest aimed at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_to_a_socket_is_refused_and_traced() {
+    let dir = tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let server = TestServer::start(Behaviour::default()).await;
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let udp = std::net::UdpSocket::bind(addr).unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    udp.set_nonblocking(true).unwrap();
+
+    let runtime = runtime(&dir.path().join("data"));
+    let module = load(&runtime, guests::HOSTILE).await;
+    let policy = policy(&effects_policy(&server, &files));
+    let input = serde_json::json!({ "addr": addr.to_string() }).to_string().into_bytes();
+    let request = TxRequest { path: Some("sockets".into()), input, ..Default::default() };
+    let report = runtime.execute(&module, &policy, request).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    let attempt = &report.attempts[0];
+    for trace in [&attempt.primary, attempt.mirror.as_ref().unwrap()] {
+        let output: Value = serde_json::from_str(trace.output.as_deref().unwrap()).unwrap();
+        for way in ["tcp", "udp", "listen", "lookup"] {
+            assert!(output[way].is_string(), "{way} was refused: {output}");
+        }
+        let refused: Vec<(String, String)> = trace
+            .events
+            .iter()
+            .filter_map(|e| match &e.call {
+                HostCall::Socket { op, detail, error } => {
+                    assert_eq!(error, "access-denied");
+                    Some((op.clone(), detail.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for op in ["tcp", "udp", "name-lookup"] {
+            assert!(refused.iter().any(|(o, _)| o == op), "{op} traced in the {:?}: {refused:?}", trace.role);
+        }
+        assert!(refused.contains(&("name-lookup".into(), "example.com".into())), "{refused:?}");
+    }
+    assert_eq!(tcp.accept().unwrap_err().kind(), std::io::ErrorKind::WouldBlock, "no connection came");
+    let mut buffer = [0u8; 64];
+    assert_eq!(udp.recv_from(&mut buffer).unwrap_err().kind(), std::io::ErrorKind::WouldBlock, "no datagram came");
+}

@@ -46,8 +46,10 @@ pub(crate) fn new_engine(settings: &EngineSettings) -> Result<Engine, EngineErro
 pub fn tuned_config(settings: &EngineSettings) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     // A Rust component has a handful of core instances (its code plus the
-    // WASI adapter shims), each with at most a memory and a table.
-    let per_component = 16;
+    // WASI adapter shims), each with at most a memory and a table; a Python
+    // one (componentize-py) has a few dozen (the interpreter, its libc and
+    // their shims). The limits are counts, not memory set aside.
+    let per_component = 64;
     pool.total_component_instances(settings.max_instances)
         .total_core_instances(settings.max_instances * per_component)
         .total_memories(settings.max_instances * 2)

@@ -30,12 +30,13 @@ pub enum ModuleError {
     /// The component does not target the `txmirror:transaction` world.
     #[error("the component does not target the txmirror:transaction world")]
     WorldMismatch(#[source] ModuleCause),
-    /// The component imports interfaces no policy grants (sockets, say):
-    /// each of them, by name.
+    /// The component imports interfaces no policy grants (another
+    /// package's, say): each of them, by name.
     #[error(
         "the module imports what no policy grants: {}; a module may import the txmirror:transaction \
          interfaces, wasi:io, wasi:clocks, wasi:random, wasi:cli (its output is traced), wasi:filesystem \
-         (which reaches only the policy's directories) and wasi:http's types and outgoing handler (which \
+         (which reaches only the policy's directories), wasi:sockets (linked closed: every socket is refused) \
+         and wasi:http's types and outgoing handler (which \
          reach only the policy's hosts)",
         .0.join(", ")
     )]
@@ -129,18 +130,20 @@ fn check_header(bytes: &[u8]) -> Result<(), ModuleError> {
 }
 
 /// The interfaces a module may import, by prefix. The linker holds all of
-/// WASI 0.2, so a component importing `wasi:sockets` would otherwise load
-/// and open sockets as wasmtime's defaults allow; no policy grants sockets.
-/// `wasi:filesystem` and `wasi:cli` are what every standard library
-/// imports: the host preopens only the policy's directories and traces
-/// the guest's output.
-const GRANTABLE_IMPORTS: [&str; 8] = [
+/// WASI 0.2; anything else it holds (another package, another interface of
+/// `wasi:http`) is refused. `wasi:filesystem`, `wasi:cli` and
+/// `wasi:sockets` are what every standard library built on wasi-libc
+/// imports, whether it uses them or not: the host preopens only the
+/// policy's directories, traces the guest's output, and links sockets
+/// closed (every attempt refused and traced, see `host/sockets.rs`).
+const GRANTABLE_IMPORTS: [&str; 9] = [
     "txmirror:transaction/",
     "wasi:io/",
     "wasi:clocks/",
     "wasi:random/",
     "wasi:cli/",
     "wasi:filesystem/",
+    "wasi:sockets/",
     "wasi:http/types@",
     "wasi:http/outgoing-handler@",
 ];

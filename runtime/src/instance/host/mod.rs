@@ -14,6 +14,7 @@ mod kv;
 mod mirror_files;
 mod outbound;
 mod output;
+mod sockets;
 mod state;
 
 pub(crate) use filesystem::add_recording_filesystem;
@@ -22,6 +23,7 @@ pub use journal::effect_key;
 pub(crate) use kv::KvView;
 pub(crate) use mirror_files::MirrorFiles;
 pub use outbound::EndpointMemory;
+pub(crate) use sockets::add_closed_sockets;
 pub(crate) use state::{InstanceSetup, InstanceState};
 
 /// The largest value one `kv.put` may write.

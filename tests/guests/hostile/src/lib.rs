@@ -7,7 +7,10 @@
 //! headers of each answer. Path `files` changes the granted directory every
 //! way it can (write, mkdir, rename, set-times, a symlink inside and one
 //! pointing outside, unlink, rmdir) and returns each step's error, if any,
-//! and what `/data/seen.txt` held.
+//! and what `/data/seen.txt` held. Path `sockets` tries to reach the
+//! address its input names (`{"addr": "127.0.0.1:PORT"}`) around the HTTP
+//! capability: a TCP connection, a UDP datagram, a listener and a name
+//! lookup; it returns each one's error, if any.
 
 use serde_json::Value;
 use txmirror_guest::Error;
@@ -72,9 +75,24 @@ fn files(_input: Value) -> Result<Value, Error> {
     Ok(Value::Object(steps))
 }
 
+/// Every way to a socket, carrying on past refusals.
+fn sockets(input: Value) -> Result<Value, Error> {
+    use std::io::Write as _;
+    use std::net::{TcpListener, TcpStream, ToSocketAddrs as _, UdpSocket};
+    let addr = input.get("addr").and_then(Value::as_str).unwrap_or("127.0.0.1:9").to_string();
+    let outcome = |done: std::io::Result<()>| Value::from(done.err().map(|error| error.to_string()));
+    Ok(serde_json::json!({
+        "tcp": outcome(TcpStream::connect(&addr).and_then(|mut stream| stream.write_all(b"POST / HTTP/1.1\r\n\r\n"))),
+        "udp": outcome(UdpSocket::bind("0.0.0.0:0").and_then(|socket| socket.send_to(b"hello", &addr).map(drop))),
+        "listen": outcome(TcpListener::bind("0.0.0.0:0").map(drop)),
+        "lookup": outcome(("example.com", 80).to_socket_addrs().map(drop)),
+    }))
+}
+
 txmirror_guest::transaction_module! {
     paths: {
         "sneak" => sneak,
         "files" => files,
+        "sockets" => sockets,
     }
 }
