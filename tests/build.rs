@@ -48,6 +48,13 @@ const GUEST_BUILDS: &[GuestBuild] = &[
     },
 ];
 
+/// The Python guests: `(constant stem, app directory)`. Each is a module
+/// `app.py` in its directory, built with the Python SDK by componentize-py
+/// (installed by `cargo xtask setup`, found through
+/// `TXMIRROR_GUEST_PYTHONPATH`).
+const PYTHON_GUESTS: &[(&str, &str)] =
+    &[("bank_transfer_python", "../examples/bank-transfer-python"), ("python_tour", "guests/python-tour")];
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -95,6 +102,12 @@ fn main() {
         writeln!(code, "/// The component built from the `{package}` guest crate.").expect("write to String");
         writeln!(code, "pub const {constant}: &str = {:?};", wasm.display().to_string()).expect("write to String");
         names.push(file_stem);
+    }
+    for (stem, wasm) in build_python_guests(&manifest_dir, &target_dir.join("python")) {
+        let constant = stem.to_uppercase();
+        writeln!(code, "/// The component built from the `{stem}` Python guest.").expect("write to String");
+        writeln!(code, "pub const {constant}: &str = {:?};", wasm.display().to_string()).expect("write to String");
+        names.push(stem);
     }
     writeln!(code, "/// Calls `$mac!(name)` once per guest.").expect("write to String");
     writeln!(code, "#[macro_export]\nmacro_rules! foreach_guest {{\n    ($mac:ident) => {{").expect("write to String");
@@ -242,6 +255,95 @@ fn build_models(manifest_dir: &Path, models_dir: &Path) -> String {
         std::fs::write(&stamp, inputs).expect("write the models' stamp");
     }
     code
+}
+
+/// The `.py` files directly in `dir`, sorted.
+fn python_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("read a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "py"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every file under `dir`, sorted, for the stamp of what a build read.
+fn all_files(dir: &Path, into: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("read a directory entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() { all_files(&path, into) } else { into.push(path) }
+    }
+}
+
+/// Builds each Python guest again when its app, the SDK or the WIT changed;
+/// returns `(stem, component)`. componentize-py writes `__pycache__`
+/// beside the sources it reads, so it reads copies in the output directory.
+fn build_python_guests(manifest_dir: &Path, out: &Path) -> Vec<(String, PathBuf)> {
+    let sdk = manifest_dir.join("../guest-sdk-python/txmirror");
+    let wit = manifest_dir.join("../wit");
+    println!("cargo:rerun-if-changed={}", sdk.display());
+    println!("cargo:rerun-if-env-changed=TXMIRROR_GUEST_PYTHONPATH");
+    let python_path = env::var_os("TXMIRROR_GUEST_PYTHONPATH").unwrap_or_default();
+    let mut shared = Vec::new();
+    all_files(&wit, &mut shared);
+    shared.extend(python_files(&sdk));
+    let mut built = Vec::new();
+    for (stem, app) in PYTHON_GUESTS {
+        let app = manifest_dir.join(app);
+        println!("cargo:rerun-if-changed={}", app.display());
+        let sources: Vec<PathBuf> = shared.iter().cloned().chain(python_files(&app)).collect();
+        let mut inputs = Vec::new();
+        for source in &sources {
+            inputs.extend(source.display().to_string().into_bytes());
+            inputs.extend(std::fs::read(source).unwrap_or_else(|e| panic!("read {}: {e}", source.display())));
+        }
+        let wasm = out.join(format!("{stem}.wasm"));
+        let stamp = out.join(format!("{stem}.stamp"));
+        if std::fs::read(&stamp).is_ok_and(|previous| previous == inputs) && wasm.exists() {
+            built.push((stem.to_string(), wasm));
+            continue;
+        }
+        let staging = out.join(format!("{stem}-src"));
+        let _ = std::fs::remove_dir_all(&staging);
+        for (from, to) in [(&sdk, staging.join("sdk/txmirror")), (&app, staging.join("app"))] {
+            std::fs::create_dir_all(&to).expect("create the staging directory");
+            for file in python_files(from) {
+                std::fs::copy(&file, to.join(file.file_name().expect("a file name"))).expect("copy a source");
+            }
+        }
+        let output = Command::new(env::var_os("PYTHON").unwrap_or_else(|| "python3".into()))
+            .env("PYTHONPATH", &python_path)
+            .args([
+                "-c",
+                "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
+            ])
+            .arg("-d")
+            .arg(&wit)
+            .args(["-w", "transaction", "componentize", "-p"])
+            .arg(staging.join("sdk"))
+            .arg("-p")
+            .arg(staging.join("app"))
+            .arg("app")
+            .arg("-o")
+            .arg(&wasm)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            output.status.success(),
+            "building the Python guest {} failed (is componentize-py installed? `cargo xtask setup` installs it):\n{}{}",
+            app.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::write(&stamp, inputs).expect("write the guest's stamp");
+        built.push((stem.to_string(), wasm));
+    }
+    built
 }
 
 /// A cargo command for the guests, without the outer build's settings.

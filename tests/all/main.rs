@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod bank_transfer;
+mod bank_transfer_python;
 mod contract_0_1_0;
 mod crash_safety;
 mod effects;
@@ -24,6 +25,7 @@ mod peer_component;
 mod peer_extism;
 mod peer_txmirror;
 mod peers;
+mod python_tour;
 mod runaway;
 mod store;
 

@@ -6,10 +6,12 @@
 //! - the training pipeline's Python packages (`models/requirements.txt`)
 //!   into `target/python/`, without touching the system (the tests train
 //!   their model fixtures with them), and the API fuzzer the tests run
-//!   (`tests/requirements.txt`, schemathesis) into `target/python-tests/`.
+//!   (`tests/requirements.txt`, schemathesis) into `target/python-tests/`,
+//!   and componentize-py, which builds Python guests
+//!   (`guest-sdk-python/requirements.txt`), into `target/python-guests/`.
 //!
-//! `.cargo/config.toml` points `ORT_DYLIB_PATH` and `TXMIRROR_PYTHONPATH` at
-//! these places for everything cargo runs.
+//! `.cargo/config.toml` points `ORT_DYLIB_PATH` and the `TXMIRROR_*PYTHONPATH`
+//! variables at these places for everything cargo runs.
 
 use anyhow::{Context as _, Result};
 use std::path::{Path, PathBuf};
@@ -135,12 +137,19 @@ fn ensure_onnxruntime(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Installs the pinned training packages into `target/python`, and the API
-/// fuzzer of the tests into `target/python-tests`, each again when its
-/// requirements file changes.
+/// Installs the pinned training packages into `target/python`, the API
+/// fuzzer of the tests into `target/python-tests` and the Python guests'
+/// builder into `target/python-guests`, each again when its requirements
+/// file changes.
 fn ensure_python_packages(root: &Path) -> Result<()> {
     install_requirements(root, "models/requirements.txt", "target/python", "the training packages")?;
-    install_requirements(root, "tests/requirements.txt", "target/python-tests", "the API fuzzer (schemathesis)")
+    install_requirements(root, "tests/requirements.txt", "target/python-tests", "the API fuzzer (schemathesis)")?;
+    install_requirements(
+        root,
+        "guest-sdk-python/requirements.txt",
+        "target/python-guests",
+        "the Python guests' builder (componentize-py)",
+    )
 }
 
 /// Installs the pinned packages of `requirements` into `target` with pip.
