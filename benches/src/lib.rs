@@ -65,6 +65,17 @@ impl RawWasmtime {
         Ok(Self { engine, pre })
     }
 
+    /// A fresh instance, dropped at once: what instantiation alone costs.
+    pub async fn instantiate(&self) -> wasmtime::Result<()> {
+        let state =
+            RawState { wasi: WasiCtx::builder().build(), http: WasiHttpCtx::new(), table: ResourceTable::new() };
+        let mut store = Store::new(&self.engine, state);
+        store.set_fuel(u64::MAX / 2)?;
+        store.set_epoch_deadline(u64::MAX / 2);
+        self.pre.instantiate_async(&mut store).await?;
+        Ok(())
+    }
+
     /// One transaction's worth of work: new store, instantiate, call
     /// `run(path, input)`, drop.
     pub async fn run(&self, path: &str, input: &[u8]) -> wasmtime::Result<()> {

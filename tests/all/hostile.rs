@@ -275,3 +275,40 @@ async fn every_way_to_a_socket_is_refused_and_traced() {
     let mut buffer = [0u8; 64];
     assert_eq!(udp.recv_from(&mut buffer).unwrap_err().kind(), std::io::ErrorKind::WouldBlock, "no datagram came");
 }
+
+/// The mirror reads the directory as it was when the attempt started: a
+/// file the primary writes while the mirror runs (the twins both wait
+/// 300 ms on a GET between looking and looking again) stays out of its
+/// view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_does_not_see_what_the_primary_writes_meanwhile() {
+    let dir = tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let server =
+        TestServer::start(Behaviour { delay: std::time::Duration::from_millis(300), ..Behaviour::default() }).await;
+    let runtime = runtime(&dir.path().join("data"));
+    let module = load(&runtime, guests::HOSTILE).await;
+    let policy = policy(&effects_policy(&server, &files));
+    let input = serde_json::json!({ "wait_url": format!("{}/wait", server.url()) }).to_string().into_bytes();
+    let request = TxRequest { path: Some("later".into()), input, ..Default::default() };
+    let report = runtime.execute(&module, &policy, request).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    let attempt = &report.attempts[0];
+    let output =
+        |trace: &txmirror_runtime::Trace| -> Value { serde_json::from_str(trace.output.as_deref().unwrap()).unwrap() };
+    let primary = output(&attempt.primary);
+    assert_eq!(primary, serde_json::json!({ "before": null, "wrote": null, "after": "written by a twin" }));
+    let mirror = output(attempt.mirror.as_ref().unwrap());
+    assert!(mirror["wrote"].is_string(), "the mirror's write is refused: {mirror}");
+    assert_eq!(mirror["before"], Value::Null, "{mirror}");
+    assert_eq!(
+        mirror["after"],
+        Value::Null,
+        "the primary's file, written meanwhile, is not in the mirror's view: {mirror}"
+    );
+    // Both twins waited on the GET, so the primary had written the file
+    // long before the mirror looked again.
+    assert_eq!(server.received().iter().filter(|r| r.uri == "/wait").count(), 2);
+    assert_eq!(std::fs::read(files.join("late.txt")).unwrap(), b"written by a twin");
+}

@@ -14,8 +14,11 @@
 //!   the embedded store, at 64 clients;
 //! - `effects`: the effect journal's cost: a path with one unsafe call
 //!   (a charge to a gateway on 127.0.0.1), journalled and not, on both stores;
+//! - `python`: the bank transfer in Python beside the Rust one: component
+//!   size, a clean build, the first load (compile) and a load from the
+//!   cache, instantiation alone, and a whole transaction;
 //!
-//! `bench-report [--quick] [--write FILE] [peers] [durable] [nodes] [effects]`: with `--write`, each
+//! `bench-report [--quick] [--write FILE] [peers] [durable] [nodes] [effects] [python]`: with `--write`, each
 //! section's table replaces the text between its markers in FILE
 //! (`<!-- bench:NAME -->` … `<!-- /bench:NAME -->`). `--quick` runs short,
 //! for checking that it works, not for numbers.
@@ -45,23 +48,24 @@ fn main() -> Result<()> {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--write" => options.write = Some(args.next().context("--write needs a file")?.into()),
-            "peers" | "durable" | "nodes" | "effects" => options.sections.push(arg),
+            "peers" | "durable" | "nodes" | "effects" | "python" => options.sections.push(arg),
             other => {
                 bail!(
                     "unknown argument {other:?}; usage: bench-report [--quick] [--write FILE] [peers] [durable] [nodes] \
-                     [effects]"
+                     [effects] [python]"
                 )
             }
         }
     }
     if options.sections.is_empty() {
-        options.sections = vec!["peers".into(), "durable".into(), "nodes".into(), "effects".into()];
+        options.sections = vec!["peers".into(), "durable".into(), "nodes".into(), "effects".into(), "python".into()];
     }
     for section in options.sections.clone() {
         let table = match section.as_str() {
             "peers" => peers(&options)?,
             "nodes" => nodes(&options)?,
             "effects" => effects(&options)?,
+            "python" => python(&options)?,
             _ => durable(&options)?,
         };
         println!("{table}");
@@ -177,6 +181,160 @@ fn peers(options: &Options) -> Result<String> {
         table,
         "\n{calls} calls of each path per host after {warm_up} to warm up, in {ROUNDS} round-robin rounds; one \
          thread; µs per call."
+    )?;
+    Ok(table)
+}
+
+/// The examples' sources, for the clean builds of the `python` section.
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// Builds the Rust example from nothing (a new target directory): the
+/// time, as a user's first build sees it.
+fn build_rust_example(into: &Path) -> Result<Duration> {
+    let started = Instant::now();
+    let status = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .env("CARGO_TARGET_DIR", into)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--package", "bank-transfer"])
+        .arg("--manifest-path")
+        .arg(examples_dir().join("Cargo.toml"))
+        .status()?;
+    anyhow::ensure!(status.success(), "cargo could not build the Rust example");
+    Ok(started.elapsed())
+}
+
+/// Builds the Python example with componentize-py, from copies of its
+/// sources (it writes `__pycache__` beside what it reads).
+fn build_python_example(into: &Path) -> Result<Duration> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (from, to) in [
+        (root.join("guest-sdk-python/txmirror"), into.join("sdk/txmirror")),
+        (examples_dir().join("bank-transfer-python"), into.join("app")),
+    ] {
+        std::fs::create_dir_all(&to)?;
+        for entry in std::fs::read_dir(&from)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|ext| ext == "py") {
+                std::fs::copy(&path, to.join(path.file_name().context("a file name")?))?;
+            }
+        }
+    }
+    let started = Instant::now();
+    let output = std::process::Command::new(std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into()))
+        .env("PYTHONPATH", std::env::var_os("TXMIRROR_GUEST_PYTHONPATH").unwrap_or_default())
+        .args([
+            "-c",
+            "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
+        ])
+        .arg("-d")
+        .arg(root.join("wit"))
+        .args(["-w", "transaction", "componentize", "-p"])
+        .arg(into.join("sdk"))
+        .arg("-p")
+        .arg(into.join("app"))
+        .arg("app")
+        .arg("-o")
+        .arg(into.join("app.wasm"))
+        .output()?;
+    anyhow::ensure!(output.status.success(), "componentize-py failed: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(started.elapsed())
+}
+
+/// The bank transfer in Rust and in Python, side by side.
+fn python(options: &Options) -> Result<String> {
+    let (instances, calls) = if options.quick { (20, 50) } else { (300, 1_500) };
+    const ROUNDS: usize = 3;
+    let examples = [
+        ("Rust (`examples/bank-transfer`)", guests::BANK_TRANSFER),
+        ("Python (`examples/bank-transfer-python`)", guests::BANK_TRANSFER_PYTHON),
+    ];
+    let executor = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let scratch = tempfile::tempdir()?;
+
+    let mut cells: Vec<Vec<String>> = vec![Vec::new(); examples.len()];
+    let builds = [
+        build_rust_example(&scratch.path().join("rust-target"))?,
+        build_python_example(&scratch.path().join("python"))?,
+    ];
+    for (i, (_, wasm)) in examples.iter().enumerate() {
+        let bytes = std::fs::read(wasm)?;
+        cells[i].push(format!("{:.2} MB", bytes.len() as f64 / 1e6));
+        cells[i].push(format!("{:.1} s", builds[i].as_secs_f64()));
+        // The first load compiles; a new runtime on the same cache loads
+        // the compiled image.
+        let cache = scratch.path().join(format!("cache-{i}"));
+        let load = |name: &str| -> Result<Duration> {
+            let mut config = txmirror_runtime::RuntimeConfig::new(scratch.path().join(format!("{name}-{i}")));
+            config.cache_dir = Some(cache.clone());
+            config.engine.max_instances = 8;
+            let runtime = Runtime::open(config)?;
+            let started = Instant::now();
+            executor.block_on(runtime.load_module(&bytes))?;
+            Ok(started.elapsed())
+        };
+        cells[i].push(format!("{:.1} s", load("first")?.as_secs_f64()));
+        cells[i].push(format!("{:.1} ms", load("cached")?.as_secs_f64() * 1e3));
+    }
+
+    // Instantiation alone, then whole transactions (primary only and
+    // mirrored, in RAM), each example in turn in every round.
+    let raw: Vec<txmirror_benches::RawWasmtime> = examples
+        .iter()
+        .map(|(_, wasm)| txmirror_benches::RawWasmtime::new(&std::fs::read(wasm)?).map_err(anyhow::Error::from))
+        .collect::<Result<_>>()?;
+    let mut peers: Vec<[TxmirrorPeer; 2]> =
+        examples.iter().map(|(_, wasm)| [TxmirrorPeer::new(wasm, false), TxmirrorPeer::new(wasm, true)]).collect();
+    let mut samples = vec![[Vec::new(), Vec::new(), Vec::new()]; examples.len()];
+    for i in 0..examples.len() {
+        for _ in 0..instances / 10 {
+            executor.block_on(raw[i].instantiate()).map_err(anyhow::Error::from)?;
+        }
+        for peer in &mut peers[i] {
+            for _ in 0..calls / 10 {
+                peer.call("transfer", TRANSFER).map_err(anyhow::Error::msg)?;
+            }
+        }
+    }
+    for _ in 0..ROUNDS {
+        for i in 0..examples.len() {
+            for _ in 0..instances / ROUNDS {
+                let started = Instant::now();
+                executor.block_on(raw[i].instantiate()).map_err(anyhow::Error::from)?;
+                samples[i][0].push(started.elapsed());
+            }
+            for (mode, peer) in peers[i].iter_mut().enumerate() {
+                for _ in 0..calls / ROUNDS {
+                    let started = Instant::now();
+                    peer.call("transfer", TRANSFER).map_err(anyhow::Error::msg)?;
+                    samples[i][mode + 1].push(started.elapsed());
+                }
+            }
+        }
+    }
+    for (i, measured) in samples.iter_mut().enumerate() {
+        for samples in measured.iter_mut() {
+            let (p50, p99) = percentiles(samples);
+            cells[i].push(format!("{:.0} µs / {:.0} µs", micros(p50), micros(p99)));
+        }
+    }
+
+    let mut table = String::new();
+    writeln!(
+        table,
+        "| guest | component | clean build | first load (compile) | load from the cache | instantiation p50 / p99 | transfer, primary only, p50 / p99 | transfer, mirrored, p50 / p99 |"
+    )?;
+    writeln!(table, "|---|---|---|---|---|---|---|---|")?;
+    for ((name, _), cells) in examples.iter().zip(&cells) {
+        writeln!(table, "| {name} | {} |", cells.join(" | "))?;
+    }
+    writeln!(
+        table,
+        "\nOne clean build and one load of each; instantiation alone on raw wasmtime with the runtime's engine \
+         ({instances} instances), and {calls} whole transactions of each kind through the runtime on a store in RAM, \
+         in {ROUNDS} rounds that alternate the two guests; one thread."
     )?;
     Ok(table)
 }

@@ -10,7 +10,10 @@
 //! and what `/data/seen.txt` held. Path `sockets` tries to reach the
 //! address its input names (`{"addr": "127.0.0.1:PORT"}`) around the HTTP
 //! capability: a TCP connection, a UDP datagram, a listener and a name
-//! lookup; it returns each one's error, if any.
+//! lookup; it returns each one's error, if any. Path `later` looks for
+//! `/data/late.txt`, writes it, waits on a GET to `{"wait_url"}` and reads
+//! it again: the mirror, whose view is the directory as it was when the
+//! attempt started, must not see what the primary wrote meanwhile.
 
 use serde_json::Value;
 use txmirror_guest::Error;
@@ -89,10 +92,22 @@ fn sockets(input: Value) -> Result<Value, Error> {
     }))
 }
 
+/// What a twin sees of the directory before and after the other may have
+/// written to it.
+fn later(input: Value) -> Result<Value, Error> {
+    let url = input.get("wait_url").and_then(Value::as_str).unwrap_or_default().to_string();
+    let before = std::fs::read_to_string("/data/late.txt").ok();
+    let wrote = std::fs::write("/data/late.txt", b"written by a twin").err().map(|error| error.to_string());
+    Request::get(&url).send()?;
+    let after = std::fs::read_to_string("/data/late.txt").ok();
+    Ok(serde_json::json!({ "before": before, "wrote": wrote, "after": after }))
+}
+
 txmirror_guest::transaction_module! {
     paths: {
         "sneak" => sneak,
         "files" => files,
         "sockets" => sockets,
+        "later" => later,
     }
 }
