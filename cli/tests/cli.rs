@@ -16,7 +16,7 @@ fn text(bytes: &[u8]) -> String {
 
 fn bank_policy(dir: &Path) -> String {
     let file = dir.join("bank.toml");
-    std::fs::write(&file, "[capabilities]\nkv = { accounts = \"read-write\" }\n").unwrap();
+    std::fs::write(&file, "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n").unwrap();
     file.display().to_string()
 }
 
@@ -137,7 +137,7 @@ fn dead_letters_can_be_listed_shown_replayed_and_dropped() {
     let starved = dir.path().join("starved.toml");
     std::fs::write(
         &starved,
-        "[resource_requirements]\nfuel = 1000\n[capabilities]\nkv = { accounts = \"read-write\" }\n",
+        "[resource_requirements]\nfuel = 1000\n[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n",
     )
     .unwrap();
     let policy = bank_policy(dir.path());

@@ -271,7 +271,7 @@ fn the_cli_drives_a_service_with_server_and_token() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let hash = text(&out.stdout).lines().next().unwrap().strip_prefix("module ").unwrap().to_string();
     let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, "[capabilities]\nkv = { accounts = \"read-write\" }\n").unwrap();
+    std::fs::write(&policy, "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n").unwrap();
     let out = cli(Role::Client, &["put-policy", &hash, policy.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "a client may not put a policy");
     assert!(text(&out.stderr).contains("403 forbidden"), "{}", text(&out.stderr));
@@ -299,7 +299,7 @@ fn the_cli_drives_a_service_with_server_and_token() {
     let starved = dir.path().join("starved.toml");
     std::fs::write(
         &starved,
-        "[capabilities]\nkv = { accounts = \"read-write\" }\n[resource_requirements]\nfuel = 1000\n",
+        "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n[resource_requirements]\nfuel = 1000\n",
     )
     .unwrap();
     assert_eq!(cli(Role::Operator, &["put-policy", &hash, starved.to_str().unwrap()]).status.code(), Some(0));

@@ -567,6 +567,17 @@ pub struct Capabilities {
     /// Host directories made visible to the guest.
     #[serde(default)]
     pub files: Vec<FileGrant>,
+    /// Event streams the module may emit to; an emit to any other fails,
+    /// in both twins.
+    #[serde(default)]
+    pub streams: Vec<String>,
+}
+
+impl Capabilities {
+    /// Whether the module may emit to `stream`.
+    pub fn grants_stream(&self, stream: &str) -> bool {
+        self.streams.iter().any(|granted| granted == stream)
+    }
 }
 
 /// Read-only or read-write access.
@@ -1069,6 +1080,11 @@ impl Policy {
                 return Err((format!("capabilities.kv.{namespace}"), reason));
             }
         }
+        for (index, stream) in self.capabilities.streams.iter().enumerate() {
+            if let Err(reason) = crate::vocab::validate_name(stream) {
+                return Err((format!("capabilities.streams[{index}]"), reason));
+            }
+        }
         for (index, host) in self.capabilities.outbound_hosts.iter().enumerate() {
             HostGrant::parse(host).map_err(|reason| (format!("capabilities.outbound_hosts[{index}]"), reason))?;
         }
@@ -1211,6 +1227,7 @@ mod tests {
             ("[resource_requirements]\nfuel = 0", "resource_requirements.fuel"),
             ("[resource_requirements]\nmemory_mib = 100000", "resource_requirements.memory_mib"),
             ("[capabilities]\noutbound_hosts = [\"http://x/y\"]", "capabilities.outbound_hosts[0]"),
+            ("[capabilities]\nstreams = [\"ok\", \"\"]", "capabilities.streams[1]"),
             ("[capabilities]\noutbound_hosts = [\"a.test\", \"2130706433\"]", "capabilities.outbound_hosts[1]"),
             ("[capabilities]\noutbound_hosts = [\"user@a.test\"]", "capabilities.outbound_hosts[0]"),
             ("[mirror]\nsend_methods = [\"GET\", \"DELETE\"]", "mirror.send_methods[1]"),
@@ -1316,7 +1333,7 @@ mod tests {
         use proptest::prelude::*;
 
         /// Real keys, so that the values reach validation, not only serde.
-        const KEYS: [(&str, &str); 16] = [
+        const KEYS: [(&str, &str); 17] = [
             ("resource_requirements", "fuel"),
             ("resource_requirements", "memory_mib"),
             ("resource_requirements", "wall_time_ms"),
@@ -1331,6 +1348,7 @@ mod tests {
             ("mirror", "sample"),
             ("effects", "in_doubt"),
             ("capabilities", "outbound_hosts"),
+            ("capabilities", "streams"),
             ("redaction", "query"),
             ("idempotency", "retention_secs"),
         ];

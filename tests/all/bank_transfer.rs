@@ -13,7 +13,7 @@ use txmirror_runtime::store::{
 use txmirror_runtime::{FailureKind, Module, Policy, Runtime, RuntimeConfig, TxReport, TxRequest};
 use txmirror_tests::{guests, load, policy, runtime};
 
-const POLICY: &str = "[capabilities]\nkv = { accounts = \"read-write\" }\n";
+const POLICY: &str = "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n";
 
 fn request(path: &str, input: Value) -> TxRequest {
     TxRequest { path: Some(path.into()), input: input.to_string().into_bytes(), ..Default::default() }

@@ -97,7 +97,7 @@ async fn the_python_and_rust_examples_agree() {
         ("balance", r#"{"account":"c"}"#),
     ];
     let dir = tempdir().unwrap();
-    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\n");
+    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n");
     let mut endings = Vec::new();
     for (name, guest) in [("rust", guests::BANK_TRANSFER), ("python", guests::BANK_TRANSFER_PYTHON)] {
         let runtime = runtime(&dir.path().join(name));

@@ -45,6 +45,7 @@ pub(crate) fn effects_policy(server: &TestServer, files: &std::path::Path) -> St
         r#"
         [capabilities]
         kv = {{ scratch = "read-write" }}
+        streams = ["effects"]
         outbound_hosts = ["{authority}"]
         files = [{{ host = "{files}", guest = "/data", access = "read-write" }}]
 
@@ -206,7 +207,7 @@ async fn nothing_is_granted_by_default() {
     let runtime = runtime(&dir.path().join("data"));
     let module = load(&runtime, guests::EFFECTS).await;
     // A policy that sets the sink but grants neither the namespace, nor the
-    // host, nor any directory.
+    // stream, nor the host, nor any directory.
     let policy = policy(&format!("[config]\nsink = \"{}/sink\"\n", server.url()));
     let report = runtime
         .execute(
@@ -220,9 +221,10 @@ async fn nothing_is_granted_by_default() {
     assert!(output["kv"].as_str().unwrap().contains("denied"), "{output}");
     assert!(output["file"].is_string(), "{output}");
     assert!(output["post_error"].as_str().unwrap().contains("refused by the host"), "{output}");
-    assert!(output["event"].is_null(), "events need no grant: {output}");
+    assert!(output["event"].as_str().unwrap().contains("stream `effects` is not granted"), "{output}");
     assert!(server.received().is_empty());
     assert!(runtime.snapshot().unwrap().get("scratch", "written").unwrap().is_none());
+    assert!(runtime.events("effects", 0, 10).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,7 +389,9 @@ async fn the_exploration_share_runs_flagged_attempts_unadjusted() {
     let dir = tempdir().unwrap();
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::EFFECTS).await;
-    let policy = policy("[capabilities]\nkv = { scratch = \"read-write\" }\n[prediction]\nexploration_share = 0.25\n");
+    let policy = policy(
+        "[capabilities]\nkv = { scratch = \"read-write\" }\nstreams = [\"effects\"]\n[prediction]\nexploration_share = 0.25\n",
+    );
     let transactions = 400;
     let mut explored = 0;
     for i in 0..transactions {

@@ -312,3 +312,45 @@ async fn the_mirror_does_not_see_what_the_primary_writes_meanwhile() {
     assert_eq!(server.received().iter().filter(|r| r.uri == "/wait").count(), 2);
     assert_eq!(std::fs::read(files.join("late.txt")).unwrap(), b"written by a twin");
 }
+
+/// A module emits only to the streams its policy grants: an event for
+/// another module's stream is refused with a clear error and traced, in
+/// both twins, and nothing of it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_emits_only_to_the_streams_it_is_granted() {
+    let dir = tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let server = TestServer::start(Behaviour::default()).await;
+    let runtime = runtime(&dir.path().join("data"));
+    let module = load(&runtime, guests::HOSTILE).await;
+    // The fixture's policy grants the stream `effects` only.
+    let policy = policy(&effects_policy(&server, &files));
+    let input = serde_json::json!({ "streams": ["effects", "payments", "effects2"] }).to_string().into_bytes();
+    let request = TxRequest { path: Some("emit".into()), input, ..Default::default() };
+    let report = runtime.execute(&module, &policy, request).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    let attempt = &report.attempts[0];
+    for trace in [&attempt.primary, attempt.mirror.as_ref().unwrap()] {
+        let output: Value = serde_json::from_str(trace.output.as_deref().unwrap()).unwrap();
+        assert_eq!(output["effects"], Value::Null, "{output}");
+        for stream in ["payments", "effects2"] {
+            let error = output[stream].as_str().unwrap_or_default();
+            assert!(error.contains(&format!("stream `{stream}` is not granted")), "{stream}: {output}");
+        }
+        let denied: Vec<&str> = trace
+            .events
+            .iter()
+            .filter_map(|e| match &e.call {
+                HostCall::Emit { stream, effect: txmirror_runtime::trace::Effect::Denied { .. }, .. } => {
+                    Some(stream.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(denied, ["payments", "effects2"], "{:?}", trace.role);
+    }
+    assert_eq!(runtime.events("effects", 0, 10).unwrap().len(), 1);
+    assert!(runtime.events("payments", 0, 10).unwrap().is_empty());
+    assert!(runtime.events("effects2", 0, 10).unwrap().is_empty());
+}

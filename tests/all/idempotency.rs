@@ -28,7 +28,7 @@ async fn fifty_concurrent_requests_with_one_key_run_once() {
     let dir = tempdir().unwrap();
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::BANK_TRANSFER).await;
-    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\n");
+    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n");
 
     let tasks: Vec<_> = (0..50)
         .map(|_| {
@@ -61,7 +61,9 @@ async fn fifty_concurrent_requests_with_one_key_run_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_survive_a_restart_and_lapse_after_their_retention() {
     let dir = tempdir().unwrap();
-    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\n[idempotency]\nretention_secs = 1\n");
+    let policy = policy(
+        "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n[idempotency]\nretention_secs = 1\n",
+    );
     // Time moves when the test says, not while it sleeps.
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
     let runtime = || Runtime::open(RuntimeConfig { clock: clock.clone(), ..config(dir.path()) }).unwrap();
@@ -92,7 +94,7 @@ async fn failures_are_recorded_under_the_key_and_bad_keys_refused() {
     let dir = tempdir().unwrap();
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::BANK_TRANSFER).await;
-    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\n");
+    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n");
     let overdraft = || TxRequest {
         path: Some("transfer".into()),
         input: json!({ "from": "nobody", "to": "alice", "amount": 5 }).to_string().into_bytes(),
@@ -118,7 +120,7 @@ async fn a_key_reused_for_another_request_is_refused_even_while_the_first_runs()
     let dir = tempdir().unwrap();
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::BANK_TRANSFER).await;
-    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\n");
+    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n");
     let to = |account: &str, path: &str| TxRequest {
         path: Some(path.into()),
         input: json!({ "account": account, "amount": 10 }).to_string().into_bytes(),
@@ -168,8 +170,9 @@ async fn recovery_answers_a_repeat_of_a_committed_key_and_dead_letters_nothing()
     let dir = tempdir().unwrap();
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::BANK_TRANSFER).await;
-    let policy =
-        policy("[capabilities]\nkv = { accounts = \"read-write\" }\n[recovery]\nin_flight = \"dead_letter\"\n");
+    let policy = policy(
+        "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n[recovery]\nin_flight = \"dead_letter\"\n",
+    );
     let first = runtime.execute(&module, &policy, deposit("pay-1")).await.unwrap();
     let recovered = runtime.recover_interrupted(&module, &policy, "repeat", deposit("pay-1")).await.unwrap();
     assert_eq!((recovered.transaction_id.as_str(), recovered.deduplicated), (first.transaction_id.as_str(), true));

@@ -33,6 +33,7 @@ impl Fixture {
 
             [capabilities]
             kv = {{ scratch = "read-write" }}
+            streams = ["effects"]
             outbound_hosts = ["{authority}"]
 
             [config]

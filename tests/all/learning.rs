@@ -199,7 +199,7 @@ async fn the_online_model_is_saved_and_restored_with_the_store() {
     let runtime = open();
     assert!(runtime.saved_learnt().unwrap().is_none(), "a new store has learnt nothing");
     let module = load(&runtime, guests::BANK_TRANSFER).await;
-    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\n");
+    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n");
     for n in 0..25 {
         let input = json!({ "account": format!("a{n}"), "amount": 5 }).to_string().into_bytes();
         let request = TxRequest { path: Some("deposit".into()), input, ..Default::default() };
@@ -238,7 +238,7 @@ async fn a_damaged_saved_model_starts_learning_afresh() {
 
     // It learns again from the next attempt.
     let module = load(&runtime, guests::BANK_TRANSFER).await;
-    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\n");
+    let policy = policy("[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n");
     let input = json!({ "account": "a", "amount": 5 }).to_string().into_bytes();
     let request = TxRequest { path: Some("deposit".into()), input, ..Default::default() };
     runtime.execute(&module, &policy, request).await.unwrap();
@@ -259,8 +259,9 @@ async fn a_model_whose_lone_calls_prove_wrong_stops_acting_on_them() {
     use txmirror_runtime::store::{RedbStore, StateStore, TransactionOutcome};
     let dir = tempdir().unwrap();
     let open = || with_placeholder_model(dir.path());
-    let policy =
-        policy("[capabilities]\nkv = { accounts = \"read-write\" }\n[prediction]\nmodel_action = \"fail_fast\"\n");
+    let policy = policy(
+        "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n[prediction]\nmodel_action = \"fail_fast\"\n",
+    );
     // Named, so that the gate's draws (taken from the transaction id) are
     // the same at every run: the test is deterministic.
     let deposit = |n: usize| {

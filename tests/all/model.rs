@@ -11,7 +11,7 @@ use txmirror_runtime::predict::{MODEL_REASON, ModelError, Prediction, RULES_ALON
 use txmirror_runtime::{ModelConfig, Module, Policy, Runtime, StartError, TxRequest};
 use txmirror_tests::{config, guests, load, models, policy};
 
-const POLICY: &str = "[capabilities]\nkv = { accounts = \"read-write\" }\n";
+const POLICY: &str = "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n";
 
 fn with_model(dir: &Path, model: &Path, reload_interval: Option<Duration>) -> Result<Runtime, StartError> {
     let mut config = config(dir);

@@ -8,7 +8,7 @@ use txmirror_runtime::trace::HostCall;
 use txmirror_runtime::{FailureKind, TxRequest};
 use txmirror_tests::{guests, load, policy, runtime};
 
-const POLICY: &str = "[capabilities]\nkv = { orders = \"read-write\" }\n";
+const POLICY: &str = "[capabilities]\nkv = { orders = \"read-write\" }\nstreams = [\"orders.imported\"]\n";
 
 fn import(platform: &str, store: &str, payload: Value) -> TxRequest {
     let input = json!({ "platform": platform, "store": store, "payload": payload });

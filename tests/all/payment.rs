@@ -19,6 +19,7 @@ pub(crate) fn gateway_policy(primary: &TestServer, backup: &TestServer) -> Strin
         compensation_path = "refund"
         [capabilities]
         kv = {{ payments = "read-write" }}
+        streams = ["payments"]
         outbound_hosts = ["{}", "{}"]
         [config]
         primary_gateway = "{}"
@@ -681,7 +682,7 @@ async fn before_the_commit_a_condemned_attempt_on_the_last_path_is_not_failed_fa
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::BANK_TRANSFER).await;
     let policy = policy(
-        "[capabilities]\nkv = { accounts = \"read-write\" }\n[[prediction.rules]]\nname = \"doom\"\n\
+        "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n[[prediction.rules]]\nname = \"doom\"\n\
          when = \"attempt >= 1\"\nweight = 0.95\nreason = \"every deposit is condemned\"\naction = \"divert\"\n",
     );
     let input = json!({ "account": "a", "amount": 5 }).to_string().into_bytes();

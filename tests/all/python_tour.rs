@@ -15,6 +15,7 @@ fn tour_policy(server: &TestServer) -> String {
         r#"
         [capabilities]
         kv = {{ scratch = "read-write" }}
+        streams = ["payments"]
         outbound_hosts = ["{authority}"]
 
         [config]
@@ -89,6 +90,8 @@ async fn what_the_policy_does_not_grant_is_refused_as_an_error_in_python() {
     assert!(output["namespace"].as_str().unwrap().contains("key-value store: Denied"), "{output}");
     assert!(output["host"].as_str().unwrap().contains("refused by the host"), "{output}");
     assert!(output["missing-config"].as_str().unwrap().contains("config `nope` is not set"), "{output}");
+    assert!(output["stream"].as_str().unwrap().contains("stream `transfers` is not granted"), "{output}");
     assert!(server.received().is_empty());
     assert!(runtime.snapshot().unwrap().get("secrets", "k").unwrap().is_none());
+    assert!(runtime.events("transfers", 0, 10).unwrap().is_empty());
 }

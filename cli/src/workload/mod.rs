@@ -441,6 +441,7 @@ wall_time_ms = 5000
 required_output_fields = ["charge_id"]
 [capabilities]
 kv = {{ payments = "read-write" }}
+streams = ["payments"]
 outbound_hosts = ["{p}", "{b}"]
 [config]
 primary_gateway = "http://{p}"
@@ -460,10 +461,10 @@ status = 201
 body = '{{"charge_id": "mirror-stub"}}'
 "#
     );
-    let bank = "[capabilities]\nkv = { accounts = \"read-write\" }\n[retry]\nconflict_attempts = 30\n".to_string();
+    let bank = "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n[retry]\nconflict_attempts = 30\n".to_string();
     // An oversized order needs about 140 M fuel: beyond its limit, within the ceiling.
     let orders = "[resource_requirements]\nfuel = 20_000_000\nfuel_ceiling = 400_000_000\nmemory_mib = 32\n\
-                  [capabilities]\nkv = { orders = \"read-write\" }\n"
+                  [capabilities]\nkv = { orders = \"read-write\" }\nstreams = [\"orders.imported\"]\n"
         .to_string();
     let parse = |name: &str, text: String, after: &str| {
         Policy::parse(&format!("{top}{text}{table}{after}"), std::path::Path::new(name))

@@ -147,7 +147,7 @@ pub fn install_bank(agent: &ureq::Agent, base: &str) -> String {
     let (status, module) = call(agent, "POST", &format!("{base}/v1/modules"), Role::Developer, Some(wasm)).unwrap();
     assert_eq!(status, 201, "{module}");
     let hash = module["hash"].as_str().unwrap().to_string();
-    let policy = b"[capabilities]\nkv = { accounts = \"read-write\" }\n".to_vec();
+    let policy = b"[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n".to_vec();
     let (status, body) =
         call(agent, "PUT", &format!("{base}/v1/modules/{hash}/policy"), Role::Operator, Some(policy)).unwrap();
     assert_eq!(status, 200, "{body}");
@@ -163,7 +163,7 @@ pub fn install_payment(agent: &ureq::Agent, base: &str, gateway: &txmirror_tests
     assert_eq!(status, 201, "{module}");
     let hash = module["hash"].as_str().unwrap().to_string();
     let policy = format!(
-        "{extra}\n[capabilities]\nkv = {{ payments = \"read-write\" }}\noutbound_hosts = [\"{0}\"]\n\
+        "{extra}\n[capabilities]\nkv = {{ payments = \"read-write\" }}\nstreams = [\"payments\"]\noutbound_hosts = [\"{0}\"]\n\
          [resource_requirements]\nwall_time_ms = 30_000\noutbound_timeout_ms = 20_000\n\
          [config]\nprimary_gateway = \"{1}\"\nbackup_gateway = \"{1}\"\n\
          [[mirror.stubs]]\nmethod = \"POST\"\nurl_prefix = \"{1}/charges\"\nstatus = 201\nbody = '{{\"charge_id\": \"stub\"}}'\n",

@@ -94,7 +94,7 @@ pub async fn install(state: &AppState, tenant: &str, guest: &str, policy: &str) 
     hash
 }
 
-pub const BANK_POLICY: &str = "[capabilities]\nkv = { accounts = \"read-write\" }\n";
+pub const BANK_POLICY: &str = "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n";
 
 /// Polls a transaction until it is no longer pending (at most 5 s).
 pub async fn poll(client: &Call<'_>, id: &str) -> Value {

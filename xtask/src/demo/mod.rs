@@ -57,6 +57,7 @@ compensation_path = "refund"
 
 [capabilities]
 kv = {{ payments = "read-write" }}
+streams = ["payments"]
 outbound_hosts = ["{failing}", "{backup}"]
 
 [config]

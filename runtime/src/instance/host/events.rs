@@ -9,8 +9,15 @@ use crate::vocab::{Role, validate_name};
 impl Host for InstanceState {
     fn emit(&mut self, stream: String, payload: Vec<u8>) -> wasmtime::Result<Result<(), EventError>> {
         let bytes = payload.len();
+        // The contract's `event-error` has no case of its own for a stream
+        // not granted (adding one would break every built module), so the
+        // refusal is an `invalid-stream` that says so.
         let refused = if let Err(reason) = validate_name(&stream) {
             Some(EventError::InvalidStream(format!("stream name {reason}")))
+        } else if !self.policy.capabilities.grants_stream(&stream) {
+            Some(EventError::InvalidStream(format!(
+                "stream `{stream}` is not granted: the policy's capabilities.streams does not list it"
+            )))
         } else if bytes > MAX_EVENT_BYTES {
             Some(EventError::TooLarge(format!("{bytes} bytes; an event may have {MAX_EVENT_BYTES}")))
         } else if self.kv.written_bytes() + self.event_bytes + bytes > MAX_WRITE_SET_BYTES {

@@ -13,7 +13,9 @@
 //! lookup; it returns each one's error, if any. Path `later` looks for
 //! `/data/late.txt`, writes it, waits on a GET to `{"wait_url"}` and reads
 //! it again: the mirror, whose view is the directory as it was when the
-//! attempt started, must not see what the primary wrote meanwhile.
+//! attempt started, must not see what the primary wrote meanwhile. Path
+//! `emit` emits an event to each stream its input lists (`{"streams"}`)
+//! and returns each one's error, if any.
 
 use serde_json::Value;
 use txmirror_guest::Error;
@@ -103,11 +105,22 @@ fn later(input: Value) -> Result<Value, Error> {
     Ok(serde_json::json!({ "before": before, "wrote": wrote, "after": after }))
 }
 
+/// An event to each stream asked for, carrying on past refusals.
+fn emit(input: Value) -> Result<Value, Error> {
+    let mut outcomes = serde_json::Map::new();
+    for stream in input.get("streams").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        let done = txmirror_guest::events::emit(stream, &serde_json::json!({ "from": "hostile" }));
+        outcomes.insert(stream.to_string(), done.err().map(|error| error.to_string()).into());
+    }
+    Ok(Value::Object(outcomes))
+}
+
 txmirror_guest::transaction_module! {
     paths: {
         "sneak" => sneak,
         "files" => files,
         "sockets" => sockets,
         "later" => later,
+        "emit" => emit,
     }
 }
