@@ -123,6 +123,15 @@ impl StateStore for RacingStore {
     fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.events(stream, after, limit)
     }
+    fn group_offset(&self, stream: &str, group: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.group_offset(stream, group)
+    }
+    fn acknowledge(&self, stream: &str, group: &str, offset: u64) -> Result<u64, StoreError> {
+        self.inner.acknowledge(stream, group, offset)
+    }
+    fn consumer_groups(&self, stream: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.consumer_groups(stream)
+    }
     fn learnt(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.learnt(name)
     }

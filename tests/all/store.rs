@@ -153,6 +153,45 @@ fn events_records_and_what_was_learnt_read_back(store: &dyn StateStore) {
     assert_eq!(store.learnt("model").unwrap().as_deref(), Some(b"two".as_slice()));
 }
 
+/// A stream reads from an offset among many other streams' events, and a
+/// consumer group's offset moves forward only, durably, per stream.
+fn streams_read_from_an_offset_and_groups_keep_theirs(store: &dyn StateStore) {
+    let event = |stream: &str, n: usize| EventEntry { stream: stream.into(), payload: n.to_string().into_bytes() };
+    // 200 commits, each with an event of `noise` and every tenth one of `s`.
+    for i in 0..200 {
+        let mut events = vec![event("noise", i)];
+        if i % 10 == 0 {
+            events.push(event("s", i));
+        }
+        if i % 50 == 0 {
+            events.push(event("ss", i));
+        }
+        store.commit(CommitRequest { events, ..request(&format!("t{i}"), vec![]) }).unwrap();
+    }
+    let all = store.events("s", 0, 100).unwrap();
+    assert_eq!(all.len(), 20);
+    assert!(all.windows(2).all(|w| w[0].sequence < w[1].sequence), "in sequence order");
+    assert!(all.iter().all(|e| e.stream == "s"));
+    let page = store.events("s", all[4].sequence, 3).unwrap();
+    assert_eq!(page, all[5..8], "a page from an offset, exclusive");
+    assert!(store.events("s", all[19].sequence, 10).unwrap().is_empty(), "nothing past the head");
+    assert!(store.events("none", 0, 10).unwrap().is_empty());
+    assert_eq!(store.events("ss", 0, 10).unwrap().len(), 4, "a stream's name is not a prefix of another's");
+
+    assert_eq!(store.group_offset("s", "billing").unwrap(), None);
+    assert!(store.consumer_groups("s").unwrap().is_empty());
+    assert_eq!(store.acknowledge("s", "billing", all[3].sequence).unwrap(), all[3].sequence);
+    assert_eq!(store.acknowledge("s", "billing", all[1].sequence).unwrap(), all[3].sequence, "never back");
+    assert_eq!(store.acknowledge("s", "audit", all[7].sequence).unwrap(), all[7].sequence);
+    assert_eq!(store.acknowledge("noise", "billing", 5).unwrap(), 5);
+    assert_eq!(store.group_offset("s", "billing").unwrap(), Some(all[3].sequence));
+    assert_eq!(
+        store.consumer_groups("s").unwrap(),
+        [("audit".to_string(), all[7].sequence), ("billing".to_string(), all[3].sequence)]
+    );
+    assert_eq!(store.consumer_groups("noise").unwrap(), [("billing".to_string(), 5)]);
+}
+
 /// Transfers between ten accounts from many threads at once, each retried
 /// on a conflict: every one commits once, and no money appears or vanishes.
 fn concurrent_transfers_conserve_money(store: &dyn StateStore, transfers: usize) {
@@ -653,6 +692,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("scan", scan_stays_inside_namespace_and_prefix),
     ("purge of lapsed keys", lapsed_keys_are_purged_and_live_ones_kept),
     ("events, records, learnt", events_records_and_what_was_learnt_read_back),
+    ("streams and consumer groups", streams_read_from_an_offset_and_groups_keep_theirs),
     ("1,000 concurrent transfers", |store| concurrent_transfers_conserve_money(store, 1_000)),
     ("claims racing", a_committed_claim_is_never_taken_by_a_failure_at_the_same_time),
     ("batches", a_batch_applies_its_requests_in_order),

@@ -138,4 +138,21 @@ impl Runtime {
     pub fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.store.events(stream, after, limit)
     }
+
+    /// The last sequence consumer group `group` acknowledged on `stream`
+    /// (0 for a group that never did): where the group reads from.
+    pub fn group_offset(&self, stream: &str, group: &str) -> Result<u64, StoreError> {
+        Ok(self.inner.store.group_offset(stream, group)?.unwrap_or(0))
+    }
+
+    /// Acknowledges, for `group`, every event of `stream` up to `offset`:
+    /// durably, forward only; the group's offset now.
+    pub fn acknowledge(&self, stream: &str, group: &str, offset: u64) -> Result<u64, StoreError> {
+        self.inner.store.acknowledge(stream, group, offset)
+    }
+
+    /// The consumer groups of `stream` and their offsets, by name.
+    pub fn consumer_groups(&self, stream: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.store.consumer_groups(stream)
+    }
 }

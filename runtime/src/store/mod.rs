@@ -251,8 +251,18 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Transaction records in id order, after `after` (exclusive) if given,
     /// at most `limit`: page through them by passing the last id back.
     fn transactions(&self, after: Option<&str>, limit: usize) -> Result<Vec<TransactionRecord>, StoreError>;
-    /// Events of `stream` from sequence `after` (exclusive), at most `limit`.
+    /// Events of `stream` from sequence `after` (exclusive), at most
+    /// `limit`, in sequence order, in time proportional to what is read.
     fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The last sequence consumer group `group` acknowledged on `stream`;
+    /// `None` for a group that never acknowledged.
+    fn group_offset(&self, stream: &str, group: &str) -> Result<Option<u64>, StoreError>;
+    /// Moves `group`'s offset on `stream` forward to `offset`, durably, and
+    /// never back (an older acknowledgement, late or repeated, changes
+    /// nothing); the offset the group has now.
+    fn acknowledge(&self, stream: &str, group: &str, offset: u64) -> Result<u64, StoreError>;
+    /// The consumer groups of `stream` and their offsets, by name.
+    fn consumer_groups(&self, stream: &str) -> Result<Vec<(String, u64)>, StoreError>;
     /// What the runtime last saved under `name` of what it has learnt (the
     /// online model); the store keeps the bytes as given and never reads them.
     fn learnt(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;

@@ -51,7 +51,7 @@ use reads::Reads;
 
 /// The migrations, in order: migration `n` (from 1) takes the schema from
 /// version `n - 1` to `n`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, inbox::MIGRATION, MIGRATION_3, MIGRATION_4];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, inbox::MIGRATION, MIGRATION_3, MIGRATION_4, MIGRATION_5];
 
 /// The first schema: the state, events, records, keys, dead letters and
 /// what the runtime learnt.
@@ -110,6 +110,18 @@ const MIGRATION_3: &str = r#"
 const MIGRATION_4: &str = r#"
     ALTER TABLE txm_effects ADD COLUMN sent_unix_ms BIGINT NOT NULL DEFAULT 0;
     CREATE INDEX txm_effects_sent ON txm_effects (sent_unix_ms);
+"#;
+
+/// The fifth schema: consumer groups' offsets, the last sequence each group
+/// acknowledged on each stream (`txm_events_by_stream` already reads a
+/// stream from an offset).
+const MIGRATION_5: &str = r#"
+    CREATE TABLE txm_consumer_offsets (
+        stream TEXT COLLATE "C" NOT NULL,
+        consumer_group TEXT COLLATE "C" NOT NULL,
+        acknowledged BIGINT NOT NULL,
+        PRIMARY KEY (stream, consumer_group)
+    );
 "#;
 
 /// The store on a PostgreSQL database.
@@ -876,6 +888,56 @@ impl StateStore for PostgresStore {
                     payload: row.get(4),
                 })
                 .collect())
+        })
+    }
+
+    fn group_offset(&self, stream: &str, group: &str) -> Result<Option<u64>, StoreError> {
+        let (stream, group) = (stream.to_string(), group.to_string());
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let row = client
+                .query_opt(
+                    "SELECT acknowledged FROM txm_consumer_offsets WHERE stream = $1 AND consumer_group = $2",
+                    &[&stream, &group],
+                )
+                .await
+                .map_err(storage)?;
+            Ok(row.map(|row| uint(row.get(0))))
+        })
+    }
+
+    fn acknowledge(&self, stream: &str, group: &str, offset: u64) -> Result<u64, StoreError> {
+        let (stream, group, offset) = (stream.to_string(), group.to_string(), int(offset));
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            // One statement: concurrent acknowledgements keep the greatest.
+            let row = client
+                .query_one(
+                    "INSERT INTO txm_consumer_offsets (stream, consumer_group, acknowledged) VALUES ($1, $2, $3)
+                     ON CONFLICT (stream, consumer_group) DO UPDATE
+                     SET acknowledged = GREATEST(txm_consumer_offsets.acknowledged, EXCLUDED.acknowledged)
+                     RETURNING acknowledged",
+                    &[&stream, &group, &offset],
+                )
+                .await
+                .map_err(storage)?;
+            Ok(uint(row.get(0)))
+        })
+    }
+
+    fn consumer_groups(&self, stream: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let stream = stream.to_string();
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let rows = client
+                .query(
+                    "SELECT consumer_group, acknowledged FROM txm_consumer_offsets WHERE stream = $1
+                     ORDER BY consumer_group",
+                    &[&stream],
+                )
+                .await
+                .map_err(storage)?;
+            Ok(rows.iter().map(|row| (row.get(0), uint(row.get(1)))).collect())
         })
     }
 

@@ -10,7 +10,9 @@
 //! - `learnt`: name → bytes the store never reads;
 //! - `effects`: the effect journal, `id NUL path NUL ordinal` → [`Effect`];
 //! - `inbox`, `inbox_keys`, `submissions`: accepted transactions and their
-//!   leases (see `inbox.rs`).
+//!   leases (see `inbox.rs`);
+//! - `stream_events`, `consumer_offsets`: each stream's index over the
+//!   events, and consumer groups' offsets (see `streams.rs`).
 //!
 //! redb gives snapshot isolation to readers and serialises writers, so a
 //! commit validates its read set inside the write transaction and no other
@@ -50,6 +52,7 @@ fn effect_key(transaction_id: &str, path: &str, ordinal: u32) -> String {
 }
 
 mod inbox;
+mod streams;
 
 const VERSION_KEY: &str = "version";
 const EVENT_SEQUENCE_KEY: &str = "event_sequence";
@@ -162,6 +165,7 @@ fn apply(txn: &redb::WriteTransaction, request: CommitRequest) -> Result<Version
     }
     if !request.events.is_empty() {
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut index = txn.open_table(streams::STREAM_EVENTS).map_err(storage)?;
         let mut sequence = meta.get(EVENT_SEQUENCE_KEY).map_err(storage)?.map_or(0, |v| v.value());
         for event in &request.events {
             sequence += 1;
@@ -174,6 +178,7 @@ fn apply(txn: &redb::WriteTransaction, request: CommitRequest) -> Result<Version
             };
             let bytes = encode(&stored)?;
             events.insert(sequence, bytes.as_slice()).map_err(storage)?;
+            streams::index(&mut index, &mut meta, &event.stream, sequence)?;
         }
         meta.insert(EVENT_SEQUENCE_KEY, sequence).map_err(storage)?;
     }
@@ -252,7 +257,9 @@ impl RedbStore {
             txn.open_table(inbox::INBOX).map_err(storage)?;
             txn.open_table(inbox::INBOX_KEYS).map_err(storage)?;
             txn.open_table(inbox::SUBMISSIONS).map_err(storage)?;
+            txn.open_table(streams::CONSUMER_OFFSETS).map_err(storage)?;
         }
+        streams::catch_up(&txn)?;
         txn.commit().map_err(storage)?;
         Ok(Self { db: Arc::new(db), live_holders: Arc::default() })
     }
@@ -467,19 +474,24 @@ impl StateStore for RedbStore {
 
     fn events(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(EVENTS).map_err(storage)?;
-        let mut events = Vec::new();
-        for item in table.range(after.saturating_add(1)..).map_err(storage)? {
-            if events.len() >= limit {
-                break;
-            }
-            let (sequence, bytes) = item.map_err(storage)?;
-            let event: StoredEvent = decode(|| format!("event {}", sequence.value()), bytes.value())?;
-            if event.stream == stream {
-                events.push(event);
-            }
-        }
-        Ok(events)
+        streams::read(&txn, stream, after, limit)
+    }
+
+    fn group_offset(&self, stream: &str, group: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        streams::group_offset(&txn, stream, group)
+    }
+
+    fn acknowledge(&self, stream: &str, group: &str, offset: u64) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let kept = streams::acknowledge(&txn, stream, group, offset)?;
+        txn.commit().map_err(storage)?;
+        Ok(kept)
+    }
+
+    fn consumer_groups(&self, stream: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        streams::groups(&txn, stream)
     }
 
     fn learnt(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -610,6 +622,38 @@ mod tests {
     // What every store must do is checked on both stores by one suite
     // (`tests/all/store.rs`); what is the embedded store's own is here.
     use super::*;
+
+    /// Events that a build without the stream index appended (to the log
+    /// only) are indexed when the store is next opened.
+    #[test]
+    fn events_appended_without_the_index_are_indexed_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.redb");
+        drop(RedbStore::open(&path).expect("create"));
+        {
+            let db = Database::create(&path).expect("open");
+            let txn = db.begin_write().expect("write");
+            {
+                let mut events = txn.open_table(EVENTS).expect("events");
+                for sequence in 1..=3 {
+                    let event = StoredEvent {
+                        sequence,
+                        version: sequence,
+                        transaction_id: format!("t{sequence}"),
+                        stream: if sequence == 2 { "other".into() } else { "s".into() },
+                        payload: vec![],
+                    };
+                    events.insert(sequence, encode(&event).expect("encode").as_slice()).expect("insert");
+                }
+                txn.open_table(META).expect("meta").insert(EVENT_SEQUENCE_KEY, 3).expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let store = RedbStore::open(&path).expect("open again");
+        let sequences: Vec<u64> = store.events("s", 0, 10).expect("read").iter().map(|e| e.sequence).collect();
+        assert_eq!(sequences, [1, 3]);
+        assert_eq!(store.events("other", 0, 10).expect("read").len(), 1);
+    }
 
     #[test]
     fn a_store_of_another_format_is_refused_naming_the_format_found() {
