@@ -1,8 +1,9 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use crate::api::{
-    Accepted, BulkBody, BulkDropReport, BulkReplayReport, LeaseView, ModuleInfo, NodesView, ReplayedLetter, SubmitBody,
-    TransactionList, TransactionSummary, TransactionView,
+    Accepted, Acknowledgement, BulkBody, BulkDropReport, BulkReplayReport, EventPage, GroupOffset, LeaseView,
+    ModuleInfo, NodesView, ReplayedLetter, StreamEvent, SubmitBody, TransactionList, TransactionSummary,
+    TransactionView,
 };
 use crate::catalog::NodeStatus;
 use crate::error::{ErrorBody, ErrorDetail};
@@ -22,10 +23,11 @@ use utoipa::openapi::{Content, Ref, ResponseBuilder};
         crate::api::dead_letters, crate::api::dead_letter, crate::api::drop_dead_letter, crate::api::replay,
         crate::api::replay_matching, crate::api::drop_matching,
         crate::api::model, crate::api::reload_model, crate::api::nodes,
+        crate::api::read_events, crate::api::groups, crate::api::acknowledge,
     ),
     components(schemas(ErrorBody, ErrorDetail, ModuleInfo, SubmitBody, Accepted, TransactionView,
         TransactionSummary, TransactionList, NodesView, NodeStatus, LeaseView, BulkBody, BulkReplayReport,
-        BulkDropReport, ReplayedLetter)),
+        BulkDropReport, ReplayedLetter, StreamEvent, EventPage, Acknowledgement, GroupOffset)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;

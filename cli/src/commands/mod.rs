@@ -45,7 +45,8 @@ pub(crate) enum Command {
     /// The dead-letter queue: transactions that failed on every path.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
-    /// Prints the events of a stream.
+    /// A stream's committed events, and its consumer groups.
+    #[command(subcommand)]
     Events(events::EventsCommand),
     /// Drives the example modules through the runtime against local
     /// gateways with injected faults (see docs/learning.md).

@@ -134,7 +134,7 @@ body = '{{"charge_id": "mirror-stub"}}'
     cli.command(&bank, "transfer", r#"{"from":"alice","to":"bob","amount":10}"#).arg("--dry-run").status()?;
 
     step("the events committed with the transfers");
-    crate::run(cli.base().args(["events", "transfers"]))?;
+    crate::run(cli.base().args(["events", "tail", "transfers"]))?;
     service_scenario(root, &demo, &bank)?;
     println!(
         "\ndemo complete; its store is in {}, the service's in {}",
