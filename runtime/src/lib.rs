@@ -49,7 +49,7 @@ pub use runtime::{ExecuteError, ModelConfig, ReplayError, ReplayedLetter, Runtim
 pub use runtime::{KeyClaim, KeyState, scoped_key};
 pub use trace::Trace;
 pub use transaction::{
-    AttemptReport, DeadLetterFilter, DeadLetterReport, DryRun, HedgeStart, HedgeTrigger, RecordedTransaction, TxReport,
-    TxRequest,
+    AttemptReport, DeadLetterFilter, DeadLetterReport, DryRun, HedgeStart, HedgeTrigger, KEPT_NOTICES, NoticeKind,
+    PredictionNotice, PredictionStats, RecordedTransaction, TxReport, TxRequest,
 };
 pub use vocab::{Action, Failure, FailureKind, GateStage, GateVerdict, Role};

@@ -33,7 +33,7 @@ use crate::store::{
 use crate::trace::{HostCall, HttpOutcome, Trace, TraceRecorder};
 use crate::transaction::history;
 use crate::transaction::plan::{AttemptFailed, Next, Plan};
-use crate::transaction::{AttemptReport, DryRun, TxReport, TxRequest};
+use crate::transaction::{AttemptReport, DryRun, PredictedStreams, TxReport, TxRequest};
 use crate::vocab::{Failure, FailureKind, Role};
 use attempt::PathTry;
 use idempotency::{Fingerprint, input_hash};
@@ -204,6 +204,8 @@ struct RuntimeInner {
     model: Option<Arc<ModelSlot>>,
     /// The online model that refines it with this store's outcomes.
     online: OnlineModel,
+    /// The mirrors' events, published before their primaries commit.
+    predicted: Arc<PredictedStreams>,
     clock: Arc<dyn Clock>,
     randomness: Randomness,
     _ticker: Arc<EpochTicker>,
@@ -352,6 +354,7 @@ impl Runtime {
                 in_flight: Mutex::new(HashMap::new()),
                 accepted_keys: Mutex::new(HashMap::new()),
                 online,
+                predicted: Arc::default(),
                 model,
                 clock: config.clock.clone(),
                 randomness: config.randomness.clone(),
@@ -390,6 +393,7 @@ impl Runtime {
                 in_flight: Mutex::new(HashMap::new()),
                 accepted_keys: Mutex::new(HashMap::new()),
                 online,
+                predicted: Arc::default(),
                 model: shared.model.clone(),
                 clock: shared.clock.clone(),
                 randomness: shared.randomness.clone(),

@@ -4,6 +4,7 @@
 mod dead_letter_filter;
 pub(crate) mod history;
 pub(crate) mod plan;
+mod predicted;
 
 use crate::store::{
     Attempt, Compensation, DeadLetter, Effect, Fence, StoreError, TransactionOutcome, TransactionRecord,
@@ -13,6 +14,8 @@ use crate::vocab::Failure;
 use serde::{Deserialize, Serialize};
 
 pub use dead_letter_filter::DeadLetterFilter;
+pub(crate) use predicted::PredictedStreams;
+pub use predicted::{KEPT_NOTICES, NoticeKind, PredictionNotice, PredictionStats};
 
 /// A request to run one transaction.
 #[derive(Debug, Clone, Default)]

@@ -2,8 +2,8 @@
 
 use crate::api::{
     Accepted, Acknowledgement, BulkBody, BulkDropReport, BulkReplayReport, EventPage, GroupOffset, LeaseView,
-    ModuleInfo, NodesView, ReplayedLetter, StreamEvent, SubmitBody, TransactionList, TransactionSummary,
-    TransactionView,
+    ModuleInfo, NodesView, PredictedNotice, PredictedPage, PredictionReport, ReplayedLetter, StreamEvent, SubmitBody,
+    TransactionList, TransactionSummary, TransactionView,
 };
 use crate::catalog::NodeStatus;
 use crate::error::{ErrorBody, ErrorDetail};
@@ -23,11 +23,11 @@ use utoipa::openapi::{Content, Ref, ResponseBuilder};
         crate::api::dead_letters, crate::api::dead_letter, crate::api::drop_dead_letter, crate::api::replay,
         crate::api::replay_matching, crate::api::drop_matching,
         crate::api::model, crate::api::reload_model, crate::api::nodes,
-        crate::api::read_events, crate::api::groups, crate::api::acknowledge,
+        crate::api::read_events, crate::api::groups, crate::api::acknowledge, crate::api::predictions,
     ),
     components(schemas(ErrorBody, ErrorDetail, ModuleInfo, SubmitBody, Accepted, TransactionView,
         TransactionSummary, TransactionList, NodesView, NodeStatus, LeaseView, BulkBody, BulkReplayReport,
-        BulkDropReport, ReplayedLetter, StreamEvent, EventPage, Acknowledgement, GroupOffset)),
+        BulkDropReport, ReplayedLetter, StreamEvent, EventPage, Acknowledgement, GroupOffset, PredictedNotice, PredictedPage, PredictionReport)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;

@@ -157,6 +157,11 @@ async fn a_long_poll_answers_when_an_event_commits() {
 /// The events of a Server-Sent Events response until `count` have come
 /// (at most 10 s): each one's `id` and its data.
 async fn sse(state: &AppState, uri: &str, last_event_id: Option<u64>, count: usize) -> Vec<(u64, Value)> {
+    sse_typed(state, uri, last_event_id, count).await.into_iter().map(|(id, _, data)| (id, data)).collect()
+}
+
+/// As [`sse`], with each event's type (`message` when it names none).
+async fn sse_typed(state: &AppState, uri: &str, last_event_id: Option<u64>, count: usize) -> Vec<(u64, String, Value)> {
     let mut request = Request::builder()
         .uri(uri)
         .header("authorization", format!("Bearer {}", common::token("acme", Client)))
@@ -179,7 +184,8 @@ async fn sse(state: &AppState, uri: &str, last_event_id: Option<u64>, count: usi
             let message: String = text.drain(..end + 2).collect();
             let field = |name: &str| message.lines().find_map(|line| line.strip_prefix(name)).map(str::to_string);
             if let (Some(id), Some(data)) = (field("id: "), field("data: ")) {
-                events.push((id.parse().unwrap(), serde_json::from_str(&data).unwrap()));
+                let kind = field("event: ").unwrap_or_else(|| "message".into());
+                events.push((id.parse().unwrap(), kind, serde_json::from_str(&data).unwrap()));
             }
         }
     }
@@ -221,4 +227,40 @@ async fn server_sent_events_follow_a_stream_and_resume_from_the_last_event_id() 
         .header("last-event-id", "yesterday");
     let response = app(state.clone()).oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "a bad Last-Event-ID is refused");
+}
+
+/// A consumer of the predicted view sees a transfer's event before its
+/// commit settles it, then its confirmation; the predictions report counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_predicted_view_shows_a_prediction_then_its_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = open(&common::config(dir.path())).await;
+    let state = service.state.clone();
+    let client = Call::as_(&state, "acme", Client);
+    let mirrored = format!("failure_prediction_enabled = true\n{BANK_POLICY}");
+    let hash = install(&state, "acme", guests::BANK_TRANSFER, &mirrored).await;
+    let following = {
+        let state = state.clone();
+        tokio::spawn(async move { sse_typed(&state, "/v1/streams/transfers/events?view=predicted", None, 2).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    transfer(&client, &hash, 1).await;
+    let seen = following.await.unwrap();
+    let kinds: Vec<&str> = seen.iter().map(|(_, kind, _)| kind.as_str()).collect();
+    assert_eq!(kinds, ["predicted", "confirmed"], "{seen:?}");
+    assert_eq!(seen[0].2["payload"], json!({ "from": "a", "to": "b", "amount": 1 }));
+    assert_eq!(seen[1].2["settles"], seen[0].0);
+    assert_eq!(seen[0].2["transaction_id"], seen[1].2["transaction_id"]);
+
+    let (status, page) = client.send("GET", "/v1/streams/transfers/events?view=predicted", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["notices"].as_array().unwrap().len(), 2, "{page}");
+    let (_, report) = client.send("GET", "/v1/streams/transfers/predictions", Body::empty()).await;
+    assert_eq!((report["predicted"].clone(), report["confirmed"].clone()), (json!(1), json!(1)), "{report}");
+    assert_eq!(report["mismatch_rate"], json!(0.0));
+    assert!(report["mean_lead_ms"].is_number(), "{report}");
+    for bad in ["view=guessed", "view=predicted&group=g"] {
+        let (status, body) = client.send("GET", &format!("/v1/streams/transfers/events?{bad}"), Body::empty()).await;
+        assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "bad_request"), "{bad}: {body}");
+    }
 }

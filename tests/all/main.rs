@@ -25,6 +25,7 @@ mod peer_component;
 mod peer_extism;
 mod peer_txmirror;
 mod peers;
+mod predicted_stream;
 mod python_tour;
 mod runaway;
 mod store;

@@ -12,7 +12,7 @@ use crate::adjust::timeouts::{AttemptTimeouts, Timeouts};
 use crate::attempt::mirroring::{draw, sampled};
 use crate::contention::{Turn, WriteClaims};
 use crate::instance::executor::{InstanceRun, run_instance};
-use crate::instance::host::{EffectJournal, InstanceSetup, MirrorFiles};
+use crate::instance::host::{EffectJournal, EventTap, InstanceSetup, MirrorFiles};
 use crate::instance::module::Module;
 use crate::policy::Policy;
 use crate::predict::history::Request;
@@ -236,6 +236,14 @@ impl Runtime {
             setup.mirror_files =
                 tokio::task::spawn_blocking(move || MirrorFiles::copy(&policy).map(Arc::new)).await.ok().flatten();
         }
+        // The mirror's events, published as it emits them, before the
+        // primary commits (settled in `conclude`).
+        if seed.mirrored {
+            self.inner.predicted.expect(seed.transaction_id, number);
+            let (predicted, id) = (self.inner.predicted.clone(), seed.transaction_id.to_string());
+            setup.event_tap =
+                Some(EventTap::new(move |stream, payload| predicted.publish(&id, number, stream, payload)));
+        }
         let write_claims = self.inner.in_flight_writes.claims();
         let owner = write_claims.owner();
         setup.write_claims = Some(write_claims.clone());
@@ -417,6 +425,9 @@ impl Runtime {
                     attempts: history.iter().map(|r| r.attempt.clone()).collect(),
                     history: history::encode(&history),
                 };
+                // What the primary commits settles what its mirror predicted.
+                let emitted: Vec<(String, Vec<u8>)> =
+                    ready.events.iter().map(|event| (event.stream.clone(), event.payload.clone())).collect();
                 let commit = CommitRequest {
                     reads: ready.reads,
                     writes: ready.writes,
@@ -426,7 +437,11 @@ impl Runtime {
                     fence: run.fence.clone(),
                 };
                 match self.inner.commits.commit(commit).await {
-                    Ok(version) => Ok((version, ready.output)),
+                    Ok(version) => {
+                        let events = emitted.iter().map(|(stream, payload)| (stream.as_str(), payload.as_slice()));
+                        self.inner.predicted.settle_committed(&run.id, report.attempt.number, events);
+                        Ok((version, ready.output))
+                    }
                     Err(CommitError::Conflict { namespace, key, read_version, current_version }) => {
                         // Release the old turn before waiting for the new one.
                         drop(turn.take());
@@ -454,6 +469,11 @@ impl Runtime {
             }
         };
 
+        if let Err(failure) = &result {
+            let reason =
+                format!("attempt {} ended {}: {}", report.attempt.number, failure.kind.as_str(), failure.message);
+            self.inner.predicted.settle_failed(&run.id, report.attempt.number, &reason);
+        }
         // An attempt the gate stopped says nothing of its path: counted as
         // the path's failure, it would raise the failure rate the predictor
         // reads, and each diversion would call for the next.

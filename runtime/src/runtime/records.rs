@@ -151,6 +151,23 @@ impl Runtime {
         self.inner.store.acknowledge(stream, group, offset)
     }
 
+    /// The notices of `stream`'s predicted view after `after`, at most
+    /// `limit`: what mirrors emitted before their primaries committed, and
+    /// how each prediction was settled (see `transaction/predicted.rs`).
+    pub fn predicted_events(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Vec<crate::transaction::PredictionNotice> {
+        self.inner.predicted.notices(stream, after, limit)
+    }
+
+    /// How `stream`'s predictions have fared on this runtime.
+    pub fn prediction_stats(&self, stream: &str) -> crate::transaction::PredictionStats {
+        self.inner.predicted.stats(stream)
+    }
+
     /// The consumer groups of `stream` and their offsets, by name.
     pub fn consumer_groups(&self, stream: &str) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.store.consumer_groups(stream)

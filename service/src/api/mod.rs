@@ -11,7 +11,9 @@ mod transactions;
 pub use dead_letters::{BulkBody, BulkDropReport, BulkReplayReport, ReplayedLetter};
 pub use modules::ModuleInfo;
 pub use nodes::{LeaseView, NodesView};
-pub use streams::{Acknowledgement, EventPage, GroupOffset, StreamEvent};
+pub use streams::{
+    Acknowledgement, EventPage, GroupOffset, PredictedNotice, PredictedPage, PredictionReport, StreamEvent,
+};
 pub use transactions::{Accepted, SubmitBody, TransactionList, TransactionSummary, TransactionView};
 
 use crate::{AppState, MAX_MODULE_BYTES, MAX_REQUEST_BYTES, ServiceError};
@@ -32,7 +34,7 @@ pub(crate) use modules::{
 };
 pub(crate) use nodes::__path_nodes;
 pub(crate) use ops::{__path_healthz, __path_metrics, __path_readyz};
-pub(crate) use streams::{__path_acknowledge, __path_groups, __path_read_events};
+pub(crate) use streams::{__path_acknowledge, __path_groups, __path_predictions, __path_read_events};
 pub(crate) use transactions::{__path_list_transactions, __path_show_transaction, __path_submit};
 
 /// The service's routes.
@@ -70,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/nodes", get(nodes::nodes))
         .route("/v1/streams/{stream}/events", get(streams::read_events))
         .route("/v1/streams/{stream}/groups", get(streams::groups))
+        .route("/v1/streams/{stream}/predictions", get(streams::predictions))
         .route("/v1/streams/{stream}/groups/{group}/ack", post(streams::acknowledge))
         .fallback(|| async { ServiceError::NotFound("no such endpoint; GET /openapi.json lists them".into()) })
         .with_state(state)

@@ -86,6 +86,94 @@ pub struct EventQuery {
     pub wait_ms: Option<u64>,
     /// Read as this consumer group: from its acknowledged offset.
     pub group: Option<String>,
+    /// `committed` (the default): the events transactions committed.
+    /// `predicted`: what mirrors emitted before their primaries committed,
+    /// and how each prediction was settled (`confirmed`, `corrected`,
+    /// `retracted`); offsets are the view's own.
+    pub view: Option<String>,
+}
+
+/// A notice of a stream's predicted view.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PredictedNotice {
+    /// Its offset in the predicted view (not a committed event's).
+    pub offset: u64,
+    /// `predicted`, `confirmed`, `corrected` or `retracted`.
+    pub kind: String,
+    /// The transaction whose mirror predicted the event.
+    pub transaction_id: String,
+    /// The attempt (from 1).
+    pub attempt: u32,
+    /// The event's place among the attempt's events on the stream (from 0).
+    pub index: u32,
+    /// The payload (for `corrected`, the one committed), when it is JSON.
+    #[schema(value_type = Object)]
+    pub payload: Option<serde_json::Value>,
+    /// The payload as text, when it is not JSON.
+    pub payload_text: Option<String>,
+    /// For a settlement, the offset of the prediction it settles.
+    pub settles: Option<u64>,
+    /// For `confirmed` and `corrected`: how long before the commit the
+    /// prediction came, in microseconds.
+    pub lead_micros: Option<u64>,
+    /// For `retracted`: why.
+    pub reason: Option<String>,
+}
+
+impl From<txmirror_runtime::PredictionNotice> for PredictedNotice {
+    fn from(notice: txmirror_runtime::PredictionNotice) -> Self {
+        let payload = serde_json::from_slice(&notice.payload).ok();
+        let payload_text = payload.is_none().then(|| String::from_utf8_lossy(&notice.payload).into_owned());
+        let kind =
+            serde_json::to_value(notice.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        Self {
+            offset: notice.offset,
+            kind,
+            transaction_id: notice.transaction_id,
+            attempt: notice.attempt,
+            index: notice.index,
+            payload,
+            payload_text,
+            settles: notice.settles,
+            lead_micros: notice.lead_micros,
+            reason: notice.reason,
+        }
+    }
+}
+
+/// A page of a stream's predicted view.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PredictedPage {
+    /// The stream.
+    pub stream: String,
+    /// The notices after the offset asked for, oldest first.
+    pub notices: Vec<PredictedNotice>,
+    /// Where the next page starts.
+    pub next_after: u64,
+}
+
+/// How a stream's predictions have fared on the node that answers.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PredictionReport {
+    /// The stream.
+    pub stream: String,
+    /// Events the mirrors emitted.
+    pub predicted: u64,
+    /// Predictions the primaries committed as they were.
+    pub confirmed: u64,
+    /// Predictions committed with another payload.
+    pub corrected: u64,
+    /// Predictions of attempts that failed or were diverted.
+    pub retracted: u64,
+    /// Predictions of committed attempts whose primary did not emit them.
+    pub not_emitted: u64,
+    /// Committed events no prediction stood for.
+    pub unpredicted: u64,
+    /// Of the events of predicted attempts that committed, the share that
+    /// did not match (corrected, not emitted or unpredicted).
+    pub mismatch_rate: Option<f64>,
+    /// The mean time from a prediction to its commit, in milliseconds.
+    pub mean_lead_ms: Option<f64>,
 }
 
 /// A consumer group's acknowledgement.
@@ -153,14 +241,37 @@ pub(crate) async fn read_events(
         None => None,
     };
     let after = last_event_id.or(query.after).or(group_offset).unwrap_or(0);
+    let predicted = match query.view.as_deref() {
+        None | Some("committed") => false,
+        Some("predicted") => true,
+        Some(other) => {
+            return Err(ServiceError::BadRequest(format!("view must be `committed` or `predicted`, not `{other}`")));
+        }
+    };
+    if predicted && query.group.is_some() {
+        return Err(ServiceError::BadRequest("consumer groups read the committed view only".into()));
+    }
     let wants_events = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("text/event-stream"));
+    let source = if predicted { Source::Predicted } else { Source::Committed };
     if wants_events {
-        return Ok(server_sent_events(state, runtime, stream, after, limit).into_response());
+        return Ok(server_sent_events(state, runtime, source, stream, after, limit).into_response());
     }
     let started = Instant::now();
+    if predicted {
+        let notices = loop {
+            let notices = runtime.predicted_events(&stream, after, limit);
+            if !notices.is_empty() || started.elapsed() >= wait || !state.admission.is_open() {
+                break notices;
+            }
+            tokio::time::sleep(POLL_EVERY.min(wait.saturating_sub(started.elapsed()))).await;
+        };
+        let next_after = notices.last().map_or(after, |notice| notice.offset);
+        let notices = notices.into_iter().map(PredictedNotice::from).collect();
+        return Ok(Json(PredictedPage { stream, notices, next_after }).into_response());
+    }
     let events = loop {
         let events = read(&runtime, &stream, after, limit)?;
         if !events.is_empty() || started.elapsed() >= wait || !state.admission.is_open() {
@@ -172,11 +283,49 @@ pub(crate) async fn read_events(
     Ok(Json(EventPage { stream, events, next_after }).into_response())
 }
 
-/// Events from `after` on, as they commit, until the client goes or the
+/// Which view a stream is read from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Committed,
+    Predicted,
+}
+
+/// The next items of a view after `after`: (offset, SSE event type, data).
+fn next_items(
+    runtime: &Runtime,
+    source: Source,
+    stream: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, &'static str, String)>, ServiceError> {
+    Ok(match source {
+        Source::Committed => read(runtime, stream, after, limit)?
+            .into_iter()
+            .map(|event| (event.offset, "message", serde_json::to_string(&event).unwrap_or_default()))
+            .collect(),
+        Source::Predicted => runtime
+            .predicted_events(stream, after, limit)
+            .into_iter()
+            .map(|notice| {
+                let kind = match notice.kind {
+                    txmirror_runtime::NoticeKind::Predicted => "predicted",
+                    txmirror_runtime::NoticeKind::Confirmed => "confirmed",
+                    txmirror_runtime::NoticeKind::Corrected => "corrected",
+                    _ => "retracted",
+                };
+                (notice.offset, kind, serde_json::to_string(&PredictedNotice::from(notice)).unwrap_or_default())
+            })
+            .collect(),
+    })
+}
+
+/// Events (or the predicted view's notices, each as an SSE event of its
+/// kind) from `after` on, as they come, until the client goes or the
 /// service shuts down.
 fn server_sent_events(
     state: AppState,
     runtime: Runtime,
+    source: Source,
     stream: String,
     after: u64,
     limit: usize,
@@ -185,7 +334,7 @@ fn server_sent_events(
     /// sent, and whether it has ended.
     struct Position {
         after: u64,
-        pending: std::collections::VecDeque<StreamEvent>,
+        pending: std::collections::VecDeque<(u64, &'static str, String)>,
         ended: bool,
     }
     let start = Position { after, pending: std::collections::VecDeque::new(), ended: false };
@@ -193,18 +342,21 @@ fn server_sent_events(
         let (state, runtime, stream) = (state.clone(), runtime.clone(), stream.clone());
         async move {
             loop {
-                if let Some(event) = at.pending.pop_front() {
-                    let data = serde_json::to_string(&event).unwrap_or_default();
-                    return Some((Ok(Event::default().id(event.offset.to_string()).data(data)), at));
+                if let Some((offset, kind, data)) = at.pending.pop_front() {
+                    let mut event = Event::default().id(offset.to_string()).data(data);
+                    if kind != "message" {
+                        event = event.event(kind);
+                    }
+                    return Some((Ok(event), at));
                 }
                 if at.ended || !state.admission.is_open() {
                     return None;
                 }
-                match read(&runtime, &stream, at.after, limit) {
-                    Ok(events) if events.is_empty() => tokio::time::sleep(POLL_EVERY).await,
-                    Ok(events) => {
-                        at.after = events.last().map_or(at.after, |event| event.offset);
-                        at.pending.extend(events);
+                match next_items(&runtime, source, &stream, at.after, limit) {
+                    Ok(items) if items.is_empty() => tokio::time::sleep(POLL_EVERY).await,
+                    Ok(items) => {
+                        at.after = items.last().map_or(at.after, |item| item.0);
+                        at.pending.extend(items);
                     }
                     Err(error) => {
                         // The store failed: say so and end; the client
@@ -258,4 +410,31 @@ pub(crate) async fn groups(caller: Caller, Path(stream): Path<String>) -> Result
     let stream = checked_name("stream", &stream)?;
     let groups = caller.tenant.runtime().consumer_groups(stream)?;
     Ok(Json(groups.into_iter().map(|(group, offset)| GroupOffset { group, offset }).collect()))
+}
+
+/// How a stream's predictions have fared on the node that answers: how
+/// many were confirmed, corrected and retracted, the mismatch rate and the
+/// mean lead time from prediction to commit.
+#[utoipa::path(get, path = "/v1/streams/{stream}/predictions", tag = "streams",
+    params(("stream" = String, Path, description = "The stream.")),
+    responses((status = 200, body = PredictionReport), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn predictions(
+    caller: Caller,
+    Path(stream): Path<String>,
+) -> Result<Json<PredictionReport>, ServiceError> {
+    caller.require(&[Role::Client, Role::Operator])?;
+    let stream = checked_name("stream", &stream)?;
+    let stats = caller.tenant.runtime().prediction_stats(stream);
+    Ok(Json(PredictionReport {
+        stream: stream.to_string(),
+        predicted: stats.predicted,
+        confirmed: stats.confirmed,
+        corrected: stats.corrected,
+        retracted: stats.retracted,
+        not_emitted: stats.not_emitted,
+        unpredicted: stats.unpredicted,
+        mismatch_rate: stats.mismatch_rate(),
+        mean_lead_ms: stats.mean_lead_micros().map(|micros| micros as f64 / 1000.0),
+    }))
 }

@@ -35,6 +35,11 @@ impl Host for InstanceState {
             Role::Mirror => Effect::Withheld,
         };
         self.trace.record(HostCall::Emit { stream: stream.clone(), bytes, effect });
+        // The mirror's event is the primary's to come: published at once
+        // on the stream's predicted view.
+        if let Some(tap) = &self.event_tap {
+            tap.publish(&stream, &payload);
+        }
         self.event_bytes += bytes;
         self.events.push(EventEntry { stream, payload });
         Ok(Ok(()))

@@ -24,7 +24,7 @@ pub(crate) use kv::KvView;
 pub(crate) use mirror_files::MirrorFiles;
 pub use outbound::EndpointMemory;
 pub(crate) use sockets::add_closed_sockets;
-pub(crate) use state::{InstanceSetup, InstanceState};
+pub(crate) use state::{EventTap, InstanceSetup, InstanceState};
 
 /// The largest value one `kv.put` may write.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;

@@ -38,6 +38,8 @@ pub(crate) struct InstanceState {
     pub(crate) deadline_hit: bool,
     /// Set when the instance was stopped because its attempt lost a hedge race.
     pub(crate) cancelled: bool,
+    /// Where the mirror's events are published as it emits them.
+    pub(crate) event_tap: Option<EventTap>,
     /// The primary's claims on the keys it writes, for other transactions' predictors.
     pub(crate) write_claims: Option<Arc<WriteClaims>>,
     wasi: WasiCtx,
@@ -90,6 +92,32 @@ pub(crate) struct InstanceSetup {
     /// The mirror's copies of the read-write directories, taken when the
     /// attempt started; `None` when it reads them live.
     pub(crate) mirror_files: Option<Arc<MirrorFiles>>,
+    /// Where the mirror publishes each event it emits (the predicted view
+    /// of its stream); `None` in a dry run and without a mirror.
+    pub(crate) event_tap: Option<EventTap>,
+}
+
+/// What an [`EventTap`] calls: (stream, payload).
+type Publish = dyn Fn(&str, &[u8]) + Send + Sync;
+
+/// A call the mirror makes with each event it emits.
+#[derive(Clone)]
+pub(crate) struct EventTap(Arc<Publish>);
+
+impl EventTap {
+    pub(crate) fn new(tap: impl Fn(&str, &[u8]) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(tap))
+    }
+
+    pub(crate) fn publish(&self, stream: &str, payload: &[u8]) {
+        (self.0)(stream, payload);
+    }
+}
+
+impl std::fmt::Debug for EventTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventTap")
+    }
 }
 
 impl InstanceSetup {
@@ -119,6 +147,7 @@ impl InstanceSetup {
             input: Arc::default(),
             journal: None,
             mirror_files: None,
+            event_tap: None,
         }
     }
 }
@@ -208,6 +237,7 @@ impl InstanceState {
             },
             deadline_hit: false,
             cancelled: false,
+            event_tap: if role == Role::Mirror { setup.event_tap.clone() } else { None },
             write_claims: if role == Role::Primary { setup.write_claims.clone() } else { None },
             wasi: wasi.build(),
             stdout,
