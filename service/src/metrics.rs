@@ -26,10 +26,11 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use txmirror_runtime::GateVerdict;
+use txmirror_runtime::PredictionStats;
 use txmirror_runtime::TxReport;
 use txmirror_runtime::predict::MODEL_REASON;
 use txmirror_runtime::store::TransactionOutcome;
-use txmirror_runtime::trace::HostCall;
+use txmirror_runtime::trace::{Effect, HostCall};
 
 macro_rules! label_set {
     ($name:ident, $field:ident) => {
@@ -46,6 +47,13 @@ label_set!(Decision, decision);
 label_set!(Reason, reason);
 label_set!(Resource, resource);
 label_set!(Twin, twin);
+label_set!(Stream, stream);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PredictionLabels {
+    stream: String,
+    kind: String,
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
@@ -75,6 +83,10 @@ pub struct TenantMetrics {
     leases_held: Gauge,
     takeovers: Counter,
     heartbeats: Family<NodeLabels, Gauge<f64, AtomicU64>>,
+    stream_events: Family<Stream, Counter>,
+    stream_predictions: Family<PredictionLabels, Gauge>,
+    prediction_mismatch: Family<Stream, Gauge<f64, AtomicU64>>,
+    prediction_lead: Family<Stream, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for TenantMetrics {
@@ -94,6 +106,10 @@ impl Default for TenantMetrics {
             leases_held: Gauge::default(),
             takeovers: Counter::default(),
             heartbeats: Family::default(),
+            stream_events: Family::default(),
+            stream_predictions: Family::default(),
+            prediction_mismatch: Family::default(),
+            prediction_lead: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register("txmirror_transactions", "Transactions ended, by outcome", metrics.outcomes.clone());
@@ -128,6 +144,22 @@ impl Default for TenantMetrics {
             "txmirror_node_heartbeat_age_seconds",
             "Time since each node's last heartbeat, as the catalog saw it",
             metrics.heartbeats.clone(),
+        );
+        r.register("txmirror_stream_events", "Events committed, by stream", metrics.stream_events.clone());
+        r.register(
+            "txmirror_stream_predictions",
+            "Predicted events on this node, by stream and how they were settled",
+            metrics.stream_predictions.clone(),
+        );
+        r.register(
+            "txmirror_stream_prediction_mismatch_ratio",
+            "Of the events of predicted attempts that committed, the share that did not match a prediction",
+            metrics.prediction_mismatch.clone(),
+        );
+        r.register(
+            "txmirror_stream_prediction_lead_seconds",
+            "Mean time from a prediction to its commit",
+            metrics.prediction_lead.clone(),
         );
         metrics
     }
@@ -180,6 +212,14 @@ impl TenantMetrics {
         if report.deduplicated {
             return;
         }
+        // The committing attempt's events are what the streams received.
+        if let (TransactionOutcome::Committed { .. }, Some(last)) = (&report.outcome, report.attempts.last()) {
+            for event in &last.primary.events {
+                if let HostCall::Emit { stream, effect: Effect::Buffered, .. } = &event.call {
+                    self.stream_events.get_or_create(&label(|stream| Stream { stream }, stream)).inc();
+                }
+            }
+        }
         for attempt in &report.attempts {
             if let Some(prediction) = &attempt.prediction {
                 let source = if prediction.model_probability.is_some() { "rules_and_model" } else { "rules" };
@@ -210,6 +250,31 @@ impl TenantMetrics {
                     }
                     _ => {}
                 }
+            }
+        }
+    }
+
+    /// How each stream's predictions have fared, as the runtime counts
+    /// them now (set at each scrape).
+    pub fn predictions(&self, streams: impl IntoIterator<Item = (String, PredictionStats)>) {
+        for (stream, stats) in streams {
+            for (kind, count) in [
+                ("predicted", stats.predicted),
+                ("confirmed", stats.confirmed),
+                ("corrected", stats.corrected),
+                ("retracted", stats.retracted),
+                ("not_emitted", stats.not_emitted),
+                ("unpredicted", stats.unpredicted),
+            ] {
+                let labels = PredictionLabels { stream: stream.clone(), kind: kind.to_string() };
+                self.stream_predictions.get_or_create(&labels).set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+            let labels = Stream { stream };
+            if let Some(rate) = stats.mismatch_rate() {
+                self.prediction_mismatch.get_or_create(&labels).set(rate);
+            }
+            if let Some(lead) = stats.mean_lead_micros() {
+                self.prediction_lead.get_or_create(&labels).set(lead as f64 / 1e6);
             }
         }
     }

@@ -134,3 +134,52 @@ async fn a_key_held_on_another_node_answers_the_same_request_and_refuses_another
         );
     }
 }
+
+/// Streams on PostgreSQL: a page from an offset, a consumer group whose
+/// acknowledged offset survives a restart, each tenant's streams its own,
+/// and the predicted view beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_consumer_groups_on_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestPostgres::start();
+    let mut config = common::config(dir.path());
+    config.store.url = Some(server.fresh_database());
+    let service = open(&config).await;
+    let state = &service.state;
+    let client = Call::as_(state, "acme", Role::Client);
+    let mirrored = format!("failure_prediction_enabled = true\n{BANK_POLICY}");
+    let hash = install(state, "acme", guests::BANK_TRANSFER, &mirrored).await;
+    let submit = format!("/v1/modules/{hash}/transactions");
+    for account in ["a", "b"] {
+        let body = json!({ "path": "deposit", "input": { "account": account, "amount": 100 } });
+        assert_eq!(client.send("POST", &submit, body.to_string()).await.0, StatusCode::OK);
+    }
+    for amount in 1..=4 {
+        let body = json!({ "path": "transfer", "input": { "from": "a", "to": "b", "amount": amount } });
+        let (status, report) = client.send("POST", &submit, body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+    }
+    let (_, page) = client.send("GET", "/v1/streams/transfers/events", Body::empty()).await;
+    let offsets: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets.len(), 4, "{page}");
+    assert_eq!(page["events"][3]["payload"]["amount"], 4);
+    let ack = json!({ "offset": offsets[1] }).to_string();
+    let (status, body) = client.send("POST", "/v1/streams/transfers/groups/audit/ack", ack).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, predicted) = client.send("GET", "/v1/streams/transfers/events?view=predicted", Body::empty()).await;
+    let kinds: Vec<&str> =
+        predicted["notices"].as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "confirmed").count(), 4, "{predicted}");
+    let (_, theirs) =
+        Call::as_(state, "globex", Role::Client).send("GET", "/v1/streams/transfers/events", Body::empty()).await;
+    assert_eq!(theirs["events"], json!([]), "another tenant's stream of the same name is its own");
+    drop(service);
+
+    // Started again on the same database, the group goes on from its offset.
+    let service = open(&config).await;
+    let (_, page) = Call::as_(&service.state, "acme", Role::Client)
+        .send("GET", "/v1/streams/transfers/events?group=audit", Body::empty())
+        .await;
+    let rest: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+    assert_eq!(rest, offsets[2..]);
+}

@@ -259,6 +259,18 @@ async fn the_predicted_view_shows_a_prediction_then_its_confirmation() {
     assert_eq!((report["predicted"].clone(), report["confirmed"].clone()), (json!(1), json!(1)), "{report}");
     assert_eq!(report["mismatch_rate"], json!(0.0));
     assert!(report["mean_lead_ms"].is_number(), "{report}");
+    // The metrics say the same, per stream.
+    let (status, metrics) = Call::as_(&state, "acme", Operator).send("GET", "/metrics", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = metrics.as_str().unwrap();
+    for line in [
+        "txmirror_stream_events_total{stream=\"transfers\"} 1",
+        "txmirror_stream_predictions{stream=\"transfers\",kind=\"confirmed\"} 1",
+        "txmirror_stream_prediction_mismatch_ratio{stream=\"transfers\"} 0.0",
+        "txmirror_stream_prediction_lead_seconds{stream=\"transfers\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
     for bad in ["view=guessed", "view=predicted&group=g"] {
         let (status, body) = client.send("GET", &format!("/v1/streams/transfers/events?{bad}"), Body::empty()).await;
         assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "bad_request"), "{bad}: {body}");

@@ -163,6 +163,11 @@ impl Runtime {
         self.inner.predicted.notices(stream, after, limit)
     }
 
+    /// How each stream's predictions have fared on this runtime.
+    pub fn prediction_streams(&self) -> Vec<(String, crate::transaction::PredictionStats)> {
+        self.inner.predicted.all_stats()
+    }
+
     /// How `stream`'s predictions have fared on this runtime.
     pub fn prediction_stats(&self, stream: &str) -> crate::transaction::PredictionStats {
         self.inner.predicted.stats(stream)

@@ -303,6 +303,11 @@ impl PredictedStreams {
         inner.notices.iter().skip(skip).filter(|n| n.stream == stream).take(limit).cloned().collect()
     }
 
+    /// How each stream's predictions have fared, by stream.
+    pub fn all_stats(&self) -> Vec<(String, PredictionStats)> {
+        self.lock().stats.iter().map(|(stream, stats)| (stream.clone(), stats.clone())).collect()
+    }
+
     /// How `stream`'s predictions have fared.
     pub fn stats(&self, stream: &str) -> PredictionStats {
         self.lock().stats.get(stream).cloned().unwrap_or_default()

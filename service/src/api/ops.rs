@@ -39,6 +39,7 @@ pub(crate) async fn metrics(State(state): State<AppState>, caller: Caller) -> Re
         // The other series are still worth a scrape.
         Err(error) => tracing::warn!(%error, "cannot list the nodes for the metrics"),
     }
+    caller.tenant.metrics().predictions(caller.tenant.runtime().prediction_streams());
     let text = caller.tenant.metrics().encode().map_err(|e| ServiceError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
 }
