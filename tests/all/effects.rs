@@ -34,6 +34,11 @@ impl Fixture {
         Self { _dir: dir, server, runtime, module, policy }
     }
 
+    /// The directory the policy grants read-write, as `/data`.
+    pub(crate) fn files(&self) -> std::path::PathBuf {
+        self._dir.path().join("files")
+    }
+
     async fn execute(&self, path: &str) -> txmirror_runtime::TxReport {
         let request = TxRequest { path: Some(path.into()), input: b"{}".to_vec(), ..Default::default() };
         self.runtime.execute(&self.module, &self.policy, request).await.unwrap()

@@ -130,16 +130,12 @@ async fn the_policy_keeps_the_mirrors_safe_calls_from_a_host() {
 /// read-only); a symlink pointing outside the directory is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_to_a_directory_is_traced_and_no_link_leaves_it() {
-    let dir = tempdir().unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let server = TestServer::start(Behaviour::default()).await;
-    let runtime = runtime(&dir.path().join("data"));
-    let module = load(&runtime, guests::HOSTILE).await;
-    let policy = policy(&effects_policy(&server, &files));
+    let fixture = Fixture::with(guests::HOSTILE, Behaviour::default()).await;
+    let (runtime, module, policy) = (&fixture.runtime, &fixture.module, &fixture.policy);
+    let files = fixture.files();
     std::fs::write(files.join("seen.txt"), b"before").unwrap();
     let request = TxRequest { path: Some("files".into()), input: b"{}".to_vec(), ..Default::default() };
-    let report = runtime.execute(&module, &policy, request).await.unwrap();
+    let report = runtime.execute(module, policy, request).await.unwrap();
     assert!(report.failure.is_none(), "{report:#?}");
     let changes = |trace: &txmirror_runtime::Trace| -> Vec<(String, String, bool)> {
         trace
@@ -232,22 +228,16 @@ async fn query_values_are_redacted_before_a_trace_is_stored() {
 /// reaches a listener on the address the guest aimed at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_way_to_a_socket_is_refused_and_traced() {
-    let dir = tempdir().unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let server = TestServer::start(Behaviour::default()).await;
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = tcp.local_addr().unwrap();
     let udp = std::net::UdpSocket::bind(addr).unwrap();
     tcp.set_nonblocking(true).unwrap();
     udp.set_nonblocking(true).unwrap();
-
-    let runtime = runtime(&dir.path().join("data"));
-    let module = load(&runtime, guests::HOSTILE).await;
-    let policy = policy(&effects_policy(&server, &files));
+    let fixture = Fixture::with(guests::HOSTILE, Behaviour::default()).await;
+    let (runtime, module, policy) = (&fixture.runtime, &fixture.module, &fixture.policy);
     let input = serde_json::json!({ "addr": addr.to_string() }).to_string().into_bytes();
     let request = TxRequest { path: Some("sockets".into()), input, ..Default::default() };
-    let report = runtime.execute(&module, &policy, request).await.unwrap();
+    let report = runtime.execute(module, policy, request).await.unwrap();
     assert!(report.failure.is_none(), "{report:#?}");
     let attempt = &report.attempts[0];
     for trace in [&attempt.primary, attempt.mirror.as_ref().unwrap()] {
@@ -282,17 +272,13 @@ async fn every_way_to_a_socket_is_refused_and_traced() {
 /// view.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mirror_does_not_see_what_the_primary_writes_meanwhile() {
-    let dir = tempdir().unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let server =
-        TestServer::start(Behaviour { delay: std::time::Duration::from_millis(300), ..Behaviour::default() }).await;
-    let runtime = runtime(&dir.path().join("data"));
-    let module = load(&runtime, guests::HOSTILE).await;
-    let policy = policy(&effects_policy(&server, &files));
+    let slow = Behaviour { delay: std::time::Duration::from_millis(300), ..Behaviour::default() };
+    let fixture = Fixture::with(guests::HOSTILE, slow).await;
+    let (server, runtime, module, policy) = (&fixture.server, &fixture.runtime, &fixture.module, &fixture.policy);
+    let files = fixture.files();
     let input = serde_json::json!({ "wait_url": format!("{}/wait", server.url()) }).to_string().into_bytes();
     let request = TxRequest { path: Some("later".into()), input, ..Default::default() };
-    let report = runtime.execute(&module, &policy, request).await.unwrap();
+    let report = runtime.execute(module, policy, request).await.unwrap();
     assert!(report.failure.is_none(), "{report:#?}");
     let attempt = &report.attempts[0];
     let output =
@@ -318,17 +304,12 @@ async fn the_mirror_does_not_see_what_the_primary_writes_meanwhile() {
 /// both twins, and nothing of it is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_emits_only_to_the_streams_it_is_granted() {
-    let dir = tempdir().unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let server = TestServer::start(Behaviour::default()).await;
-    let runtime = runtime(&dir.path().join("data"));
-    let module = load(&runtime, guests::HOSTILE).await;
     // The fixture's policy grants the stream `effects` only.
-    let policy = policy(&effects_policy(&server, &files));
+    let fixture = Fixture::with(guests::HOSTILE, Behaviour::default()).await;
+    let (runtime, module, policy) = (&fixture.runtime, &fixture.module, &fixture.policy);
     let input = serde_json::json!({ "streams": ["effects", "payments", "effects2"] }).to_string().into_bytes();
     let request = TxRequest { path: Some("emit".into()), input, ..Default::default() };
-    let report = runtime.execute(&module, &policy, request).await.unwrap();
+    let report = runtime.execute(module, policy, request).await.unwrap();
     assert!(report.failure.is_none(), "{report:#?}");
     let attempt = &report.attempts[0];
     for trace in [&attempt.primary, attempt.mirror.as_ref().unwrap()] {
