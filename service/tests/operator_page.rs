@@ -59,6 +59,18 @@ async fn the_operator_page_shows_a_submitted_transaction_and_replays_a_dead_lett
         .send("POST", &format!("/v1/modules/{hash}/transactions"), deposit.to_string())
         .await;
     assert_eq!(status, 200, "{report}");
+    // A transfer: the streams table shows its event.
+    let submit = format!("/v1/modules/{hash}/transactions");
+    let client = Call::as_(&state, "acme", Client);
+    let deposit = json!({ "path": "deposit", "input": { "account": "c", "amount": 5 } });
+    assert_eq!(client.send("POST", &submit, deposit.to_string()).await.0, 200);
+    let transfer = json!({ "path": "transfer", "input": { "from": "c", "to": "b", "amount": 2 } });
+    let (status, report) = client.send("POST", &submit, transfer.to_string()).await;
+    assert_eq!(
+        (status, report["outcome"]["status"].as_str()),
+        (axum::http::StatusCode::OK, Some("committed")),
+        "{report}"
+    );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -112,6 +124,16 @@ async fn the_operator_page_shows_a_submitted_transaction_and_replays_a_dead_lett
         .unwrap();
     let text = row.text().await.unwrap();
     assert!(text.contains("committed") && text.contains("deposit") && text.contains("pass"), "{text}");
+    let stream = browser
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#streams tr[data-stream='transfers']"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(stream.starts_with("transfers 1 "), "one event committed: {stream}");
     let model = browser.find(Locator::Id("model")).await.unwrap().text().await.unwrap();
     assert!(model.contains("no model configured"), "{model}");
     let node = format!("#nodes tr[data-id='{}']", state.node().id);
