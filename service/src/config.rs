@@ -56,6 +56,40 @@ pub struct ServiceConfig {
     /// This process as one node of several (`[node]`).
     #[serde(default)]
     pub node: NodeConfig,
+    /// How long streams keep their events (`[[retention]]`); without a
+    /// rule, a stream keeps every event.
+    #[serde(default)]
+    pub retention: Vec<RetentionConfig>,
+}
+
+/// How long one stream keeps its events (`[[retention]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// The stream.
+    pub stream: String,
+    /// Only this tenant's stream; every tenant's if unset.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Events older than this may go.
+    #[serde(default)]
+    pub max_age_secs: Option<u64>,
+    /// All but the newest this many events may go.
+    #[serde(default)]
+    pub max_events: Option<u64>,
+    /// Purges what consumer groups have not acknowledged as well (by
+    /// default it is kept, whatever its age or place).
+    #[serde(default)]
+    pub purge_unacknowledged: bool,
+}
+
+impl RetentionConfig {
+    /// The store's retention for a purge at `now_unix_ms`.
+    pub fn at(&self, now_unix_ms: u64) -> txmirror_runtime::store::StreamRetention {
+        let before = self.max_age_secs.map(|age| now_unix_ms.saturating_sub(age.saturating_mul(1000)));
+        let retention = txmirror_runtime::store::StreamRetention::new(before, self.max_events);
+        if self.purge_unacknowledged { retention.overriding_groups() } else { retention }
+    }
 }
 
 /// This process as a node (`[node]`).
@@ -182,6 +216,7 @@ impl ServiceConfig {
             tokens,
             store: StoreConfig::default(),
             node: NodeConfig::default(),
+            retention: Vec::new(),
         }
     }
 
@@ -227,6 +262,18 @@ impl ServiceConfig {
         }
         if self.shutdown_deadline_secs > 3600 {
             return Err(format!("shutdown_deadline_secs = {} is over an hour", self.shutdown_deadline_secs));
+        }
+        for (index, rule) in self.retention.iter().enumerate() {
+            let at = format!("[[retention]] {} (`{}`)", index + 1, rule.stream);
+            txmirror_runtime::vocab::validate_name(&rule.stream).map_err(|reason| format!("{at}: stream {reason}"))?;
+            if rule.max_age_secs.is_none() && rule.max_events.is_none() {
+                return Err(format!("{at} sets neither max_age_secs nor max_events, so it would keep everything"));
+            }
+            if let Some(tenant) = &rule.tenant
+                && !self.tokens.iter().any(|token| &token.tenant == tenant)
+            {
+                return Err(format!("{at}: no token names tenant `{tenant}`"));
+            }
         }
         let mut names = HashSet::new();
         let mut hashes = HashSet::new();

@@ -34,7 +34,7 @@ pub mod openapi;
 mod tenant;
 
 pub use auth::Role;
-pub use config::{ConfigError, NodeConfig, ServiceConfig, StoreConfig, TokenConfig};
+pub use config::{ConfigError, NodeConfig, RetentionConfig, ServiceConfig, StoreConfig, TokenConfig};
 pub use error::{ErrorBody, ServiceError};
 pub use tenant::Tenant;
 
@@ -62,6 +62,8 @@ pub struct AppState {
     pub(crate) catalog: Arc<dyn Catalog>,
     pub(crate) admission: Arc<Admission>,
     pub(crate) node: Arc<Node>,
+    /// The streams' retention rules (`[[retention]]`).
+    pub(crate) retention: Arc<Vec<RetentionConfig>>,
 }
 
 /// The state, held by the service's background tasks without keeping it
@@ -73,6 +75,7 @@ pub(crate) struct WeakState {
     catalog: Weak<dyn Catalog>,
     admission: Weak<Admission>,
     node: Weak<Node>,
+    retention: Weak<Vec<RetentionConfig>>,
 }
 
 impl WeakState {
@@ -84,6 +87,7 @@ impl WeakState {
             catalog: self.catalog.upgrade()?,
             admission: self.admission.upgrade()?,
             node: self.node.upgrade()?,
+            retention: self.retention.upgrade()?,
         })
     }
 }
@@ -168,6 +172,7 @@ impl Service {
             catalog,
             admission: Arc::new(Admission::default()),
             node,
+            retention: Arc::new(config.retention.clone()),
         };
         let unloadable_modules = lifecycle::sync_modules(&state).await?;
         let moved = lifecycle::move_legacy_pending(&state, state.catalog.as_ref())?;
@@ -206,6 +211,7 @@ impl AppState {
             catalog: Arc::downgrade(&self.catalog),
             admission: Arc::downgrade(&self.admission),
             node: Arc::downgrade(&self.node),
+            retention: Arc::downgrade(&self.retention),
         }
     }
 

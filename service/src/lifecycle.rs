@@ -260,7 +260,33 @@ pub(crate) fn purge_lapsed_keys_now_and_then(state: &AppState) {
                 Err(error) => tracing::warn!(tenant = %tenant.name(), %error, "cannot purge the effect journal"),
             }
         }
+        purge_streams(&state);
     });
+}
+
+/// Applies every `[[retention]]` rule once: each stream of each tenant it
+/// names loses at most [`PURGE_LIMIT`] of its oldest events that the rule
+/// lets go. Returns how many went in all.
+pub fn purge_streams(state: &AppState) -> usize {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let now = u64::try_from(now).unwrap_or(u64::MAX);
+    let mut purged = 0;
+    for rule in state.retention.iter() {
+        let retention = rule.at(now);
+        for tenant in state.tenants.values().filter(|t| rule.tenant.as_deref().is_none_or(|name| name == t.name())) {
+            match tenant.runtime().purge_stream(&rule.stream, &retention, PURGE_LIMIT) {
+                Ok(0) => {}
+                Ok(count) => {
+                    purged += count;
+                    tracing::debug!(tenant = %tenant.name(), stream = %rule.stream, count, "old events purged");
+                }
+                Err(error) => {
+                    tracing::warn!(tenant = %tenant.name(), stream = %rule.stream, %error, "cannot purge a stream")
+                }
+            }
+        }
+    }
+    purged
 }
 
 /// The runtime's request for an accepted transaction, its writes made

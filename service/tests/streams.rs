@@ -276,3 +276,48 @@ async fn the_predicted_view_shows_a_prediction_then_its_confirmation() {
         assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "bad_request"), "{bad}: {body}");
     }
 }
+
+/// A `[[retention]]` rule trims a stream to its newest events, but keeps
+/// what a consumer group has not acknowledged; bad rules are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_trims_a_stream_but_keeps_what_a_group_has_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.retention = vec![txmirror_service::RetentionConfig {
+        stream: "transfers".into(),
+        tenant: Some("acme".into()),
+        max_age_secs: None,
+        max_events: Some(2),
+        purge_unacknowledged: false,
+    }];
+    config.check().unwrap();
+    let service = open(&config).await;
+    let state = &service.state;
+    let client = Call::as_(state, "acme", Client);
+    let hash = install(state, "acme", guests::BANK_TRANSFER, BANK_POLICY).await;
+    transfer(&client, &hash, 5).await;
+    let (_, page) = client.send("GET", "/v1/streams/transfers/events", Body::empty()).await;
+    let all = offsets(&page);
+    // A group that read the first event only holds the other four.
+    let ack = json!({ "offset": all[0] }).to_string();
+    assert_eq!(client.send("POST", "/v1/streams/transfers/groups/slow/ack", ack).await.0, StatusCode::OK);
+    assert_eq!(txmirror_service::lifecycle::purge_streams(state), 1);
+    let (_, page) = client.send("GET", "/v1/streams/transfers/events", Body::empty()).await;
+    assert_eq!(offsets(&page), all[1..]);
+    // Acknowledged, the rest beyond the newest two goes.
+    let ack = json!({ "offset": all[4] }).to_string();
+    assert_eq!(client.send("POST", "/v1/streams/transfers/groups/slow/ack", ack).await.0, StatusCode::OK);
+    assert_eq!(txmirror_service::lifecycle::purge_streams(state), 2);
+    let (_, page) = client.send("GET", "/v1/streams/transfers/events", Body::empty()).await;
+    assert_eq!(offsets(&page), all[3..]);
+
+    for (rule, says) in [
+        (txmirror_service::RetentionConfig { max_events: None, ..config.retention[0].clone() }, "neither"),
+        (txmirror_service::RetentionConfig { tenant: Some("nobody".into()), ..config.retention[0].clone() }, "nobody"),
+        (txmirror_service::RetentionConfig { stream: String::new(), ..config.retention[0].clone() }, "stream"),
+    ] {
+        let bad = txmirror_service::ServiceConfig { retention: vec![rule], ..config.clone() };
+        let error = bad.check().unwrap_err();
+        assert!(error.contains(says), "{error}");
+    }
+}

@@ -132,6 +132,14 @@ impl StateStore for RacingStore {
     fn consumer_groups(&self, stream: &str) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.consumer_groups(stream)
     }
+    fn purge_stream(
+        &self,
+        stream: &str,
+        retention: &txmirror_runtime::store::StreamRetention,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.inner.purge_stream(stream, retention, limit)
+    }
     fn learnt(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.learnt(name)
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use txmirror_runtime::store::{
     AcceptRequest, Acceptance, CommitError, CommitRequest, DeadLetter, Effect, EffectResponse, EffectWrite, EventEntry,
     Fence, History, IdempotencyClaim, IdempotencyEntry, PostgresStore, ReadEntry, RedbStore, StateStore, StoreError,
-    TransactionOutcome, TransactionRecord, Versioned, WriteEntry,
+    StreamRetention, TransactionOutcome, TransactionRecord, Versioned, WriteEntry,
 };
 use txmirror_runtime::{Failure, FailureKind};
 use txmirror_tests::postgres::TestPostgres;
@@ -190,6 +190,47 @@ fn streams_read_from_an_offset_and_groups_keep_theirs(store: &dyn StateStore) {
         [("audit".to_string(), all[7].sequence), ("billing".to_string(), all[3].sequence)]
     );
     assert_eq!(store.consumer_groups("noise").unwrap(), [("billing".to_string(), 5)]);
+}
+
+/// A stream's retention removes its oldest events by count or age, never
+/// one a consumer group has not acknowledged unless it overrides the
+/// groups, and stops at the first event it keeps.
+fn streams_keep_what_their_retention_and_groups_say(store: &dyn StateStore) {
+    let event = |stream: &str, n: usize| EventEntry { stream: stream.into(), payload: n.to_string().into_bytes() };
+    for i in 0..10 {
+        store
+            .commit(CommitRequest {
+                events: vec![event("s", i), event("noise", i)],
+                ..request(&format!("t{i}"), vec![])
+            })
+            .unwrap();
+    }
+    let offsets = |store: &dyn StateStore| -> Vec<u64> {
+        store.events("s", 0, 100).unwrap().iter().map(|e| e.sequence).collect()
+    };
+    let all = offsets(store);
+    assert_eq!(all.len(), 10);
+    assert_eq!(store.purge_stream("s", &StreamRetention::new(None, None), 100).unwrap(), 0, "no limit, no purge");
+    // By count: the newest eight stay.
+    assert_eq!(store.purge_stream("s", &StreamRetention::new(None, Some(8)), 100).unwrap(), 2);
+    assert_eq!(offsets(store), all[2..]);
+    assert_eq!(store.events("noise", 0, 100).unwrap().len(), 10, "other streams keep theirs");
+    // A group that acknowledged up to the fifth holds the rest.
+    store.acknowledge("s", "slow", all[4]).unwrap();
+    assert_eq!(store.purge_stream("s", &StreamRetention::new(None, Some(0)), 100).unwrap(), 3);
+    assert_eq!(offsets(store), all[5..]);
+    // By age: a cutoff in the past keeps everything; one ahead lets all go,
+    // but the group still holds what it has not acknowledged, and a limit
+    // is a limit.
+    assert_eq!(store.purge_stream("s", &StreamRetention::new(Some(1_000), None), 100).unwrap(), 0);
+    let ahead = Some(u64::MAX / 2);
+    assert_eq!(store.purge_stream("s", &StreamRetention::new(ahead, None), 100).unwrap(), 0);
+    let overriding = StreamRetention::new(ahead, None).overriding_groups();
+    assert_eq!(store.purge_stream("s", &overriding, 2).unwrap(), 2);
+    assert_eq!(offsets(store), all[7..]);
+    assert_eq!(store.purge_stream("s", &overriding, 100).unwrap(), 3);
+    assert!(offsets(store).is_empty());
+    assert_eq!(store.group_offset("s", "slow").unwrap(), Some(all[4]), "the group's offset stays");
 }
 
 /// Transfers between ten accounts from many threads at once, each retried
@@ -693,6 +734,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("purge of lapsed keys", lapsed_keys_are_purged_and_live_ones_kept),
     ("events, records, learnt", events_records_and_what_was_learnt_read_back),
     ("streams and consumer groups", streams_read_from_an_offset_and_groups_keep_theirs),
+    ("stream retention", streams_keep_what_their_retention_and_groups_say),
     ("1,000 concurrent transfers", |store| concurrent_transfers_conserve_money(store, 1_000)),
     ("claims racing", a_committed_claim_is_never_taken_by_a_failure_at_the_same_time),
     ("batches", a_batch_applies_its_requests_in_order),

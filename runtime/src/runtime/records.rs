@@ -173,6 +173,17 @@ impl Runtime {
         self.inner.predicted.stats(stream)
     }
 
+    /// Removes up to `limit` of the oldest events of `stream` that
+    /// `retention` lets go; how many.
+    pub fn purge_stream(
+        &self,
+        stream: &str,
+        retention: &crate::store::StreamRetention,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.inner.store.purge_stream(stream, retention, limit)
+    }
+
     /// The consumer groups of `stream` and their offsets, by name.
     pub fn consumer_groups(&self, stream: &str) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.store.consumer_groups(stream)

@@ -19,6 +19,7 @@ mod journal_writes;
 pub mod postgres;
 mod record;
 mod redb_store;
+mod retention;
 
 pub use dead_letter::{Compensation, DeadLetter, LetterPosition};
 pub use effects::{Effect, EffectResponse, EffectWrite};
@@ -30,6 +31,7 @@ pub(crate) use journal_writes::JournalWrites;
 pub use postgres::{PgDatabase, PostgresStore};
 pub use record::{Attempt, AttemptOutcome, History, TransactionOutcome, TransactionRecord};
 pub use redb_store::RedbStore;
+pub use retention::StreamRetention;
 // Names are checked where they enter; the store keeps them as given.
 pub use crate::vocab::{MAX_NAME_LEN, validate_name};
 
@@ -263,6 +265,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn acknowledge(&self, stream: &str, group: &str, offset: u64) -> Result<u64, StoreError>;
     /// The consumer groups of `stream` and their offsets, by name.
     fn consumer_groups(&self, stream: &str) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Removes up to `limit` of the oldest events of `stream` that
+    /// `retention` lets go (stopping at the first it keeps); how many.
+    fn purge_stream(&self, stream: &str, retention: &StreamRetention, limit: usize) -> Result<usize, StoreError>;
     /// What the runtime last saved under `name` of what it has learnt (the
     /// online model); the store keeps the bytes as given and never reads them.
     fn learnt(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;

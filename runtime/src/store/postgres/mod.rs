@@ -34,7 +34,7 @@ use super::codec::{
 use super::{
     AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, EffectWrite, Fence,
     IdempotencyClaim, IdempotencyEntry, LetterPosition, ReadFuture, StateSnapshot, StateStore, StoreError, StoredEvent,
-    TransactionOutcome, TransactionRecord, Version, Versioned, VersionsFuture,
+    StreamRetention, TransactionOutcome, TransactionRecord, Version, Versioned, VersionsFuture,
 };
 use deadpool_postgres::{GenericClient, Pool};
 use std::collections::{HashMap, HashSet};
@@ -51,7 +51,7 @@ use reads::Reads;
 
 /// The migrations, in order: migration `n` (from 1) takes the schema from
 /// version `n - 1` to `n`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, inbox::MIGRATION, MIGRATION_3, MIGRATION_4, MIGRATION_5];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, inbox::MIGRATION, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
 
 /// The first schema: the state, events, records, keys, dead letters and
 /// what the runtime learnt.
@@ -122,6 +122,13 @@ const MIGRATION_5: &str = r#"
         acknowledged BIGINT NOT NULL,
         PRIMARY KEY (stream, consumer_group)
     );
+"#;
+
+/// The sixth schema: when each event was committed (the database's clock),
+/// for retention by age; events of earlier schemas count as committed at
+/// time 0, the oldest.
+const MIGRATION_6: &str = r#"
+    ALTER TABLE txm_events ADD COLUMN committed_unix_ms BIGINT NOT NULL DEFAULT 0;
 "#;
 
 /// The store on a PostgreSQL database.
@@ -499,8 +506,9 @@ async fn write_batch(
         }
         let statement = cached(
             txn,
-            "INSERT INTO txm_events (sequence, version, transaction_id, stream, payload)
-             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BYTEA[])",
+            "INSERT INTO txm_events (sequence, version, transaction_id, stream, payload, committed_unix_ms)
+             SELECT e.*, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
+             FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BYTEA[]) AS e",
         )
         .await?;
         txn.execute(&statement, &[sequences, event_versions, transaction_ids, streams, payloads]).await.map_err(storage)
@@ -938,6 +946,54 @@ impl StateStore for PostgresStore {
                 .await
                 .map_err(storage)?;
             Ok(rows.iter().map(|row| (row.get(0), uint(row.get(1)))).collect())
+        })
+    }
+
+    fn purge_stream(&self, stream: &str, retention: &StreamRetention, limit: usize) -> Result<usize, StoreError> {
+        if !retention.limits_anything() {
+            return Ok(0);
+        }
+        let stream = stream.to_string();
+        // Past the cutoff, or before the first of the newest `keep_last`,
+        // and (unless overridden) acknowledged by every group: the oldest
+        // such, up to the first that stays, at most `limit`.
+        let before = retention.committed_before_unix_ms.map_or(i64::MIN, int);
+        let keep_last = retention.keep_last.map(int);
+        let keep_unacknowledged = retention.keep_unacknowledged;
+        let limit = int(limit as u64);
+        self.block(|pool| async move {
+            let client = pool.get().await.map_err(storage)?;
+            let row = client
+                .query_one(
+                    "WITH kept_from AS (
+                         SELECT CASE
+                             WHEN $3::BIGINT IS NULL THEN 0
+                             WHEN $3 = 0 THEN 9223372036854775807
+                             ELSE COALESCE((SELECT sequence FROM txm_events WHERE stream = $1
+                                            ORDER BY sequence DESC OFFSET $3 - 1 LIMIT 1), 0)
+                         END AS sequence),
+                     floor AS (
+                         SELECT CASE WHEN $4 THEN COALESCE(MIN(acknowledged), 9223372036854775807)
+                                ELSE 9223372036854775807 END AS sequence
+                         FROM txm_consumer_offsets WHERE stream = $1),
+                     ordered AS (
+                         SELECT sequence,
+                                (committed_unix_ms < $2 OR sequence < (SELECT sequence FROM kept_from))
+                                AND sequence <= (SELECT sequence FROM floor) AS goes
+                         FROM txm_events WHERE stream = $1 ORDER BY sequence LIMIT $5),
+                     first_kept AS (SELECT MIN(sequence) AS sequence FROM ordered WHERE NOT goes),
+                     gone AS (
+                         DELETE FROM txm_events WHERE stream = $1 AND sequence IN (
+                             SELECT sequence FROM ordered
+                             WHERE goes AND sequence < COALESCE((SELECT sequence FROM first_kept), 9223372036854775807))
+                         RETURNING 1)
+                     SELECT COUNT(*) FROM gone",
+                    &[&stream, &before, &keep_last, &keep_unacknowledged, &limit],
+                )
+                .await
+                .map_err(storage)?;
+            let purged: i64 = row.get(0);
+            Ok(usize::try_from(purged).unwrap_or(0))
         })
     }
 

@@ -25,7 +25,7 @@ use super::codec::{
 use super::{
     AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, EffectWrite, Fence,
     IdempotencyClaim, IdempotencyEntry, LetterPosition, StateSnapshot, StateStore, StoreError, StoredEvent,
-    TransactionRecord, Version, Versioned,
+    StreamRetention, TransactionRecord, Version, Versioned,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -165,8 +165,8 @@ fn apply(txn: &redb::WriteTransaction, request: CommitRequest) -> Result<Version
     }
     if !request.events.is_empty() {
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
-        let mut index = txn.open_table(streams::STREAM_EVENTS).map_err(storage)?;
         let mut sequence = meta.get(EVENT_SEQUENCE_KEY).map_err(storage)?.map_or(0, |v| v.value());
+        let first = sequence + 1;
         for event in &request.events {
             sequence += 1;
             let stored = StoredEvent {
@@ -178,9 +178,11 @@ fn apply(txn: &redb::WriteTransaction, request: CommitRequest) -> Result<Version
             };
             let bytes = encode(&stored)?;
             events.insert(sequence, bytes.as_slice()).map_err(storage)?;
-            streams::index(&mut index, &mut meta, &event.stream, sequence)?;
         }
         meta.insert(EVENT_SEQUENCE_KEY, sequence).map_err(storage)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let appended = request.events.iter().zip(first..).map(|(event, sequence)| (event.stream.as_str(), sequence));
+        streams::index(txn, &mut meta, appended, u64::try_from(now).unwrap_or(u64::MAX))?;
     }
     meta.insert(VERSION_KEY, version).map_err(storage)?;
     let mut record = request.record;
@@ -258,6 +260,7 @@ impl RedbStore {
             txn.open_table(inbox::INBOX_KEYS).map_err(storage)?;
             txn.open_table(inbox::SUBMISSIONS).map_err(storage)?;
             txn.open_table(streams::CONSUMER_OFFSETS).map_err(storage)?;
+            txn.open_table(streams::EVENT_TIMES).map_err(storage)?;
         }
         streams::catch_up(&txn)?;
         txn.commit().map_err(storage)?;
@@ -492,6 +495,13 @@ impl StateStore for RedbStore {
     fn consumer_groups(&self, stream: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let txn = self.db.begin_read().map_err(storage)?;
         streams::groups(&txn, stream)
+    }
+
+    fn purge_stream(&self, stream: &str, retention: &StreamRetention, limit: usize) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let purged = streams::purge(&txn, stream, retention, limit)?;
+        txn.commit().map_err(storage)?;
+        Ok(purged)
     }
 
     fn learnt(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
