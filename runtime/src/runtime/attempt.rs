@@ -425,9 +425,15 @@ impl Runtime {
                     attempts: history.iter().map(|r| r.attempt.clone()).collect(),
                     history: history::encode(&history),
                 };
-                // What the primary commits settles what its mirror predicted.
-                let emitted: Vec<(String, Vec<u8>)> =
-                    ready.events.iter().map(|event| (event.stream.clone(), event.payload.clone())).collect();
+                // What the primary commits settles what its mirror predicted
+                // (an attempt without a mirror's trace predicted nothing, so
+                // its events are not copied for that; the settling still
+                // closes what the attempt opened).
+                let emitted: Vec<(String, Vec<u8>)> = if report.mirror.is_some() {
+                    ready.events.iter().map(|event| (event.stream.clone(), event.payload.clone())).collect()
+                } else {
+                    Vec::new()
+                };
                 let commit = CommitRequest {
                     reads: ready.reads,
                     writes: ready.writes,
