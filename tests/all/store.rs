@@ -416,6 +416,43 @@ fn acceptances_are_unique_and_end_with_their_commit(store: &dyn StateStore) {
     assert!(store.in_flight(10).unwrap().is_empty());
 }
 
+/// Two acceptances of one key at once, one of them committed as soon as
+/// it is accepted: whichever order the store sees them in, exactly one is
+/// accepted and the other is told which transaction holds its key, even
+/// when the holder has already left the inbox for the idempotency table.
+fn acceptances_of_one_key_racing_a_commit_accept_one(store: &dyn StateStore) {
+    for round in 0..200 {
+        let key = format!("raced-{round}");
+        let (quick, other) = (format!("quick-{round}"), format!("other-{round}"));
+        let (first, second) = std::thread::scope(|scope| {
+            let committing = scope.spawn(|| {
+                let acceptance = store.accept(acceptance(&quick, Some(&key), "node-a", 60_000)).unwrap();
+                if matches!(acceptance, Acceptance::Accepted { .. }) {
+                    let claim = IdempotencyClaim { key: key.clone(), now_unix_ms: now_ms(), retention_ms: 60_000 };
+                    let commit = CommitRequest {
+                        idempotency: Some(claim),
+                        fence: Some(fence(&quick, 1)),
+                        ..request(&quick, vec![])
+                    };
+                    store.commit(commit).unwrap();
+                }
+                acceptance
+            });
+            let second = store.accept(acceptance(&other, Some(&key), "node-b", 60_000)).unwrap();
+            (committing.join().unwrap(), second)
+        });
+        match (&first, &second) {
+            (Acceptance::Accepted { .. }, Acceptance::KeyHeld { transaction_id }) => {
+                assert_eq!(transaction_id, &quick, "round {round}");
+            }
+            (Acceptance::KeyHeld { transaction_id }, Acceptance::Accepted { .. }) => {
+                assert_eq!(transaction_id, &other, "round {round}");
+            }
+            _ => panic!("round {round}: one key accepted as {first:?} and {second:?}"),
+        }
+    }
+}
+
 /// A lapsed lease is taken over at the next epoch; from then on the old
 /// holder's commits and records are refused and change nothing, its
 /// renewals find nothing, and the new holder's commits go through.
@@ -743,6 +780,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("dead letters paged", dead_letters_page_in_time_then_id_order),
     ("journal purged", old_journal_entries_of_ended_transactions_are_purged),
     ("acceptances", acceptances_are_unique_and_end_with_their_commit),
+    ("acceptances racing a commit", acceptances_of_one_key_racing_a_commit_accept_one),
     ("fences", a_taken_over_lease_fences_its_old_holder_out),
     ("takeovers racing", nodes_taking_over_at_once_take_each_lease_once),
 ];
@@ -791,6 +829,51 @@ fn the_postgresql_store_keeps_its_data_and_refuses_what_it_cannot_read() {
     let error = PostgresStore::connect(&url).unwrap_err();
     assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
     assert!(error.to_string().contains("127.0.0.1"), "{error}");
+}
+
+/// The race a conformance check can only hope to meet, made to happen:
+/// a node's acceptance checks a key, finds it free, and inserts its row
+/// while another node's holder of that key (held by an open SQL
+/// transaction here) commits, leaving the inbox for the idempotency table.
+/// The insert meets no row of the key once it may go on; the key is held
+/// all the same, and the acceptance is refused naming its holder.
+#[test]
+fn an_acceptance_that_meets_its_key_committed_while_it_inserts_is_refused() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let store = PostgresStore::connect(&url).unwrap();
+    let mut holder = server.session(&url);
+    holder.send(
+        "BEGIN; INSERT INTO txm_inbox (transaction_id, idempotency_key, request, sequence, holder, epoch, expires_unix_ms)
+         VALUES ('holder', 'key', '', 1000000, 'node-a', 1, 0);",
+    );
+    let open = || server.query(&url, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'");
+    let started = std::time::Instant::now();
+    while open() != "1" {
+        assert!(started.elapsed() < Duration::from_secs(30), "the holder's SQL transaction never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let acceptance = std::thread::scope(|scope| {
+        let accepting = scope.spawn(|| store.accept(acceptance("late", Some("key"), "node-b", 60_000)));
+        // The acceptance waits on the holder's row, uncommitted, before it
+        // may insert its own.
+        let started = std::time::Instant::now();
+        while server.query(&url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'") != "1" {
+            assert!(started.elapsed() < Duration::from_secs(30), "the acceptance never waited on the key");
+            assert!(!accepting.is_finished(), "the acceptance did not wait on the key's row");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let expires = now_ms() + 60_000;
+        holder.send(&format!(
+            "DELETE FROM txm_inbox WHERE transaction_id = 'holder';
+             INSERT INTO txm_idempotency (key, transaction_id, expires_unix_ms) VALUES ('key', 'holder', {expires});
+             COMMIT;"
+        ));
+        accepting.join().unwrap().unwrap()
+    });
+    assert!(holder.finish(), "the holder's SQL ran");
+    assert_eq!(acceptance, Acceptance::KeyHeld { transaction_id: "holder".into() });
+    assert!(store.accepted("late").unwrap().is_none(), "nothing of the refused acceptance is left");
 }
 
 /// Nodes that start together on one database each bring its schema up:

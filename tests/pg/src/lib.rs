@@ -8,9 +8,10 @@
 //! `initdb` and `pg_ctl` refuse to run as root; as root, they run as the
 //! `postgres` user (`runuser -u postgres --`) on a directory it owns.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 
 /// Where PostgreSQL's programs are.
 fn bin_dir() -> PathBuf {
@@ -171,6 +172,28 @@ impl LocalPostgres {
         run(psql, "psql");
     }
 
+    /// Runs one SQL query on the database at `url` with `psql`: its rows,
+    /// one a line, fields apart by `|`.
+    pub fn query(&self, url: &str, statement: &str) -> String {
+        let mut psql = Command::new(bin_dir().join("psql"));
+        psql.args(["-v", "ON_ERROR_STOP=1", "-q", "-t", "-A", "-d", url, "-c", statement]);
+        String::from_utf8_lossy(&run(psql, "psql").stdout).trim().to_string()
+    }
+
+    /// A `psql` session on the database at `url` that runs what it is sent
+    /// as it arrives: a test holds an SQL transaction open with it while
+    /// the code under test works, then ends it.
+    pub fn session(&self, url: &str) -> Session {
+        let mut child = Command::new(bin_dir().join("psql"))
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-d", url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("psql starts");
+        let input = child.stdin.take().expect("psql's input");
+        Session { child, input: Some(input) }
+    }
+
     /// Stops the server at once (`-m immediate`: as a crash would).
     pub fn stop(&self) {
         let mut pg_ctl = program("pg_ctl");
@@ -182,5 +205,36 @@ impl LocalPostgres {
 impl Drop for LocalPostgres {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A `psql` session of [`LocalPostgres::session`]; killed when dropped.
+#[derive(Debug)]
+pub struct Session {
+    child: Child,
+    input: Option<ChildStdin>,
+}
+
+impl Session {
+    /// Sends `statements` to the session, which runs them in order.
+    pub fn send(&mut self, statements: &str) {
+        let input = self.input.as_mut().expect("the session is open");
+        writeln!(input, "{statements}").and_then(|()| input.flush()).expect("psql takes its input");
+    }
+
+    /// Ends the session once it has run what it was sent; whether it ran
+    /// it all without an error.
+    pub fn finish(mut self) -> bool {
+        drop(self.input.take());
+        self.child.wait().is_ok_and(|status| status.success())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.input.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }

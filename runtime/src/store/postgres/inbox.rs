@@ -172,6 +172,23 @@ pub(super) async fn accept(pool: Pool, request: AcceptRequest) -> Result<Accepta
     if recorded.is_some() {
         return Ok(Acceptance::IdTaken);
     }
+    // Likewise for the key: a holder that was accepted and committed
+    // between the check and the insert left the inbox (so the insert met no
+    // unique key) for the idempotency table, in one SQL transaction. This
+    // statement reads after the insert, on a snapshot of its own, so it
+    // sees that commit if the insert did not meet the holder's row.
+    if let Some(key) = &request.idempotency_key {
+        let claimed = txn
+            .query_opt(
+                "SELECT transaction_id FROM txm_idempotency WHERE key = $1 AND expires_unix_ms > $2",
+                &[key, &int(request.now_unix_ms)],
+            )
+            .await
+            .map_err(storage)?;
+        if let Some(row) = claimed {
+            return Ok(Acceptance::KeyHeld { transaction_id: row.get(0) });
+        }
+    }
     txn.commit().await.map_err(storage)?;
     Ok(Acceptance::Accepted { sequence: accepted.sequence, lease: accepted.lease })
 }
