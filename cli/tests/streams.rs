@@ -139,3 +139,96 @@ fn a_follower_and_a_consumer_group_miss_nothing_across_kill_9() {
         call(&agent, "GET", &format!("{}/v1/streams/transfers/groups", server.base), Role::Operator, None).unwrap();
     assert_eq!(groups, json!([{ "group": "billing", "offset": committed.last().unwrap() }]));
 }
+
+/// Runs the CLI against `base` as an operator: its exit code and output.
+fn webhooks(base: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_txmirror"))
+        .args(["--server", base, "--token", &token(Role::Operator), "webhooks"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap(), text)
+}
+
+/// Answers every request on `listener` with `204`, until the test ends; the
+/// `webhook-id`s it received.
+fn accept_all(listener: std::net::TcpListener) -> Arc<Mutex<Vec<String>>> {
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let seen = ids.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(value) = lower.strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                if let Some(value) = lower.strip_prefix("webhook-id:") {
+                    seen.lock().unwrap().push(value.trim().to_string());
+                }
+            }
+            let mut body = vec![0; length];
+            std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+            std::io::Write::write_all(&mut stream, b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").unwrap();
+        }
+    });
+    ids
+}
+
+/// The CLI shows a webhook whose receiver is down, its parked events, and
+/// replays them: refused again while the receiver is down (exit 1, the
+/// letters stay), delivered once it is up (exit 0, they go). The secret
+/// comes from the environment.
+#[test]
+fn the_cli_lists_webhooks_and_replays_their_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let webhook = format!(
+        "\n[[webhooks]]\nname = \"billing\"\ntenant = \"acme\"\nurl = \"http://{address}/hook\"\nstreams = [\"transfers\"]\n\
+         secret_env = \"TXM_TEST_WEBHOOK_SECRET\"\nmax_attempts = 2\nbackoff_ms = 10\nmax_backoff_ms = 20\n"
+    );
+    let config = common::write_config_with(dir.path(), &webhook);
+    let server = Server::start_with_env(&config, &[("TXM_TEST_WEBHOOK_SECRET", "a secret of at least sixteen bytes")]);
+    let agent = agent();
+    let hash = install_bank(&agent, &server.base);
+    for account in ["a", "b"] {
+        let body = json!({ "path": "deposit", "input": { "account": account, "amount": 10_000 } });
+        assert_eq!(submit_and_wait(&agent, &format!("{}/v1/modules/{hash}/transactions", server.base), &body).0, 200);
+    }
+    transfers(&agent, &server.base, &hash, 1..3);
+    let started = Instant::now();
+    loop {
+        let (code, text) = webhooks(&server.base, &["dead-letters", "billing"]);
+        assert_eq!(code, 0, "{text}");
+        if text.lines().filter(|line| line.starts_with("transfers #")).count() == 2 {
+            assert!(text.contains("2 attempts, last: ") && text.contains("onnect"), "{text}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the events were not parked: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, text) = webhooks(&server.base, &["list"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("billing → http://{address}/hook")) && text.contains("2 dead letters"), "{text}");
+    assert!(text.contains("transfers: delivered through #"), "{text}");
+
+    let (code, text) = webhooks(&server.base, &["replay", "billing"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("0 delivered, 2 failed again") && text.contains("3 attempts"), "{text}");
+    let received = accept_all(std::net::TcpListener::bind(address).unwrap());
+    let (code, text) = webhooks(&server.base, &["replay", "billing"]);
+    assert_eq!((code, text.lines().next()), (0, Some("2 delivered, 0 failed again")), "{text}");
+    assert_eq!(received.lock().unwrap().len(), 2);
+    let (_, text) = webhooks(&server.base, &["dead-letters", "billing"]);
+    assert!(text.contains("webhook billing has no dead letters"), "{text}");
+    let (code, text) = webhooks(&server.base, &["replay", "nobody"]);
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("no webhook `nobody`"), "{text}");
+}

@@ -11,6 +11,13 @@
 //! tenant = "acme"
 //! role = "developer"                   # developer, operator or client
 //! sha256 = "…64 hex digits…"           # SHA-256 of the token: `txmirror token new` prints both
+//!
+//! [[webhooks]]                         # optional: relays streams' events (see `relay`)
+//! name = "billing"
+//! tenant = "acme"
+//! url = "https://billing.example.com/hooks/txmirror"
+//! streams = ["payments"]
+//! secret_env = "BILLING_WEBHOOK_SECRET" # or `secret`; signs each delivery
 //! ```
 //!
 //! Tokens are kept only as SHA-256 hashes: the file can be read by anyone
@@ -60,6 +67,104 @@ pub struct ServiceConfig {
     /// rule, a stream keeps every event.
     #[serde(default)]
     pub retention: Vec<RetentionConfig>,
+    /// Where streams' events are delivered (`[[webhooks]]`).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// A receiver of a tenant's streams' events (`[[webhooks]]`): each event
+/// is POSTed to `url`, in order per stream, signed, until it is accepted
+/// (`2xx`) or has failed `max_attempts` times and is parked as a dead
+/// letter an operator can replay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Its name, unique per tenant: its consumer group is `webhook:NAME`.
+    pub name: String,
+    /// The tenant whose streams it receives.
+    pub tenant: String,
+    /// Where events are POSTed: `http://` or `https://`.
+    pub url: String,
+    /// The streams it receives.
+    pub streams: Vec<String>,
+    /// The signing secret: `whsec_` and base64 (Standard Webhooks), or any
+    /// other text, taken as bytes. Prefer `secret_env`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The environment variable that holds the signing secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// How long one POST may take, in milliseconds.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts of one event before it is parked as a dead letter.
+    #[serde(default = "default_webhook_max_attempts")]
+    pub max_attempts: u32,
+    /// The delay before the first retry, in milliseconds; it doubles (with
+    /// a fifth of jitter) at each retry, up to `max_backoff_ms`.
+    #[serde(default = "default_webhook_backoff_ms")]
+    pub backoff_ms: u64,
+    /// The longest delay between two attempts, in milliseconds.
+    #[serde(default = "default_webhook_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Failures in a row (timeouts, refused connections, `5xx`, `429`)
+    /// that open the endpoint's circuit breaker.
+    #[serde(default = "default_webhook_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker lets nothing through before one trial, in
+    /// milliseconds.
+    #[serde(default = "default_webhook_breaker_open_ms")]
+    pub breaker_open_ms: u64,
+}
+
+impl WebhookConfig {
+    /// The signing secret's bytes, from `secret` or `secret_env`.
+    pub fn secret_bytes(&self) -> Result<Vec<u8>, String> {
+        let text = match (&self.secret, &self.secret_env) {
+            (Some(secret), None) => secret.clone(),
+            (None, Some(variable)) => std::env::var(variable)
+                .map_err(|_| format!("the environment variable {variable} (secret_env) is not set"))?,
+            (Some(_), Some(_)) => return Err("sets both secret and secret_env; keep one".into()),
+            (None, None) => return Err("has no secret: set secret_env (or secret) to sign its deliveries".into()),
+        };
+        let bytes = match text.strip_prefix("whsec_") {
+            Some(encoded) => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map_err(|e| format!("its secret starts with whsec_ but the rest is not base64: {e}"))?
+            }
+            None => text.into_bytes(),
+        };
+        if bytes.len() < 16 {
+            return Err(format!("its secret is {} bytes; at least 16 are needed", bytes.len()));
+        }
+        Ok(bytes)
+    }
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_webhook_max_attempts() -> u32 {
+    10
+}
+
+fn default_webhook_backoff_ms() -> u64 {
+    500
+}
+
+fn default_webhook_max_backoff_ms() -> u64 {
+    60_000
+}
+
+fn default_webhook_breaker_failures() -> u32 {
+    5
+}
+
+fn default_webhook_breaker_open_ms() -> u64 {
+    15_000
 }
 
 /// How long one stream keeps its events (`[[retention]]`).
@@ -217,6 +322,7 @@ impl ServiceConfig {
             store: StoreConfig::default(),
             node: NodeConfig::default(),
             retention: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 
@@ -275,6 +381,38 @@ impl ServiceConfig {
                 return Err(format!("{at}: no token names tenant `{tenant}`"));
             }
         }
+        let mut webhooks = HashSet::new();
+        for (index, webhook) in self.webhooks.iter().enumerate() {
+            let at = format!("[[webhooks]] {} (`{}`)", index + 1, webhook.name);
+            check_name(&format!("{at}: name"), &webhook.name)?;
+            if !self.tokens.iter().any(|token| token.tenant == webhook.tenant) {
+                return Err(format!("{at}: no token names tenant `{}`", webhook.tenant));
+            }
+            if !webhooks.insert((webhook.tenant.as_str(), webhook.name.as_str())) {
+                return Err(format!("{at}: tenant `{}` has two webhooks of this name", webhook.tenant));
+            }
+            check_webhook_url(&webhook.url).map_err(|reason| format!("{at}: url {reason}"))?;
+            if webhook.streams.is_empty() {
+                return Err(format!("{at} names no streams"));
+            }
+            for stream in &webhook.streams {
+                txmirror_runtime::vocab::validate_name(stream).map_err(|reason| format!("{at}: stream {reason}"))?;
+            }
+            webhook.secret_bytes().map_err(|reason| format!("{at} {reason}"))?;
+            let bounded = [
+                ("timeout_ms", webhook.timeout_ms, 100, 60_000),
+                ("max_attempts", u64::from(webhook.max_attempts), 1, 1_000),
+                ("backoff_ms", webhook.backoff_ms, 10, 3_600_000),
+                ("max_backoff_ms", webhook.max_backoff_ms, webhook.backoff_ms, 86_400_000),
+                ("breaker_failures", u64::from(webhook.breaker_failures), 1, 1_000),
+                ("breaker_open_ms", webhook.breaker_open_ms, 10, 3_600_000),
+            ];
+            for (setting, value, low, high) in bounded {
+                if !(low..=high).contains(&value) {
+                    return Err(format!("{at}: {setting} = {value} is outside {low}..={high}"));
+                }
+            }
+        }
         let mut names = HashSet::new();
         let mut hashes = HashSet::new();
         for token in &self.tokens {
@@ -309,4 +447,21 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
         && name.len() <= MAX_NAME_LEN
         && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'));
     if fits { Ok(()) } else { Err(format!("{what} `{name}` must be 1 to {MAX_NAME_LEN} of a-z, 0-9, - and _")) }
+}
+
+/// A webhook's URL: `http` or `https`, a host, no credentials (they would
+/// show in logs and the API; sign with the secret instead), no fragment.
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let uri: axum::http::Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("`{url}` must start with http:// or https://"));
+    }
+    let Some(authority) = uri.authority() else { return Err(format!("`{url}` names no host")) };
+    if authority.as_str().contains('@') {
+        return Err("must not hold credentials; the deliveries are signed with the secret".into());
+    }
+    if url.contains('#') {
+        return Err(format!("`{url}` has a fragment, which is never sent"));
+    }
+    Ok(())
 }

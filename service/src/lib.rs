@@ -21,6 +21,8 @@
 //! | `GET /v1/dlq`, `GET`, `DELETE /v1/dlq/{id}`, `POST /v1/dlq/{id}/replay` | operator | the dead-letter queue |
 //! | `GET /v1/model`, `POST /v1/model/reload` | operator | the prediction model |
 //! | `GET /v1/nodes` | operator | the nodes, their heartbeats, and the leases of the tenant's transactions in flight |
+//! | `GET /v1/streams/{stream}/events`, `…/groups`, `…/predictions`, `POST …/groups/{group}/ack` | client, operator | a stream's events (pages, long polls, SSE), consumer groups, the predicted view's record |
+//! | `GET /v1/webhooks`, `GET /v1/webhooks/{name}/dead-letters`, `POST …/dead-letters/replay` | operator | the webhook relay: progress and breakers; undeliverable events; their replay |
 
 pub mod api;
 pub mod auth;
@@ -31,10 +33,11 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod node;
 pub mod openapi;
+pub mod relay;
 mod tenant;
 
 pub use auth::Role;
-pub use config::{ConfigError, NodeConfig, RetentionConfig, ServiceConfig, StoreConfig, TokenConfig};
+pub use config::{ConfigError, NodeConfig, RetentionConfig, ServiceConfig, StoreConfig, TokenConfig, WebhookConfig};
 pub use error::{ErrorBody, ServiceError};
 pub use tenant::Tenant;
 
@@ -64,6 +67,8 @@ pub struct AppState {
     pub(crate) node: Arc<Node>,
     /// The streams' retention rules (`[[retention]]`).
     pub(crate) retention: Arc<Vec<RetentionConfig>>,
+    /// The webhooks (`[[webhooks]]`).
+    pub(crate) relays: Arc<relay::Relays>,
 }
 
 /// The state, held by the service's background tasks without keeping it
@@ -76,6 +81,7 @@ pub(crate) struct WeakState {
     admission: Weak<Admission>,
     node: Weak<Node>,
     retention: Weak<Vec<RetentionConfig>>,
+    relays: Weak<relay::Relays>,
 }
 
 impl WeakState {
@@ -88,6 +94,7 @@ impl WeakState {
             admission: self.admission.upgrade()?,
             node: self.node.upgrade()?,
             retention: self.retention.upgrade()?,
+            relays: self.relays.upgrade()?,
         })
     }
 }
@@ -164,6 +171,7 @@ impl Service {
             Some(url) => Arc::new(PostgresCatalog::connect(url)?),
             None => Arc::new(RedbCatalog::open(&config.data_dir.join("catalog.redb"))?),
         };
+        let relays = Arc::new(relay::Relays::new(&config.webhooks).map_err(OpenError::Config)?);
         let node = Arc::new(Node::new(&config.node));
         catalog.join(&node.info(config.listen.to_string()))?;
         let state = AppState {
@@ -173,6 +181,7 @@ impl Service {
             admission: Arc::new(Admission::default()),
             node,
             retention: Arc::new(config.retention.clone()),
+            relays,
         };
         let unloadable_modules = lifecycle::sync_modules(&state).await?;
         let moved = lifecycle::move_legacy_pending(&state, state.catalog.as_ref())?;
@@ -188,6 +197,7 @@ impl Service {
             lifecycle::follow_catalog(&state);
         }
         lifecycle::purge_lapsed_keys_now_and_then(&state);
+        relay::start(&state);
         Ok(Self { state, recovered, unloadable_modules })
     }
 }
@@ -212,6 +222,7 @@ impl AppState {
             admission: Arc::downgrade(&self.admission),
             node: Arc::downgrade(&self.node),
             retention: Arc::downgrade(&self.retention),
+            relays: Arc::downgrade(&self.relays),
         }
     }
 

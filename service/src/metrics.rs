@@ -16,6 +16,11 @@
 //! | `txmirror_leases_held` | | accepted transactions this node holds the lease of, at its last renewal |
 //! | `txmirror_takeovers_total` | | transactions this node took over from a node whose lease lapsed |
 //! | `txmirror_node_heartbeat_age_seconds` | `node`, `state` | each node's time since its last heartbeat, as the catalog saw it at the scrape |
+//! | `txmirror_stream_events_total` | `stream` | events committed |
+//! | `txmirror_stream_predictions` | `stream`, `kind` | predicted events on this node, by how they were settled |
+//! | `txmirror_stream_prediction_mismatch_ratio`, `…_lead_seconds` | `stream` | predictions that did not match; mean lead before the commit |
+//! | `txmirror_webhook_attempts_total` | `webhook`, `outcome` | delivery attempts on this node: `delivered`, `unavailable`, `refused`; events `parked` |
+//! | `txmirror_webhook_breaker_state` | `webhook` | the endpoint's breaker on this node: 0 closed, 1 open, 2 half-open |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -56,6 +61,14 @@ struct PredictionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    webhook: String,
+    outcome: String,
+}
+
+label_set!(Webhook, webhook);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
     node: String,
     state: String,
@@ -87,6 +100,8 @@ pub struct TenantMetrics {
     stream_predictions: Family<PredictionLabels, Gauge>,
     prediction_mismatch: Family<Stream, Gauge<f64, AtomicU64>>,
     prediction_lead: Family<Stream, Gauge<f64, AtomicU64>>,
+    webhook_attempts: Family<WebhookLabels, Counter>,
+    webhook_breakers: Family<Webhook, Gauge>,
 }
 
 impl Default for TenantMetrics {
@@ -110,6 +125,8 @@ impl Default for TenantMetrics {
             stream_predictions: Family::default(),
             prediction_mismatch: Family::default(),
             prediction_lead: Family::default(),
+            webhook_attempts: Family::default(),
+            webhook_breakers: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register("txmirror_transactions", "Transactions ended, by outcome", metrics.outcomes.clone());
@@ -160,6 +177,16 @@ impl Default for TenantMetrics {
             "txmirror_stream_prediction_lead_seconds",
             "Mean time from a prediction to its commit",
             metrics.prediction_lead.clone(),
+        );
+        r.register(
+            "txmirror_webhook_attempts",
+            "Webhook delivery attempts on this node, by outcome; events parked",
+            metrics.webhook_attempts.clone(),
+        );
+        r.register(
+            "txmirror_webhook_breaker_state",
+            "Each webhook endpoint's breaker on this node: 0 closed, 1 open, 2 half-open",
+            metrics.webhook_breakers.clone(),
         );
         metrics
     }
@@ -277,6 +304,17 @@ impl TenantMetrics {
                 self.prediction_lead.get_or_create(&labels).set(lead as f64 / 1e6);
             }
         }
+    }
+
+    /// A webhook delivery attempt ended so (or an event was `parked`).
+    pub fn webhook_attempt(&self, webhook: &str, outcome: &str) {
+        let labels = WebhookLabels { webhook: webhook.to_string(), outcome: outcome.to_string() };
+        self.webhook_attempts.get_or_create(&labels).inc();
+    }
+
+    /// A webhook endpoint's breaker is in `state` (its gauge value).
+    pub fn webhook_breaker(&self, webhook: &str, state: i64) {
+        self.webhook_breakers.get_or_create(&label(|webhook| Webhook { webhook }, webhook)).set(state);
     }
 
     /// The metrics in the Prometheus text format.

@@ -5,8 +5,9 @@ use crate::api::{
     ModuleInfo, NodesView, PredictedNotice, PredictedPage, PredictionReport, ReplayedLetter, StreamEvent, SubmitBody,
     TransactionList, TransactionSummary, TransactionView,
 };
-use crate::catalog::NodeStatus;
+use crate::catalog::{DeliveryLetter, NodeStatus};
 use crate::error::{ErrorBody, ErrorDetail};
+use crate::relay::{BreakerState, ReplayReport, StreamProgress, WebhookView};
 use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -24,10 +25,12 @@ use utoipa::openapi::{Content, Ref, ResponseBuilder};
         crate::api::replay_matching, crate::api::drop_matching,
         crate::api::model, crate::api::reload_model, crate::api::nodes,
         crate::api::read_events, crate::api::groups, crate::api::acknowledge, crate::api::predictions,
+        crate::api::list_webhooks, crate::api::webhook_dead_letters, crate::api::replay_webhook_letters,
     ),
     components(schemas(ErrorBody, ErrorDetail, ModuleInfo, SubmitBody, Accepted, TransactionView,
         TransactionSummary, TransactionList, NodesView, NodeStatus, LeaseView, BulkBody, BulkReplayReport,
-        BulkDropReport, ReplayedLetter, StreamEvent, EventPage, Acknowledgement, GroupOffset, PredictedNotice, PredictedPage, PredictionReport)),
+        BulkDropReport, ReplayedLetter, StreamEvent, EventPage, Acknowledgement, GroupOffset, PredictedNotice, PredictedPage, PredictionReport,
+        WebhookView, StreamProgress, BreakerState, DeliveryLetter, ReplayReport)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;

@@ -17,11 +17,14 @@
 //! - `streams`: the predicted stream's lead time on the payment path (from
 //!   the mirror's event to the primary's commit), against a gateway that
 //!   answers at once, after 20 ms and after 100 ms;
+//! - `delivery`: events per second delivered by `txmirror serve`'s stream
+//!   API through Server-Sent Events, and by its webhook relay to a receiver
+//!   on 127.0.0.1, draining a backlog of committed events;
 //! - `python`: the bank transfer in Python beside the Rust one: component
 //!   size, a clean build, the first load (compile) and a load from the
 //!   cache, instantiation alone, and a whole transaction;
 //!
-//! `bench-report [--quick] [--write FILE] [peers] [durable] [nodes] [effects] [streams] [python]`: with `--write`, each
+//! `bench-report [--quick] [--write FILE] [peers] [durable] [nodes] [effects] [streams] [delivery] [python]`: with `--write`, each
 //! section's table replaces the text between its markers in FILE
 //! (`<!-- bench:NAME -->` … `<!-- /bench:NAME -->`). `--quick` runs short,
 //! for checking that it works, not for numbers.
@@ -51,11 +54,13 @@ fn main() -> Result<()> {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--write" => options.write = Some(args.next().context("--write needs a file")?.into()),
-            "peers" | "durable" | "nodes" | "effects" | "streams" | "python" => options.sections.push(arg),
+            "peers" | "durable" | "nodes" | "effects" | "streams" | "delivery" | "python" => {
+                options.sections.push(arg);
+            }
             other => {
                 bail!(
                     "unknown argument {other:?}; usage: bench-report [--quick] [--write FILE] [peers] [durable] [nodes] \
-                     [effects] [streams] [python]"
+                     [effects] [streams] [delivery] [python]"
                 )
             }
         }
@@ -70,6 +75,7 @@ fn main() -> Result<()> {
             "effects" => effects(&options)?,
             "python" => python(&options)?,
             "streams" => streams(&options)?,
+            "delivery" => delivery(&options)?,
             _ => durable(&options)?,
         };
         println!("{table}");
@@ -264,6 +270,170 @@ fn streams(options: &Options) -> Result<String> {
          so its `payments` event is published as soon as the mirror reaches it; the lead is from then to the \
          primary's commit. Each prediction is corrected, not confirmed: the event names the gateway's charge id, \
          which only the primary learns."
+    )?;
+    Ok(table)
+}
+
+/// A service on `data_dir` with one tenant, `bench`, whose operator and
+/// client token is `BENCH_TOKEN`, and `webhooks`.
+fn service_config(data_dir: &Path, webhooks: Vec<txmirror_service::WebhookConfig>) -> txmirror_service::ServiceConfig {
+    let token = |role| txmirror_service::TokenConfig {
+        name: format!("bench-{role}"),
+        tenant: "bench".into(),
+        role,
+        sha256: txmirror_service::auth::hash_token(&format!("{BENCH_TOKEN}-{role}")),
+    };
+    let tokens = vec![token(txmirror_service::Role::Client), token(txmirror_service::Role::Operator)];
+    let mut config = txmirror_service::ServiceConfig::new(data_dir, tokens);
+    config.cache_dir = txmirror_tests::config(data_dir).cache_dir;
+    config.webhooks = webhooks;
+    config
+}
+
+const BENCH_TOKEN: &str = "bench-token";
+
+/// Commits `events` transfers (one `transfers` event each) into the bench
+/// tenant's store, from 16 clients.
+fn prefill(executor: &tokio::runtime::Runtime, data_dir: &Path, events: usize) -> Result<()> {
+    executor.block_on(async {
+        let service = txmirror_service::Service::open(&service_config(data_dir, Vec::new())).await?;
+        let runtime = service.state.tenant("bench").context("the bench tenant")?.runtime().clone();
+        let module = txmirror_tests::load(&runtime, guests::BANK_TRANSFER).await;
+        let policy = Arc::new(Policy::parse(
+            "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n",
+            Path::new("policy.toml"),
+        )?);
+        for account in ["a", "b"] {
+            let input = format!(r#"{{"account":"{account}","amount":1000000000}}"#);
+            let request = TxRequest { path: Some("deposit".into()), input: input.into_bytes(), ..Default::default() };
+            runtime.execute(&module, &policy, request).await?;
+        }
+        let mut clients = tokio::task::JoinSet::new();
+        for client in 0..16 {
+            let (runtime, module, policy) = (runtime.clone(), module.clone(), policy.clone());
+            clients.spawn(async move {
+                for _ in (client..events).step_by(16) {
+                    let input = r#"{"from":"a","to":"b","amount":1}"#;
+                    let request =
+                        TxRequest { path: Some("transfer".into()), input: input.into(), ..Default::default() };
+                    let report = runtime.execute(&module, &policy, request).await?;
+                    anyhow::ensure!(report.failure.is_none(), "a transfer failed: {:?}", report.failure);
+                }
+                Ok(())
+            });
+        }
+        while let Some(done) = clients.join_next().await {
+            done??;
+        }
+        service.state.shut_down(Duration::ZERO).await;
+        Ok(())
+    })
+}
+
+/// Reads the `transfers` stream as Server-Sent Events from `base` until
+/// `events` came: how long it took.
+async fn read_sse(base: &str, events: usize) -> Result<Duration> {
+    use http_body_util::BodyExt as _;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let request = hyper::Request::get(format!("{base}/v1/streams/transfers/events"))
+        .header("authorization", format!("Bearer {BENCH_TOKEN}-client"))
+        .header("accept", "text/event-stream")
+        .body(http_body_util::Empty::new())?;
+    let started = Instant::now();
+    let response = client.request(request).await?;
+    anyhow::ensure!(response.status() == 200, "the stream answered {}", response.status());
+    let mut body = response.into_body();
+    let (mut seen, mut partial) = (0, Vec::new());
+    while seen < events {
+        let frame = body.frame().await.context("the stream ended early")??;
+        let Some(data) = frame.data_ref() else { continue };
+        partial.extend_from_slice(data);
+        let complete = partial.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+        seen += partial[..complete].split(|&b| b == b'\n').filter(|line| line.starts_with(b"id: ")).count();
+        partial.drain(..complete);
+    }
+    Ok(started.elapsed())
+}
+
+/// A receiver that answers `204` and counts deliveries.
+async fn counting_receiver() -> Result<(String, Arc<std::sync::atomic::AtomicUsize>)> {
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |_body: bytes::Bytes| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, count))
+}
+
+/// Events per second out of the service, through SSE and the relay.
+fn delivery(options: &Options) -> Result<String> {
+    let events = if options.quick { 500 } else { 20_000 };
+    let executor = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().join("data");
+    let filled = Instant::now();
+    prefill(&executor, &data_dir, events)?;
+    eprintln!("delivery: {events} events committed in {:.1} s", filled.elapsed().as_secs_f64());
+    let mut table = String::new();
+    writeln!(table, "| consumer | events | time | events per second |")?;
+    writeln!(table, "|---|---|---|---|")?;
+    let mut row = |consumer: &str, took: Duration| {
+        writeln!(
+            table,
+            "| {consumer} | {events} | {:.2} s | {:.0} |",
+            took.as_secs_f64(),
+            events as f64 / took.as_secs_f64()
+        )
+    };
+
+    // Server-Sent Events from a real listener.
+    let sse = executor.block_on(async {
+        let service = txmirror_service::Service::open(&service_config(&data_dir, Vec::new())).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(axum::serve(listener, txmirror_service::app(service.state.clone())).into_future());
+        let took = read_sse(&base, events).await;
+        server.abort();
+        service.state.shut_down(Duration::ZERO).await;
+        took
+    })?;
+    row("one SSE client, from offset 0", sse)?;
+
+    // The relay, from the service's start until the receiver has them all.
+    let relayed = executor.block_on(async {
+        let (url, count) = counting_receiver().await?;
+        let webhook: txmirror_service::WebhookConfig = toml::from_str(&format!(
+            "name = \"bench\"\ntenant = \"bench\"\nurl = \"{url}\"\nstreams = [\"transfers\"]\n\
+             secret = \"a secret of at least sixteen bytes\"\n"
+        ))?;
+        let started = Instant::now();
+        let service = txmirror_service::Service::open(&service_config(&data_dir, vec![webhook])).await?;
+        while count.load(std::sync::atomic::Ordering::Relaxed) < events {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "the relay did not finish in 10 minutes");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = started.elapsed();
+        service.state.shut_down(Duration::ZERO).await;
+        Ok(took)
+    })?;
+    row("the webhook relay, one receiver", relayed)?;
+    writeln!(
+        table,
+        "\nA backlog of {events} committed `transfers` events (bank transfers, redb on disk, one tenant) drained by \
+         one consumer of `txmirror serve` in-process, on 127.0.0.1: an SSE client reading from offset 0 over a \
+         real socket, and the webhook relay POSTing each event, signed, one at a time and in order, to an axum \
+         receiver that answers `204` (timed from the service's start, which includes opening its store)."
     )?;
     Ok(table)
 }

@@ -17,6 +17,7 @@ mod submit;
 mod token;
 mod tx;
 mod upload;
+mod webhooks;
 mod workload;
 
 use crate::exit::Failed;
@@ -65,6 +66,10 @@ pub(crate) enum Command {
     /// The nodes serving one database, and the tenant's transactions in
     /// flight with the node holding each (--server; operator token).
     Nodes(nodes::NodesCommand),
+    /// The webhook relay: progress, breakers, undeliverable events and
+    /// their replay (--server; operator token).
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
 }
 
 impl Command {
@@ -84,6 +89,7 @@ impl Command {
             Self::Token(command) => command.execute(target).await,
             Self::Model(command) => command.execute(target).await,
             Self::Nodes(command) => command.execute(target).await,
+            Self::Webhooks(command) => command.execute(target).await,
         }
     }
 }

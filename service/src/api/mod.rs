@@ -7,6 +7,7 @@ mod nodes;
 mod ops;
 mod streams;
 mod transactions;
+mod webhooks;
 
 pub use dead_letters::{BulkBody, BulkDropReport, BulkReplayReport, ReplayedLetter};
 pub use modules::ModuleInfo;
@@ -36,6 +37,7 @@ pub(crate) use nodes::__path_nodes;
 pub(crate) use ops::{__path_healthz, __path_metrics, __path_readyz};
 pub(crate) use streams::{__path_acknowledge, __path_groups, __path_predictions, __path_read_events};
 pub(crate) use transactions::{__path_list_transactions, __path_show_transaction, __path_submit};
+pub(crate) use webhooks::{__path_list_webhooks, __path_replay_webhook_letters, __path_webhook_dead_letters};
 
 /// The service's routes.
 pub fn app(state: AppState) -> Router {
@@ -74,6 +76,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/streams/{stream}/groups", get(streams::groups))
         .route("/v1/streams/{stream}/predictions", get(streams::predictions))
         .route("/v1/streams/{stream}/groups/{group}/ack", post(streams::acknowledge))
+        .route("/v1/webhooks", get(webhooks::list_webhooks))
+        .route("/v1/webhooks/{name}/dead-letters", get(webhooks::webhook_dead_letters))
+        .route("/v1/webhooks/{name}/dead-letters/replay", post(webhooks::replay_webhook_letters))
         .fallback(|| async { ServiceError::NotFound("no such endpoint; GET /openapi.json lists them".into()) })
         .with_state(state)
 }

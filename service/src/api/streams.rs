@@ -385,6 +385,11 @@ pub(crate) async fn acknowledge(
 ) -> Result<Json<GroupOffset>, ServiceError> {
     caller.require(&[Role::Client, Role::Operator])?;
     let (stream, group) = (checked_name("stream", &stream)?, checked_name("group", &group)?);
+    if group.starts_with("webhook:") {
+        return Err(ServiceError::BadRequest(format!(
+            "group `{group}` is a webhook's: the relay acknowledges its deliveries itself"
+        )));
+    }
     let body = crate::api::body(body, crate::MAX_REQUEST_BYTES)?;
     let ack: Acknowledgement =
         serde_json::from_slice(&body).map_err(|e| ServiceError::BadRequest(format!("the request body: {e}")))?;

@@ -1,5 +1,7 @@
 //! The service's own durable state, beside the tenants' stores: uploaded
-//! modules, their policies, and the nodes serving.
+//! modules, their policies, the nodes serving, the roles one node at a
+//! time plays (leases by name, such as a webhook's relay), and the events
+//! webhooks could not deliver.
 //!
 //! Two backends behind one trait, chosen with the tenants' store:
 //! - [`RedbCatalog`], `DATA_DIR/catalog.redb`, for the embedded store: one
@@ -17,7 +19,7 @@ mod redb;
 pub use postgres::PostgresCatalog;
 pub use redb::RedbCatalog;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use txmirror_runtime::store::StoreError;
 
 /// A module as the catalog keeps it.
@@ -60,6 +62,30 @@ pub struct NodeStatus {
     pub heartbeat_age_ms: u64,
     /// `serving`, or `draining` once it has begun to shut down.
     pub state: String,
+}
+
+/// An event a webhook could not deliver, parked until an operator replays
+/// or drops it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeliveryLetter {
+    /// The tenant whose stream it is.
+    pub tenant: String,
+    /// The webhook (`[[webhooks]] name`).
+    pub webhook: String,
+    /// The stream.
+    pub stream: String,
+    /// The event's offset in the tenant's log.
+    pub offset: u64,
+    /// The delivery's id (`webhook-id`), which the receiver deduplicates by.
+    pub id: String,
+    /// The body as it was POSTed (JSON).
+    pub body: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// What the last attempt met.
+    pub last_error: String,
+    /// When it was parked, in milliseconds since the Unix epoch.
+    pub parked_unix_ms: u64,
 }
 
 /// A failure of the catalog.
@@ -121,6 +147,29 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     fn leave(&self, node_id: &str) -> Result<(), CatalogError>;
     /// The nodes that have joined and not left, and when each was last heard of.
     fn nodes(&self) -> Result<Vec<NodeStatus>, CatalogError>;
+    /// Takes or renews the lease on `role` for `holder`, for `lease_ms`:
+    /// whether `holder` plays the role now (it does if it held it, or
+    /// nobody did, or the last holder's lease lapsed).
+    fn lead(&self, role: &str, holder: &str, lease_ms: u64) -> Result<bool, CatalogError>;
+    /// Hands `role` back, if `holder` has it, so another node takes it at once.
+    fn resign(&self, role: &str, holder: &str) -> Result<(), CatalogError>;
+    /// Who plays `role`, if its lease has not lapsed.
+    fn role_holder(&self, role: &str) -> Result<Option<String>, CatalogError>;
+    /// Parks an undeliverable event (again: a parked event's letter is
+    /// replaced).
+    fn park_delivery(&self, letter: &DeliveryLetter) -> Result<(), CatalogError>;
+    /// The parked events of a webhook, by stream and offset, at most `limit`.
+    fn delivery_letters(&self, tenant: &str, webhook: &str, limit: usize) -> Result<Vec<DeliveryLetter>, CatalogError>;
+    /// How many events of a webhook are parked.
+    fn delivery_letter_count(&self, tenant: &str, webhook: &str) -> Result<u64, CatalogError>;
+    /// Removes one parked event; whether it was there.
+    fn remove_delivery_letter(
+        &self,
+        tenant: &str,
+        webhook: &str,
+        stream: &str,
+        offset: u64,
+    ) -> Result<bool, CatalogError>;
     /// Transactions an older build left accepted in the catalog; none
     /// where there cannot be any.
     fn legacy_pending(&self) -> Result<Vec<LegacyPending>, CatalogError> {

@@ -4,9 +4,13 @@
 //! - `txm_catalog_meta`: the generation, raised by every change of the two
 //!   above in the same SQL transaction;
 //! - `txm_nodes`: each node's id, name, address, start, last heartbeat
-//!   (the database's clock) and state.
+//!   (the database's clock) and state;
+//! - `txm_roles` (migration 2): each role's holder and lease expiry (the
+//!   database's clock), taken or renewed in one statement;
+//! - `txm_delivery_letters` (migration 2): events webhooks could not
+//!   deliver, by tenant, webhook, stream and offset.
 
-use super::{Catalog, CatalogError, NodeInfo, NodeStatus, StoredModule};
+use super::{Catalog, CatalogError, DeliveryLetter, NodeInfo, NodeStatus, StoredModule};
 use deadpool_postgres::{GenericClient, Pool};
 use std::future::Future;
 use txmirror_runtime::store::StoreError;
@@ -15,7 +19,8 @@ use txmirror_runtime::store::postgres::{PgDatabase, uint};
 /// The schema the catalog lives in.
 pub const SCHEMA: &str = "txm_catalog";
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE txm_modules (
         tenant TEXT COLLATE "C" NOT NULL,
         hash TEXT COLLATE "C" NOT NULL,
@@ -38,7 +43,23 @@ const MIGRATIONS: &[&str] = &[r#"
         heartbeat_unix_ms BIGINT NOT NULL,
         state TEXT NOT NULL
     );
-"#];
+"#,
+    r#"
+    CREATE TABLE txm_roles (
+        role TEXT COLLATE "C" PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_unix_ms BIGINT NOT NULL
+    );
+    CREATE TABLE txm_delivery_letters (
+        tenant TEXT COLLATE "C" NOT NULL,
+        webhook TEXT COLLATE "C" NOT NULL,
+        stream TEXT COLLATE "C" NOT NULL,
+        "offset" BIGINT NOT NULL,
+        letter BYTEA NOT NULL,
+        PRIMARY KEY (tenant, webhook, stream, "offset")
+    );
+"#,
+];
 
 /// Now on the database's clock, in milliseconds since the Unix epoch.
 const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
@@ -126,6 +147,12 @@ async fn stored(
         .iter()
         .map(|row| StoredModule { tenant: row.get(0), hash: row.get(1), bytes: row.get(2), policy: row.get(3) })
         .collect())
+}
+
+fn letter(row: &deadpool_postgres::tokio_postgres::Row) -> Result<DeliveryLetter, CatalogError> {
+    let bytes: Vec<u8> = row.get(0);
+    serde_json::from_slice(&bytes)
+        .map_err(|e| CatalogError::Corrupt { what: "a parked delivery".into(), reason: e.to_string() })
 }
 
 impl Catalog for PostgresCatalog {
@@ -225,6 +252,132 @@ impl Catalog for PostgresCatalog {
             let client = pool.get().await.map_err(database)?;
             client.execute("DELETE FROM txm_nodes WHERE id = $1", &[&id]).await.map_err(database)?;
             Ok(())
+        })
+    }
+
+    fn lead(&self, role: &str, holder: &str, lease_ms: u64) -> Result<bool, CatalogError> {
+        let (role, holder) = (role.to_string(), holder.to_string());
+        let lease_ms = i64::try_from(lease_ms).unwrap_or(i64::MAX);
+        self.block(move |pool| async move {
+            let client = pool.get().await.map_err(database)?;
+            // One statement takes a free or lapsed role or renews one's
+            // own; a role another holds unlapsed is left as it is, and
+            // nothing returns.
+            let row = client
+                .query_opt(
+                    &format!(
+                        "INSERT INTO txm_roles (role, holder, expires_unix_ms) VALUES ($1, $2, {NOW_MS} + $3)
+                         ON CONFLICT (role) DO UPDATE
+                         SET holder = EXCLUDED.holder, expires_unix_ms = EXCLUDED.expires_unix_ms
+                         WHERE txm_roles.holder = EXCLUDED.holder OR txm_roles.expires_unix_ms <= {NOW_MS}
+                         RETURNING holder"
+                    ),
+                    &[&role, &holder, &lease_ms],
+                )
+                .await
+                .map_err(database)?;
+            Ok(row.is_some())
+        })
+    }
+
+    fn resign(&self, role: &str, holder: &str) -> Result<(), CatalogError> {
+        let (role, holder) = (role.to_string(), holder.to_string());
+        self.block(move |pool| async move {
+            let client = pool.get().await.map_err(database)?;
+            client
+                .execute("DELETE FROM txm_roles WHERE role = $1 AND holder = $2", &[&role, &holder])
+                .await
+                .map_err(database)?;
+            Ok(())
+        })
+    }
+
+    fn role_holder(&self, role: &str) -> Result<Option<String>, CatalogError> {
+        let role = role.to_string();
+        self.block(move |pool| async move {
+            let client = pool.get().await.map_err(database)?;
+            let row = client
+                .query_opt(
+                    &format!("SELECT holder FROM txm_roles WHERE role = $1 AND expires_unix_ms > {NOW_MS}"),
+                    &[&role],
+                )
+                .await
+                .map_err(database)?;
+            Ok(row.map(|row| row.get(0)))
+        })
+    }
+
+    fn park_delivery(&self, letter: &DeliveryLetter) -> Result<(), CatalogError> {
+        let bytes = serde_json::to_vec(letter).map_err(CatalogError::Encode)?;
+        let key = (letter.tenant.clone(), letter.webhook.clone(), letter.stream.clone());
+        let offset = i64::try_from(letter.offset).unwrap_or(i64::MAX);
+        self.block(move |pool| async move {
+            let client = pool.get().await.map_err(database)?;
+            client
+                .execute(
+                    r#"INSERT INTO txm_delivery_letters (tenant, webhook, stream, "offset", letter)
+                       VALUES ($1, $2, $3, $4, $5)
+                       ON CONFLICT (tenant, webhook, stream, "offset") DO UPDATE SET letter = EXCLUDED.letter"#,
+                    &[&key.0, &key.1, &key.2, &offset, &bytes],
+                )
+                .await
+                .map_err(database)?;
+            Ok(())
+        })
+    }
+
+    fn delivery_letters(&self, tenant: &str, webhook: &str, limit: usize) -> Result<Vec<DeliveryLetter>, CatalogError> {
+        let (tenant, webhook) = (tenant.to_string(), webhook.to_string());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.block(move |pool| async move {
+            let client = pool.get().await.map_err(database)?;
+            let rows = client
+                .query(
+                    r#"SELECT letter FROM txm_delivery_letters WHERE tenant = $1 AND webhook = $2
+                       ORDER BY stream, "offset" LIMIT $3"#,
+                    &[&tenant, &webhook, &limit],
+                )
+                .await
+                .map_err(database)?;
+            rows.iter().map(letter).collect()
+        })
+    }
+
+    fn delivery_letter_count(&self, tenant: &str, webhook: &str) -> Result<u64, CatalogError> {
+        let (tenant, webhook) = (tenant.to_string(), webhook.to_string());
+        self.block(move |pool| async move {
+            let client = pool.get().await.map_err(database)?;
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM txm_delivery_letters WHERE tenant = $1 AND webhook = $2",
+                    &[&tenant, &webhook],
+                )
+                .await
+                .map_err(database)?;
+            Ok(uint(row.get(0)))
+        })
+    }
+
+    fn remove_delivery_letter(
+        &self,
+        tenant: &str,
+        webhook: &str,
+        stream: &str,
+        offset: u64,
+    ) -> Result<bool, CatalogError> {
+        let key = (tenant.to_string(), webhook.to_string(), stream.to_string());
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        self.block(move |pool| async move {
+            let client = pool.get().await.map_err(database)?;
+            let removed = client
+                .execute(
+                    r#"DELETE FROM txm_delivery_letters
+                       WHERE tenant = $1 AND webhook = $2 AND stream = $3 AND "offset" = $4"#,
+                    &[&key.0, &key.1, &key.2, &offset],
+                )
+                .await
+                .map_err(database)?;
+            Ok(removed > 0)
         })
     }
 

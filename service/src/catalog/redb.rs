@@ -2,15 +2,18 @@
 //! the embedded store (see `docs/design.md`):
 //! - `modules`: `(tenant, hash)` → the component's bytes;
 //! - `policies`: `(tenant, hash)` → the policy's TOML text;
-//! - `meta`: `"generation"`, raised by every change of the two above.
+//! - `meta`: `"generation"`, raised by every change of the two above;
+//! - `delivery_letters`: `(tenant, webhook, stream, offset)` → the parked
+//!   event, JSON.
 //!
 //! Older builds kept accepted transactions here too (`pending`,
 //! `submissions`); the service moves any it finds into the tenants' stores
 //! at start. The only node is this process, which holds the file alone:
-//! its status lives in memory.
+//! its status and the roles it plays live in memory.
 
-use super::{Catalog, CatalogError, LegacyPending, NodeInfo, NodeStatus, StoredModule};
+use super::{Catalog, CatalogError, DeliveryLetter, LegacyPending, NodeInfo, NodeStatus, StoredModule};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +23,7 @@ const POLICIES: TableDefinition<'_, (&str, &str), &str> = TableDefinition::new("
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// Accepted transactions of older builds: `(tenant, id)` → JSON.
 const LEGACY_PENDING: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("pending");
+const DELIVERY_LETTERS: TableDefinition<'_, (&str, &str, &str, u64), &[u8]> = TableDefinition::new("delivery_letters");
 const GENERATION_KEY: &str = "generation";
 
 fn storage(error: impl Into<redb::Error>) -> CatalogError {
@@ -31,6 +35,8 @@ fn storage(error: impl Into<redb::Error>) -> CatalogError {
 pub struct RedbCatalog {
     db: Database,
     node: Mutex<Option<(NodeStatus, Instant)>>,
+    /// Each role's holder and when its lease lapses.
+    roles: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl RedbCatalog {
@@ -46,9 +52,10 @@ impl RedbCatalog {
             txn.open_table(MODULES).map_err(storage)?;
             txn.open_table(POLICIES).map_err(storage)?;
             txn.open_table(META).map_err(storage)?;
+            txn.open_table(DELIVERY_LETTERS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
-        Ok(Self { db, node: Mutex::default() })
+        Ok(Self { db, node: Mutex::default(), roles: Mutex::default() })
     }
 
     /// Applies `change` and raises the generation, in one write.
@@ -177,6 +184,91 @@ impl Catalog for RedbCatalog {
                 ..status.clone()
             })
             .collect())
+    }
+
+    fn lead(&self, role: &str, holder: &str, lease_ms: u64) -> Result<bool, CatalogError> {
+        let mut roles = self.roles.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if roles.get(role).is_some_and(|(current, lapses)| current != holder && *lapses > now) {
+            return Ok(false);
+        }
+        roles.insert(role.to_string(), (holder.to_string(), now + std::time::Duration::from_millis(lease_ms)));
+        Ok(true)
+    }
+
+    fn resign(&self, role: &str, holder: &str) -> Result<(), CatalogError> {
+        let mut roles = self.roles.lock().unwrap_or_else(PoisonError::into_inner);
+        if roles.get(role).is_some_and(|(current, _)| current == holder) {
+            roles.remove(role);
+        }
+        Ok(())
+    }
+
+    fn role_holder(&self, role: &str) -> Result<Option<String>, CatalogError> {
+        let roles = self.roles.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(roles.get(role).filter(|(_, lapses)| *lapses > Instant::now()).map(|(holder, _)| holder.clone()))
+    }
+
+    fn park_delivery(&self, letter: &DeliveryLetter) -> Result<(), CatalogError> {
+        let bytes = serde_json::to_vec(letter).map_err(CatalogError::Encode)?;
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut letters = txn.open_table(DELIVERY_LETTERS).map_err(storage)?;
+            let key = (letter.tenant.as_str(), letter.webhook.as_str(), letter.stream.as_str(), letter.offset);
+            letters.insert(key, bytes.as_slice()).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)
+    }
+
+    fn delivery_letters(&self, tenant: &str, webhook: &str, limit: usize) -> Result<Vec<DeliveryLetter>, CatalogError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let letters = txn.open_table(DELIVERY_LETTERS).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in letters.range((tenant, webhook, "", 0)..).map_err(storage)?.take(limit) {
+            let (key, bytes) = entry.map_err(storage)?;
+            let (at_tenant, at_webhook, stream, offset) = key.value();
+            if (at_tenant, at_webhook) != (tenant, webhook) {
+                break;
+            }
+            out.push(serde_json::from_slice(bytes.value()).map_err(|e| CatalogError::Corrupt {
+                what: format!("parked delivery {stream}/{offset} of webhook {webhook}"),
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn delivery_letter_count(&self, tenant: &str, webhook: &str) -> Result<u64, CatalogError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let letters = txn.open_table(DELIVERY_LETTERS).map_err(storage)?;
+        let mut count = 0;
+        for entry in letters.range((tenant, webhook, "", 0)..).map_err(storage)? {
+            let (key, _) = entry.map_err(storage)?;
+            let (at_tenant, at_webhook, _, _) = key.value();
+            if (at_tenant, at_webhook) != (tenant, webhook) {
+                break;
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn remove_delivery_letter(
+        &self,
+        tenant: &str,
+        webhook: &str,
+        stream: &str,
+        offset: u64,
+    ) -> Result<bool, CatalogError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let removed = txn
+            .open_table(DELIVERY_LETTERS)
+            .map_err(storage)?
+            .remove((tenant, webhook, stream, offset))
+            .map_err(storage)?
+            .is_some();
+        txn.commit().map_err(storage)?;
+        Ok(removed)
     }
 
     fn legacy_pending(&self) -> Result<Vec<LegacyPending>, CatalogError> {

@@ -12,6 +12,8 @@ use tower::ServiceExt as _;
 use txmirror_service::auth::hash_token;
 use txmirror_service::{AppState, Role, Service, ServiceConfig, TokenConfig, app};
 
+pub mod receiver;
+
 pub const TENANTS: [&str; 2] = ["acme", "globex"];
 
 /// The token of a tenant's role in these tests.
