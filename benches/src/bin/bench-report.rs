@@ -303,19 +303,23 @@ fn prefill(executor: &tokio::runtime::Runtime, data_dir: &Path, events: usize) -
             "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n",
             Path::new("policy.toml"),
         )?);
-        for account in ["a", "b"] {
-            let input = format!(r#"{{"account":"{account}","amount":1000000000}}"#);
-            let request = TxRequest { path: Some("deposit".into()), input: input.into_bytes(), ..Default::default() };
-            runtime.execute(&module, &policy, request).await?;
+        // Each client transfers between accounts of its own: no conflicts.
+        for client in 0..16 {
+            for account in [format!("a{client}"), format!("b{client}")] {
+                let input = format!(r#"{{"account":"{account}","amount":1000000000}}"#);
+                let request =
+                    TxRequest { path: Some("deposit".into()), input: input.into_bytes(), ..Default::default() };
+                runtime.execute(&module, &policy, request).await?;
+            }
         }
         let mut clients = tokio::task::JoinSet::new();
         for client in 0..16 {
             let (runtime, module, policy) = (runtime.clone(), module.clone(), policy.clone());
             clients.spawn(async move {
                 for _ in (client..events).step_by(16) {
-                    let input = r#"{"from":"a","to":"b","amount":1}"#;
+                    let input = format!(r#"{{"from":"a{client}","to":"b{client}","amount":1}}"#);
                     let request =
-                        TxRequest { path: Some("transfer".into()), input: input.into(), ..Default::default() };
+                        TxRequest { path: Some("transfer".into()), input: input.into_bytes(), ..Default::default() };
                     let report = runtime.execute(&module, &policy, request).await?;
                     anyhow::ensure!(report.failure.is_none(), "a transfer failed: {:?}", report.failure);
                 }
