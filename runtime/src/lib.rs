@@ -40,6 +40,8 @@ pub mod trace;
 mod transaction;
 pub mod vocab;
 
+pub use adjust::breaker::{Breaker, BreakerRule, BreakerState};
+pub use adjust::breakers::BreakerView;
 pub use instance::engine::{EngineError, EngineSettings, tuned_config};
 pub use instance::host::effect_key;
 pub use instance::module::{Module, ModuleError};

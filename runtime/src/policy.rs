@@ -75,6 +75,9 @@ pub struct Policy {
     /// What of the guest's requests its traces keep.
     #[serde(default)]
     pub redaction: RedactionSettings,
+    /// The circuit breakers of the hosts the module calls (`[breaker]`).
+    #[serde(default)]
+    pub breaker: BreakerSettings,
     /// `prediction.rules` (or the defaults), checked and compiled.
     #[serde(skip)]
     rules: RuleSet,
@@ -104,6 +107,7 @@ impl Default for Policy {
             hedge: HedgeSettings::default(),
             randomness: RandomnessSettings::default(),
             redaction: RedactionSettings::default(),
+            breaker: BreakerSettings::default(),
             rules: RuleSet::defaults(),
         }
     }
@@ -281,6 +285,98 @@ impl Default for HedgeSettings {
             min_samples: default_hedge_min_samples(),
             yield_ms: default_hedge_yield_ms(),
         }
+    }
+}
+
+/// The circuit breakers of the hosts a module calls (`[breaker]`, see
+/// `docs/policy.md`): after `failures` failed calls in a row to a host (no
+/// answer, a timeout, `5xx`), its calls are not sent for `open_ms`, then
+/// one trial decides. Off unless `failures` is set, here for every host
+/// the module calls or in `[[breaker.hosts]]` for one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Failures in a row that open a host's breaker.
+    #[serde(default)]
+    pub failures: Option<u32>,
+    /// How long an open breaker lets nothing through (milliseconds).
+    #[serde(default)]
+    pub open_ms: Option<u64>,
+    /// The most calls to one host at once; the others wait for a slot
+    /// within the outbound timeout.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// Settings of one host, over those above.
+    #[serde(default)]
+    pub hosts: Vec<BreakerHost>,
+}
+
+/// One host's breaker settings (`[[breaker.hosts]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerHost {
+    /// The host, as `capabilities.outbound_hosts` names it (a bare host
+    /// is its default port).
+    pub host: String,
+    /// Failures in a row that open its breaker.
+    #[serde(default)]
+    pub failures: Option<u32>,
+    /// How long its open breaker lets nothing through (milliseconds).
+    #[serde(default)]
+    pub open_ms: Option<u64>,
+    /// The most calls to it at once.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+}
+
+/// The default open period of a breaker (milliseconds).
+const DEFAULT_BREAKER_OPEN_MS: u64 = 10_000;
+
+/// What a policy's breaker settings say of one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HostBreaker {
+    /// When its breaker opens; `None`: it has none.
+    pub(crate) rule: Option<crate::adjust::breaker::BreakerRule>,
+    /// Its concurrency limit, if any.
+    pub(crate) max_concurrent: Option<u32>,
+}
+
+impl BreakerSettings {
+    /// The settings for `target` (granted, so in its one spelling).
+    pub(crate) fn for_host(&self, target: &HostPort, scheme: Option<&str>) -> HostBreaker {
+        let host =
+            self.hosts.iter().find(|host| HostGrant::parse(&host.host).is_ok_and(|grant| grant.allows(target, scheme)));
+        let failures = host.and_then(|h| h.failures).or(self.failures);
+        let open_ms = host.and_then(|h| h.open_ms).or(self.open_ms).unwrap_or(DEFAULT_BREAKER_OPEN_MS);
+        HostBreaker {
+            rule: failures.map(|failures| crate::adjust::breaker::BreakerRule {
+                failures,
+                open_for: std::time::Duration::from_millis(open_ms),
+            }),
+            max_concurrent: host.and_then(|h| h.max_concurrent).or(self.max_concurrent),
+        }
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let check = |at: String, failures: Option<u32>, open_ms: Option<u64>, max: Option<u32>| {
+            if failures.is_some_and(|f| !(1..=1_000).contains(&f)) {
+                return Err((format!("{at}failures"), "must be from 1 to 1000".to_string()));
+            }
+            if open_ms.is_some_and(|ms| !(10..=3_600_000).contains(&ms)) {
+                return Err((format!("{at}open_ms"), "must be from 10 to 3600000 (an hour)".to_string()));
+            }
+            if max.is_some_and(|m| !(1..=10_000).contains(&m)) {
+                return Err((format!("{at}max_concurrent"), "must be from 1 to 10000".to_string()));
+            }
+            Ok(())
+        };
+        check("breaker.".into(), self.failures, self.open_ms, self.max_concurrent)?;
+        for (index, host) in self.hosts.iter().enumerate() {
+            let at = format!("breaker.hosts[{index}].");
+            HostGrant::parse(&host.host).map_err(|reason| (format!("{at}host"), reason.to_string()))?;
+            check(at, host.failures, host.open_ms, host.max_concurrent)?;
+        }
+        Ok(())
     }
 }
 
@@ -965,6 +1061,7 @@ impl Policy {
                 format!("`{}` is not an HTTP header name", self.effects.idempotency_header),
             ));
         }
+        self.breaker.validate()?;
         let hedge = &self.hedge;
         if let Some(percentile) = hedge.after_percentile
             && !(percentile > 0.0 && percentile < 100.0)

@@ -413,6 +413,12 @@ impl Runtime {
         self.inner.model.as_ref().map(|slot| slot.current().info().clone())
     }
 
+    /// The circuit breakers of the hosts this runtime's guests called, on
+    /// this node (a host has one once a policy gives it a rule).
+    pub fn breakers(&self) -> Vec<crate::adjust::breakers::BreakerView> {
+        self.inner.endpoints.breakers.views(Instant::now())
+    }
+
     /// Why the model file last failed to replace the model, if it did.
     pub fn model_reload_error(&self) -> Option<String> {
         self.inner.model.as_ref().and_then(|slot| slot.last_error())

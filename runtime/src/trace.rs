@@ -52,6 +52,14 @@ pub enum HttpOutcome {
         /// Why.
         reason: String,
     },
+    /// Not sent: the host's circuit breaker is open (its calls failed too
+    /// often in a row), or its one trial call is out.
+    ShortCircuited {
+        /// The host and port.
+        host: String,
+        /// How long until a trial call may go, in milliseconds.
+        opens_in_ms: u64,
+    },
     /// Not sent again: an earlier attempt of the transaction sent this call
     /// and it succeeded, so it is answered from the effect journal.
     Replayed {
@@ -318,6 +326,9 @@ fn describe(call: &HostCall) -> String {
                 HttpOutcome::Failed { error } => format!("sent, failed: {error}"),
                 HttpOutcome::Stubbed { status, source } => format!("NOT sent, stub {status} ({source})"),
                 HttpOutcome::Denied { reason } => format!("denied: {reason}"),
+                HttpOutcome::ShortCircuited { host, opens_in_ms } => {
+                    format!("NOT sent: the circuit breaker of {host} is open (a trial in {opens_in_ms} ms)")
+                }
                 HttpOutcome::Replayed { status, response_bytes } => {
                     format!("NOT sent again, {status} from the effect journal ({response_bytes} bytes)")
                 }

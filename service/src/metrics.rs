@@ -21,6 +21,7 @@
 //! | `txmirror_stream_prediction_mismatch_ratio`, `…_lead_seconds` | `stream` | predictions that did not match; mean lead before the commit |
 //! | `txmirror_webhook_attempts_total` | `webhook`, `outcome` | delivery attempts on this node: `delivered`, `unavailable`, `refused`; events `parked` |
 //! | `txmirror_webhook_breaker_state` | `webhook` | the endpoint's breaker on this node: 0 closed, 1 open, 2 half-open |
+//! | `txmirror_breaker_state` | `host` | the breaker of each host guests call, on this node, at the scrape: 0 closed, 1 open, 2 half-open |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -67,6 +68,7 @@ struct WebhookLabels {
 }
 
 label_set!(Webhook, webhook);
+label_set!(Host, host);
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
@@ -102,6 +104,7 @@ pub struct TenantMetrics {
     prediction_lead: Family<Stream, Gauge<f64, AtomicU64>>,
     webhook_attempts: Family<WebhookLabels, Counter>,
     webhook_breakers: Family<Webhook, Gauge>,
+    breakers: Family<Host, Gauge>,
 }
 
 impl Default for TenantMetrics {
@@ -127,6 +130,7 @@ impl Default for TenantMetrics {
             prediction_lead: Family::default(),
             webhook_attempts: Family::default(),
             webhook_breakers: Family::default(),
+            breakers: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register("txmirror_transactions", "Transactions ended, by outcome", metrics.outcomes.clone());
@@ -187,6 +191,11 @@ impl Default for TenantMetrics {
             "txmirror_webhook_breaker_state",
             "Each webhook endpoint's breaker on this node: 0 closed, 1 open, 2 half-open",
             metrics.webhook_breakers.clone(),
+        );
+        r.register(
+            "txmirror_breaker_state",
+            "The circuit breaker of each host guests call, on this node: 0 closed, 1 open, 2 half-open",
+            metrics.breakers.clone(),
         );
         metrics
     }
@@ -315,6 +324,13 @@ impl TenantMetrics {
     /// A webhook endpoint's breaker is in `state` (its gauge value).
     pub fn webhook_breaker(&self, webhook: &str, state: i64) {
         self.webhook_breakers.get_or_create(&label(|webhook| Webhook { webhook }, webhook)).set(state);
+    }
+
+    /// The hosts' breakers as the runtime has them now (set at each scrape).
+    pub fn breakers(&self, states: impl IntoIterator<Item = (String, i64)>) {
+        for (host, state) in states {
+            self.breakers.get_or_create(&Host { host }).set(state);
+        }
     }
 
     /// The metrics in the Prometheus text format.

@@ -1,13 +1,13 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use crate::api::{
-    Accepted, Acknowledgement, BulkBody, BulkDropReport, BulkReplayReport, EventPage, GroupOffset, LeaseView,
-    ModuleInfo, NodesView, PredictedNotice, PredictedPage, PredictionReport, ReplayedLetter, StreamEvent, SubmitBody,
-    TransactionList, TransactionSummary, TransactionView,
+    Accepted, Acknowledgement, BreakerInfo, BulkBody, BulkDropReport, BulkReplayReport, EventPage, GroupOffset,
+    LeaseView, ModuleInfo, NodesView, PredictedNotice, PredictedPage, PredictionReport, ReplayedLetter, StreamEvent,
+    SubmitBody, TransactionList, TransactionSummary, TransactionView,
 };
 use crate::catalog::{DeliveryLetter, NodeStatus};
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::relay::{BreakerState, ReplayReport, StreamProgress, WebhookView};
+use crate::relay::{ReplayReport, StreamProgress, WebhookView};
 use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -26,11 +26,12 @@ use utoipa::openapi::{Content, Ref, ResponseBuilder};
         crate::api::model, crate::api::reload_model, crate::api::nodes,
         crate::api::read_events, crate::api::groups, crate::api::acknowledge, crate::api::predictions,
         crate::api::list_webhooks, crate::api::webhook_dead_letters, crate::api::replay_webhook_letters,
+        crate::api::breakers,
     ),
     components(schemas(ErrorBody, ErrorDetail, ModuleInfo, SubmitBody, Accepted, TransactionView,
         TransactionSummary, TransactionList, NodesView, NodeStatus, LeaseView, BulkBody, BulkReplayReport,
         BulkDropReport, ReplayedLetter, StreamEvent, EventPage, Acknowledgement, GroupOffset, PredictedNotice, PredictedPage, PredictionReport,
-        WebhookView, StreamProgress, BreakerState, DeliveryLetter, ReplayReport)),
+        WebhookView, StreamProgress, DeliveryLetter, ReplayReport, BreakerInfo)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;

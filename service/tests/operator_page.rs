@@ -37,7 +37,16 @@ async fn the_operator_page_shows_a_submitted_transaction_and_replays_a_dead_lett
         assert!(std::path::Path::new(tool).exists(), "{tool} is missing: `cargo xtask setup` installs it");
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = common::config(dir.path());
+    let mut config = common::config(dir.path());
+    // A webhook whose receiver is down: the page shows its row.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    config.webhooks.push(
+        toml::from_str(&format!(
+            "name = \"billing\"\ntenant = \"acme\"\nurl = \"http://{closed}/hook\"\nstreams = [\"transfers\"]\n\
+             secret = \"a secret of at least sixteen bytes\"\n"
+        ))
+        .unwrap(),
+    );
     // A dead letter that a replay can commit: a deposit the previous process
     // accepted and never ran, under a policy that dead-letters such ones.
     let policy = format!("{BANK_POLICY}[recovery]\nin_flight = \"dead_letter\"\n");
@@ -134,6 +143,16 @@ async fn the_operator_page_shows_a_submitted_transaction_and_replays_a_dead_lett
         .await
         .unwrap();
     assert!(stream.starts_with("transfers 1 "), "one event committed: {stream}");
+    let webhook = browser
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#webhooks tr[data-id='billing']"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(webhook.starts_with(&format!("billing http://{closed}/hook transfers #")), "{webhook}");
     let model = browser.find(Locator::Id("model")).await.unwrap().text().await.unwrap();
     assert!(model.contains("no model configured"), "{model}");
     let node = format!("#nodes tr[data-id='{}']", state.node().id);

@@ -8,6 +8,7 @@
 
 mod bank_transfer;
 mod bank_transfer_python;
+mod breakers;
 mod contract_0_1_0;
 mod crash_safety;
 mod effects;

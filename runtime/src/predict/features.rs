@@ -250,6 +250,9 @@ impl FeatureAccumulator {
                             Some(if *status == 429 { 1.0 } else { 0.0 }),
                         ),
                         HttpOutcome::Failed { .. } => (Some(timeout_ms), Some(1.0), None),
+                        // Not sent because its host keeps failing: the
+                        // primary's call will fail the same way.
+                        HttpOutcome::ShortCircuited { .. } => (None, Some(1.0), None),
                         _ => (
                             known.map(|view| view.latency_ms),
                             known.map(|view| view.error_rate),

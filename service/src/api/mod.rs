@@ -1,5 +1,6 @@
 //! The HTTP routes, one file per resource.
 
+mod breakers;
 mod dead_letters;
 mod model;
 mod modules;
@@ -9,6 +10,7 @@ mod streams;
 mod transactions;
 mod webhooks;
 
+pub use breakers::BreakerInfo;
 pub use dead_letters::{BulkBody, BulkDropReport, BulkReplayReport, ReplayedLetter};
 pub use modules::ModuleInfo;
 pub use nodes::{LeaseView, NodesView};
@@ -25,6 +27,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 
+pub(crate) use breakers::__path_breakers;
 pub(crate) use dead_letters::__path_dead_letters;
 pub(crate) use dead_letters::{__path_dead_letter, __path_drop_dead_letter, __path_replay};
 pub(crate) use dead_letters::{__path_drop_matching, __path_replay_matching};
@@ -72,6 +75,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/model", get(model::model))
         .route("/v1/model/reload", post(model::reload_model))
         .route("/v1/nodes", get(nodes::nodes))
+        .route("/v1/breakers", get(breakers::breakers))
         .route("/v1/streams/{stream}/events", get(streams::read_events))
         .route("/v1/streams/{stream}/groups", get(streams::groups))
         .route("/v1/streams/{stream}/predictions", get(streams::predictions))

@@ -40,6 +40,8 @@ pub(crate) async fn metrics(State(state): State<AppState>, caller: Caller) -> Re
         Err(error) => tracing::warn!(%error, "cannot list the nodes for the metrics"),
     }
     caller.tenant.metrics().predictions(caller.tenant.runtime().prediction_streams());
+    let breakers = caller.tenant.runtime().breakers();
+    caller.tenant.metrics().breakers(breakers.iter().map(|view| (view.host.clone(), view.state.gauge())));
     let text = caller.tenant.metrics().encode().map_err(|e| ServiceError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
 }

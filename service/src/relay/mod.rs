@@ -12,7 +12,9 @@
 //! An event that fails is retried after a delay that doubles (with a fifth
 //! of jitter) up to `max_backoff_ms`, or after the `Retry-After` the
 //! endpoint asked for; the events behind it wait. A circuit breaker per
-//! endpoint ([`breaker`]) stops the attempts while the endpoint is unwell,
+//! endpoint (the runtime's [`Breaker`]) stops the attempts while the
+//! endpoint is unwell (no answer, a timeout, `5xx`, `408`, `429`; another
+//! `4xx` is the event's failure alone),
 //! and those waits do not count against the event. After `max_attempts`
 //! the event is parked as a dead letter in the catalog, and the relay goes
 //! on; an operator lists and replays the letters (`/v1/webhooks`).
@@ -25,16 +27,12 @@
 //! receiver's deduplication absorbs. The breaker is the relaying node's
 //! own: only that node calls the endpoint.
 
-mod breaker;
 mod delivery;
 mod signature;
-
-pub use breaker::BreakerState;
 
 use crate::catalog::DeliveryLetter;
 use crate::config::WebhookConfig;
 use crate::{AppState, ServiceError, Tenant};
-use breaker::Breaker;
 use bytes::Bytes;
 use delivery::{Delivery, HttpClient, Outcome};
 use serde::Serialize;
@@ -43,6 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use txmirror_runtime::store::StoredEvent;
+use txmirror_runtime::{Breaker, BreakerRule};
 
 /// How often an idle relay looks for new events: other nodes' commits
 /// reach this one only through the store.
@@ -70,6 +69,8 @@ pub(crate) struct Webhook {
     secret: Vec<u8>,
     client: HttpClient,
     breaker: Mutex<Breaker>,
+    /// When the breaker opens.
+    rule: BreakerRule,
     /// Events delivered, attempts failed and events parked by this node.
     delivered: AtomicU64,
     failed: AtomicU64,
@@ -89,8 +90,8 @@ pub struct WebhookView {
     pub streams: Vec<StreamProgress>,
     /// The node relaying it now, if any.
     pub relayed_by: Option<String>,
-    /// Its endpoint's breaker, on this node.
-    pub breaker: BreakerState,
+    /// Its endpoint's breaker on this node: `closed`, `open` or `half_open`.
+    pub breaker: String,
     /// Events this node delivered since it started.
     pub delivered: u64,
     /// Attempts that failed on this node since it started.
@@ -130,10 +131,11 @@ impl Relays {
                     config: config.clone(),
                     secret,
                     client: delivery::client(),
-                    breaker: Mutex::new(Breaker::new(
-                        config.breaker_failures,
-                        Duration::from_millis(config.breaker_open_ms),
-                    )),
+                    breaker: Mutex::default(),
+                    rule: BreakerRule {
+                        failures: config.breaker_failures,
+                        open_for: Duration::from_millis(config.breaker_open_ms),
+                    },
                     delivered: AtomicU64::default(),
                     failed: AtomicU64::default(),
                     parked: AtomicU64::default(),
@@ -302,7 +304,10 @@ impl Webhook {
                             after = event.sequence;
                         }
                         Outcome::Unavailable { error, retry_after } => {
-                            self.breaker.lock().unwrap_or_else(PoisonError::into_inner).failed(Instant::now());
+                            self.breaker
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .failed(Instant::now(), self.rule);
                             let parked =
                                 self.failed_attempt(state, tenant, head, &event, &delivery, error, retry_after)?;
                             if !parked {
@@ -403,7 +408,7 @@ impl Webhook {
         Delivery { id, body: Bytes::from(body.to_string()) }
     }
 
-    fn breaker_state(&self) -> BreakerState {
+    fn breaker_state(&self) -> txmirror_runtime::BreakerState {
         self.breaker.lock().unwrap_or_else(PoisonError::into_inner).state(Instant::now())
     }
 
@@ -425,7 +430,7 @@ impl Webhook {
             url: self.config.url.clone(),
             streams,
             relayed_by,
-            breaker: self.breaker_state(),
+            breaker: self.breaker_state().as_str().to_string(),
             delivered: self.delivered.load(Ordering::Relaxed),
             failed_attempts: self.failed.load(Ordering::Relaxed),
             dead_letters: state.catalog.delivery_letter_count(tenant.name(), &self.config.name)?,

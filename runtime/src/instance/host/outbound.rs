@@ -11,6 +11,11 @@
 //! - A stubbed answer carries nothing the guest could tell it by (the trace
 //!   says where it came from), so that a module cannot behave for the
 //!   mirror and otherwise for real.
+//! - A host whose circuit breaker is open (`[breaker]`) is not called: the
+//!   primary's call and the mirror's (sent or stubbed) fail at once, so the
+//!   mirror shows the predictor what the primary will meet. Only the
+//!   primary takes a half-open breaker's trial. A host's concurrency limit
+//!   holds each real call until a slot frees, within the outbound timeout.
 
 use crate::policy::{MirrorSettings, Policy, SafeCalls, Stub};
 use crate::trace::{HostCall, HttpOutcome, TraceRecorder};
@@ -28,6 +33,7 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 
 use super::MAX_RESPONSE_BYTES;
 use super::journal::{EffectJournal, Prepared};
+use crate::adjust::breakers::Breakers;
 use crate::adjust::gate::{Gate, Verdict};
 use crate::adjust::timeouts::AttemptTimeouts;
 use crate::predict::InputProfile;
@@ -42,6 +48,8 @@ pub struct EndpointMemory {
     last: Mutex<HashMap<String, (u16, Bytes)>>,
     /// Latency and error rate of every endpoint really called.
     pub(crate) health: EndpointHealth,
+    /// The hosts' circuit breakers.
+    pub(crate) breakers: Breakers,
 }
 
 /// How many endpoints [`EndpointMemory`] remembers.
@@ -187,6 +195,16 @@ impl WasiHttpHooks for OutboundHooks {
         });
         // Granted, so the host has its one spelling.
         let endpoint = endpoint_name(request.method().as_str(), &uri).unwrap_or_else(|| target.to_string());
+        // A host whose breaker is open is not called, by either twin.
+        let breaker = self.policy.breaker.for_host(&target, uri.scheme_str());
+        let host = target.to_string();
+        if breaker.rule.is_some()
+            && let Err(short) = self.memory.breakers.admit(&host, true, Instant::now())
+        {
+            let opens_in_ms = u64::try_from(short.opens_in.as_millis()).unwrap_or(u64::MAX);
+            record(HttpOutcome::ShortCircuited { host, opens_in_ms }, declared);
+            return Box::new(async { Err(HttpError::ConnectionRefused) });
+        }
         // What the mirror answers itself instead of sending: every unsafe
         // request, and the safe ones to a host the policy says so of.
         let held = match (self.role, safe) {
@@ -258,6 +276,7 @@ impl WasiHttpHooks for OutboundHooks {
         };
         let mirror = self.role == Role::Mirror;
         let cancelled = self.cancelled.clone();
+        let memory = self.memory.clone();
         Box::new(async move {
             if let Some((gate, nth, primary)) = gate
                 && let Verdict::Stop(reason) = gate.before_unsafe_call(nth, at, &primary).await
@@ -301,6 +320,33 @@ impl WasiHttpHooks for OutboundHooks {
             // Read after the gate, which may have raised it.
             let limit = timeouts.outbound();
             let timeout = options.as_ref().and_then(|o| o.first_byte_timeout).map_or(limit, |guest| guest.min(limit));
+            // The primary takes a half-open breaker's one trial here, after
+            // the gate and the journal, which may stop the call; the trial
+            // then settles with the call's outcome below.
+            let breakers = &memory.breakers;
+            if breaker.rule.is_some()
+                && !mirror
+                && let Err(short) = breakers.admit(&host, false, Instant::now())
+            {
+                let opens_in_ms = u64::try_from(short.opens_in.as_millis()).unwrap_or(u64::MAX);
+                record(HttpOutcome::ShortCircuited { host, opens_in_ms }, declared);
+                return Err(HttpError::ConnectionRefused);
+            }
+            let slot = match breaker.max_concurrent {
+                Some(max) => match tokio::time::timeout(timeout, breakers.slots(&host, max).acquire_owned()).await {
+                    Ok(Ok(slot)) => Some(slot),
+                    _ => {
+                        breakers.abandon(&host);
+                        let error = format!(
+                            "no free slot of the {max} calls {host} may have at once within {} ms",
+                            timeout.as_millis()
+                        );
+                        record(HttpOutcome::Failed { error }, declared);
+                        return Err(HttpError::ConnectionReadTimeout);
+                    }
+                },
+                None => None,
+            };
             let started = Instant::now();
             let exchange = async {
                 let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
@@ -325,6 +371,7 @@ impl WasiHttpHooks for OutboundHooks {
             let outcome = tokio::select! {
                 outcome = tokio::time::timeout(timeout, exchange) => outcome,
                 () = lost => {
+                    breakers.abandon(&host);
                     record(HttpOutcome::Failed { error: "stopped: the other path of the hedge won".into() }, declared);
                     return Err(HttpError::InternalError(Some("cancelled: the other path of the hedge won".into())));
                 }
@@ -339,6 +386,12 @@ impl WasiHttpHooks for OutboundHooks {
                     conditions: &input.conditions,
                 };
                 health.health.observe(&endpoint, exchange, &evidence, Instant::now());
+                // A host that failed to answer, or answered `5xx`, counts
+                // against its breaker; any other answer shows it well.
+                if let Some(rule) = breaker.rule {
+                    let well = status.is_some_and(|status| status < 500);
+                    breakers.report(&host, rule, well, Instant::now());
+                }
             };
             match outcome {
                 Err(_elapsed) => {
@@ -355,6 +408,7 @@ impl WasiHttpHooks for OutboundHooks {
                     Err(error)
                 }
                 Ok(Ok((parts, body, io))) => {
+                    drop(slot);
                     let status = parts.status.as_u16();
                     observe(Some(status), retry_after(&parts.headers, SystemTime::now()));
                     record(HttpOutcome::Answered { status, response_bytes: body.len() }, declared);
