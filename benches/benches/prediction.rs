@@ -31,7 +31,7 @@ fn payment_trace() -> Trace {
                     url: "http://gateway:8080/health".into(),
                     safe: true,
                     request_bytes: None,
-                    outcome: HttpOutcome::Answered { status: 200, response_bytes: 2 },
+                    outcome: HttpOutcome::Answered { status: 200, response_bytes: 2, retry_after_ms: None },
                 },
             ),
             event(40, HostCall::Log { level: "info".into(), message: "charging order order-1".into() }),

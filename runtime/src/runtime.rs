@@ -276,6 +276,21 @@ enum Purpose {
     Replay,
 }
 
+/// The longest wait the hosts a primary called asked for: a `Retry-After`
+/// on a `429` or `503`, or the time until an open breaker's trial.
+fn asked_to_wait(primary: &Trace) -> Option<Duration> {
+    primary
+        .events
+        .iter()
+        .filter_map(|e| match &e.call {
+            HostCall::Http { outcome: HttpOutcome::Answered { retry_after_ms, .. }, .. } => *retry_after_ms,
+            HostCall::Http { outcome: HttpOutcome::ShortCircuited { opens_in_ms, .. }, .. } => Some(*opens_in_ms),
+            _ => None,
+        })
+        .max()
+        .map(Duration::from_millis)
+}
+
 /// Whether a primary sent an unsafe request (one that may have had an
 /// effect, answered or not), or found one an earlier attempt sent.
 fn sent_unsafe(primary: &Trace) -> bool {
@@ -618,6 +633,7 @@ impl Runtime {
                 second_look_would_help: unmirrored && crate::attempt::mirroring::second_look(policy, failure.kind),
                 timeouts_raised: run.raised_timeouts.contains_key(&path),
                 jitter: self.inner.randomness.draw(),
+                retry_after: run.reports.last().and_then(|r| asked_to_wait(&r.primary)),
             });
             last_failure = Some(failure);
             match next {

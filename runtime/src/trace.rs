@@ -34,6 +34,10 @@ pub enum HttpOutcome {
         status: u16,
         /// Size of the response body.
         response_bytes: usize,
+        /// The wait a `429` or `503` asked for with `Retry-After`, in
+        /// milliseconds: the next attempt waits at least this long.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// Sent, but it failed or timed out.
     Failed {
@@ -320,7 +324,7 @@ fn describe(call: &HostCall) -> String {
         HostCall::Emit { stream, bytes, effect } => format!("emit {stream} ({bytes} B) → {}", describe_effect(effect)),
         HostCall::Http { method, url, outcome, .. } => {
             let outcome = match outcome {
-                HttpOutcome::Answered { status, response_bytes } => {
+                HttpOutcome::Answered { status, response_bytes, .. } => {
                     format!("sent, answered {status} ({response_bytes} B)")
                 }
                 HttpOutcome::Failed { error } => format!("sent, failed: {error}"),

@@ -47,7 +47,9 @@ async fn a_host_failing_in_a_row_is_no_longer_called_until_a_trial_shows_it_well
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::PAYMENT).await;
     let text = format!(
-        "{}\n[breaker]\nopen_ms = 1500\n[[breaker.hosts]]\nhost = \"{}\"\nfailures = 2\n",
+        // Retries do not wait for the open period (longer than the longest
+        // interval): they go to the backup path.
+        "{}\n[retry]\nmax_interval_ms = 1000\n[breaker]\nopen_ms = 1500\n[[breaker.hosts]]\nhost = \"{}\"\nfailures = 2\n",
         gateway_policy(&primary, &backup),
         primary.authority()
     );
@@ -162,4 +164,60 @@ fn breaker_settings_out_of_bounds_are_refused_by_name() {
         let error = txmirror_runtime::Policy::parse(text, std::path::Path::new("p.toml")).unwrap_err().to_string();
         assert!(error.contains(key), "{text}: {error}");
     }
+}
+
+/// A gateway whose charges answer `503` with `Retry-After: 120` and whose
+/// health check answers `200`: how many charges it received.
+async fn busy_gateway() -> (String, Arc<AtomicUsize>) {
+    let charges = Arc::new(AtomicUsize::new(0));
+    let counted = charges.clone();
+    let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" })).route(
+        "/charges",
+        axum::routing::post(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "120")], "busy") }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let authority = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (authority, charges)
+}
+
+/// A `Retry-After` longer than the policy's longest retry interval is not
+/// waited out on the path, nor ignored by retrying sooner: the next path
+/// runs. The wait is in the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_beyond_the_longest_interval_moves_to_the_next_path() {
+    let dir = tempdir().unwrap();
+    let (authority, busy_charges) = busy_gateway().await;
+    let backup = TestServer::start(gateway()).await;
+    let runtime = runtime(dir.path());
+    let module = load(&runtime, guests::PAYMENT).await;
+    let text = format!(
+        r#"
+        alternative_paths = ["charge-backup"]
+        [capabilities]
+        kv = {{ payments = "read-write" }}
+        streams = ["payments"]
+        outbound_hosts = ["{authority}", "{backup}"]
+        [config]
+        primary_gateway = "http://{authority}"
+        backup_gateway = "{backup_url}"
+        [retry]
+        max_attempts = 3
+        "#,
+        backup = backup.authority(),
+        backup_url = backup.url(),
+    );
+    let report = runtime.execute(&module, &policy(&text), charge("charge", "o-1")).await.unwrap();
+    assert!(report.failure.is_none(), "{report:#?}");
+    assert_eq!(report.path, "charge-backup");
+    let on_primary = report.attempts.iter().filter(|a| a.attempt.path == "charge").count();
+    assert_eq!((on_primary, busy_charges.load(Ordering::SeqCst)), (1, 1), "one try, not three");
+    let asked = report.attempts[0].primary.events.iter().find_map(|e| match &e.call {
+        HostCall::Http { outcome: HttpOutcome::Answered { status: 503, retry_after_ms, .. }, .. } => *retry_after_ms,
+        _ => None,
+    });
+    assert_eq!(asked, Some(120_000));
 }

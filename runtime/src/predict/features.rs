@@ -376,7 +376,7 @@ mod tests {
                 url: "http://h/slow?q=1".into(),
                 safe: true,
                 request_bytes: None,
-                outcome: HttpOutcome::Answered { status: 200, response_bytes: 2 },
+                outcome: HttpOutcome::Answered { status: 200, response_bytes: 2, retry_after_ms: None },
             },
             HostCall::Http {
                 method: "POST".into(),

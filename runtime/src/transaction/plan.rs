@@ -15,7 +15,10 @@
 //! - otherwise the path is retried after the retry policy's delay (at once
 //!   for a conflict, which waits for its turn on the hot key instead) until
 //!   its attempts are spent (more once the predictor has raised the path's
-//!   timeouts), then the next path runs;
+//!   timeouts), then the next path runs. A host that asked for a wait
+//!   (`Retry-After` on a `429` or `503`, or an open circuit breaker) is
+//!   given it: the retry waits at least that long, and a wait longer than
+//!   the policy's longest interval moves to the next path instead;
 //! - when no path is left, the transaction is compensated and dead-lettered.
 
 use crate::policy::RetryPolicy;
@@ -35,6 +38,8 @@ pub(crate) struct AttemptFailed {
     pub(crate) timeouts_raised: bool,
     /// A draw in `[0, 1)` for the retry delay's jitter.
     pub(crate) jitter: f64,
+    /// The longest wait a host the attempt called asked for.
+    pub(crate) retry_after: Option<Duration>,
 }
 
 /// What comes after a failed attempt.
@@ -83,7 +88,7 @@ impl<'p> Plan<'p> {
 
     /// Decides what follows a failed attempt of [`Plan::path`].
     pub(crate) fn failed(&mut self, failed: AttemptFailed) -> Next {
-        let AttemptFailed { kind, second_look_would_help, timeouts_raised, jitter } = failed;
+        let AttemptFailed { kind, second_look_would_help, timeouts_raised, jitter, retry_after } = failed;
         self.tries += 1;
         if kind == FailureKind::Diverted {
             return self.advance();
@@ -107,7 +112,12 @@ impl<'p> Plan<'p> {
         if kind == FailureKind::Conflict {
             return Next::Retry(Duration::ZERO);
         }
-        Next::Retry(self.retry.delay(kind, self.tries, jitter))
+        let delay = self.retry.delay(kind, self.tries, jitter);
+        match retry_after {
+            Some(asked) if asked > Duration::from_millis(self.retry.max_interval_ms) => self.advance(),
+            Some(asked) => Next::Retry(delay.max(asked)),
+            None => Next::Retry(delay),
+        }
     }
 
     fn advance(&mut self) -> Next {
@@ -123,7 +133,7 @@ mod tests {
     use super::*;
 
     fn failed(kind: FailureKind) -> AttemptFailed {
-        AttemptFailed { kind, second_look_would_help: false, timeouts_raised: false, jitter: 0.5 }
+        AttemptFailed { kind, second_look_would_help: false, timeouts_raised: false, jitter: 0.5, retry_after: None }
     }
 
     fn plan(retry: &RetryPolicy) -> Plan<'_> {
@@ -190,5 +200,18 @@ mod tests {
         assert!(matches!(plan.failed(raised), Next::Retry(_)));
         assert_eq!(plan.failed(raised), Next::FollowingPath);
         assert_eq!(plan.failed(failed(FailureKind::WallTimeExceeded)), Next::DeadLetter, "one attempt without");
+    }
+
+    #[test]
+    fn a_wait_a_host_asked_for_is_given_or_the_next_path_runs() {
+        let retry = RetryPolicy { jitter: 0.0, max_interval_ms: 5_000, ..RetryPolicy::default() };
+        let mut plan = plan(&retry);
+        let asked =
+            |ms| AttemptFailed { retry_after: Some(Duration::from_millis(ms)), ..failed(FailureKind::Unavailable) };
+        assert_eq!(plan.failed(asked(2_000)), Next::Retry(Duration::from_millis(2_000)), "longer than the backoff");
+        assert_eq!(plan.failed(asked(10)), Next::Retry(Duration::from_millis(100)), "shorter: the backoff's");
+        let mut plan = self::plan(&retry);
+        assert_eq!(plan.failed(asked(60_000)), Next::FollowingPath, "too long to wait on this path");
+        assert_eq!(plan.path(), Some("charge-backup"));
     }
 }

@@ -410,8 +410,14 @@ impl WasiHttpHooks for OutboundHooks {
                 Ok(Ok((parts, body, io))) => {
                     drop(slot);
                     let status = parts.status.as_u16();
-                    observe(Some(status), retry_after(&parts.headers, SystemTime::now()));
-                    record(HttpOutcome::Answered { status, response_bytes: body.len() }, declared);
+                    let wait = retry_after(&parts.headers, SystemTime::now());
+                    observe(Some(status), wait);
+                    // Only a refusal's wait binds the retry: a `2xx` with the
+                    // header asks nothing of it.
+                    let retry_after_ms = wait
+                        .filter(|_| matches!(status, 429 | 503))
+                        .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+                    record(HttpOutcome::Answered { status, response_bytes: body.len(), retry_after_ms }, declared);
                     if let Some((journal, effect)) = sending {
                         journal.answered(effect, &parts, &body).await;
                     }
