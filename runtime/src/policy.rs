@@ -335,8 +335,10 @@ const DEFAULT_BREAKER_OPEN_MS: u64 = 10_000;
 /// What a policy's breaker settings say of one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HostBreaker {
-    /// When its breaker opens; `None`: it has none.
-    pub(crate) rule: Option<crate::adjust::breaker::BreakerRule>,
+    /// Failures in a row that open its breaker; `None`: it has none.
+    pub(crate) failures: Option<u32>,
+    /// How long its open breaker lets nothing through.
+    pub(crate) open_for: std::time::Duration,
     /// Its concurrency limit, if any.
     pub(crate) max_concurrent: Option<u32>,
 }
@@ -349,10 +351,8 @@ impl BreakerSettings {
         let failures = host.and_then(|h| h.failures).or(self.failures);
         let open_ms = host.and_then(|h| h.open_ms).or(self.open_ms).unwrap_or(DEFAULT_BREAKER_OPEN_MS);
         HostBreaker {
-            rule: failures.map(|failures| crate::adjust::breaker::BreakerRule {
-                failures,
-                open_for: std::time::Duration::from_millis(open_ms),
-            }),
+            failures,
+            open_for: std::time::Duration::from_millis(open_ms),
             max_concurrent: host.and_then(|h| h.max_concurrent).or(self.max_concurrent),
         }
     }

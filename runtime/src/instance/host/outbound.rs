@@ -33,6 +33,7 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 
 use super::MAX_RESPONSE_BYTES;
 use super::journal::{EffectJournal, Prepared};
+use crate::adjust::breaker::BreakerRule;
 use crate::adjust::breakers::Breakers;
 use crate::adjust::gate::{Gate, Verdict};
 use crate::adjust::timeouts::AttemptTimeouts;
@@ -197,8 +198,9 @@ impl WasiHttpHooks for OutboundHooks {
         let endpoint = endpoint_name(request.method().as_str(), &uri).unwrap_or_else(|| target.to_string());
         // A host whose breaker is open is not called, by either twin.
         let breaker = self.policy.breaker.for_host(&target, uri.scheme_str());
+        let rule = breaker.failures.map(|failures| BreakerRule { failures, open_for: breaker.open_for });
         let host = target.to_string();
-        if breaker.rule.is_some()
+        if rule.is_some()
             && let Err(short) = self.memory.breakers.admit(&host, true, Instant::now())
         {
             let opens_in_ms = u64::try_from(short.opens_in.as_millis()).unwrap_or(u64::MAX);
@@ -324,7 +326,7 @@ impl WasiHttpHooks for OutboundHooks {
             // the gate and the journal, which may stop the call; the trial
             // then settles with the call's outcome below.
             let breakers = &memory.breakers;
-            if breaker.rule.is_some()
+            if rule.is_some()
                 && !mirror
                 && let Err(short) = breakers.admit(&host, false, Instant::now())
             {
@@ -388,7 +390,7 @@ impl WasiHttpHooks for OutboundHooks {
                 health.health.observe(&endpoint, exchange, &evidence, Instant::now());
                 // A host that failed to answer, or answered `5xx`, counts
                 // against its breaker; any other answer shows it well.
-                if let Some(rule) = breaker.rule {
+                if let Some(rule) = rule {
                     let well = status.is_some_and(|status| status < 500);
                     breakers.report(&host, rule, well, Instant::now());
                 }
