@@ -20,21 +20,9 @@ async fn an_open_breaker_shows_in_the_api_and_the_metrics() {
     let state = &service.state;
     let gateway = TestServer::start(Behaviour { status: 503, body: "down".into(), ..Default::default() }).await;
     let policy = format!(
-        r#"
-        [capabilities]
-        kv = {{ payments = "read-write" }}
-        streams = ["payments"]
-        outbound_hosts = ["{authority}"]
-        [config]
-        primary_gateway = "{url}"
-        backup_gateway = "{url}"
-        [[breaker.hosts]]
-        host = "{authority}"
-        failures = 2
-        open_ms = 600000
-        "#,
-        authority = gateway.authority(),
-        url = gateway.url(),
+        "{}[[breaker.hosts]]\nhost = \"{}\"\nfailures = 2\nopen_ms = 600000\n",
+        txmirror_tests::payment_grants(&gateway.url(), &gateway.url()),
+        gateway.authority()
     );
     let hash = install(state, "acme", guests::PAYMENT, &policy).await;
     let operator = Call::as_(state, "acme", Operator);

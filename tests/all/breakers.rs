@@ -10,7 +10,7 @@ use std::time::Duration;
 use tempfile::tempdir;
 use txmirror_runtime::trace::{HostCall, HttpOutcome, Trace};
 use txmirror_runtime::{BreakerState, TxReport};
-use txmirror_tests::{Behaviour, TestServer, guests, load, policy, runtime};
+use txmirror_tests::{Behaviour, TestServer, guests, load, payment_grants, policy, runtime};
 
 /// The calls of `trace` to `host`, and whether each was short-circuited.
 fn calls_to(trace: &Trace, authority: &str) -> Vec<bool> {
@@ -121,21 +121,10 @@ async fn a_hosts_concurrency_limit_holds_the_calls_beyond_it() {
     let (authority, most) = slow_gateway().await;
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::PAYMENT).await;
+    let url = format!("http://{authority}");
     let text = format!(
-        r#"
-        [capabilities]
-        kv = {{ payments = "read-write" }}
-        streams = ["payments"]
-        outbound_hosts = ["{authority}"]
-        [config]
-        primary_gateway = "http://{authority}"
-        backup_gateway = "http://{authority}"
-        [resource_requirements]
-        outbound_timeout_ms = 10000
-        [[breaker.hosts]]
-        host = "{authority}"
-        max_concurrent = 1
-        "#
+        "{}[resource_requirements]\noutbound_timeout_ms = 10000\n[[breaker.hosts]]\nhost = \"{authority}\"\nmax_concurrent = 1\n",
+        payment_grants(&url, &url)
     );
     let policy = policy(&text);
     let charges: Vec<_> = (0..4)
@@ -195,20 +184,8 @@ async fn a_retry_after_beyond_the_longest_interval_moves_to_the_next_path() {
     let runtime = runtime(dir.path());
     let module = load(&runtime, guests::PAYMENT).await;
     let text = format!(
-        r#"
-        alternative_paths = ["charge-backup"]
-        [capabilities]
-        kv = {{ payments = "read-write" }}
-        streams = ["payments"]
-        outbound_hosts = ["{authority}", "{backup}"]
-        [config]
-        primary_gateway = "http://{authority}"
-        backup_gateway = "{backup_url}"
-        [retry]
-        max_attempts = 3
-        "#,
-        backup = backup.authority(),
-        backup_url = backup.url(),
+        "alternative_paths = [\"charge-backup\"]\n{}[retry]\nmax_attempts = 3\n",
+        payment_grants(&format!("http://{authority}"), &backup.url())
     );
     let report = runtime.execute(&module, &policy(&text), charge("charge", "o-1")).await.unwrap();
     assert!(report.failure.is_none(), "{report:#?}");

@@ -225,6 +225,19 @@ pub fn seed_accounts(store: &dyn StateStore, balances: impl IntoIterator<Item = 
 }
 
 /// Parses a policy written in a test.
+/// The payment example's grants and gateways: its `charge` path charges at
+/// `primary` and `charge-backup` at `backup` (base URLs, `http://HOST:PORT`),
+/// both hosts granted. Top-level keys go before it; tables may follow.
+pub fn payment_grants(primary: &str, backup: &str) -> String {
+    let authority = |url: &str| url.trim_start_matches("http://").to_string();
+    format!(
+        "[capabilities]\nkv = {{ payments = \"read-write\" }}\nstreams = [\"payments\"]\n\
+         outbound_hosts = [\"{}\", \"{}\"]\n[config]\nprimary_gateway = \"{primary}\"\nbackup_gateway = \"{backup}\"\n",
+        authority(primary),
+        authority(backup),
+    )
+}
+
 pub fn policy(text: &str) -> Arc<Policy> {
     Arc::new(Policy::parse(text, Path::new("test-policy.toml")).unwrap())
 }
