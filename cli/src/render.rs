@@ -36,6 +36,18 @@ pub(crate) fn report(report: &TxReport) -> String {
             "\nattempt {} on `{}` from store version {}: {outcome} ({} µs)",
             a.number, a.path, a.snapshot_version, a.duration_micros
         );
+        if !attempt.path_order.is_empty() {
+            let _ = writeln!(out, "paths in the order of profile `{}`:", attempt.path_order[0].profile);
+            for choice in &attempt.path_order {
+                let latency = choice.expected_latency_ms.map_or("?".into(), |ms| format!("{ms} ms"));
+                let cost = choice.cost.map_or("?".into(), |cost| format!("{cost}"));
+                let _ = writeln!(
+                    out,
+                    "  {:<16} score {:.3}: success {:.3} (prior {:.3}, recent failures {:.3}), latency {latency}, cost {cost}",
+                    choice.path, choice.score, choice.success, choice.reliability, choice.failure_rate
+                );
+            }
+        }
         if let Some(hedge) = &attempt.hedge {
             let why = match hedge.by {
                 HedgeTrigger::Delay => "it ran past the policy's hedge delay",

@@ -78,6 +78,15 @@ pub struct Policy {
     /// The circuit breakers of the hosts the module calls (`[breaker]`).
     #[serde(default)]
     pub breaker: BreakerSettings,
+    /// What each path is expected to take and cost (`[paths.NAME]`): with
+    /// any, a transaction that names no path tries its paths in the order
+    /// its caller's profile prefers (see `transaction/path_order.rs`).
+    #[serde(default)]
+    pub paths: BTreeMap<String, PathMeta>,
+    /// Callers' weighings of success against speed and cost
+    /// (`[profiles.NAME]`); `default` for a request that names none.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
     /// `prediction.rules` (or the defaults), checked and compiled.
     #[serde(skip)]
     rules: RuleSet,
@@ -108,6 +117,8 @@ impl Default for Policy {
             randomness: RandomnessSettings::default(),
             redaction: RedactionSettings::default(),
             breaker: BreakerSettings::default(),
+            paths: BTreeMap::new(),
+            profiles: BTreeMap::new(),
             rules: RuleSet::defaults(),
         }
     }
@@ -327,6 +338,48 @@ pub struct BreakerHost {
     /// The most calls to it at once.
     #[serde(default)]
     pub max_concurrent: Option<u32>,
+}
+
+/// What a path is expected to take and cost (`[paths.NAME]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathMeta {
+    /// How long it usually takes (milliseconds).
+    #[serde(default)]
+    pub expected_latency_ms: Option<u64>,
+    /// What one run costs, in any unit the policy's paths share.
+    #[serde(default)]
+    pub cost: Option<f64>,
+    /// The share of its runs expected to succeed, before the node has
+    /// learnt any (above 0, at most 1; 0.9 if unset).
+    #[serde(default)]
+    pub reliability: Option<f64>,
+}
+
+/// A caller's weighing (`[profiles.NAME]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// 0: only predicted success counts; 1: only speed and cost.
+    #[serde(default = "default_risk_tolerance")]
+    pub risk_tolerance: f64,
+    /// Within speed and cost, 0: only cost; 1: only speed.
+    #[serde(default = "default_speed_weight")]
+    pub speed_weight: f64,
+}
+
+fn default_risk_tolerance() -> f64 {
+    0.25
+}
+
+fn default_speed_weight() -> f64 {
+    0.5
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Self { risk_tolerance: default_risk_tolerance(), speed_weight: default_speed_weight() }
+    }
 }
 
 /// The default open period of a breaker (milliseconds).
@@ -1062,6 +1115,24 @@ impl Policy {
             ));
         }
         self.breaker.validate()?;
+        for (name, meta) in &self.paths {
+            if meta.expected_latency_ms == Some(0) {
+                return Err((format!("paths.{name}.expected_latency_ms"), "must be at least 1".into()));
+            }
+            if meta.cost.is_some_and(|cost| !(cost.is_finite() && cost >= 0.0)) {
+                return Err((format!("paths.{name}.cost"), "must be a number of at least 0".into()));
+            }
+            if meta.reliability.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
+                return Err((format!("paths.{name}.reliability"), "must be above 0 and at most 1".into()));
+            }
+        }
+        for (name, profile) in &self.profiles {
+            for (key, value) in [("risk_tolerance", profile.risk_tolerance), ("speed_weight", profile.speed_weight)] {
+                if !(0.0..=1.0).contains(&value) {
+                    return Err((format!("profiles.{name}.{key}"), "must be from 0 to 1".into()));
+                }
+            }
+        }
         let hedge = &self.hedge;
         if let Some(percentile) = hedge.after_percentile
             && !(percentile > 0.0 && percentile < 100.0)
@@ -1242,6 +1313,9 @@ impl Policy {
         };
         for (index, path) in self.alternative_paths.iter().enumerate() {
             check(format!("alternative_paths[{index}]"), path)?;
+        }
+        for path in self.paths.keys() {
+            check(format!("paths.{path}"), path)?;
         }
         if let Some(path) = &self.compensation_path {
             check("compensation_path".into(), path)?;

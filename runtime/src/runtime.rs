@@ -168,6 +168,14 @@ pub enum ExecuteError {
     /// The idempotency key is not acceptable.
     #[error("invalid idempotency key: {0}")]
     InvalidIdempotencyKey(String),
+    /// The request names a profile the policy does not have.
+    #[error("the policy has no profile `{profile}`; it has {available}")]
+    UnknownProfile {
+        /// The profile asked for.
+        profile: String,
+        /// The policy's profiles.
+        available: String,
+    },
     /// The store failed; nothing was committed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -259,6 +267,9 @@ struct TransactionRun {
     purpose: Purpose,
     /// The lease its writes are made under.
     fence: Option<crate::store::Fence>,
+    /// The order its paths are tried in, and why, when the policy
+    /// describes them; recorded with its first attempt.
+    path_order: Vec<crate::transaction::path_order::PathChoice>,
 }
 
 /// Why a transaction runs.
@@ -426,6 +437,48 @@ impl Runtime {
     /// The model scoring now, if one is configured.
     pub fn model(&self) -> Option<ModelInfo> {
         self.inner.model.as_ref().map(|slot| slot.current().info().clone())
+    }
+
+    /// The order to try `paths` in for a caller of `profile` (see
+    /// `transaction/path_order.rs`), from the policy's description of each
+    /// and what this node learnt of its failures.
+    fn order_paths(
+        &self,
+        module: &Module,
+        policy: &Policy,
+        paths: &[String],
+        profile: Option<&str>,
+        input: &[u8],
+    ) -> Result<Vec<crate::transaction::path_order::PathChoice>, ExecuteError> {
+        use crate::transaction::path_order::{Candidate, DEFAULT_RELIABILITY, Weights, order};
+        let name = profile.unwrap_or("default");
+        let weights = match (policy.profiles.get(name), profile) {
+            (Some(found), _) => *found,
+            (None, None) => crate::policy::Profile::default(),
+            (None, Some(asked)) => {
+                let available: Vec<&str> = policy.profiles.keys().map(String::as_str).collect();
+                return Err(ExecuteError::UnknownProfile {
+                    profile: asked.to_string(),
+                    available: if available.is_empty() { "none".into() } else { available.join(", ") },
+                });
+            }
+        };
+        let candidates = paths
+            .iter()
+            .map(|path| {
+                let meta = policy.paths.get(path).cloned().unwrap_or_default();
+                let conditions = crate::predict::InputProfile::read(input, &policy.prediction.inputs, path).conditions;
+                Candidate {
+                    path: path.clone(),
+                    reliability: meta.reliability.unwrap_or(DEFAULT_RELIABILITY),
+                    failure_rate: f64::from(self.inner.paths.failure_rate((module.hash(), path, &conditions))),
+                    expected_latency_ms: meta.expected_latency_ms,
+                    cost: meta.cost,
+                }
+            })
+            .collect();
+        let weights = Weights { risk_tolerance: weights.risk_tolerance, speed_weight: weights.speed_weight };
+        Ok(order(candidates, weights, name))
     }
 
     /// The circuit breakers of the hosts this runtime's guests called, on
@@ -601,6 +654,7 @@ impl Runtime {
             raised_timeouts: HashMap::new(),
             purpose,
             fence: request.fence.clone(),
+            path_order: Vec::new(),
         };
 
         // The default path falls back on the alternatives, in order; a path
@@ -608,6 +662,12 @@ impl Runtime {
         let mut paths = vec![requested.clone()];
         if request.path.is_none() || policy.resolve_paths(module.paths())?.first() == Some(&requested) {
             paths.extend(policy.alternative_paths.iter().filter(|p| **p != requested).cloned());
+        }
+        // A policy that describes its paths has them ordered for the
+        // caller, unless the caller named the path to start with.
+        if request.path.is_none() && paths.len() > 1 && !policy.paths.is_empty() {
+            run.path_order = self.order_paths(module, policy, &paths, request.profile.as_deref(), &request.input)?;
+            paths = run.path_order.iter().map(|choice| choice.path.clone()).collect();
         }
         // What follows each failed attempt is the plan's to say (see
         // `transaction/plan.rs`); this loop only carries it out.

@@ -3,6 +3,7 @@
 
 mod dead_letter_filter;
 pub(crate) mod history;
+pub(crate) mod path_order;
 pub(crate) mod plan;
 mod predicted;
 
@@ -34,6 +35,9 @@ pub struct TxRequest {
     /// adaptive mirroring (`[mirror] mode = "adaptive"`); one anonymous
     /// caller if unset.
     pub caller: Option<String>,
+    /// The caller's profile (`[profiles.NAME]` in the policy), which
+    /// weighs the order of the paths; the policy's `default` if unset.
+    pub profile: Option<String>,
     /// The lease the transaction runs under, when a service accepted it
     /// (see [`Fence`]): its commit, or its failure's record, is refused
     /// once another node has taken the lease over.
@@ -62,6 +66,10 @@ pub struct AttemptReport {
     /// The attempt ran as the hedge of another: which, when, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hedge: Option<HedgeStart>,
+    /// On a transaction's first attempt, when the policy describes its
+    /// paths: the order they are tried in, and each one's reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_order: Vec<path_order::PathChoice>,
 }
 
 /// When and why a hedge started beside its primary attempt.

@@ -180,9 +180,9 @@ impl From<ExecuteError> for ServiceError {
     fn from(error: ExecuteError) -> Self {
         match error {
             ExecuteError::Policy(error) => Self::PolicyRefused(error.to_string()),
-            ExecuteError::UnknownPath { .. } | ExecuteError::InvalidIdempotencyKey(_) => {
-                Self::BadRequest(error.to_string())
-            }
+            ExecuteError::UnknownPath { .. }
+            | ExecuteError::InvalidIdempotencyKey(_)
+            | ExecuteError::UnknownProfile { .. } => Self::BadRequest(error.to_string()),
             ExecuteError::DuplicateId(_) => Self::Conflict(error.to_string()),
             ExecuteError::IdempotencyKeyReused { .. } => Self::IdempotencyKeyReused(error.to_string()),
             ExecuteError::Store(error) => error.into(),

@@ -37,6 +37,10 @@ pub struct PendingTx {
     /// adaptive mirroring); absent in entries written before it existed.
     #[serde(default)]
     pub caller: Option<String>,
+    /// The caller's profile in the policy, which orders the paths; absent
+    /// in entries written before it existed.
+    #[serde(default)]
+    pub profile: Option<String>,
     /// When it was accepted, in milliseconds since the Unix epoch.
     pub accepted_unix_ms: u64,
 }
@@ -298,6 +302,7 @@ pub(crate) fn request_of(id: &str, pending: &PendingTx, fence: Option<Fence>) ->
         input: serde_json::to_vec(&pending.input).map_err(|e| ServiceError::Internal(e.to_string()))?,
         idempotency_key: pending.idempotency_key.clone(),
         caller: pending.caller.clone(),
+        profile: pending.profile.clone(),
         fence,
     })
 }

@@ -489,6 +489,7 @@ async fn in_flight_transactions_are_ended_at_the_next_start_and_shutdown_stops_a
         input: json!({ "account": "a", "amount": 11 }),
         idempotency_key: None,
         caller: None,
+        profile: None,
         accepted_unix_ms: 1,
     };
     for (tenant, hash, id) in [("acme", &rerun_hash, "crashed-1"), ("globex", &parked_hash, "crashed-2")] {

@@ -20,6 +20,7 @@ mod learning;
 mod model;
 mod module_cache;
 mod order_import;
+mod path_order;
 mod payment;
 mod peer_component;
 #[cfg(feature = "extism")]

@@ -191,6 +191,10 @@ pub(crate) struct RequestArgs {
     /// request is refused.
     #[arg(long)]
     pub(crate) idempotency_key: Option<String>,
+    /// The caller's profile in the policy (`[profiles.NAME]`), which
+    /// orders the paths when the policy describes them (`[paths.NAME]`).
+    #[arg(long)]
+    pub(crate) profile: Option<String>,
 }
 
 impl RequestArgs {

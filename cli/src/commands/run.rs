@@ -32,8 +32,8 @@ impl RunCommand {
         let policy = Arc::new(Policy::from_file(&self.policy)?);
         let module = load(&runtime, &self.module).await?;
         let input = self.request.input_bytes()?;
-        let RequestArgs { path, transaction_id, idempotency_key, .. } = self.request;
-        let request = TxRequest { transaction_id, path, input, idempotency_key, caller: None, fence: None };
+        let RequestArgs { path, transaction_id, idempotency_key, profile, .. } = self.request;
+        let request = TxRequest { transaction_id, path, input, idempotency_key, caller: None, profile, fence: None };
         if self.dry_run {
             let dry = runtime.dry_run(&module, &policy, request).await?;
             print(&if self.json { json(&dry)? } else { render::dry_run(&dry) });

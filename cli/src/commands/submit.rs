@@ -24,8 +24,9 @@ impl SubmitCommand {
         let input = self.request.input_bytes()?;
         let input: serde_json::Value =
             serde_json::from_slice(&input).map_err(|e| Failed::usage(format!("--input is not JSON: {e}")))?;
-        let RequestArgs { path, transaction_id, idempotency_key, .. } = self.request;
-        let body = serde_json::json!({ "input": input, "path": path, "transaction_id": transaction_id });
+        let RequestArgs { path, transaction_id, idempotency_key, profile, .. } = self.request;
+        let body =
+            serde_json::json!({ "input": input, "path": path, "transaction_id": transaction_id, "profile": profile });
         let bytes = serde_json::to_vec(&body).map_err(|e| Failed { code: 5, error: e.into() })?;
         let (asynchronous, json, uri) =
             (self.asynchronous, self.json, format!("/v1/modules/{}/transactions", self.module));

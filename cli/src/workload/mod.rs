@@ -587,6 +587,7 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
                 input: planned.input.to_string().into_bytes(),
                 idempotency_key: None,
                 caller: None,
+                profile: None,
                 fence: None,
             };
             let sent = Instant::now();

@@ -384,6 +384,7 @@ impl Runtime {
                 gate_prediction: setup.gate.as_ref().and_then(|gate| gate.first_prediction()),
                 explored: seed.explore,
                 hedge: None,
+                path_order: Vec::new(),
             },
             result,
             baseline,
@@ -405,6 +406,9 @@ impl Runtime {
         // The claims are released when this returns, after the commit.
         let Prepared { mut report, result, baseline, raised_timeouts, write_claims: _claims, input } = prepared;
         let path = report.attempt.path.clone();
+        if run.reports.is_empty() {
+            report.path_order = run.path_order.clone();
+        }
         if let Some(raised) = raised_timeouts {
             run.raised_timeouts.insert(path.clone(), raised);
         }

@@ -33,6 +33,7 @@ fn compensation_request(run: &TransactionRun, path: &str, input: &[u8], fence: O
         input: input.to_vec(),
         idempotency_key: None,
         caller: Some(run.caller.clone()),
+        profile: None,
         fence,
     }
 }
@@ -246,6 +247,7 @@ impl Runtime {
             input: letter.input,
             idempotency_key: Some(key),
             caller: None,
+            profile: None,
             fence: None,
         };
         let report = self.execute_for(module, policy, request, Purpose::Replay).await?;

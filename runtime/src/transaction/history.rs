@@ -97,6 +97,7 @@ mod tests {
             gate_prediction: None,
             explored: false,
             hedge: None,
+            path_order: Vec::new(),
         }
     }
 

@@ -29,6 +29,10 @@ pub struct SubmitBody {
     /// The transaction id (1 to 128 of `A-Z a-z 0-9 - _ .`); generated if omitted.
     #[serde(default)]
     pub transaction_id: Option<String>,
+    /// The caller's profile in the module's policy (`[profiles.NAME]`),
+    /// which orders the paths; the policy's `default` if omitted.
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 /// The answer to an asynchronous submission (`202 Accepted`).
@@ -189,6 +193,15 @@ pub(crate) async fn submit(
     // Everything that could refuse the transaction is checked before it is
     // accepted, so that an accepted transaction can always run.
     policy.resolve_paths(registered.module.paths())?;
+    if let Some(profile) = &request.profile
+        && !policy.profiles.contains_key(profile)
+    {
+        let available: Vec<&str> = policy.profiles.keys().map(String::as_str).collect();
+        return Err(ServiceError::BadRequest(format!(
+            "the policy has no profile `{profile}`; it has {}",
+            if available.is_empty() { "none".to_string() } else { available.join(", ") }
+        )));
+    }
     if let Some(requested) = &request.path
         && !registered.module.paths().contains(requested)
     {
@@ -223,6 +236,7 @@ pub(crate) async fn submit(
         input: request.input,
         idempotency_key,
         caller: Some(caller.token_name.clone()),
+        profile: request.profile,
         accepted_unix_ms: unix_ms(),
     };
     let tx_request = request_of(&id, &pending, None)?;
