@@ -61,6 +61,7 @@ pub(crate) struct TokenInfo {
     pub(crate) name: String,
     pub(crate) tenant: String,
     pub(crate) role: Role,
+    pub(crate) profile: Option<String>,
 }
 
 /// The authenticated caller of a request.
@@ -72,6 +73,8 @@ pub struct Caller {
     pub role: Role,
     /// The token's name, for logs.
     pub token_name: String,
+    /// The profile the token's submissions run under, if it names one.
+    pub profile: Option<String>,
 }
 
 impl Caller {
@@ -114,6 +117,6 @@ impl FromRequestParts<AppState> for Caller {
             .get(&info.tenant)
             .cloned()
             .ok_or_else(|| ServiceError::Internal(format!("token {} names no open tenant", info.name)))?;
-        Ok(Self { tenant, role: info.role, token_name: info.name.clone() })
+        Ok(Self { tenant, role: info.role, token_name: info.name.clone(), profile: info.profile.clone() })
     }
 }

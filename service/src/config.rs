@@ -11,6 +11,7 @@
 //! tenant = "acme"
 //! role = "developer"                   # developer, operator or client
 //! sha256 = "…64 hex digits…"           # SHA-256 of the token: `txmirror token new` prints both
+//! profile = "cautious"                 # optional: its submissions' profile in a policy's [profiles]
 //!
 //! [[webhooks]]                         # optional: relays streams' events (see `relay`)
 //! name = "billing"
@@ -265,6 +266,10 @@ pub struct TokenConfig {
     pub role: Role,
     /// The SHA-256 of the token, 64 lower-case hex digits.
     pub sha256: String,
+    /// The profile its submissions run under (`[profiles.NAME]` in a
+    /// module's policy), unless a submission names another.
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 fn default_listen() -> SocketAddr {

@@ -165,7 +165,15 @@ impl Service {
         let tokens = config
             .tokens
             .iter()
-            .map(|t| (t.sha256.clone(), TokenInfo { name: t.name.clone(), tenant: t.tenant.clone(), role: t.role }))
+            .map(|t| {
+                let info = TokenInfo {
+                    name: t.name.clone(),
+                    tenant: t.tenant.clone(),
+                    role: t.role,
+                    profile: t.profile.clone(),
+                };
+                (t.sha256.clone(), info)
+            })
             .collect();
         let catalog: Arc<dyn Catalog> = match &config.store.url {
             Some(url) => Arc::new(PostgresCatalog::connect(url)?),

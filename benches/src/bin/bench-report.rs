@@ -282,6 +282,7 @@ fn service_config(data_dir: &Path, webhooks: Vec<txmirror_service::WebhookConfig
         tenant: "bench".into(),
         role,
         sha256: txmirror_service::auth::hash_token(&format!("{BENCH_TOKEN}-{role}")),
+        profile: None,
     };
     let tokens = vec![token(txmirror_service::Role::Client), token(txmirror_service::Role::Operator)];
     let mut config = txmirror_service::ServiceConfig::new(data_dir, tokens);

@@ -193,7 +193,11 @@ pub(crate) async fn submit(
     // Everything that could refuse the transaction is checked before it is
     // accepted, so that an accepted transaction can always run.
     policy.resolve_paths(registered.module.paths())?;
-    if let Some(profile) = &request.profile
+    // The submission's profile, which the policy must have; else its
+    // token's, where the policy has it (a token serves many modules).
+    let token_profile = caller.profile.clone().filter(|profile| policy.profiles.contains_key(profile));
+    let profile = request.profile.clone().or(token_profile);
+    if let Some(profile) = &profile
         && !policy.profiles.contains_key(profile)
     {
         let available: Vec<&str> = policy.profiles.keys().map(String::as_str).collect();
@@ -236,7 +240,7 @@ pub(crate) async fn submit(
         input: request.input,
         idempotency_key,
         caller: Some(caller.token_name.clone()),
-        profile: request.profile,
+        profile,
         accepted_unix_ms: unix_ms(),
     };
     let tx_request = request_of(&id, &pending, None)?;

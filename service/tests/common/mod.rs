@@ -31,6 +31,7 @@ pub fn config(dir: &Path) -> ServiceConfig {
                 tenant: tenant.to_string(),
                 role,
                 sha256: hash_token(&token(tenant, role)),
+                profile: None,
             });
         }
     }
