@@ -338,7 +338,11 @@ impl WasiHttpHooks for OutboundHooks {
                 Some(max) => match tokio::time::timeout(timeout, breakers.slots(&host, max).acquire_owned()).await {
                     Ok(Ok(slot)) => Some(slot),
                     _ => {
-                        breakers.abandon(&host);
+                        // Only the primary takes trials: the mirror's call
+                        // must not give back a trial the primary has out.
+                        if !mirror {
+                            breakers.abandon(&host);
+                        }
                         let error = format!(
                             "no free slot of the {max} calls {host} may have at once within {} ms",
                             timeout.as_millis()
@@ -373,7 +377,9 @@ impl WasiHttpHooks for OutboundHooks {
             let outcome = tokio::select! {
                 outcome = tokio::time::timeout(timeout, exchange) => outcome,
                 () = lost => {
-                    breakers.abandon(&host);
+                    if !mirror {
+                        breakers.abandon(&host);
+                    }
                     record(HttpOutcome::Failed { error: "stopped: the other path of the hedge won".into() }, declared);
                     return Err(HttpError::InternalError(Some("cancelled: the other path of the hedge won".into())));
                 }
