@@ -20,7 +20,7 @@ use utoipa::openapi::{Content, Ref, ResponseBuilder};
         crate::api::healthz, crate::api::readyz, crate::api::metrics,
         crate::api::upload_module, crate::api::list_modules, crate::api::show_module, crate::api::delete_module,
         crate::api::put_policy, crate::api::get_policy,
-        crate::api::submit, crate::api::list_transactions, crate::api::show_transaction,
+        crate::api::submit, crate::api::list_transactions, crate::api::show_transaction, crate::api::transaction_events,
         crate::api::dead_letters, crate::api::dead_letter, crate::api::drop_dead_letter, crate::api::replay,
         crate::api::replay_matching, crate::api::drop_matching,
         crate::api::model, crate::api::reload_model, crate::api::nodes,

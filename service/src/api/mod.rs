@@ -7,6 +7,7 @@ mod modules;
 mod nodes;
 mod ops;
 mod streams;
+mod transaction_events;
 mod transactions;
 mod webhooks;
 
@@ -39,6 +40,7 @@ pub(crate) use modules::{
 pub(crate) use nodes::__path_nodes;
 pub(crate) use ops::{__path_healthz, __path_metrics, __path_readyz};
 pub(crate) use streams::{__path_acknowledge, __path_groups, __path_predictions, __path_read_events};
+pub(crate) use transaction_events::__path_transaction_events;
 pub(crate) use transactions::{__path_list_transactions, __path_show_transaction, __path_submit};
 pub(crate) use webhooks::{__path_list_webhooks, __path_replay_webhook_letters, __path_webhook_dead_letters};
 
@@ -65,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/transactions", get(transactions::list_transactions))
         .route("/v1/transactions/{id}", get(transactions::show_transaction))
+        .route("/v1/transactions/{id}/events", get(transaction_events::transaction_events))
         .route("/v1/dlq", get(dead_letters::dead_letters))
         // Static segments win over `{id}`: a transaction id is never
         // `replay` or `drop` (see `transactions::check_id`).

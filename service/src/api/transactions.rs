@@ -374,7 +374,7 @@ fn status(record: &RecordedTransaction) -> &'static str {
 }
 
 /// What the service knows of a transaction: its record, or its acceptance.
-enum Found {
+pub(super) enum Found {
     Recorded { record: RecordedTransaction, dead_lettered: bool },
     Pending(PendingTx),
 }
@@ -384,7 +384,7 @@ enum Found {
 /// store is asked either never was, or is recorded by then: the record is
 /// looked for again after the acceptance, and a transaction that ends
 /// between two reads is still found.
-fn find(tenant: &Tenant, id: &str) -> Result<Option<Found>, ServiceError> {
+pub(super) fn find(tenant: &Tenant, id: &str) -> Result<Option<Found>, ServiceError> {
     let runtime = tenant.runtime();
     let recorded = |id: &str| -> Result<Option<Found>, ServiceError> {
         let Some(record) = runtime.transaction(id)? else { return Ok(None) };
@@ -403,7 +403,7 @@ fn find(tenant: &Tenant, id: &str) -> Result<Option<Found>, ServiceError> {
     recorded(id)
 }
 
-fn view(id: &str, found: Found) -> TransactionView {
+pub(super) fn view(id: &str, found: Found) -> TransactionView {
     match found {
         Found::Recorded { record, dead_lettered } => TransactionView {
             transaction_id: id.to_string(),

@@ -1,0 +1,95 @@
+//! A transaction's status as it changes, pushed over Server-Sent Events
+//! (`GET /v1/transactions/{id}/events`): a client that submitted with
+//! `Prefer: respond-async` follows its transaction instead of polling.
+//!
+//! Each event is `event: status`, its data `{"transaction_id", "status",
+//! "dead_lettered", "path", "attempts"}`: one at once, then one whenever
+//! the status changes; the stream ends after the transaction has ended
+//! (`committed` or `failed`). It follows the store, so a transaction
+//! another node runs, or takes over, is followed as well.
+
+use super::transactions::{Found, find, view};
+use crate::auth::{Caller, Role};
+use crate::{AppState, ErrorBody, ServiceError, Tenant};
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the status is looked at.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+/// How long one stream follows a transaction; a client that wants longer
+/// reconnects (the first event says where it is).
+const LONGEST: Duration = Duration::from_secs(600);
+
+/// What a status event says.
+fn status_of(id: &str, found: Found) -> (String, serde_json::Value) {
+    let view = view(id, found);
+    let record = view.record.as_ref();
+    let data = json!({
+        "transaction_id": id,
+        "status": view.status,
+        "dead_lettered": view.dead_lettered,
+        "path": record.map(|r| r.path.clone()),
+        "attempts": record.map_or(0, |r| r.attempts.len()),
+    });
+    (view.status, data)
+}
+
+/// A transaction's status as it changes, until it ends.
+#[utoipa::path(get, path = "/v1/transactions/{id}/events", tag = "transactions", params(("id" = String, Path)),
+    responses((status = 200, description = "Server-Sent Events: `event: status`, `data` the status as JSON, \
+        until the transaction ends"), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn transaction_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, ServiceError> {
+    caller.require(&[Role::Client, Role::Operator])?;
+    let found = find(&caller.tenant, &id)?.ok_or_else(|| ServiceError::NotFound(format!("no transaction {id}")))?;
+    let first = status_of(&id, found);
+    let tenant: Arc<Tenant> = caller.tenant.clone();
+    let started = Instant::now();
+    /// The last status sent, and whether the stream is done.
+    struct Following {
+        last: Option<String>,
+        next: Option<(String, serde_json::Value)>,
+        done: bool,
+    }
+    let start = Following { last: None, next: Some(first), done: false };
+    let events = futures_util::stream::unfold(start, move |mut at| {
+        let (state, tenant, id) = (state.clone(), tenant.clone(), id.clone());
+        async move {
+            loop {
+                if at.done {
+                    return None;
+                }
+                if let Some((status, data)) = at.next.take()
+                    && at.last.as_deref() != Some(status.as_str())
+                {
+                    at.done = status != "pending";
+                    at.last = Some(status);
+                    return Some((Ok(Event::default().event("status").data(data.to_string())), at));
+                }
+                if !state.admission.is_open() || started.elapsed() > LONGEST {
+                    return None;
+                }
+                tokio::time::sleep(POLL_EVERY).await;
+                match find(&tenant, &id) {
+                    Ok(Some(found)) => at.next = Some(status_of(&id, found)),
+                    // Pending a moment ago and now nowhere cannot happen
+                    // (the record is written as the acceptance ends); a
+                    // failing store ends the stream, saying so.
+                    Ok(None) => at.done = true,
+                    Err(error) => {
+                        at.done = true;
+                        return Some((Ok(Event::default().event("error").data(error.to_string())), at));
+                    }
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

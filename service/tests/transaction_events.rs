@@ -1,0 +1,83 @@
+//! A client follows its transaction over Server-Sent Events: its status at
+//! once, then each change, and the stream ends when the transaction does.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::{Call, install, open, token};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tower::ServiceExt as _;
+use txmirror_service::AppState;
+use txmirror_service::Role::{Client, Developer};
+use txmirror_tests::{Behaviour, TestServer, guests};
+
+/// Every `status` event of the transaction's stream until it ends.
+async fn follow(state: &AppState, id: &str) -> Vec<Value> {
+    let request = Request::get(format!("/v1/transactions/{id}/events"))
+        .header("authorization", format!("Bearer {}", token("acme", Client)))
+        .body(Body::empty())
+        .unwrap();
+    let response = txmirror_service::app(state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let body = tokio::time::timeout(Duration::from_secs(30), response.into_body().collect())
+        .await
+        .expect("the stream ends when the transaction does")
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let mut events = Vec::new();
+    for block in text.split("\n\n").filter(|block| !block.trim().is_empty() && !block.starts_with(':')) {
+        assert!(block.starts_with("event: status\n"), "{block}");
+        let data = block.lines().find_map(|line| line.strip_prefix("data: ")).unwrap();
+        events.push(serde_json::from_str(data).unwrap());
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_follows_its_transaction_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = open(&common::config(dir.path())).await;
+    let state = &service.state;
+    let slow = Behaviour {
+        status: 201,
+        body: r#"{"charge_id": "ch_1"}"#.into(),
+        delay: Duration::from_millis(400),
+        ..Default::default()
+    };
+    let gateway = TestServer::start(slow).await;
+    let policy = txmirror_tests::payment_grants(&gateway.url(), &gateway.url());
+    let hash = install(state, "acme", guests::PAYMENT, &policy).await;
+    let submit = Request::post(format!("/v1/modules/{hash}/transactions")).header("prefer", "respond-async");
+    let input = json!({ "input": { "order_id": "o-1", "amount_cents": 100, "currency": "EUR" } });
+    let (status, accepted) = Call::as_(state, "acme", Client).send_with(submit, input.to_string()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let id = accepted["transaction_id"].as_str().unwrap();
+
+    let events = follow(state, id).await;
+    let statuses: Vec<&str> = events.iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["pending", "committed"], "{events:?}");
+    assert_eq!(events[1]["path"], "charge");
+    assert_eq!(events[1]["attempts"], 1);
+    assert_eq!(events[0]["transaction_id"], id);
+
+    // An ended transaction: one event, and the stream ends.
+    let again = follow(state, id).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["status"], "committed");
+
+    let (status, _) = Call::as_(state, "acme", Client).send("GET", "/v1/transactions/nope/events", Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) =
+        Call::as_(state, "acme", Developer).send("GET", &format!("/v1/transactions/{id}/events"), Body::empty()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) =
+        Call::as_(state, "globex", Client).send("GET", &format!("/v1/transactions/{id}/events"), Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's transaction is not there");
+}
