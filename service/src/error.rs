@@ -131,7 +131,7 @@ impl ServiceError {
 }
 
 /// An error's message followed by each of its causes, `: `-separated.
-fn with_causes(error: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut cause = error.source();
     while let Some(error) = cause {

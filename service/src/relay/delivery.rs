@@ -84,7 +84,7 @@ pub(crate) async fn send(
         Err(_) => {
             Outcome::Unavailable { error: format!("no answer within {} ms", timeout.as_millis()), retry_after: None }
         }
-        Ok(Err(error)) => Outcome::Unavailable { error: describe(&error), retry_after: None },
+        Ok(Err(error)) => Outcome::Unavailable { error: crate::error::with_causes(&error), retry_after: None },
         Ok(Ok((status, retry_after, body))) => classify(status, retry_after, &body),
     }
 }
@@ -98,18 +98,6 @@ fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> O
     let unwell =
         status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT;
     if unwell { Outcome::Unavailable { error, retry_after } } else { Outcome::Refused { error } }
-}
-
-/// A transport error with its causes, which hyper keeps apart.
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
