@@ -55,8 +55,16 @@ impl Remote {
         for (name, value) in extra {
             request = request.header(*name, *value);
         }
-        let (content_type, bytes) = body.unwrap_or(("application/octet-stream", Vec::new()));
-        let request = request.header("content-type", content_type).body(bytes).map_err(|e| failed(2, e))?;
+        // A request without a body declares no media type: the service
+        // refuses a body of a type the endpoint does not take.
+        let bytes = match body {
+            Some((content_type, bytes)) => {
+                request = request.header("content-type", content_type);
+                bytes
+            }
+            None => Vec::new(),
+        };
+        let request = request.body(bytes).map_err(|e| failed(2, e))?;
         let mut response = self
             .agent
             .run(request)

@@ -68,6 +68,7 @@ fn submit_keyed(base: &str, hash: &str, account: &str, key: &str) -> Option<(u16
         .header("authorization", format!("Bearer {}", token(Role::Client)))
         .header("prefer", "respond-async")
         .header("idempotency-key", key)
+        .header("content-type", "application/json")
         .body(body.to_string().into_bytes())
         .unwrap();
     let mut response = agent().run(request).ok()?;

@@ -41,8 +41,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -194,6 +195,9 @@ struct RuntimeInner {
     /// One permit per instance the pooling allocator can hold: transactions
     /// wait here for room instead of failing when the pool is full.
     instance_permits: Arc<Semaphore>,
+    /// This runtime's own share of the instances, if it is limited to
+    /// fewer than the engine's (see [`Runtime::limit_instances`]).
+    own_permits: RwLock<Option<Arc<Semaphore>>>,
     hot_keys: HotKeys,
     /// Keys in the write sets of running attempts, for the predictor.
     in_flight_writes: Arc<InFlightWrites>,
@@ -246,6 +250,13 @@ fn link(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>> {
     config::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     context::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
+}
+
+/// Room for instances: in the engine's limit, and in the runtime's own
+/// share if it has one. Dropped when the instances end.
+struct Admitted<'a> {
+    _shared: SemaphorePermit<'a>,
+    _own: Option<OwnedSemaphorePermit>,
 }
 
 /// The state of one transaction across its attempts.
@@ -372,6 +383,7 @@ impl Runtime {
                 cache_dir,
                 endpoints: Arc::new(EndpointMemory::default()),
                 instance_permits,
+                own_permits: RwLock::new(None),
                 hot_keys: HotKeys::default(),
                 in_flight_writes: Arc::default(),
                 paths: PathHistory::default(),
@@ -411,6 +423,7 @@ impl Runtime {
                 cache_dir: shared.cache_dir.clone(),
                 endpoints: Arc::new(EndpointMemory::default()),
                 instance_permits: shared.instance_permits.clone(),
+                own_permits: RwLock::new(None),
                 hot_keys: HotKeys::default(),
                 in_flight_writes: Arc::default(),
                 paths: PathHistory::default(),
@@ -500,10 +513,31 @@ impl Runtime {
         self.inner.model.as_ref().map(|slot| slot.reload()).transpose()
     }
 
-    /// Waits until `count` instances may exist.
-    async fn admit(&self, count: u32) -> SemaphorePermit<'_> {
+    /// Limits this runtime to `max` instances at once (at least 2, a
+    /// transaction's twins), within the engine's limit it shares with the
+    /// runtimes made by [`Runtime::with_other_store`]; `None` lifts the
+    /// limit. The service gives each tenant its share this way, so that one
+    /// tenant's transactions cannot hold every instance. Instances running
+    /// when the limit changes count against the limit they started under.
+    pub fn limit_instances(&self, max: Option<u32>) {
+        let permits = max.map(|max| Arc::new(Semaphore::new(max.max(2) as usize)));
+        *self.inner.own_permits.write().unwrap_or_else(PoisonError::into_inner) = permits;
+    }
+
+    /// Waits until `count` instances may exist: first within this
+    /// runtime's share, then within the engine's limit, so that a runtime
+    /// waiting for its share holds none of the others' room.
+    async fn admit(&self, count: u32) -> Admitted<'_> {
+        let own = self.inner.own_permits.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let own = match own {
+            Some(permits) => match permits.acquire_many_owned(count).await {
+                Ok(permit) => Some(permit),
+                Err(_) => unreachable!("the semaphore is never closed"),
+            },
+            None => None,
+        };
         match self.inner.instance_permits.acquire_many(count).await {
-            Ok(permit) => permit,
+            Ok(shared) => Admitted { _shared: shared, _own: own },
             Err(_) => unreachable!("the semaphore is never closed"),
         }
     }
@@ -595,7 +629,7 @@ impl Runtime {
         // Requests with the same key wait for the one that runs it; another
         // request with that key is refused, not answered with its outcome.
         let cell = {
-            let mut in_flight = self.inner.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut in_flight = self.inner.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
             let (running, cell) = in_flight.entry(key.clone()).or_insert_with(|| (fingerprint.clone(), Arc::default()));
             if *running != fingerprint {
                 return Err(ExecuteError::IdempotencyKeyReused { key: user_key, transaction_id: String::new() });
@@ -615,7 +649,7 @@ impl Runtime {
             .await
             .cloned();
         {
-            let mut in_flight = self.inner.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut in_flight = self.inner.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
             if in_flight.get(&key).is_some_and(|(_, current)| Arc::ptr_eq(current, &cell)) {
                 in_flight.remove(&key);
             }

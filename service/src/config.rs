@@ -19,12 +19,21 @@
 //! url = "https://billing.example.com/hooks/txmirror"
 //! streams = ["payments"]
 //! secret_env = "BILLING_WEBHOOK_SECRET" # or `secret`; signs each delivery
+//!
+//! [server]                             # optional: see `server::ServerConfig`
+//! header_read_timeout_ms = 10000
+//!
+//! [[quotas]]                           # optional: see `quota`
+//! tenant = "acme"
+//! max_in_flight = 64
 //! ```
 //!
 //! Tokens are kept only as SHA-256 hashes: the file can be read by anyone
 //! who may read the configuration without giving them access.
 
 use crate::auth::Role;
+use crate::quota::QuotaConfig;
+use crate::server::ServerConfig;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -71,6 +80,12 @@ pub struct ServiceConfig {
     /// Where streams' events are delivered (`[[webhooks]]`).
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Connection limits and deadlines (`[server]`).
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Per-tenant quotas (`[[quotas]]`; see [`crate::quota`]).
+    #[serde(default)]
+    pub quotas: Vec<QuotaConfig>,
 }
 
 /// A receiver of a tenant's streams' events (`[[webhooks]]`): each event
@@ -328,6 +343,8 @@ impl ServiceConfig {
             node: NodeConfig::default(),
             retention: Vec::new(),
             webhooks: Vec::new(),
+            server: ServerConfig::default(),
+            quotas: Vec::new(),
         }
     }
 
@@ -363,6 +380,23 @@ impl ServiceConfig {
             return Err("[store] url must be a PostgreSQL URL, postgres://user@host:port/database".into());
         }
         check_name("[node] name", &self.node.name)?;
+        self.server.check()?;
+        let mut quotas = HashSet::new();
+        for (index, rule) in self.quotas.iter().enumerate() {
+            let at = format!("[[quotas]] {}", index + 1);
+            rule.check(&at)?;
+            if let Some(tenant) = &rule.tenant
+                && !self.tokens.iter().any(|token| &token.tenant == tenant)
+            {
+                return Err(format!("{at}: no token names tenant `{tenant}`"));
+            }
+            if !quotas.insert(rule.tenant.as_deref()) {
+                return Err(match &rule.tenant {
+                    Some(tenant) => format!("{at}: tenant `{tenant}` has two [[quotas]]"),
+                    None => format!("{at}: two [[quotas]] without a tenant"),
+                });
+            }
+        }
         if !(NodeConfig::MIN_LEASE_MS..=NodeConfig::MAX_LEASE_MS).contains(&self.node.lease_ms) {
             return Err(format!(
                 "[node] lease_ms = {} is outside {}..={}",
@@ -437,6 +471,12 @@ impl ServiceConfig {
             }
         }
         Ok(())
+    }
+
+    /// The quota rule of a tenant: its own, else the one without a tenant.
+    pub fn quota_of(&self, tenant: &str) -> Option<&QuotaConfig> {
+        let own = self.quotas.iter().find(|rule| rule.tenant.as_deref() == Some(tenant));
+        own.or_else(|| self.quotas.iter().find(|rule| rule.tenant.is_none()))
     }
 
     /// The shutdown deadline.

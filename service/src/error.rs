@@ -40,6 +40,20 @@ pub enum ServiceError {
     /// The body is larger than the endpoint takes.
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
+    /// The body is not of the media type the endpoint takes.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The body did not arrive in time; the connection is closed.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// A tenant's quota is spent (`[[quotas]]`): retry after the wait.
+    #[error("{message}")]
+    QuotaExceeded {
+        /// Which quota, and when to come back.
+        message: String,
+        /// How long to wait, sent as `Retry-After` (whole seconds, at least one).
+        retry_after: std::time::Duration,
+    },
     /// No valid bearer token.
     #[error("{0}")]
     Unauthorized(String),
@@ -74,7 +88,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// One of `bad_request`, `module_refused`, `policy_refused`,
     /// `model_refused`, `not_found`, `no_policy`, `conflict`,
-    /// `idempotency_key_reused`, `too_large`, `unauthorized`,
+    /// `idempotency_key_reused`, `too_large`, `unsupported_media_type`,
+    /// `request_timeout`, `method_not_allowed`, `quota_exceeded`, `unauthorized`,
     /// `forbidden`, `shutting_down`, `store_unavailable`, `taken_over`,
     /// `internal`.
     pub code: String,
@@ -95,6 +110,9 @@ impl ServiceError {
             Self::Conflict(_) => "conflict",
             Self::IdempotencyKeyReused(_) => "idempotency_key_reused",
             Self::TooLarge(_) => "too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::RequestTimeout(_) => "request_timeout",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::ShuttingDown => "shutting_down",
@@ -114,6 +132,9 @@ impl ServiceError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::NoPolicy(_) | Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::ShuttingDown | Self::StoreUnavailable(_) | Self::TakenOver(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -151,6 +172,19 @@ impl IntoResponse for ServiceError {
         let mut response = (self.status(), Json(body)).into_response();
         if matches!(self, Self::StoreUnavailable(_)) {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        if let Self::QuotaExceeded { retry_after, .. } = &self {
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds.max(1)));
+        }
+        if matches!(self, Self::RequestTimeout(_)) {
+            // The rest of the body may still come: the connection cannot
+            // carry another request.
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
         }
         if matches!(self, Self::Unauthorized(_)) {
             response

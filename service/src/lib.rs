@@ -22,6 +22,7 @@
 //! | `GET /v1/model`, `POST /v1/model/reload` | operator | the prediction model |
 //! | `GET /v1/nodes` | operator | the nodes, their heartbeats, and the leases of the tenant's transactions in flight |
 //! | `GET /v1/streams/{stream}/events`, `…/groups`, `…/predictions`, `POST …/groups/{group}/ack` | client, operator | a stream's events (pages, long polls, SSE), consumer groups, the predicted view's record |
+//! | `GET /v1/quota` | operator | the tenant's quotas and their use on this node; the node's connections |
 //! | `GET /v1/webhooks`, `GET /v1/webhooks/{name}/dead-letters`, `POST …/dead-letters/replay` | operator | the webhook relay: progress and breakers; undeliverable events; their replay |
 
 pub mod api;
@@ -33,7 +34,9 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod node;
 pub mod openapi;
+pub mod quota;
 pub mod relay;
+pub mod server;
 mod tenant;
 
 pub use auth::Role;
@@ -69,6 +72,8 @@ pub struct AppState {
     pub(crate) retention: Arc<Vec<RetentionConfig>>,
     /// The webhooks (`[[webhooks]]`).
     pub(crate) relays: Arc<relay::Relays>,
+    /// The server's connections, counted (see [`server`]).
+    pub(crate) connections: Arc<server::Connections>,
 }
 
 /// The state, held by the service's background tasks without keeping it
@@ -82,6 +87,7 @@ pub(crate) struct WeakState {
     node: Weak<Node>,
     retention: Weak<Vec<RetentionConfig>>,
     relays: Weak<relay::Relays>,
+    connections: Weak<server::Connections>,
 }
 
 impl WeakState {
@@ -95,6 +101,7 @@ impl WeakState {
             node: self.node.upgrade()?,
             retention: self.retention.upgrade()?,
             relays: self.relays.upgrade()?,
+            connections: self.connections.upgrade()?,
         })
     }
 }
@@ -143,6 +150,7 @@ impl Service {
         let names: BTreeSet<&str> = config.tokens.iter().map(|t| t.tenant.as_str()).collect();
         let mut tenants = BTreeMap::new();
         let mut first: Option<Runtime> = None;
+        let max_instances = runtime_config.engine.max_instances;
         for name in names {
             let runtime_error = |source: StartError| OpenError::Runtime { tenant: name.to_string(), source };
             let store: Arc<dyn StateStore> = match &config.store.url {
@@ -160,7 +168,9 @@ impl Service {
                 None => Runtime::with_store(runtime_config.clone(), store.clone()).map_err(runtime_error)?,
             };
             first.get_or_insert_with(|| runtime.clone());
-            tenants.insert(name.to_string(), Arc::new(Tenant::new(name.to_string(), runtime, store)));
+            let quota = quota::TenantQuota::new(config.quota_of(name), max_instances);
+            runtime.limit_instances(quota.instances());
+            tenants.insert(name.to_string(), Arc::new(Tenant::new(name.to_string(), runtime, store, quota)));
         }
         let tokens = config
             .tokens
@@ -190,6 +200,7 @@ impl Service {
             node,
             retention: Arc::new(config.retention.clone()),
             relays,
+            connections: Arc::default(),
         };
         let unloadable_modules = lifecycle::sync_modules(&state).await?;
         let moved = lifecycle::move_legacy_pending(&state, state.catalog.as_ref())?;
@@ -216,6 +227,11 @@ impl AppState {
         self.tenants.get(name)
     }
 
+    /// The server's connections now: open, and closed for a limit.
+    pub fn connections(&self) -> server::ConnectionCounts {
+        self.connections.counts()
+    }
+
     /// This node.
     pub fn node(&self) -> &Node {
         &self.node
@@ -231,6 +247,7 @@ impl AppState {
             node: Arc::downgrade(&self.node),
             retention: Arc::downgrade(&self.retention),
             relays: Arc::downgrade(&self.relays),
+            connections: Arc::downgrade(&self.connections),
         }
     }
 

@@ -333,12 +333,15 @@ pub(crate) struct Launch {
     pub(crate) claim: Option<KeyClaim>,
     /// This node's note that it runs it.
     pub(crate) running: crate::node::Running,
+    /// Its place in its tenant's in-flight quota, if it took one (a
+    /// submission; not a takeover, whose acceptance was counted elsewhere).
+    pub(crate) in_flight: Option<crate::quota::InFlight>,
 }
 
 /// Runs an accepted transaction on its own task, tracked for shutdown: it
 /// finishes even if the client goes away.
 pub(crate) fn spawn_run(state: &AppState, launch: Launch) -> JoinHandle<Result<TxReport, ServiceError>> {
-    let Launch { tenant, id, request, registered, run, claim, running } = launch;
+    let Launch { tenant, id, request, registered, run, claim, running, in_flight } = launch;
     tenant.metrics().started();
     let fence = request.fence.clone();
     state.admission.running.spawn(async move {
@@ -354,6 +357,7 @@ pub(crate) fn spawn_run(state: &AppState, launch: Launch) -> JoinHandle<Result<T
         drop(claim);
         // A failed run below leaves the lease to this node's next pass.
         drop(running);
+        drop(in_flight);
         match result {
             Ok(report) => {
                 tenant.metrics().ended(&report, started.elapsed());

@@ -21,6 +21,10 @@
 //! | `txmirror_stream_prediction_mismatch_ratio`, `…_lead_seconds` | `stream` | predictions that did not match; mean lead before the commit |
 //! | `txmirror_webhook_attempts_total` | `webhook`, `outcome` | delivery attempts on this node: `delivered`, `unavailable`, `refused`; events `parked` |
 //! | `txmirror_webhook_breaker_state` | `webhook` | the endpoint's breaker on this node: 0 closed, 1 open, 2 half-open |
+//! | `txmirror_connections_open` | | this node's open connections, at the scrape |
+//! | `txmirror_connections_closed_total` | `reason` | connections this node closed for a limit: `refused` (over `max_connections`), `timed_out` (a late head or body), `idle` |
+//! | `txmirror_quota_in_flight` | | the tenant's transactions in flight on this node, counted against `max_in_flight` |
+//! | `txmirror_quota_refused_total` | `quota` | the tenant's requests this node refused for a quota: `rate`, `in_flight` |
 //! | `txmirror_breaker_state` | `host` | the breaker of each host guests call, on this node, at the scrape: 0 closed, 1 open, 2 half-open |
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -69,6 +73,7 @@ struct WebhookLabels {
 
 label_set!(Webhook, webhook);
 label_set!(Host, host);
+label_set!(Quota, quota);
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
@@ -105,6 +110,10 @@ pub struct TenantMetrics {
     webhook_attempts: Family<WebhookLabels, Counter>,
     webhook_breakers: Family<Webhook, Gauge>,
     breakers: Family<Host, Gauge>,
+    connections_open: Gauge,
+    quota_in_flight: Gauge,
+    quota_refused: Family<Quota, Counter>,
+    connections_closed: Family<Reason, Counter>,
 }
 
 impl Default for TenantMetrics {
@@ -131,6 +140,10 @@ impl Default for TenantMetrics {
             webhook_attempts: Family::default(),
             webhook_breakers: Family::default(),
             breakers: Family::default(),
+            connections_open: Gauge::default(),
+            quota_in_flight: Gauge::default(),
+            quota_refused: Family::default(),
+            connections_closed: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register("txmirror_transactions", "Transactions ended, by outcome", metrics.outcomes.clone());
@@ -196,6 +209,22 @@ impl Default for TenantMetrics {
             "txmirror_breaker_state",
             "The circuit breaker of each host guests call, on this node: 0 closed, 1 open, 2 half-open",
             metrics.breakers.clone(),
+        );
+        r.register("txmirror_connections_open", "This node's open connections", metrics.connections_open.clone());
+        r.register(
+            "txmirror_connections_closed",
+            "Connections this node closed for a limit, by reason",
+            metrics.connections_closed.clone(),
+        );
+        r.register(
+            "txmirror_quota_in_flight",
+            "The tenant's transactions in flight on this node, counted against its quota",
+            metrics.quota_in_flight.clone(),
+        );
+        r.register(
+            "txmirror_quota_refused",
+            "The tenant's requests this node refused for a quota, by quota",
+            metrics.quota_refused.clone(),
         );
         metrics
     }
@@ -330,6 +359,25 @@ impl TenantMetrics {
     pub fn breakers(&self, states: impl IntoIterator<Item = (String, i64)>) {
         for (host, state) in states {
             self.breakers.get_or_create(&Host { host }).set(state);
+        }
+    }
+
+    /// The server's connections as counted now (set at each scrape).
+    pub fn connections(&self, counts: crate::server::ConnectionCounts) {
+        self.connections_open.set(i64::try_from(counts.open).unwrap_or(i64::MAX));
+        for (reason, total) in [("refused", counts.refused), ("timed_out", counts.timed_out), ("idle", counts.idle)] {
+            let counter = self.connections_closed.get_or_create(&label(|reason| Reason { reason }, reason));
+            // The server counts; the registry's counter follows it.
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// The tenant's quota use as counted now (set at each scrape).
+    pub fn quota(&self, usage: &crate::quota::QuotaUsage) {
+        self.quota_in_flight.set(i64::from(usage.in_flight));
+        for (quota, total) in [("rate", usage.refused_for_rate), ("in_flight", usage.refused_for_in_flight)] {
+            let counter = self.quota_refused.get_or_create(&label(|quota| Quota { quota }, quota));
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
     }
 

@@ -175,7 +175,8 @@ async fn resume(state: &AppState, tenant: &Arc<crate::Tenant>, accepted: Accepte
         Some(Ok(txmirror_runtime::KeyState::Claimed(claim))) => Some(claim),
         _ => None,
     };
-    let launch = Launch { tenant: tenant.clone(), id, request, registered, run: Run::Recovery, claim, running };
+    let launch =
+        Launch { tenant: tenant.clone(), id, request, registered, run: Run::Recovery, claim, running, in_flight: None };
     drop(lifecycle::spawn_run(state, launch));
     true
 }

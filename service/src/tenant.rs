@@ -2,6 +2,7 @@
 
 use crate::ServiceError;
 use crate::metrics::TenantMetrics;
+use crate::quota::TenantQuota;
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use txmirror_runtime::store::StateStore;
@@ -26,11 +27,17 @@ pub struct Tenant {
     store: Arc<dyn StateStore>,
     modules: RwLock<BTreeMap<String, Registered>>,
     metrics: TenantMetrics,
+    quota: TenantQuota,
 }
 
 impl Tenant {
-    pub(crate) fn new(name: String, runtime: Runtime, store: Arc<dyn StateStore>) -> Self {
-        Self { name, runtime, store, modules: RwLock::default(), metrics: TenantMetrics::default() }
+    pub(crate) fn new(name: String, runtime: Runtime, store: Arc<dyn StateStore>, quota: TenantQuota) -> Self {
+        Self { name, runtime, store, modules: RwLock::default(), metrics: TenantMetrics::default(), quota }
+    }
+
+    /// The tenant's quotas on this node, and their use.
+    pub(crate) fn quota(&self) -> &TenantQuota {
+        &self.quota
     }
 
     /// The tenant's store, which its runtime commits to: the service keeps

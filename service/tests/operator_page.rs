@@ -38,6 +38,11 @@ async fn the_operator_page_shows_a_submitted_transaction_and_replays_a_dead_lett
     }
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(dir.path());
+    config.quotas.push(txmirror_service::quota::QuotaConfig {
+        tenant: Some("acme".into()),
+        max_in_flight: Some(7),
+        ..Default::default()
+    });
     // A webhook whose receiver is down: the page shows its row.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     config.webhooks.push(
@@ -154,6 +159,9 @@ async fn the_operator_page_shows_a_submitted_transaction_and_replays_a_dead_lett
         .await
         .unwrap();
     assert!(webhook.starts_with(&format!("billing http://{closed}/hook transfers #")), "{webhook}");
+    // The tenant's quota: nothing in flight, of 7; no rate; no instance share.
+    let quota = browser.find(Locator::Css("#quota tr[data-id='acme']")).await.unwrap().text().await.unwrap();
+    assert!(quota.starts_with("0 7 none none none 0 0 "), "{quota}");
     let model = browser.find(Locator::Id("model")).await.unwrap().text().await.unwrap();
     assert!(model.contains("no model configured"), "{model}");
     let node = format!("#nodes tr[data-id='{}']", state.node().id);

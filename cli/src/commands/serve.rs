@@ -5,13 +5,8 @@ use crate::exit::Failed;
 use anyhow::Context as _;
 use std::path::Path;
 use std::path::PathBuf;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use txmirror_service::{Service, ServiceConfig};
-
-/// How long the server is given to close its connections once the
-/// transactions have finished or been handed back.
-const DRAIN: Duration = Duration::from_secs(2);
 
 /// Serves the runtime over HTTP.
 #[derive(clap::Args, Debug)]
@@ -62,25 +57,25 @@ async fn serve(config_path: &Path, listen: Option<std::net::SocketAddr>) -> anyh
     eprintln!("txmirror serving on http://{}", config.listen);
     let state = service.state.clone();
     let stop_server = CancellationToken::new();
-    let server = axum::serve(listener, txmirror_service::app(state.clone()))
-        .with_graceful_shutdown(stop_server.clone().cancelled_owned());
+    let server = tokio::spawn(txmirror_service::server::serve(
+        listener,
+        state.clone(),
+        config.server.clone(),
+        stop_server.clone(),
+    ));
     let deadline = config.shutdown_deadline();
-    let shutdown = async {
-        signal().await;
-        eprintln!("txmirror: shutting down; waiting up to {}s for transactions in flight", deadline.as_secs());
-        let parked = state.shut_down(deadline).await;
-        if parked > 0 {
-            eprintln!(
-                "txmirror: {parked} transactions still running were handed back; another node or the next start ends them"
-            );
-        }
-        stop_server.cancel();
-        tokio::time::sleep(DRAIN).await;
-    };
-    tokio::select! {
-        result = server => result.context("the server failed")?,
-        () = shutdown => {}
+    signal().await;
+    eprintln!("txmirror: shutting down; waiting up to {}s for transactions in flight", deadline.as_secs());
+    let parked = state.shut_down(deadline).await;
+    if parked > 0 {
+        eprintln!(
+            "txmirror: {parked} transactions still running were handed back; another node or the next start ends them"
+        );
     }
+    // The server stops accepting and gives open connections a moment to
+    // take their last answers.
+    stop_server.cancel();
+    server.await.context("the server failed")?;
     Ok(0)
 }
 

@@ -135,10 +135,24 @@ pub fn send(
     if asynchronous {
         request = request.header("prefer", "respond-async");
     }
+    if body.as_ref().is_some_and(|body| !body.is_empty()) {
+        request = request.header("content-type", media_type(url));
+    }
     let mut response = agent.run(request.body(body.unwrap_or_default()).unwrap())?;
     let status = response.status().as_u16();
     let text = response.body_mut().read_to_string()?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+/// The media type of a body sent to `url`, as the service takes it.
+pub fn media_type(url: &str) -> &'static str {
+    if url.ends_with("/policy") {
+        "application/toml"
+    } else if url.ends_with("/v1/modules") {
+        "application/wasm"
+    } else {
+        "application/json"
+    }
 }
 
 /// Uploads bank-transfer with a policy granting its accounts; returns its hash.

@@ -1,10 +1,9 @@
 //! The dead-letter queue.
 
+use super::request_body::{self, Body};
 use crate::auth::{Caller, Role};
 use crate::{AppState, ErrorBody, ServiceError};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -259,10 +258,9 @@ pub(crate) async fn replay(
 pub(crate) async fn replay_matching(
     State(state): State<AppState>,
     caller: Caller,
-    bytes: Result<Bytes, BytesRejection>,
+    Body(bytes, ..): Body<request_body::Json>,
 ) -> Result<Json<BulkReplayReport>, ServiceError> {
     caller.require(&[Role::Operator])?;
-    let bytes = bytes.map_err(|e| ServiceError::BadRequest(e.body_text()))?;
     let (_, filter, limit) = BulkBody::read(&bytes)?;
     let tenant = &caller.tenant;
     let selected = tenant.runtime().dead_letters_matching(&filter, limit)?;
@@ -318,10 +316,9 @@ async fn replay_one(
     security(("bearer" = [])))]
 pub(crate) async fn drop_matching(
     caller: Caller,
-    bytes: Result<Bytes, BytesRejection>,
+    Body(bytes, ..): Body<request_body::Json>,
 ) -> Result<Json<BulkDropReport>, ServiceError> {
     caller.require(&[Role::Operator])?;
-    let bytes = bytes.map_err(|e| ServiceError::BadRequest(e.body_text()))?;
     let (body, filter, limit) = BulkBody::read(&bytes)?;
     if filter.selects_everything() && !body.all {
         return Err(ServiceError::BadRequest(

@@ -2,10 +2,13 @@
 
 mod breakers;
 mod dead_letters;
+mod error_format;
 mod model;
 mod modules;
 mod nodes;
 mod ops;
+mod quota;
+mod request_body;
 mod streams;
 mod transaction_events;
 mod transactions;
@@ -15,6 +18,7 @@ pub use breakers::BreakerInfo;
 pub use dead_letters::{BulkBody, BulkDropReport, BulkReplayReport, ReplayedLetter};
 pub use modules::ModuleInfo;
 pub use nodes::{LeaseView, NodesView};
+pub use quota::QuotaView;
 pub use streams::{
     Acknowledgement, EventPage, GroupOffset, PredictedNotice, PredictedPage, PredictionReport, StreamEvent,
 };
@@ -22,10 +26,7 @@ pub use transactions::{Accepted, SubmitBody, TransactionList, TransactionSummary
 
 use crate::{AppState, MAX_MODULE_BYTES, MAX_REQUEST_BYTES, ServiceError};
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 
 pub(crate) use breakers::__path_breakers;
@@ -39,6 +40,7 @@ pub(crate) use modules::{
 };
 pub(crate) use nodes::__path_nodes;
 pub(crate) use ops::{__path_healthz, __path_metrics, __path_readyz};
+pub(crate) use quota::__path_quota;
 pub(crate) use streams::{__path_acknowledge, __path_groups, __path_predictions, __path_read_events};
 pub(crate) use transaction_events::__path_transaction_events;
 pub(crate) use transactions::{__path_list_transactions, __path_show_transaction, __path_submit};
@@ -79,6 +81,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/model/reload", post(model::reload_model))
         .route("/v1/nodes", get(nodes::nodes))
         .route("/v1/breakers", get(breakers::breakers))
+        .route("/v1/quota", get(quota::quota))
         .route("/v1/streams/{stream}/events", get(streams::read_events))
         .route("/v1/streams/{stream}/groups", get(streams::groups))
         .route("/v1/streams/{stream}/predictions", get(streams::predictions))
@@ -87,13 +90,6 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/webhooks/{name}/dead-letters", get(webhooks::webhook_dead_letters))
         .route("/v1/webhooks/{name}/dead-letters/replay", post(webhooks::replay_webhook_letters))
         .fallback(|| async { ServiceError::NotFound("no such endpoint; GET /openapi.json lists them".into()) })
+        .layer(axum::middleware::map_response(error_format::as_json))
         .with_state(state)
-}
-
-/// The body, or a JSON error when it is too large or unreadable.
-pub(crate) fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ServiceError> {
-    body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::TooLarge(limit),
-        _ => ServiceError::BadRequest(rejection.body_text()),
-    })
 }

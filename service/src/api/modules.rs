@@ -1,13 +1,11 @@
 //! Modules and their policies.
 
-use super::body;
+use super::request_body::{Body, Toml, Wasm};
 use crate::auth::{Caller, Role};
 use crate::lifecycle;
 use crate::tenant::Registered;
-use crate::{AppState, ErrorBody, MAX_MODULE_BYTES, MAX_REQUEST_BYTES, ServiceError};
+use crate::{AppState, ErrorBody, ServiceError};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -47,10 +45,9 @@ fn info(registered: &Registered) -> ModuleInfo {
 pub(crate) async fn upload_module(
     State(state): State<AppState>,
     caller: Caller,
-    bytes: Result<Bytes, BytesRejection>,
+    Body(bytes, ..): Body<Wasm>,
 ) -> Result<(StatusCode, Json<ModuleInfo>), ServiceError> {
     caller.require(&[Role::Developer])?;
-    let bytes = body(bytes, MAX_MODULE_BYTES)?;
     let module = caller.tenant.runtime().load_module(&bytes).await?;
     state.catalog.put_module(caller.tenant.name(), module.hash(), &bytes)?;
     let registered = caller.tenant.add_module(module);
@@ -102,11 +99,10 @@ pub(crate) async fn put_policy(
     State(state): State<AppState>,
     caller: Caller,
     Path(hash): Path<String>,
-    bytes: Result<Bytes, BytesRejection>,
+    Body(bytes, ..): Body<Toml>,
 ) -> Result<Json<ModuleInfo>, ServiceError> {
     caller.require(&[Role::Operator])?;
     let registered = lifecycle::module(&state, &caller.tenant, &hash).await?;
-    let bytes = body(bytes, MAX_REQUEST_BYTES)?;
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ServiceError::PolicyRefused("the policy is not UTF-8 text".into()))?;
     let policy = Policy::parse(&text, std::path::Path::new("policy.toml"))?;

@@ -42,6 +42,8 @@ pub(crate) async fn metrics(State(state): State<AppState>, caller: Caller) -> Re
     caller.tenant.metrics().predictions(caller.tenant.runtime().prediction_streams());
     let breakers = caller.tenant.runtime().breakers();
     caller.tenant.metrics().breakers(breakers.iter().map(|view| (view.host.clone(), view.state.gauge())));
+    caller.tenant.metrics().connections(state.connections());
+    caller.tenant.metrics().quota(&caller.tenant.quota().usage());
     let text = caller.tenant.metrics().encode().map_err(|e| ServiceError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
 }

@@ -6,11 +6,10 @@
 //! A tenant's streams are in its own store, so a caller reads only its
 //! tenant's; clients and operators may read them.
 
+use super::request_body::{self, Body};
 use crate::auth::{Caller, Role};
 use crate::{AppState, ErrorBody, ServiceError};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -381,7 +380,7 @@ fn server_sent_events(
 pub(crate) async fn acknowledge(
     caller: Caller,
     Path((stream, group)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
+    Body(body, ..): Body<request_body::Json>,
 ) -> Result<Json<GroupOffset>, ServiceError> {
     caller.require(&[Role::Client, Role::Operator])?;
     let (stream, group) = (checked_name("stream", &stream)?, checked_name("group", &group)?);
@@ -390,7 +389,6 @@ pub(crate) async fn acknowledge(
             "group `{group}` is a webhook's: the relay acknowledges its deliveries itself"
         )));
     }
-    let body = crate::api::body(body, crate::MAX_REQUEST_BYTES)?;
     let ack: Acknowledgement =
         serde_json::from_slice(&body).map_err(|e| ServiceError::BadRequest(format!("the request body: {e}")))?;
     let runtime = caller.tenant.runtime();

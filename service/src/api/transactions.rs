@@ -1,12 +1,10 @@
 //! Transactions: submission (synchronous or asynchronous), records, lists.
 
-use super::body;
+use super::request_body::{self, Body};
 use crate::auth::{Caller, Role};
 use crate::lifecycle::{self, Launch, PendingTx, Run, request_of, spawn_run};
-use crate::{AppState, ErrorBody, MAX_REQUEST_BYTES, ServiceError, Tenant};
+use crate::{AppState, ErrorBody, ServiceError, Tenant};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -180,11 +178,12 @@ pub(crate) async fn submit(
     caller: Caller,
     Path(hash): Path<String>,
     headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
+    Body(bytes, ..): Body<request_body::Json>,
 ) -> Result<Response, ServiceError> {
     caller.require(&[Role::Client])?;
     state.admission.check()?;
-    let bytes = body(bytes, MAX_REQUEST_BYTES)?;
+    // Held until the transaction ends, or given back if nothing is accepted.
+    let in_flight = caller.tenant.quota().slot()?;
     let tenant = caller.tenant.clone();
     let registered = lifecycle::module(&state, &tenant, &hash).await?;
     let policy = registered.policy.clone().ok_or_else(|| ServiceError::NoPolicy(hash.clone()))?;
@@ -299,6 +298,7 @@ pub(crate) async fn submit(
         run: Run::Submitted,
         claim: Some(claim),
         running,
+        in_flight: Some(in_flight),
     };
     let handle = spawn_run(&state, launch);
     if asynchronous {

@@ -71,6 +71,34 @@ impl<'a> Call<'a> {
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
+        let body = body.into();
+        // A body declares its media type, as a client's would.
+        let declared = request.headers_ref().is_some_and(|headers| headers.contains_key("content-type"));
+        if !declared && axum::body::HttpBody::size_hint(&body).exact() != Some(0) {
+            let uri = request.uri_ref().map(ToString::to_string).unwrap_or_default();
+            let media_type = if uri.ends_with("/policy") {
+                "application/toml"
+            } else if uri == "/v1/modules" {
+                "application/wasm"
+            } else {
+                "application/json"
+            };
+            request = request.header("content-type", media_type);
+        }
+        self.send_exactly(request, body).await
+    }
+
+    /// Sends the request as built: no media type is added to its body.
+    pub async fn send_exactly(
+        &self,
+        mut request: axum::http::request::Builder,
+        body: impl Into<Body>,
+    ) -> (StatusCode, Value) {
+        if let Some(token) = &self.token
+            && !request.headers_ref().is_some_and(|headers| headers.contains_key("authorization"))
+        {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
         let response = app(self.state.clone()).oneshot(request.body(body.into()).unwrap()).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
