@@ -413,10 +413,12 @@ fn a_charge_in_doubt_at_a_crash_is_never_charged_under_two_keys() {
 
 /// The HTTP API fuzzed from its own OpenAPI document (schemathesis, from
 /// `tests/requirements.txt`) against a real `txmirror serve`, with a
-/// bounded number of examples per operation, as an operator and as a
-/// client: no server error, and every status, content type, header and body
-/// as the document says. (Module uploads and policies, whose bodies are
-/// WebAssembly and TOML, are outside what the fuzzer can write.)
+/// bounded number of examples per operation, as a client, an operator and
+/// a developer: no server error, and every status, content type, header
+/// and body as the document says. Uploads and policies are drawn from a
+/// real component and policy among broken ones, the document's links are
+/// followed, and most requests that name a module name one installed
+/// first (`tests/schemathesis/txmirror_hooks.py`).
 #[test]
 fn the_api_holds_to_its_openapi_document_under_a_fuzzer() {
     let tools = std::env::var_os("TXMIRROR_TEST_PYTHONPATH").expect("set by .cargo/config.toml");
@@ -425,22 +427,32 @@ fn the_api_holds_to_its_openapi_document_under_a_fuzzer() {
         "schemathesis is missing from {}: `cargo xtask setup` installs it (tests/requirements.txt)",
         Path::new(&tools).display()
     );
+    let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/schemathesis");
+    let python_path = format!("{}:{}", Path::new(&tools).display(), hooks.display());
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&write_config(dir.path()));
-    for role in [Role::Operator, Role::Client, Role::Developer] {
+    let module = install_bank(&agent(), &server.base);
+    let policy = "[capabilities]\nkv = { accounts = \"read-write\" }\nstreams = [\"transfers\"]\n";
+    for role in [Role::Client, Role::Operator, Role::Developer] {
         let out = Command::new("python3")
             .args(["-m", "schemathesis.cli", "run", &format!("{}/openapi.json", server.base)])
             .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance"])
             .args(["--checks", "response_schema_conformance,response_headers_conformance"])
             .args(["--max-examples", "10", "--seed", "7", "--no-color"])
-            .args(["--exclude-operation-id-regex", "upload_module|put_policy"])
             .args(["-H", &format!("Authorization: Bearer {}", token(role))])
-            .env("PYTHONPATH", &tools)
+            .env("PYTHONPATH", &python_path)
+            .env("SCHEMATHESIS_HOOKS", "txmirror_hooks")
+            .env("TXMIRROR_FUZZ_COMPONENT", guests::BANK_TRANSFER)
+            .env("TXMIRROR_FUZZ_POLICY", policy)
+            .env("TXMIRROR_FUZZ_MODULE", &module)
             .current_dir(dir.path())
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "as {role}:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-        assert!(text.contains("Tested: 29"), "every operation but the two was tried, as {role}:\n{text}");
+        assert!(text.contains("Tested: 31"), "every operation was tried, as {role}:\n{text}");
+        let summary: Vec<&str> =
+            text.lines().filter(|line| line.contains("API Links") || line.contains("generated")).collect();
+        println!("as {role}: {}", summary.join("; "));
     }
 }

@@ -12,8 +12,11 @@ use crate::relay::{ReplayReport, StreamProgress, WebhookView};
 use crate::server::ConnectionCounts;
 use utoipa::Modify;
 use utoipa::OpenApi;
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Content, Ref, ResponseBuilder};
+use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -55,19 +58,25 @@ impl Modify for BearerAuth {
             let body = Content::new(Some(Ref::from_schema_name("ErrorBody")));
             ResponseBuilder::new().description(description).content("application/json", body).build()
         };
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in &mut openapi.paths.paths {
             let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-                &mut item.head,
-                &mut item.options,
-                &mut item.trace,
+                ("get", &mut item.get),
+                ("put", &mut item.put),
+                ("post", &mut item.post),
+                ("delete", &mut item.delete),
+                ("patch", &mut item.patch),
+                ("head", &mut item.head),
+                ("options", &mut item.options),
+                ("trace", &mut item.trace),
             ];
-            for operation in operations.into_iter().flatten() {
+            for (method, operation) in operations {
+                let Some(operation) = operation else { continue };
+                constrain_parameters(path, operation);
+                link(path, method, operation);
                 let has_body = operation.request_body.is_some();
+                let parameters = operation.parameters.iter().flatten();
+                let in_path = parameters.clone().any(|parameter| parameter.parameter_in == ParameterIn::Path);
+                let in_query = parameters.clone().any(|parameter| parameter.parameter_in == ParameterIn::Query);
                 let responses = &mut operation.responses.responses;
                 if operation.security.as_ref().is_some_and(|security| !security.is_empty()) {
                     responses.entry("401".into()).or_insert_with(|| refused("No valid bearer token").into());
@@ -76,6 +85,27 @@ impl Modify for BearerAuth {
                         refused("The tenant's quota is spent (`quota_exceeded`); `Retry-After` says when to come back")
                             .into()
                     });
+                    // Every operation behind a token reads the tenant's store
+                    // or the catalog, which may be out of reach (a database
+                    // that is down), or the node may be shutting down.
+                    responses.entry("503".into()).or_insert_with(|| {
+                        refused("The store cannot be reached or the node is shutting down; retry").into()
+                    });
+                }
+                if in_path {
+                    responses.entry("404".into()).or_insert_with(|| refused("No such resource").into());
+                }
+                // A path or query that does not decode at all (a segment
+                // that is not UTF-8) is refused before any handler runs.
+                if in_path {
+                    responses
+                        .entry("400".into())
+                        .or_insert_with(|| refused("The path does not decode (`bad_request`)").into());
+                }
+                if in_path || in_query || has_body {
+                    responses
+                        .entry("422".into())
+                        .or_insert_with(|| refused("A parameter or the body is not valid (`bad_request`)").into());
                 }
                 // Every body is read under the same rules (see `api/request_body.rs`).
                 if has_body {
@@ -90,7 +120,97 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The links from what an operation answers to the operations it names,
+/// so that a client (or a fuzzer's stateful phase) can follow them: an
+/// uploaded module's hash to its module, policy and transactions; a
+/// submitted transaction's id to its record and its events.
+fn link(path: &str, method: &str, operation: &mut utoipa::openapi::path::Operation) {
+    let (statuses, parameter, source, targets): (&[&str], &str, &str, &[&str]) = match (path, method) {
+        ("/v1/modules", "post") => (
+            &["201"],
+            "hash",
+            "$response.body#/hash",
+            &["show_module", "get_policy", "put_policy", "submit", "delete_module"],
+        ),
+        ("/v1/modules/{hash}/transactions", "post") => {
+            (&["200", "202"], "id", "$response.body#/transaction_id", &["show_transaction", "transaction_events"])
+        }
+        _ => return,
+    };
+    for status in statuses {
+        let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) else { continue };
+        for target in targets {
+            let link = LinkBuilder::new().operation_id(*target).parameter(parameter, source).build();
+            response.links.insert((*target).to_string(), RefOr::T(link));
+        }
+    }
+}
+
+/// The constraints the service checks on ids, hashes and names, in the
+/// document, so that a client (or a fuzzer) knows them before it asks.
+fn constrain_parameters(path: &str, operation: &mut utoipa::openapi::path::Operation) {
+    let string = |pattern: &str, max: usize| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(max))
+            .pattern(Some(pattern))
+            .build()
+    };
+    for parameter in operation.parameters.iter_mut().flatten() {
+        let schema = match (parameter.parameter_in.clone(), parameter.name.as_str()) {
+            (ParameterIn::Path, "hash") => string("^[0-9a-f]{64}$", 64),
+            (ParameterIn::Path, "id") if path.starts_with("/v1/transactions") || path.starts_with("/v1/dlq") => {
+                string("^[A-Za-z0-9._-]{1,128}$", 128)
+            }
+            (ParameterIn::Path, "stream" | "group" | "name") | (ParameterIn::Header, "Idempotency-Key") => {
+                string("^[^\\x00]+$", txmirror_runtime::vocab::MAX_NAME_LEN)
+            }
+            _ => continue,
+        };
+        parameter.schema = Some(schema.into());
+    }
+}
+
 /// The document served at `/openapi.json`.
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The document as JSON, as served. utoipa 5.5 writes a link's
+/// `operationId` as `operation_id` (its `Link` lacks the camel-case rename
+/// its other objects have), which OpenAPI tools reject: the keys are
+/// renamed here.
+pub fn document_json() -> serde_json::Value {
+    let mut json = serde_json::to_value(document()).unwrap_or_default();
+    let operations = json["paths"].as_object_mut().into_iter().flat_map(|paths| paths.values_mut());
+    let operations = operations.filter_map(|item| item.as_object_mut()).flat_map(|item| item.values_mut());
+    for operation in operations {
+        let Some(responses) = operation["responses"].as_object_mut() else { continue };
+        for response in responses.values_mut() {
+            let Some(links) = response.get_mut("links").and_then(|links| links.as_object_mut()) else { continue };
+            for link in links.values_mut().filter_map(|link| link.as_object_mut()) {
+                for (snake, camel) in [("operation_id", "operationId"), ("operation_ref", "operationRef")] {
+                    if let Some(value) = link.remove(snake) {
+                        link.insert(camel.to_string(), value);
+                    }
+                }
+            }
+        }
+    }
+    json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_name_their_operations_as_openapi_spells_it() {
+        let json = document_json();
+        let link = &json["paths"]["/v1/modules"]["post"]["responses"]["201"]["links"]["show_module"];
+        assert_eq!(link["operationId"], "show_module", "{link}");
+        assert_eq!(link["parameters"]["hash"], "$response.body#/hash", "{link}");
+        assert!(link.get("operation_id").is_none(), "{link}");
+    }
 }

@@ -35,6 +35,7 @@ const DEFAULT_BULK_LIMIT: usize = 100;
 /// Which dead letters a list takes: the filters of a bulk replay or drop,
 /// as query parameters.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LetterQuery {
     /// Only this module's (its content hash).

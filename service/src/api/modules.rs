@@ -119,8 +119,9 @@ pub(crate) async fn get_policy(
     State(state): State<AppState>,
     caller: Caller,
     Path(hash): Path<String>,
-) -> Result<String, ServiceError> {
+) -> Result<impl axum::response::IntoResponse, ServiceError> {
     caller.require(&[Role::Operator, Role::Developer])?;
     let registered = lifecycle::module(&state, &caller.tenant, &hash).await?;
-    registered.policy_text.ok_or_else(|| ServiceError::NotFound(format!("module {hash} has no policy")))
+    let text = registered.policy_text.ok_or_else(|| ServiceError::NotFound(format!("module {hash} has no policy")))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/toml")], text))
 }

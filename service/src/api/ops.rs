@@ -49,8 +49,8 @@ pub(crate) async fn metrics(State(state): State<AppState>, caller: Caller) -> Re
 }
 
 /// The OpenAPI document of this API.
-pub(crate) async fn openapi_document() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::document())
+pub(crate) async fn openapi_document() -> Json<serde_json::Value> {
+    Json(crate::openapi::document_json())
 }
 
 /// The operator page: plain HTML and a little JavaScript, nothing fetched

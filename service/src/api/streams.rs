@@ -71,6 +71,7 @@ pub struct EventPage {
 
 /// Where to read from and how.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Events after this offset (exclusive). Default: the group's
@@ -89,6 +90,7 @@ pub struct EventQuery {
     /// `predicted`: what mirrors emitted before their primaries committed,
     /// and how each prediction was settled (`confirmed`, `corrected`,
     /// `retracted`); offsets are the view's own.
+    #[param(pattern = "^(committed|predicted)$")]
     pub view: Option<String>,
 }
 
@@ -209,8 +211,9 @@ fn read(runtime: &Runtime, stream: &str, after: u64, limit: usize) -> Result<Vec
 /// client that reconnects with `Last-Event-ID` resumes after it).
 #[utoipa::path(get, path = "/v1/streams/{stream}/events", tag = "streams",
     params(("stream" = String, Path, description = "The stream."), EventQuery),
-    responses((status = 200, body = EventPage, description = "A page (or, with `Accept: text/event-stream`, \
-        Server-Sent Events: `id` the offset, `data` the event as JSON)"), (status = 422, body = ErrorBody)),
+    responses((status = 200, description = "A page (or, with `Accept: text/event-stream`, \
+        Server-Sent Events: `id` the offset, `data` the event as JSON)",
+        content((EventPage = "application/json"), (String = "text/event-stream"))), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn read_events(
     caller: Caller,

@@ -39,8 +39,9 @@ fn status_of(id: &str, found: Found) -> (String, serde_json::Value) {
 
 /// A transaction's status as it changes, until it ends.
 #[utoipa::path(get, path = "/v1/transactions/{id}/events", tag = "transactions", params(("id" = String, Path)),
-    responses((status = 200, description = "Server-Sent Events: `event: status`, `data` the status as JSON, \
-        until the transaction ends"), (status = 404, body = ErrorBody)),
+    responses((status = 200, content_type = "text/event-stream", body = String,
+        description = "Server-Sent Events: `event: status`, `data` the status as JSON, until the transaction ends"),
+        (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn transaction_events(
     State(state): State<AppState>,

@@ -24,8 +24,10 @@ pub struct SubmitBody {
     /// The path; the policy's default if omitted.
     #[serde(default)]
     pub path: Option<String>,
-    /// The transaction id (1 to 128 of `A-Z a-z 0-9 - _ .`); generated if omitted.
+    /// The transaction id (1 to 128 of `A-Z a-z 0-9 - _ .`, not `replay`
+    /// or `drop`); generated if omitted.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub transaction_id: Option<String>,
     /// The caller's profile in the module's policy (`[profiles.NAME]`),
     /// which orders the paths; the policy's `default` if omitted.
@@ -94,11 +96,13 @@ pub struct TransactionList {
 
 /// Filters of the transaction list.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this module's.
     pub module: Option<String>,
     /// Only `pending`, `committed` or `failed` ones.
+    #[param(pattern = "^(pending|committed|failed)$")]
     pub status: Option<String>,
     /// Only those whose (last) path is this.
     pub path: Option<String>,
@@ -467,7 +471,7 @@ fn summary(sequence: u64, view: TransactionView, module: String, requested_path:
 
 /// The tenant's transactions, newest first, filtered.
 #[utoipa::path(get, path = "/v1/transactions", tag = "transactions", params(ListQuery),
-    responses((status = 200, body = TransactionList), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = TransactionList), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn list_transactions(
     caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,

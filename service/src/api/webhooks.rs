@@ -31,9 +31,11 @@ pub(crate) async fn list_webhooks(
 
 /// How many dead letters to list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LetterQuery {
     /// At most this many (default 100, at most 1,000), by stream and offset.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -46,9 +48,10 @@ pub(crate) async fn webhook_dead_letters(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(query): Query<LetterQuery>,
+    query: Result<Query<LetterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<DeliveryLetter>>, ServiceError> {
     caller.require(&[Role::Operator])?;
+    let Query(query) = query.map_err(|e| ServiceError::BadRequest(e.body_text()))?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ServiceError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}")));
