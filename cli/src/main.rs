@@ -54,6 +54,12 @@ struct Cli {
     #[arg(long, global = true, env = "TXMIRROR_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
+    /// For an https:// --server: trust the certificates in this PEM file
+    /// (a private CA, or a self-signed certificate) instead of the web's
+    /// certificate authorities.
+    #[arg(long, global = true, env = "TXMIRROR_CA_FILE")]
+    ca_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -61,7 +67,7 @@ struct Cli {
 impl Cli {
     fn target(&self) -> Result<Target, Failed> {
         Ok(match &self.server {
-            Some(server) => Target::Remote(remote::Remote::new(server, self.token.clone())?),
+            Some(server) => Target::Remote(remote::Remote::new(server, self.token.clone(), self.ca_file.as_deref())?),
             None => Target::Local(Local { data_dir: self.data_dir.clone(), model: self.model.clone() }),
         })
     }

@@ -5,8 +5,11 @@ use crate::commands::{exit_code, print};
 use crate::exit::Failed;
 use crate::render;
 use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use txmirror_runtime::TxReport;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, parse_pem};
 
 /// A service and the token to call it with.
 pub(crate) struct Remote {
@@ -28,12 +31,20 @@ impl std::fmt::Debug for Remote {
 }
 
 impl Remote {
-    pub(crate) fn new(server: &str, token: Option<String>) -> Result<Self, Failed> {
+    pub(crate) fn new(server: &str, token: Option<String>, ca_file: Option<&Path>) -> Result<Self, Failed> {
         let token =
             token.ok_or_else(|| failed(2, anyhow::anyhow!("--server needs a token: --token or TXMIRROR_TOKEN")))?;
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
+            return Err(failed(2, anyhow::anyhow!("--server must be an http:// or https:// URL, not {server}")));
+        }
+        let roots = match ca_file {
+            Some(path) => RootCerts::Specific(Arc::new(trusted(path)?)),
+            None => RootCerts::WebPki,
+        };
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(600)))
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
             .build()
             .into();
         Ok(Self { agent, base: server.trim_end_matches('/').to_string(), token })
@@ -85,6 +96,22 @@ impl Remote {
         };
         Err(failed(exit, anyhow::anyhow!("the service answered {status} {code}: {message}")))
     }
+}
+
+/// The certificates of a `--ca-file`.
+fn trusted(path: &Path) -> Result<Vec<Certificate<'static>>, Failed> {
+    let bad = |what: String| failed(2, anyhow::anyhow!("--ca-file {}: {what}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut certificates = Vec::new();
+    for item in parse_pem(&pem) {
+        if let PemItem::Certificate(certificate) = item.map_err(|e| bad(e.to_string()))? {
+            certificates.push(certificate);
+        }
+    }
+    if certificates.is_empty() {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    Ok(certificates)
 }
 
 fn json_text(value: &Value) -> Result<String, Failed> {

@@ -7,7 +7,7 @@ mod common;
 
 use common::{
     Server, agent, call, charge_until_sent, install_bank, install_payment, slow_gateway, submit_and_wait, token,
-    write_config,
+    write_config, write_config_with,
 };
 use serde_json::{Value, json};
 use std::path::Path;
@@ -454,5 +454,98 @@ fn the_api_holds_to_its_openapi_document_under_a_fuzzer() {
         let summary: Vec<&str> =
             text.lines().filter(|line| line.contains("API Links") || line.contains("generated")).collect();
         println!("as {role}: {}", summary.join("; "));
+    }
+}
+
+/// HTTPS with a certificate `txmirror tls self-signed` made: the CLI
+/// reaches the service with `--ca-file` and not without it; clear text on
+/// the TLS port gets no answer; a network address without TLS is refused
+/// before anything listens; bad TLS files are refused at start.
+#[test]
+fn the_service_speaks_tls_and_refuses_tokens_in_clear_on_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let txmirror = env!("CARGO_BIN_EXE_txmirror");
+    let tls = dir.path().join("tls");
+    let out = Command::new(txmirror).args(["tls", "self-signed", "--out-dir"]).arg(&tls).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[server.tls]"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(tls.join("key.pem")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the key is readable by others: {mode:o}");
+    }
+    let again = Command::new(txmirror).args(["tls", "self-signed", "--out-dir"]).arg(&tls).output().unwrap();
+    assert_eq!(again.status.code(), Some(2), "an existing key was overwritten");
+
+    let config = write_config_with(
+        &dir.path().join("service"),
+        &format!(
+            "\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            tls.join("cert.pem").display().to_string(),
+            tls.join("key.pem").display().to_string()
+        ),
+    );
+    let server = Server::start(&config);
+    assert!(server.base.starts_with("https://127.0.0.1:"), "{}", server.base);
+    let cli = |ca: bool| {
+        let mut command = Command::new(txmirror);
+        command.args(["--server", &server.base, "--token", &token(Role::Operator)]);
+        if ca {
+            command.arg("--ca-file").arg(tls.join("cert.pem"));
+        }
+        command.args(["tx", "list"]).output().unwrap()
+    };
+    let trusted = cli(true);
+    assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
+    let untrusted = cli(false);
+    assert_eq!(untrusted.status.code(), Some(5), "the web's roots trusted a self-signed certificate");
+    let error = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(error.contains("cannot reach the service"), "{error}");
+    // Clear text on the TLS port: no HTTP answer.
+    let address = server.base.trim_start_matches("https://").to_string();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    use std::io::{Read as _, Write as _};
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"), "clear text was served on the TLS port");
+    drop(server);
+
+    // Plain HTTP on a network address: refused, and nothing listens.
+    let plain = write_config(&dir.path().join("plain"));
+    let out = Command::new(txmirror)
+        .args(["serve", "--config"])
+        .arg(&plain)
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("not a loopback address") && error.contains("allow_plain_http"), "{error}");
+    assert!(!error.contains("serving on"), "{error}");
+
+    // A key that is not the certificate's, and a missing file.
+    let other = dir.path().join("other");
+    let made = Command::new(txmirror).args(["tls", "self-signed", "--out-dir"]).arg(&other).output().unwrap();
+    assert!(made.status.success());
+    for (cert, key, expected) in [
+        (tls.join("cert.pem"), other.join("key.pem"), "refused"),
+        (tls.join("missing.pem"), tls.join("key.pem"), "missing.pem"),
+        (tls.join("key.pem"), tls.join("key.pem"), "no certificate"),
+    ] {
+        let config = write_config_with(
+            &dir.path().join("bad"),
+            &format!(
+                "\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            ),
+        );
+        let out = Command::new(txmirror).args(["serve", "--config"]).arg(&config).output().unwrap();
+        assert!(!out.status.success());
+        let error = String::from_utf8_lossy(&out.stderr);
+        assert!(error.contains("[server.tls]") && error.contains(expected), "{expected}: {error}");
     }
 }

@@ -358,6 +358,7 @@ impl ServiceConfig {
         config.data_dir = base.join(&config.data_dir);
         config.model = config.model.map(|model| base.join(model));
         config.cache_dir = config.cache_dir.map(|dir| base.join(dir));
+        config.server.tls = config.server.tls.map(|tls| tls.relative_to(base));
         Ok(config)
     }
 
@@ -380,7 +381,7 @@ impl ServiceConfig {
             return Err("[store] url must be a PostgreSQL URL, postgres://user@host:port/database".into());
         }
         check_name("[node] name", &self.node.name)?;
-        self.server.check()?;
+        self.server.check(self.listen)?;
         let mut quotas = HashSet::new();
         for (index, rule) in self.quotas.iter().enumerate() {
             let at = format!("[[quotas]] {}", index + 1);

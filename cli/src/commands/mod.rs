@@ -14,6 +14,7 @@ mod put_policy;
 mod run;
 mod serve;
 mod submit;
+mod tls;
 mod token;
 mod tx;
 mod upload;
@@ -60,6 +61,9 @@ pub(crate) enum Command {
     /// Tokens for the service.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Certificates for the service's HTTPS.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// The learning loop: datasets of labelled attempts, and the model.
     #[command(subcommand)]
     Model(model::ModelCommand),
@@ -87,6 +91,7 @@ impl Command {
             Self::Workload(command) => command.execute(target).await,
             Self::Serve(command) => command.execute(target).await,
             Self::Token(command) => command.execute(target).await,
+            Self::Tls(command) => command.execute(target).await,
             Self::Model(command) => command.execute(target).await,
             Self::Nodes(command) => command.execute(target).await,
             Self::Webhooks(command) => command.execute(target).await,

@@ -40,9 +40,16 @@ async fn serve(config_path: &Path, listen: Option<std::net::SocketAddr>) -> anyh
     })?;
     if let Some(listen) = listen {
         config.listen = listen;
+        // Checked again before anything binds: plain HTTP on a network
+        // address is refused without a socket ever listening there.
+        config.check().map_err(|message| anyhow::anyhow!("{}: {message}", config_path.display()))?;
     }
     // Bound first, so that the node joins the others under the address it
     // serves (a port of 0 picks one); requests wait until it serves.
+    // Bad TLS files are refused before anything starts.
+    if let Some(tls) = &config.server.tls {
+        tls.acceptor().context("[server.tls]")?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -54,17 +61,24 @@ async fn serve(config_path: &Path, listen: Option<std::net::SocketAddr>) -> anyh
     for module in &service.unloadable_modules {
         eprintln!("txmirror: stored module {module} no longer loads (see the log); it is kept");
     }
-    eprintln!("txmirror serving on http://{}", config.listen);
+    let scheme = if config.server.tls.is_some() { "https" } else { "http" };
+    eprintln!("txmirror serving on {scheme}://{}", config.listen);
     let state = service.state.clone();
     let stop_server = CancellationToken::new();
-    let server = tokio::spawn(txmirror_service::server::serve(
+    let mut server = tokio::spawn(txmirror_service::server::serve(
         listener,
         state.clone(),
         config.server.clone(),
         stop_server.clone(),
     ));
     let deadline = config.shutdown_deadline();
-    signal().await;
+    tokio::select! {
+        () = signal() => {}
+        ended = &mut server => {
+            ended.context("the server failed")??;
+            anyhow::bail!("the server stopped by itself");
+        }
+    }
     eprintln!("txmirror: shutting down; waiting up to {}s for transactions in flight", deadline.as_secs());
     let parked = state.shut_down(deadline).await;
     if parked > 0 {
@@ -75,7 +89,7 @@ async fn serve(config_path: &Path, listen: Option<std::net::SocketAddr>) -> anyh
     // The server stops accepting and gives open connections a moment to
     // take their last answers.
     stop_server.cancel();
-    server.await.context("the server failed")?;
+    server.await.context("the server failed")??;
     Ok(0)
 }
 

@@ -1,7 +1,9 @@
 //! The `[server]` table: how long a client may take, and how many may be
 //! connected at once.
 
+use super::tls::TlsFiles;
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Limits on connections and requests (`[server]`).
@@ -12,6 +14,11 @@ use std::time::Duration;
 /// body_read_timeout_ms = 30000     # a request's whole body, from the end of its head
 /// idle_timeout_ms = 60000          # no byte either way while no request is being handled
 /// max_connections = 1024           # more are closed at once
+/// allow_plain_http = false         # plain HTTP on an address that is not loopback
+///
+/// [server.tls]                     # HTTPS: a PEM certificate chain and key
+/// cert_file = "cert.pem"
+/// key_file = "key.pem"
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +44,13 @@ pub struct ServerConfig {
     /// soon as it is accepted (and counted in the metrics).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// HTTPS with this certificate and key; plain HTTP without.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Plain HTTP on an address that is not loopback, where bearer tokens
+    /// would cross a network in clear: refused unless this says so.
+    #[serde(default)]
+    pub allow_plain_http: bool,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +60,8 @@ impl Default for ServerConfig {
             body_read_timeout_ms: default_body_read_timeout_ms(),
             idle_timeout_ms: default_idle_timeout_ms(),
             max_connections: default_max_connections(),
+            tls: None,
+            allow_plain_http: false,
         }
     }
 }
@@ -54,8 +70,16 @@ impl ServerConfig {
     /// The least idle timeout: above the event streams' keep-alive interval.
     pub const MIN_IDLE_TIMEOUT_MS: u64 = 16_000;
 
-    /// Checks the bounds TOML types do not.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    /// Checks the bounds TOML types do not, and that tokens do not cross
+    /// a network in clear from `listen`.
+    pub(crate) fn check(&self, listen: SocketAddr) -> Result<(), String> {
+        if self.tls.is_none() && !listen.ip().is_loopback() && !self.allow_plain_http {
+            return Err(format!(
+                "listen = \"{listen}\" is not a loopback address, and bearer tokens would cross the network in \
+                 clear: give [server.tls] cert_file and key_file (`txmirror tls self-signed` makes a pair), or set \
+                 [server] allow_plain_http = true"
+            ));
+        }
         let bounded = [
             ("header_read_timeout_ms", self.header_read_timeout_ms, 100, 600_000),
             ("body_read_timeout_ms", self.body_read_timeout_ms, 100, 3_600_000),

@@ -9,7 +9,9 @@
 //! - its body within `body_read_timeout_ms` of the head ([`body_deadline`]);
 //! - a connection that moves nothing for `idle_timeout_ms` while none of
 //!   its requests is being handled is closed ([`activity`]);
-//! - at most `max_connections` are open; one more is closed at once.
+//! - at most `max_connections` are open; one more is closed at once;
+//! - with `[server.tls]`, every connection is HTTPS ([`tls`]), its
+//!   handshake held to the head's deadline.
 //!
 //! Long polls and synchronous transactions are not cut short: a request
 //! being handled is not idle, and event streams send a keep-alive comment.
@@ -18,14 +20,16 @@ mod activity;
 pub mod body_deadline;
 mod config;
 mod connections;
+mod tls;
 
 pub use config::ServerConfig;
 pub use connections::{ConnectionCounts, Connections};
+pub use tls::{TlsError, TlsFiles};
 
 use crate::AppState;
 use activity::{Activity, Watched};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -38,8 +42,15 @@ use tower::ServiceExt as _;
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// Serves the API on `listener` until `stop` is cancelled, then lets the
-/// open connections finish their requests for up to two seconds.
-pub async fn serve(listener: TcpListener, state: AppState, config: ServerConfig, stop: CancellationToken) {
+/// open connections finish their requests for up to two seconds. Fails
+/// at once if the TLS files cannot be used.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    config: ServerConfig,
+    stop: CancellationToken,
+) -> Result<(), TlsError> {
+    let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
     let connections = state.connections.clone();
     let app =
         crate::app(state).layer(axum::middleware::from_fn_with_state(config.body_read_timeout(), body_deadline::limit));
@@ -47,7 +58,6 @@ pub async fn serve(listener: TcpListener, state: AppState, config: ServerConfig,
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout());
-    let idle_timeout = config.idle_timeout();
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => break,
@@ -69,10 +79,66 @@ pub async fn serve(listener: TcpListener, state: AppState, config: ServerConfig,
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Activity::new();
+        let connection = Connection {
+            http: http.clone(),
+            app: app.clone(),
+            activity: Activity::new(),
+            idle_timeout: config.idle_timeout(),
+            watcher: graceful.watcher(),
+            connections: connections.clone(),
+            peer,
+        };
+        let tls = tls.clone();
+        let handshake_timeout = config.header_read_timeout();
+        connections.opened();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let connections = connection.connections.clone();
+            let stream = Watched::new(stream, connection.activity.clone());
+            match tls {
+                None => connection.run(stream).await,
+                // A handshake is held to the head's deadline: a client
+                // that starts one and stops holds nothing for long.
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => connection.run(stream).await,
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "a TLS handshake failed"),
+                    Err(_) => {
+                        tracing::debug!(%peer, "a TLS handshake that was late was abandoned");
+                        connections.timed_out();
+                    }
+                },
+            }
+            connections.closed();
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::debug!("connections still open after the drain were closed");
+    }
+    Ok(())
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    http: hyper::server::conn::http1::Builder,
+    app: axum::Router,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    watcher: Watcher,
+    connections: Arc<Connections>,
+    peer: std::net::SocketAddr,
+}
+
+impl Connection {
+    /// Serves the connection's requests over `stream` (plain or TLS) until
+    /// it closes, times out or goes idle.
+    async fn run<S>(self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self { http, app, activity, idle_timeout, watcher, connections, peer } = self;
         let service = {
             let activity = activity.clone();
-            let app = app.clone();
             hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                 let handling = activity.handling();
                 let app = app.clone();
@@ -83,31 +149,20 @@ pub async fn serve(listener: TcpListener, state: AppState, config: ServerConfig,
                 }
             })
         };
-        let connection = http.serve_connection(TokioIo::new(Watched::new(stream, activity.clone())), service);
-        let connection = graceful.watch(connection);
-        let connections = connections.clone();
-        connections.opened();
-        tokio::spawn(async move {
-            let _permit = permit;
-            tokio::select! {
-                result = connection => match result {
-                    Err(error) if error.is_timeout() => {
-                        tracing::debug!(%peer, "a connection whose request head was late was closed");
-                        connections.timed_out();
-                    }
-                    Err(error) => tracing::debug!(%peer, %error, "a connection ended in error"),
-                    Ok(()) => {}
-                },
-                () = activity.idle(idle_timeout) => {
-                    tracing::debug!(%peer, "an idle connection was closed");
-                    connections.idle();
+        let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::select! {
+            result = connection => match result {
+                Err(error) if error.is_timeout() => {
+                    tracing::debug!(%peer, "a connection whose request head was late was closed");
+                    connections.timed_out();
                 }
+                Err(error) => tracing::debug!(%peer, %error, "a connection ended in error"),
+                Ok(()) => {}
+            },
+            () = activity.idle(idle_timeout) => {
+                tracing::debug!(%peer, "an idle connection was closed");
+                connections.idle();
             }
-            connections.closed();
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
-        tracing::debug!("connections still open after the drain were closed");
+        }
     }
 }

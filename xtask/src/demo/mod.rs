@@ -150,10 +150,17 @@ fn service_scenario(root: &Path, demo: &Path, bank: &(std::path::PathBuf, std::p
     let txmirror = crate::debug_binary(root, "txmirror")?;
     let dir = demo.join("service");
     std::fs::create_dir_all(&dir)?;
-    step("9. the service: a configuration with one tenant and a token per role (only their hashes are stored)");
+    step(
+        "9. the service: HTTPS with a self-signed certificate, one tenant and a token per role (only their hashes are stored)",
+    );
+    let tls = dir.join("tls");
+    if tls.exists() {
+        std::fs::remove_dir_all(&tls)?;
+    }
+    crate::run(Command::new(&txmirror).args(["tls", "self-signed", "--out-dir"]).arg(&tls))?;
     let (tokens_config, tokens) = new_tokens(&txmirror, "demo")?;
     let config = format!(
-        "data_dir = \"data\"\nmodel = {:?}\n{tokens_config}",
+        "data_dir = \"data\"\nmodel = {:?}\n\n[server.tls]\ncert_file = \"tls/cert.pem\"\nkey_file = \"tls/key.pem\"\n{tokens_config}",
         root.join(crate::learning::MODEL).display().to_string()
     );
     std::fs::write(dir.join("txmirror.toml"), &config)?;
@@ -161,7 +168,7 @@ fn service_scenario(root: &Path, demo: &Path, bank: &(std::path::PathBuf, std::p
 
     let (mut server, base) = serve(root, &txmirror, &dir.join("txmirror.toml"), "serve")?;
     println!("serving on {base}; the operator page: {base}/#token=<the operator token>");
-    let result = drive_service(&txmirror, &base, &tokens, bank);
+    let result = drive_service(&txmirror, &base, &tls.join("cert.pem"), &tokens, bank);
     step("14. SIGTERM: the service stops admitting, finishes what is in flight and exits");
     let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
     let status = server.wait()?;
@@ -217,12 +224,14 @@ fn serve(root: &Path, txmirror: &Path, config: &Path, label: &str) -> Result<(st
 fn drive_service(
     txmirror: &Path,
     base: &str,
+    ca_file: &Path,
     tokens: &std::collections::HashMap<&'static str, String>,
     (module, policy): &(std::path::PathBuf, std::path::PathBuf),
 ) -> Result<()> {
     let as_role = |role: &str| {
         let mut command = Command::new(txmirror);
         command.args(["--server", base, "--token", tokens.get(role).map_or("", String::as_str)]);
+        command.arg("--ca-file").arg(ca_file);
         command
     };
     step("10. the developer uploads bank-transfer; the operator puts its policy");
