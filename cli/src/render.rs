@@ -36,6 +36,9 @@ pub(crate) fn report(report: &TxReport) -> String {
             "\nattempt {} on `{}` from store version {}: {outcome} ({} µs)",
             a.number, a.path, a.snapshot_version, a.duration_micros
         );
+        if let Some(arm) = &attempt.split_arm {
+            let _ = writeln!(out, "on the split's arm `{arm}`");
+        }
         if !attempt.path_order.is_empty() {
             let _ = writeln!(out, "paths in the order of profile `{}`:", attempt.path_order[0].profile);
             for choice in &attempt.path_order {

@@ -450,7 +450,7 @@ fn the_api_holds_to_its_openapi_document_under_a_fuzzer() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "as {role}:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-        assert!(text.contains("Tested: 31"), "every operation was tried, as {role}:\n{text}");
+        assert!(text.contains("Tested: 32"), "every operation was tried, as {role}:\n{text}");
         let summary: Vec<&str> =
             text.lines().filter(|line| line.contains("API Links") || line.contains("generated")).collect();
         println!("as {role}: {}", summary.join("; "));
@@ -548,4 +548,39 @@ fn the_service_speaks_tls_and_refuses_tokens_in_clear_on_the_network() {
         let error = String::from_utf8_lossy(&out.stderr);
         assert!(error.contains("[server.tls]") && error.contains(expected), "{expected}: {error}");
     }
+}
+
+/// `txmirror paths report` against a service: the arms of a module's split,
+/// compared, as text and as JSON.
+#[test]
+fn paths_report_compares_a_splits_arms_through_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&write_config(dir.path()));
+    let agent = agent();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let gateway = slow_gateway(&runtime, Duration::ZERO);
+    let split =
+        "[split]\nsticky = \"key\"\n[[split.arms]]\nname = \"primary-only\"\nshare = 1.0\norder = [\"charge\"]\n";
+    let hash = install_payment(&agent, &server.base, &gateway, split);
+    let report = |json: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_txmirror"));
+        command.args(["--server", &server.base, "--token", &token(Role::Operator), "paths", "report", &hash]);
+        if json {
+            command.arg("--json");
+        }
+        command.output().unwrap()
+    };
+    let empty = report(false);
+    assert!(empty.status.success(), "{}", String::from_utf8_lossy(&empty.stderr));
+    assert!(String::from_utf8_lossy(&empty.stdout).contains("ran on a split's arm"));
+    let url = format!("{}/v1/modules/{hash}/transactions", server.base);
+    let body = json!({ "input": { "order_id": "o-1", "amount_cents": 100, "currency": "EUR" } });
+    let (status, answer) = submit_and_wait(&agent, &url, &body);
+    assert_eq!(status, 200, "{answer}");
+    let text = report(false);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("primary-only") && text.contains("1 tx"), "{text}");
+    let json: Value = serde_json::from_slice(&report(true).stdout).unwrap();
+    assert_eq!(json["arms"][0]["arm"], "primary-only", "{json}");
+    assert_eq!(json["arms"][0]["committed"], 1, "{json}");
 }

@@ -50,6 +50,7 @@ pub use randomness::Randomness;
 pub use runtime::{ExecuteError, ModelConfig, ReplayError, ReplayedLetter, Runtime, RuntimeConfig, StartError};
 pub use runtime::{KeyClaim, KeyState, scoped_key};
 pub use trace::Trace;
+pub use transaction::split_report::{ArmReport, Estimate, SplitReport};
 pub use transaction::{
     AttemptReport, DeadLetterFilter, DeadLetterReport, DryRun, HedgeStart, HedgeTrigger, KEPT_NOTICES, NoticeKind,
     PredictionNotice, PredictionStats, RecordedTransaction, TxReport, TxRequest,

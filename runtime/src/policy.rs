@@ -87,6 +87,10 @@ pub struct Policy {
     /// (`[profiles.NAME]`); `default` for a request that names none.
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
+    /// An A/B split of the transactions that name no path (`[split]`,
+    /// `[[split.arms]]`; see `transaction/split.rs`).
+    #[serde(default)]
+    pub split: SplitSettings,
     /// `prediction.rules` (or the defaults), checked and compiled.
     #[serde(skip)]
     rules: RuleSet,
@@ -119,6 +123,7 @@ impl Default for Policy {
             breaker: BreakerSettings::default(),
             paths: BTreeMap::new(),
             profiles: BTreeMap::new(),
+            split: SplitSettings::default(),
             rules: RuleSet::defaults(),
         }
     }
@@ -380,6 +385,45 @@ impl Default for Profile {
     fn default() -> Self {
         Self { risk_tolerance: default_risk_tolerance(), speed_weight: default_speed_weight() }
     }
+}
+
+/// A/B arms (`[split]`): each arm takes a share of the transactions that
+/// name no path and tries its own order of paths; the rest are the
+/// control, ordered as usual. A caller (or a key) stays on one arm.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSettings {
+    /// What keeps transactions on one arm: `caller` (the default: the
+    /// token or caller name) or `key` (the idempotency key). A transaction
+    /// without one is placed by its id.
+    #[serde(default)]
+    pub sticky: SplitSticky,
+    /// The arms (`[[split.arms]]`); at most 1 in shares together.
+    #[serde(default)]
+    pub arms: Vec<SplitArm>,
+}
+
+/// What keeps a transaction on one arm of a split.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitSticky {
+    /// The caller (its token's name in the service).
+    #[default]
+    Caller,
+    /// The idempotency key.
+    Key,
+}
+
+/// One arm of a split (`[[split.arms]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitArm {
+    /// Its name in traces and reports; not `control`.
+    pub name: String,
+    /// The share of transactions it takes (above 0, at most 1).
+    pub share: f64,
+    /// The paths it tries, in this order.
+    pub order: Vec<String>,
 }
 
 /// The default open period of a breaker (milliseconds).
@@ -1133,6 +1177,25 @@ impl Policy {
                 }
             }
         }
+        let mut arms = std::collections::BTreeSet::new();
+        let mut total = 0.0;
+        for (index, arm) in self.split.arms.iter().enumerate() {
+            let at = format!("split.arms[{index}]");
+            if arm.name.is_empty() || arm.name == "control" || !arms.insert(arm.name.as_str()) {
+                return Err((format!("{at}.name"), "must be a name of its own, not empty and not `control`".into()));
+            }
+            if !(arm.share > 0.0 && arm.share <= 1.0) {
+                return Err((format!("{at}.share"), "must be above 0 and at most 1".into()));
+            }
+            total += arm.share;
+            let distinct: std::collections::BTreeSet<&String> = arm.order.iter().collect();
+            if arm.order.is_empty() || distinct.len() != arm.order.len() {
+                return Err((format!("{at}.order"), "must name at least one path, each once".into()));
+            }
+        }
+        if total > 1.0 + 1e-9 {
+            return Err(("split.arms".into(), format!("the arms' shares add up to {total}, over 1")));
+        }
         let hedge = &self.hedge;
         if let Some(percentile) = hedge.after_percentile
             && !(percentile > 0.0 && percentile < 100.0)
@@ -1316,6 +1379,11 @@ impl Policy {
         }
         for path in self.paths.keys() {
             check(format!("paths.{path}"), path)?;
+        }
+        for (index, arm) in self.split.arms.iter().enumerate() {
+            for (place, path) in arm.order.iter().enumerate() {
+                check(format!("split.arms[{index}].order[{place}]"), path)?;
+            }
         }
         if let Some(path) = &self.compensation_path {
             check("compensation_path".into(), path)?;

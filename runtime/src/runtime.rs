@@ -33,6 +33,7 @@ use crate::store::{
 use crate::trace::{HostCall, HttpOutcome, Trace, TraceRecorder};
 use crate::transaction::history;
 use crate::transaction::plan::{AttemptFailed, Next, Plan};
+use crate::transaction::split;
 use crate::transaction::{AttemptReport, DryRun, PredictedStreams, TxReport, TxRequest};
 use crate::vocab::{Failure, FailureKind, Role};
 use attempt::PathTry;
@@ -281,6 +282,8 @@ struct TransactionRun {
     /// The order its paths are tried in, and why, when the policy
     /// describes them; recorded with its first attempt.
     path_order: Vec<crate::transaction::path_order::PathChoice>,
+    /// The A/B arm it runs on, when the policy splits (`[split]`).
+    split_arm: Option<String>,
 }
 
 /// Why a transaction runs.
@@ -468,13 +471,7 @@ impl Runtime {
         let weights = match (policy.profiles.get(name), profile) {
             (Some(found), _) => *found,
             (None, None) => crate::policy::Profile::default(),
-            (None, Some(asked)) => {
-                let available: Vec<&str> = policy.profiles.keys().map(String::as_str).collect();
-                return Err(ExecuteError::UnknownProfile {
-                    profile: asked.to_string(),
-                    available: if available.is_empty() { "none".into() } else { available.join(", ") },
-                });
-            }
+            (None, Some(asked)) => return Err(unknown_profile(policy, asked)),
         };
         let candidates = paths
             .iter()
@@ -668,6 +665,13 @@ impl Runtime {
         purpose: Purpose,
     ) -> Result<TxReport, ExecuteError> {
         let requested = choose_path(module, policy, request.path.clone())?;
+        // A profile the policy lacks is a caller's mistake, refused whether
+        // or not the policy describes paths to order by it.
+        if let Some(asked) = &request.profile
+            && !policy.profiles.contains_key(asked)
+        {
+            return Err(unknown_profile(policy, asked));
+        }
         // A caller's id may repeat; a generated one (128 random bits) cannot,
         // and the commit refuses duplicates in any case.
         let id = match request.transaction_id.clone() {
@@ -689,6 +693,7 @@ impl Runtime {
             purpose,
             fence: request.fence.clone(),
             path_order: Vec::new(),
+            split_arm: None,
         };
 
         // The default path falls back on the alternatives, in order; a path
@@ -697,12 +702,24 @@ impl Runtime {
         if request.path.is_none() || policy.resolve_paths(module.paths())?.first() == Some(&requested) {
             paths.extend(policy.alternative_paths.iter().filter(|p| **p != requested).cloned());
         }
-        // A policy that describes its paths has them ordered for the
-        // caller, unless the caller named the path to start with.
-        if request.path.is_none() && paths.len() > 1 && !policy.paths.is_empty() {
+        // A split's arm tries its own order; the control, and a policy
+        // that does not split, go on as usual. A caller that names the path
+        // is in no arm.
+        let arm = match &request.path {
+            None => {
+                split::assign(&policy.split, request.caller.as_deref(), request.idempotency_key.as_deref(), &run.id)
+            }
+            Some(_) => None,
+        };
+        if let Some(order) = arm.as_ref().and_then(|arm| arm.order.clone()) {
+            paths = order;
+        } else if request.path.is_none() && paths.len() > 1 && !policy.paths.is_empty() {
+            // A policy that describes its paths has them ordered for the
+            // caller, unless the caller named the path to start with.
             run.path_order = self.order_paths(module, policy, &paths, request.profile.as_deref(), &request.input)?;
             paths = run.path_order.iter().map(|choice| choice.path.clone()).collect();
         }
+        run.split_arm = arm.map(|arm| arm.name);
         // What follows each failed attempt is the plan's to say (see
         // `transaction/plan.rs`); this loop only carries it out.
         let mut plan = Plan::new(paths, &policy.retry);
@@ -781,6 +798,15 @@ impl Runtime {
             attempts: run.reports,
             deduplicated: false,
         })
+    }
+}
+
+/// The refusal of a profile the policy lacks, naming those it has.
+fn unknown_profile(policy: &Policy, asked: &str) -> ExecuteError {
+    let available: Vec<&str> = policy.profiles.keys().map(String::as_str).collect();
+    ExecuteError::UnknownProfile {
+        profile: asked.to_string(),
+        available: if available.is_empty() { "none".into() } else { available.join(", ") },
     }
 }
 

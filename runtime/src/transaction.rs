@@ -6,6 +6,8 @@ pub(crate) mod history;
 pub(crate) mod path_order;
 pub(crate) mod plan;
 mod predicted;
+pub(crate) mod split;
+pub mod split_report;
 
 use crate::store::{
     Attempt, Compensation, DeadLetter, Effect, Fence, StoreError, TransactionOutcome, TransactionRecord,
@@ -70,6 +72,11 @@ pub struct AttemptReport {
     /// paths: the order they are tried in, and each one's reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub path_order: Vec<path_order::PathChoice>,
+    /// On a transaction's first attempt, when the policy splits its
+    /// transactions (`[split]`): the arm it ran on (`control`: the usual
+    /// order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_arm: Option<String>,
 }
 
 /// When and why a hedge started beside its primary attempt.

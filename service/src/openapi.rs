@@ -31,7 +31,7 @@ use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
         crate::api::model, crate::api::reload_model, crate::api::nodes,
         crate::api::read_events, crate::api::groups, crate::api::acknowledge, crate::api::predictions,
         crate::api::list_webhooks, crate::api::webhook_dead_letters, crate::api::replay_webhook_letters,
-        crate::api::breakers, crate::api::quota,
+        crate::api::breakers, crate::api::quota, crate::api::paths_report,
     ),
     components(schemas(ErrorBody, ErrorDetail, ModuleInfo, SubmitBody, Accepted, TransactionView,
         TransactionSummary, TransactionList, NodesView, NodeStatus, LeaseView, BulkBody, BulkReplayReport,

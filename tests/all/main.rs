@@ -30,6 +30,7 @@ mod peers;
 mod predicted_stream;
 mod python_tour;
 mod runaway;
+mod split;
 mod store;
 
 /// Fails to compile unless a module named after the guest exists here.

@@ -57,6 +57,13 @@ async fn each_caller_gets_the_paths_in_the_order_its_profile_prefers() {
     let error = runtime.execute(&module, &policy, charge("o-5", Some("reckless"))).await.unwrap_err();
     assert!(matches!(error, ExecuteError::UnknownProfile { .. }), "{error}");
     assert!(error.to_string().contains("cautious, hurried"), "{error}");
+
+    // A policy that describes no paths orders nothing, and still refuses a
+    // profile it lacks instead of running as if none were named.
+    let plain_policy = txmirror_tests::policy(&gateway_policy(&primary, &backup));
+    let error = runtime.execute(&module, &plain_policy, charge("o-6", Some("hurried"))).await.unwrap_err();
+    assert!(matches!(error, ExecuteError::UnknownProfile { .. }), "{error}");
+    assert!(error.to_string().contains("none"), "{error}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod events;
 mod inspect;
 mod model;
 mod nodes;
+mod paths;
 mod put_policy;
 mod run;
 mod serve;
@@ -61,6 +62,9 @@ pub(crate) enum Command {
     /// Tokens for the service.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// How a module's paths fare: its A/B split's arms compared.
+    #[command(subcommand)]
+    Paths(paths::PathsCommand),
     /// Certificates for the service's HTTPS.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -92,6 +96,7 @@ impl Command {
             Self::Serve(command) => command.execute(target).await,
             Self::Token(command) => command.execute(target).await,
             Self::Tls(command) => command.execute(target).await,
+            Self::Paths(command) => command.execute(target).await,
             Self::Model(command) => command.execute(target).await,
             Self::Nodes(command) => command.execute(target).await,
             Self::Webhooks(command) => command.execute(target).await,

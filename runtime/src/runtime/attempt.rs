@@ -385,6 +385,7 @@ impl Runtime {
                 explored: seed.explore,
                 hedge: None,
                 path_order: Vec::new(),
+                split_arm: None,
             },
             result,
             baseline,
@@ -408,6 +409,7 @@ impl Runtime {
         let path = report.attempt.path.clone();
         if run.reports.is_empty() {
             report.path_order = run.path_order.clone();
+            report.split_arm = run.split_arm.clone();
         }
         if let Some(raised) = raised_timeouts {
             run.raised_timeouts.insert(path.clone(), raised);

@@ -20,6 +20,33 @@ impl Runtime {
         self.inner.store.transactions(after, limit)?.into_iter().map(RecordedTransaction::decode).collect()
     }
 
+    /// How the arms of `module`'s split compare (see
+    /// `transaction/split_report.rs`), over the first `scan` transaction
+    /// records of the store (of every module; records are kept in id
+    /// order), each attempt priced by `policy`'s paths.
+    pub fn split_report(
+        &self,
+        module: &str,
+        policy: &crate::Policy,
+        scan: usize,
+    ) -> Result<crate::transaction::split_report::SplitReport, StoreError> {
+        const PAGE: usize = 500;
+        let mut records = Vec::new();
+        let mut after: Option<String> = None;
+        while records.len() < scan {
+            let page = self.transactions(after.as_deref(), PAGE.min(scan - records.len()))?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            let full = page.len() == PAGE.min(scan - records.len());
+            records.extend(page);
+            if !full {
+                break;
+            }
+        }
+        let arms = crate::transaction::split_report::compare(module, &records, &policy.paths);
+        Ok(crate::transaction::split_report::SplitReport { module: module.to_string(), scanned: records.len(), arms })
+    }
+
     /// Dead letters, oldest first, at most `limit`.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterReport>, StoreError> {
         self.dead_letters_matching(&DeadLetterFilter::default(), limit)

@@ -98,6 +98,7 @@ mod tests {
             explored: false,
             hedge: None,
             path_order: Vec::new(),
+            split_arm: None,
         }
     }
 

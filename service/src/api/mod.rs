@@ -7,6 +7,7 @@ mod model;
 mod modules;
 mod nodes;
 mod ops;
+mod paths;
 mod quota;
 mod request_body;
 mod streams;
@@ -40,6 +41,7 @@ pub(crate) use modules::{
 };
 pub(crate) use nodes::__path_nodes;
 pub(crate) use ops::{__path_healthz, __path_metrics, __path_readyz};
+pub(crate) use paths::__path_report as __path_paths_report;
 pub(crate) use quota::__path_quota;
 pub(crate) use streams::{__path_acknowledge, __path_groups, __path_predictions, __path_read_events};
 pub(crate) use transaction_events::__path_transaction_events;
@@ -67,6 +69,7 @@ pub fn app(state: AppState) -> Router {
             "/v1/modules/{hash}/transactions",
             post(transactions::submit).layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES)),
         )
+        .route("/v1/modules/{hash}/paths/report", get(paths::report))
         .route("/v1/transactions", get(transactions::list_transactions))
         .route("/v1/transactions/{id}", get(transactions::show_transaction))
         .route("/v1/transactions/{id}/events", get(transaction_events::transaction_events))
