@@ -91,6 +91,9 @@ pub struct Policy {
     /// `[[split.arms]]`; see `transaction/split.rs`).
     #[serde(default)]
     pub split: SplitSettings,
+    /// What a caller is told while a transaction runs long (`[phases]`).
+    #[serde(default)]
+    pub phases: PhaseSettings,
     /// `prediction.rules` (or the defaults), checked and compiled.
     #[serde(skip)]
     rules: RuleSet,
@@ -124,6 +127,7 @@ impl Default for Policy {
             paths: BTreeMap::new(),
             profiles: BTreeMap::new(),
             split: SplitSettings::default(),
+            phases: PhaseSettings::default(),
             rules: RuleSet::defaults(),
         }
     }
@@ -385,6 +389,23 @@ impl Default for Profile {
     fn default() -> Self {
         Self { risk_tolerance: default_risk_tolerance(), speed_weight: default_speed_weight() }
     }
+}
+
+/// The phases of a transaction that runs long (`[phases]`), as the
+/// service tells its caller: past `delayed_after_ms` it is `delayed` (its
+/// status stream says so); past `background_after_ms` a synchronous
+/// submission is answered `202` with its id, and it goes on in the
+/// background (the status stream, or polling, tells how it ends).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseSettings {
+    /// Milliseconds from acceptance after which a pending transaction is
+    /// `delayed`.
+    #[serde(default)]
+    pub delayed_after_ms: Option<u64>,
+    /// Milliseconds after which a synchronous submission stops waiting.
+    #[serde(default)]
+    pub background_after_ms: Option<u64>,
 }
 
 /// A/B arms (`[split]`): each arm takes a share of the transactions that
@@ -1176,6 +1197,19 @@ impl Policy {
                     return Err((format!("profiles.{name}.{key}"), "must be from 0 to 1".into()));
                 }
             }
+        }
+        for (key, value) in [
+            ("phases.delayed_after_ms", self.phases.delayed_after_ms),
+            ("phases.background_after_ms", self.phases.background_after_ms),
+        ] {
+            if value.is_some_and(|ms| !(1..=86_400_000).contains(&ms)) {
+                return Err((key.into(), "must be from 1 to 86400000 (a day)".into()));
+            }
+        }
+        if let (Some(delayed), Some(background)) = (self.phases.delayed_after_ms, self.phases.background_after_ms)
+            && delayed >= background
+        {
+            return Err(("phases.delayed_after_ms".into(), "must be below phases.background_after_ms".into()));
         }
         let mut arms = std::collections::BTreeSet::new();
         let mut total = 0.0;

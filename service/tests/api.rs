@@ -122,7 +122,7 @@ async fn asynchronous_submission_polling_idempotency_and_list_filters() {
     let deposit = json!({ "path": "deposit", "input": { "account": "a", "amount": 7 }, "transaction_id": "async-1" });
     let (status, accepted) = client.send_with(later(), deposit.to_string()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
-    assert_eq!(accepted, json!({ "transaction_id": "async-1", "deduplicated": false }));
+    assert_eq!(accepted, json!({ "transaction_id": "async-1", "deduplicated": false, "background": false }));
     let view = poll(&client, "async-1").await;
     assert_eq!(view["status"], "committed", "{view}");
 
@@ -133,7 +133,7 @@ async fn asynchronous_submission_polling_idempotency_and_list_filters() {
     let first_id = first["transaction_id"].as_str().unwrap().to_string();
     let (status, second) = client.send_with(keyed(), transfer).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(second, json!({ "transaction_id": first_id, "deduplicated": true }));
+    assert_eq!(second, json!({ "transaction_id": first_id, "deduplicated": true, "background": false }));
     let view = poll(&client, &first_id).await;
     assert_eq!(view["status"], "failed", "no account b: {view}");
     assert_eq!(view["record"]["outcome"]["kind"], "rejected", "{view}");

@@ -81,3 +81,52 @@ async fn a_client_follows_its_transaction_until_it_ends() {
         Call::as_(state, "globex", Client).send("GET", &format!("/v1/transactions/{id}/events"), Body::empty()).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's transaction is not there");
 }
+
+/// The policy's phases: past `delayed_after_ms` the status stream says the
+/// transaction is `delayed`; past `background_after_ms` a synchronous
+/// submission stops waiting and is answered `202`, and the transaction
+/// goes on to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_transaction_is_delayed_then_goes_on_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = open(&common::config(dir.path())).await;
+    let state = &service.state;
+    let slow = Behaviour {
+        status: 201,
+        body: r#"{"charge_id": "ch_1"}"#.into(),
+        delay: Duration::from_millis(1500),
+        ..Default::default()
+    };
+    let gateway = TestServer::start(slow).await;
+    let policy = format!(
+        "{}[phases]\ndelayed_after_ms = 200\nbackground_after_ms = 500\n",
+        txmirror_tests::payment_grants(&gateway.url(), &gateway.url())
+    );
+    let hash = install(state, "acme", guests::PAYMENT, &policy).await;
+    let input = json!({ "input": { "order_id": "o-1", "amount_cents": 100, "currency": "EUR" } });
+    let started = std::time::Instant::now();
+    let (status, accepted) = Call::as_(state, "acme", Client)
+        .send("POST", &format!("/v1/modules/{hash}/transactions"), input.to_string())
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(accepted["background"], true, "{accepted}");
+    assert!(waited >= Duration::from_millis(500), "answered before the background phase: {waited:?}");
+    let id = accepted["transaction_id"].as_str().unwrap();
+    let events = follow(state, id).await;
+    let statuses: Vec<&str> = events.iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["delayed", "committed"], "{events:?}");
+    assert!(events[0]["delayed_ms"].as_u64().unwrap() >= 200, "{events:?}");
+    assert_eq!(gateway.received().iter().filter(|r| r.method == "POST").count(), 1, "charged once");
+
+    // Phases that cannot hold are refused with the policy.
+    let (status, body) = Call::as_(state, "acme", txmirror_service::Role::Operator)
+        .send(
+            "PUT",
+            &format!("/v1/modules/{hash}/policy"),
+            format!("{policy}\n").replace("background_after_ms = 500", "background_after_ms = 100"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("phases.delayed_after_ms"), "{body}");
+}

@@ -5,7 +5,9 @@
 //! Each event is `event: status`, its data `{"transaction_id", "status",
 //! "dead_lettered", "path", "attempts"}`: one at once, then one whenever
 //! the status changes; the stream ends after the transaction has ended
-//! (`committed` or `failed`). It follows the store, so a transaction
+//! (`committed` or `failed`). A pending transaction that has run past its
+//! policy's `[phases] delayed_after_ms` is `delayed` (with `delayed_ms`,
+//! how long since its acceptance). It follows the store, so a transaction
 //! another node runs, or takes over, is followed as well.
 
 use super::transactions::{Found, find, view};
@@ -24,17 +26,34 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 const LONGEST: Duration = Duration::from_secs(600);
 
 /// What a status event says.
-fn status_of(id: &str, found: Found) -> (String, serde_json::Value) {
+fn status_of(tenant: &Tenant, id: &str, found: Found) -> (String, serde_json::Value) {
+    let delayed = match &found {
+        Found::Pending(pending) => delayed_for(tenant, &pending.module, pending.accepted_unix_ms),
+        Found::Recorded { .. } => None,
+    };
     let view = view(id, found);
     let record = view.record.as_ref();
-    let data = json!({
+    let status = if delayed.is_some() { "delayed".to_string() } else { view.status };
+    let mut data = json!({
         "transaction_id": id,
-        "status": view.status,
+        "status": status,
         "dead_lettered": view.dead_lettered,
         "path": record.map(|r| r.path.clone()),
         "attempts": record.map_or(0, |r| r.attempts.len()),
     });
-    (view.status, data)
+    if let Some(delayed_ms) = delayed {
+        data["delayed_ms"] = json!(delayed_ms);
+    }
+    (status, data)
+}
+
+/// How long a pending transaction of `module` accepted at `accepted_unix_ms`
+/// has run, if its policy calls that delayed.
+fn delayed_for(tenant: &Tenant, module: &str, accepted_unix_ms: u64) -> Option<u64> {
+    let threshold = tenant.module(module).ok()?.policy?.phases.delayed_after_ms?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    let ran = u64::try_from(now.as_millis()).ok()?.saturating_sub(accepted_unix_ms);
+    (ran >= threshold).then_some(ran)
 }
 
 /// A transaction's status as it changes, until it ends.
@@ -50,7 +69,7 @@ pub(crate) async fn transaction_events(
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, ServiceError> {
     caller.require(&[Role::Client, Role::Operator])?;
     let found = find(&caller.tenant, &id)?.ok_or_else(|| ServiceError::NotFound(format!("no transaction {id}")))?;
-    let first = status_of(&id, found);
+    let first = status_of(&caller.tenant, &id, found);
     let tenant: Arc<Tenant> = caller.tenant.clone();
     let started = Instant::now();
     /// The last status sent, and whether the stream is done.
@@ -70,7 +89,7 @@ pub(crate) async fn transaction_events(
                 if let Some((status, data)) = at.next.take()
                     && at.last.as_deref() != Some(status.as_str())
                 {
-                    at.done = status != "pending";
+                    at.done = status != "pending" && status != "delayed";
                     at.last = Some(status);
                     return Some((Ok(Event::default().event("status").data(data.to_string())), at));
                 }
@@ -79,7 +98,7 @@ pub(crate) async fn transaction_events(
                 }
                 tokio::time::sleep(POLL_EVERY).await;
                 match find(&tenant, &id) {
-                    Ok(Some(found)) => at.next = Some(status_of(&id, found)),
+                    Ok(Some(found)) => at.next = Some(status_of(&tenant, &id, found)),
                     // Pending a moment ago and now nowhere cannot happen
                     // (the record is written as the acceptance ends); a
                     // failing store ends the stream, saying so.

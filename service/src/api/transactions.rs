@@ -43,6 +43,11 @@ pub struct Accepted {
     /// Whether the idempotency key was already bound: the id is the
     /// transaction that holds it, and nothing new was accepted.
     pub deduplicated: bool,
+    /// Whether a synchronous submission stopped waiting: the transaction
+    /// ran past its policy's `[phases] background_after_ms` and goes on
+    /// in the background.
+    #[serde(default)]
+    pub background: bool,
 }
 
 /// A transaction as `GET /v1/transactions/{id}` shows it.
@@ -156,8 +161,12 @@ fn wants_async(headers: &HeaderMap) -> bool {
 }
 
 fn accepted(id: String, deduplicated: bool) -> Response {
-    let location = HeaderValue::from_str(&format!("/v1/transactions/{id}"));
-    let mut response = (StatusCode::ACCEPTED, Json(Accepted { transaction_id: id, deduplicated })).into_response();
+    accepted_as(Accepted { transaction_id: id, deduplicated, background: false })
+}
+
+fn accepted_as(answer: Accepted) -> Response {
+    let location = HeaderValue::from_str(&format!("/v1/transactions/{}", answer.transaction_id));
+    let mut response = (StatusCode::ACCEPTED, Json(answer)).into_response();
     if let Ok(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -304,11 +313,21 @@ pub(crate) async fn submit(
         running,
         in_flight: Some(in_flight),
     };
-    let handle = spawn_run(&state, launch);
+    let background_after = policy.phases.background_after_ms.map(Duration::from_millis);
+    let mut handle = spawn_run(&state, launch);
     if asynchronous {
         return Ok(accepted(id, false));
     }
-    match handle.await {
+    // Past the policy's background phase the caller stops waiting; the
+    // run goes on (it is tracked for shutdown like any other).
+    let ended = match background_after {
+        Some(after) => match tokio::time::timeout(after, &mut handle).await {
+            Ok(ended) => ended,
+            Err(_) => return Ok(accepted_as(Accepted { transaction_id: id, deduplicated: false, background: true })),
+        },
+        None => handle.await,
+    };
+    match ended {
         Ok(Ok(report)) => Ok(Json(report).into_response()),
         Ok(Err(error)) => Err(error),
         Err(join) => Err(ServiceError::Internal(format!("the transaction's task failed: {join}"))),
