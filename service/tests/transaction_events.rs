@@ -40,18 +40,18 @@ async fn follow(state: &AppState, id: &str) -> Vec<Value> {
     events
 }
 
+/// A payment gateway that charges after `delay`.
+async fn slow_gateway(delay: Duration) -> TestServer {
+    TestServer::start(Behaviour { status: 201, body: r#"{"charge_id": "ch_1"}"#.into(), delay, ..Default::default() })
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_follows_its_transaction_until_it_ends() {
     let dir = tempfile::tempdir().unwrap();
     let service = open(&common::config(dir.path())).await;
     let state = &service.state;
-    let slow = Behaviour {
-        status: 201,
-        body: r#"{"charge_id": "ch_1"}"#.into(),
-        delay: Duration::from_millis(400),
-        ..Default::default()
-    };
-    let gateway = TestServer::start(slow).await;
+    let gateway = slow_gateway(Duration::from_millis(400)).await;
     let policy = txmirror_tests::payment_grants(&gateway.url(), &gateway.url());
     let hash = install(state, "acme", guests::PAYMENT, &policy).await;
     let submit = Request::post(format!("/v1/modules/{hash}/transactions")).header("prefer", "respond-async");
@@ -91,13 +91,7 @@ async fn a_slow_transaction_is_delayed_then_goes_on_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let service = open(&common::config(dir.path())).await;
     let state = &service.state;
-    let slow = Behaviour {
-        status: 201,
-        body: r#"{"charge_id": "ch_1"}"#.into(),
-        delay: Duration::from_millis(1500),
-        ..Default::default()
-    };
-    let gateway = TestServer::start(slow).await;
+    let gateway = slow_gateway(Duration::from_millis(1500)).await;
     let policy = format!(
         "{}[phases]\ndelayed_after_ms = 200\nbackground_after_ms = 500\n",
         txmirror_tests::payment_grants(&gateway.url(), &gateway.url())
