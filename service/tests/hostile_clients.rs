@@ -240,3 +240,30 @@ async fn errors_outside_the_handlers_are_json_too() {
         assert!(!body["error"]["message"].as_str().unwrap_or_default().is_empty(), "{body}");
     }
 }
+
+/// What is not HTTP at all (raw bytes in the request line, a header name
+/// that is not a token, a head too large) is answered in the same JSON
+/// format, by hyper's status, and the connection is closed; the service
+/// goes on answering.
+#[tokio::test]
+async fn requests_that_are_not_http_are_answered_in_json_too() {
+    let server = start(ServerConfig::default()).await;
+    let huge = format!("GET /healthz HTTP/1.1\r\nhost: test\r\nx-big: {}\r\n\r\n", "a".repeat(1 << 20));
+    let cases: [(&[u8], &str); 4] = [
+        (b"GET /v1/transactions/\xff\xfe HTTP/1.1\r\nhost: test\r\n\r\n", "HTTP/1.1 400"),
+        (b"\x00\x01\x02 not http\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET / HTTP/1.1\r\nho\xffst: test\r\n\r\n", "HTTP/1.1 400"),
+        (huge.as_bytes(), "HTTP/1.1 431"),
+    ];
+    for (request, status) in cases {
+        let mut stream = TcpStream::connect(server.address).await.unwrap();
+        // A server that closes mid-request may reset the rest of a long one.
+        let _ = stream.write_all(request).await;
+        let answer = read_to_end(&mut stream, Duration::from_secs(5)).await.expect("answered and closed");
+        assert!(answer.starts_with(status), "{answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {answer}"));
+        assert!(!error_code(&json).is_empty() && json["error"]["message"].is_string(), "{json}");
+    }
+    assert_eq!(healthz(server.address).await, "HTTP/1.1 200 OK");
+}

@@ -36,7 +36,7 @@ pub(crate) async fn as_json(response: Response) -> Response {
 }
 
 /// The code of an error that no handler named.
-fn code(status: StatusCode) -> String {
+pub(crate) fn code(status: StatusCode) -> String {
     match status {
         StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "bad_request".into(),
         StatusCode::NOT_FOUND => "not_found".into(),

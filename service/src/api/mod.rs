@@ -3,6 +3,7 @@
 mod breakers;
 mod dead_letters;
 mod error_format;
+pub(crate) use error_format::code as error_code;
 mod model;
 mod modules;
 mod nodes;

@@ -34,8 +34,9 @@ impl Connections {
         self.open.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn refused(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+    /// One more refused; how many so far.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn timed_out(&self) {

@@ -13,6 +13,9 @@
 //! - with `[server.tls]`, every connection is HTTPS ([`tls`]), its
 //!   handshake held to the head's deadline.
 //!
+//! A request hyper cannot parse is answered in the JSON error format too
+//! ([`parse_errors`]).
+//!
 //! Long polls and synchronous transactions are not cut short: a request
 //! being handled is not idle, and event streams send a keep-alive comment.
 
@@ -20,6 +23,7 @@ mod activity;
 pub mod body_deadline;
 mod config;
 mod connections;
+mod parse_errors;
 mod tls;
 
 pub use config::ServerConfig;
@@ -73,8 +77,13 @@ pub async fn serve(
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = config.max_connections, "a connection over the limit was closed");
-            connections.refused();
+            // Logged at the 1st, 2nd, 4th, 8th… refusal: a flood of
+            // connections must not become a flood of log lines (the
+            // metric counts every one).
+            let refused = connections.refused();
+            if refused.is_power_of_two() {
+                tracing::warn!(%peer, max = config.max_connections, refused, "connections over the limit were closed");
+            }
             drop(stream);
             continue;
         };
@@ -149,6 +158,7 @@ impl Connection {
                 }
             })
         };
+        let stream = parse_errors::JsonParseErrors::new(stream);
         let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::select! {
             result = connection => match result {
