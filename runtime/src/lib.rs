@@ -48,7 +48,7 @@ pub use instance::module::{Module, ModuleError};
 pub use policy::{Policy, PolicyError};
 pub use randomness::Randomness;
 pub use runtime::{ExecuteError, ModelConfig, ReplayError, ReplayedLetter, Runtime, RuntimeConfig, StartError};
-pub use runtime::{KeyClaim, KeyState, scoped_key};
+pub use runtime::{KeyClaim, KeyState, Progress, scoped_key};
 pub use trace::Trace;
 pub use transaction::split_report::{ArmReport, Estimate, SplitReport};
 pub use transaction::{

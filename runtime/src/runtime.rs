@@ -4,6 +4,8 @@ mod attempt;
 mod dead_letters;
 mod idempotency;
 mod learning;
+mod progress;
+pub use progress::Progress;
 mod records;
 
 pub use dead_letters::{ReplayError, ReplayedLetter};
@@ -210,6 +212,8 @@ struct RuntimeInner {
     prior: MirrorPrior,
     /// Transactions running per idempotency key, for requests that share one.
     in_flight: Mutex<HashMap<String, idempotency::Running>>,
+    /// The attempt each running transaction is at.
+    progress: progress::Running,
     /// Keys held by accepted transactions that have not ended (see
     /// [`Runtime::claim_key`]), with the request and the holder's id.
     accepted_keys: Mutex<HashMap<String, (Fingerprint, String)>>,
@@ -393,6 +397,7 @@ impl Runtime {
                 hedge_delays: HedgeDelays::default(),
                 prior: MirrorPrior::default(),
                 in_flight: Mutex::new(HashMap::new()),
+                progress: progress::Running::default(),
                 accepted_keys: Mutex::new(HashMap::new()),
                 online,
                 predicted: Arc::default(),
@@ -433,6 +438,7 @@ impl Runtime {
                 hedge_delays: HedgeDelays::default(),
                 prior: MirrorPrior::default(),
                 in_flight: Mutex::new(HashMap::new()),
+                progress: progress::Running::default(),
                 accepted_keys: Mutex::new(HashMap::new()),
                 online,
                 predicted: Arc::default(),
@@ -720,6 +726,7 @@ impl Runtime {
             paths = run.path_order.iter().map(|choice| choice.path.clone()).collect();
         }
         run.split_arm = arm.map(|arm| arm.name);
+        let _done = self.inner.progress.until_done(&run.id);
         // What follows each failed attempt is the plan's to say (see
         // `transaction/plan.rs`); this loop only carries it out.
         let mut plan = Plan::new(paths, &policy.retry);
@@ -728,6 +735,8 @@ impl Runtime {
         let mut last_failure = None;
         let mut ended_by_final_failure = false;
         while let Some(path) = plan.path().map(str::to_owned) {
+            let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
+            self.inner.progress.attempt(&run.id, number, &path, unix_millis(self.inner.clock.now()));
             // The next path is where a divert goes and what a hedge runs.
             let next_path = plan.next_path().map(str::to_owned);
             let what = PathTry { path: &path, next_path: next_path.as_deref(), input: &request.input };

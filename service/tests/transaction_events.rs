@@ -61,10 +61,18 @@ async fn a_client_follows_its_transaction_until_it_ends() {
     let id = accepted["transaction_id"].as_str().unwrap();
 
     let events = follow(state, id).await;
+    // Pending (once at first, again when its one attempt starts, if the
+    // first event came before it), then committed.
     let statuses: Vec<&str> = events.iter().map(|e| e["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["pending", "committed"], "{events:?}");
-    assert_eq!(events[1]["path"], "charge");
-    assert_eq!(events[1]["attempts"], 1);
+    let (last, pending) = statuses.split_last().unwrap();
+    assert_eq!(*last, "committed", "{events:?}");
+    assert!(!pending.is_empty() && pending.len() <= 2 && pending.iter().all(|s| *s == "pending"), "{events:?}");
+    for event in &events[..pending.len()] {
+        assert!(event.get("attempt").is_none_or(|attempt| *attempt == 1), "{event}");
+    }
+    let ended = events.last().unwrap();
+    assert_eq!(ended["path"], "charge");
+    assert_eq!(ended["attempts"], 1);
     assert_eq!(events[0]["transaction_id"], id);
 
     // An ended transaction: one event, and the stream ends.
@@ -123,4 +131,37 @@ async fn a_slow_transaction_is_delayed_then_goes_on_in_the_background() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("phases.delayed_after_ms"), "{body}");
+}
+
+/// While the transaction runs on the node that answers, each new attempt is
+/// an event of its own, with its number and path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_attempt_is_told_as_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = open(&common::config(dir.path())).await;
+    let state = &service.state;
+    let failing =
+        Behaviour { status: 503, body: "down".into(), delay: Duration::from_millis(400), ..Default::default() };
+    let primary = TestServer::start(failing).await;
+    let backup = slow_gateway(Duration::from_millis(400)).await;
+    let policy = format!(
+        "alternative_paths = [\"charge-backup\"]\n[retry]\nmax_attempts = 1\n{}",
+        txmirror_tests::payment_grants(&primary.url(), &backup.url())
+    );
+    let hash = install(state, "acme", guests::PAYMENT, &policy).await;
+    let submit = Request::post(format!("/v1/modules/{hash}/transactions")).header("prefer", "respond-async");
+    let input = json!({ "input": { "order_id": "o-1", "amount_cents": 100, "currency": "EUR" } });
+    let (status, accepted) = Call::as_(state, "acme", Client).send_with(submit, input.to_string()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let events = follow(state, accepted["transaction_id"].as_str().unwrap()).await;
+    let attempts: Vec<(u64, &str)> = events
+        .iter()
+        .filter(|event| event["status"] == "pending")
+        .map(|event| (event["attempt"].as_u64().unwrap_or(0), event["attempt_path"].as_str().unwrap_or("")))
+        .collect();
+    assert!(attempts.contains(&(1, "charge")), "{events:?}");
+    assert!(attempts.iter().any(|(n, path)| *n >= 2 && *path == "charge-backup"), "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!((last["status"].as_str(), last["path"].as_str()), (Some("committed"), Some("charge-backup")));
+    assert!(last.get("attempt").is_none(), "an ended transaction has no attempt in progress: {last}");
 }

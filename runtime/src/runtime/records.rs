@@ -47,6 +47,12 @@ impl Runtime {
         Ok(crate::transaction::split_report::SplitReport { module: module.to_string(), scanned: records.len(), arms })
     }
 
+    /// The attempt a transaction running on this runtime is at; `None` if
+    /// it does not run here (ended, pending elsewhere, or not started).
+    pub fn progress(&self, id: &str) -> Option<crate::Progress> {
+        self.inner.progress.of(id)
+    }
+
     /// Dead letters, oldest first, at most `limit`.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterReport>, StoreError> {
         self.dead_letters_matching(&DeadLetterFilter::default(), limit)

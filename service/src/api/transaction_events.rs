@@ -7,7 +7,9 @@
 //! the status changes; the stream ends after the transaction has ended
 //! (`committed` or `failed`). A pending transaction that has run past its
 //! policy's `[phases] delayed_after_ms` is `delayed` (with `delayed_ms`,
-//! how long since its acceptance). It follows the store, so a transaction
+//! how long since its acceptance). While it runs on the node that answers,
+//! each event also says its attempt (`attempt`, `attempt_path`), and a
+//! new attempt is an event of its own. It follows the store, so a transaction
 //! another node runs, or takes over, is followed as well.
 
 use super::transactions::{Found, find, view};
@@ -25,8 +27,9 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 /// reconnects (the first event says where it is).
 const LONGEST: Duration = Duration::from_secs(600);
 
-/// What a status event says.
-fn status_of(tenant: &Tenant, id: &str, found: Found) -> (String, serde_json::Value) {
+/// What a status event says: the status, what makes the event new (the
+/// status and, while it runs here, its attempt), and the event's data.
+fn status_of(tenant: &Tenant, id: &str, found: Found) -> (String, String, serde_json::Value) {
     let delayed = match &found {
         Found::Pending(pending) => delayed_for(tenant, &pending.module, pending.accepted_unix_ms),
         Found::Recorded { .. } => None,
@@ -44,7 +47,15 @@ fn status_of(tenant: &Tenant, id: &str, found: Found) -> (String, serde_json::Va
     if let Some(delayed_ms) = delayed {
         data["delayed_ms"] = json!(delayed_ms);
     }
-    (status, data)
+    let mut key = status.clone();
+    if record.is_none()
+        && let Some(progress) = tenant.runtime().progress(id)
+    {
+        data["attempt"] = json!(progress.attempt);
+        data["attempt_path"] = json!(progress.path);
+        key = format!("{status} {}", progress.attempt);
+    }
+    (status, key, data)
 }
 
 /// How long a pending transaction of `module` accepted at `accepted_unix_ms`
@@ -72,10 +83,11 @@ pub(crate) async fn transaction_events(
     let first = status_of(&caller.tenant, &id, found);
     let tenant: Arc<Tenant> = caller.tenant.clone();
     let started = Instant::now();
-    /// The last status sent, and whether the stream is done.
+    /// What made the last event (its status and attempt), the next one,
+    /// and whether the stream is done.
     struct Following {
         last: Option<String>,
-        next: Option<(String, serde_json::Value)>,
+        next: Option<(String, String, serde_json::Value)>,
         done: bool,
     }
     let start = Following { last: None, next: Some(first), done: false };
@@ -86,11 +98,11 @@ pub(crate) async fn transaction_events(
                 if at.done {
                     return None;
                 }
-                if let Some((status, data)) = at.next.take()
-                    && at.last.as_deref() != Some(status.as_str())
+                if let Some((status, key, data)) = at.next.take()
+                    && at.last.as_deref() != Some(key.as_str())
                 {
                     at.done = status != "pending" && status != "delayed";
-                    at.last = Some(status);
+                    at.last = Some(key);
                     return Some((Ok(Event::default().event("status").data(data.to_string())), at));
                 }
                 if !state.admission.is_open() || started.elapsed() > LONGEST {
