@@ -12,7 +12,7 @@
 //! new attempt is an event of its own. It follows the store, so a transaction
 //! another node runs, or takes over, is followed as well.
 
-use super::transactions::{Found, find, view};
+use super::transactions::{Found, find, unix_ms, view};
 use crate::auth::{Caller, Role};
 use crate::{AppState, ErrorBody, ServiceError, Tenant};
 use axum::extract::{Path, State};
@@ -62,8 +62,7 @@ fn status_of(tenant: &Tenant, id: &str, found: Found) -> (String, String, serde_
 /// has run, if its policy calls that delayed.
 fn delayed_for(tenant: &Tenant, module: &str, accepted_unix_ms: u64) -> Option<u64> {
     let threshold = tenant.module(module).ok()?.policy?.phases.delayed_after_ms?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
-    let ran = u64::try_from(now.as_millis()).ok()?.saturating_sub(accepted_unix_ms);
+    let ran = unix_ms().saturating_sub(accepted_unix_ms);
     (ran >= threshold).then_some(ran)
 }
 
