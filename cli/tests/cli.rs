@@ -353,3 +353,50 @@ fn a_workload_refuses_bad_options_and_missing_modules_clearly() {
     let out = txmirror(&data, &["workload", "--mode", "sometimes"]);
     assert_eq!(out.status.code(), Some(2), "clap refuses an unknown mode");
 }
+
+/// The first Ctrl-C (a real `SIGINT`) given to `txmirror run` while its
+/// charge is in flight cancels the transaction: the charge is waited for,
+/// nothing commits, and the compensation refunds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_a_run_and_refunds_what_it_had_sent() {
+    use txmirror_tests::{Behaviour, TestServer};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let gateway = TestServer::start(Behaviour {
+        status: 201,
+        body: r#"{"charge_id": "ch_1"}"#.into(),
+        delay: std::time::Duration::from_millis(1500),
+        ..Default::default()
+    })
+    .await;
+    let policy = dir.path().join("payment.toml");
+    let grants = txmirror_tests::payment_grants(&gateway.url(), &gateway.url());
+    std::fs::write(&policy, format!("compensation_path = \"refund\"\n{grants}")).unwrap();
+    let input = r#"{"order_id":"o-1","amount_cents":100,"currency":"EUR"}"#;
+    let child = Command::new(env!("CARGO_BIN_EXE_txmirror"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["run", guests::PAYMENT, "--policy", policy.to_str().unwrap(), "--input", input])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let charged = || gateway.received().iter().any(|r| r.method == "POST" && r.uri == "/charges");
+    for _ in 0..600 {
+        if charged() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(charged(), "the charge was never sent: {:?}", gateway.received());
+    let interrupted = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(interrupted.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("cancelling the transaction"), "{stderr}");
+    assert!(stdout.contains("cancelled_by_caller") && stdout.contains(".compensation (committed)"), "{stdout}");
+    let posts = |uri: &str| gateway.received().iter().filter(|r| r.method == "POST" && r.uri == uri).count();
+    assert_eq!((posts("/charges"), posts("/refunds")), (1, 1), "{:?}", gateway.received());
+}

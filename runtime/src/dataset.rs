@@ -166,7 +166,7 @@ pub(crate) fn scored(report: &AttemptReport) -> Option<Scored<'_>> {
     };
     let (outcome, stopped) = match &report.attempt.outcome {
         AttemptOutcome::Committed => ("committed".to_string(), false),
-        AttemptOutcome::Failed { kind, .. } => (kind.to_string(), kind.stopped_by_gate()),
+        AttemptOutcome::Failed { kind, .. } => (kind.to_string(), kind.says_nothing_of_the_path()),
     };
     let action = action_of(report);
     let adjusted = matches!(action.as_str(), "adjust_timeouts" | "grant" | "delay");

@@ -55,4 +55,4 @@ pub use transaction::{
     AttemptReport, DeadLetterFilter, DeadLetterReport, DryRun, HedgeStart, HedgeTrigger, KEPT_NOTICES, NoticeKind,
     PredictionNotice, PredictionStats, RecordedTransaction, TxReport, TxRequest,
 };
-pub use vocab::{Action, Failure, FailureKind, GateStage, GateVerdict, Role};
+pub use vocab::{Action, CancelToken, Failure, FailureKind, GateStage, GateVerdict, Role};

@@ -37,7 +37,7 @@ use crate::transaction::history;
 use crate::transaction::plan::{AttemptFailed, Next, Plan};
 use crate::transaction::split;
 use crate::transaction::{AttemptReport, DryRun, PredictedStreams, TxReport, TxRequest};
-use crate::vocab::{Failure, FailureKind, Role};
+use crate::vocab::{CancelToken, Failure, FailureKind, Role};
 use attempt::PathTry;
 use idempotency::{Fingerprint, input_hash};
 use std::collections::HashMap;
@@ -288,6 +288,8 @@ struct TransactionRun {
     path_order: Vec<crate::transaction::path_order::PathChoice>,
     /// The A/B arm it runs on, when the policy splits (`[split]`).
     split_arm: Option<String>,
+    /// Its caller's cancel flag, if it can be cancelled.
+    cancel: Option<CancelToken>,
 }
 
 /// Why a transaction runs.
@@ -700,6 +702,7 @@ impl Runtime {
             fence: request.fence.clone(),
             path_order: Vec::new(),
             split_arm: None,
+            cancel: request.cancel.clone(),
         };
 
         // The default path falls back on the alternatives, in order; a path
@@ -734,7 +737,16 @@ impl Runtime {
         let mut turn: Option<Turn> = None;
         let mut last_failure = None;
         let mut ended_by_final_failure = false;
+        let mut cancelled = false;
         while let Some(path) = plan.path().map(str::to_owned) {
+            // A cancel is looked at before each attempt, and within one
+            // where stopping is safe (see `vocab/cancel.rs`).
+            if run.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+                cancelled = true;
+                let when = if run.attempts.is_empty() { "before its first attempt" } else { "between two attempts" };
+                last_failure = Some(attempt::cancelled_by_caller(last_failure, when));
+                break;
+            }
             let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
             self.inner.progress.attempt(&run.id, number, &path, unix_millis(self.inner.clock.now()));
             // The next path is where a divert goes and what a hedge runs.
@@ -747,6 +759,11 @@ impl Runtime {
                 }
                 AttemptEnd::Failed(failure) => failure,
             };
+            if failure.kind == FailureKind::CancelledByCaller {
+                cancelled = true;
+                last_failure = Some(failure);
+                break;
+            }
             let unmirrored = run.reports.last().is_some_and(|r| r.mirror.is_none() && !sent_unsafe(&r.primary));
             let next = plan.failed(AttemptFailed {
                 kind: failure.kind,
@@ -758,7 +775,16 @@ impl Runtime {
             last_failure = Some(failure);
             match next {
                 Next::Retry(delay) if delay.is_zero() => {}
-                Next::Retry(delay) => self.inner.clock.sleep(delay).await,
+                // A cancel cuts the wait short; the loop's next turn ends it.
+                Next::Retry(delay) => match &run.cancel {
+                    Some(cancel) => {
+                        tokio::select! {
+                            () = self.inner.clock.sleep(delay) => {}
+                            () = cancel.cancelled() => {}
+                        }
+                    }
+                    None => self.inner.clock.sleep(delay).await,
+                },
                 Next::SecondLook => {}
                 Next::FollowingPath => turn = None,
                 Next::DeadLetter => break,
@@ -769,9 +795,22 @@ impl Runtime {
             }
         }
 
-        let failure = last_failure.unwrap_or_else(|| Failure::new(FailureKind::Conflict, "no attempt was made"));
+        let mut failure = last_failure.unwrap_or_else(|| Failure::new(FailureKind::Conflict, "no attempt was made"));
+        // A cancelled transaction goes to no queue: its caller chose its
+        // end. What its attempts sent is compensated, told what was sent.
+        if cancelled && let Some(compensation) = self.compensate_cancelled(module, policy, &run, &request.input).await?
+        {
+            let ended = match &compensation.outcome {
+                TransactionOutcome::Committed { .. } => "committed".to_string(),
+                TransactionOutcome::Failed { kind, .. } => format!("failed {kind}, and is dead-lettered"),
+            };
+            failure.message = format!(
+                "{}; what it had sent is compensated by {} ({ended})",
+                failure.message, compensation.transaction_id
+            );
+        }
         // A failed replay adds nothing to the queue: its letter stays.
-        let dead_letter = if ended_by_final_failure || purpose == Purpose::Replay {
+        let dead_letter = if ended_by_final_failure || cancelled || purpose == Purpose::Replay {
             None
         } else {
             Some(self.compensate_and_dead_letter(module, policy, &request, &requested, &run, &failure).await?)
@@ -781,7 +820,10 @@ impl Runtime {
         // retry may run; the letter keeps the key, so that its replay and
         // that retry cannot both commit. A failed replay releases it, so
         // that the letter can be replayed again at once.
-        let claim = if ended_by_final_failure && purpose != Purpose::Replay { run.claim.take() } else { None };
+        // A cancelled one keeps its key, too: the same request is answered
+        // with its end, not run again behind its caller's back.
+        let claim =
+            if (ended_by_final_failure || cancelled) && purpose != Purpose::Replay { run.claim.take() } else { None };
         let outcome = TransactionOutcome::Failed { kind: failure.kind, message: failure.message.clone() };
         let last_path = run.attempts.last().map_or(requested, |a| a.path.clone());
         self.inner.store.record_outcome(

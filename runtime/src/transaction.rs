@@ -13,7 +13,7 @@ use crate::store::{
     Attempt, Compensation, DeadLetter, Effect, Fence, StoreError, TransactionOutcome, TransactionRecord,
 };
 use crate::trace::Trace;
-use crate::vocab::Failure;
+use crate::vocab::{CancelToken, Failure};
 use serde::{Deserialize, Serialize};
 
 pub use dead_letter_filter::DeadLetterFilter;
@@ -44,6 +44,9 @@ pub struct TxRequest {
     /// (see [`Fence`]): its commit, or its failure's record, is refused
     /// once another node has taken the lease over.
     pub fence: Option<Fence>,
+    /// The flag a caller sets to stop the transaction (see [`CancelToken`]);
+    /// `None` if nobody can cancel it.
+    pub cancel: Option<CancelToken>,
 }
 
 /// One attempt, with the traces of both twins.

@@ -304,6 +304,7 @@ pub(crate) fn request_of(id: &str, pending: &PendingTx, fence: Option<Fence>) ->
         caller: pending.caller.clone(),
         profile: pending.profile.clone(),
         fence,
+        cancel: None,
     })
 }
 
@@ -342,6 +343,8 @@ pub(crate) struct Launch {
 /// finishes even if the client goes away.
 pub(crate) fn spawn_run(state: &AppState, launch: Launch) -> JoinHandle<Result<TxReport, ServiceError>> {
     let Launch { tenant, id, request, registered, run, claim, running, in_flight } = launch;
+    // Cancelled through this node's note that it runs the transaction.
+    let request = TxRequest { cancel: Some(running.cancel_token()), ..request };
     tenant.metrics().started();
     let fence = request.fence.clone();
     state.admission.running.spawn(async move {

@@ -17,9 +17,10 @@ use crate::AppState;
 use crate::catalog::NodeInfo;
 use crate::config::NodeConfig;
 use crate::lifecycle::{self, Launch, Run};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use txmirror_runtime::CancelToken;
 use txmirror_runtime::store::{Accepted, Fence, StoreError};
 
 /// How many lapsed leases one pass takes per tenant.
@@ -39,18 +40,28 @@ pub struct Node {
     pub name: String,
     /// How long a lease lasts unless renewed.
     pub lease: Duration,
-    /// The transactions this node runs now, `(tenant, id)`: a lease of its
-    /// own whose transaction is not among them was left by a run that the
-    /// store failed, and is run again.
-    running: Arc<Mutex<HashSet<(String, String)>>>,
+    /// The transactions this node runs now, `(tenant, id)`, with the flag
+    /// that cancels each: a lease of its own whose transaction is not among
+    /// them was left by a run that the store failed, and is run again.
+    running: Registry,
 }
+
+type Registry = Arc<Mutex<HashMap<(String, String), CancelToken>>>;
 
 /// A transaction this node runs, from before its acceptance to its run's
 /// end: dropping it says the run is over.
 #[derive(Debug)]
 pub(crate) struct Running {
-    registry: Arc<Mutex<HashSet<(String, String)>>>,
+    registry: Registry,
     key: (String, String),
+    cancel: CancelToken,
+}
+
+impl Running {
+    /// The flag that [`Node::cancel`] sets for this transaction.
+    pub(crate) fn cancel_token(&self) -> CancelToken {
+        self.cancel.clone()
+    }
 }
 
 impl Drop for Running {
@@ -70,8 +81,28 @@ impl Node {
     /// `None` if it runs it already.
     pub(crate) fn run(&self, tenant: &str, transaction_id: &str) -> Option<Running> {
         let key = (tenant.to_string(), transaction_id.to_string());
-        let fresh = self.running.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone());
-        fresh.then(|| Running { registry: self.running.clone(), key })
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if running.contains_key(&key) {
+            return None;
+        }
+        let cancel = CancelToken::new();
+        running.insert(key.clone(), cancel.clone());
+        Some(Running { registry: self.running.clone(), key, cancel })
+    }
+
+    /// Whether the caller of a transaction this node runs has cancelled it.
+    pub(crate) fn cancel_requested(&self, tenant: &str, transaction_id: &str) -> bool {
+        let key = (tenant.to_string(), transaction_id.to_string());
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running.get(&key).is_some_and(CancelToken::is_cancelled)
+    }
+
+    /// Asks a transaction this node runs to stop; `false` if it runs no
+    /// such transaction (another node may, or none does).
+    pub(crate) fn cancel(&self, tenant: &str, transaction_id: &str) -> bool {
+        let key = (tenant.to_string(), transaction_id.to_string());
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running.get(&key).inspect(|token| token.cancel()).is_some()
     }
 
     pub(crate) fn info(&self, address: String) -> NodeInfo {

@@ -1,9 +1,9 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use crate::api::{
-    Accepted, Acknowledgement, BreakerInfo, BulkBody, BulkDropReport, BulkReplayReport, EventPage, GroupOffset,
-    LeaseView, ModuleInfo, NodesView, PredictedNotice, PredictedPage, PredictionReport, QuotaView, ReplayedLetter,
-    StreamEvent, SubmitBody, TransactionList, TransactionSummary, TransactionView,
+    Accepted, Acknowledgement, BreakerInfo, BulkBody, BulkDropReport, BulkReplayReport, Cancelling, EventPage,
+    GroupOffset, LeaseView, ModuleInfo, NodesView, PredictedNotice, PredictedPage, PredictionReport, QuotaView,
+    ReplayedLetter, StreamEvent, SubmitBody, TransactionList, TransactionSummary, TransactionView,
 };
 use crate::catalog::{DeliveryLetter, NodeStatus};
 use crate::error::{ErrorBody, ErrorDetail};
@@ -26,6 +26,7 @@ use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
         crate::api::upload_module, crate::api::list_modules, crate::api::show_module, crate::api::delete_module,
         crate::api::put_policy, crate::api::get_policy,
         crate::api::submit, crate::api::list_transactions, crate::api::show_transaction, crate::api::transaction_events,
+        crate::api::cancel,
         crate::api::dead_letters, crate::api::dead_letter, crate::api::drop_dead_letter, crate::api::replay,
         crate::api::replay_matching, crate::api::drop_matching,
         crate::api::model, crate::api::reload_model, crate::api::nodes,
@@ -33,7 +34,7 @@ use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
         crate::api::list_webhooks, crate::api::webhook_dead_letters, crate::api::replay_webhook_letters,
         crate::api::breakers, crate::api::quota, crate::api::paths_report,
     ),
-    components(schemas(ErrorBody, ErrorDetail, ModuleInfo, SubmitBody, Accepted, TransactionView,
+    components(schemas(ErrorBody, ErrorDetail, ModuleInfo, SubmitBody, Accepted, Cancelling, TransactionView,
         TransactionSummary, TransactionList, NodesView, NodeStatus, LeaseView, BulkBody, BulkReplayReport,
         BulkDropReport, ReplayedLetter, StreamEvent, EventPage, Acknowledgement, GroupOffset, PredictedNotice, PredictedPage, PredictionReport,
         WebhookView, StreamProgress, DeliveryLetter, ReplayReport, BreakerInfo, QuotaView, QuotaUsage,
@@ -132,9 +133,12 @@ fn link(path: &str, method: &str, operation: &mut utoipa::openapi::path::Operati
             "$response.body#/hash",
             &["show_module", "get_policy", "put_policy", "submit", "delete_module"],
         ),
-        ("/v1/modules/{hash}/transactions", "post") => {
-            (&["200", "202"], "id", "$response.body#/transaction_id", &["show_transaction", "transaction_events"])
-        }
+        ("/v1/modules/{hash}/transactions", "post") => (
+            &["200", "202"],
+            "id",
+            "$response.body#/transaction_id",
+            &["show_transaction", "transaction_events", "cancel"],
+        ),
         _ => return,
     };
     for status in statuses {

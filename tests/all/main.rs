@@ -9,6 +9,7 @@
 mod bank_transfer;
 mod bank_transfer_python;
 mod breakers;
+mod cancel;
 mod contract_0_1_0;
 mod crash_safety;
 mod effects;

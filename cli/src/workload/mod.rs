@@ -589,6 +589,7 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
                 caller: None,
                 profile: None,
                 fence: None,
+                cancel: None,
             };
             let sent = Instant::now();
             let report = runtime.execute(&module, &policy, request).await;

@@ -72,6 +72,9 @@ fn classify_trap(error: &wasmtime::Error, state: &InstanceState, wall_time: Dura
     if state.cancelled {
         return Failure::new(FailureKind::Cancelled, "stopped: the other path of the hedge won");
     }
+    if state.cancelled_by_caller {
+        return Failure::new(FailureKind::CancelledByCaller, "stopped: its caller cancelled the transaction");
+    }
     if state.limiter.memory_limit_hit {
         return Failure::new(
             FailureKind::MemoryLimit,
@@ -149,6 +152,7 @@ pub(crate) async fn run_instance(
     // The wall time is read at every tick: the predictor may raise it.
     let timeouts = setup.timeouts.clone();
     let cancelled = setup.cancelled.clone();
+    let caller_cancel = setup.caller_cancel.clone();
     let adjust = setup.adjust;
     store.set_epoch_deadline(1);
     let limit = granted.clone();
@@ -162,6 +166,10 @@ pub(crate) async fn run_instance(
         if cancelled.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
             context.data_mut().cancelled = true;
             return Err(wasmtime::format_err!("cancelled: the other path of the hedge won"));
+        }
+        if caller_cancel.as_ref().is_some_and(crate::vocab::CancelToken::is_cancelled) {
+            context.data_mut().cancelled_by_caller = true;
+            return Err(wasmtime::format_err!("cancelled by its caller"));
         }
         if let Some(watch) = &watch {
             let current = limit.load(Ordering::SeqCst);

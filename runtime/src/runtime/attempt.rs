@@ -23,7 +23,7 @@ use crate::store::{
 };
 use crate::trace::{HostCall, TraceEvent, TraceRecorder};
 use crate::transaction::{AttemptReport, HedgeStart, HedgeTrigger, TxReport, history};
-use crate::vocab::{Failure, FailureKind, GateStage, Role};
+use crate::vocab::{CancelToken, Failure, FailureKind, GateStage, Role};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -80,11 +80,29 @@ struct AttemptSeed<'a> {
     /// The transaction whose sent calls the guest is told of.
     facts_of: &'a str,
     fence: Option<&'a Fence>,
+    /// The caller's cancel flag, if the transaction can be cancelled.
+    cancel: Option<&'a CancelToken>,
 }
 
 /// The failure of an attempt that lost a hedge race.
 fn cancelled() -> Failure {
     GateDecision::Cancelled.failure()
+}
+
+/// The failure of a transaction its caller cancelled `when`, and what its
+/// last attempt had failed of meanwhile, if anything.
+pub(super) fn cancelled_by_caller(meanwhile: Option<Failure>, when: &str) -> Failure {
+    match meanwhile {
+        Some(failure) if failure.kind == FailureKind::CancelledByCaller => failure,
+        Some(failure) => Failure::new(
+            FailureKind::CancelledByCaller,
+            format!(
+                "its caller cancelled the transaction {when} (its attempt had ended {}: {})",
+                failure.kind, failure.message
+            ),
+        ),
+        None => Failure::new(FailureKind::CancelledByCaller, format!("its caller cancelled the transaction {when}")),
+    }
 }
 
 /// How the gate before the commit waited for the mirror: from when, on the
@@ -124,7 +142,7 @@ impl Runtime {
             Purpose::Replay => replayed(&run.id).unwrap_or(&run.id),
             Purpose::Request | Purpose::Compensation => &run.id,
         };
-        let (transaction_id, fence) = (journal_id.to_string(), run.fence.clone());
+        let (transaction_id, fence, cancel) = (journal_id.to_string(), run.fence.clone(), run.cancel.clone());
         // A compensation is told what the transaction it compensates sent.
         let facts_of = match run.purpose {
             Purpose::Compensation => compensated(&run.id).unwrap_or(&run.id).to_string(),
@@ -147,6 +165,7 @@ impl Runtime {
             transaction_id: &transaction_id,
             facts_of: &facts_of,
             fence: fence.as_ref(),
+            cancel: cancel.as_ref(),
         };
         let hedge_path = next_path.filter(|_| mirrored);
         let Some(hedge_path) = hedge_path else {
@@ -220,6 +239,7 @@ impl Runtime {
         );
         setup.timeouts = Arc::new(AttemptTimeouts::new(&policy.resource_requirements, seed.carried_timeouts));
         setup.cancelled = seat.as_ref().map(HedgeSeat::cancelled);
+        setup.caller_cancel = seed.cancel.cloned();
         setup.adjust = !seed.explore;
         setup.input = Arc::new(InputProfile::read(seed.input, &policy.prediction.inputs, path));
         setup.journal = Some(Arc::new(EffectJournal::new(
@@ -360,6 +380,12 @@ impl Runtime {
                 Purpose::Compensation => Ok(output),
             })
             .map(|output| Ready { reads: primary.reads, writes: primary.writes, events: primary.events, output });
+        // The last place a cancel is looked at: an attempt ready to commit
+        // commits nothing once its caller has cancelled, and one that failed
+        // meanwhile (a call refused after the cancel, say) ends as cancelled.
+        if seed.cancel.is_some_and(CancelToken::is_cancelled) {
+            result = Err(cancelled_by_caller(result.err(), "before its commit"));
+        }
         if let Some(seat) = &seat {
             // Ready to commit: win the race, or learn that the other won.
             match &result {
@@ -489,7 +515,7 @@ impl Runtime {
         // An attempt the gate stopped says nothing of its path: counted as
         // the path's failure, it would raise the failure rate the predictor
         // reads, and each diversion would call for the next.
-        if !result.as_ref().is_err_and(|failure| failure.kind.stopped_by_gate()) {
+        if !result.as_ref().is_err_and(|failure| failure.kind.says_nothing_of_the_path()) {
             let key = (module.hash(), path.as_str(), input.conditions.as_slice());
             self.inner.paths.observe(key, baseline, result.is_err(), Instant::now());
         }

@@ -35,6 +35,8 @@ fn compensation_request(run: &TransactionRun, path: &str, input: &[u8], fence: O
         caller: Some(run.caller.clone()),
         profile: None,
         fence,
+        // A compensation undoes: it is not the caller's to stop.
+        cancel: None,
     }
 }
 
@@ -84,6 +86,28 @@ impl Runtime {
             dead_lettered_unix_ms: unix_millis(self.inner.clock.now()),
             idempotency_key: request.idempotency_key.clone(),
         })
+    }
+
+    /// Runs the compensation path, if any, for a transaction its caller
+    /// cancelled after one of its attempts sent an unsafe call that may have
+    /// acted. The compensation is told those calls (see
+    /// `EffectJournal::sent`) and runs under the transaction's lease, which
+    /// holds until its record is written. A compensation that fails is
+    /// dead-lettered as its own transaction (`ID.compensation`).
+    pub(super) async fn compensate_cancelled(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        run: &TransactionRun,
+        input: &[u8],
+    ) -> Result<Option<Compensation>, ExecuteError> {
+        let Some(path) = &policy.compensation_path else { return Ok(None) };
+        if run.purpose != Purpose::Request || !run.reports.iter().any(|a| super::may_have_acted(&a.primary)) {
+            return Ok(None);
+        }
+        let request = compensation_request(run, path, input, run.fence.clone());
+        let report = Box::pin(self.execute_once(module, policy, request, None, Purpose::Compensation)).await?;
+        Ok(Some(Compensation { path: path.clone(), transaction_id: report.transaction_id, outcome: report.outcome }))
     }
 
     /// Runs the compensation path, if any, for what the transaction's
@@ -249,6 +273,7 @@ impl Runtime {
             caller: None,
             profile: None,
             fence: None,
+            cancel: None,
         };
         let report = self.execute_for(module, policy, request, Purpose::Replay).await?;
         if report.commit_version().is_some() {

@@ -56,10 +56,14 @@ pub enum FailureKind {
     /// and the policy says not to send it again
     /// (`effects.in_doubt = "dead_letter"`).
     EffectInDoubt,
+    /// The caller cancelled the transaction (`POST /v1/transactions/{id}/cancel`):
+    /// it was stopped where stopping is safe and committed nothing; what an
+    /// attempt had sent already is compensated.
+    CancelledByCaller,
 }
 
 impl FailureKind {
-    const ALL: [Self; 18] = [
+    const ALL: [Self; 19] = [
         Self::Validation,
         Self::Rejected,
         Self::Unavailable,
@@ -78,6 +82,7 @@ impl FailureKind {
         Self::Interrupted,
         Self::EffectMismatch,
         Self::EffectInDoubt,
+        Self::CancelledByCaller,
     ];
 
     /// The kind with this stable name.
@@ -106,6 +111,7 @@ impl FailureKind {
             Self::Interrupted => "interrupted",
             Self::EffectMismatch => "effect_mismatch",
             Self::EffectInDoubt => "effect_in_doubt",
+            Self::CancelledByCaller => "cancelled_by_caller",
         }
     }
 
@@ -114,6 +120,13 @@ impl FailureKind {
     /// path did not fail; the predictor acted.
     pub fn stopped_by_gate(self) -> bool {
         matches!(self, Self::Diverted | Self::PredictedFailure | Self::Cancelled)
+    }
+
+    /// Whether the failure says nothing of the path it ran on: the gate
+    /// stopped it, or its caller did. Such a failure is not learnt as the
+    /// path's, nor taken as a label for the predictor.
+    pub fn says_nothing_of_the_path(self) -> bool {
+        self.stopped_by_gate() || self == Self::CancelledByCaller
     }
 
     /// Whether the failure ends the transaction whatever the retry policy

@@ -7,6 +7,7 @@
 //! of the pipeline can use these words without depending on each other.
 
 mod action;
+mod cancel;
 mod failure;
 mod hosts;
 mod name;
@@ -14,6 +15,7 @@ mod role;
 mod verdict;
 
 pub use action::Action;
+pub use cancel::CancelToken;
 pub use failure::{Failure, FailureKind};
 pub(crate) use hosts::{HostGrant, HostPort, endpoint_name};
 pub use name::{MAX_NAME_LEN, validate_name};

@@ -1,6 +1,7 @@
 //! The HTTP routes, one file per resource.
 
 mod breakers;
+mod cancel;
 mod dead_letters;
 mod error_format;
 pub(crate) use error_format::code as error_code;
@@ -17,6 +18,7 @@ mod transactions;
 mod webhooks;
 
 pub use breakers::BreakerInfo;
+pub use cancel::Cancelling;
 pub use dead_letters::{BulkBody, BulkDropReport, BulkReplayReport, ReplayedLetter};
 pub use modules::ModuleInfo;
 pub use nodes::{LeaseView, NodesView};
@@ -32,6 +34,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 pub(crate) use breakers::__path_breakers;
+pub(crate) use cancel::__path_cancel;
 pub(crate) use dead_letters::__path_dead_letters;
 pub(crate) use dead_letters::{__path_dead_letter, __path_drop_dead_letter, __path_replay};
 pub(crate) use dead_letters::{__path_drop_matching, __path_replay_matching};
@@ -74,6 +77,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/transactions", get(transactions::list_transactions))
         .route("/v1/transactions/{id}", get(transactions::show_transaction))
         .route("/v1/transactions/{id}/events", get(transaction_events::transaction_events))
+        .route("/v1/transactions/{id}/cancel", post(cancel::cancel))
         .route("/v1/dlq", get(dead_letters::dead_letters))
         // Static segments win over `{id}`: a transaction id is never
         // `replay` or `drop` (see `transactions::check_id`).

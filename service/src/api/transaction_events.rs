@@ -7,7 +7,8 @@
 //! the status changes; the stream ends after the transaction has ended
 //! (`committed` or `failed`). A pending transaction that has run past its
 //! policy's `[phases] delayed_after_ms` is `delayed` (with `delayed_ms`,
-//! how long since its acceptance). While it runs on the node that answers,
+//! how long since its acceptance); one whose caller has cancelled it, on
+//! the node that runs it, is `cancelling` until it ends. While it runs on the node that answers,
 //! each event also says its attempt (`attempt`, `attempt_path`), and a
 //! new attempt is an event of its own. It follows the store, so a transaction
 //! another node runs, or takes over, is followed as well.
@@ -29,14 +30,21 @@ const LONGEST: Duration = Duration::from_secs(600);
 
 /// What a status event says: the status, what makes the event new (the
 /// status and, while it runs here, its attempt), and the event's data.
-fn status_of(tenant: &Tenant, id: &str, found: Found) -> (String, String, serde_json::Value) {
-    let delayed = match &found {
-        Found::Pending(pending) => delayed_for(tenant, &pending.module, pending.accepted_unix_ms),
-        Found::Recorded { .. } => None,
+fn status_of(state: &AppState, tenant: &Tenant, id: &str, found: Found) -> (String, String, serde_json::Value) {
+    let (delayed, cancelling) = match &found {
+        Found::Pending(pending) => (
+            delayed_for(tenant, &pending.module, pending.accepted_unix_ms),
+            state.node.cancel_requested(tenant.name(), id),
+        ),
+        Found::Recorded { .. } => (None, false),
     };
     let view = view(id, found);
     let record = view.record.as_ref();
-    let status = if delayed.is_some() { "delayed".to_string() } else { view.status };
+    let status = match (cancelling, delayed) {
+        (true, _) => "cancelling".to_string(),
+        (false, Some(_)) => "delayed".to_string(),
+        (false, None) => view.status,
+    };
     let mut data = json!({
         "transaction_id": id,
         "status": status,
@@ -79,7 +87,7 @@ pub(crate) async fn transaction_events(
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, ServiceError> {
     caller.require(&[Role::Client, Role::Operator])?;
     let found = find(&caller.tenant, &id)?.ok_or_else(|| ServiceError::NotFound(format!("no transaction {id}")))?;
-    let first = status_of(&caller.tenant, &id, found);
+    let first = status_of(&state, &caller.tenant, &id, found);
     let tenant: Arc<Tenant> = caller.tenant.clone();
     let started = Instant::now();
     /// What made the last event (its status and attempt), the next one,
@@ -100,7 +108,7 @@ pub(crate) async fn transaction_events(
                 if let Some((status, key, data)) = at.next.take()
                     && at.last.as_deref() != Some(key.as_str())
                 {
-                    at.done = status != "pending" && status != "delayed";
+                    at.done = !matches!(status.as_str(), "pending" | "delayed" | "cancelling");
                     at.last = Some(key);
                     return Some((Ok(Event::default().event("status").data(data.to_string())), at));
                 }
@@ -109,7 +117,7 @@ pub(crate) async fn transaction_events(
                 }
                 tokio::time::sleep(POLL_EVERY).await;
                 match find(&tenant, &id) {
-                    Ok(Some(found)) => at.next = Some(status_of(&tenant, &id, found)),
+                    Ok(Some(found)) => at.next = Some(status_of(&state, &tenant, &id, found)),
                     // Pending a moment ago and now nowhere cannot happen
                     // (the record is written as the acceptance ends); a
                     // failing store ends the stream, saying so.

@@ -389,7 +389,7 @@ fn held_for_another(
         || input.as_deref() != Some(request.input.as_slice()))
 }
 
-fn status(record: &RecordedTransaction) -> &'static str {
+pub(super) fn status(record: &RecordedTransaction) -> &'static str {
     match record.outcome {
         TransactionOutcome::Committed { .. } => "committed",
         _ => "failed",

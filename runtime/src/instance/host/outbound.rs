@@ -19,7 +19,7 @@
 
 use crate::policy::{MirrorSettings, Policy, SafeCalls, Stub};
 use crate::trace::{HostCall, HttpOutcome, TraceRecorder};
-use crate::vocab::Role;
+use crate::vocab::{CancelToken, Role};
 use crate::vocab::{HostGrant, HostPort, endpoint_name};
 use bytes::Bytes;
 use http::{Method, Response};
@@ -90,7 +90,14 @@ pub(crate) struct OutboundHooks {
     pub(crate) journal: Option<Arc<EffectJournal>>,
     /// Set when the attempt lost a hedge race: a request in flight stops.
     pub(crate) cancelled: Option<Arc<AtomicBool>>,
+    /// Set when the caller cancels the transaction: no unsafe call is sent
+    /// after it, and a safe one in flight stops waiting.
+    pub(crate) caller_cancel: Option<CancelToken>,
 }
+
+/// Why a call was not sent, or stopped waiting, after its caller cancelled
+/// the transaction.
+const CALLER_CANCELLED: &str = "stopped: its caller cancelled the transaction";
 
 /// How often a request in flight looks whether its attempt lost its race.
 const CANCEL_POLL: Duration = Duration::from_millis(5);
@@ -278,12 +285,21 @@ impl WasiHttpHooks for OutboundHooks {
         };
         let mirror = self.role == Role::Mirror;
         let cancelled = self.cancelled.clone();
+        // An unsafe call in flight is never abandoned: its answer is the
+        // journal's to learn, and the compensation's to know.
+        let caller_cancel = self.caller_cancel.clone();
+        let stop_waiting = caller_cancel.clone().filter(|_| safe);
         let memory = self.memory.clone();
         Box::new(async move {
             if let Some((gate, nth, primary)) = gate
                 && let Verdict::Stop(reason) = gate.before_unsafe_call(nth, at, &primary).await
             {
                 record(HttpOutcome::Denied { reason }, declared);
+                return Err(HttpError::HttpRequestDenied);
+            }
+            // Looked at after the gate, which may have waited for the mirror.
+            if !mirror && !safe && caller_cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+                record(HttpOutcome::Denied { reason: CALLER_CANCELLED.to_string() }, declared);
                 return Err(HttpError::HttpRequestDenied);
             }
             // Keyed and journalled before it leaves; not sent again if an
@@ -368,20 +384,29 @@ impl WasiHttpHooks for OutboundHooks {
             };
             // In a hedge race the other attempt won: this one stops waiting
             // for its answer (it holds no token, so the call is a safe one).
+            // A safe call stops waiting, too, when the caller cancels.
             let lost = async move {
-                let Some(flag) = cancelled else { return std::future::pending().await };
-                while !flag.load(Ordering::SeqCst) {
+                if cancelled.is_none() && stop_waiting.is_none() {
+                    return std::future::pending().await;
+                }
+                loop {
+                    if cancelled.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst)) {
+                        return "stopped: the other path of the hedge won";
+                    }
+                    if stop_waiting.as_ref().is_some_and(CancelToken::is_cancelled) {
+                        return CALLER_CANCELLED;
+                    }
                     tokio::time::sleep(CANCEL_POLL).await;
                 }
             };
             let outcome = tokio::select! {
                 outcome = tokio::time::timeout(timeout, exchange) => outcome,
-                () = lost => {
+                why = lost => {
                     if !mirror {
                         breakers.abandon(&host);
                     }
-                    record(HttpOutcome::Failed { error: "stopped: the other path of the hedge won".into() }, declared);
-                    return Err(HttpError::InternalError(Some("cancelled: the other path of the hedge won".into())));
+                    record(HttpOutcome::Failed { error: why.to_string() }, declared);
+                    return Err(HttpError::InternalError(Some(why.to_string())));
                 }
             };
             let observe = |status: Option<u16>, retry_after: Option<Duration>| {

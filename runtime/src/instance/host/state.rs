@@ -15,7 +15,7 @@ use crate::policy::{Access, Policy};
 use crate::predict::InputProfile;
 use crate::store::{EventEntry, StateSnapshot};
 use crate::trace::TraceRecorder;
-use crate::vocab::Role;
+use crate::vocab::{CancelToken, Role};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use std::sync::Arc;
@@ -38,6 +38,8 @@ pub(crate) struct InstanceState {
     pub(crate) deadline_hit: bool,
     /// Set when the instance was stopped because its attempt lost a hedge race.
     pub(crate) cancelled: bool,
+    /// Set when the instance was stopped because its caller cancelled the transaction.
+    pub(crate) cancelled_by_caller: bool,
     /// Where the mirror's events are published as it emits them.
     pub(crate) event_tap: Option<EventTap>,
     /// The primary's claims on the keys it writes, for other transactions' predictors.
@@ -78,6 +80,9 @@ pub(crate) struct InstanceSetup {
     pub(crate) timeouts: Arc<AttemptTimeouts>,
     /// Set when the attempt lost a hedge race: its instances stop.
     pub(crate) cancelled: Option<Arc<AtomicBool>>,
+    /// Set when the caller cancels the transaction: its instances stop,
+    /// and the primary sends no unsafe call more.
+    pub(crate) caller_cancel: Option<CancelToken>,
     /// Where the primary's writes are announced while the attempt runs.
     pub(crate) write_claims: Option<Arc<WriteClaims>>,
     /// Whether the predictor may adjust the primary (grants); false for an
@@ -142,6 +147,7 @@ impl InstanceSetup {
             resource_watch: None,
             timeouts,
             cancelled: None,
+            caller_cancel: None,
             write_claims: None,
             adjust: true,
             input: Arc::default(),
@@ -237,6 +243,7 @@ impl InstanceState {
             },
             deadline_hit: false,
             cancelled: false,
+            cancelled_by_caller: false,
             event_tap: if role == Role::Mirror { setup.event_tap.clone() } else { None },
             write_claims: if role == Role::Primary { setup.write_claims.clone() } else { None },
             wasi: wasi.build(),
@@ -257,6 +264,7 @@ impl InstanceState {
                 input: setup.input.clone(),
                 journal: setup.journal.clone(),
                 cancelled: setup.cancelled.clone(),
+                caller_cancel: setup.caller_cancel.clone(),
             },
             trace,
             table: ResourceTable::new(),
