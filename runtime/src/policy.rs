@@ -1349,6 +1349,13 @@ impl Policy {
             if let Err(reason) = crate::vocab::validate_name(stream) {
                 return Err((format!("capabilities.streams[{index}]"), reason));
             }
+            if stream.starts_with(crate::vocab::RESERVED_STREAM_PREFIX) {
+                let reason = format!(
+                    "`{stream}` is the runtime's own: streams named `{}…` cannot be granted",
+                    crate::vocab::RESERVED_STREAM_PREFIX
+                );
+                return Err((format!("capabilities.streams[{index}]"), reason));
+            }
         }
         for (index, host) in self.capabilities.outbound_hosts.iter().enumerate() {
             HostGrant::parse(host).map_err(|reason| (format!("capabilities.outbound_hosts[{index}]"), reason))?;
@@ -1501,6 +1508,7 @@ mod tests {
             ("[resource_requirements]\nmemory_mib = 100000", "resource_requirements.memory_mib"),
             ("[capabilities]\noutbound_hosts = [\"http://x/y\"]", "capabilities.outbound_hosts[0]"),
             ("[capabilities]\nstreams = [\"ok\", \"\"]", "capabilities.streams[1]"),
+            ("[capabilities]\nstreams = [\"ok\", \"txmirror.status\"]", "capabilities.streams[1]"),
             ("[capabilities]\noutbound_hosts = [\"a.test\", \"2130706433\"]", "capabilities.outbound_hosts[1]"),
             ("[capabilities]\noutbound_hosts = [\"user@a.test\"]", "capabilities.outbound_hosts[0]"),
             ("[mirror]\nsend_methods = [\"GET\", \"DELETE\"]", "mirror.send_methods[1]"),

@@ -36,6 +36,7 @@ use crate::trace::{HostCall, HttpOutcome, Trace, TraceRecorder};
 use crate::transaction::history;
 use crate::transaction::plan::{AttemptFailed, Next, Plan};
 use crate::transaction::split;
+use crate::transaction::status::Ended;
 use crate::transaction::{AttemptReport, DryRun, PredictedStreams, TxReport, TxRequest};
 use crate::vocab::{CancelToken, Failure, FailureKind, Role};
 use attempt::PathTry;
@@ -44,6 +45,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
@@ -214,6 +216,9 @@ struct RuntimeInner {
     in_flight: Mutex<HashMap<String, idempotency::Running>>,
     /// The attempt each running transaction is at.
     progress: progress::Running,
+    /// Whether each transaction's end is written to the status stream
+    /// (see [`Runtime::publish_statuses`]).
+    publish_statuses: AtomicBool,
     /// Keys held by accepted transactions that have not ended (see
     /// [`Runtime::claim_key`]), with the request and the holder's id.
     accepted_keys: Mutex<HashMap<String, (Fingerprint, String)>>,
@@ -290,6 +295,8 @@ struct TransactionRun {
     split_arm: Option<String>,
     /// Its caller's cancel flag, if it can be cancelled.
     cancel: Option<CancelToken>,
+    /// Whom its status event names to be told of its end.
+    notify: Option<String>,
 }
 
 /// Why a transaction runs.
@@ -400,6 +407,7 @@ impl Runtime {
                 prior: MirrorPrior::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 progress: progress::Running::default(),
+                publish_statuses: AtomicBool::new(false),
                 accepted_keys: Mutex::new(HashMap::new()),
                 online,
                 predicted: Arc::default(),
@@ -441,6 +449,7 @@ impl Runtime {
                 prior: MirrorPrior::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 progress: progress::Running::default(),
+                publish_statuses: AtomicBool::new(false),
                 accepted_keys: Mutex::new(HashMap::new()),
                 online,
                 predicted: Arc::default(),
@@ -516,6 +525,20 @@ impl Runtime {
     /// leaves the current one in place.
     pub fn reload_model(&self) -> Result<Option<Reloaded>, ModelError> {
         self.inner.model.as_ref().map(|slot| slot.reload()).transpose()
+    }
+
+    /// Writes each transaction's end, from now on, as an event on the
+    /// status stream ([`STATUS_STREAM`](crate::vocab::STATUS_STREAM)) in
+    /// the same storage transaction as its record, or stops. Off by
+    /// default: an event per transaction is a cost only a consumer repays
+    /// (the service turns it on for a tenant with a status webhook).
+    pub fn publish_statuses(&self, on: bool) {
+        self.inner.publish_statuses.store(on, Ordering::SeqCst);
+    }
+
+    /// The status event of a transaction's end, if statuses are published.
+    fn status_event(&self, ended: &Ended<'_>) -> Option<crate::store::EventEntry> {
+        self.inner.publish_statuses.load(Ordering::SeqCst).then(|| ended.event())
     }
 
     /// Limits this runtime to `max` instances at once (at least 2, a
@@ -703,6 +726,7 @@ impl Runtime {
             path_order: Vec::new(),
             split_arm: None,
             cancel: request.cancel.clone(),
+            notify: request.notify.clone(),
         };
 
         // The default path falls back on the alternatives, in order; a path
@@ -826,6 +850,16 @@ impl Runtime {
             if (ended_by_final_failure || cancelled) && purpose != Purpose::Replay { run.claim.take() } else { None };
         let outcome = TransactionOutcome::Failed { kind: failure.kind, message: failure.message.clone() };
         let last_path = run.attempts.last().map_or(requested, |a| a.path.clone());
+        let status = self.status_event(&Ended {
+            transaction_id: &run.id,
+            status: "failed",
+            module: module.hash(),
+            path: &last_path,
+            attempts: run.attempts.len(),
+            failure: Some(&failure),
+            dead_lettered: dead_letter.is_some(),
+            notify: run.notify.as_deref(),
+        });
         self.inner.store.record_outcome(
             TransactionRecord {
                 id: run.id.clone(),
@@ -839,6 +873,7 @@ impl Runtime {
             claim,
             dead_letter,
             run.fence.as_ref(),
+            status.into_iter().collect(),
         )?;
         Ok(TxReport {
             transaction_id: run.id,

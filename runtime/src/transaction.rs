@@ -8,6 +8,7 @@ pub(crate) mod plan;
 mod predicted;
 pub(crate) mod split;
 pub mod split_report;
+pub(crate) mod status;
 
 use crate::store::{
     Attempt, Compensation, DeadLetter, Effect, Fence, StoreError, TransactionOutcome, TransactionRecord,
@@ -47,6 +48,10 @@ pub struct TxRequest {
     /// The flag a caller sets to stop the transaction (see [`CancelToken`]);
     /// `None` if nobody can cancel it.
     pub cancel: Option<CancelToken>,
+    /// Whom to tell of the transaction's end (a webhook's name, say):
+    /// copied, unread, into its event on the status stream, when the runtime
+    /// publishes statuses (see `Runtime::publish_statuses`).
+    pub notify: Option<String>,
 }
 
 /// One attempt, with the traces of both twins.

@@ -18,6 +18,7 @@
 //! tenant = "acme"
 //! url = "https://billing.example.com/hooks/txmirror"
 //! streams = ["payments"]
+//! statuses = "requested"               # optional: transactions' ends too, "all" or those whose submission names it
 //! secret_env = "BILLING_WEBHOOK_SECRET" # or `secret`; signs each delivery
 //!
 //! [server]                             # optional: see `server::ServerConfig`
@@ -88,6 +89,16 @@ pub struct ServiceConfig {
     pub quotas: Vec<QuotaConfig>,
 }
 
+/// Which transactions' ends a webhook receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Statuses {
+    /// Every transaction's of its tenant.
+    All,
+    /// Those whose submission named the webhook (`"notify": "NAME"`).
+    Requested,
+}
+
 /// A receiver of a tenant's streams' events (`[[webhooks]]`): each event
 /// is POSTed to `url`, in order per stream, signed, until it is accepted
 /// (`2xx`) or has failed `max_attempts` times and is parked as a dead
@@ -102,7 +113,13 @@ pub struct WebhookConfig {
     /// Where events are POSTed: `http://` or `https://`.
     pub url: String,
     /// The streams it receives.
+    #[serde(default)]
     pub streams: Vec<String>,
+    /// Whether it receives transactions' ends too (the runtime's status
+    /// stream): every one of its tenant's, or those whose submission names
+    /// this webhook (`"notify"`).
+    #[serde(default)]
+    pub statuses: Option<Statuses>,
     /// The signing secret: `whsec_` and base64 (Standard Webhooks), or any
     /// other text, taken as bytes. Prefer `secret_env`.
     #[serde(default)]
@@ -432,11 +449,14 @@ impl ServiceConfig {
                 return Err(format!("{at}: tenant `{}` has two webhooks of this name", webhook.tenant));
             }
             check_webhook_url(&webhook.url).map_err(|reason| format!("{at}: url {reason}"))?;
-            if webhook.streams.is_empty() {
-                return Err(format!("{at} names no streams"));
+            if webhook.streams.is_empty() && webhook.statuses.is_none() {
+                return Err(format!("{at} names no streams and no statuses"));
             }
             for stream in &webhook.streams {
                 txmirror_runtime::vocab::validate_name(stream).map_err(|reason| format!("{at}: stream {reason}"))?;
+                if stream.starts_with(txmirror_runtime::vocab::RESERVED_STREAM_PREFIX) {
+                    return Err(format!("{at}: stream `{stream}` is the runtime's own; ask for `statuses` instead"));
+                }
             }
             webhook.secret_bytes().map_err(|reason| format!("{at} {reason}"))?;
             let bounded = [

@@ -40,7 +40,9 @@ pub mod server;
 mod tenant;
 
 pub use auth::Role;
-pub use config::{ConfigError, NodeConfig, RetentionConfig, ServiceConfig, StoreConfig, TokenConfig, WebhookConfig};
+pub use config::{
+    ConfigError, NodeConfig, RetentionConfig, ServiceConfig, Statuses, StoreConfig, TokenConfig, WebhookConfig,
+};
 pub use error::{ErrorBody, ServiceError};
 pub use tenant::Tenant;
 
@@ -170,6 +172,9 @@ impl Service {
             first.get_or_insert_with(|| runtime.clone());
             let quota = quota::TenantQuota::new(config.quota_of(name), max_instances);
             runtime.limit_instances(quota.instances());
+            // Transactions' ends are written to the status stream only for
+            // a tenant whose webhooks receive them.
+            runtime.publish_statuses(config.webhooks.iter().any(|w| w.tenant == name && w.statuses.is_some()));
             tenants.insert(name.to_string(), Arc::new(Tenant::new(name.to_string(), runtime, store, quota)));
         }
         let tokens = config

@@ -41,6 +41,10 @@ pub struct PendingTx {
     /// in entries written before it existed.
     #[serde(default)]
     pub profile: Option<String>,
+    /// The webhook to tell of its end, if its submission named one; absent
+    /// in entries written before it existed.
+    #[serde(default)]
+    pub notify: Option<String>,
     /// When it was accepted, in milliseconds since the Unix epoch.
     pub accepted_unix_ms: u64,
 }
@@ -305,6 +309,7 @@ pub(crate) fn request_of(id: &str, pending: &PendingTx, fence: Option<Fence>) ->
         profile: pending.profile.clone(),
         fence,
         cancel: None,
+        notify: pending.notify.clone(),
     })
 }
 

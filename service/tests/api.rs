@@ -490,6 +490,7 @@ async fn in_flight_transactions_are_ended_at_the_next_start_and_shutdown_stops_a
         idempotency_key: None,
         caller: None,
         profile: None,
+        notify: None,
         accepted_unix_ms: 1,
     };
     for (tenant, hash, id) in [("acme", &rerun_hash, "crashed-1"), ("globex", &parked_hash, "crashed-2")] {

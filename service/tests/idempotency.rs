@@ -130,6 +130,7 @@ async fn a_pending_repeat_of_a_committed_key_is_not_dead_lettered_at_the_next_st
         idempotency_key: Some("once".into()),
         caller: None,
         profile: None,
+        notify: None,
         accepted_unix_ms: 1,
     };
     common::leave_legacy_pending(&config.data_dir, "acme", "repeat", &pending);

@@ -63,6 +63,7 @@ async fn the_operator_page_shows_a_submitted_transaction_and_replays_a_dead_lett
         idempotency_key: None,
         caller: None,
         profile: None,
+        notify: None,
         accepted_unix_ms: 1,
     };
     common::leave_legacy_pending(&config.data_dir, "acme", "interrupted-1", &pending);

@@ -328,8 +328,114 @@ fn bad_webhooks_are_refused_with_the_reason() {
         (format!("{base}max_backoff_ms = 10"), "max_backoff_ms = 10 is outside"),
         (format!("{base}colour = \"red\""), "unknown field"),
         (format!("{base}\n[[webhooks]]\n{base}"), "two webhooks of this name"),
+        (format!("{base}statuses = \"sometimes\""), "unknown variant `sometimes`"),
+        (with("[\"transfers\"]", "[\"txmirror.status\"]"), "is the runtime's own; ask for `statuses`"),
     ] {
         let error = parse(&webhook).expect_err(&webhook).to_string();
         assert!(error.contains(expected), "{webhook}\n→ {error}");
+    }
+}
+
+/// A webhook that receives statuses, on `url`: every end of the tenant's
+/// transactions (`all`), or those whose submission names it (`requested`).
+fn status_webhook(name: &str, url: &str, statuses: &str) -> WebhookConfig {
+    let text = format!(
+        r#"
+        name = "{name}"
+        tenant = "acme"
+        url = "{url}"
+        statuses = "{statuses}"
+        secret = "{SECRET}"
+        backoff_ms = 20
+        max_backoff_ms = 200
+        "#
+    );
+    toml::from_str(&text).unwrap()
+}
+
+/// The status deliveries a receiver got, once each by id: transaction id,
+/// status and failure kind.
+fn statuses(receiver: &Receiver) -> Vec<(String, String, Option<String>)> {
+    let mut seen = BTreeSet::new();
+    let mut told = Vec::new();
+    for delivery in receiver.received() {
+        assert!(delivery.signed && delivery.fresh, "{delivery:?}");
+        assert_eq!(delivery.body["type"], "txmirror.status", "{delivery:?}");
+        assert_eq!(delivery.body["stream"], "txmirror.status", "{delivery:?}");
+        if seen.insert(delivery.id.clone()) {
+            let payload = &delivery.body["payload"];
+            assert_eq!(payload["transaction_id"], delivery.body["transaction_id"], "{delivery:?}");
+            told.push((
+                payload["transaction_id"].as_str().unwrap().to_string(),
+                payload["status"].as_str().unwrap().to_string(),
+                payload["failure"]["kind"].as_str().map(str::to_string),
+            ));
+        }
+    }
+    told
+}
+
+/// Transactions' ends reach the webhooks that ask for them, written with
+/// their records: a tenant's `all` webhook is told every end, committed or
+/// failed; a `requested` one only those of the submissions that named it.
+/// A submission may name only a webhook configured for statuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_reach_the_tenants_webhook_and_the_one_a_submission_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (everyone, named) = (Receiver::down(), Receiver::down());
+    everyone.up().await;
+    named.up().await;
+    let mut config = common::config(dir.path());
+    config.webhooks.push(status_webhook("everyone", &everyone.url(), "all"));
+    config.webhooks.push(status_webhook("on-request", &named.url(), "requested"));
+    config.webhooks.push(webhook(&everyone.url()));
+    let service = open(&config).await;
+    let state = &service.state;
+    let hash = install(state, "acme", guests::BANK_TRANSFER, BANK_POLICY).await;
+    let submit = format!("/v1/modules/{hash}/transactions");
+    let client = Call::as_(state, "acme", Client);
+    let run = async |body: Value| {
+        let (status, report) = client.send("POST", &submit, body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        (report["transaction_id"].as_str().unwrap().to_string(), report["outcome"]["status"].clone())
+    };
+    let (told, outcome) =
+        run(json!({ "path": "deposit", "input": { "account": "a", "amount": 5 }, "notify": "on-request" })).await;
+    assert_eq!(outcome, "committed");
+    let (untold, _) = run(json!({ "path": "deposit", "input": { "account": "b", "amount": 5 } })).await;
+    let (refused, outcome) =
+        run(json!({ "path": "transfer", "input": { "from": "a", "to": "b", "amount": 500 }, "notify": "on-request" }))
+            .await;
+    assert_eq!(outcome, "failed", "a transfer of more than the balance is rejected");
+
+    wait_until(Duration::from_secs(20), "every end told", async || {
+        statuses(&everyone).len() >= 3 && statuses(&named).len() >= 2
+    })
+    .await;
+    // Nothing more arrives: each end is one event.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = statuses(&everyone);
+    assert_eq!(
+        all,
+        [
+            (told.clone(), "committed".to_string(), None),
+            (untold, "committed".to_string(), None),
+            (refused.clone(), "failed".to_string(), Some("rejected".to_string())),
+        ],
+        "in the order the ends were recorded"
+    );
+    assert_eq!(statuses(&named), [all[0].clone(), all[2].clone()], "only the submissions that named it");
+    let view = webhooks(state).await;
+    let on_request = view.as_array().unwrap().iter().find(|w| w["name"] == "on-request").unwrap().clone();
+    assert_eq!(on_request["streams"][0]["stream"], "txmirror.status", "{on_request}");
+
+    // Only a webhook configured for statuses can be named; a guest cannot
+    // be granted the status stream (see the policy's tests).
+    for (notify, expected) in [("nobody", "has no webhook `nobody`"), ("billing", "is not configured with `statuses`")]
+    {
+        let body = json!({ "path": "deposit", "input": { "account": "a", "amount": 1 }, "notify": notify });
+        let (status, error) = client.send("POST", &submit, body.to_string()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+        assert!(error["error"]["message"].as_str().unwrap().contains(expected), "{error}");
     }
 }

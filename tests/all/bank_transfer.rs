@@ -96,8 +96,9 @@ impl StateStore for RacingStore {
         claim: Option<IdempotencyClaim>,
         letter: Option<DeadLetter>,
         fence: Option<&Fence>,
+        events: Vec<txmirror_runtime::store::EventEntry>,
     ) -> Result<(), StoreError> {
-        self.inner.record_outcome(record, claim, letter, fence)
+        self.inner.record_outcome(record, claim, letter, fence, events)
     }
     fn dead_letters(&self, after: Option<&LetterPosition>, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         self.inner.dead_letters(after, limit)

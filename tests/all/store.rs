@@ -88,10 +88,16 @@ fn idempotency_claims_are_exclusive_until_they_lapse(store: &dyn StateStore) {
 
     // A failure's outcome claims a free key, and leaves a held one alone.
     let outcome_claim = IdempotencyClaim { key: "k".into(), now_unix_ms: 1_150, retention_ms: 100 };
-    store.record_outcome(record("failed"), Some(outcome_claim.clone()), None, None).unwrap();
+    store.record_outcome(record("failed"), Some(outcome_claim.clone()), None, None, Vec::new()).unwrap();
     assert_eq!(store.idempotency("k").unwrap().unwrap().transaction_id, "third");
     store
-        .record_outcome(record("failed-2"), Some(IdempotencyClaim { key: "free".into(), ..outcome_claim }), None, None)
+        .record_outcome(
+            record("failed-2"),
+            Some(IdempotencyClaim { key: "free".into(), ..outcome_claim }),
+            None,
+            None,
+            Vec::new(),
+        )
         .unwrap();
     assert_eq!(store.idempotency("free").unwrap().unwrap().transaction_id, "failed-2");
     assert!(store.transaction("failed").unwrap().is_some());
@@ -146,6 +152,16 @@ fn events_records_and_what_was_learnt_read_back(store: &dyn StateStore) {
     assert_eq!(ids, ["e1", "e2"]);
     let after: Vec<String> = store.transactions(Some("e1"), 10).unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(after, ["e2"]);
+
+    // A failure's record carries events too, at the version the store is
+    // at, numbered after the commits' (a transaction's status, say).
+    store.record_outcome(record("f1"), None, None, None, vec![events("s", b"ended")]).unwrap();
+    let last = store.events("s", 3, 10).unwrap();
+    let seen: Vec<(u64, u64, &str, &[u8])> =
+        last.iter().map(|e| (e.sequence, e.version, e.transaction_id.as_str(), e.payload.as_slice())).collect();
+    assert_eq!(seen, [(4, 2, "f1", b"ended".as_slice())]);
+    store.commit(CommitRequest { events: vec![events("s", b"3")], ..request("e3", vec![]) }).unwrap();
+    assert_eq!(store.events("s", 4, 10).unwrap().iter().map(|e| (e.sequence, e.version)).collect::<Vec<_>>(), [(5, 3)]);
 
     assert_eq!(store.learnt("model").unwrap(), None);
     store.save_learnt("model", b"one").unwrap();
@@ -296,7 +312,7 @@ fn a_committed_claim_is_never_taken_by_a_failure_at_the_same_time(store: &dyn St
                 .collect()
         });
         for n in 0..keys {
-            store.record_outcome(record(&format!("failed-{n}")), Some(claim(n)), None, None).unwrap();
+            store.record_outcome(record(&format!("failed-{n}")), Some(claim(n)), None, None, Vec::new()).unwrap();
         }
         commits.join().unwrap()
     });
@@ -328,7 +344,7 @@ fn dead_letters_page_in_time_then_id_order(store: &dyn StateStore) {
             outcome: TransactionOutcome::Failed { kind: FailureKind::Unavailable, message: "down".into() },
             ..record(id)
         };
-        store.record_outcome(failed, None, Some(letter(id, at)), None).unwrap();
+        store.record_outcome(failed, None, Some(letter(id, at)), None, Vec::new()).unwrap();
     }
     let ids = |page: Vec<DeadLetter>| page.into_iter().map(|l| l.transaction_id).collect::<Vec<_>>();
     assert_eq!(ids(store.dead_letters(None, 10).unwrap()), ["a", "b", "z", "c", "d"]);
@@ -471,7 +487,7 @@ fn a_taken_over_lease_fences_its_old_holder_out(store: &dyn StateStore) {
         matches!(&stale, Err(CommitError::Store(StoreError::Fenced { current: Some(2), epoch: 1, .. }))),
         "{stale:?}"
     );
-    let stale = store.record_outcome(record("t1"), None, None, Some(&fence("t1", 1)));
+    let stale = store.record_outcome(record("t1"), None, None, Some(&fence("t1", 1)), Vec::new());
     assert!(matches!(&stale, Err(StoreError::Fenced { .. })), "{stale:?}");
     assert_eq!(store.snapshot().unwrap().version(), version, "nothing of the old holder's was written");
     assert!(store.transaction("t1").unwrap().is_none());
@@ -482,7 +498,7 @@ fn a_taken_over_lease_fences_its_old_holder_out(store: &dyn StateStore) {
     let compensation = CommitRequest { fence: Some(fence("t1", 2)), ..request("t1.compensation", vec![]) };
     store.commit(compensation).unwrap();
     assert!(store.accepted("t1").unwrap().is_some());
-    store.record_outcome(record("t1"), None, None, Some(&fence("t1", 2))).unwrap();
+    store.record_outcome(record("t1"), None, None, Some(&fence("t1", 2)), Vec::new()).unwrap();
     assert!(store.accepted("t1").unwrap().is_none());
     let late = store.commit(CommitRequest { fence: Some(fence("t1", 2)), ..request("t1-again", vec![]) });
     assert!(matches!(&late, Err(CommitError::Store(StoreError::Fenced { current: None, .. }))), "{late:?}");
@@ -653,7 +669,7 @@ fn old_journal_entries_of_ended_transactions_are_purged(store: &dyn StateStore) 
         dead_lettered_unix_ms: 1,
         idempotency_key: None,
     };
-    store.record_outcome(failed, None, Some(letter), None).unwrap();
+    store.record_outcome(failed, None, Some(letter), None, Vec::new()).unwrap();
 
     assert_eq!(store.purge_effects(1_000, 1).unwrap(), 1, "at most the limit");
     assert_eq!(store.purge_effects(1_000, 100).unwrap(), 2, "the rest of `ended`'s and `recent`'s old call");

@@ -47,6 +47,7 @@ impl RunCommand {
             profile,
             fence: None,
             cancel: Some(cancel.clone()),
+            notify: None,
         };
         if self.dry_run {
             let dry = runtime.dry_run(&module, &policy, request).await?;

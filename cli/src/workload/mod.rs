@@ -590,6 +590,7 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
                 profile: None,
                 fence: None,
                 cancel: None,
+                notify: None,
             };
             let sent = Instant::now();
             let report = runtime.execute(&module, &policy, request).await;

@@ -22,6 +22,7 @@ use crate::store::{
     Attempt, AttemptOutcome, CommitError, CommitRequest, Fence, StoreError, TransactionOutcome, TransactionRecord,
 };
 use crate::trace::{HostCall, TraceEvent, TraceRecorder};
+use crate::transaction::status::Ended;
 use crate::transaction::{AttemptReport, HedgeStart, HedgeTrigger, TxReport, history};
 use crate::vocab::{CancelToken, Failure, FailureKind, GateStage, Role};
 use std::collections::HashMap;
@@ -466,10 +467,22 @@ impl Runtime {
                 } else {
                     Vec::new()
                 };
+                let mut events = ready.events;
+                let status = self.status_event(&Ended {
+                    transaction_id: &run.id,
+                    status: "committed",
+                    module: module.hash(),
+                    path: &path,
+                    attempts: history.len(),
+                    failure: None,
+                    dead_lettered: false,
+                    notify: run.notify.as_deref(),
+                });
+                events.extend(status);
                 let commit = CommitRequest {
                     reads: ready.reads,
                     writes: ready.writes,
-                    events: ready.events,
+                    events,
                     record,
                     idempotency: run.claim.clone(),
                     fence: run.fence.clone(),

@@ -37,6 +37,7 @@ fn compensation_request(run: &TransactionRun, path: &str, input: &[u8], fence: O
         fence,
         // A compensation undoes: it is not the caller's to stop.
         cancel: None,
+        notify: run.notify.clone(),
     }
 }
 
@@ -207,6 +208,16 @@ impl Runtime {
             dead_lettered_unix_ms: now,
             idempotency_key: request.idempotency_key.clone(),
         };
+        let status = self.status_event(&crate::transaction::status::Ended {
+            transaction_id,
+            status: "failed",
+            module: module.hash(),
+            path: &path,
+            attempts: 0,
+            failure: Some(&failure),
+            dead_lettered: true,
+            notify: request.notify.as_deref(),
+        });
         self.inner.store.record_outcome(
             TransactionRecord {
                 id: transaction_id.to_string(),
@@ -221,6 +232,7 @@ impl Runtime {
             None,
             Some(dead_letter),
             request.fence.as_ref(),
+            status.into_iter().collect(),
         )?;
         Ok(TxReport {
             transaction_id: transaction_id.to_string(),
@@ -274,6 +286,7 @@ impl Runtime {
             profile: None,
             fence: None,
             cancel: None,
+            notify: None,
         };
         let report = self.execute_for(module, policy, request, Purpose::Replay).await?;
         if report.commit_version().is_some() {

@@ -226,14 +226,16 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         self.commit_batch(requests)
     }
     /// Stores the record of a transaction that changes no state (a failure),
-    /// with its idempotency claim unless the key is claimed already, and its
-    /// dead letter if it has one, atomically; under `fence`, as a commit is.
+    /// with its idempotency claim unless the key is claimed already, its
+    /// dead letter if it has one, and `events` (at the store's current
+    /// version), atomically; under `fence`, as a commit is.
     fn record_outcome(
         &self,
         record: TransactionRecord,
         idempotency: Option<IdempotencyClaim>,
         dead_letter: Option<DeadLetter>,
         fence: Option<&Fence>,
+        events: Vec<EventEntry>,
     ) -> Result<(), StoreError>;
     /// Dead letters in the queue's order (oldest first, then by id), at
     /// most `limit`, starting after `after` if given: a page of the queue.

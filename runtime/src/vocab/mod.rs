@@ -18,6 +18,6 @@ pub use action::Action;
 pub use cancel::CancelToken;
 pub use failure::{Failure, FailureKind};
 pub(crate) use hosts::{HostGrant, HostPort, endpoint_name};
-pub use name::{MAX_NAME_LEN, validate_name};
+pub use name::{MAX_NAME_LEN, RESERVED_STREAM_PREFIX, STATUS_STREAM, validate_name};
 pub use role::Role;
 pub use verdict::{GateStage, GateVerdict};

@@ -1,6 +1,14 @@
 //! Names the host accepts from guests and clients: namespaces, keys,
 //! streams and idempotency keys.
 
+/// The stream the runtime writes each transaction's end to, when asked to
+/// (see `Runtime::publish_statuses`).
+pub const STATUS_STREAM: &str = "txmirror.status";
+
+/// Streams whose names begin so are the runtime's own: no policy grants
+/// them, so that no guest can write a status it did not have.
+pub const RESERVED_STREAM_PREFIX: &str = "txmirror.";
+
 /// The longest namespace or key, in bytes.
 pub const MAX_NAME_LEN: usize = 512;
 

@@ -33,6 +33,10 @@ pub struct SubmitBody {
     /// which orders the paths; the policy's `default` if omitted.
     #[serde(default)]
     pub profile: Option<String>,
+    /// A webhook of the tenant's, configured with `statuses`, to tell of
+    /// the transaction's end (signed, retried, at least once).
+    #[serde(default)]
+    pub notify: Option<String>,
 }
 
 /// The answer to an asynchronous submission (`202 Accepted`).
@@ -237,6 +241,19 @@ pub(crate) async fn submit(
         }
         None => None,
     };
+    // Only a webhook the operator configured for statuses can be told: a
+    // client names one, never a URL of its own.
+    if let Some(notify) = &request.notify {
+        let webhook = state
+            .relays
+            .webhook(tenant.name(), notify)
+            .map_err(|_| ServiceError::BadRequest(format!("`notify`: the tenant has no webhook `{notify}`")))?;
+        if !webhook.tells_statuses() {
+            return Err(ServiceError::BadRequest(format!(
+                "`notify`: webhook `{notify}` is not configured with `statuses`"
+            )));
+        }
+    }
     let id = match request.transaction_id {
         Some(id) => {
             check_id(&id)?;
@@ -253,6 +270,7 @@ pub(crate) async fn submit(
         idempotency_key,
         caller: Some(caller.token_name.clone()),
         profile,
+        notify: request.notify,
         accepted_unix_ms: unix_ms(),
     };
     let tx_request = request_of(&id, &pending, None)?;

@@ -19,6 +19,13 @@
 //! the event is parked as a dead letter in the catalog, and the relay goes
 //! on; an operator lists and replays the letters (`/v1/webhooks`).
 //!
+//! A webhook with `statuses` also relays the runtime's status stream
+//! (`txmirror.status`): each transaction's end, written with its record, so
+//! that an end is told at least once if and only if it was recorded. With
+//! `statuses = "requested"` it is told only the ends of the transactions
+//! whose submission named it (`"notify"`); the others are passed over as
+//! delivered. A status is delivered as `"type": "txmirror.status"`.
+//!
 //! With several nodes, one relays each webhook at a time: it holds the role
 //! `webhook/TENANT/NAME` in the catalog, a lease as long as the node's, and
 //! renews it before each delivery. A node that dies loses it when it lapses
@@ -31,7 +38,7 @@ mod delivery;
 mod signature;
 
 use crate::catalog::DeliveryLetter;
-use crate::config::WebhookConfig;
+use crate::config::{Statuses, WebhookConfig};
 use crate::{AppState, ServiceError, Tenant};
 use bytes::Bytes;
 use delivery::{Delivery, HttpClient, Outcome};
@@ -41,6 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use txmirror_runtime::store::StoredEvent;
+use txmirror_runtime::vocab::STATUS_STREAM;
 use txmirror_runtime::{Breaker, BreakerRule};
 
 /// How often an idle relay looks for new events: other nodes' commits
@@ -86,7 +94,8 @@ pub struct WebhookView {
     pub name: String,
     /// Where it delivers.
     pub url: String,
-    /// Its streams, and the offset delivered through in each.
+    /// Its streams, and the offset delivered through in each (the status
+    /// stream, `txmirror.status`, among them if it receives statuses).
     pub streams: Vec<StreamProgress>,
     /// The node relaying it now, if any.
     pub relayed_by: Option<String>,
@@ -257,7 +266,8 @@ impl Webhook {
         let runtime = tenant.runtime();
         let group = group_of(&self.config.name);
         let mut wait = POLL_EVERY;
-        for stream in &self.config.streams {
+        for stream in self.streams() {
+            let stream = &stream;
             let mut after = runtime.group_offset(stream, &group)?;
             'pages: loop {
                 let events = runtime.events(stream, after, PAGE)?;
@@ -270,6 +280,11 @@ impl Webhook {
                     if now >= budget {
                         self.acknowledge(runtime, stream, &group, delivered_through)?;
                         return Ok(Pass::Busy);
+                    }
+                    if !self.wants(&event) {
+                        delivered_through = Some(event.sequence);
+                        after = event.sequence;
+                        continue;
                     }
                     let head = heads.entry(stream.clone()).or_insert(Head { offset: 0, attempts: 0, not_before: now });
                     if head.offset != event.sequence {
@@ -337,6 +352,25 @@ impl Webhook {
         Ok(Pass::Idle(wait))
     }
 
+    /// The streams it relays: its own, and the status stream if it asks
+    /// for statuses.
+    fn streams(&self) -> Vec<String> {
+        let statuses = self.config.statuses.map(|_| STATUS_STREAM.to_string());
+        self.config.streams.iter().cloned().chain(statuses).collect()
+    }
+
+    /// Whether it is to be told of `event`: every event of its own streams;
+    /// of the status stream, every end or those whose submission named it.
+    fn wants(&self, event: &StoredEvent) -> bool {
+        if event.stream != STATUS_STREAM || self.config.statuses != Some(Statuses::Requested) {
+            return true;
+        }
+        let notify = serde_json::from_slice::<serde_json::Value>(&event.payload)
+            .ok()
+            .and_then(|payload| payload.get("notify").and_then(|n| n.as_str().map(str::to_owned)));
+        notify.as_deref() == Some(self.config.name.as_str())
+    }
+
     /// Notes a failed attempt of `event`: schedules the next, or parks the
     /// event once it has had its attempts. Whether it was parked.
     #[allow(clippy::too_many_arguments)]
@@ -395,8 +429,9 @@ impl Webhook {
     fn delivery_of(&self, tenant: &str, event: &StoredEvent) -> Delivery {
         let id = format!("txm_{tenant}_{}", event.sequence);
         let view = crate::api::StreamEvent::from(event.clone());
+        let kind = if event.stream == STATUS_STREAM { "txmirror.status" } else { "txmirror.event" };
         let body = serde_json::json!({
-            "type": "txmirror.event",
+            "type": kind,
             "id": id,
             "stream": event.stream,
             "offset": view.offset,
@@ -416,12 +451,11 @@ impl Webhook {
     pub(crate) fn view(&self, state: &AppState, tenant: &Tenant) -> Result<WebhookView, ServiceError> {
         let group = group_of(&self.config.name);
         let streams = self
-            .config
-            .streams
-            .iter()
+            .streams()
+            .into_iter()
             .map(|stream| {
-                let delivered_through = tenant.runtime().group_offset(stream, &group)?;
-                Ok(StreamProgress { stream: stream.clone(), delivered_through })
+                let delivered_through = tenant.runtime().group_offset(&stream, &group)?;
+                Ok(StreamProgress { stream, delivered_through })
             })
             .collect::<Result<_, ServiceError>>()?;
         let relayed_by = state.catalog.role_holder(&role_of(&self.config))?;
@@ -436,6 +470,11 @@ impl Webhook {
             dead_letters: state.catalog.delivery_letter_count(tenant.name(), &self.config.name)?,
             last_error: self.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         })
+    }
+
+    /// Whether a submission may name it to be told of its transaction's end.
+    pub(crate) fn tells_statuses(&self) -> bool {
+        self.config.statuses.is_some()
     }
 
     /// The webhook's dead letters, at most `limit`.

@@ -32,9 +32,9 @@ use super::codec::{
     decode_dead_letter, decode_effect, decode_record, encode_dead_letter, encode_effect, encode_record,
 };
 use super::{
-    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, EffectWrite, Fence,
-    IdempotencyClaim, IdempotencyEntry, LetterPosition, ReadFuture, StateSnapshot, StateStore, StoreError, StoredEvent,
-    StreamRetention, TransactionOutcome, TransactionRecord, Version, Versioned, VersionsFuture,
+    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, EffectWrite, EventEntry,
+    Fence, IdempotencyClaim, IdempotencyEntry, LetterPosition, ReadFuture, StateSnapshot, StateStore, StoreError,
+    StoredEvent, StreamRetention, TransactionOutcome, TransactionRecord, Version, Versioned, VersionsFuture,
 };
 use deadpool_postgres::{GenericClient, Pool};
 use std::collections::{HashMap, HashSet};
@@ -747,11 +747,41 @@ impl StateStore for PostgresStore {
         idempotency: Option<IdempotencyClaim>,
         dead_letter: Option<DeadLetter>,
         fence: Option<&Fence>,
+        events: Vec<EventEntry>,
     ) -> Result<(), StoreError> {
         let fence = fence.cloned();
         self.block(|pool| async move {
             let mut client = pool.get().await.map_err(storage)?;
             let txn = client.transaction().await.map_err(storage)?;
+            // Events are numbered under the meta row's lock, as a commit's
+            // are, and it is taken first, as a commit takes it, so that the
+            // two never wait for each other's locks in opposite orders.
+            if !events.is_empty() {
+                let meta = txn
+                    .query_one("SELECT version, event_sequence FROM txm_meta FOR UPDATE", &[])
+                    .await
+                    .map_err(storage)?;
+                let (version, mut sequence) = (uint(meta.get(0)), uint(meta.get(1)));
+                let mut rows = EventRows::default();
+                for event in events {
+                    sequence += 1;
+                    rows.sequences.push(int(sequence));
+                    rows.versions.push(int(version));
+                    rows.transaction_ids.push(record.id.clone());
+                    rows.streams.push(event.stream);
+                    rows.payloads.push(event.payload);
+                }
+                let EventRows { sequences, versions, transaction_ids, streams, payloads } = &rows;
+                txn.execute(
+                    "INSERT INTO txm_events (sequence, version, transaction_id, stream, payload, committed_unix_ms)
+                     SELECT e.*, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
+                     FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BYTEA[]) AS e",
+                    &[sequences, versions, transaction_ids, streams, payloads],
+                )
+                .await
+                .map_err(storage)?;
+                txn.execute("UPDATE txm_meta SET event_sequence = $1", &[&int(sequence)]).await.map_err(storage)?;
+            }
             if let Some(fence) = &fence {
                 inbox::check_fence(&txn, fence).await?;
                 inbox::end_if_own(&txn, fence, &record.id).await?;

@@ -23,8 +23,8 @@ use super::codec::{
     encode_dead_letter, encode_effect, encode_record, encode_versioned,
 };
 use super::{
-    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, EffectWrite, Fence,
-    IdempotencyClaim, IdempotencyEntry, LetterPosition, StateSnapshot, StateStore, StoreError, StoredEvent,
+    AcceptRequest, Acceptance, Accepted, CommitError, CommitRequest, DeadLetter, Effect, EffectWrite, EventEntry,
+    Fence, IdempotencyClaim, IdempotencyEntry, LetterPosition, StateSnapshot, StateStore, StoreError, StoredEvent,
     StreamRetention, TransactionRecord, Version, Versioned,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -119,6 +119,38 @@ fn put_claim(
     Ok(())
 }
 
+/// Appends the events of transaction `id`, written at `version`, to the
+/// log and its streams' index.
+fn append_events(
+    txn: &redb::WriteTransaction,
+    meta: &mut redb::Table<'_, &str, u64>,
+    (id, version): (&str, Version),
+    appended: &[EventEntry],
+) -> Result<(), StoreError> {
+    if appended.is_empty() {
+        return Ok(());
+    }
+    let mut events = txn.open_table(EVENTS).map_err(storage)?;
+    let mut sequence = meta.get(EVENT_SEQUENCE_KEY).map_err(storage)?.map_or(0, |v| v.value());
+    let first = sequence + 1;
+    for event in appended {
+        sequence += 1;
+        let stored = StoredEvent {
+            sequence,
+            version,
+            transaction_id: id.to_string(),
+            stream: event.stream.clone(),
+            payload: event.payload.clone(),
+        };
+        let bytes = encode(&stored)?;
+        events.insert(sequence, bytes.as_slice()).map_err(storage)?;
+    }
+    meta.insert(EVENT_SEQUENCE_KEY, sequence).map_err(storage)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let indexed = appended.iter().zip(first..).map(|(event, sequence)| (event.stream.as_str(), sequence));
+    streams::index(txn, meta, indexed, u64::try_from(now).unwrap_or(u64::MAX))
+}
+
 /// Checks one transaction against the state `txn` sees (the latest commit
 /// plus what earlier requests of the same batch applied) and, if nothing it
 /// read has moved, applies it. Every check comes before the first change, so
@@ -163,27 +195,7 @@ fn apply(txn: &redb::WriteTransaction, request: CommitRequest) -> Result<Version
             }
         }
     }
-    if !request.events.is_empty() {
-        let mut events = txn.open_table(EVENTS).map_err(storage)?;
-        let mut sequence = meta.get(EVENT_SEQUENCE_KEY).map_err(storage)?.map_or(0, |v| v.value());
-        let first = sequence + 1;
-        for event in &request.events {
-            sequence += 1;
-            let stored = StoredEvent {
-                sequence,
-                version,
-                transaction_id: request.record.id.clone(),
-                stream: event.stream.clone(),
-                payload: event.payload.clone(),
-            };
-            let bytes = encode(&stored)?;
-            events.insert(sequence, bytes.as_slice()).map_err(storage)?;
-        }
-        meta.insert(EVENT_SEQUENCE_KEY, sequence).map_err(storage)?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        let appended = request.events.iter().zip(first..).map(|(event, sequence)| (event.stream.as_str(), sequence));
-        streams::index(txn, &mut meta, appended, u64::try_from(now).unwrap_or(u64::MAX))?;
-    }
+    append_events(txn, &mut meta, (&request.record.id, version), &request.events)?;
     meta.insert(VERSION_KEY, version).map_err(storage)?;
     let mut record = request.record;
     if let super::TransactionOutcome::Committed { version: v, .. } = &mut record.outcome {
@@ -357,12 +369,20 @@ impl StateStore for RedbStore {
         idempotency: Option<IdempotencyClaim>,
         dead_letter: Option<DeadLetter>,
         fence: Option<&Fence>,
+        events: Vec<EventEntry>,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(storage)?;
         {
             if let Some(fence) = fence {
                 inbox::check_fence(&txn, fence)?;
                 inbox::end_if_own(&txn, fence, &record.id)?;
+            }
+            // A record that changes no state: its events carry the version
+            // the store is at.
+            if !events.is_empty() {
+                let mut meta = txn.open_table(META).map_err(storage)?;
+                let version = meta.get(VERSION_KEY).map_err(storage)?.map_or(0, |v| v.value());
+                append_events(&txn, &mut meta, (&record.id, version), &events)?;
             }
             if let Some(letter) = &dead_letter {
                 let bytes = encode_dead_letter(letter)?;
