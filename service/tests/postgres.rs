@@ -183,3 +183,57 @@ async fn streams_and_consumer_groups_on_postgresql() {
     let rest: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["offset"].as_u64().unwrap()).collect();
     assert_eq!(rest, offsets[2..]);
 }
+
+/// A cancel is kept by the node that runs the transaction: another node
+/// refuses it naming that node; the node that runs it stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_sent_to_another_node_names_the_node_that_runs_it() {
+    use txmirror_tests::{Behaviour, TestServer};
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut config_a = common::config(dir_a.path());
+    config_a.store.url = Some(url.clone());
+    let mut config_b = common::config(dir_b.path());
+    config_b.store.url = Some(url);
+    let (node_a, node_b) = (open(&config_a).await, open(&config_b).await);
+    let delay = std::time::Duration::from_secs(2);
+    let gateway = TestServer::start(Behaviour {
+        status: 201,
+        body: r#"{"charge_id": "ch_1"}"#.into(),
+        delay,
+        ..Default::default()
+    })
+    .await;
+    let policy = txmirror_tests::payment_grants(&gateway.url(), &gateway.url());
+    let hash = install(&node_a.state, "acme", guests::PAYMENT, &policy).await;
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!("/v1/modules/{hash}/transactions"))
+        .header("prefer", "respond-async");
+    let body = json!({ "input": { "order_id": "o-1", "amount_cents": 100, "currency": "EUR" } }).to_string();
+    let (status, accepted) = Call::as_(&node_a.state, "acme", Role::Client).send_with(request, body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let id = accepted["transaction_id"].as_str().unwrap();
+    let cancel = format!("/v1/transactions/{id}/cancel");
+
+    let (status, refused) = Call::as_(&node_b.state, "acme", Role::Client).send("POST", &cancel, Body::empty()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&node_a.state.node().id), "names the node that runs it: {message}");
+
+    let (status, answer) = Call::as_(&node_a.state, "acme", Role::Client).send("POST", &cancel, Body::empty()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    for _ in 0..600 {
+        let (_, view) = Call::as_(&node_b.state, "acme", Role::Client)
+            .send("GET", &format!("/v1/transactions/{id}"), Body::empty())
+            .await;
+        if view["status"] != "pending" {
+            assert_eq!(view["record"]["outcome"]["kind"], "cancelled_by_caller", "{view}");
+            assert!(gateway.received().iter().all(|r| r.method != "POST"), "nothing charged");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("transaction {id} did not end");
+}

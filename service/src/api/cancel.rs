@@ -76,6 +76,14 @@ fn runs_elsewhere(state: &AppState, tenant: &crate::Tenant, id: &str) -> Service
         Ok(None) => return ServiceError::Conflict(format!("transaction {id} has ended: there is nothing to cancel")),
         Err(error) => return error.into(),
     };
+    // This node's own lease without a run of it: its last run failed in
+    // the store, and this node's next pass runs it again.
+    if holder == state.node.id {
+        return ServiceError::Conflict(format!(
+            "transaction {id} waits to be run again on this node (its last run could not reach the store): \
+             send the cancel again in a moment"
+        ));
+    }
     let address = state.catalog.nodes().ok().and_then(|nodes| {
         nodes.into_iter().find(|node| node.id == holder && node.state == "serving").map(|node| node.address)
     });
