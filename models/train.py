@@ -159,8 +159,17 @@ def generate(names: list[str], rows: int, seed: int, failure_shift: float) -> li
         # Most endpoints have no known limit (0); the others run below or above it.
         "rate_limit_load": (rng.random(n) < 0.15) * rng.gamma(4.0, 0.22, n),
     }
+    # A share of the transactions call nothing outside (a deposit, a
+    # transfer): every feature of outbound calls is 0 for them, as the
+    # runtime computes it, so that a model has seen such rows.
+    calls = rng.random(n) >= 0.3
+    for name in ["outbound_latency_ratio", "endpoint_error_rate", "unsafe_calls", "outbound_request_bytes",
+                 "rate_limited_share", "rate_limit_load"]:
+        f[name] = f[name] * calls
     f["predicted_timeout"] = (f["outbound_latency_ratio"] >= 1.0).astype(float)
     f["rate_limit_wait_ms"] = (f["rate_limit_load"] > 1.0) * np.round(rng.uniform(1.0, 1000.0, n))
+    # Most hosts' breakers are closed; a few are open, or half-open with a trial due.
+    f["breaker_state"] = rng.choice([0.0, 0.5, 1.0], n, p=[0.93, 0.03, 0.04]) * calls
     logit = (
         -3.2
         + failure_shift
@@ -176,6 +185,7 @@ def generate(names: list[str], rows: int, seed: int, failure_shift: float) -> li
         + 1.5 * f["path_failure_rate"]
         + 2.0 * (f["rate_limit_wait_ms"] > 0)
         + 1.2 * f["rate_limited_share"]
+        + 2.5 * (f["breaker_state"] >= 1.0)
     )
     failed = rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
     # A mirror that itself failed mostly foretells a failed primary.

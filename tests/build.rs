@@ -132,11 +132,11 @@ const MODELS: &[(&str, &str, u64, &str, &[&str])] = &[
         &["--name", "pessimist", "--version", "2"],
     ),
     (
-        "SCHEMA_V1",
-        "A model that claims feature schema version 1, the one before this runtime's.",
+        "SCHEMA_PREVIOUS",
+        "A model that claims feature schema version 2, the one before this runtime's.",
         2026,
         "0",
-        &["--schema-version", "1", "--name", "old"],
+        &["--schema-version", "2", "--name", "old"],
     ),
     (
         "RENAMED_FEATURE",

@@ -198,11 +198,11 @@ fn a_model_scores_beside_the_rules_and_a_bad_one_is_refused_clearly() {
     );
     assert!(stdout.contains("(rules 0.00, model 0.") && stdout.contains(", learnt 0."), "{stdout}");
 
-    let out = run_bank(&data, &policy, "deposit", input, &["--model", models::SCHEMA_V1]);
+    let out = run_bank(&data, &policy, "deposit", input, &["--model", models::SCHEMA_PREVIOUS]);
     assert_eq!(out.status.code(), Some(5));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("the prediction model was refused"), "{stderr}");
-    assert!(stderr.contains("reads feature schema version 1, but this runtime computes version 2"), "{stderr}");
+    assert!(stderr.contains("reads feature schema version 2, but this runtime computes version 3"), "{stderr}");
 
     // A missing ONNX Runtime library: a clear error, not a panic.
     let out = Command::new(env!("CARGO_BIN_EXE_txmirror"))
@@ -273,7 +273,7 @@ fn a_seeded_workload_in_observe_mode_yields_an_honestly_labelled_dataset() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("workload Faults seed 3 mode Observe: 40 transactions"),
+        text(&out.stdout).contains("workload Faults seed 3 mode Observe, breakers: 40 transactions"),
         "{}",
         text(&out.stdout)
     );
@@ -292,6 +292,32 @@ fn a_seeded_workload_in_observe_mode_yields_an_honestly_labelled_dataset() {
     let workload: Vec<_> = examples.iter().filter(|e| e.transaction_id.starts_with("w3-")).collect();
     assert!(workload.len() >= 40, "at least one example per transaction: {}", workload.len());
     assert!(workload.iter().all(|e| e.explored && e.failed.is_some()), "observed attempts are all labelled");
+}
+
+/// With path choice, a charge names no path and the runtime orders the
+/// paths the policy describes; the report counts the gateways' fees.
+#[test]
+fn a_workload_with_path_choice_orders_each_charges_paths_and_counts_fees() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let modules = Path::new(guests::PAYMENT).parent().unwrap().to_str().unwrap().to_string();
+    let report = dir.path().join("report.json");
+    let mut args = vec!["workload", "--seed", "5", "--size", "40", "--mode", "act", "--modules", &modules];
+    args.extend(["--breakers", "false", "--path-choice", "--report", report.to_str().unwrap()]);
+    let out = txmirror(&data, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("mode Act, path choice: 40 transactions"), "{}", text(&out.stdout));
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!((summary["breakers"].as_bool(), summary["path_choice"].as_bool()), (Some(false), Some(true)));
+    let sent = summary["unsafe_calls_sent"].as_f64().unwrap();
+    let fees = summary["cost"].as_f64().unwrap();
+    assert!(sent > 0.0 && fees >= 0.30 * sent - 1e-9 && fees <= 0.45 * sent + 1e-9, "{fees} for {sent} charges");
+    let charge = summary["outcomes"].as_array().unwrap().iter().find(|o| o["kind"] == "charge").unwrap();
+    let out = txmirror(&data, &["tx", "show", charge["id"].as_str().unwrap()]);
+    let story = text(&out.stdout);
+    assert!(story.contains("charge-backup"), "the order names both paths:\n{story}");
+    let out = txmirror(&data, &["workload", "--breakers", "maybe", "--modules", &modules]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
 /// The shop shape, which nothing is trained on, acted on: its gate is

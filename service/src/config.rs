@@ -3,7 +3,7 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"            # the default
 //! data_dir = "txmirror-data"           # relative to this file; the default
-//! model = "models/txmirror-v2.onnx"    # optional: the rules decide alone without one
+//! model = "models/txmirror-v3.onnx"    # optional: the rules decide alone without one
 //! shutdown_deadline_secs = 30          # the default
 //!
 //! [[tokens]]

@@ -37,11 +37,11 @@ fn a_model_for_another_feature_schema_is_refused_with_the_reason() {
         Ok(_) => panic!("{model} was accepted"),
     };
 
-    // A model trained before version 2 added input and rate-limit features.
-    let error = refusal(models::SCHEMA_V1);
-    assert!(matches!(error, ModelError::SchemaVersion { expected: 2, ref found, .. } if found == "1"), "{error:?}");
+    // A model trained before version 3 added the breakers' state.
+    let error = refusal(models::SCHEMA_PREVIOUS);
+    assert!(matches!(error, ModelError::SchemaVersion { expected: 3, ref found, .. } if found == "2"), "{error:?}");
     let text = error.to_string();
-    assert!(text.contains("feature schema version 1") && text.contains("computes version 2"), "{text}");
+    assert!(text.contains("feature schema version 2") && text.contains("computes version 3"), "{text}");
     assert!(text.contains("retrain it with models/train.py"), "{text}");
 
     let error = refusal(models::RENAMED_FEATURE);
@@ -243,7 +243,7 @@ fn training_refuses_a_dataset_with_a_missing_or_extra_feature_column() {
         .replacen(",mirror_failed,", ",mirror_failed,queue_depth,", 1)
         .replace(",explored:none,", ",0,explored:none,");
     let error = train("extra.csv", extra);
-    assert!(error.contains("column `queue_depth` is neither a feature of schema version 2"), "{error}");
+    assert!(error.contains("column `queue_depth` is neither a feature of schema version 3"), "{error}");
     // The runtime's own reader refuses them the same way.
     let extra = text.replacen(",mirror_failed,", ",mirror_failed,queue_depth,", 1);
     let error = txmirror_runtime::dataset::read_csv(extra.as_bytes()).unwrap_err();
@@ -254,10 +254,10 @@ fn training_refuses_a_dataset_with_a_missing_or_extra_feature_column() {
 fn the_shipped_model_fits_this_runtime_and_its_card() {
     // If the feature schema changes, `cargo xtask train-model` must ship a new model.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let model = txmirror_runtime::predict::Model::load(&root.join("models/txmirror-v2.onnx"), None).unwrap();
-    assert_eq!((model.info().name.as_str(), model.info().version.as_str()), ("txmirror", "2"));
+    let model = txmirror_runtime::predict::Model::load(&root.join("models/txmirror-v3.onnx"), None).unwrap();
+    assert_eq!((model.info().name.as_str(), model.info().version.as_str()), ("txmirror", "3"));
     let card: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("models/txmirror-v2-card.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(root.join("models/txmirror-v3-card.json")).unwrap()).unwrap();
     assert_eq!(card["feature_schema_version"], txmirror_runtime::predict::SCHEMA_VERSION);
     // serde_json's float parsing may differ from Rust's in the last bit.
     let (file, card_threshold) = (model.info().threshold.unwrap(), card["threshold"].as_f64().unwrap());

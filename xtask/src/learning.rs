@@ -2,7 +2,7 @@
 //!
 //! - `train-model`: two fault workloads in observe mode (a training seed and
 //!   a held-out seed), their datasets, and the model trained on the first
-//!   and evaluated on the second: `models/txmirror-v2.onnx` and its card.
+//!   and evaluated on the second: `models/txmirror-v3.onnx` and its card.
 //! - `effectiveness`: the held-out workload run retry-only, with the rules
 //!   alone, with the rules and the model, and with those and adaptive
 //!   mirroring; then the unseen `shop` shape, on four seeds, retry-only and
@@ -23,8 +23,8 @@ const HOLDOUT: (u64, usize) = (202, 1_000);
 const UNSEEN_SEEDS: [u64; 4] = [303, 304, 305, 306];
 const UNSEEN_SIZE: usize = 1_000;
 /// The shipped model, relative to the root.
-pub(crate) const MODEL: &str = "models/txmirror-v2.onnx";
-const CARD: &str = "models/txmirror-v2-card";
+pub(crate) const MODEL: &str = "models/txmirror-v3.onnx";
+const CARD: &str = "models/txmirror-v3-card";
 
 fn txmirror(root: &Path) -> Result<Command> {
     let mut command = Command::new(crate::debug_binary(root, "txmirror")?);
@@ -45,9 +45,22 @@ fn shaped_workload(
     root: &Path,
     name: &str,
     shape: &str,
+    seed_size: (u64, usize),
+    mode: &str,
+    model: bool,
+) -> Result<String> {
+    shaped_workload_with(root, name, shape, seed_size, mode, model, &[])
+}
+
+/// [`shaped_workload`], with `extra` arguments for `txmirror workload`.
+fn shaped_workload_with(
+    root: &Path,
+    name: &str,
+    shape: &str,
     (seed, size): (u64, usize),
     mode: &str,
     model: bool,
+    extra: &[&str],
 ) -> Result<String> {
     let data = format!("target/learning/{name}");
     let _ = std::fs::remove_dir_all(root.join(&data));
@@ -59,6 +72,7 @@ fn shaped_workload(
     let (seed, size) = (seed.to_string(), size.to_string());
     let report = format!("target/learning/{name}.json");
     command.args(["workload", "--shape", shape, "--seed", &seed, "--size", &size, "--mode", mode, "--report", &report]);
+    command.args(extra);
     crate::run(&mut command)?;
     Ok(data)
 }
@@ -91,7 +105,7 @@ pub(crate) fn train_model(root: &Path) -> Result<()> {
         "--name",
         "txmirror",
         "--version",
-        "2",
+        "3",
     ]))?;
     evaluate_holdout(root, &[])
 }
@@ -118,6 +132,17 @@ pub(crate) fn effectiveness(root: &Path) -> Result<()> {
     ] {
         crate::demo::step(&format!("the held-out workload: {name}"));
         workload(root, name, HOLDOUT, mode, model)?;
+    }
+    // Breakers and path choice against a fixed order and retry-only.
+    let mut fulfilment = Vec::new();
+    for (name, mode, model, extra) in [
+        ("fulfil-retry-only", "retry-only", false, &["--breakers", "false"][..]),
+        ("fulfil-fixed-order", "act", true, &["--breakers", "false"][..]),
+        ("fulfil-breakers-paths", "act", true, &["--breakers", "true", "--path-choice"][..]),
+    ] {
+        crate::demo::step(&format!("the held-out workload: {name}"));
+        shaped_workload_with(root, name, "faults", HOLDOUT, mode, model, extra)?;
+        fulfilment.push(format!("target/learning/{name}.json"));
     }
     let mut unseen = Vec::new();
     for seed in UNSEEN_SEEDS {
@@ -147,8 +172,10 @@ pub(crate) fn effectiveness(root: &Path) -> Result<()> {
                 "target/learning/effect-adaptive.json",
                 "--out",
                 "docs/effectiveness.md",
-                "--unseen",
+                "--fulfilment",
             ])
+            .args(&fulfilment)
+            .arg("--unseen")
             .args(&unseen),
     )
 }

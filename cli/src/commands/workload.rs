@@ -37,6 +37,16 @@ pub(crate) struct WorkloadCommand {
     /// In `act` and `adaptive` modes, the share of attempts left unadjusted for honest labels.
     #[arg(long, default_value_t = 0.05)]
     exploration_share: f32,
+    /// Whether the payment policy opens a gateway's circuit breaker after
+    /// three failures in a row (`true` or `false`; by default on for
+    /// `faults`, off for `shop`).
+    #[arg(long)]
+    breakers: Option<bool>,
+    /// Charges name no path and the policy describes its paths' latency,
+    /// cost and reliability: each charge tries them in the order its
+    /// profile prefers (without it, the primary gateway first).
+    #[arg(long)]
+    path_choice: bool,
     /// Also writes the summary and every outcome as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -54,6 +64,8 @@ impl WorkloadCommand {
             concurrency: self.concurrency,
             time_limit: std::time::Duration::from_secs(self.time_limit_secs),
             exploration_share: self.exploration_share,
+            breakers: self.breakers.unwrap_or(self.shape == Shape::Faults),
+            path_choice: self.path_choice,
         };
         let summary = workload::run(&runtime, &options).await?;
         print(&summary.text());

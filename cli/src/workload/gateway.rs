@@ -44,8 +44,8 @@ struct State {
     traits: Traits,
     /// Charges answered 429.
     refused: u32,
-    /// Until when its quota is spent (the shop shape's): whatever its
-    /// phase, every charge is answered 429 until then.
+    /// Until when its quota is spent: whatever its phase, every charge is
+    /// answered 429 until then.
     quota_spent_until: Option<Instant>,
 }
 

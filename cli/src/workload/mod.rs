@@ -1,16 +1,20 @@
 //! The fault-injection workload (`txmirror workload`): the example modules
 //! driven through the runtime against payment gateways on 127.0.0.1 whose
-//! health changes in windows, with hot keys, invalid orders and orders too
-//! big for their fuel.
+//! health changes in windows (slow, or failing: an outage a circuit breaker
+//! should catch), whose quota is spent now and then (429 with a
+//! `Retry-After`), with hot keys, invalid orders and orders too big for
+//! their fuel.
 //!
 //! Everything is drawn from the seed, so a seed is a workload. Each planned
 //! transaction carries its ground truth, `would_fail`: whether its primary
 //! path would fail if nothing were adjusted (a charge while the primary
-//! gateway is slow or failing, an invalid order, an order beyond its fuel).
+//! gateway is slow or failing or its quota is spent, an invalid order, an
+//! order beyond its fuel).
 //! Transfers between hot accounts are contended but carry no ground truth.
 //!
 //! Shapes: `faults` (the default, above; the shipped model is trained on
-//! it) and `shop`, a shape of another kind that nothing is trained on:
+//! it; its payment policy opens a gateway's circuit breaker after three
+//! failures in a row, for half a second) and `shop`, a shape of another kind that nothing is trained on:
 //! charges only, in four currencies, where the primary gateway declines one
 //! currency at a time for a while (a regional outage: the health check and
 //! the other currencies are fine), takes longer than the timeout on large
@@ -83,6 +87,17 @@ pub(crate) struct Options {
     pub(crate) concurrency: usize,
     pub(crate) time_limit: Duration,
     pub(crate) exploration_share: f32,
+    /// The payment policy opens a gateway's breaker after three failures in a row.
+    pub(crate) breakers: bool,
+    /// Charges name no path, and the policy describes its paths.
+    pub(crate) path_choice: bool,
+}
+
+/// What a charge sent through a path's gateway costs (its fee, in any
+/// unit): the backup is dearer. The workload's cost is these fees for every
+/// charge a gateway received, whatever the policy knows of them.
+fn path_cost(path: &str) -> f64 {
+    if path == "charge-backup" { 0.45 } else { 0.30 }
 }
 
 /// The outbound timeout of the payment policy; slow charges take twice as long.
@@ -90,7 +105,7 @@ const OUTBOUND_TIMEOUT_MS: u64 = 300;
 const HOT_ACCOUNTS: usize = 4;
 /// Shop: charges of at least this many cents are slow at the primary gateway.
 const LARGE_AMOUNT: u64 = 200_000;
-/// Shop: how long the primary gateway's quota stays spent, in milliseconds.
+/// How long the primary gateway's quota stays spent, in milliseconds.
 const QUOTA_SPENT_MS: std::ops::Range<u64> = 400..1_200;
 /// Shop: the currencies and their shares of the charges.
 const CURRENCIES: [(&str, f64); 4] = [("EUR", 0.4), ("USD", 0.3), ("GBP", 0.2), ("JPY", 0.1)];
@@ -174,6 +189,12 @@ pub(crate) struct Summary {
     unsafe_calls_sent: u32,
     /// Orders charged successfully more than once, across both gateways.
     double_charged: usize,
+    /// The gateways' fees for the charges they received (see `path_cost`).
+    cost: f64,
+    /// Whether the payment policy had circuit breakers.
+    breakers: bool,
+    /// Whether charges named no path and the policy described its paths.
+    path_choice: bool,
     /// Transactions diverted although their primary path would not have failed.
     false_diversions: usize,
     shape: Shape,
@@ -213,10 +234,11 @@ impl Summary {
     /// A few lines for a person.
     pub(crate) fn text(&self) -> String {
         format!(
-            "workload {:?} seed {} mode {:?}{}: {} transactions in {:.1} s\n\
+            "workload {:?} seed {} mode {:?}{}{}{}: {} transactions in {:.1} s\n\
              committed {} ({:.1}%), failed {}; would fail unadjusted {}, of which committed {} \
              (rescuable {}, committed {})\n\
-             latency p50 {:.1} ms, p99 {:.1} ms; charges sent {}, double-charged orders {}, false diversions {}\n\
+             latency p50 {:.1} ms, p99 {:.1} ms; charges sent {} (fees {:.2}), double-charged orders {}, \
+             false diversions {}\n\
              attempts {}, mirrored {}; process CPU {:.2} s\n\
              unsafe calls wasted {}, rate limited (429) {}; after {WARM_UP} warm-up, gate at the first unsafe \
              call on {} transactions: recall {:.3}, false diversions {:.3}, false alarms {:.3} ({} for a rate \
@@ -225,6 +247,8 @@ impl Summary {
             self.seed,
             self.mode,
             self.model.as_deref().map(|m| format!(" model {m}")).unwrap_or_default(),
+            if self.breakers { ", breakers" } else { "" },
+            if self.path_choice { ", path choice" } else { "" },
             self.transactions,
             self.elapsed_s,
             self.committed,
@@ -237,6 +261,7 @@ impl Summary {
             self.latency_ms_p50,
             self.latency_ms_p99,
             self.unsafe_calls_sent,
+            self.cost,
             self.double_charged,
             self.false_diversions,
             self.attempts,
@@ -307,6 +332,9 @@ fn plan(seed: u64, size: usize) -> Vec<Planned> {
     (0..size)
         .map(|i| {
             let (primary_phase, backup_phase) = (primary.next(&mut rng), backup.next(&mut rng));
+            // Now and then the primary gateway has spent its quota for a
+            // while: every charge is answered 429 until it is back.
+            let spends_quota = rng.random_bool(0.015).then(|| Duration::from_millis(rng.random_range(QUOTA_SPENT_MS)));
             let id = format!("w{seed}-{i}");
             let draw: f64 = rng.random();
             let (kind, path, input, would_fail, certain) = if draw < 0.5 {
@@ -342,18 +370,7 @@ fn plan(seed: u64, size: usize) -> Vec<Planned> {
                 let input = json!({ "platform": "shopify", "store": format!("s{seed}"), "payload": payload });
                 (Kind::Order, "import", input, invalid || lines > 1_000, invalid)
             };
-            Planned {
-                index: i,
-                kind,
-                id,
-                path,
-                input,
-                would_fail,
-                certain,
-                primary_phase,
-                backup_phase,
-                spends_quota: None,
-            }
+            Planned { index: i, kind, id, path, input, would_fail, certain, primary_phase, backup_phase, spends_quota }
         })
         .collect()
 }
@@ -473,14 +490,28 @@ body = '{{"charge_id": "mirror-stub"}}'
     };
     // The shop's operator declares the fields a charge carries; what fails
     // and why is for the predictor to learn.
-    let inputs = match options.shape {
-        Shape::Faults => "",
-        Shape::Shop => {
-            "[[prediction.inputs]]\nname = \"currency\"\npointer = \"/currency\"\nkind = \"category\"\n\
+    let mut after = match options.shape {
+        Shape::Faults => String::new(),
+        Shape::Shop => "[[prediction.inputs]]\nname = \"currency\"\npointer = \"/currency\"\nkind = \"category\"\n\
              [[prediction.inputs]]\nname = \"amount_cents\"\npointer = \"/amount_cents\"\n"
-        }
+            .to_string(),
     };
-    Ok([parse("payment.toml", payment, inputs)?, parse("bank.toml", bank, "")?, parse("orders.toml", orders, "")?])
+    // A gateway failing for a while is what a circuit breaker is for:
+    // three failures in a row open it for half a second.
+    if options.breakers {
+        after.push_str("[breaker]\nfailures = 3\nopen_ms = 500\n");
+    }
+    // What an operator knows of the gateways: the backup is slower and
+    // dearer, and a little less reliable.
+    if options.path_choice {
+        for (path, latency_ms, reliability) in [("charge", 20, 0.95), ("charge-backup", 40, 0.9)] {
+            let cost = path_cost(path);
+            after.push_str(&format!(
+                "[paths.{path}]\nexpected_latency_ms = {latency_ms}\ncost = {cost}\nreliability = {reliability}\n"
+            ));
+        }
+    }
+    Ok([parse("payment.toml", payment, &after)?, parse("bank.toml", bank, "")?, parse("orders.toml", orders, "")?])
 }
 
 async fn load(runtime: &Runtime, dir: &std::path::Path, name: &str) -> anyhow::Result<Module> {
@@ -580,10 +611,13 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
             Kind::Order => (orders.clone(), order_policy.clone()),
         };
         let runtime = runtime.clone();
+        let path_choice = options.path_choice;
         tasks.spawn(async move {
+            // With path choice a charge names no path: the runtime orders them.
+            let path = (!(path_choice && planned.kind == Kind::Charge)).then(|| planned.path.to_string());
             let request = TxRequest {
                 transaction_id: Some(planned.id.clone()),
-                path: Some(planned.path.into()),
+                path,
                 input: planned.input.to_string().into_bytes(),
                 idempotency_key: None,
                 caller: None,
@@ -687,6 +721,10 @@ pub(crate) async fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<
         latency_ms_p50: percentile(&latencies, 0.5),
         latency_ms_p99: percentile(&latencies, 0.99),
         unsafe_calls_sent: primary_charges.received + backup_charges.received,
+        cost: f64::from(primary_charges.received) * path_cost("charge")
+            + f64::from(backup_charges.received) * path_cost("charge-backup"),
+        breakers: options.breakers,
+        path_choice: options.path_choice,
         double_charged: booked.values().filter(|count| **count > 1).count(),
         false_diversions: outcomes.iter().filter(|o| o.diverted && !o.would_fail).count(),
         attempts: outcomes.iter().map(|o| o.attempts).sum(),

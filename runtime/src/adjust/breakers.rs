@@ -102,6 +102,19 @@ impl Breakers {
         self.with(host, |entry| if well { entry.breaker.succeeded() } else { entry.breaker.failed(now, rule) });
     }
 
+    /// The state of the breaker of the host an endpoint names (`METHOD
+    /// scheme://host:port/path`, see `predict::endpoint_key`), as the
+    /// predictor reads it: 0 closed or none, 0.5 half-open, 1 open.
+    pub(crate) fn state_of_endpoint(&self, endpoint: &str, now: Instant) -> f32 {
+        let Some(host) = endpoint.split_once("://").and_then(|(_, rest)| rest.split('/').next()) else { return 0.0 };
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        match entries.get(host).map(|entry| entry.breaker.state(now)) {
+            Some(BreakerState::Open) => 1.0,
+            Some(BreakerState::HalfOpen) => 0.5,
+            Some(BreakerState::Closed) | None => 0.0,
+        }
+    }
+
     /// Every breaker, by host.
     pub(crate) fn views(&self, now: Instant) -> Vec<BreakerView> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
@@ -126,6 +139,24 @@ impl Breakers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_predictor_reads_the_state_of_an_endpoints_host() {
+        let breakers = Breakers::default();
+        let rule = BreakerRule { failures: 2, open_for: Duration::from_millis(100) };
+        let start = Instant::now();
+        let charge = "POST http://h:443/charges";
+        assert_eq!(breakers.state_of_endpoint(charge, start), 0.0, "no breaker yet");
+        breakers.report("h:443", rule, false, start);
+        assert_eq!(breakers.state_of_endpoint(charge, start), 0.0, "closed, one failure short");
+        breakers.report("h:443", rule, false, start);
+        assert_eq!(breakers.state_of_endpoint(charge, start), 1.0, "open");
+        assert_eq!(breakers.state_of_endpoint("GET http://h:443/health", start), 1.0, "the host's, any path");
+        assert_eq!(breakers.state_of_endpoint("POST http://other:443/charges", start), 0.0);
+        let later = start + Duration::from_millis(100);
+        assert_eq!(breakers.state_of_endpoint(charge, later), 0.5, "half-open: a trial is due");
+        assert_eq!(breakers.state_of_endpoint("not an endpoint", later), 0.0);
+    }
 
     #[test]
     fn the_mirror_looks_the_primary_takes_the_trial() {

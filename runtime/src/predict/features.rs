@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// Version 2 added what the request carries (`input_bytes`,
 /// `outbound_request_bytes`) and rate limits (`rate_limited_share`,
-/// `rate_limit_load`, `rate_limit_wait_ms`).
-pub const SCHEMA_VERSION: u32 = 2;
+/// `rate_limit_load`, `rate_limit_wait_ms`). Version 3 added the circuit
+/// breakers' state (`breaker_state`).
+pub const SCHEMA_VERSION: u32 = 3;
 
 macro_rules! feature_schema {
     ($( $(#[doc = $doc:literal])* $name:ident ),+ $(,)?) => {
@@ -93,6 +94,10 @@ feature_schema! {
     /// the request: what its `Retry-After` asked, or at its limit, until
     /// the window frees.
     rate_limit_wait_ms,
+    /// The worst state of the circuit breakers of the hosts called, on this
+    /// node: 0 closed (or no breaker), 0.5 half-open (a trial is due), 1
+    /// open (the call is short-circuited).
+    breaker_state,
 }
 
 /// The limits an attempt runs under, as far as features compare with them.
@@ -166,6 +171,8 @@ pub struct EndpointView {
     /// let through to measure it again, like a half-open circuit
     /// breaker's trial. The gate passes it whatever it scores.
     pub probe: bool,
+    /// Its host's circuit breaker: 0 closed (or none), 0.5 half-open, 1 open.
+    pub breaker: f32,
 }
 
 /// What is known of an instance besides its host calls.
@@ -252,7 +259,10 @@ impl FeatureAccumulator {
                         HttpOutcome::Failed { .. } => (Some(timeout_ms), Some(1.0), None),
                         // Not sent because its host keeps failing: the
                         // primary's call will fail the same way.
-                        HttpOutcome::ShortCircuited { .. } => (None, Some(1.0), None),
+                        HttpOutcome::ShortCircuited { .. } => {
+                            features.breaker_state = 1.0;
+                            (None, Some(1.0), None)
+                        }
                         _ => (
                             known.map(|view| view.latency_ms),
                             known.map(|view| view.error_rate),
@@ -271,6 +281,7 @@ impl FeatureAccumulator {
                     if let Some(view) = known {
                         features.rate_limit_load = features.rate_limit_load.max(view.load);
                         features.rate_limit_wait_ms = features.rate_limit_wait_ms.max(view.wait_ms);
+                        features.breaker_state = features.breaker_state.max(view.breaker);
                         self.probing |= view.probe;
                     }
                     if let Some(bytes) = request_bytes {
@@ -365,6 +376,28 @@ mod tests {
     }
 
     #[test]
+    fn a_call_short_circuited_by_its_breaker_says_the_breaker_is_open() {
+        let t = trace(vec![HostCall::Http {
+            method: "POST".into(),
+            url: "http://h/charge".into(),
+            safe: false,
+            request_bytes: Some(80),
+            outcome: HttpOutcome::ShortCircuited { host: "h:80".into(), opens_in_ms: 500 },
+        }]);
+        let context = FeatureContext {
+            limits: AttemptLimits { fuel: 1000, memory_mib: 64, outbound_timeout_ms: 2000 },
+            attempt: 1,
+            contended: &|_, _, _| false,
+            endpoint: &|_, _| None,
+            deviation: &|_, _, _| None,
+            path_failure_rate: 0.0,
+            input_bytes: 0,
+        };
+        let f = Features::from_trace(&t, &context);
+        assert_eq!((f.breaker_state, f.endpoint_error_rate), (1.0, 1.0));
+    }
+
+    #[test]
     fn features_come_from_the_trace_and_the_context() {
         let limits = AttemptLimits { fuel: 1000, memory_mib: 64, outbound_timeout_ms: 2000 };
         let t = trace(vec![
@@ -398,6 +431,7 @@ mod tests {
                     load: 1.2,
                     wait_ms: 300.0,
                     probe: true,
+                    breaker: 0.5,
                 })
             },
             deviation: &|_, _, _| Some(1.5),
@@ -420,6 +454,7 @@ mod tests {
         assert_eq!(f.input_bytes, 42.0);
         assert_eq!(f.outbound_request_bytes, 80.0);
         assert_eq!((f.rate_limited_share, f.rate_limit_load, f.rate_limit_wait_ms), (0.25, 1.2, 300.0));
+        assert_eq!(f.breaker_state, 0.5, "the half-open breaker of the charge's host");
         assert_eq!(endpoint_key("GET", "http://h/slow?q=1"), "GET http://h:80/slow");
 
         // Folding the calls in as they come gives the same features.

@@ -343,6 +343,8 @@ impl EndpointStats {
             load: load as f32,
             wait_ms: retry_wait.max(window_wait).as_secs_f32() * 1000.0,
             probe: false,
+            // The breakers are the runtime's; it adds their state.
+            breaker: 0.0,
         })
     }
 

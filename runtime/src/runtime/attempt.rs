@@ -17,7 +17,9 @@ use crate::instance::module::Module;
 use crate::policy::Policy;
 use crate::predict::history::Request;
 use crate::predict::paths::BaselineSample;
-use crate::predict::{FeatureAccumulator, FeatureContext, InputProfile, ModelScore, Prediction, TraceTotals};
+use crate::predict::{
+    EndpointView, FeatureAccumulator, FeatureContext, InputProfile, ModelScore, Prediction, TraceTotals,
+};
 use crate::store::{
     Attempt, AttemptOutcome, CommitError, CommitRequest, Fence, StoreError, TransactionOutcome, TransactionRecord,
 };
@@ -599,7 +601,16 @@ impl Runtime {
             contended: &contended,
             endpoint: &|endpoint, bytes| {
                 let request = Request { bytes, conditions: &input.conditions };
-                self.inner.endpoints.health.for_prediction(endpoint, &request, &evidence, Instant::now())
+                let now = Instant::now();
+                let known = self.inner.endpoints.health.for_prediction(endpoint, &request, &evidence, now);
+                // A breaker speaks of its host even before this endpoint of
+                // it was ever called.
+                let breaker = self.inner.endpoints.breakers.state_of_endpoint(endpoint, now);
+                match known {
+                    Some(view) => Some(EndpointView { breaker, ..view }),
+                    None if breaker > 0.0 => Some(EndpointView { breaker, ..EndpointView::default() }),
+                    None => None,
+                }
             },
             deviation: &|fuel, host_calls, _| self.inner.paths.deviation(module.hash(), path, fuel, host_calls),
             path_failure_rate: self.inner.paths.failure_rate((module.hash(), path, &input.conditions)),
