@@ -25,6 +25,11 @@ import numpy as np  # noqa: E402
 LABELS = ["(a) retry-only", "(b) rules only", "(c) rules + model"]
 
 
+def table_row(name: str, values: list[str]) -> str:
+    """One row of a Markdown table: its name, then its cells."""
+    return f"| {name} | " + " | ".join(values) + " |"
+
+
 def precision_recall(scores: np.ndarray, failed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(-scores)
     hits = np.cumsum(failed[order])
@@ -101,8 +106,7 @@ def main() -> None:
     fig.savefig(pr_png, dpi=110)
     plt.close(fig)
 
-    def row(name: str, values: list[str]) -> str:
-        return f"| {name} | " + " | ".join(values) + " |"
+    row = table_row
 
     def pct(a: float) -> str:
         return f"{a * 100:.1f}%"
@@ -235,9 +239,7 @@ def fulfilment_section(runs: list[dict]) -> list[str]:
     """Breakers and path choice against a fixed order and against retry-only, on the fault workload."""
     seed, size = runs[0]["seed"], runs[0]["transactions"]
     labels = ["(a) retry-only", "(b) predictor, fixed order", "(c) breakers + path choice"]
-
-    def row(name: str, values: list[str]) -> str:
-        return f"| {name} | " + " | ".join(values) + " |"
+    row = table_row
 
     def per_transaction(run: dict) -> float:
         return run["cost"] / max(run["transactions"], 1)

@@ -10,11 +10,9 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{Call, install, open, token};
-use http_body_util::BodyExt as _;
+use common::{Call, install, open};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tower::ServiceExt as _;
 use txmirror_service::AppState;
 use txmirror_service::Role::{Client, Developer, Operator};
 use txmirror_tests::{Behaviour, Received, TestServer, guests};
@@ -186,28 +184,15 @@ async fn the_status_stream_tells_the_cancel() {
     // Cancelled with the charge in flight, which is waited for (a second):
     // the transaction is `cancelling` all that time.
     until_received(&gateway, |r| r.method == "POST" && r.uri == "/charges").await;
-    let request = Request::get(format!("/v1/transactions/{id}/events"))
-        .header("authorization", format!("Bearer {}", token("acme", Client)))
-        .body(Body::empty())
-        .unwrap();
-    let response = txmirror_service::app(state.clone()).oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let stream = common::open_status_stream(state, &id).await;
     let (status, _) = cancel(state, "acme", Client, &id).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let body = tokio::time::timeout(Duration::from_secs(30), response.into_body().collect())
-        .await
-        .expect("the stream ends when the transaction does")
-        .unwrap()
-        .to_bytes();
-    let text = String::from_utf8(body.to_vec()).unwrap();
-    let statuses: Vec<String> = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .map(|data| serde_json::from_str::<Value>(data).unwrap()["status"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(statuses.first().map(String::as_str), Some("pending"), "{text}");
-    assert_eq!(statuses.last().map(String::as_str), Some("failed"), "{text}");
-    let cancelling = statuses.iter().position(|s| s == "cancelling").expect(&text);
-    assert!(statuses[..cancelling].iter().all(|s| s == "pending"), "{text}");
-    assert!(statuses[cancelling..statuses.len() - 1].iter().all(|s| s == "cancelling"), "{text}");
+    let events = common::status_events(stream).await;
+    let statuses: Vec<&str> = events.iter().map(|event| event["status"].as_str().unwrap()).collect();
+    let text = format!("{statuses:?}");
+    assert_eq!(statuses.first(), Some(&"pending"), "{text}");
+    assert_eq!(statuses.last(), Some(&"failed"), "{text}");
+    let cancelling = statuses.iter().position(|s| *s == "cancelling").expect(&text);
+    assert!(statuses[..cancelling].iter().all(|s| *s == "pending"), "{text}");
+    assert!(statuses[cancelling..statuses.len() - 1].iter().all(|s| *s == "cancelling"), "{text}");
 }

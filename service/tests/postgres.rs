@@ -98,16 +98,26 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// node holds for the same request answers with the other's transaction;
 /// for a different request (another amount), it is refused, whether the
 /// holder is still in flight or already recorded.
+/// Two nodes of one service on a fresh database of `server`, each with its
+/// own data directory (kept while the first value lives).
+async fn two_nodes(server: &TestPostgres) -> ([tempfile::TempDir; 2], Service, Service) {
+    let url = server.fresh_database();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes = Vec::new();
+    for dir in &dirs {
+        let mut config = common::config(dir.path());
+        config.store.url = Some(url.clone());
+        nodes.push(open(&config).await);
+    }
+    let node_b = nodes.pop().unwrap();
+    let node_a = nodes.pop().unwrap();
+    (dirs, node_a, node_b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_held_on_another_node_answers_the_same_request_and_refuses_another() {
     let server = TestPostgres::start();
-    let url = server.fresh_database();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut config_a = common::config(dir_a.path());
-    config_a.store.url = Some(url.clone());
-    let mut config_b = common::config(dir_b.path());
-    config_b.store.url = Some(url);
-    let (node_a, node_b) = (open(&config_a).await, open(&config_b).await);
+    let (_dirs, node_a, node_b) = two_nodes(&server).await;
     assert_ne!(node_a.state.node().id, node_b.state.node().id);
     let hash = install(&node_a.state, "acme", guests::BANK_TRANSFER, BANK_POLICY).await;
     let submit = |state, key: &str, amount: u64| {
@@ -190,13 +200,7 @@ async fn streams_and_consumer_groups_on_postgresql() {
 async fn a_cancel_sent_to_another_node_names_the_node_that_runs_it() {
     use txmirror_tests::{Behaviour, TestServer};
     let server = TestPostgres::start();
-    let url = server.fresh_database();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut config_a = common::config(dir_a.path());
-    config_a.store.url = Some(url.clone());
-    let mut config_b = common::config(dir_b.path());
-    config_b.store.url = Some(url);
-    let (node_a, node_b) = (open(&config_a).await, open(&config_b).await);
+    let (_dirs, node_a, node_b) = two_nodes(&server).await;
     let delay = std::time::Duration::from_secs(2);
     let gateway = TestServer::start(Behaviour {
         status: 201,

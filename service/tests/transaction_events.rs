@@ -7,37 +7,16 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{Call, install, open, token};
-use http_body_util::BodyExt as _;
+use common::{Call, install, open};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tower::ServiceExt as _;
 use txmirror_service::AppState;
 use txmirror_service::Role::{Client, Developer};
 use txmirror_tests::{Behaviour, TestServer, guests};
 
 /// Every `status` event of the transaction's stream until it ends.
 async fn follow(state: &AppState, id: &str) -> Vec<Value> {
-    let request = Request::get(format!("/v1/transactions/{id}/events"))
-        .header("authorization", format!("Bearer {}", token("acme", Client)))
-        .body(Body::empty())
-        .unwrap();
-    let response = txmirror_service::app(state.clone()).oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let body = tokio::time::timeout(Duration::from_secs(30), response.into_body().collect())
-        .await
-        .expect("the stream ends when the transaction does")
-        .unwrap()
-        .to_bytes();
-    let text = String::from_utf8(body.to_vec()).unwrap();
-    let mut events = Vec::new();
-    for block in text.split("\n\n").filter(|block| !block.trim().is_empty() && !block.starts_with(':')) {
-        assert!(block.starts_with("event: status\n"), "{block}");
-        let data = block.lines().find_map(|line| line.strip_prefix("data: ")).unwrap();
-        events.push(serde_json::from_str(data).unwrap());
-    }
-    events
+    common::status_events(common::open_status_stream(state, id).await).await
 }
 
 /// A payment gateway that charges after `delay`.

@@ -152,3 +152,33 @@ pub fn leave_legacy_pending(data_dir: &Path, tenant: &str, id: &str, pending: &t
     txn.open_table(legacy).unwrap().insert((tenant, id), bytes.as_slice()).unwrap();
     txn.commit().unwrap();
 }
+
+/// Opens transaction `id`'s status stream (`/v1/transactions/{id}/events`)
+/// as a client of `acme`.
+pub async fn open_status_stream(state: &AppState, id: &str) -> axum::response::Response {
+    let request = Request::get(format!("/v1/transactions/{id}/events"))
+        .header("authorization", format!("Bearer {}", token("acme", Role::Client)))
+        .body(Body::empty())
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    response
+}
+
+/// Every `status` event of an open status stream until it ends (within 30 s).
+pub async fn status_events(response: axum::response::Response) -> Vec<Value> {
+    let body = tokio::time::timeout(std::time::Duration::from_secs(30), response.into_body().collect())
+        .await
+        .expect("the stream ends when the transaction does")
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let mut events = Vec::new();
+    for block in text.split("\n\n").filter(|block| !block.trim().is_empty() && !block.starts_with(':')) {
+        assert!(block.starts_with("event: status\n"), "{block}");
+        let data = block.lines().find_map(|line| line.strip_prefix("data: ")).unwrap();
+        events.push(serde_json::from_str(data).unwrap());
+    }
+    events
+}
