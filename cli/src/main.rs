@@ -19,6 +19,10 @@ use commands::{Command, Local, Target};
 use exit::Failed;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use txmirror_service::telemetry::{EXPORTED_SPANS, Telemetry};
 
 mod commands;
 mod exit;
@@ -74,10 +78,23 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TXMIRROR_LOG"))
+    // Dropped last: what is batched for the collector leaves before exit.
+    let telemetry = match Telemetry::from_env() {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter(tracing_subscriber::EnvFilter::from_env("TXMIRROR_LOG"));
+    // The exported spans are filtered apart from the log: a quiet log
+    // still exports every transaction.
+    let exported = telemetry
+        .as_ref()
+        .map(|telemetry| telemetry.layer().with_filter(tracing_subscriber::EnvFilter::new(EXPORTED_SPANS)));
+    tracing_subscriber::registry().with(log).with(exported).init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

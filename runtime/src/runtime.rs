@@ -49,6 +49,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
+use tracing::Instrument as _;
+use tracing::field::Empty;
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -687,7 +689,52 @@ impl Runtime {
         Ok(report)
     }
 
+    /// Runs one transaction, in a span of its own (see
+    /// `txmirror_service::telemetry`) that says how it ended.
     async fn execute_once(
+        &self,
+        module: &Module,
+        policy: &Arc<Policy>,
+        request: TxRequest,
+        claim: Option<IdempotencyClaim>,
+        purpose: Purpose,
+    ) -> Result<TxReport, ExecuteError> {
+        let span = tracing::info_span!(
+            "txmirror.transaction",
+            txmirror.transaction_id = Empty,
+            txmirror.module = module.hash(),
+            txmirror.purpose = ?purpose,
+            txmirror.path = Empty,
+            txmirror.attempts = Empty,
+            txmirror.outcome = Empty,
+            txmirror.failure = Empty,
+        );
+        let result = self.run_transaction(module, policy, request, claim, purpose).instrument(span.clone()).await;
+        if !span.is_disabled() {
+            match &result {
+                Ok(report) => {
+                    span.record("txmirror.transaction_id", report.transaction_id.as_str());
+                    span.record("txmirror.path", report.path.as_str());
+                    span.record("txmirror.attempts", report.attempts.len());
+                    match &report.failure {
+                        None => span.record("txmirror.outcome", "committed"),
+                        Some(failure) => {
+                            span.record("txmirror.failure", failure.message.as_str());
+                            span.record("txmirror.outcome", failure.kind.as_str())
+                        }
+                    };
+                }
+                Err(error) => {
+                    span.record("txmirror.outcome", "error");
+                    span.record("txmirror.failure", tracing::field::display(error));
+                }
+            }
+        }
+        result
+    }
+
+    /// [`Runtime::execute_once`]'s work.
+    async fn run_transaction(
         &self,
         module: &Module,
         policy: &Arc<Policy>,

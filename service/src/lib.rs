@@ -37,6 +37,7 @@ pub mod openapi;
 pub mod quota;
 pub mod relay;
 pub mod server;
+pub mod telemetry;
 mod tenant;
 
 pub use auth::Role;

@@ -352,7 +352,15 @@ pub(crate) fn spawn_run(state: &AppState, launch: Launch) -> JoinHandle<Result<T
     let request = TxRequest { cancel: Some(running.cancel_token()), ..request };
     tenant.metrics().started();
     let fence = request.fence.clone();
-    state.admission.running.spawn(async move {
+    // The run's span is a child of the request's (which continues the
+    // caller's trace), or a root of its own for a takeover.
+    let span = tracing::info_span!(
+        "txmirror.run",
+        txmirror.tenant = tenant.name(),
+        txmirror.transaction_id = id.as_str(),
+        txmirror.run = ?run,
+    );
+    let running_task = async move {
         let started = Instant::now();
         let policy =
             registered.policy.clone().ok_or_else(|| ServiceError::NoPolicy(registered.module.hash().to_string()))?;
@@ -392,5 +400,6 @@ pub(crate) fn spawn_run(state: &AppState, launch: Launch) -> JoinHandle<Result<T
                 Err(error.into())
             }
         }
-    })
+    };
+    state.admission.running.spawn(tracing::Instrument::instrument(running_task, span))
 }

@@ -24,6 +24,7 @@ pub mod models {
     include!(concat!(env!("OUT_DIR"), "/models.rs"));
 }
 
+pub mod otlp;
 pub mod peers;
 pub mod postgres;
 

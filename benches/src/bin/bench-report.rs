@@ -24,7 +24,12 @@
 //!   size, a clean build, the first load (compile) and a load from the
 //!   cache, instantiation alone, and a whole transaction;
 //!
-//! `bench-report [--quick] [--write FILE] [peers] [durable] [nodes] [effects] [streams] [delivery] [python]`: with `--write`, each
+//! - `telemetry`: OpenTelemetry's cost on the tiny path: a transaction
+//!   with the exporter off (the log's subscriber alone, as `txmirror`
+//!   runs without `OTEL_EXPORTER_OTLP_ENDPOINT`) and on (its spans
+//!   exported over OTLP/HTTP to a receiver on 127.0.0.1);
+//!
+//! `bench-report [--quick] [--write FILE] [peers] [durable] [nodes] [effects] [streams] [delivery] [python] [telemetry]`: with `--write`, each
 //! section's table replaces the text between its markers in FILE
 //! (`<!-- bench:NAME -->` … `<!-- /bench:NAME -->`). `--quick` runs short,
 //! for checking that it works, not for numbers.
@@ -36,6 +41,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing_subscriber::EnvFilter;
 use txmirror_runtime::store::{DEFAULT_BATCH_LIMIT, PostgresStore, RedbStore, StateStore, TransactionOutcome};
 use txmirror_runtime::{Policy, Runtime, TxRequest};
 use txmirror_tests::guests;
@@ -54,13 +60,13 @@ fn main() -> Result<()> {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--write" => options.write = Some(args.next().context("--write needs a file")?.into()),
-            "peers" | "durable" | "nodes" | "effects" | "streams" | "delivery" | "python" => {
+            "peers" | "durable" | "nodes" | "effects" | "streams" | "delivery" | "python" | "telemetry" => {
                 options.sections.push(arg);
             }
             other => {
                 bail!(
                     "unknown argument {other:?}; usage: bench-report [--quick] [--write FILE] [peers] [durable] [nodes] \
-                     [effects] [streams] [delivery] [python]"
+                     [effects] [streams] [delivery] [python] [telemetry]"
                 )
             }
         }
@@ -76,6 +82,7 @@ fn main() -> Result<()> {
             "python" => python(&options)?,
             "streams" => streams(&options)?,
             "delivery" => delivery(&options)?,
+            "telemetry" => telemetry(&options)?,
             _ => durable(&options)?,
         };
         println!("{table}");
@@ -191,6 +198,93 @@ fn peers(options: &Options) -> Result<String> {
         table,
         "\n{calls} calls of each path per host after {warm_up} to warm up, in {ROUNDS} round-robin rounds; one \
          thread; µs per call."
+    )?;
+    Ok(table)
+}
+
+fn telemetry(options: &Options) -> Result<String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use txmirror_service::telemetry::{EXPORTED_SPANS, Telemetry};
+    let (warm_up, calls) = if options.quick { (20, 200) } else { (500, 5_000) };
+    let background = tokio::runtime::Runtime::new()?;
+    let receiver = background.block_on(txmirror_tests::otlp::OtlpReceiver::start());
+    let exporter = Telemetry::to_endpoint(&format!("{}/v1/traces", receiver.endpoint()))?;
+    // What `txmirror` has without an endpoint: the log at its default level.
+    let log = || tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(EnvFilter::new("error"));
+    let off = tracing::Dispatch::new(tracing_subscriber::registry().with(log()));
+    let on = tracing::Dispatch::new(
+        tracing_subscriber::registry().with(log()).with(exporter.layer().with_filter(EnvFilter::new(EXPORTED_SPANS))),
+    );
+    type Build = Box<dyn Fn() -> Box<dyn Peer>>;
+    let rows: Vec<(&str, Build, Option<&tracing::Dispatch>)> = vec![
+        (
+            "raw wasmtime, tuned pooling (reference)",
+            Box::new(|| Box::new(ComponentPeer::new(guests::PEER_COMPONENT, EngineSetup::TunedPooling))),
+            None,
+        ),
+        (
+            "primary only, exporter off",
+            Box::new(|| Box::new(TxmirrorPeer::new(guests::PEER_TXMIRROR, false))),
+            Some(&off),
+        ),
+        (
+            "primary only, exporter on",
+            Box::new(|| Box::new(TxmirrorPeer::new(guests::PEER_TXMIRROR, false))),
+            Some(&on),
+        ),
+        ("mirrored, exporter off", Box::new(|| Box::new(TxmirrorPeer::new(guests::PEER_TXMIRROR, true))), Some(&off)),
+        ("mirrored, exporter on", Box::new(|| Box::new(TxmirrorPeer::new(guests::PEER_TXMIRROR, true))), Some(&on)),
+    ];
+    let none = tracing::Dispatch::none();
+    let mut built: Vec<Box<dyn Peer>> = rows.iter().map(|(_, build, _)| build()).collect();
+    for ((_, _, dispatch), peer) in rows.iter().zip(&mut built) {
+        tracing::dispatcher::with_default(dispatch.unwrap_or(&none), || {
+            (0..warm_up).try_for_each(|_| peer.call("transfer", TRANSFER).map(drop).map_err(anyhow::Error::msg))
+        })?;
+    }
+    // Round-robin, as in `peers`.
+    const ROUNDS: usize = 10;
+    let mut samples = vec![Vec::with_capacity(calls); rows.len()];
+    for _ in 0..ROUNDS {
+        for (((_, _, dispatch), peer), samples) in rows.iter().zip(&mut built).zip(&mut samples) {
+            tracing::dispatcher::with_default(dispatch.unwrap_or(&none), || {
+                for _ in 0..calls / ROUNDS {
+                    let started = Instant::now();
+                    peer.call("transfer", TRANSFER).map_err(anyhow::Error::msg)?;
+                    samples.push(started.elapsed());
+                }
+                anyhow::Ok(())
+            })?;
+        }
+    }
+    // What was batched leaves now; the receiver's count says it all arrived.
+    drop(exporter);
+    let exported = receiver.spans();
+    let transactions = exported.iter().filter(|span| span.name == "txmirror.transaction").count();
+    let measured: Vec<(Duration, Duration)> = samples.iter_mut().map(|s| percentiles(s)).collect();
+    let mut table = String::new();
+    writeln!(table, "| transfer | p50 | p99 | × raw, p50 | × exporter off, p50 |")?;
+    writeln!(table, "|---|---|---|---|---|")?;
+    for (n, ((name, _, _), (p50, p99))) in rows.iter().zip(&measured).enumerate() {
+        let off =
+            if name.ends_with("on") { format!("{:.2}×", micros(*p50) / micros(measured[n - 1].0)) } else { "".into() };
+        writeln!(
+            table,
+            "| {name} | {:.1} µs | {:.1} µs | {:.2}× | {off} |",
+            micros(*p50),
+            micros(*p99),
+            micros(*p50) / micros(measured[0].0),
+        )?;
+    }
+    let made = 2 * (warm_up + calls / ROUNDS * ROUNDS);
+    writeln!(
+        table,
+        "\n{calls} transfers per row after {warm_up} to warm up, in {ROUNDS} round-robin rounds; one thread; the \
+         receiver got {} spans in {} requests, the spans of {transactions} of the {made} transactions run with the \
+         exporter on (the batch processor drops what overflows its queue of 2,048).",
+        exported.len(),
+        receiver.requests(),
     )?;
     Ok(table)
 }

@@ -424,10 +424,12 @@ impl Gate {
             decision = Some(GateDecision::Cancelled);
             verdict = GateVerdict::Cancelled;
         }
+        let waited_micros = primary.now_micros().saturating_sub(at);
+        tell(&prediction, verdict, GateStage::UnsafeCall, waited_micros, timed_out);
         primary.record_since(
             at,
             HostCall::Gate {
-                waited_micros: primary.now_micros().saturating_sub(at),
+                waited_micros,
                 timed_out,
                 failure_probability: prediction.failure_probability,
                 reasons: prediction.reasons.iter().map(|r| r.rule.clone()).collect(),
@@ -449,5 +451,45 @@ impl Gate {
                 Verdict::Stop(text)
             }
         }
+    }
+}
+
+/// Tells the process's `tracing` subscriber of a decision of the gate, as
+/// an event of the attempt it stands in (exported to OpenTelemetry when
+/// that is on, see `txmirror_service::telemetry`): the probability, which
+/// model scored it, the rules that held and why, and what the gate did.
+pub(crate) fn tell(
+    prediction: &Prediction,
+    verdict: GateVerdict,
+    before: GateStage,
+    waited_micros: u64,
+    timed_out: bool,
+) {
+    tracing::info!(
+        txmirror.gate.decision = %verdict,
+        txmirror.gate.before = %before,
+        txmirror.gate.failure_probability = f64::from(prediction.failure_probability),
+        txmirror.gate.source = prediction.source.as_str(),
+        txmirror.gate.rules = tracing::field::display(Joined(prediction.reasons.iter().map(|r| r.rule.as_str()))),
+        txmirror.gate.reasons = tracing::field::display(Joined(prediction.reasons.iter().map(|r| r.reason.as_str()))),
+        txmirror.gate.waited_micros = waited_micros,
+        txmirror.gate.timed_out = timed_out,
+        "gate",
+    );
+}
+
+/// Items written one after another, `; ` between them; written only when
+/// a subscriber asks for the field.
+struct Joined<I>(I);
+
+impl<'a, I: Iterator<Item = &'a str> + Clone> std::fmt::Display for Joined<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (n, item) in self.0.clone().enumerate() {
+            if n > 0 {
+                f.write_str("; ")?;
+            }
+            f.write_str(item)?;
+        }
+        Ok(())
     }
 }

@@ -30,6 +30,8 @@ use crate::vocab::{CancelToken, Failure, FailureKind, GateStage, Role};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 /// What the draw for the model's standing is taken for, so that it is
 /// independent of the exploration share's.
@@ -49,6 +51,8 @@ struct Prepared {
     write_claims: Arc<WriteClaims>,
     /// What the transaction's input says to the predictor.
     input: Arc<InputProfile>,
+    /// The attempt's span, which its commit and its outcome go in.
+    span: tracing::Span,
 }
 
 /// What a successful primary leaves to commit.
@@ -172,12 +176,15 @@ impl Runtime {
         };
         let hedge_path = next_path.filter(|_| mirrored);
         let Some(hedge_path) = hedge_path else {
-            let prepared = self.prepare(module, policy, path, next_path, seed, None).await?;
+            let span = attempt_span(number, path, mirrored);
+            let prepared = self.prepare(module, policy, path, next_path, seed, None).instrument(span).await?;
             return self.conclude(module, prepared, run, turn).await;
         };
 
         let (primary_seat, hedge_seat) = HedgeRace::start();
-        let primary = self.prepare(module, policy, path, next_path, seed, Some(primary_seat.clone()));
+        let primary = self
+            .prepare(module, policy, path, next_path, seed, Some(primary_seat.clone()))
+            .instrument(attempt_span(number, path, mirrored));
         let mut primary = std::pin::pin!(primary);
         // The hedge starts when the primary has run past the policy's delay,
         // or when its gate asks for it, whichever comes first.
@@ -208,7 +215,9 @@ impl Runtime {
             standing_draw: draw(&run.id, hedge_number, STANDING_SALT),
             ..seed
         };
-        let hedge = self.prepare(module, policy, hedge_path, None, hedge_seed, Some(hedge_seat));
+        let hedge = self
+            .prepare(module, policy, hedge_path, None, hedge_seed, Some(hedge_seat))
+            .instrument(attempt_span(hedge_number, hedge_path, mirrored));
         let (primary, hedge) = tokio::join!(primary, hedge);
         let (primary, mut hedge) = (primary?, hedge?);
         hedge.report.hedge = Some(hedge_start);
@@ -351,6 +360,7 @@ impl Runtime {
             && primary.result.is_ok()
         {
             let (name, decision) = gate.before_commit(prediction, sent_unsafe(&primary.trace));
+            crate::adjust::gate::tell(prediction, name, GateStage::Commit, waited_micros, timed_out);
             primary.trace.events.push(TraceEvent {
                 at_micros,
                 duration_micros: waited_micros,
@@ -421,6 +431,7 @@ impl Runtime {
             raised_timeouts: setup.timeouts.raised().then(|| setup.timeouts.current()),
             write_claims,
             input: setup.input.clone(),
+            span: tracing::Span::current(),
         })
     }
 
@@ -434,7 +445,7 @@ impl Runtime {
         turn: &mut Option<Turn>,
     ) -> Result<AttemptEnd, ExecuteError> {
         // The claims are released when this returns, after the commit.
-        let Prepared { mut report, result, baseline, raised_timeouts, write_claims: _claims, input } = prepared;
+        let Prepared { mut report, result, baseline, raised_timeouts, write_claims: _claims, input, span } = prepared;
         let path = report.attempt.path.clone();
         if run.reports.is_empty() {
             report.path_order = run.path_order.clone();
@@ -489,7 +500,12 @@ impl Runtime {
                     idempotency: run.claim.clone(),
                     fence: run.fence.clone(),
                 };
-                match self.inner.commits.commit(commit).await {
+                let committing = tracing::info_span!(parent: &span, "txmirror.commit", txmirror.version = Empty);
+                let committed = self.inner.commits.commit(commit).instrument(committing.clone()).await;
+                if let Ok(version) = &committed {
+                    committing.record("txmirror.version", version);
+                }
+                match committed {
                     Ok(version) => {
                         let events = emitted.iter().map(|(stream, payload)| (stream.as_str(), payload.as_slice()));
                         self.inner.predicted.settle_committed(&run.id, report.attempt.number, events);
@@ -540,10 +556,14 @@ impl Runtime {
         }
         match &result {
             Err(failure) => {
+                span.record("txmirror.outcome", failure.kind.as_str());
                 report.attempt.outcome =
                     AttemptOutcome::Failed { kind: failure.kind, message: failure.message.clone() };
             }
-            Ok(_) => self.inner.hedge_delays.record(module.hash(), &path, report.attempt.duration_micros),
+            Ok(_) => {
+                span.record("txmirror.outcome", "committed");
+                self.inner.hedge_delays.record(module.hash(), &path, report.attempt.duration_micros);
+            }
         }
         self.learn_online(&report);
         run.attempts.push(report.attempt.clone());
@@ -672,11 +692,14 @@ impl Runtime {
         // placed on the same time line as the calls before it.
         let origin = Instant::now();
         let since_origin = || u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let primary = run_instance(engine, module, setup, Role::Primary, TraceRecorder::new(origin), path, input);
+        let primary = run_instance(engine, module, setup, Role::Primary, TraceRecorder::new(origin), path, input)
+            .instrument(tracing::info_span!("txmirror.primary"));
         let Some(trace) = mirror_trace else { return (primary.await, None, None) };
         let recorder = trace.clone();
         let mirror = async {
-            let run = run_instance(engine, module, setup, Role::Mirror, trace, path, input).await;
+            let run = run_instance(engine, module, setup, Role::Mirror, trace, path, input)
+                .instrument(tracing::info_span!("txmirror.mirror"))
+                .await;
             if let Some(gate) = &setup.gate {
                 gate.mirror_ended();
             }
@@ -706,6 +729,18 @@ impl Runtime {
             }
         }
     }
+}
+
+/// The span of an attempt (see `txmirror_service::telemetry`): its
+/// primary and mirror, the gate's decisions and its commit go in it.
+fn attempt_span(number: u32, path: &str, mirrored: bool) -> tracing::Span {
+    tracing::info_span!(
+        "txmirror.attempt",
+        txmirror.attempt = number,
+        txmirror.path = path,
+        txmirror.mirrored = mirrored,
+        txmirror.outcome = Empty,
+    )
 }
 
 /// Checks the policy's success criteria on an output.

@@ -14,7 +14,8 @@
 //!   handshake held to the head's deadline.
 //!
 //! A request hyper cannot parse is answered in the JSON error format too
-//! ([`parse_errors`]).
+//! ([`parse_errors`]). Each request is handled in a span that continues the
+//! caller's W3C trace context (`trace_context.rs`, for OpenTelemetry).
 //!
 //! Long polls and synchronous transactions are not cut short: a request
 //! being handled is not idle, and event streams send a keep-alive comment.
@@ -25,6 +26,7 @@ mod config;
 mod connections;
 mod parse_errors;
 mod tls;
+mod trace_context;
 
 pub use config::ServerConfig;
 pub use connections::{ConnectionCounts, Connections};
@@ -56,8 +58,9 @@ pub async fn serve(
 ) -> Result<(), TlsError> {
     let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
     let connections = state.connections.clone();
-    let app =
-        crate::app(state).layer(axum::middleware::from_fn_with_state(config.body_read_timeout(), body_deadline::limit));
+    let app = crate::app(state)
+        .layer(axum::middleware::from_fn_with_state(config.body_read_timeout(), body_deadline::limit))
+        .layer(axum::middleware::from_fn(trace_context::continue_trace));
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();

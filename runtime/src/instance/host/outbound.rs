@@ -39,6 +39,7 @@ use crate::adjust::gate::{Gate, Verdict};
 use crate::adjust::timeouts::AttemptTimeouts;
 use crate::predict::InputProfile;
 use crate::predict::history::{EndpointHealth, Exchange};
+use tracing::Instrument as _;
 
 /// The last real response of primaries to each endpoint, shared by the runtime.
 ///
@@ -290,179 +291,188 @@ impl WasiHttpHooks for OutboundHooks {
         let caller_cancel = self.caller_cancel.clone();
         let stop_waiting = caller_cancel.clone().filter(|_| safe);
         let memory = self.memory.clone();
-        Box::new(async move {
-            if let Some((gate, nth, primary)) = gate
-                && let Verdict::Stop(reason) = gate.before_unsafe_call(nth, at, &primary).await
-            {
-                record(HttpOutcome::Denied { reason }, declared);
-                return Err(HttpError::HttpRequestDenied);
-            }
-            // Looked at after the gate, which may have waited for the mirror.
-            if !mirror && !safe && caller_cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
-                record(HttpOutcome::Denied { reason: CALLER_CANCELLED.to_string() }, declared);
-                return Err(HttpError::HttpRequestDenied);
-            }
-            // Keyed and journalled before it leaves; not sent again if an
-            // earlier attempt's call succeeded.
-            let mut request = request;
-            let mut sending = None;
-            if let Some((journal, ordinal)) = journal {
-                match journal.prepare(ordinal, request).await {
-                    Prepared::Send { request: keyed, effect } => {
-                        request = keyed;
-                        sending = Some((journal, effect));
-                    }
-                    Prepared::Replay { response, status, response_bytes } => {
-                        record(HttpOutcome::Replayed { status, response_bytes }, declared);
-                        return Ok((response, done()));
-                    }
-                    Prepared::Refused { reason, error } => {
-                        record(HttpOutcome::Denied { reason }, declared);
-                        return Err(error);
-                    }
-                }
-            }
-            // The mirror's safe request goes without a body: one streamed
-            // without a declared length is read first, and if it holds
-            // anything, nothing is sent (a server may act on it).
-            if mirror {
-                let (parts, body) = request.into_parts();
-                let read = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map(|body| body.to_bytes());
-                if !read.as_ref().is_ok_and(Bytes::is_empty) {
-                    let reason = "the mirror sends no body on GET or HEAD".to_string();
+        // The call runs on a task of wasi-http's own: it keeps the twin's
+        // span, so that the gate's decision is told in it.
+        let span = tracing::Span::current();
+        Box::new(
+            async move {
+                if let Some((gate, nth, primary)) = gate
+                    && let Verdict::Stop(reason) = gate.before_unsafe_call(nth, at, &primary).await
+                {
                     record(HttpOutcome::Denied { reason }, declared);
                     return Err(HttpError::HttpRequestDenied);
                 }
-                request = http::Request::from_parts(parts, full_body(Bytes::new()));
-            }
-            // Read after the gate, which may have raised it.
-            let limit = timeouts.outbound();
-            let timeout = options.as_ref().and_then(|o| o.first_byte_timeout).map_or(limit, |guest| guest.min(limit));
-            // The primary takes a half-open breaker's one trial here, after
-            // the gate and the journal, which may stop the call; the trial
-            // then settles with the call's outcome below.
-            let breakers = &memory.breakers;
-            if rule.is_some()
-                && !mirror
-                && let Err(short) = breakers.admit(&host, false, Instant::now())
-            {
-                let opens_in_ms = u64::try_from(short.opens_in.as_millis()).unwrap_or(u64::MAX);
-                record(HttpOutcome::ShortCircuited { host, opens_in_ms }, declared);
-                return Err(HttpError::ConnectionRefused);
-            }
-            let slot = match breaker.max_concurrent {
-                Some(max) => match tokio::time::timeout(timeout, breakers.slots(&host, max).acquire_owned()).await {
-                    Ok(Ok(slot)) => Some(slot),
-                    _ => {
-                        // Only the primary takes trials: the mirror's call
-                        // must not give back a trial the primary has out.
+                // Looked at after the gate, which may have waited for the mirror.
+                if !mirror && !safe && caller_cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+                    record(HttpOutcome::Denied { reason: CALLER_CANCELLED.to_string() }, declared);
+                    return Err(HttpError::HttpRequestDenied);
+                }
+                // Keyed and journalled before it leaves; not sent again if an
+                // earlier attempt's call succeeded.
+                let mut request = request;
+                let mut sending = None;
+                if let Some((journal, ordinal)) = journal {
+                    match journal.prepare(ordinal, request).await {
+                        Prepared::Send { request: keyed, effect } => {
+                            request = keyed;
+                            sending = Some((journal, effect));
+                        }
+                        Prepared::Replay { response, status, response_bytes } => {
+                            record(HttpOutcome::Replayed { status, response_bytes }, declared);
+                            return Ok((response, done()));
+                        }
+                        Prepared::Refused { reason, error } => {
+                            record(HttpOutcome::Denied { reason }, declared);
+                            return Err(error);
+                        }
+                    }
+                }
+                // The mirror's safe request goes without a body: one streamed
+                // without a declared length is read first, and if it holds
+                // anything, nothing is sent (a server may act on it).
+                if mirror {
+                    let (parts, body) = request.into_parts();
+                    let read = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map(|body| body.to_bytes());
+                    if !read.as_ref().is_ok_and(Bytes::is_empty) {
+                        let reason = "the mirror sends no body on GET or HEAD".to_string();
+                        record(HttpOutcome::Denied { reason }, declared);
+                        return Err(HttpError::HttpRequestDenied);
+                    }
+                    request = http::Request::from_parts(parts, full_body(Bytes::new()));
+                }
+                // Read after the gate, which may have raised it.
+                let limit = timeouts.outbound();
+                let timeout =
+                    options.as_ref().and_then(|o| o.first_byte_timeout).map_or(limit, |guest| guest.min(limit));
+                // The primary takes a half-open breaker's one trial here, after
+                // the gate and the journal, which may stop the call; the trial
+                // then settles with the call's outcome below.
+                let breakers = &memory.breakers;
+                if rule.is_some()
+                    && !mirror
+                    && let Err(short) = breakers.admit(&host, false, Instant::now())
+                {
+                    let opens_in_ms = u64::try_from(short.opens_in.as_millis()).unwrap_or(u64::MAX);
+                    record(HttpOutcome::ShortCircuited { host, opens_in_ms }, declared);
+                    return Err(HttpError::ConnectionRefused);
+                }
+                let slot = match breaker.max_concurrent {
+                    Some(max) => {
+                        match tokio::time::timeout(timeout, breakers.slots(&host, max).acquire_owned()).await {
+                            Ok(Ok(slot)) => Some(slot),
+                            _ => {
+                                // Only the primary takes trials: the mirror's call
+                                // must not give back a trial the primary has out.
+                                if !mirror {
+                                    breakers.abandon(&host);
+                                }
+                                let error = format!(
+                                    "no free slot of the {max} calls {host} may have at once within {} ms",
+                                    timeout.as_millis()
+                                );
+                                record(HttpOutcome::Failed { error }, declared);
+                                return Err(HttpError::ConnectionReadTimeout);
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                let started = Instant::now();
+                let exchange = async {
+                    let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+                    // The connection future must run while the body is read.
+                    let io = tokio::spawn(io);
+                    let (parts, body) = response.into_parts();
+                    let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                        .collect()
+                        .await
+                        .map_err(|e| HttpError::InternalError(Some(format!("response body: {e}"))))?
+                        .to_bytes();
+                    Ok::<_, HttpError>((parts, body, io))
+                };
+                // In a hedge race the other attempt won: this one stops waiting
+                // for its answer (it holds no token, so the call is a safe one).
+                // A safe call stops waiting, too, when the caller cancels.
+                let lost = async move {
+                    if cancelled.is_none() && stop_waiting.is_none() {
+                        return std::future::pending().await;
+                    }
+                    loop {
+                        if cancelled.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst)) {
+                            return "stopped: the other path of the hedge won";
+                        }
+                        if stop_waiting.as_ref().is_some_and(CancelToken::is_cancelled) {
+                            return CALLER_CANCELLED;
+                        }
+                        tokio::time::sleep(CANCEL_POLL).await;
+                    }
+                };
+                let outcome = tokio::select! {
+                    outcome = tokio::time::timeout(timeout, exchange) => outcome,
+                    why = lost => {
                         if !mirror {
                             breakers.abandon(&host);
                         }
-                        let error = format!(
-                            "no free slot of the {max} calls {host} may have at once within {} ms",
-                            timeout.as_millis()
-                        );
-                        record(HttpOutcome::Failed { error }, declared);
-                        return Err(HttpError::ConnectionReadTimeout);
+                        record(HttpOutcome::Failed { error: why.to_string() }, declared);
+                        return Err(HttpError::InternalError(Some(why.to_string())));
                     }
-                },
-                None => None,
-            };
-            let started = Instant::now();
-            let exchange = async {
-                let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-                // The connection future must run while the body is read.
-                let io = tokio::spawn(io);
-                let (parts, body) = response.into_parts();
-                let body = Limited::new(body, MAX_RESPONSE_BYTES)
-                    .collect()
-                    .await
-                    .map_err(|e| HttpError::InternalError(Some(format!("response body: {e}"))))?
-                    .to_bytes();
-                Ok::<_, HttpError>((parts, body, io))
-            };
-            // In a hedge race the other attempt won: this one stops waiting
-            // for its answer (it holds no token, so the call is a safe one).
-            // A safe call stops waiting, too, when the caller cancels.
-            let lost = async move {
-                if cancelled.is_none() && stop_waiting.is_none() {
-                    return std::future::pending().await;
-                }
-                loop {
-                    if cancelled.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst)) {
-                        return "stopped: the other path of the hedge won";
-                    }
-                    if stop_waiting.as_ref().is_some_and(CancelToken::is_cancelled) {
-                        return CALLER_CANCELLED;
-                    }
-                    tokio::time::sleep(CANCEL_POLL).await;
-                }
-            };
-            let outcome = tokio::select! {
-                outcome = tokio::time::timeout(timeout, exchange) => outcome,
-                why = lost => {
-                    if !mirror {
-                        breakers.abandon(&host);
-                    }
-                    record(HttpOutcome::Failed { error: why.to_string() }, declared);
-                    return Err(HttpError::InternalError(Some(why.to_string())));
-                }
-            };
-            let observe = |status: Option<u16>, retry_after: Option<Duration>| {
-                let exchange = Exchange {
-                    sent_at: started,
-                    request_bytes: declared,
-                    latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-                    status,
-                    retry_after,
-                    conditions: &input.conditions,
                 };
-                health.health.observe(&endpoint, exchange, &evidence, Instant::now());
-                // A host that failed to answer, or answered `5xx`, counts
-                // against its breaker; any other answer shows it well.
-                if let Some(rule) = rule {
-                    let well = status.is_some_and(|status| status < 500);
-                    breakers.report(&host, rule, well, Instant::now());
-                }
-            };
-            match outcome {
-                Err(_elapsed) => {
-                    observe(None, None);
-                    record(
-                        HttpOutcome::Failed { error: format!("timed out after {} ms", timeout.as_millis()) },
-                        declared,
-                    );
-                    Err(HttpError::ConnectionReadTimeout)
-                }
-                Ok(Err(error)) => {
-                    observe(None, None);
-                    record(HttpOutcome::Failed { error: error.to_string() }, declared);
-                    Err(error)
-                }
-                Ok(Ok((parts, body, io))) => {
-                    drop(slot);
-                    let status = parts.status.as_u16();
-                    let wait = retry_after(&parts.headers, SystemTime::now());
-                    observe(Some(status), wait);
-                    // Only a refusal's wait binds the retry: a `2xx` with the
-                    // header asks nothing of it.
-                    let retry_after_ms = wait
-                        .filter(|_| matches!(status, 429 | 503))
-                        .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-                    record(HttpOutcome::Answered { status, response_bytes: body.len(), retry_after_ms }, declared);
-                    if let Some((journal, effect)) = sending {
-                        journal.answered(effect, &parts, &body).await;
+                let observe = |status: Option<u16>, retry_after: Option<Duration>| {
+                    let exchange = Exchange {
+                        sent_at: started,
+                        request_bytes: declared,
+                        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                        status,
+                        retry_after,
+                        conditions: &input.conditions,
+                    };
+                    health.health.observe(&endpoint, exchange, &evidence, Instant::now());
+                    // A host that failed to answer, or answered `5xx`, counts
+                    // against its breaker; any other answer shows it well.
+                    if let Some(rule) = rule {
+                        let well = status.is_some_and(|status| status < 500);
+                        breakers.report(&host, rule, well, Instant::now());
                     }
-                    if let Some(memory) = remember {
-                        memory.remember(endpoint, status, body.clone());
+                };
+                match outcome {
+                    Err(_elapsed) => {
+                        observe(None, None);
+                        record(
+                            HttpOutcome::Failed { error: format!("timed out after {} ms", timeout.as_millis()) },
+                            declared,
+                        );
+                        Err(HttpError::ConnectionReadTimeout)
                     }
-                    let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
-                        Box::new(async move { io.await.unwrap_or(Ok(())) });
-                    Ok((Response::from_parts(parts, full_body(body)), io))
+                    Ok(Err(error)) => {
+                        observe(None, None);
+                        record(HttpOutcome::Failed { error: error.to_string() }, declared);
+                        Err(error)
+                    }
+                    Ok(Ok((parts, body, io))) => {
+                        drop(slot);
+                        let status = parts.status.as_u16();
+                        let wait = retry_after(&parts.headers, SystemTime::now());
+                        observe(Some(status), wait);
+                        // Only a refusal's wait binds the retry: a `2xx` with the
+                        // header asks nothing of it.
+                        let retry_after_ms = wait
+                            .filter(|_| matches!(status, 429 | 503))
+                            .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+                        record(HttpOutcome::Answered { status, response_bytes: body.len(), retry_after_ms }, declared);
+                        if let Some((journal, effect)) = sending {
+                            journal.answered(effect, &parts, &body).await;
+                        }
+                        if let Some(memory) = remember {
+                            memory.remember(endpoint, status, body.clone());
+                        }
+                        let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                            Box::new(async move { io.await.unwrap_or(Ok(())) });
+                        Ok((Response::from_parts(parts, full_body(body)), io))
+                    }
                 }
             }
-        })
+            .instrument(span),
+        )
     }
 }
 
