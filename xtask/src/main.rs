@@ -7,10 +7,12 @@
 //!   target with clippy's lints (warnings are errors; one compilation, see
 //!   `lint.rs`), and runs the whole test suite.
 //! - `bench`: checks that the Extism peer behaves as the others, then runs
-//!   `benches/src/bin/bench-report.rs` (the peer comparison and the durable
-//!   throughput) optimised, prints its tables and writes them into
-//!   `docs/benchmarks.md`. Only this chore builds Extism (feature `extism`),
-//!   which brings a second wasmtime.
+//!   `benches/src/bin/bench-report/` (the peer comparison, the durable
+//!   throughput, the durable engines side by side, …) optimised, prints its
+//!   tables and writes them into `docs/benchmarks.md`. Only this chore
+//!   builds Extism (feature `extism`), which brings a second wasmtime, and
+//!   the Restate peer (feature `durable-peers`, with Restate's server
+//!   installed into `target/peers/` from the npm registry).
 //!
 //! - `setup`: installs what is missing (see `setup.rs`): the wasm targets,
 //!   the ONNX Runtime library and the training packages.
@@ -76,9 +78,19 @@ fn run_chore() -> Result<()> {
                 "all",
                 "peer_",
             ]))?;
+            // The durable engines' comparison runs Restate's server, and
+            // the bank service built with its SDK beside bench-report.
+            let sections: Vec<&str> = args[1..].iter().map(String::as_str).filter(|a| !a.starts_with("--")).collect();
+            if sections.is_empty() || sections.contains(&"engines") {
+                setup::ensure_restate(&root)?;
+            }
             run(Command::new(cargo())
                 .current_dir(&root)
-                .args(["run", "--profile", "bench", "-p", "txmirror-benches", "--features", "extism"])
+                .args(["build", "--profile", "bench", "-p", "txmirror-benches", "--features", "extism durable-peers"])
+                .args(["--bin", "bench-report", "--bin", "restate-bank"]))?;
+            run(Command::new(cargo())
+                .current_dir(&root)
+                .args(["run", "--profile", "bench", "-p", "txmirror-benches", "--features", "extism durable-peers"])
                 .args(["--bin", "bench-report", "--"])
                 .args(["--write", "docs/benchmarks.md"])
                 .args(&args[1..]))
@@ -94,7 +106,7 @@ fn run_chore() -> Result<()> {
         }
         _ => {
             println!(
-                "usage: cargo xtask <demo | test [cargo test args] | bench [--quick] [peers] [durable] [nodes] | setup | \
+                "usage: cargo xtask <demo | test [cargo test args] | bench [--quick] [SECTION…] | setup | \
                  train-model | effectiveness>"
             );
             if args.is_empty() { Ok(()) } else { bail!("unknown command {:?}", args[0]) }

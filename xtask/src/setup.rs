@@ -137,6 +137,59 @@ fn ensure_onnxruntime(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The Restate server of the durable engines' comparison (`cargo xtask
+/// bench engines`), from the npm registry's package of its binary.
+pub(crate) const RESTATE_VERSION: &str = "1.7.12";
+
+/// Where that server goes.
+pub(crate) fn restate_server(root: &Path) -> PathBuf {
+    root.join("target/peers/restate-server/package/bin/restate-server")
+}
+
+/// Installs Restate's server from the npm registry into `target/peers/`:
+/// the tarball of `@restatedev/restate-server-linux-x64`, checked against
+/// the registry's SHA-512 and unpacked by Python (no Node.js needed). For
+/// the benchmark only: the tests never start it.
+pub(crate) fn ensure_restate(root: &Path) -> Result<()> {
+    let server = restate_server(root);
+    if server.exists() {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        cfg!(all(target_os = "linux", target_arch = "x86_64")),
+        "the Restate server is installed for Linux on x86_64 only; set TXMIRROR_RESTATE_SERVER to one"
+    );
+    println!("installing the Restate server {RESTATE_VERSION} (from the npm registry) into {}", server.display());
+    let into = root.join("target/peers/restate-server");
+    let script = r#"
+import base64, hashlib, io, json, sys, tarfile, urllib.request
+package, version, into = sys.argv[1], sys.argv[2], sys.argv[3]
+with urllib.request.urlopen(f"https://registry.npmjs.org/{package}/{version}", timeout=60) as answer:
+    dist = json.load(answer)["dist"]
+with urllib.request.urlopen(dist["tarball"], timeout=600) as answer:
+    tarball = answer.read()
+algorithm, digest = dist["integrity"].split("-", 1)
+if algorithm != "sha512" or hashlib.sha512(tarball).digest() != base64.b64decode(digest):
+    sys.exit(f"{dist['tarball']} does not match the registry's integrity {dist['integrity']}")
+with tarfile.open(fileobj=io.BytesIO(tarball)) as archive:
+    archive.extractall(into, filter="data")
+"#;
+    crate::run(
+        Command::new(python())
+            .arg("-c")
+            .arg(script)
+            .arg("@restatedev/restate-server-linux-x64")
+            .arg(RESTATE_VERSION)
+            .arg(&into),
+    )
+    .context("cannot install the Restate server from the npm registry")?;
+    // The tarball's modes may not survive `filter="data"`: make it runnable.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make {} executable", server.display()))?;
+    Ok(())
+}
+
 /// Installs the pinned training packages into `target/python`, the API
 /// fuzzer of the tests into `target/python-tests` and the Python guests'
 /// builder into `target/python-guests`, each again when its requirements

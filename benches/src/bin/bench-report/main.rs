@@ -24,12 +24,15 @@
 //!   size, a clean build, the first load (compile) and a load from the
 //!   cache, instantiation alone, and a whole transaction;
 //!
+//! - `engines`: the durable engines side by side: the bank transfer on
+//!   txmirror (primary only, mirrored, adaptive) and on Restate, over
+//!   HTTP at 1, 16 and 64 clients (see `engines.rs`);
 //! - `telemetry`: OpenTelemetry's cost on the tiny path: a transaction
 //!   with the exporter off (the log's subscriber alone, as `txmirror`
 //!   runs without `OTEL_EXPORTER_OTLP_ENDPOINT`) and on (its spans
 //!   exported over OTLP/HTTP to a receiver on 127.0.0.1);
 //!
-//! `bench-report [--quick] [--write FILE] [peers] [durable] [nodes] [effects] [streams] [delivery] [python] [telemetry]`: with `--write`, each
+//! `bench-report [--quick] [--write FILE] [peers] [durable] [nodes] [effects] [streams] [delivery] [python] [telemetry] [engines]`: with `--write`, each
 //! section's table replaces the text between its markers in FILE
 //! (`<!-- bench:NAME -->` … `<!-- /bench:NAME -->`). `--quick` runs short,
 //! for checking that it works, not for numbers.
@@ -47,6 +50,8 @@ use txmirror_runtime::{Policy, Runtime, TxRequest};
 use txmirror_tests::guests;
 use txmirror_tests::peers::{ComponentPeer, EngineSetup, ORDER, Peer, TRANSFER, TxmirrorPeer};
 
+mod engines;
+
 struct Options {
     quick: bool,
     write: Option<PathBuf>,
@@ -60,19 +65,22 @@ fn main() -> Result<()> {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--write" => options.write = Some(args.next().context("--write needs a file")?.into()),
-            "peers" | "durable" | "nodes" | "effects" | "streams" | "delivery" | "python" | "telemetry" => {
+            "peers" | "durable" | "nodes" | "effects" | "streams" | "delivery" | "python" | "telemetry" | "engines" => {
                 options.sections.push(arg);
             }
             other => {
                 bail!(
                     "unknown argument {other:?}; usage: bench-report [--quick] [--write FILE] [peers] [durable] [nodes] \
-                     [effects] [streams] [delivery] [python] [telemetry]"
+                     [effects] [streams] [delivery] [python] [telemetry] [engines]"
                 )
             }
         }
     }
     if options.sections.is_empty() {
-        options.sections = vec!["peers".into(), "durable".into(), "nodes".into(), "effects".into(), "python".into()];
+        options.sections = ["peers", "durable", "nodes", "effects", "python", "engines", "telemetry"]
+            .into_iter()
+            .map(String::from)
+            .collect();
     }
     for section in options.sections.clone() {
         let table = match section.as_str() {
@@ -83,6 +91,7 @@ fn main() -> Result<()> {
             "streams" => streams(&options)?,
             "delivery" => delivery(&options)?,
             "telemetry" => telemetry(&options)?,
+            "engines" => engines::engines(&options)?,
             _ => durable(&options)?,
         };
         println!("{table}");
