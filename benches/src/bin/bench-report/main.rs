@@ -25,8 +25,8 @@
 //!   cache, instantiation alone, and a whole transaction;
 //!
 //! - `engines`: the durable engines side by side: the bank transfer on
-//!   txmirror (primary only, mirrored, adaptive) and on Restate, over
-//!   HTTP at 1, 16 and 64 clients (see `engines.rs`);
+//!   txmirror (primary only, mirrored, adaptive), on Restate and on
+//!   Temporal, over HTTP at 1, 16 and 64 clients (see `engines.rs`);
 //! - `telemetry`: OpenTelemetry's cost on the tiny path: a transaction
 //!   with the exporter off (the log's subscriber alone, as `txmirror`
 //!   runs without `OTEL_EXPORTER_OTLP_ENDPOINT`) and on (its spans
