@@ -7,8 +7,11 @@
 //! tagged enums. They are written compressed (zstd, level 1): a mirrored
 //! transfer's 2.3 KB of JSON becomes about 0.7 KB, and the bytes a commit
 //! writes and fsyncs are what limits durable throughput
-//! (`docs/benchmarks.md`). Histories written uncompressed (codec 1) are
-//! still read. An empty history is a transaction that never ran.
+//! (`docs/benchmarks.md`). A short history is written uncompressed (codec
+//! 1): below [`COMPRESS_FROM`] bytes, zstd's set-up (its Huffman tables)
+//! costs more time than its few hundred bytes save, and a primary-only
+//! transaction's history is that short. An empty history is a transaction
+//! that never ran.
 
 use super::AttemptReport;
 use crate::store::{History, StoreError};
@@ -22,6 +25,10 @@ const JSON: u8 = 1;
 const JSON_ZSTD: u8 = 2;
 /// Fast, and on this JSON within a few percent of the higher levels.
 const ZSTD_LEVEL: i32 = 1;
+/// The shortest JSON that is compressed. A profile of the tiny path put
+/// zstd at 8% of a primary-only transaction whose history is about 600
+/// bytes (`docs/benchmarks.md`); a mirrored transfer's is 2.3 KB.
+const COMPRESS_FROM: usize = 1024;
 
 thread_local! {
     /// A compression context per thread: making one costs more than
@@ -34,6 +41,9 @@ pub(crate) fn encode<R: Borrow<AttemptReport> + Serialize>(reports: &[R]) -> His
     // Reports hold plain data (strings, numbers, maps with string keys):
     // serialising them to memory cannot fail.
     let json = serde_json::to_vec(reports).unwrap_or_else(|_| b"[]".to_vec());
+    if json.len() < COMPRESS_FROM {
+        return History::from_bytes([&[JSON][..], &json].concat());
+    }
     let compressed = COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {
@@ -110,6 +120,7 @@ mod tests {
     #[test]
     fn histories_are_compressed_and_both_codecs_are_read_back() {
         let reports = vec![report(1), report(2)];
+        assert!(json(&reports).len() >= COMPRESS_FROM, "a history long enough to be compressed");
         let history = encode(&reports);
         assert_eq!(history.as_bytes().first(), Some(&JSON_ZSTD));
         assert_eq!(decode("t1", &history).map(|r| json(&r)).ok(), Some(json(&reports)));
@@ -118,6 +129,18 @@ mod tests {
         let plain = [&[JSON][..], json(&reports).as_bytes()].concat();
         assert_eq!(decode("t1", &History::from_bytes(plain)).map(|r| json(&r)).ok(), Some(json(&reports)));
         assert_eq!(decode("t1", &History::default()).map(|r| r.len()).ok(), Some(0));
+    }
+
+    #[test]
+    fn short_histories_are_kept_uncompressed_and_read_back() {
+        let mut short = report(1);
+        short.mirror = None;
+        let reports = vec![short];
+        assert!(json(&reports).len() < COMPRESS_FROM, "{} bytes", json(&reports).len());
+        let history = encode(&reports);
+        assert_eq!(history.as_bytes().first(), Some(&JSON));
+        assert_eq!(history.as_bytes().len(), json(&reports).len() + 1);
+        assert_eq!(decode("t1", &history).map(|r| json(&r)).ok(), Some(json(&reports)));
     }
 
     #[test]
