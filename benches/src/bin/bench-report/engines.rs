@@ -178,9 +178,8 @@ impl Txmirror {
 /// Restate's server and the bank service, two processes on 127.0.0.1,
 /// killed when dropped.
 struct Restate {
-    ingress: String,
-    server: Child,
-    service: Child,
+    ingress: AccountRoutes,
+    _processes: Processes,
     _dir: tempfile::TempDir,
 }
 
@@ -192,21 +191,27 @@ impl Restate {
         let dir = tempfile::tempdir()?;
         let [ingress, admin, node, endpoint] = [free_port()?, free_port()?, free_port()?, free_port()?];
         let log = std::fs::File::create(dir.path().join("restate.log"))?;
-        let server = Command::new(&binary)
-            .args(["--listen-mode", "tcp", "--bind-ip", "127.0.0.1", "--node-name", "bench", "--no-logo"])
-            .arg("--base-dir")
-            .arg(dir.path().join("base"))
-            .env("RESTATE_INGRESS__BIND_PORT", ingress.to_string())
-            .env("RESTATE_ADMIN__BIND_PORT", admin.to_string())
-            .env("RESTATE_BIND_PORT", node.to_string())
-            .env("RESTATE_DISABLE_TELEMETRY", "true")
-            .env("RESTATE_ADMIN__DISABLE_WEB_UI", "true")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let service = Command::new(&bank).arg(endpoint.to_string()).stdout(Stdio::null()).spawn()?;
-        let this = Self { ingress: format!("http://127.0.0.1:{ingress}"), server, service, _dir: dir };
+        // The server is in the guard before the service starts: a service
+        // that fails to start leaves no server behind.
+        let mut processes = Processes(Vec::new());
+        processes.0.push(
+            Command::new(&binary)
+                .args(["--listen-mode", "tcp", "--bind-ip", "127.0.0.1", "--node-name", "bench", "--no-logo"])
+                .arg("--base-dir")
+                .arg(dir.path().join("base"))
+                .env("RESTATE_INGRESS__BIND_PORT", ingress.to_string())
+                .env("RESTATE_ADMIN__BIND_PORT", admin.to_string())
+                .env("RESTATE_BIND_PORT", node.to_string())
+                .env("RESTATE_DISABLE_TELEMETRY", "true")
+                .env("RESTATE_ADMIN__DISABLE_WEB_UI", "true")
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("cannot start {}", binary.display()))?,
+        );
+        processes.0.push(Command::new(&bank).arg(endpoint.to_string()).stdout(Stdio::null()).spawn()?);
+        let this =
+            Self { ingress: AccountRoutes(format!("http://127.0.0.1:{ingress}")), _processes: processes, _dir: dir };
         // Registers the service once the admin API answers (at most 60 s).
         let register = format!(r#"{{"uri":"http://127.0.0.1:{endpoint}"}}"#);
         let started = Instant::now();
@@ -226,33 +231,51 @@ impl Restate {
     }
 }
 
-impl Drop for Restate {
+impl Engine for Restate {
+    fn transfer(&self, from: &str, to: &str, amount: u64, key: &str) -> hyper::Request<Full<Bytes>> {
+        self.ingress.transfer(from, to, amount, key)
+    }
+
+    fn balance<'a>(&'a self, client: &'a HttpClient, account: &'a str) -> Pending<'a, u64> {
+        Box::pin(self.ingress.balance(client, account))
+    }
+}
+
+/// Processes of a peer, killed when dropped, the last started first.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
     fn drop(&mut self) {
-        for child in [&mut self.service, &mut self.server] {
+        for child in self.0.iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 }
 
-impl Engine for Restate {
+/// The routes of Restate's ingress for the virtual object `Account`, which
+/// the Temporal bank's gateway serves too: `POST {base}/Account/{id}/transfer`
+/// with the idempotency key in a header, and `POST {base}/Account/{id}/balance`.
+struct AccountRoutes(String);
+
+impl AccountRoutes {
     fn transfer(&self, from: &str, to: &str, amount: u64, key: &str) -> hyper::Request<Full<Bytes>> {
         let body = format!(r#"{{"to":"{to}","amount":{amount}}}"#);
-        hyper::Request::post(format!("{}/Account/{from}/transfer", self.ingress))
+        hyper::Request::post(format!("{}/Account/{from}/transfer", self.0))
             .header("content-type", "application/json")
             .header("idempotency-key", key)
             .body(Full::new(Bytes::from(body)))
             .expect("a transfer is a request")
     }
 
-    fn balance<'a>(&'a self, client: &'a HttpClient, account: &'a str) -> Pending<'a, u64> {
-        Box::pin(async move {
-            let request = hyper::Request::post(format!("{}/Account/{account}/balance", self.ingress))
-                .body(Full::new(Bytes::new()))?;
-            let (status, body) = send(client, request).await?;
-            ensure!(status == 200, "balance of {account}: {status}");
-            Ok(serde_json::from_slice(&body)?)
-        })
+    fn balance_request(&self, account: &str) -> Result<hyper::Request<Full<Bytes>>> {
+        Ok(hyper::Request::post(format!("{}/Account/{account}/balance", self.0)).body(Full::new(Bytes::new()))?)
+    }
+
+    async fn balance(&self, client: &HttpClient, account: &str) -> Result<u64> {
+        let (status, body) = send(client, self.balance_request(account)?).await?;
+        ensure!(status == 200, "balance of {account}: {status}");
+        Ok(serde_json::from_slice(&body)?)
     }
 }
 
@@ -260,8 +283,8 @@ impl Engine for Restate {
 /// bank's worker and its HTTP gateway (`benches/temporal-bank/bank.py`),
 /// three processes on 127.0.0.1, killed when dropped.
 struct Temporal {
-    gateway: String,
-    children: Vec<Child>,
+    gateway: AccountRoutes,
+    processes: Processes,
     dir: tempfile::TempDir,
 }
 
@@ -274,9 +297,13 @@ impl Temporal {
         let [frontend, http, metrics, gateway] = [free_port()?, free_port()?, free_port()?, free_port()?];
         let logs = dir.path().to_path_buf();
         let log = |name: &str| std::fs::File::create(logs.join(name));
-        let mut this = Self { gateway: format!("http://127.0.0.1:{gateway}"), children: Vec::new(), dir };
+        let mut this = Self {
+            gateway: AccountRoutes(format!("http://127.0.0.1:{gateway}")),
+            processes: Processes(Vec::new()),
+            dir,
+        };
         let server_log = log("server.log")?;
-        this.children.push(
+        this.processes.0.push(
             Command::new(&cli)
                 .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1", "--log-level", "warn"])
                 .args(["--port", &frontend.to_string(), "--http-port", &http.to_string()])
@@ -292,7 +319,7 @@ impl Temporal {
         for (role, args) in [("worker", vec![address.clone()]), ("gateway", vec![address.clone(), gateway.to_string()])]
         {
             let role_log = log(&format!("{role}.log"))?;
-            this.children.push(
+            this.processes.0.push(
                 Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
                     .arg(&bank)
                     .arg(role)
@@ -308,7 +335,7 @@ impl Temporal {
         // Ready once the gateway answers a balance through the server (at most 60 s).
         let started = Instant::now();
         loop {
-            match send(client, this.balance_request("ready")?).await {
+            match send(client, this.gateway.balance_request("ready")?).await {
                 Ok((200, _)) => break,
                 Ok(_) | Err(_) if started.elapsed() < Duration::from_secs(60) => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -317,10 +344,6 @@ impl Temporal {
             }
         }
         Ok(this)
-    }
-
-    fn balance_request(&self, account: &str) -> Result<hyper::Request<Full<Bytes>>> {
-        Ok(hyper::Request::post(format!("{}/Account/{account}/balance", self.gateway)).body(Full::new(Bytes::new()))?)
     }
 
     /// The processes' logs, for an error.
@@ -337,31 +360,13 @@ impl Temporal {
     }
 }
 
-impl Drop for Temporal {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 impl Engine for Temporal {
     fn transfer(&self, from: &str, to: &str, amount: u64, key: &str) -> hyper::Request<Full<Bytes>> {
-        let body = format!(r#"{{"to":"{to}","amount":{amount}}}"#);
-        hyper::Request::post(format!("{}/Account/{from}/transfer", self.gateway))
-            .header("content-type", "application/json")
-            .header("idempotency-key", key)
-            .body(Full::new(Bytes::from(body)))
-            .expect("a transfer is a request")
+        self.gateway.transfer(from, to, amount, key)
     }
 
     fn balance<'a>(&'a self, client: &'a HttpClient, account: &'a str) -> Pending<'a, u64> {
-        Box::pin(async move {
-            let (status, body) = send(client, self.balance_request(account)?).await?;
-            ensure!(status == 200, "balance of {account}: {status}");
-            Ok(serde_json::from_slice(&body)?)
-        })
+        Box::pin(self.gateway.balance(client, account))
     }
 }
 
