@@ -15,6 +15,12 @@ key, so that the activity's retries deposit once). As with Restate, the
 deposit is durable once the debit's update completes, and lands after the
 debit's answer. An account never written holds the benchmark's seed.
 
+Temporal keeps an update's id, and answers it again, within a workflow
+run. A run continues as new only when Temporal suggests it (thousands of
+events, far beyond one account's share of the benchmark); a key repeated
+across that boundary would move money again, which a production version
+would prevent by carrying its recent keys into the new run.
+
 Two processes, so that the worker and the gateway each have a core:
 
     python3 bank.py worker TEMPORAL_ADDRESS

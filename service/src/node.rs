@@ -171,6 +171,19 @@ pub(crate) async fn take_over_lapsed(state: &AppState) -> usize {
 async fn resume(state: &AppState, tenant: &Arc<crate::Tenant>, accepted: Accepted) -> bool {
     let id = accepted.transaction_id.clone();
     let Some(running) = state.node.run(tenant.name(), &id) else { return false };
+    // The scan that found it may predate a run of this node's that has
+    // ended it since (the run's guard is gone, so `run` above let this
+    // through): read it again, now that no other run of it can start here,
+    // and resume it only if it is still in flight under the lease found.
+    match tenant.store().accepted(&id) {
+        Ok(Some(current))
+            if current.lease.holder == accepted.lease.holder && current.lease.epoch == accepted.lease.epoch => {}
+        Ok(_) => return false,
+        Err(error) => {
+            tracing::warn!(tenant = %tenant.name(), transaction = %id, %error, "cannot read a transaction to resume: left for the next scan");
+            return false;
+        }
+    }
     let pending = match lifecycle::PendingTx::decode(&accepted.request) {
         Ok(pending) => pending,
         Err(error) => {

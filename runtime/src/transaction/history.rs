@@ -26,8 +26,8 @@ const JSON_ZSTD: u8 = 2;
 /// Fast, and on this JSON within a few percent of the higher levels.
 const ZSTD_LEVEL: i32 = 1;
 /// The shortest JSON that is compressed. A profile of the tiny path put
-/// zstd at 8% of a primary-only transaction whose history is about 600
-/// bytes (`docs/benchmarks.md`); a mirrored transfer's is 2.3 KB.
+/// zstd at 8% of a primary-only transaction whose history is shorter than
+/// this (`docs/benchmarks.md`); a mirrored transfer's is 2.3 KB.
 const COMPRESS_FROM: usize = 1024;
 
 thread_local! {
